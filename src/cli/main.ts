@@ -1,0 +1,60 @@
+// The tuna command line: dispatches `tuna <command> ...` to the command modules (a literal registry)
+// and is the only place that turns a thrown TunaError into a message and an exit code.
+import { TunaError, isTunaError, errorMessage } from "../util/errors.ts";
+import { processOutput, type CliOutput } from "./output.ts";
+import { inspectCommand } from "./commands/inspect.ts";
+import { doctorCommand } from "./commands/doctor.ts";
+import { trainCommand } from "./commands/train.ts";
+
+export type Command = (args: string[], output: CliOutput) => Promise<number>;
+
+interface CommandEntry {
+  run: Command;
+  summary: string;
+}
+
+const COMMANDS: Record<string, CommandEntry> = {
+  train: { run: trainCommand, summary: "fine-tune a model (flags of the peft examples/sft train.py workflow)" },
+  inspect: { run: inspectCommand, summary: "describe a model folder or hub id: architecture, parameters, memory, tokenizer" },
+  doctor: { run: doctorCommand, summary: "check Node, CPU, GPU driver and CUDA libraries, and give a verdict" },
+};
+
+function usage(): string {
+  const lines = ["usage: tuna <command> [options]", "", "commands:"];
+  for (const [name, entry] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(10)} ${entry.summary}`);
+  lines.push("", "`tuna <command> --help` describes a command's options. Add --debug to see stack traces.");
+  return lines.join("\n");
+}
+
+export async function main(argv: string[], output: CliOutput = processOutput): Promise<number> {
+  const debug = argv.includes("--debug");
+  const args = argv.filter((a) => a !== "--debug");
+  const [name, ...rest] = args;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    output.out(usage());
+    return name === undefined ? 2 : 0;
+  }
+  if (name === "--version") {
+    output.out("tuna 0.1.0");
+    return 0;
+  }
+  const entry = COMMANDS[name];
+  if (entry === undefined) {
+    output.err(`tuna: unknown command '${name}'.\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await entry.run(rest, output);
+  } catch (e) {
+    if (isTunaError(e)) {
+      output.err(`tuna ${name}: error [${e.code}]: ${e.message}`);
+      if (debug) output.err(String(e.stack));
+      return e.code === "INTERNAL" ? 70 : 1;
+    }
+    // Not a TunaError: a bug in tuna (or a library failure we did not wrap). Always show the stack.
+    const wrapped = new TunaError("INTERNAL", `unexpected failure: ${errorMessage(e)}`, { cause: e });
+    output.err(`tuna ${name}: error [${wrapped.code}]: ${wrapped.message}\n${e instanceof Error ? String(e.stack) : ""}`);
+    output.err("This is a bug in tuna; please report it with the command you ran.");
+    return 70;
+  }
+}
