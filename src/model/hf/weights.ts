@@ -1,0 +1,125 @@
+// The weights a ModelConfig implies, by their HF names and shapes, grouped by module kind; parameter
+// counts and memory estimates (bf16, NF4) derived from that one list.
+import type { ModelConfig } from "./config.ts";
+
+export const PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
+export type Projection = (typeof PROJECTIONS)[number];
+export type ModuleKind = "embed_tokens" | Projection | "input_layernorm" | "post_attention_layernorm" | "norm" | "lm_head";
+
+export interface ExpectedWeight {
+  name: string;
+  shape: number[];
+  kind: ModuleKind;
+  /** A linear layer's weight inside a decoder block: what LoRA targets and bnb quantizes. */
+  quantizable: boolean;
+  isBias: boolean;
+}
+
+/** Output and input features of each projection of one decoder layer (nn.Linear: weight is [out, in]). */
+export function projectionShape(cfg: ModelConfig, proj: Projection): { out: number; in: number } {
+  const q = cfg.numHeads * cfg.headDim;
+  const kv = cfg.numKvHeads * cfg.headDim;
+  switch (proj) {
+    case "q_proj":
+      return { out: q, in: cfg.hiddenSize };
+    case "k_proj":
+    case "v_proj":
+      return { out: kv, in: cfg.hiddenSize };
+    case "o_proj":
+      return { out: cfg.hiddenSize, in: q };
+    case "gate_proj":
+    case "up_proj":
+      return { out: cfg.intermediateSize, in: cfg.hiddenSize };
+    case "down_proj":
+      return { out: cfg.hiddenSize, in: cfg.intermediateSize };
+  }
+}
+
+function projectionHasBias(cfg: ModelConfig, proj: Projection): boolean {
+  if (proj === "o_proj") return cfg.oBias;
+  if (proj === "q_proj" || proj === "k_proj" || proj === "v_proj") return cfg.qkvBias;
+  return cfg.mlpBias;
+}
+
+export function projectionPrefix(layer: number, proj: Projection): string {
+  const block = proj === "gate_proj" || proj === "up_proj" || proj === "down_proj" ? "mlp" : "self_attn";
+  return `model.layers.${layer}.${block}.${proj}`;
+}
+
+/** Every tensor the checkpoint must hold, in HF order (lm_head absent when embeddings are tied). */
+export function expectedWeights(cfg: ModelConfig): ExpectedWeight[] {
+  const C = cfg.hiddenSize;
+  const out: ExpectedWeight[] = [
+    { name: "model.embed_tokens.weight", shape: [cfg.vocabSize, C], kind: "embed_tokens", quantizable: false, isBias: false },
+  ];
+  for (let l = 0; l < cfg.numLayers; l++) {
+    out.push({ name: `model.layers.${l}.input_layernorm.weight`, shape: [C], kind: "input_layernorm", quantizable: false, isBias: false });
+    for (const proj of PROJECTIONS) {
+      const { out: o, in: i } = projectionShape(cfg, proj);
+      const prefix = projectionPrefix(l, proj);
+      out.push({ name: `${prefix}.weight`, shape: [o, i], kind: proj, quantizable: true, isBias: false });
+      if (projectionHasBias(cfg, proj)) out.push({ name: `${prefix}.bias`, shape: [o], kind: proj, quantizable: false, isBias: true });
+    }
+    out.push({
+      name: `model.layers.${l}.post_attention_layernorm.weight`,
+      shape: [C],
+      kind: "post_attention_layernorm",
+      quantizable: false,
+      isBias: false,
+    });
+  }
+  out.push({ name: "model.norm.weight", shape: [C], kind: "norm", quantizable: false, isBias: false });
+  if (!cfg.tieWordEmbeddings) out.push({ name: "lm_head.weight", shape: [cfg.vocabSize, C], kind: "lm_head", quantizable: false, isBias: false });
+  return out;
+}
+
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export interface ParameterCounts {
+  total: number;
+  byKind: Partial<Record<ModuleKind, number>>;
+  /** Parameters in the decoder blocks' linear weights (what 4-bit quantization stores packed). */
+  quantizable: number;
+}
+
+export function countParameters(cfg: ModelConfig): ParameterCounts {
+  const byKind: Partial<Record<ModuleKind, number>> = {};
+  let total = 0;
+  let quantizable = 0;
+  for (const w of expectedWeights(cfg)) {
+    const n = numel(w.shape);
+    byKind[w.kind] = (byKind[w.kind] ?? 0) + n;
+    total += n;
+    if (w.quantizable) quantizable += n;
+  }
+  return { total, byKind, quantizable };
+}
+
+export interface MemoryEstimate {
+  bf16Bytes: number;
+  /** NF4 with fp32 absmax per 64-element block; other tensors bf16. */
+  nf4Bytes: number;
+  /** NF4 with double quantization: u8 absmax per block + fp32 per 256 blocks (+ 256-entry map). */
+  nf4DoubleQuantBytes: number;
+}
+
+const NF4_BLOCK = 64;
+const NESTED_BLOCK = 256;
+
+export function estimateWeightMemory(cfg: ModelConfig): MemoryEstimate {
+  const { total, quantizable } = countParameters(cfg);
+  const rest = total - quantizable;
+  let nf4 = rest * 2;
+  let nf4dq = rest * 2;
+  for (const w of expectedWeights(cfg)) {
+    if (!w.quantizable) continue;
+    const n = numel(w.shape);
+    const blocks = Math.ceil(n / NF4_BLOCK);
+    const packed = Math.ceil(n / 2) + 16 * 4; // codes + quant_map
+    nf4 += packed + blocks * 4;
+    nf4dq += packed + blocks + Math.ceil(blocks / NESTED_BLOCK) * 4 + NESTED_BLOCK * 4 + 4;
+  }
+  return { bf16Bytes: total * 2, nf4Bytes: nf4, nf4DoubleQuantBytes: nf4dq };
+}

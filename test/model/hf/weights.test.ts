@@ -1,0 +1,39 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { parseModelConfig } from "../../../src/model/hf/config.ts";
+import { countParameters, estimateWeightMemory, expectedWeights } from "../../../src/model/hf/weights.ts";
+import { MODEL_PRESETS } from "../../../src/model/hf/presets.ts";
+import { llama2_7b, qwen2_05b } from "./fixture-configs.ts";
+
+test("parameter totals match the published model sizes", () => {
+  // Published counts: Llama-2-7B 6,738,415,616; Qwen2-0.5B 494,032,768; Meta-Llama-3-8B 8,030,261,248.
+  assert.equal(countParameters(parseModelConfig(llama2_7b, "c")).total, 6_738_415_616);
+  assert.equal(countParameters(parseModelConfig(qwen2_05b, "c")).total, 494_032_768);
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["llama-3-8b"], "c")).total, 8_030_261_248);
+});
+
+test("HF names and [out, in] shapes of one Qwen2 layer, with biases", () => {
+  const ws = expectedWeights(parseModelConfig(qwen2_05b, "c"));
+  const byName = new Map(ws.map((w) => [w.name, w.shape]));
+  assert.deepEqual(byName.get("model.layers.0.self_attn.q_proj.weight"), [896, 896]);
+  assert.deepEqual(byName.get("model.layers.0.self_attn.k_proj.weight"), [128, 896]);
+  assert.deepEqual(byName.get("model.layers.0.self_attn.k_proj.bias"), [128]);
+  assert.equal(byName.has("model.layers.0.self_attn.o_proj.bias"), false);
+  assert.deepEqual(byName.get("model.layers.23.mlp.down_proj.weight"), [896, 4864]);
+  assert.equal(byName.has("lm_head.weight"), false, "tied embeddings: no lm_head");
+  assert.equal(ws.length, 1 + 24 * (2 + 7 + 3) + 1);
+});
+
+test("memory: NF4 about a quarter of bf16 for the linear layers of a 7B", () => {
+  const cfg = parseModelConfig(llama2_7b, "c");
+  const m = estimateWeightMemory(cfg);
+  const { quantizable, total } = countParameters(cfg);
+  assert.equal(m.bf16Bytes, total * 2);
+  // 4 bits + a 4-byte absmax per 64 weights = 0.5625 bytes per linear weight; the rest in bf16.
+  const expectedNf4 = (total - quantizable) * 2 + quantizable * 0.5625;
+  assert.ok(Math.abs(m.nf4Bytes - expectedNf4) / expectedNf4 < 1e-4);
+  // Double quant: 1 byte per 64 weights + 4 bytes per 256 blocks = ~0.5159 bytes per weight.
+  const expectedDq = (total - quantizable) * 2 + quantizable * (0.5 + 1 / 64 + 4 / (64 * 256));
+  assert.ok(Math.abs(m.nf4DoubleQuantBytes - expectedDq) / expectedDq < 1e-4);
+  assert.ok(m.nf4DoubleQuantBytes < 3.9e9 && m.nf4DoubleQuantBytes > 3.6e9);
+});
