@@ -9,6 +9,7 @@ export const ERROR_CODES = [
   "MODEL_UNSUPPORTED", // a model_type / architecture tuna does not implement
   "MODEL_INVALID", // a model folder that is not a model, or weights that do not fit the config
   "HUB", // resolving a hub id failed (offline, unreachable, not found, unauthorized)
+  "IO", // the system refused a read or write (disk full, I/O error); the message carries its words
   "GPU", // the GPU or a GPU library is missing or failed
   "UNSUPPORTED", // a feature that is accepted but not available yet
   "INTERNAL", // a bug in tuna

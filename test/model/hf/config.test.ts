@@ -29,7 +29,8 @@ test("Llama-3.1-8B: GQA, llama3 rope scaling, eos list", () => {
 test("Mistral applies its sliding window; Qwen2 only with use_sliding_window", () => {
   assert.equal(parseModelConfig(mistral_7b_v01, "c").slidingWindow, 4096);
   assert.equal(parseModelConfig({ ...mistral_7b_v01, sliding_window: null }, "c").slidingWindow, null);
-  const { sliding_window: _omit, ...noKey } = mistral_7b_v01;
+  const noKey: Record<string, unknown> = { ...mistral_7b_v01 };
+  delete noKey["sliding_window"];
   assert.equal(parseModelConfig(noKey, "c").slidingWindow, 4096, "MistralConfig's class default applies when the key is absent");
   assert.equal(parseModelConfig(qwen2_05b, "c").slidingWindow, null);
   assert.equal(parseModelConfig({ ...qwen2_05b, use_sliding_window: true }, "c").slidingWindow, 131072);
