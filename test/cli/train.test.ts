@@ -1,0 +1,80 @@
+// `tuna train` through the CLI: help, --print_config, the honest "not implemented yet" error,
+// unsupported features, and configuration errors turned into exit codes by main().
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { main } from "../../src/cli/main.ts";
+import { trainCommand } from "../../src/cli/commands/train.ts";
+import { memoryOutput } from "../../src/cli/output.ts";
+import { isTunaError } from "../../src/util/errors.ts";
+
+const MODEL = ["--model_name_or_path", "/models/llama"];
+const DEEPSPEED = new URL("../config/fixtures/deepspeed_config_z3_qlora.yaml", import.meta.url).pathname;
+
+void test("`tuna train --help` and -h print the grouped help and exit 0", async () => {
+  for (const flag of ["--help", "-h"]) {
+    const output = memoryOutput();
+    assert.equal(await main(["train", flag], output), 0);
+    const text = output.stdout.join("\n");
+    assert.match(text, /^usage: tuna train/);
+    assert.match(text, /\n {2}--lora_r int >= 1 {2}\(default: 64\)\n/);
+    assert.match(text, /\ntraining arguments:\n/);
+    assert.deepEqual(output.stderr, []);
+  }
+  // --help wins even next to invalid flags.
+  const output = memoryOutput();
+  assert.equal(await trainCommand(["--lora_r", "x", "--help"], output), 0);
+});
+
+void test("--print_config prints the resolved configuration and exits 0", async () => {
+  const output = memoryOutput();
+  const code = await main(["train", ...MODEL, "--lora_r", "8", "--config_file", DEEPSPEED, "--bf16", "--print_config"], output);
+  assert.equal(code, 0);
+  const text = output.stdout.join("\n");
+  assert.match(text, /^model_name_or_path:\s+\/models\/llama\s+# \* flag --model_name_or_path$/m);
+  assert.match(text, /^lora_r:\s+8\s+# \* flag --lora_r$/m);
+  assert.match(text, /DeepSpeed ZeRO stage 3/);
+  assert.deepEqual(output.stderr, []);
+});
+
+void test("without --print_config: the configuration, then an honest UNSUPPORTED error", async () => {
+  const output = memoryOutput();
+  await assert.rejects(trainCommand([...MODEL], output), (e) => {
+    assert.ok(isTunaError(e));
+    assert.equal(e.code, "UNSUPPORTED");
+    assert.match(e.message, /training is not implemented yet in this version of tuna/);
+    return true;
+  });
+  assert.match(output.stdout.join("\n"), /^# tuna train: resolved configuration/);
+
+  const viaMain = memoryOutput();
+  assert.equal(await main(["train", ...MODEL], viaMain), 1);
+  assert.match(viaMain.stderr.join("\n"), /tuna train: error \[UNSUPPORTED\]: training is not implemented yet/);
+});
+
+void test("push_to_hub and use_unsloth are accepted but refused with UNSUPPORTED", async () => {
+  for (const [flag, pattern] of [["--push_to_hub", /push_to_hub is not supported yet/], ["--use_unsloth", /use_unsloth is not supported/]] as const) {
+    const output = memoryOutput();
+    await assert.rejects(trainCommand([...MODEL, flag, "True"], output), (e) => {
+      assert.ok(isTunaError(e));
+      assert.equal(e.code, "UNSUPPORTED");
+      assert.match(e.message, pattern);
+      return true;
+    });
+    assert.deepEqual(output.stdout, [], "nothing printed before the refusal");
+    // --print_config still shows the configuration, with a note.
+    const printed = memoryOutput();
+    assert.equal(await trainCommand([...MODEL, flag, "--print_config"], printed), 0);
+    assert.match(printed.stderr.join("\n"), pattern);
+  }
+});
+
+void test("configuration errors reach the user through main() with exit code 1", async () => {
+  const output = memoryOutput();
+  assert.equal(await main(["train", ...MODEL, "--lora_rank", "8"], output), 1);
+  assert.match(output.stderr.join("\n"), /error \[CONFIG_UNKNOWN\].*\n.*unknown flag --lora_rank: did you mean --lora_r\?/);
+  const invalid = memoryOutput();
+  assert.equal(await main(["train", ...MODEL, "--bf16", "--fp16", "--lora_dropout", "2"], invalid), 1);
+  const text = invalid.stderr.join("\n");
+  assert.match(text, /error \[CONFIG_INVALID\]: invalid train configuration \(2 problems\)/);
+  assert.match(text, /lora_dropout = 2 \(flag --lora_dropout\): expected float in \[0, 1\)/);
+});
