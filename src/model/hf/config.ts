@@ -194,7 +194,7 @@ function parseQuantizationConfig(q: Record<string, unknown>): BnbQuantizationCon
   const loadIn8bit = q["load_in_8bit"] === true || q["_load_in_8bit"] === true;
   if (loadIn4bit === loadIn8bit) return "quantization_config must set exactly one of load_in_4bit / load_in_8bit";
   const quantType = q["bnb_4bit_quant_type"] ?? "fp4";
-  if (quantType !== "nf4" && quantType !== "fp4") return `quantization_config.bnb_4bit_quant_type "${String(quantType)}" is not nf4 or fp4`;
+  if (quantType !== "nf4" && quantType !== "fp4") return `quantization_config.bnb_4bit_quant_type ${JSON.stringify(quantType)} is not nf4 or fp4`;
   const skip = q["llm_int8_skip_modules"];
   return {
     quantMethod: "bitsandbytes",

@@ -1,0 +1,152 @@
+// The backend contract: tensors as opaque handles a backend owns, copies in and out, and one
+// forward/backward function pair per op. The CPU backend is its living definition; CUDA implements it.
+//
+// Dimension letters (STYLE.md): B batch, T tokens, N = tokens in a flat batch (B*T or packed),
+// C channels, V vocab, L layers, H heads, KV kv heads, D head dim, F ffn, R rank, S sequences.
+// Layouts are row-major. Activations are (N, ...) with N the flattened token axis.
+
+export type DType = "f32" | "bf16" | "f16" | "i32" | "u8";
+
+/** Typed array a dtype is copied in and out as (bf16/f16 travel as raw 16-bit patterns). */
+export type HostArray<D extends DType> = D extends "f32"
+  ? Float32Array
+  : D extends "i32"
+    ? Int32Array
+    : D extends "u8"
+      ? Uint8Array
+      : Uint16Array;
+
+export interface Tensor {
+  readonly id: number;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  /** Number of elements. */
+  readonly size: number;
+  readonly name: string;
+}
+
+export interface MatmulOptions {
+  /** Use a transposed: a is stored (K, M) and read as (M, K). */
+  transA?: boolean;
+  /** Use b transposed: b is stored (N, K) and read as (K, N) — the nn.Linear case x @ W^T. */
+  transB?: boolean;
+  /** out = alpha * op(a) @ op(b) (+ out when accumulate). Default 1. */
+  alpha?: number;
+  /** Add into out instead of overwriting (beta = 1). */
+  accumulate?: boolean;
+}
+
+export interface AdamWParams {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** 1-based step count, for bias correction. */
+  step: number;
+}
+
+/** 4-bit blockwise weight as bitsandbytes stores it (absmax already dequantized to f32 per block). */
+export interface Quant4bitTensors {
+  /** u8 (ceil(n/2)): two codes per byte, element 2j in the high nibble. */
+  packed: Tensor;
+  /** f32 (ceil(n/blocksize)). */
+  absmax: Tensor;
+  /** f32 (16): the code table (NF4 or FP4). */
+  code: Tensor;
+  blocksize: number;
+}
+
+export interface Backend {
+  readonly name: "cpu" | "cuda";
+
+  // ---- memory ----
+  alloc(dtype: DType, shape: readonly number[], name?: string): Tensor;
+  free(t: Tensor): void;
+  upload(t: Tensor, data: Float32Array | Int32Array | Uint8Array | Uint16Array): void;
+  /** Copies out in storage form (bf16/f16 as Uint16Array). */
+  download(t: Tensor): Promise<Float32Array | Int32Array | Uint8Array | Uint16Array>;
+  /** Copies out converted to float32 (for checks and logging). */
+  downloadF32(t: Tensor): Promise<Float32Array>;
+  fill(t: Tensor, value: number): void;
+  copy(dst: Tensor, src: Tensor): void;
+  /** A view of rows [start, start+count) of a tensor's first axis, sharing storage. */
+  rows(t: Tensor, start: number, count: number): Tensor;
+  /** The same storage with another shape of equal size. */
+  view(t: Tensor, shape: readonly number[]): Tensor;
+
+  // ---- ops (forward / backward pairs) ----
+  /** out (N, C) = table[ids] ; ids i32 (N), table (V, C). */
+  embeddingForward(out: Tensor, ids: Tensor, table: Tensor): void;
+  /** dtable (V, C) += scatter of dout (N, C) by ids; rows with id < 0 are skipped. */
+  embeddingBackward(dtable: Tensor, dout: Tensor, ids: Tensor): void;
+
+  /** out (M, N) = alpha * op(a) (M, K) @ op(b) (K, N) [+ out]. f32 accumulation. */
+  matmul(out: Tensor, a: Tensor, b: Tensor, options?: MatmulOptions): void;
+  /** out (N, F) += bias (F) broadcast over rows. */
+  addBias(out: Tensor, bias: Tensor): void;
+  /** dbias (F) += column sums of dout (N, F). */
+  biasBackward(dbias: Tensor, dout: Tensor): void;
+
+  /** out (N, C) = x / rms(x) * weight ; rstd f32 (N) saved for backward. HF order: normalize in f32, cast, then scale. */
+  rmsnormForward(out: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, eps: number): void;
+  /** dx (N, C) = (or += when accumulate) ; dweight (C) += when given. */
+  rmsnormBackward(dx: Tensor, dweight: Tensor | null, dout: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, accumulate: boolean): void;
+
+  /**
+   * In-place rotary embedding on x (N, heads, D), half-split pairing (j with j + D/2) as HF's
+   * rotate_half. positions i32 (N) restart per packed document; invFreq f32 (D/2).
+   */
+  ropeForward(x: Tensor, positions: Tensor, invFreq: Tensor): void;
+  /** In-place inverse rotation of a gradient (N, heads, D). */
+  ropeBackward(dx: Tensor, positions: Tensor, invFreq: Tensor): void;
+
+  /**
+   * Causal grouped-query attention over packed variable-length sequences.
+   * q (N, H, D), k/v (N, KV, D), cuSeqlens i32 (S+1) document boundaries (no attention across them).
+   * out (N, H, D); lse f32 (N, H) log-sum-exp of the scaled scores, saved for backward.
+   */
+  attentionForward(out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor, cuSeqlens: Tensor, scale: number): void;
+  /** dq (N, H, D), dk/dv (N, KV, D) overwritten. */
+  attentionBackward(
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    cuSeqlens: Tensor,
+    scale: number,
+  ): void;
+
+  /** out (N, F) = silu(gate) * up. */
+  swigluForward(out: Tensor, gate: Tensor, up: Tensor): void;
+  /** dgate, dup (N, F) overwritten. */
+  swigluBackward(dgate: Tensor, dup: Tensor, dout: Tensor, gate: Tensor, up: Tensor): void;
+
+  /** out = a + b (same shape); out may alias a or b. */
+  add(out: Tensor, a: Tensor, b: Tensor): void;
+  /** x *= s. */
+  scale(x: Tensor, s: number): void;
+  /** out = x * mask / (1 - p) with mask u8 (same shape) 1 = keep; p = 0 copies. */
+  dropoutApply(out: Tensor, x: Tensor, mask: Tensor, p: number): void;
+
+  /**
+   * Token losses of logits (N, V) against targets i32 (N); target -100 gives loss 0 and no gradient.
+   * losses f32 (N). Returns nothing: callers reduce (token-mean over trained tokens).
+   */
+  crossEntropyForward(losses: Tensor, logits: Tensor, targets: Tensor): void;
+  /** dlogits (N, V) = (softmax(logits) - onehot(target)) * gradScale, zero rows for ignored targets. */
+  crossEntropyBackward(dlogits: Tensor, logits: Tensor, targets: Tensor, gradScale: number): void;
+
+  /** out (n) = dequantized 4-bit weight (f32 multiply code[nibble] * absmax[i / blocksize]). */
+  dequantize4bit(out: Tensor, q: Quant4bitTensors): void;
+
+  /** Decoupled-weight-decay Adam (PyTorch AdamW) over flat f32 buffers of equal size. */
+  adamwUpdate(params: Tensor, grads: Tensor, m: Tensor, v: Tensor, p: AdamWParams): void;
+  /** Sum of squares of x (f32 accumulation), for gradient-norm clipping. */
+  sumSquares(x: Tensor): Promise<number>;
+}

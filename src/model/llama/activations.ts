@@ -1,0 +1,178 @@
+// The named activation slots of one forward pass (what backward needs), allocated per token count N.
+// With gradient checkpointing only each block's input is kept per layer; one block's slots are shared.
+import type { Backend, Tensor } from "../../backend/types.ts";
+import type { ModelConfig } from "../hf/config.ts";
+import { PROJECTIONS, type Projection } from "../hf/weights.ts";
+import type { LlamaParams } from "./params.ts";
+
+export interface LoraSlots {
+  xa: Tensor; // flat (N * R) dropout(x) @ A^T, viewed as (N, R) by the module
+  mask: Tensor | null; // u8 (N, in) dropout keep-mask, when dropout > 0
+  xd: Tensor | null; // (N, in) dropout(x), when dropout > 0
+}
+
+export interface BlockSlots {
+  ln1: Tensor; // (N, C)
+  rstd1: Tensor; // f32 (N)
+  q: Tensor; // (N, H*D) after RoPE
+  k: Tensor; // (N, KV*D) after RoPE
+  v: Tensor; // (N, KV*D)
+  att: Tensor; // (N, H*D)
+  lse: Tensor; // f32 (N, H)
+  x2: Tensor; // (N, C) residual after attention
+  ln2: Tensor; // (N, C)
+  rstd2: Tensor; // f32 (N)
+  gate: Tensor; // (N, F)
+  up: Tensor; // (N, F)
+  h: Tensor; // (N, F) silu(gate) * up
+  lora: Partial<Record<Projection, LoraSlots>>;
+}
+
+export interface Activations {
+  N: number;
+  /** (L+1) residual stream: xs[l] is block l's input, xs[L] the final block output. */
+  xs: Tensor[];
+  /** One per layer, or a single shared set when checkpointing. */
+  blocks: BlockSlots[];
+  lnf: Tensor; // (N, C)
+  rstdf: Tensor; // f32 (N)
+  logits: Tensor; // f32 (N, V)
+  losses: Tensor; // f32 (N)
+  // backward scratch
+  dx: Tensor; // (N, C) gradient of the residual stream
+  dx2: Tensor; // (N, C) its copy inside a block
+  dln: Tensor; // (N, C)
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+  datt: Tensor;
+  dgate: Tensor;
+  dup: Tensor;
+  dh: Tensor;
+  dlogits: Tensor; // f32 (N, V)
+  /** flat (N * max R) and (N, max in) scratch for the LoRA backward. */
+  dxa: Tensor;
+  dtmp: Tensor;
+  free(): void;
+}
+
+interface LoraShape {
+  rank: number;
+  inFeatures: number;
+  dropout: boolean;
+}
+
+/** The LoRA slot shapes a block needs: one layer's, or the union over layers for shared slots. */
+function loraShapes(params: LlamaParams, layers: readonly number[]): Partial<Record<Projection, LoraShape>> {
+  const shapes: Partial<Record<Projection, LoraShape>> = {};
+  for (const l of layers) {
+    for (const p of PROJECTIONS) {
+      const lin = params.layers[l]!.proj[p];
+      if (lin.lora === null) continue;
+      const prev = shapes[p];
+      shapes[p] = {
+        rank: Math.max(prev?.rank ?? 0, lin.lora.rank),
+        inFeatures: lin.inFeatures,
+        dropout: (prev?.dropout ?? false) || lin.lora.dropout > 0,
+      };
+    }
+  }
+  return shapes;
+}
+
+function allocBlock(backend: Backend, cfg: ModelConfig, lora: Partial<Record<Projection, LoraShape>>, tag: string, N: number): BlockSlots {
+  const C = cfg.hiddenSize;
+  const qDim = cfg.numHeads * cfg.headDim;
+  const kvDim = cfg.numKvHeads * cfg.headDim;
+  const F = cfg.intermediateSize;
+  const a = (shape: number[], name: string): Tensor => backend.alloc("f32", shape, `act.${tag}.${name}`);
+  const slots: Partial<Record<Projection, LoraSlots>> = {};
+  for (const p of PROJECTIONS) {
+    const shape = lora[p];
+    if (shape === undefined) continue;
+    // xa is flat so a module of smaller rank than the slot can view its first N*R elements.
+    slots[p] = {
+      xa: a([N * shape.rank], `${p}.xa`),
+      mask: shape.dropout ? backend.alloc("u8", [N, shape.inFeatures], `act.${tag}.${p}.mask`) : null,
+      xd: shape.dropout ? a([N, shape.inFeatures], `${p}.xd`) : null,
+    };
+  }
+  return {
+    ln1: a([N, C], "ln1"),
+    rstd1: a([N], "rstd1"),
+    q: a([N, qDim], "q"),
+    k: a([N, kvDim], "k"),
+    v: a([N, kvDim], "v"),
+    att: a([N, qDim], "att"),
+    lse: a([N, cfg.numHeads], "lse"),
+    x2: a([N, C], "x2"),
+    ln2: a([N, C], "ln2"),
+    rstd2: a([N], "rstd2"),
+    gate: a([N, F], "gate"),
+    up: a([N, F], "up"),
+    h: a([N, F], "h"),
+    lora: slots,
+  };
+}
+
+function blockTensors(b: BlockSlots): Tensor[] {
+  const out = [b.ln1, b.rstd1, b.q, b.k, b.v, b.att, b.lse, b.x2, b.ln2, b.rstd2, b.gate, b.up, b.h];
+  for (const s of Object.values(b.lora)) {
+    out.push(s.xa);
+    if (s.mask !== null) out.push(s.mask);
+    if (s.xd !== null) out.push(s.xd);
+  }
+  return out;
+}
+
+export function allocActivations(backend: Backend, params: LlamaParams, N: number, checkpointing: boolean): Activations {
+  const cfg = params.cfg;
+  const C = cfg.hiddenSize;
+  const F = cfg.intermediateSize;
+  const qDim = cfg.numHeads * cfg.headDim;
+  const kvDim = cfg.numKvHeads * cfg.headDim;
+  const f32 = (shape: number[], name: string): Tensor => backend.alloc("f32", shape, `act.${name}`);
+  // With checkpointing one set of block slots serves every layer, sized for the union of their adapters.
+  const all = params.layers.map((_, l) => l);
+  const blocks = checkpointing
+    ? [allocBlock(backend, cfg, loraShapes(params, all), "shared", N)]
+    : all.map((l) => allocBlock(backend, cfg, loraShapes(params, [l]), String(l), N));
+  let maxRank = 1;
+  let maxIn = Math.max(C, F, qDim);
+  for (const layer of params.layers) {
+    for (const p of PROJECTIONS) {
+      const lora = layer.proj[p].lora;
+      if (lora !== null) maxRank = Math.max(maxRank, lora.rank);
+      maxIn = Math.max(maxIn, layer.proj[p].inFeatures);
+    }
+  }
+  const acts: Activations = {
+    N,
+    xs: Array.from({ length: cfg.numLayers + 1 }, (_, l) => f32([N, C], `x${l}`)),
+    blocks,
+    lnf: f32([N, C], "lnf"),
+    rstdf: f32([N], "rstdf"),
+    logits: f32([N, cfg.vocabSize], "logits"),
+    losses: f32([N], "losses"),
+    dx: f32([N, C], "dx"),
+    dx2: f32([N, C], "dx2"),
+    dln: f32([N, C], "dln"),
+    dq: f32([N, qDim], "dq"),
+    dk: f32([N, kvDim], "dk"),
+    dv: f32([N, kvDim], "dv"),
+    datt: f32([N, qDim], "datt"),
+    dgate: f32([N, F], "dgate"),
+    dup: f32([N, F], "dup"),
+    dh: f32([N, F], "dh"),
+    dlogits: f32([N, cfg.vocabSize], "dlogits"),
+    dxa: f32([N * maxRank], "dxa"),
+    dtmp: f32([N, maxIn], "dtmp"),
+    free: () => {
+      for (const t of [...acts.xs, acts.lnf, acts.rstdf, acts.logits, acts.losses, acts.dx, acts.dx2, acts.dln, acts.dq, acts.dk, acts.dv, acts.datt, acts.dgate, acts.dup, acts.dh, acts.dlogits, acts.dxa, acts.dtmp]) {
+        backend.free(t);
+      }
+      for (const b of blocks) for (const t of blockTensors(b)) backend.free(t);
+    },
+  };
+  return acts;
+}

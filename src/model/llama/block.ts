@@ -1,0 +1,115 @@
+// One decoder block, forward and backward (the forward read in reverse):
+// x2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) ; out = x2 + down(silu(gate(ln2)) * up(ln2)).
+import type { Backend, Tensor } from "../../backend/types.ts";
+import type { Rng } from "../../util/random.ts";
+import type { ModelConfig } from "../hf/config.ts";
+import type { BlockSlots } from "./activations.ts";
+import { linearBackward, linearForward, type LinearBackwardScratch, type LinearScratch } from "./linear.ts";
+import type { LayerParams } from "./params.ts";
+
+export interface SequenceInputs {
+  positions: Tensor; // i32 (N)
+  cuSeqlens: Tensor; // i32 (S+1)
+  invFreq: Tensor; // f32 (D/2)
+}
+
+function heads(backend: Backend, t: Tensor, n: number, D: number): Tensor {
+  return backend.view(t, [t.shape[0]!, n, D]);
+}
+
+/** out (N, C) = block(x (N, C)); fills the block's slots. out may not alias x. */
+export function blockForward(
+  backend: Backend,
+  cfg: ModelConfig,
+  layer: LayerParams,
+  s: BlockSlots,
+  x: Tensor,
+  out: Tensor,
+  seq: SequenceInputs,
+  scratch: LinearScratch,
+  rng: Rng,
+): void {
+  const { numHeads: H, numKvHeads: KV, headDim: D } = cfg;
+  const p = layer.proj;
+  backend.rmsnormForward(s.ln1, s.rstd1, x, layer.inputNorm, cfg.rmsNormEps);
+  linearForward(backend, p.q_proj, s.q, s.ln1, s.lora.q_proj, scratch, rng);
+  linearForward(backend, p.k_proj, s.k, s.ln1, s.lora.k_proj, scratch, rng);
+  linearForward(backend, p.v_proj, s.v, s.ln1, s.lora.v_proj, scratch, rng);
+  backend.ropeForward(heads(backend, s.q, H, D), seq.positions, seq.invFreq);
+  backend.ropeForward(heads(backend, s.k, KV, D), seq.positions, seq.invFreq);
+  backend.attentionForward(
+    heads(backend, s.att, H, D),
+    s.lse,
+    heads(backend, s.q, H, D),
+    heads(backend, s.k, KV, D),
+    heads(backend, s.v, KV, D),
+    seq.cuSeqlens,
+    1 / Math.sqrt(D),
+  );
+  linearForward(backend, p.o_proj, s.x2, s.att, s.lora.o_proj, scratch, rng);
+  backend.add(s.x2, s.x2, x);
+  backend.rmsnormForward(s.ln2, s.rstd2, s.x2, layer.postNorm, cfg.rmsNormEps);
+  linearForward(backend, p.gate_proj, s.gate, s.ln2, s.lora.gate_proj, scratch, rng);
+  linearForward(backend, p.up_proj, s.up, s.ln2, s.lora.up_proj, scratch, rng);
+  backend.swigluForward(s.h, s.gate, s.up);
+  linearForward(backend, p.down_proj, out, s.h, s.lora.down_proj, scratch, rng);
+  backend.add(out, out, s.x2);
+}
+
+export interface BlockGradients extends LinearBackwardScratch {
+  dln: Tensor; // (N, C)
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+  datt: Tensor;
+  dgate: Tensor;
+  dup: Tensor;
+  dh: Tensor;
+  /** (N, C) scratch for the residual gradient inside the block. */
+  dx2: Tensor;
+}
+
+/** dx (N, C): on entry the gradient w.r.t. the block output, on exit w.r.t. its input x. */
+export function blockBackward(
+  backend: Backend,
+  cfg: ModelConfig,
+  layer: LayerParams,
+  s: BlockSlots,
+  x: Tensor,
+  dx: Tensor,
+  seq: SequenceInputs,
+  g: BlockGradients,
+): void {
+  const { numHeads: H, numKvHeads: KV, headDim: D } = cfg;
+  const p = layer.proj;
+  // out = x2 + down(h): the residual passes dx through to x2 unchanged.
+  linearBackward(backend, p.down_proj, g.dh, dx, s.h, s.lora.down_proj, g, false);
+  backend.swigluBackward(g.dgate, g.dup, g.dh, s.gate, s.up);
+  linearBackward(backend, p.gate_proj, g.dln, g.dgate, s.ln2, s.lora.gate_proj, g, false);
+  linearBackward(backend, p.up_proj, g.dln, g.dup, s.ln2, s.lora.up_proj, g, true);
+  // dx2 = dx + rmsnorm_backward(dln)
+  backend.copy(g.dx2, dx);
+  backend.rmsnormBackward(g.dx2, layer.dPostNorm, g.dln, s.x2, layer.postNorm, s.rstd2, true);
+  // x2 = x + o(att)
+  linearBackward(backend, p.o_proj, g.datt, g.dx2, s.att, s.lora.o_proj, g, false);
+  backend.attentionBackward(
+    heads(backend, g.dq, H, D),
+    heads(backend, g.dk, KV, D),
+    heads(backend, g.dv, KV, D),
+    heads(backend, g.datt, H, D),
+    heads(backend, s.q, H, D),
+    heads(backend, s.k, KV, D),
+    heads(backend, s.v, KV, D),
+    heads(backend, s.att, H, D),
+    s.lse,
+    seq.cuSeqlens,
+    1 / Math.sqrt(D),
+  );
+  backend.ropeBackward(heads(backend, g.dq, H, D), seq.positions, seq.invFreq);
+  backend.ropeBackward(heads(backend, g.dk, KV, D), seq.positions, seq.invFreq);
+  linearBackward(backend, p.q_proj, g.dln, g.dq, s.ln1, s.lora.q_proj, g, false);
+  linearBackward(backend, p.k_proj, g.dln, g.dk, s.ln1, s.lora.k_proj, g, true);
+  linearBackward(backend, p.v_proj, g.dln, g.dv, s.ln1, s.lora.v_proj, g, true);
+  backend.copy(dx, g.dx2);
+  backend.rmsnormBackward(dx, layer.dInputNorm, g.dln, x, layer.inputNorm, s.rstd1, true);
+}

@@ -1,0 +1,99 @@
+// One linear layer, forward and backward: y = x W^T (+ b) + scale * (dropout(x) A^T) B^T.
+// The base weight may be dense or 4-bit (dequantized into a shared scratch before the GEMM).
+import type { Backend, Tensor } from "../../backend/types.ts";
+import type { Rng } from "../../util/random.ts";
+import { TunaError } from "../../util/errors.ts";
+import { numel } from "../hf/weights.ts";
+import type { LoraSlots } from "./activations.ts";
+import type { Linear } from "./params.ts";
+
+/** First numel(shape) elements of a flat scratch tensor, viewed with that shape. */
+export function sized(backend: Backend, t: Tensor, shape: readonly number[]): Tensor {
+  const flat = t.shape.length === 1 ? t : backend.view(t, [t.size]);
+  return backend.view(backend.rows(flat, 0, numel(shape)), shape);
+}
+
+export interface LinearScratch {
+  /** f32 scratch of at least out*in elements, for dequantized 4-bit weights. */
+  dequant: Tensor | null;
+}
+
+function denseWeight(backend: Backend, lin: Linear, scratch: LinearScratch): Tensor {
+  if (lin.weight !== null) return lin.weight;
+  if (lin.quant === null || scratch.dequant === null) throw new TunaError("INTERNAL", `${lin.module}: neither a dense nor a 4-bit weight is loaded`);
+  const w = sized(backend, scratch.dequant, [lin.outFeatures, lin.inFeatures]);
+  backend.dequantize4bit(backend.view(w, [w.size]), lin.quant);
+  return w;
+}
+
+/** Fills a dropout keep-mask (1 = keep) from the host RNG. */
+function dropoutMask(backend: Backend, mask: Tensor, p: number, rng: Rng): void {
+  const m = new Uint8Array(mask.size);
+  for (let i = 0; i < m.length; i++) m[i] = rng.uniform() >= p ? 1 : 0;
+  backend.upload(mask, m);
+}
+
+/** y (N, out) = linear(x (N, in)). */
+export function linearForward(
+  backend: Backend,
+  lin: Linear,
+  y: Tensor,
+  x: Tensor,
+  slots: LoraSlots | undefined,
+  scratch: LinearScratch,
+  rng: Rng,
+): void {
+  const N = x.shape[0]!;
+  backend.matmul(y, x, denseWeight(backend, lin, scratch), { transB: true });
+  if (lin.bias !== null) backend.addBias(y, lin.bias);
+  const lora = lin.lora;
+  if (lora === null || slots === undefined) return;
+  let xd = x;
+  if (lora.dropout > 0 && slots.mask !== null && slots.xd !== null) {
+    dropoutMask(backend, slots.mask, lora.dropout, rng);
+    backend.dropoutApply(slots.xd, x, slots.mask, lora.dropout);
+    xd = slots.xd;
+  }
+  const xa = sized(backend, slots.xa, [N, lora.rank]);
+  backend.matmul(xa, xd, lora.A, { transB: true });
+  backend.matmul(y, xa, lora.B, { transB: true, alpha: lora.scale, accumulate: true });
+}
+
+export interface LinearBackwardScratch extends LinearScratch {
+  dxa: Tensor; // flat, >= N * R
+  dtmp: Tensor; // >= N * in
+}
+
+/** dx (N, in) = (or += when accumulate) the input gradient; parameter gradients accumulate. */
+export function linearBackward(
+  backend: Backend,
+  lin: Linear,
+  dx: Tensor,
+  dy: Tensor,
+  x: Tensor,
+  slots: LoraSlots | undefined,
+  scratch: LinearBackwardScratch,
+  accumulate: boolean,
+): void {
+  const N = x.shape[0]!;
+  backend.matmul(dx, dy, denseWeight(backend, lin, scratch), { accumulate });
+  if (lin.dweight !== null) backend.matmul(lin.dweight, dy, x, { transA: true, accumulate: true });
+  if (lin.dbias !== null) backend.biasBackward(lin.dbias, dy);
+  const lora = lin.lora;
+  if (lora === null || slots === undefined) return;
+  const dropout = lora.dropout > 0 && slots.mask !== null && slots.xd !== null;
+  const xd = dropout ? slots.xd! : x;
+  const xa = sized(backend, slots.xa, [N, lora.rank]);
+  const dxa = sized(backend, scratch.dxa, [N, lora.rank]);
+  backend.matmul(lora.dB, dy, xa, { transA: true, alpha: lora.scale, accumulate: true });
+  backend.matmul(dxa, dy, lora.B, { alpha: lora.scale });
+  backend.matmul(lora.dA, dxa, xd, { transA: true, accumulate: true });
+  if (dropout) {
+    const tmp = sized(backend, scratch.dtmp, [N, lin.inFeatures]);
+    backend.matmul(tmp, dxa, lora.A);
+    backend.dropoutApply(tmp, tmp, slots.mask!, lora.dropout);
+    backend.add(dx, dx, tmp);
+  } else {
+    backend.matmul(dx, dxa, lora.A, { accumulate: true });
+  }
+}

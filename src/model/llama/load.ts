@@ -1,0 +1,109 @@
+// Builds LlamaParams on a backend from a checkpoint, one tensor at a time: frozen base weights in the
+// chosen storage dtype, LoRA A/B (zero until initialized or loaded) or all weights trainable in f32.
+import type { Backend, Tensor } from "../../backend/types.ts";
+import type { WeightSource } from "../../io/safetensors/checkpoint.ts";
+import { decodeToFloat32 } from "../../io/safetensors/convert.ts";
+import { f32ToBf16Array } from "../../util/half.ts";
+import { TunaError } from "../../util/errors.ts";
+import type { ModelConfig } from "../hf/config.ts";
+import { PROJECTIONS, expectedWeights, projectionPrefix, projectionShape, type Projection } from "../hf/weights.ts";
+import {
+  createTrainableBuffers,
+  loraKey,
+  loraScale,
+  loraTrainableSpecs,
+  trainableView,
+  type Linear,
+  type LayerParams,
+  type LlamaParams,
+  type LoraPlan,
+} from "./params.ts";
+
+export interface LoadOptions {
+  /** "lora": base frozen, adapters trainable; "full": every weight trainable (f32). */
+  mode: "lora" | "full";
+  lora?: LoraPlan;
+  /** Storage of frozen base weights: f32 (exact reference) or bf16 (half the memory). */
+  baseDtype: "f32" | "bf16";
+}
+
+async function readF32(source: WeightSource, name: string, shape: readonly number[]): Promise<Float32Array> {
+  const info = source.info(name);
+  if (info.shape.join(",") !== shape.join(",")) {
+    throw new TunaError("MODEL_INVALID", `${name}: shape [${info.shape.join(", ")}] does not match the config's [${shape.join(", ")}]`);
+  }
+  return decodeToFloat32(await source.readTensor(name), info.dtype);
+}
+
+export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source: WeightSource, options: LoadOptions): Promise<LlamaParams> {
+  if (options.mode === "lora" && options.lora === undefined) throw new TunaError("INTERNAL", "LoRA mode needs a LoRA plan");
+  const full = options.mode === "full";
+  const trainableSpecs = full
+    ? expectedWeights(cfg).map((w) => ({ name: w.name, shape: w.shape }))
+    : loraTrainableSpecs(cfg, options.lora!);
+  const trainable = createTrainableBuffers(backend, trainableSpecs);
+
+  // Frozen tensors get their own allocation; trainable ones are views into the flat buffer.
+  const place = async (name: string, shape: number[]): Promise<{ t: Tensor; d: Tensor | null }> => {
+    const values = await readF32(source, name, shape);
+    if (full) {
+      const { param, grad } = trainableView(trainable, name);
+      backend.upload(param, values);
+      return { t: param, d: grad };
+    }
+    const t = backend.alloc(options.baseDtype, shape, name);
+    backend.upload(t, options.baseDtype === "f32" ? values : f32ToBf16Array(values));
+    return { t, d: null };
+  };
+
+  const C = cfg.hiddenSize;
+  const embed = await place("model.embed_tokens.weight", [cfg.vocabSize, C]);
+  const layers: LayerParams[] = [];
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const inputNorm = await place(`model.layers.${l}.input_layernorm.weight`, [C]);
+    const postNorm = await place(`model.layers.${l}.post_attention_layernorm.weight`, [C]);
+    const proj = {} as Record<Projection, Linear>;
+    for (const p of PROJECTIONS) {
+      const module = projectionPrefix(l, p);
+      const { out, in: inF } = projectionShape(cfg, p);
+      const weight = await place(`${module}.weight`, [out, inF]);
+      const biasName = `${module}.bias`;
+      const hasBias = p === "o_proj" ? cfg.oBias : p === "q_proj" || p === "k_proj" || p === "v_proj" ? cfg.qkvBias : cfg.mlpBias;
+      const bias = hasBias ? await place(biasName, [out]) : null;
+      let lora: Linear["lora"] = null;
+      if (!full && options.lora!.modules.has(module)) {
+        const plan = options.lora!;
+        const rank = plan.rankOf?.(module) ?? plan.rank;
+        const alpha = plan.alphaOf?.(module) ?? plan.alpha;
+        const a = trainableView(trainable, loraKey(module, "A"));
+        const b = trainableView(trainable, loraKey(module, "B"));
+        lora = { rank, scale: loraScale(alpha, rank, plan.useRslora), dropout: plan.dropout, A: a.param, B: b.param, dA: a.grad, dB: b.grad };
+      }
+      proj[p] = {
+        module,
+        inFeatures: inF,
+        outFeatures: out,
+        weight: weight.t,
+        quant: null,
+        bias: bias?.t ?? null,
+        dweight: weight.d,
+        dbias: bias?.d ?? null,
+        lora,
+      };
+    }
+    layers.push({ inputNorm: inputNorm.t, postNorm: postNorm.t, dInputNorm: inputNorm.d, dPostNorm: postNorm.d, proj });
+  }
+  const norm = await place("model.norm.weight", [C]);
+  const lmHead = cfg.tieWordEmbeddings ? embed : await place("lm_head.weight", [cfg.vocabSize, C]);
+  return {
+    cfg,
+    embed: embed.t,
+    dEmbed: embed.d,
+    layers,
+    norm: norm.t,
+    dNorm: norm.d,
+    lmHead: lmHead.t,
+    dLmHead: lmHead.d,
+    trainable,
+  };
+}

@@ -1,0 +1,147 @@
+// The Llama-family causal LM on a backend: forward to token losses, backward into the trainable
+// gradient buffer, with optional gradient checkpointing (recompute each block from its saved input).
+import type { Backend, Tensor } from "../../backend/types.ts";
+import { createRng, type Rng } from "../../util/random.ts";
+import { TunaError } from "../../util/errors.ts";
+import { IGNORE_INDEX, type Batch } from "../batch.ts";
+import { allocActivations, type Activations } from "./activations.ts";
+import { blockBackward, blockForward, type SequenceInputs } from "./block.ts";
+import type { LlamaParams } from "./params.ts";
+import { ropeInvFreq } from "./rope-freqs.ts";
+
+export interface LlamaModel {
+  backend: Backend;
+  params: LlamaParams;
+  invFreq: Tensor; // f32 (D/2)
+  checkpointing: boolean;
+  /** Dropout masks come from here; each layer's starting state is kept so recomputation matches. */
+  dropoutRng: Rng;
+  /** f32 scratch for dequantized 4-bit weights (null when no weight is quantized). */
+  dequantScratch: Tensor | null;
+  acts: Activations | null;
+  layerRngStates: [number, number, number, number][];
+}
+
+export interface DeviceBatch extends SequenceInputs {
+  N: number;
+  ids: Tensor; // i32 (N)
+  targets: Tensor; // i32 (N)
+  trainedTokens: number;
+}
+
+export function createLlamaModel(backend: Backend, params: LlamaParams, options: { checkpointing: boolean; seed: number }): LlamaModel {
+  const invFreq = backend.alloc("f32", [params.cfg.headDim / 2], "rope.inv_freq");
+  backend.upload(invFreq, ropeInvFreq(params.cfg));
+  let maxQuant = 0;
+  for (const layer of params.layers) {
+    for (const lin of Object.values(layer.proj)) if (lin.quant !== null) maxQuant = Math.max(maxQuant, lin.inFeatures * lin.outFeatures);
+  }
+  return {
+    backend,
+    params,
+    invFreq,
+    checkpointing: options.checkpointing,
+    dropoutRng: createRng(options.seed),
+    dequantScratch: maxQuant > 0 ? backend.alloc("f32", [maxQuant], "dequant.scratch") : null,
+    acts: null,
+    layerRngStates: [],
+  };
+}
+
+export function uploadBatch(model: LlamaModel, batch: Batch): DeviceBatch {
+  const be = model.backend;
+  const N = batch.ids.length;
+  const V = model.params.cfg.vocabSize;
+  for (let i = 0; i < N; i++) {
+    const id = batch.ids[i]!;
+    const target = batch.targets[i]!;
+    if (id < 0 || id >= V) throw new TunaError("CONFIG_INVALID", `token id ${id} at position ${i} is outside the model's vocabulary (${V})`);
+    if (target !== IGNORE_INDEX && (target < 0 || target >= V)) {
+      throw new TunaError("CONFIG_INVALID", `label ${target} at position ${i} is outside the model's vocabulary (${V}) and is not -100`);
+    }
+  }
+  const up = (data: Int32Array, name: string): Tensor => {
+    const t = be.alloc("i32", [data.length], name);
+    be.upload(t, data);
+    return t;
+  };
+  let trained = 0;
+  for (const t of batch.targets) if (t !== IGNORE_INDEX) trained++;
+  return {
+    N,
+    ids: up(batch.ids, "batch.ids"),
+    targets: up(batch.targets, "batch.targets"),
+    positions: up(batch.positions, "batch.positions"),
+    cuSeqlens: up(batch.cuSeqlens, "batch.cu_seqlens"),
+    invFreq: model.invFreq,
+    trainedTokens: trained,
+  };
+}
+
+export function freeBatch(model: LlamaModel, b: DeviceBatch): void {
+  for (const t of [b.ids, b.targets, b.positions, b.cuSeqlens]) model.backend.free(t);
+}
+
+function activationsFor(model: LlamaModel, N: number): Activations {
+  if (model.acts !== null && model.acts.N === N) return model.acts;
+  model.acts?.free();
+  model.acts = allocActivations(model.backend, model.params, N, model.checkpointing);
+  return model.acts;
+}
+
+/** Runs the forward pass; returns the sum of token losses (f64) and the number of trained tokens. */
+export async function forward(model: LlamaModel, batch: DeviceBatch): Promise<{ lossSum: number; tokens: number }> {
+  const be = model.backend;
+  const { params } = model;
+  const cfg = params.cfg;
+  const acts = activationsFor(model, batch.N);
+  be.embeddingForward(acts.xs[0]!, batch.ids, params.embed);
+  model.layerRngStates = [];
+  for (let l = 0; l < cfg.numLayers; l++) {
+    model.layerRngStates.push(model.dropoutRng.state());
+    const slots = acts.blocks[model.checkpointing ? 0 : l]!;
+    blockForward(be, cfg, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, { dequant: model.dequantScratch }, model.dropoutRng);
+  }
+  be.rmsnormForward(acts.lnf, acts.rstdf, acts.xs[cfg.numLayers]!, params.norm, cfg.rmsNormEps);
+  be.matmul(acts.logits, acts.lnf, params.lmHead, { transB: true });
+  be.crossEntropyForward(acts.losses, acts.logits, batch.targets);
+  const losses = await be.downloadF32(acts.losses);
+  let sum = 0;
+  for (const v of losses) sum += v;
+  return { lossSum: sum, tokens: batch.trainedTokens };
+}
+
+/**
+ * Backward of the last forward: gradients of (gradScale * sum of token losses) accumulate into the
+ * trainable gradient buffer. gradScale = 1 / (trained tokens over all accumulated micro-batches).
+ */
+export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: number): void {
+  const be = model.backend;
+  const { params } = model;
+  const cfg = params.cfg;
+  const acts = model.acts;
+  if (acts === null || acts.N !== batch.N) throw new TunaError("INTERNAL", "backward called without a matching forward");
+  be.crossEntropyBackward(acts.dlogits, acts.logits, batch.targets, gradScale);
+  be.matmul(acts.dln, acts.dlogits, params.lmHead);
+  if (params.dLmHead !== null) be.matmul(params.dLmHead, acts.dlogits, acts.lnf, { transA: true, accumulate: true });
+  be.rmsnormBackward(acts.dx, params.dNorm, acts.dln, acts.xs[cfg.numLayers]!, params.norm, acts.rstdf, false);
+  const grads = { ...acts, dequant: model.dequantScratch };
+  for (let l = cfg.numLayers - 1; l >= 0; l--) {
+    const layer = params.layers[l]!;
+    const slots = acts.blocks[model.checkpointing ? 0 : l]!;
+    if (model.checkpointing) {
+      // Recompute block l from its saved input with the same dropout masks; its output xs[l+1] is
+      // no longer needed (block l+1's backward is done), so it is rewritten with identical values.
+      const rng = createRng(0, model.layerRngStates[l]);
+      blockForward(be, cfg, layer, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, { dequant: model.dequantScratch }, rng);
+    }
+    blockBackward(be, cfg, layer, slots, acts.xs[l]!, acts.dx, batch, grads);
+  }
+  if (params.dEmbed !== null) be.embeddingBackward(params.dEmbed, acts.dx, batch.ids);
+}
+
+/** Logits of the last forward, f32 (N, V), for tests and evaluation. */
+export async function lastLogits(model: LlamaModel): Promise<Float32Array> {
+  if (model.acts === null) throw new TunaError("INTERNAL", "no forward has run");
+  return model.backend.downloadF32(model.acts.logits);
+}

@@ -1,0 +1,135 @@
+// The parameters of a Llama-family model on a backend: frozen base weights (dense or 4-bit), and the
+// trainable ones (LoRA A/B, or every weight for full fine-tuning) as named views of ONE flat f32 buffer
+// with its gradient buffer beside it, so zeroing, clipping, all-reduce and AdamW are one loop each.
+import type { Backend, Quant4bitTensors, Tensor } from "../../backend/types.ts";
+import { TunaError } from "../../util/errors.ts";
+import type { ModelConfig } from "../hf/config.ts";
+import { PROJECTIONS, projectionPrefix, projectionShape, numel, type Projection } from "../hf/weights.ts";
+
+export interface LoraModule {
+  rank: number; // R
+  scale: number; // alpha / R (or alpha / sqrt(R) with rsLoRA)
+  dropout: number;
+  A: Tensor; // (R, in)
+  B: Tensor; // (out, R)
+  dA: Tensor;
+  dB: Tensor;
+}
+
+export interface Linear {
+  /** HF module name, e.g. model.layers.0.self_attn.q_proj */
+  module: string;
+  inFeatures: number;
+  outFeatures: number;
+  /** Dense weight (out, in), or null when stored 4-bit. */
+  weight: Tensor | null;
+  quant: Quant4bitTensors | null;
+  bias: Tensor | null; // (out)
+  /** Gradients exist only for trainable tensors (full fine-tuning). */
+  dweight: Tensor | null;
+  dbias: Tensor | null;
+  lora: LoraModule | null;
+}
+
+export interface LayerParams {
+  inputNorm: Tensor; // (C)
+  postNorm: Tensor; // (C)
+  dInputNorm: Tensor | null;
+  dPostNorm: Tensor | null;
+  proj: Record<Projection, Linear>;
+}
+
+export interface LlamaParams {
+  cfg: ModelConfig;
+  embed: Tensor; // (V, C)
+  dEmbed: Tensor | null;
+  layers: LayerParams[];
+  norm: Tensor; // (C)
+  dNorm: Tensor | null;
+  /** (V, C); the same tensor as embed when embeddings are tied. */
+  lmHead: Tensor;
+  dLmHead: Tensor | null;
+  trainable: TrainableBuffers;
+}
+
+export interface TrainableEntry {
+  /** PEFT key for LoRA tensors, HF name for full fine-tuning. */
+  name: string;
+  shape: number[];
+  offset: number;
+  size: number;
+}
+
+/** One flat f32 allocation for the trainable parameters and one for their gradients. */
+export interface TrainableBuffers {
+  entries: TrainableEntry[];
+  total: number;
+  params: Tensor;
+  grads: Tensor;
+  byName: Map<string, { param: Tensor; grad: Tensor; entry: TrainableEntry }>;
+}
+
+export function createTrainableBuffers(backend: Backend, specs: readonly { name: string; shape: number[] }[]): TrainableBuffers {
+  const entries: TrainableEntry[] = [];
+  let total = 0;
+  for (const s of specs) {
+    const size = numel(s.shape);
+    entries.push({ name: s.name, shape: s.shape, offset: total, size });
+    total += size;
+  }
+  const params = backend.alloc("f32", [Math.max(total, 1)], "trainable.params");
+  const grads = backend.alloc("f32", [Math.max(total, 1)], "trainable.grads");
+  backend.fill(params, 0);
+  backend.fill(grads, 0);
+  const byName = new Map<string, { param: Tensor; grad: Tensor; entry: TrainableEntry }>();
+  for (const e of entries) {
+    byName.set(e.name, {
+      entry: e,
+      param: backend.view(backend.rows(params, e.offset, e.size), e.shape),
+      grad: backend.view(backend.rows(grads, e.offset, e.size), e.shape),
+    });
+  }
+  return { entries, total, params, grads, byName };
+}
+
+export function trainableView(t: TrainableBuffers, name: string): { param: Tensor; grad: Tensor } {
+  const found = t.byName.get(name);
+  if (found === undefined) throw new TunaError("INTERNAL", `no trainable tensor named ${name}`);
+  return found;
+}
+
+/** PEFT's saved key of a LoRA matrix (adapter name removed, as in adapter_model.safetensors). */
+export function loraKey(module: string, which: "A" | "B"): string {
+  return `base_model.model.${module}.lora_${which}.weight`;
+}
+
+export interface LoraPlan {
+  /** Full HF module names that get an adapter. */
+  modules: ReadonlySet<string>;
+  rank: number;
+  alpha: number;
+  dropout: number;
+  useRslora: boolean;
+  /** Per-module rank / alpha overrides (PEFT rank_pattern / alpha_pattern, already resolved). */
+  rankOf?: (module: string) => number;
+  alphaOf?: (module: string) => number;
+}
+
+export function loraScale(alpha: number, rank: number, useRslora: boolean): number {
+  return useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
+}
+
+/** The trainable tensors for LoRA on the planned modules, in layer and projection order. */
+export function loraTrainableSpecs(cfg: ModelConfig, plan: LoraPlan): { name: string; shape: number[] }[] {
+  const specs: { name: string; shape: number[] }[] = [];
+  for (let l = 0; l < cfg.numLayers; l++) {
+    for (const proj of PROJECTIONS) {
+      const module = projectionPrefix(l, proj);
+      if (!plan.modules.has(module)) continue;
+      const r = plan.rankOf?.(module) ?? plan.rank;
+      const { out, in: inF } = projectionShape(cfg, proj);
+      specs.push({ name: loraKey(module, "A"), shape: [r, inF] }, { name: loraKey(module, "B"), shape: [out, r] });
+    }
+  }
+  return specs;
+}
