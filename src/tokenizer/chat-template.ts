@@ -1,0 +1,57 @@
+// Rendering a chat template (Jinja, as in tokenizer_config.json) with @huggingface/jinja, with the
+// variables transformers' apply_chat_template passes; template errors become TunaError CONFIG_INVALID.
+
+import { Template } from "@huggingface/jinja";
+import { TunaError, errorMessage } from "../util/errors.ts";
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+  [key: string]: unknown; // tool_calls, name, ... passed through to the template
+}
+
+export interface ChatTemplateOptions {
+  /** Append the prompt that opens an assistant turn. */
+  addGenerationPrompt?: boolean;
+  bosToken?: string;
+  eosToken?: string;
+  padToken?: string;
+  unkToken?: string;
+  /** Tool schemas, for templates that describe tools. */
+  tools?: unknown[];
+  /** Further template variables (e.g. enable_thinking, documents); they cannot override the ones above. */
+  variables?: Record<string, unknown>;
+}
+
+/** Render `messages` through a Jinja chat template; CONFIG_INVALID names the parse or render problem. */
+export function renderChatTemplate(template: string, messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
+  let compiled: Template;
+  try {
+    compiled = new Template(template);
+  } catch (e) {
+    throw new TunaError("CONFIG_INVALID", `the chat template does not parse: ${errorMessage(e)}. Fix the template.`, {
+      cause: e,
+    });
+  }
+  const variables: Record<string, unknown> = {
+    ...options.variables,
+    messages,
+    add_generation_prompt: options.addGenerationPrompt ?? false,
+  };
+  if (options.bosToken !== undefined) variables.bos_token = options.bosToken;
+  if (options.eosToken !== undefined) variables.eos_token = options.eosToken;
+  if (options.padToken !== undefined) variables.pad_token = options.padToken;
+  if (options.unkToken !== undefined) variables.unk_token = options.unkToken;
+  if (options.tools !== undefined) variables.tools = options.tools;
+  try {
+    return compiled.render(variables);
+  } catch (e) {
+    // raise_exception(...) in a template lands here too: it states what the conversation got wrong.
+    throw new TunaError(
+      "CONFIG_INVALID",
+      `the chat template failed while rendering ${messages.length} message(s): ${errorMessage(e)}. ` +
+        `Check the roles and order of the messages, or fix the template.`,
+      { cause: e },
+    );
+  }
+}

@@ -1,0 +1,191 @@
+// A loopback stand-in for the Hugging Face hub: the routes @huggingface/hub requests (repo info, tree,
+// resolve with Range and a same-origin LFS redirect), with git/LFS etags, failure injection and a request log.
+
+import { createHash } from "node:crypto";
+import { createServer } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+
+export interface FakeRepo {
+  kind: "model" | "dataset";
+  id: string;
+  commit: string;
+  files: Record<string, string>;
+  /** Files stored with LFS: served through a redirect to /cdn/<sha256> with X-Linked-ETag. */
+  lfs?: string[];
+  /** Other revisions (branches, tags) pointing at the commit. */
+  refs?: string[];
+  /** Answer every request about this repo with this status. */
+  status?: number;
+  /** Answer requests for these files with 500. */
+  brokenFiles?: string[];
+}
+
+export interface LoggedRequest {
+  method: string;
+  path: string;
+  authorization: string | undefined;
+}
+
+export interface FakeHub {
+  url: string;
+  requests: LoggedRequest[];
+  close(): Promise<void>;
+}
+
+/** Git's blob id: sha1 over "blob <length>\0" and the content (the ETag the hub sends for non-LFS files). */
+export function gitBlobId(content: string): string {
+  const bytes = Buffer.from(content);
+  return createHash("sha1").update(`blob ${bytes.length}\0`).update(bytes).digest("hex");
+}
+
+export function sha256(content: string): string {
+  return createHash("sha256").update(content).digest("hex");
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { "Content-Type": "application/json", ...headers });
+  res.end(JSON.stringify(body));
+}
+
+// Serve bytes honouring a single "bytes=a-b" range, as the hub and its CDN do.
+function sendBytes(req: IncomingMessage, res: ServerResponse, body: Buffer, headers: Record<string, string>): void {
+  const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
+  const start = range ? Number(range[1]) : 0;
+  const end = range && range[2] !== "" ? Math.min(Number(range[2]), body.length - 1) : body.length - 1;
+  const part = body.subarray(start, end + 1);
+  const status = range ? 206 : 200;
+  const rangeHeader: Record<string, string> = range ? { "Content-Range": `bytes ${start}-${end}/${body.length}` } : {};
+  res.writeHead(status, { ...headers, ...rangeHeader, "Content-Length": String(part.length), "Accept-Ranges": "bytes" });
+  res.end(req.method === "HEAD" ? undefined : part);
+}
+
+function notFound(res: ServerResponse, code: string, message: string): void {
+  sendJson(res, 404, { error: message }, { "X-Error-Code": code });
+}
+
+export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
+  const requests: LoggedRequest[] = [];
+  const blobsBySha = new Map<string, string>();
+  for (const repo of repos) for (const content of Object.values(repo.files)) blobsBySha.set(sha256(content), content);
+
+  const find = (kind: string, id: string): FakeRepo | undefined =>
+    repos.find((r) => `${r.kind}s` === kind && r.id === id);
+  const revisionOk = (repo: FakeRepo, rev: string): boolean =>
+    rev === repo.commit || rev === "main" || (repo.refs ?? []).includes(rev);
+
+  const server: Server = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://localhost");
+    const path = decodeURIComponent(url.pathname);
+    requests.push({ method: req.method ?? "GET", path: `${path}${url.search}`, authorization: req.headers.authorization });
+
+    const cdn = /^\/cdn\/([0-9a-f]{64})$/.exec(path);
+    if (cdn) {
+      const content = blobsBySha.get(cdn[1]!);
+      if (content === undefined) {
+        notFound(res, "EntryNotFound", "no such blob");
+        return;
+      }
+      sendBytes(req, res, Buffer.from(content), { ETag: `"${cdn[1]!}"` });
+      return;
+    }
+
+    const api = /^\/api\/(models|datasets)\/([^/]+\/[^/]+)\/(revision|tree)\/([^/]+)(?:\/(.*))?$/.exec(path);
+    const resolve = /^\/(datasets\/)?([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
+    const kind = api ? api[1]! : resolve ? (resolve[1] ? "datasets" : "models") : undefined;
+    const repo = kind === undefined ? undefined : find(kind, (api ? api[2] : resolve?.[2])!);
+    if (repo === undefined) {
+      sendJson(res, 404, { error: "Repository not found" }, { "X-Error-Code": "RepoNotFound" });
+      return;
+    }
+    if (repo.status !== undefined) {
+      sendJson(res, repo.status, { error: `status ${repo.status} for test` });
+      return;
+    }
+    const rev = (api ? api[4] : resolve?.[3])!;
+    if (!revisionOk(repo, rev)) {
+      notFound(res, "RevisionNotFound", `Invalid rev id: ${rev}`);
+      return;
+    }
+
+    if (api?.[3] === "revision") {
+      sendJson(res, 200, {
+        _id: `id-${repo.id}`,
+        id: repo.id,
+        sha: repo.commit,
+        siblings: Object.keys(repo.files).map((rfilename) => ({ rfilename })),
+        private: false,
+        gated: false,
+        downloads: 0,
+        likes: 0,
+        lastModified: "2024-01-01T00:00:00.000Z",
+      });
+      return;
+    }
+    if (api?.[3] === "tree") {
+      // Paged two entries at a time with a Link header, like the real tree API's cursor.
+      const entries = Object.entries(repo.files).map(([p, content]) => ({
+        type: "file",
+        path: p,
+        size: Buffer.byteLength(content),
+        oid: gitBlobId(content),
+      }));
+      const start = Number(url.searchParams.get("cursor") ?? "0");
+      const next = start + 2;
+      const link: Record<string, string> = {};
+      if (next < entries.length) {
+        const nextUrl = new URL(url.toString().replace("http://localhost", `http://${req.headers.host ?? ""}`));
+        nextUrl.searchParams.set("cursor", String(next));
+        link.Link = `<${nextUrl.toString()}>; rel="next"`;
+      }
+      sendJson(res, 200, entries.slice(start, next), link);
+      return;
+    }
+
+    const file = resolve![4]!;
+    const content = repo.files[file];
+    if (content === undefined) {
+      notFound(res, "EntryNotFound", `${file} does not exist`);
+      return;
+    }
+    if ((repo.brokenFiles ?? []).includes(file)) {
+      sendJson(res, 500, { error: "Internal Error" });
+      return;
+    }
+    const common = { "X-Repo-Commit": repo.commit };
+    if ((repo.lfs ?? []).includes(file)) {
+      const oid = sha256(content);
+      res.writeHead(302, {
+        ...common,
+        Location: `/cdn/${oid}`,
+        "X-Linked-ETag": `"${oid}"`,
+        "X-Linked-Size": String(Buffer.byteLength(content)),
+      });
+      res.end();
+      return;
+    }
+    sendBytes(req, res, Buffer.from(content), { ...common, ETag: `"${gitBlobId(content)}"` });
+    return;
+  });
+
+  await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    close: () =>
+      new Promise<void>((done) => {
+        server.closeAllConnections();
+        server.close(() => {
+          done();
+        });
+      }),
+  };
+}
+
+/** A URL on which nothing listens: a server is started on port 0 to reserve a port, then closed. */
+export async function deadEndpoint(): Promise<string> {
+  const hub = await startFakeHub([]);
+  await hub.close();
+  return hub.url;
+}
