@@ -1,28 +1,20 @@
 // Builds LlamaParams on a backend from a checkpoint, one tensor at a time: frozen base weights in the
-// chosen storage dtype, LoRA A/B (zero until initialized or loaded) or all weights trainable in f32.
+// chosen storage dtype; trainable tensors (LoRA per src/lora's layout, or every weight) in one flat f32 buffer.
 import type { Backend, Tensor } from "../../backend/types.ts";
 import type { WeightSource } from "../../io/safetensors/checkpoint.ts";
 import { decodeToFloat32 } from "../../io/safetensors/convert.ts";
 import { f32ToBf16Array } from "../../util/half.ts";
 import { TunaError } from "../../util/errors.ts";
+import { loraKey, loraLayout, tokenRowsKey, type LoraLayout } from "../../lora/layout.ts";
+import type { LoraSettings } from "../../lora/settings.ts";
 import type { ModelConfig } from "../hf/config.ts";
 import { PROJECTIONS, expectedWeights, projectionPrefix, projectionShape, type Projection } from "../hf/weights.ts";
-import {
-  createTrainableBuffers,
-  loraKey,
-  loraScale,
-  loraTrainableSpecs,
-  trainableView,
-  type Linear,
-  type LayerParams,
-  type LlamaParams,
-  type LoraPlan,
-} from "./params.ts";
+import { createTrainableBuffers, trainableView, type Linear, type LayerParams, type LlamaParams, type TokenRows } from "./params.ts";
 
 export interface LoadOptions {
   /** "lora": base frozen, adapters trainable; "full": every weight trainable (f32). */
   mode: "lora" | "full";
-  lora?: LoraPlan;
+  lora?: LoraSettings;
   /** Storage of frozen base weights: f32 (exact reference) or bf16 (half the memory). */
   baseDtype: "f32" | "bf16";
 }
@@ -35,13 +27,21 @@ async function readF32(source: WeightSource, name: string, shape: readonly numbe
   return decodeToFloat32(await source.readTensor(name), info.dtype);
 }
 
+/** Trainable tensors in the exact order (and so offsets) of src/lora's flat layout. */
+function loraSpecs(layout: LoraLayout): { name: string; shape: number[] }[] {
+  const specs: { name: string; shape: number[] }[] = [];
+  for (const m of layout.modules) specs.push({ name: loraKey(m.name, "A"), shape: m.aShape }, { name: loraKey(m.name, "B"), shape: m.bShape });
+  for (const t of layout.tokens) specs.push({ name: tokenRowsKey(t.module), shape: t.shape });
+  return specs;
+}
+
 export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source: WeightSource, options: LoadOptions): Promise<LlamaParams> {
-  if (options.mode === "lora" && options.lora === undefined) throw new TunaError("INTERNAL", "LoRA mode needs a LoRA plan");
   const full = options.mode === "full";
-  const trainableSpecs = full
-    ? expectedWeights(cfg).map((w) => ({ name: w.name, shape: w.shape }))
-    : loraTrainableSpecs(cfg, options.lora!);
-  const trainable = createTrainableBuffers(backend, trainableSpecs);
+  if (!full && options.lora === undefined) throw new TunaError("INTERNAL", "LoRA mode needs LoRA settings");
+  const layout = full ? null : loraLayout(options.lora!, cfg);
+  const trainable = createTrainableBuffers(backend, full ? expectedWeights(cfg).map((w) => ({ name: w.name, shape: w.shape })) : loraSpecs(layout!));
+  if (layout !== null && trainable.total !== layout.trainableParams) throw new TunaError("INTERNAL", "trainable buffer does not follow the LoRA layout");
+  const byModule = new Map(layout?.modules.map((m) => [m.name, m]));
 
   // Frozen tensors get their own allocation; trainable ones are views into the flat buffer.
   const place = async (name: string, shape: number[]): Promise<{ t: Tensor; d: Tensor | null }> => {
@@ -67,34 +67,31 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
       const module = projectionPrefix(l, p);
       const { out, in: inF } = projectionShape(cfg, p);
       const weight = await place(`${module}.weight`, [out, inF]);
-      const biasName = `${module}.bias`;
       const hasBias = p === "o_proj" ? cfg.oBias : p === "q_proj" || p === "k_proj" || p === "v_proj" ? cfg.qkvBias : cfg.mlpBias;
-      const bias = hasBias ? await place(biasName, [out]) : null;
+      const bias = hasBias ? await place(`${module}.bias`, [out]) : null;
+      const m = byModule.get(module);
       let lora: Linear["lora"] = null;
-      if (!full && options.lora!.modules.has(module)) {
-        const plan = options.lora!;
-        const rank = plan.rankOf?.(module) ?? plan.rank;
-        const alpha = plan.alphaOf?.(module) ?? plan.alpha;
+      if (m !== undefined) {
         const a = trainableView(trainable, loraKey(module, "A"));
         const b = trainableView(trainable, loraKey(module, "B"));
-        lora = { rank, scale: loraScale(alpha, rank, plan.useRslora), dropout: plan.dropout, A: a.param, B: b.param, dA: a.grad, dB: b.grad };
+        lora = { rank: m.r, scale: m.scaling, dropout: options.lora!.dropout, A: a.param, B: b.param, dA: a.grad, dB: b.grad };
       }
-      proj[p] = {
-        module,
-        inFeatures: inF,
-        outFeatures: out,
-        weight: weight.t,
-        quant: null,
-        bias: bias?.t ?? null,
-        dweight: weight.d,
-        dbias: bias?.d ?? null,
-        lora,
-      };
+      proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant: null, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
     }
     layers.push({ inputNorm: inputNorm.t, postNorm: postNorm.t, dInputNorm: inputNorm.d, dPostNorm: postNorm.d, proj });
   }
   const norm = await place("model.norm.weight", [C]);
   const lmHead = cfg.tieWordEmbeddings ? embed : await place("lm_head.weight", [cfg.vocabSize, C]);
+
+  const rows = (module: "embed_tokens" | "lm_head"): TokenRows | null => {
+    const t = layout?.tokens.find((x) => x.module === module);
+    if (t === undefined) return null;
+    const { param, grad } = trainableView(trainable, tokenRowsKey(module));
+    return { indices: t.indices, rowOf: new Map(t.indices.map((id, i) => [id, i])), param, grad };
+  };
+  const embedRows = rows("embed_tokens");
+  // A tied lm_head shares the input embedding's rows (PEFT saves nothing for the tied copy).
+  const lmHeadRows = cfg.tieWordEmbeddings ? embedRows : rows("lm_head");
   return {
     cfg,
     embed: embed.t,
@@ -104,6 +101,10 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     dNorm: norm.d,
     lmHead: lmHead.t,
     dLmHead: lmHead.d,
+    embedRows,
+    lmHeadRows,
+    effectiveLmHead: lmHeadRows === null ? null : backend.alloc("f32", [cfg.vocabSize, C], "lm_head.effective"),
+    lmHeadGradScratch: lmHeadRows === null ? null : backend.alloc("f32", [cfg.vocabSize, C], "lm_head.grad_scratch"),
     trainable,
   };
 }

@@ -6,7 +6,7 @@ import { TunaError } from "../../util/errors.ts";
 import { IGNORE_INDEX, type Batch } from "../batch.ts";
 import { allocActivations, type Activations } from "./activations.ts";
 import { blockBackward, blockForward, type SequenceInputs } from "./block.ts";
-import type { LlamaParams } from "./params.ts";
+import type { LlamaParams, TokenRows } from "./params.ts";
 import { ropeInvFreq } from "./rope-freqs.ts";
 
 export interface LlamaModel {
@@ -24,6 +24,8 @@ export interface LlamaModel {
 
 export interface DeviceBatch extends SequenceInputs {
   N: number;
+  /** The ids on the host too: positions of tokens with trained embedding rows are found from them. */
+  hostIds: Int32Array;
   ids: Tensor; // i32 (N)
   targets: Tensor; // i32 (N)
   trainedTokens: number;
@@ -69,6 +71,7 @@ export function uploadBatch(model: LlamaModel, batch: Batch): DeviceBatch {
   for (const t of batch.targets) if (t !== IGNORE_INDEX) trained++;
   return {
     N,
+    hostIds: batch.ids,
     ids: up(batch.ids, "batch.ids"),
     targets: up(batch.targets, "batch.targets"),
     positions: up(batch.positions, "batch.positions"),
@@ -96,6 +99,10 @@ export async function forward(model: LlamaModel, batch: DeviceBatch): Promise<{ 
   const cfg = params.cfg;
   const acts = activationsFor(model, batch.N);
   be.embeddingForward(acts.xs[0]!, batch.ids, params.embed);
+  const embedRows = params.embedRows;
+  if (embedRows !== null) {
+    for (const [p, j] of trainedRowPositions(embedRows, batch.hostIds)) be.copy(be.rows(acts.xs[0]!, p, 1), be.rows(embedRows.param, j, 1));
+  }
   model.layerRngStates = [];
   for (let l = 0; l < cfg.numLayers; l++) {
     model.layerRngStates.push(model.dropoutRng.state());
@@ -103,7 +110,7 @@ export async function forward(model: LlamaModel, batch: DeviceBatch): Promise<{ 
     blockForward(be, cfg, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, { dequant: model.dequantScratch }, model.dropoutRng);
   }
   be.rmsnormForward(acts.lnf, acts.rstdf, acts.xs[cfg.numLayers]!, params.norm, cfg.rmsNormEps);
-  be.matmul(acts.logits, acts.lnf, params.lmHead, { transB: true });
+  be.matmul(acts.logits, acts.lnf, outputEmbedding(model), { transB: true });
   be.crossEntropyForward(acts.losses, acts.logits, batch.targets);
   const losses = await be.downloadF32(acts.losses);
   let sum = 0;
@@ -122,8 +129,17 @@ export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: numbe
   const acts = model.acts;
   if (acts === null || acts.N !== batch.N) throw new TunaError("INTERNAL", "backward called without a matching forward");
   be.crossEntropyBackward(acts.dlogits, acts.logits, batch.targets, gradScale);
-  be.matmul(acts.dln, acts.dlogits, params.lmHead);
+  be.matmul(acts.dln, acts.dlogits, params.effectiveLmHead ?? params.lmHead);
   if (params.dLmHead !== null) be.matmul(params.dLmHead, acts.dlogits, acts.lnf, { transA: true, accumulate: true });
+  const headRows = params.lmHeadRows;
+  if (headRows !== null && params.lmHeadGradScratch !== null) {
+    // The gradient of the whole (V, C) matrix, of which only the trained rows are kept.
+    be.matmul(params.lmHeadGradScratch, acts.dlogits, acts.lnf, { transA: true });
+    headRows.indices.forEach((id, j) => {
+      const g = be.rows(headRows.grad, j, 1);
+      be.add(g, g, be.rows(params.lmHeadGradScratch!, id, 1));
+    });
+  }
   be.rmsnormBackward(acts.dx, params.dNorm, acts.dln, acts.xs[cfg.numLayers]!, params.norm, acts.rstdf, false);
   const grads = { ...acts, dequant: model.dequantScratch };
   for (let l = cfg.numLayers - 1; l >= 0; l--) {
@@ -138,6 +154,34 @@ export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: numbe
     blockBackward(be, cfg, layer, slots, acts.xs[l]!, acts.dx, batch, grads);
   }
   if (params.dEmbed !== null) be.embeddingBackward(params.dEmbed, acts.dx, batch.ids);
+  const embedRows = params.embedRows;
+  if (embedRows !== null) {
+    for (const [p, j] of trainedRowPositions(embedRows, batch.hostIds)) {
+      const g = be.rows(embedRows.grad, j, 1);
+      be.add(g, g, be.rows(acts.dx, p, 1));
+    }
+  }
+}
+
+/** [position, row] pairs of the tokens in the batch whose embedding row is trained. */
+function trainedRowPositions(rows: TokenRows, ids: Int32Array): [number, number][] {
+  const out: [number, number][] = [];
+  ids.forEach((id, p) => {
+    const j = rows.rowOf.get(id);
+    if (j !== undefined) out.push([p, j]);
+  });
+  return out;
+}
+
+/** The lm_head the logits use: the frozen matrix, or a copy with the trained rows substituted. */
+function outputEmbedding(model: LlamaModel): Tensor {
+  const { params } = model;
+  const rows = params.lmHeadRows;
+  if (rows === null || params.effectiveLmHead === null) return params.lmHead;
+  const be = model.backend;
+  be.copy(params.effectiveLmHead, params.lmHead);
+  rows.indices.forEach((id, j) => be.copy(be.rows(params.effectiveLmHead!, id, 1), be.rows(rows.param, j, 1)));
+  return params.effectiveLmHead;
 }
 
 /** Logits of the last forward, f32 (N, V), for tests and evaluation. */

@@ -49,7 +49,23 @@ export interface LlamaParams {
   /** (V, C); the same tensor as embed when embeddings are tied. */
   lmHead: Tensor;
   dLmHead: Tensor | null;
+  /** Trained replacement rows of the input embedding (PEFT trainable_token_indices), or null. */
+  embedRows: TokenRows | null;
+  /** Trained rows of the output embedding: embedRows itself when tied, else lm_head's own, or null. */
+  lmHeadRows: TokenRows | null;
+  /** (V, C) lm_head with its trained rows substituted, and a (V, C) gradient scratch; null without lmHeadRows. */
+  effectiveLmHead: Tensor | null;
+  lmHeadGradScratch: Tensor | null;
   trainable: TrainableBuffers;
+}
+
+/** Replacement rows for some token ids: the rows are trained, the rest of the matrix stays frozen. */
+export interface TokenRows {
+  indices: number[];
+  /** token id -> row of `param` */
+  rowOf: Map<number, number>;
+  param: Tensor; // (n, C)
+  grad: Tensor; // (n, C)
 }
 
 export interface TrainableEntry {
@@ -98,38 +114,3 @@ export function trainableView(t: TrainableBuffers, name: string): { param: Tenso
   return found;
 }
 
-/** PEFT's saved key of a LoRA matrix (adapter name removed, as in adapter_model.safetensors). */
-export function loraKey(module: string, which: "A" | "B"): string {
-  return `base_model.model.${module}.lora_${which}.weight`;
-}
-
-export interface LoraPlan {
-  /** Full HF module names that get an adapter. */
-  modules: ReadonlySet<string>;
-  rank: number;
-  alpha: number;
-  dropout: number;
-  useRslora: boolean;
-  /** Per-module rank / alpha overrides (PEFT rank_pattern / alpha_pattern, already resolved). */
-  rankOf?: (module: string) => number;
-  alphaOf?: (module: string) => number;
-}
-
-export function loraScale(alpha: number, rank: number, useRslora: boolean): number {
-  return useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
-}
-
-/** The trainable tensors for LoRA on the planned modules, in layer and projection order. */
-export function loraTrainableSpecs(cfg: ModelConfig, plan: LoraPlan): { name: string; shape: number[] }[] {
-  const specs: { name: string; shape: number[] }[] = [];
-  for (let l = 0; l < cfg.numLayers; l++) {
-    for (const proj of PROJECTIONS) {
-      const module = projectionPrefix(l, proj);
-      if (!plan.modules.has(module)) continue;
-      const r = plan.rankOf?.(module) ?? plan.rank;
-      const { out, in: inF } = projectionShape(cfg, proj);
-      specs.push({ name: loraKey(module, "A"), shape: [r, inF] }, { name: loraKey(module, "B"), shape: [out, r] });
-    }
-  }
-  return specs;
-}
