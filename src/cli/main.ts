@@ -5,6 +5,7 @@ import { processOutput, type CliOutput } from "./output.ts";
 import { inspectCommand } from "./commands/inspect.ts";
 import { doctorCommand } from "./commands/doctor.ts";
 import { trainCommand } from "./commands/train.ts";
+import { evalCommand } from "./commands/eval.ts";
 
 export type Command = (args: string[], output: CliOutput) => Promise<number>;
 
@@ -15,6 +16,7 @@ interface CommandEntry {
 
 const COMMANDS: Record<string, CommandEntry> = {
   train: { run: trainCommand, summary: "fine-tune a model (flags of the peft examples/sft train.py workflow)" },
+  eval: { run: evalCommand, summary: "loss and perplexity of a model (+ optional PEFT adapter) on a pre-tokenized dataset" },
   inspect: { run: inspectCommand, summary: "describe a model folder or hub id: architecture, parameters, memory, tokenizer" },
   doctor: { run: doctorCommand, summary: "check Node, CPU, GPU driver and CUDA libraries, and give a verdict" },
 };

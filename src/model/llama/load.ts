@@ -7,6 +7,7 @@ import { f32ToBf16Array } from "../../util/half.ts";
 import { TunaError } from "../../util/errors.ts";
 import { loraKey, loraLayout, tokenRowsKey, type LoraLayout } from "../../lora/layout.ts";
 import type { LoraSettings } from "../../lora/settings.ts";
+import type { SavedEmbeddings } from "../../lora/adapter-files.ts";
 import type { ModelConfig } from "../hf/config.ts";
 import { PROJECTIONS, expectedWeights, projectionPrefix, projectionShape, type Projection } from "../hf/weights.ts";
 import { createTrainableBuffers, trainableView, type Linear, type LayerParams, type LlamaParams, type TokenRows } from "./params.ts";
@@ -17,6 +18,11 @@ export interface LoadOptions {
   lora?: LoraSettings;
   /** Storage of frozen base weights: f32 (exact reference) or bf16 (half the memory). */
   baseDtype: "f32" | "bf16";
+  /**
+   * Whole embedding matrices that replace the checkpoint's (an adapter saved after resizing the
+   * vocabulary, as PEFT does for added chat tokens); cfg.vocabSize must already be the new size.
+   */
+  embeddings?: SavedEmbeddings | null;
 }
 
 async function readF32(source: WeightSource, name: string, shape: readonly number[]): Promise<Float32Array> {
@@ -37,15 +43,18 @@ function loraSpecs(layout: LoraLayout): { name: string; shape: number[] }[] {
 
 export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source: WeightSource, options: LoadOptions): Promise<LlamaParams> {
   const full = options.mode === "full";
-  if (!full && options.lora === undefined) throw new TunaError("INTERNAL", "LoRA mode needs LoRA settings");
-  const layout = full ? null : loraLayout(options.lora!, cfg);
+  // LoRA mode without settings is a frozen model (evaluation of the base).
+  const layout = full || options.lora === undefined ? null : loraLayout(options.lora, cfg);
   const trainable = createTrainableBuffers(backend, full ? expectedWeights(cfg).map((w) => ({ name: w.name, shape: w.shape })) : loraSpecs(layout!));
   if (layout !== null && trainable.total !== layout.trainableParams) throw new TunaError("INTERNAL", "trainable buffer does not follow the LoRA layout");
   const byModule = new Map(layout?.modules.map((m) => [m.name, m]));
 
   // Frozen tensors get their own allocation; trainable ones are views into the flat buffer.
+  const replaced = new Map<string, Float32Array>();
+  if (options.embeddings?.embedTokens != null) replaced.set("model.embed_tokens.weight", options.embeddings.embedTokens);
+  if (options.embeddings?.lmHead != null) replaced.set("lm_head.weight", options.embeddings.lmHead);
   const place = async (name: string, shape: number[]): Promise<{ t: Tensor; d: Tensor | null }> => {
-    const values = await readF32(source, name, shape);
+    const values = replaced.get(name) ?? (await readF32(source, name, shape));
     if (full) {
       const { param, grad } = trainableView(trainable, name);
       backend.upload(param, values);
@@ -74,7 +83,7 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
       if (m !== undefined) {
         const a = trainableView(trainable, loraKey(module, "A"));
         const b = trainableView(trainable, loraKey(module, "B"));
-        lora = { rank: m.r, scale: m.scaling, dropout: options.lora!.dropout, A: a.param, B: b.param, dA: a.grad, dB: b.grad };
+        lora = { rank: m.r, scale: m.scaling, dropout: options.lora?.dropout ?? 0, A: a.param, B: b.param, dA: a.grad, dB: b.grad };
       }
       proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant: null, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
     }

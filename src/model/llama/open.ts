@@ -1,0 +1,43 @@
+// Opens a model for use (evaluation, generation): resolves a folder or hub id, reads the config and
+// an optional PEFT adapter, and loads everything onto a backend with the adapter's values in place.
+import type { Backend } from "../../backend/types.ts";
+import { resolveModelPath } from "../../hub/resolve.ts";
+import { readAdapter, type LoraAdapter } from "../../lora/adapter-files.ts";
+import { openModelFolder } from "../hf/folder.ts";
+import type { ModelConfig } from "../hf/config.ts";
+import { loadLlamaParams } from "./load.ts";
+import type { LlamaParams } from "./params.ts";
+
+export interface OpenedModel {
+  dir: string;
+  cfg: ModelConfig;
+  params: LlamaParams;
+  adapter: LoraAdapter | null;
+}
+
+export async function openModelForUse(
+  backend: Backend,
+  modelPath: string,
+  options: { adapterDir?: string; baseDtype: "f32" | "bf16"; revision?: string },
+): Promise<OpenedModel> {
+  const dir = await resolveModelPath(modelPath, options.revision === undefined ? {} : { revision: options.revision });
+  const folder = await openModelFolder(dir);
+  try {
+    let cfg = folder.config;
+    let adapter: LoraAdapter | null = null;
+    if (options.adapterDir !== undefined) {
+      adapter = await readAdapter(options.adapterDir, cfg);
+      // An adapter saved after resizing the vocabulary carries the whole new embedding matrices.
+      if (adapter.embeddings !== null) cfg = { ...cfg, vocabSize: adapter.embeddings.vocabSize };
+    }
+    const params = await loadLlamaParams(backend, cfg, folder.weights, {
+      mode: "lora",
+      baseDtype: options.baseDtype,
+      ...(adapter === null ? {} : { lora: adapter.settings, embeddings: adapter.embeddings }),
+    });
+    if (adapter !== null) backend.upload(params.trainable.params, adapter.params.flat);
+    return { dir: folder.dir, cfg, params, adapter };
+  } finally {
+    await folder.weights.close();
+  }
+}
