@@ -180,7 +180,9 @@ function outputEmbedding(model: LlamaModel): Tensor {
   if (rows === null || params.effectiveLmHead === null) return params.lmHead;
   const be = model.backend;
   be.copy(params.effectiveLmHead, params.lmHead);
-  rows.indices.forEach((id, j) => be.copy(be.rows(params.effectiveLmHead!, id, 1), be.rows(rows.param, j, 1)));
+  rows.indices.forEach((id, j) => {
+    be.copy(be.rows(params.effectiveLmHead!, id, 1), be.rows(rows.param, j, 1));
+  });
   return params.effectiveLmHead;
 }
 

@@ -4,7 +4,7 @@
 import type { Backend, Quant4bitTensors, Tensor } from "../../backend/types.ts";
 import { TunaError } from "../../util/errors.ts";
 import type { ModelConfig } from "../hf/config.ts";
-import { PROJECTIONS, projectionPrefix, projectionShape, numel, type Projection } from "../hf/weights.ts";
+import { numel, type Projection } from "../hf/weights.ts";
 
 export interface LoraModule {
   rank: number; // R
