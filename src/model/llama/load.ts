@@ -45,7 +45,8 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
   const full = options.mode === "full";
   // LoRA mode without settings is a frozen model (evaluation of the base).
   const layout = full || options.lora === undefined ? null : loraLayout(options.lora, cfg);
-  const trainable = createTrainableBuffers(backend, full ? expectedWeights(cfg).map((w) => ({ name: w.name, shape: w.shape })) : loraSpecs(layout!));
+  const specs = full ? expectedWeights(cfg).map((w) => ({ name: w.name, shape: w.shape })) : layout === null ? [] : loraSpecs(layout);
+  const trainable = createTrainableBuffers(backend, specs);
   if (layout !== null && trainable.total !== layout.trainableParams) throw new TunaError("INTERNAL", "trainable buffer does not follow the LoRA layout");
   const byModule = new Map(layout?.modules.map((m) => [m.name, m]));
 

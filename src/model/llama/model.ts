@@ -54,14 +54,15 @@ export function uploadBatch(model: LlamaModel, batch: Batch): DeviceBatch {
   const be = model.backend;
   const N = batch.ids.length;
   const V = model.params.cfg.vocabSize;
-  for (let i = 0; i < N; i++) {
-    const id = batch.ids[i]!;
-    const target = batch.targets[i]!;
+  // Ids first: a bad id also shows up as a bad label one position earlier, and the id is the cause.
+  batch.ids.forEach((id, i) => {
     if (id < 0 || id >= V) throw new TunaError("CONFIG_INVALID", `token id ${id} at position ${i} is outside the model's vocabulary (${V})`);
+  });
+  batch.targets.forEach((target, i) => {
     if (target !== IGNORE_INDEX && (target < 0 || target >= V)) {
       throw new TunaError("CONFIG_INVALID", `label ${target} at position ${i} is outside the model's vocabulary (${V}) and is not -100`);
     }
-  }
+  });
   const up = (data: Int32Array, name: string): Tensor => {
     const t = be.alloc("i32", [data.length], name);
     be.upload(t, data);

@@ -1,0 +1,95 @@
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { main } from "../../src/cli/main.ts";
+import { memoryOutput } from "../../src/cli/output.ts";
+import { openWeightsFile } from "../../src/io/safetensors/checkpoint.ts";
+import { GOLDEN, readDump, readInts } from "../model/llama/golden-harness.ts";
+
+let root = "";
+let dataset = "";
+let expectedLoss = 0;
+let expectedBaseLoss = 0;
+
+/** HF's loss from dumped logits: mean CE over shifted labels != -100, computed here in f64. */
+function lossFromLogits(logits: Float32Array, labels: number[], B: number, T: number, V: number): number {
+  let sum = 0;
+  let n = 0;
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t + 1 < T; t++) {
+      const target = labels[b * T + t + 1]!;
+      if (target === -100) continue;
+      const row = logits.subarray((b * T + t) * V, (b * T + t + 1) * V);
+      let max = -Infinity;
+      for (const v of row) max = Math.max(max, v);
+      let z = 0;
+      for (const v of row) z += Math.exp(v - max);
+      sum += Math.log(z) + max - row[target]!;
+      n++;
+    }
+  }
+  return sum / n;
+}
+
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), "tuna-eval-"));
+  const dump = await openWeightsFile(join(GOLDEN, "llama", "a.safetensors"));
+  const ids = await readInts(dump, "input_ids");
+  const labels = await readInts(dump, "labels");
+  const mask = await readInts(dump, "attention_mask");
+  const [B, T] = ids.shape as [number, number];
+  const lines = [];
+  for (let b = 0; b < B; b++) {
+    const slice = (a: number[]): number[] => a.slice(b * T, (b + 1) * T);
+    lines.push(JSON.stringify({ input_ids: slice(ids.values), labels: slice(labels.values), attention_mask: slice(mask.values) }));
+  }
+  dataset = join(root, "eval.jsonl");
+  await writeFile(dataset, lines.join("\n") + "\n");
+  expectedLoss = (await readDump(dump, "loss"))[0]!;
+  expectedBaseLoss = lossFromLogits(await readDump(dump, "logits_base"), labels.values, B, T, 256);
+  await dump.close();
+});
+after(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const o = memoryOutput();
+  const code = await main(args, o);
+  return { code, out: o.stdout.join("\n"), err: o.stderr.join("\n") };
+}
+
+test("eval with the PEFT adapter reproduces transformers' loss on the golden batch", async () => {
+  const r = await run("eval", join(GOLDEN, "llama/model"), "--adapter", join(GOLDEN, "llama/adapter"), "--dataset_name", dataset, "--json");
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out) as { eval_loss: number; perplexity: number; tokens: number };
+  assert.ok(Math.abs(j.eval_loss - expectedLoss) / expectedLoss < 1e-5, `${j.eval_loss} vs ${expectedLoss}`);
+  assert.ok(Math.abs(j.perplexity - Math.exp(expectedLoss)) / Math.exp(expectedLoss) < 1e-4);
+});
+
+test("eval of the base model alone, one row per batch: the loss is still the mean over all tokens", async () => {
+  const r = await run("eval", join(GOLDEN, "llama/model"), "--dataset-name", dataset, "--per-device-eval-batch-size", "1", "--json");
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out) as { eval_loss: number };
+  assert.ok(Math.abs(j.eval_loss - expectedBaseLoss) / expectedBaseLoss < 1e-5, `${j.eval_loss} vs ${expectedBaseLoss}`);
+});
+
+test("eval bad input: malformed line with its number, missing dataset, ids outside the vocabulary", async () => {
+  const bad = join(root, "bad.jsonl");
+  await writeFile(bad, '{"input_ids": [3, 4, 5]}\n{"input_ids": [3, 4\n');
+  let r = await run("eval", join(GOLDEN, "llama/model"), "--dataset_name", bad);
+  assert.equal(r.code, 1);
+  assert.match(r.err, /bad\.jsonl:2: not valid JSON/);
+  r = await run("eval", join(GOLDEN, "llama/model"), "--dataset_name", join(root, "none.jsonl"));
+  assert.equal(r.code, 1);
+  assert.match(r.err, /FILE_NOT_FOUND/);
+  await writeFile(bad, '{"input_ids": [3, 4, 999]}\n');
+  r = await run("eval", join(GOLDEN, "llama/model"), "--dataset_name", bad);
+  assert.equal(r.code, 1);
+  assert.match(r.err, /token id 999 .* outside the model's vocabulary \(256\)/);
+  r = await run("eval", join(GOLDEN, "llama/model"));
+  assert.equal(r.code, 1);
+  assert.match(r.err, /--dataset_name is required/);
+});
