@@ -1,0 +1,152 @@
+// Elementwise CPU ops: add, scale, dropout, SwiGLU and the bias pair. Each output element is computed in
+// float64 from float32 inputs (scalars rounded to float32 first) and rounded once; outputs may be exactly an input.
+import type { Tensor } from "../types.ts";
+import { expectDtype, expectFinite, expectFloat, expectShape, fail, splitLastAxis } from "./check.ts";
+import { expectSeparate, outputFloats, readFloats, u8Data, writeFloats, type TensorStore } from "./store.ts";
+
+/** out = a + b (same shape); out may be a or b. */
+export function add(store: TensorStore, out: Tensor, a: Tensor, b: Tensor): void {
+  const op = "add";
+  for (const [what, t] of [["out", out], ["a", a], ["b", b]] as const) expectFloat(op, what, t);
+  expectShape(op, "b", b, a.shape);
+  expectShape(op, "out", out, a.shape);
+  const outSlot = store.get(op, "out", out);
+  const aSlot = store.get(op, "a", a);
+  const bSlot = store.get(op, "b", b);
+  expectSeparate(op, [["out", outSlot]], [["a", aSlot], ["b", bSlot]], true);
+  const av = readFloats(aSlot);
+  const bv = readFloats(bSlot);
+  const o = outputFloats(outSlot, false);
+  for (let i = 0; i < o.length; i++) o[i] = av[i]! + bv[i]!;
+  writeFloats(outSlot, o);
+}
+
+/** x *= s, with s rounded to float32 as a kernel argument would be. */
+export function scale(store: TensorStore, x: Tensor, s: number): void {
+  const op = "scale";
+  expectFloat(op, "x", x);
+  expectFinite(op, "s", s);
+  const slot = store.get(op, "x", x);
+  const s32 = Math.fround(s);
+  const v = outputFloats(slot, true);
+  for (let i = 0; i < v.length; i++) v[i] = v[i]! * s32;
+  writeFloats(slot, v);
+}
+
+/** out = x * mask * float32(1 / (1 - p)), mask u8 of 0 (drop) and 1 (keep); p = 0 copies x. */
+export function dropoutApply(store: TensorStore, out: Tensor, x: Tensor, mask: Tensor, p: number): void {
+  const op = "dropoutApply";
+  expectFloat(op, "out", out);
+  expectFloat(op, "x", x);
+  expectDtype(op, "mask", mask, ["u8"]);
+  expectShape(op, "mask", mask, x.shape);
+  expectShape(op, "out", out, x.shape);
+  if (!(p >= 0 && p < 1)) fail(op, `p is ${p}, expected 0 <= p < 1`);
+  const outSlot = store.get(op, "out", out);
+  const xSlot = store.get(op, "x", x);
+  const maskSlot = store.get(op, "mask", mask);
+  expectSeparate(op, [["out", outSlot]], [["x", xSlot], ["mask", maskSlot]], true);
+  const xv = readFloats(xSlot);
+  const o = outputFloats(outSlot, false);
+  if (p === 0) {
+    o.set(xv);
+  } else {
+    const keep = u8Data(op, "mask", maskSlot);
+    const factor = Math.fround(1 / (1 - p));
+    for (let i = 0; i < o.length; i++) {
+      const m = keep[i]!;
+      if (m > 1) fail(op, `mask element ${i} is ${m}, expected 0 (drop) or 1 (keep)`);
+      o[i] = m === 1 ? xv[i]! * factor : 0;
+    }
+  }
+  writeFloats(outSlot, o);
+}
+
+/** out = silu(gate) * up, silu(g) = g / (1 + exp(-g)). */
+export function swigluForward(store: TensorStore, out: Tensor, gate: Tensor, up: Tensor): void {
+  const op = "swigluForward";
+  for (const [what, t] of [["out", out], ["gate", gate], ["up", up]] as const) expectFloat(op, what, t);
+  expectShape(op, "up", up, gate.shape);
+  expectShape(op, "out", out, gate.shape);
+  const outSlot = store.get(op, "out", out);
+  const gateSlot = store.get(op, "gate", gate);
+  const upSlot = store.get(op, "up", up);
+  expectSeparate(op, [["out", outSlot]], [["gate", gateSlot], ["up", upSlot]], true);
+  const g = readFloats(gateSlot);
+  const u = readFloats(upSlot);
+  const o = outputFloats(outSlot, false);
+  for (let i = 0; i < o.length; i++) {
+    const gi = g[i]!;
+    o[i] = (gi / (1 + Math.exp(-gi))) * u[i]!;
+  }
+  writeFloats(outSlot, o);
+}
+
+/** dgate = dout * up * sig(g) * (1 + g * (1 - sig(g))), dup = dout * silu(g); both overwritten. */
+export function swigluBackward(store: TensorStore, dgate: Tensor, dup: Tensor, dout: Tensor, gate: Tensor, up: Tensor): void {
+  const op = "swigluBackward";
+  for (const [what, t] of [["dgate", dgate], ["dup", dup], ["dout", dout], ["gate", gate], ["up", up]] as const) {
+    expectFloat(op, what, t);
+    expectShape(op, what, t, gate.shape);
+  }
+  const dgateSlot = store.get(op, "dgate", dgate);
+  const dupSlot = store.get(op, "dup", dup);
+  const doutSlot = store.get(op, "dout", dout);
+  const gateSlot = store.get(op, "gate", gate);
+  const upSlot = store.get(op, "up", up);
+  // Both outputs read the same three inputs, so an output may not replace an input another output still needs.
+  expectSeparate(op, [["dgate", dgateSlot], ["dup", dupSlot]], [["dout", doutSlot], ["gate", gateSlot], ["up", upSlot]]);
+  const d = readFloats(doutSlot);
+  const g = readFloats(gateSlot);
+  const u = readFloats(upSlot);
+  const dg = outputFloats(dgateSlot, false);
+  const du = outputFloats(dupSlot, false);
+  for (let i = 0; i < dg.length; i++) {
+    const gi = g[i]!;
+    const sig = 1 / (1 + Math.exp(-gi));
+    du[i] = d[i]! * gi * sig;
+    dg[i] = d[i]! * u[i]! * sig * (1 + gi * (1 - sig));
+  }
+  writeFloats(dgateSlot, dg);
+  writeFloats(dupSlot, du);
+}
+
+/** out (..., F) += bias (F) broadcast over rows. */
+export function addBias(store: TensorStore, out: Tensor, bias: Tensor): void {
+  const op = "addBias";
+  expectFloat(op, "out", out);
+  expectFloat(op, "bias", bias);
+  const { rows, cols } = splitLastAxis(op, "out", out);
+  expectShape(op, "bias", bias, [cols]);
+  const outSlot = store.get(op, "out", out);
+  const biasSlot = store.get(op, "bias", bias);
+  expectSeparate(op, [["out", outSlot]], [["bias", biasSlot]]);
+  const b = readFloats(biasSlot);
+  const o = outputFloats(outSlot, true);
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let j = 0; j < cols; j++) o[base + j] = o[base + j]! + b[j]!;
+  }
+  writeFloats(outSlot, o);
+}
+
+/** dbias (F) += column sums of dout (..., F), summed in float64 and added once. */
+export function biasBackward(store: TensorStore, dbias: Tensor, dout: Tensor): void {
+  const op = "biasBackward";
+  expectFloat(op, "dbias", dbias);
+  expectFloat(op, "dout", dout);
+  const { rows, cols } = splitLastAxis(op, "dout", dout);
+  expectShape(op, "dbias", dbias, [cols]);
+  const dbiasSlot = store.get(op, "dbias", dbias);
+  const doutSlot = store.get(op, "dout", dout);
+  expectSeparate(op, [["dbias", dbiasSlot]], [["dout", doutSlot]]);
+  const d = readFloats(doutSlot);
+  const sums = new Float64Array(cols);
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let j = 0; j < cols; j++) sums[j] = sums[j]! + d[base + j]!;
+  }
+  const o = outputFloats(dbiasSlot, true);
+  for (let j = 0; j < cols; j++) o[j] = o[j]! + sums[j]!;
+  writeFloats(dbiasSlot, o);
+}

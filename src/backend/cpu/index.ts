@@ -1,0 +1,116 @@
+// createCpuBackend: the CPU implementation of the backend contract, the reference every other backend is
+// checked against. Wires the tensor store to the op files; matmul may use worker threads over shared storage.
+import { availableParallelism } from "node:os";
+import type { Backend } from "../types.ts";
+import { TunaError } from "../../util/errors.ts";
+import { attentionBackward, attentionForward } from "./attention.ts";
+import { add, addBias, biasBackward, dropoutApply, scale, swigluBackward, swigluForward } from "./elementwise.ts";
+import { embeddingBackward, embeddingForward } from "./embedding.ts";
+import { crossEntropyBackward, crossEntropyForward } from "./loss.ts";
+import { matmul } from "./matmul.ts";
+import { copy, download, downloadF32, fill, upload } from "./memory.ts";
+import { rmsnormBackward, rmsnormForward } from "./norm.ts";
+import { adamwUpdate, sumSquares } from "./optimizer.ts";
+import { dequantize4bit } from "./quant.ts";
+import { ropeBackward, ropeForward } from "./rope.ts";
+import { createTensorStore } from "./store.ts";
+
+export interface CpuBackendOptions {
+  /**
+   * Threads for matmul, the calling thread included (default: the machine's available parallelism, at most 8).
+   * With more than 1, tensor storage is SharedArrayBuffer-backed and large matmuls are split across workers.
+   */
+  threads?: number;
+}
+
+const MAX_DEFAULT_THREADS = 8;
+
+export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
+  const threads = options.threads ?? Math.min(availableParallelism(), MAX_DEFAULT_THREADS);
+  if (!Number.isSafeInteger(threads) || threads < 1) {
+    throw new TunaError("INTERNAL", `createCpuBackend: threads is ${threads}, expected an integer >= 1`);
+  }
+  const store = createTensorStore(threads > 1);
+  return {
+    name: "cpu",
+    alloc: (dtype, shape, name) => store.alloc(dtype, shape, name),
+    free: (t) => {
+      store.free(t);
+    },
+    upload: (t, data) => {
+      upload(store, t, data);
+    },
+    download: (t) => Promise.resolve(download(store, t)),
+    downloadF32: (t) => Promise.resolve(downloadF32(store, t)),
+    fill: (t, value) => {
+      fill(store, t, value);
+    },
+    copy: (dst, src) => {
+      copy(store, dst, src);
+    },
+    rows: (t, start, count) => store.rows(t, start, count),
+    view: (t, shape) => store.view(t, shape),
+
+    embeddingForward: (out, ids, table) => {
+      embeddingForward(store, out, ids, table);
+    },
+    embeddingBackward: (dtable, dout, ids) => {
+      embeddingBackward(store, dtable, dout, ids);
+    },
+    matmul: (out, a, b, opts) => {
+      matmul(store, threads, out, a, b, opts);
+    },
+    addBias: (out, bias) => {
+      addBias(store, out, bias);
+    },
+    biasBackward: (dbias, dout) => {
+      biasBackward(store, dbias, dout);
+    },
+    rmsnormForward: (out, rstd, x, weight, eps) => {
+      rmsnormForward(store, out, rstd, x, weight, eps);
+    },
+    rmsnormBackward: (dx, dweight, dout, x, weight, rstd, accumulate) => {
+      rmsnormBackward(store, dx, dweight, dout, x, weight, rstd, accumulate);
+    },
+    ropeForward: (x, positions, invFreq) => {
+      ropeForward(store, x, positions, invFreq);
+    },
+    ropeBackward: (dx, positions, invFreq) => {
+      ropeBackward(store, dx, positions, invFreq);
+    },
+    attentionForward: (out, lse, q, k, v, cuSeqlens, s) => {
+      attentionForward(store, out, lse, q, k, v, cuSeqlens, s);
+    },
+    attentionBackward: (dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, s) => {
+      attentionBackward(store, dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, s);
+    },
+    swigluForward: (out, gate, up) => {
+      swigluForward(store, out, gate, up);
+    },
+    swigluBackward: (dgate, dup, dout, gate, up) => {
+      swigluBackward(store, dgate, dup, dout, gate, up);
+    },
+    add: (out, a, b) => {
+      add(store, out, a, b);
+    },
+    scale: (x, s) => {
+      scale(store, x, s);
+    },
+    dropoutApply: (out, x, mask, p) => {
+      dropoutApply(store, out, x, mask, p);
+    },
+    crossEntropyForward: (losses, logits, targets) => {
+      crossEntropyForward(store, losses, logits, targets);
+    },
+    crossEntropyBackward: (dlogits, logits, targets, gradScale) => {
+      crossEntropyBackward(store, dlogits, logits, targets, gradScale);
+    },
+    dequantize4bit: (out, q) => {
+      dequantize4bit(store, out, q);
+    },
+    adamwUpdate: (params, grads, m, v, p) => {
+      adamwUpdate(store, params, grads, m, v, p);
+    },
+    sumSquares: (x) => Promise.resolve(sumSquares(store, x)),
+  };
+}

@@ -1,0 +1,92 @@
+// Token cross-entropy for the CPU backend: a stable log-softmax per row in float64 (max, then the sum of
+// exp(x - max)); target -100 is ignored (loss 0, zero gradient row), any other target outside [0, V) is a bug.
+import type { Tensor } from "../types.ts";
+import { describe, expectDtype, expectFinite, expectFloat, expectRank, expectShape, fail } from "./check.ts";
+import { expectSeparate, f32Data, i32Data, outputFloats, readFloats, writeFloats, type TensorStore } from "./store.ts";
+
+export const IGNORE_INDEX = -100;
+
+/** The log-sum-exp of row [base, base + vocab) of x. */
+function rowLogSumExp(x: Float32Array, base: number, vocab: number): number {
+  let max = -Infinity;
+  for (let j = 0; j < vocab; j++) if (x[base + j]! > max) max = x[base + j]!;
+  if (max === Infinity || Number.isNaN(max)) return max;
+  let sum = 0;
+  for (let j = 0; j < vocab; j++) sum += Math.exp(x[base + j]! - max);
+  return max + Math.log(sum);
+}
+
+/** Checks logits (N, V) and targets i32 (N); returns the targets with every one checked against [0, V) or -100. */
+function checkTargets(store: TensorStore, op: string, logits: Tensor, targets: Tensor): Int32Array {
+  expectFloat(op, "logits", logits);
+  expectRank(op, "logits", logits, 2);
+  expectDtype(op, "targets", targets, ["i32"]);
+  expectShape(op, "targets", targets, [logits.shape[0]!]);
+  const t = i32Data(op, "targets", store.get(op, "targets", targets));
+  const vocab = logits.shape[1]!;
+  for (let r = 0; r < t.length; r++) {
+    const target = t[r]!;
+    if (target !== IGNORE_INDEX && (target < 0 || target >= vocab)) {
+      fail(op, `${describe("targets", targets)} element ${r} is ${target}, outside [0, ${vocab}) and not the ignore index ${IGNORE_INDEX}`);
+    }
+  }
+  return t;
+}
+
+/** losses f32 (N) = logsumexp(logits row) - logits[target]; 0 where the target is -100. */
+export function crossEntropyForward(store: TensorStore, losses: Tensor, logits: Tensor, targets: Tensor): void {
+  const op = "crossEntropyForward";
+  const t = checkTargets(store, op, logits, targets);
+  const [rows, vocab] = logits.shape as [number, number];
+  expectDtype(op, "losses", losses, ["f32"]);
+  expectShape(op, "losses", losses, [rows]);
+  const lossSlot = store.get(op, "losses", losses);
+  const logitSlot = store.get(op, "logits", logits);
+  expectSeparate(op, [["losses", lossSlot]], [["logits", logitSlot]]);
+  const x = readFloats(logitSlot);
+  const out = f32Data(op, "losses", lossSlot);
+  for (let r = 0; r < rows; r++) {
+    const target = t[r]!;
+    out[r] = target === IGNORE_INDEX ? 0 : rowLogSumExp(x, r * vocab, vocab) - x[r * vocab + target]!;
+  }
+}
+
+/**
+ * dlogits (N, V) = (softmax(row) - onehot(target)) * gradScale with softmax = exp(x - max) / sum(exp(x - max));
+ * zero rows for -100. dlogits may be logits itself.
+ */
+export function crossEntropyBackward(store: TensorStore, dlogits: Tensor, logits: Tensor, targets: Tensor, gradScale: number): void {
+  const op = "crossEntropyBackward";
+  const t = checkTargets(store, op, logits, targets);
+  const [rows, vocab] = logits.shape as [number, number];
+  expectFloat(op, "dlogits", dlogits);
+  expectShape(op, "dlogits", dlogits, logits.shape);
+  expectFinite(op, "gradScale", gradScale);
+  const dSlot = store.get(op, "dlogits", dlogits);
+  const logitSlot = store.get(op, "logits", logits);
+  // Each row is read whole (its log-sum-exp) before it is written, so writing over the logits is safe.
+  expectSeparate(op, [["dlogits", dSlot]], [["logits", logitSlot]], true);
+  const x = readFloats(logitSlot);
+  const d = outputFloats(dSlot, false);
+  const scale32 = Math.fround(gradScale);
+  // exp(x - max) of one row, kept so each logit costs one exp (the exps dominate at V = 32000).
+  const exps = new Float64Array(vocab);
+  for (let r = 0; r < rows; r++) {
+    const base = r * vocab;
+    const target = t[r]!;
+    if (target === IGNORE_INDEX) {
+      d.fill(0, base, base + vocab);
+      continue;
+    }
+    let max = -Infinity;
+    for (let j = 0; j < vocab; j++) if (x[base + j]! > max) max = x[base + j]!;
+    let sum = 0;
+    for (let j = 0; j < vocab; j++) {
+      const e = Math.exp(x[base + j]! - max);
+      exps[j] = e;
+      sum += e;
+    }
+    for (let j = 0; j < vocab; j++) d[base + j] = (exps[j]! / sum - (j === target ? 1 : 0)) * scale32;
+  }
+  writeFloats(dSlot, d);
+}

@@ -1,0 +1,109 @@
+// RMSNorm for the CPU backend, in HF LlamaRMSNorm's order: rstd = 1/sqrt(mean(x^2) + eps) in float32,
+// n = float32(x * rstd) cast to x's dtype, THEN out = n * weight. Sums run in float64.
+import type { DType, Tensor } from "../types.ts";
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../../util/half.ts";
+import { expectDtype, expectFinite, expectFloat, expectShape, splitLastAxis } from "./check.ts";
+import { expectSeparate, f32Data, outputFloats, readFloats, writeFloats, type Slot, type TensorStore } from "./store.ts";
+
+/** The cast HF applies before the weight multiply: float32 -> x's dtype -> float32 (value-wise). */
+function castTo(dtype: DType): (v: number) => number {
+  if (dtype === "bf16") return (v) => bf16BitsToF32(f32ToBf16Bits(v));
+  if (dtype === "f16") return (v) => f16BitsToF32(f32ToF16Bits(v));
+  return Math.fround;
+}
+
+/** out (..., C) = cast(x * rstd) * weight; rstd f32 (...) saved for the backward. */
+export function rmsnormForward(store: TensorStore, out: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, eps: number): void {
+  const op = "rmsnormForward";
+  expectFloat(op, "out", out);
+  expectFloat(op, "x", x);
+  expectFloat(op, "weight", weight);
+  expectDtype(op, "rstd", rstd, ["f32"]);
+  expectFinite(op, "eps", eps);
+  const { rows, cols } = splitLastAxis(op, "x", x);
+  expectShape(op, "out", out, x.shape);
+  expectShape(op, "weight", weight, [cols]);
+  expectShape(op, "rstd", rstd, x.shape.slice(0, -1));
+  const outSlot = store.get(op, "out", out);
+  const rstdSlot = store.get(op, "rstd", rstd);
+  const xSlot = store.get(op, "x", x);
+  const weightSlot = store.get(op, "weight", weight);
+  expectSeparate(op, [["out", outSlot], ["rstd", rstdSlot]], [["x", xSlot], ["weight", weightSlot]]);
+  const xv = readFloats(xSlot);
+  const w = readFloats(weightSlot);
+  const r = f32Data(op, "rstd", rstdSlot);
+  const o = outputFloats(outSlot, false);
+  const cast = castTo(x.dtype);
+  const eps32 = Math.fround(eps);
+  for (let row = 0; row < rows; row++) {
+    const base = row * cols;
+    let sumSquares = 0;
+    for (let j = 0; j < cols; j++) sumSquares += xv[base + j]! * xv[base + j]!;
+    const rs = Math.fround(1 / Math.sqrt(sumSquares / cols + eps32));
+    r[row] = rs;
+    for (let j = 0; j < cols; j++) o[base + j] = cast(xv[base + j]! * rs) * w[j]!;
+  }
+  writeFloats(outSlot, o);
+}
+
+/**
+ * dx = rstd * (g - n * mean(g * n)) with g = dout * weight and n = x * rstd (overwritten, or added when
+ * accumulate); dweight += sum over rows of dout * cast(n), the factor the forward multiplied by.
+ */
+export function rmsnormBackward(
+  store: TensorStore,
+  dx: Tensor,
+  dweight: Tensor | null,
+  dout: Tensor,
+  x: Tensor,
+  weight: Tensor,
+  rstd: Tensor,
+  accumulate: boolean,
+): void {
+  const op = "rmsnormBackward";
+  for (const [what, t] of [["dx", dx], ["dout", dout], ["x", x], ["weight", weight]] as const) expectFloat(op, what, t);
+  expectDtype(op, "rstd", rstd, ["f32"]);
+  const { rows, cols } = splitLastAxis(op, "x", x);
+  expectShape(op, "dx", dx, x.shape);
+  expectShape(op, "dout", dout, x.shape);
+  expectShape(op, "weight", weight, [cols]);
+  expectShape(op, "rstd", rstd, x.shape.slice(0, -1));
+  const dxSlot = store.get(op, "dx", dx);
+  const doutSlot = store.get(op, "dout", dout);
+  const xSlot = store.get(op, "x", x);
+  const weightSlot = store.get(op, "weight", weight);
+  const rstdSlot = store.get(op, "rstd", rstd);
+  let dweightSlot: Slot | null = null;
+  if (dweight !== null) {
+    expectFloat(op, "dweight", dweight);
+    expectShape(op, "dweight", dweight, [cols]);
+    dweightSlot = store.get(op, "dweight", dweight);
+  }
+  const outputs = dweightSlot === null ? [["dx", dxSlot] as const] : [["dx", dxSlot] as const, ["dweight", dweightSlot] as const];
+  expectSeparate(op, outputs, [["dout", doutSlot], ["x", xSlot], ["weight", weightSlot], ["rstd", rstdSlot]]);
+  const d = readFloats(doutSlot);
+  const xv = readFloats(xSlot);
+  const w = readFloats(weightSlot);
+  const r = f32Data(op, "rstd", rstdSlot);
+  const o = outputFloats(dxSlot, accumulate);
+  const cast = castTo(x.dtype);
+  const dw = new Float64Array(dweightSlot === null ? 0 : cols);
+  for (let row = 0; row < rows; row++) {
+    const base = row * cols;
+    const rs = r[row]!;
+    let dot = 0;
+    for (let j = 0; j < cols; j++) dot += d[base + j]! * w[j]! * xv[base + j]! * rs;
+    const meanDot = dot / cols;
+    for (let j = 0; j < cols; j++) {
+      const v = rs * (d[base + j]! * w[j]! - xv[base + j]! * rs * meanDot);
+      o[base + j] = accumulate ? o[base + j]! + v : v;
+    }
+    if (dweightSlot !== null) for (let j = 0; j < cols; j++) dw[j] = dw[j]! + d[base + j]! * cast(xv[base + j]! * rs);
+  }
+  writeFloats(dxSlot, o);
+  if (dweightSlot !== null) {
+    const dwv = outputFloats(dweightSlot, true);
+    for (let j = 0; j < cols; j++) dwv[j] = dwv[j]! + dw[j]!;
+    writeFloats(dweightSlot, dwv);
+  }
+}
