@@ -1,6 +1,6 @@
 // Reads a pre-tokenized JSONL dataset: one object per line with `input_ids`, optional `labels`
 // (HF convention: same length, -100 ignored, shifted inside the model) and `attention_mask`.
-import { createReadStream } from "node:fs";
+import { open, type FileHandle } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { TunaError, errorMessage } from "../util/errors.ts";
 import type { HfRow } from "../model/batch.ts";
@@ -14,18 +14,15 @@ function intArray(value: unknown, field: string, where: string): number[] {
 
 export async function readPretokenizedJsonl(path: string): Promise<HfRow[]> {
   const rows: HfRow[] = [];
-  let stream;
+  let handle: FileHandle;
   try {
-    stream = createReadStream(path, { encoding: "utf8" });
-    await new Promise<void>((resolve, reject) => {
-      stream!.once("open", () => resolve());
-      stream!.once("error", reject);
-    });
+    handle = await open(path, "r");
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new TunaError(code === "ENOENT" ? "FILE_NOT_FOUND" : "IO", `cannot read dataset ${path}: ${errorMessage(e)}`, { cause: e });
   }
   let lineNo = 0;
+  const stream = handle.createReadStream({ encoding: "utf8" });
   for await (const line of createInterface({ input: stream, crlfDelay: Infinity })) {
     lineNo++;
     if (line.trim() === "") continue;

@@ -93,3 +93,11 @@ test("eval bad input: malformed line with its number, missing dataset, ids outsi
   assert.equal(r.code, 1);
   assert.match(r.err, /--dataset_name is required/);
 });
+
+test("eval with a 4-bit NF4 base stays close to the full-precision loss", async () => {
+  const r = await run("eval", join(GOLDEN, "llama/model"), "--adapter", join(GOLDEN, "llama/adapter"), "--dataset_name", dataset, "--use_4bit_quantization", "--use_nested_quant", "--json");
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out) as { eval_loss: number };
+  assert.notEqual(j.eval_loss, expectedLoss);
+  assert.ok(Math.abs(j.eval_loss - expectedLoss) / expectedLoss < 0.05, `${j.eval_loss} vs ${expectedLoss}`);
+});

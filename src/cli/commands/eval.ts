@@ -19,6 +19,10 @@ shift to next-token targets happens inside) and "attention_mask".
   --per_device_eval_batch_size N rows per forward pass (default 8)
   --device auto|cpu|cuda         default auto
   --bf16                         keep base weights in bf16 (default f32 on CPU)
+  --use_4bit_quantization        quantize the linear layers to 4-bit at load (QLoRA base)
+  --bnb_4bit_quant_type nf4|fp4  4-bit code (default nf4)
+  --use_nested_quant             double-quantize the 4-bit absmax
+  --use_8bit_quantization        LLM.int8 rowwise weights
   --revision REV                 hub revision when <model> is a hub id
   --json                         print one JSON object`;
 
@@ -39,6 +43,10 @@ export async function evalCommand(args: string[], output: CliOutput): Promise<nu
         per_device_eval_batch_size: { type: "string", default: "8" },
         device: { type: "string", default: "auto" },
         bf16: { type: "boolean" },
+        use_4bit_quantization: { type: "boolean" },
+        bnb_4bit_quant_type: { type: "string", default: "nf4" },
+        use_nested_quant: { type: "boolean" },
+        use_8bit_quantization: { type: "boolean" },
         revision: { type: "string" },
         json: { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -59,12 +67,21 @@ export async function evalCommand(args: string[], output: CliOutput): Promise<nu
   if (!Number.isInteger(batchSize) || batchSize < 1) problems.push(`--per_device_eval_batch_size must be a positive integer, got "${values.per_device_eval_batch_size}"`);
   const device = values.device;
   if (device !== "auto" && device !== "cpu" && device !== "cuda") problems.push(`--device must be auto, cpu or cuda, got "${device}"`);
+  const quantType = values.bnb_4bit_quant_type;
+  if (quantType !== "nf4" && quantType !== "fp4") problems.push(`--bnb_4bit_quant_type must be nf4 or fp4, got "${quantType}"`);
+  if (values.use_4bit_quantization === true && values.use_8bit_quantization === true) problems.push("--use_4bit_quantization and --use_8bit_quantization exclude each other");
   if (problems.length > 0) throw new TunaError("CONFIG_INVALID", `${problems.join("; ")}.\n\n${HELP}`);
 
   const rows = await readPretokenizedJsonl(values.dataset_name!);
   const backend = createBackend(device as DeviceChoice);
   const opened = await openModelForUse(backend, positionals[0]!, {
     baseDtype: values.bf16 === true ? "bf16" : "f32",
+    quantize:
+      values.use_4bit_quantization === true
+        ? { kind: "4bit", quantType: quantType === "fp4" ? "fp4" : "nf4", doubleQuant: values.use_nested_quant === true }
+        : values.use_8bit_quantization === true
+          ? { kind: "8bit" }
+          : null,
     ...(values.adapter === undefined ? {} : { adapterDir: values.adapter }),
     ...(values.revision === undefined ? {} : { revision: values.revision }),
   });

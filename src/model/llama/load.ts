@@ -11,6 +11,11 @@ import type { SavedEmbeddings } from "../../lora/adapter-files.ts";
 import type { ModelConfig } from "../hf/config.ts";
 import { PROJECTIONS, expectedWeights, projectionPrefix, projectionShape, type Projection } from "../hf/weights.ts";
 import { createTrainableBuffers, trainableView, type Linear, type LayerParams, type LlamaParams, type TokenRows } from "./params.ts";
+import type { Quant4bitTensors } from "../../backend/types.ts";
+import { absmaxOf, readQuantized4bit, type Quantized4bit } from "../../quant/bnb-checkpoint.ts";
+import { code4bit } from "../../quant/codes.ts";
+import { quantizeTensor4bit } from "../../quant/quantize-model.ts";
+import { dequantizeInt8Rowwise, quantizeInt8Rowwise, readQuantized8bit } from "../../quant/int8.ts";
 
 export interface LoadOptions {
   /** "lora": base frozen, adapters trainable; "full": every weight trainable (f32). */
@@ -23,6 +28,12 @@ export interface LoadOptions {
    * vocabulary, as PEFT does for added chat tokens); cfg.vocabSize must already be the new size.
    */
   embeddings?: SavedEmbeddings | null;
+  /**
+   * Quantize the decoder blocks' linear weights at load (QLoRA): 4-bit NF4/FP4 kept packed and
+   * dequantized per GEMM, or LLM.int8 rowwise. A bitsandbytes pre-quantized checkpoint
+   * (quantization_config in config.json) is read as stored, with or without this option.
+   */
+  quantize?: { kind: "4bit"; quantType: "nf4" | "fp4"; doubleQuant: boolean; blocksize?: number } | { kind: "8bit" } | null;
 }
 
 async function readF32(source: WeightSource, name: string, shape: readonly number[]): Promise<Float32Array> {
@@ -66,6 +77,30 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     return { t, d: null };
   };
 
+  const quantizedWeight = async (name: string, shape: [number, number]): Promise<{ dense: Tensor | null; quant: Quant4bitTensors | null } | null> => {
+    const stored = cfg.quantization;
+    if (stored !== null && !stored.skipModules.some((m) => name.includes(m))) {
+      if (stored.loadIn4bit) return { dense: null, quant: upload4bit(backend, await readQuantized4bit(source, name, stored, shape), name) };
+      return { dense: await uploadDense(dequantizeInt8Rowwise(await readQuantized8bit(source, name, shape)), name, shape), quant: null };
+    }
+    const q = options.quantize;
+    if (q == null) return null;
+    const info = source.info(name);
+    const bytes = await source.readTensor(name);
+    if (q.kind === "4bit") {
+      const opts = { quantType: q.quantType, doubleQuant: q.doubleQuant, ...(q.blocksize === undefined ? {} : { blocksize: q.blocksize }) };
+      return { dense: null, quant: upload4bit(backend, quantizeTensor4bit(bytes, info.dtype, shape, opts, `${source.dir}: ${name}`), name) };
+    }
+    // LLM.int8: the CPU backend computes with the int8-rounded weights held dense (no int8 GEMM here).
+    const int8 = quantizeInt8Rowwise(bytes, info.dtype, shape[0], shape[1], `${source.dir}: ${name}`);
+    return { dense: await uploadDense(dequantizeInt8Rowwise(int8), name, shape), quant: null };
+  };
+  const uploadDense = (values: Float32Array, name: string, shape: number[]): Promise<Tensor> => {
+    const t = backend.alloc(options.baseDtype, shape, name);
+    backend.upload(t, options.baseDtype === "f32" ? values : f32ToBf16Array(values));
+    return Promise.resolve(t);
+  };
+
   const C = cfg.hiddenSize;
   const embed = await place("model.embed_tokens.weight", [cfg.vocabSize, C]);
   const layers: LayerParams[] = [];
@@ -76,7 +111,8 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     for (const p of PROJECTIONS) {
       const module = projectionPrefix(l, p);
       const { out, in: inF } = projectionShape(cfg, p);
-      const weight = await place(`${module}.weight`, [out, inF]);
+      const quantized = full ? null : await quantizedWeight(`${module}.weight`, [out, inF]);
+      const weight = quantized !== null ? { t: quantized.dense, d: null } : await place(`${module}.weight`, [out, inF]);
       const hasBias = p === "o_proj" ? cfg.oBias : p === "q_proj" || p === "k_proj" || p === "v_proj" ? cfg.qkvBias : cfg.mlpBias;
       const bias = hasBias ? await place(`${module}.bias`, [out]) : null;
       const m = byModule.get(module);
@@ -86,7 +122,7 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
         const b = trainableView(trainable, loraKey(module, "B"));
         lora = { rank: m.r, scale: m.scaling, dropout: options.lora?.dropout ?? 0, A: a.param, B: b.param, dA: a.grad, dB: b.grad };
       }
-      proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant: null, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
+      proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant: quantized?.quant ?? null, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
     }
     layers.push({ inputNorm: inputNorm.t, postNorm: postNorm.t, dInputNorm: inputNorm.d, dPostNorm: postNorm.d, proj });
   }
@@ -117,4 +153,16 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     lmHeadGradScratch: lmHeadRows === null ? null : backend.alloc("f32", [cfg.vocabSize, C], "lm_head.grad_scratch"),
     trainable,
   };
+}
+
+/** Packed codes (u8), absmax dequantized to f32 per block, and the code table, on the backend. */
+function upload4bit(backend: Backend, q: Quantized4bit, name: string): Quant4bitTensors {
+  const packed = backend.alloc("u8", [q.packed.length], `${name}.packed`);
+  backend.upload(packed, q.packed);
+  const absmaxValues = absmaxOf(q);
+  const absmax = backend.alloc("f32", [absmaxValues.length], `${name}.absmax`);
+  backend.upload(absmax, absmaxValues);
+  const code = backend.alloc("f32", [16], `${name}.code`);
+  backend.upload(code, code4bit(q.quantType));
+  return { packed, absmax, code, blocksize: q.blocksize };
 }

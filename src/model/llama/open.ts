@@ -5,7 +5,7 @@ import { resolveModelPath } from "../../hub/resolve.ts";
 import { readAdapter, type LoraAdapter } from "../../lora/adapter-files.ts";
 import { openModelFolder } from "../hf/folder.ts";
 import type { ModelConfig } from "../hf/config.ts";
-import { loadLlamaParams } from "./load.ts";
+import { loadLlamaParams, type LoadOptions } from "./load.ts";
 import type { LlamaParams } from "./params.ts";
 
 export interface OpenedModel {
@@ -18,7 +18,7 @@ export interface OpenedModel {
 export async function openModelForUse(
   backend: Backend,
   modelPath: string,
-  options: { adapterDir?: string; baseDtype: "f32" | "bf16"; revision?: string },
+  options: { adapterDir?: string; baseDtype: "f32" | "bf16"; revision?: string; quantize?: LoadOptions["quantize"] },
 ): Promise<OpenedModel> {
   const dir = await resolveModelPath(modelPath, options.revision === undefined ? {} : { revision: options.revision });
   const folder = await openModelFolder(dir);
@@ -33,6 +33,7 @@ export async function openModelForUse(
     const params = await loadLlamaParams(backend, cfg, folder.weights, {
       mode: "lora",
       baseDtype: options.baseDtype,
+      quantize: options.quantize ?? null,
       ...(adapter === null ? {} : { lora: adapter.settings, embeddings: adapter.embeddings }),
     });
     if (adapter !== null) backend.upload(params.trainable.params, adapter.params.flat);
