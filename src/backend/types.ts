@@ -4,6 +4,13 @@
 // Dimension letters (STYLE.md): B batch, T tokens, N = tokens in a flat batch (B*T or packed),
 // C channels, V vocab, L layers, H heads, KV kv heads, D head dim, F ffn, R rank, S sequences.
 // Layouts are row-major. Activations are (N, ...) with N the flattened token axis.
+//
+// Numerics: every op accumulates in at least f32 (the CPU reference uses f64 and rounds each output
+// once); outputs are rounded to their storage dtype with round-to-nearest-even. A faster backend is
+// checked against the CPU reference with a tolerance per dtype.
+// Aliasing: an output may be the very same tensor as an input only where a doc comment says so
+// (add, scale, dropoutApply, swigluForward, crossEntropyBackward over the logits); any other
+// overlap is a caller bug and the CPU backend throws on it.
 
 export type DType = "f32" | "bf16" | "f16" | "i32" | "u8";
 
@@ -76,12 +83,12 @@ export interface Backend {
   view(t: Tensor, shape: readonly number[]): Tensor;
 
   // ---- ops (forward / backward pairs) ----
-  /** out (N, C) = table[ids] ; ids i32 (N), table (V, C). */
+  /** out (N, C) = table[ids] ; ids i32 (N) each in [0, V), table (V, C). */
   embeddingForward(out: Tensor, ids: Tensor, table: Tensor): void;
   /** dtable (V, C) += scatter of dout (N, C) by ids; rows with id < 0 are skipped. */
   embeddingBackward(dtable: Tensor, dout: Tensor, ids: Tensor): void;
 
-  /** out (M, N) = alpha * op(a) (M, K) @ op(b) (K, N) [+ out]. f32 accumulation. */
+  /** out (M, N) = alpha * op(a) (M, K) @ op(b) (K, N) [+ out]. */
   matmul(out: Tensor, a: Tensor, b: Tensor, options?: MatmulOptions): void;
   /** out (N, F) += bias (F) broadcast over rows. */
   addBias(out: Tensor, bias: Tensor): void;
@@ -139,7 +146,7 @@ export interface Backend {
    * losses f32 (N). Returns nothing: callers reduce (token-mean over trained tokens).
    */
   crossEntropyForward(losses: Tensor, logits: Tensor, targets: Tensor): void;
-  /** dlogits (N, V) = (softmax(logits) - onehot(target)) * gradScale, zero rows for ignored targets. */
+  /** dlogits (N, V) = (softmax(logits) - onehot(target)) * gradScale, zero rows for ignored targets. dlogits may be logits itself. */
   crossEntropyBackward(dlogits: Tensor, logits: Tensor, targets: Tensor, gradScale: number): void;
 
   /** out (n) = dequantized 4-bit weight (f32 multiply code[nibble] * absmax[i / blocksize]). */
@@ -147,6 +154,6 @@ export interface Backend {
 
   /** Decoupled-weight-decay Adam (PyTorch AdamW) over flat f32 buffers of equal size. */
   adamwUpdate(params: Tensor, grads: Tensor, m: Tensor, v: Tensor, p: AdamWParams): void;
-  /** Sum of squares of x (f32 accumulation), for gradient-norm clipping. */
+  /** Sum of squares of x (accumulated in f64 on CPU), for gradient-norm clipping. */
   sumSquares(x: Tensor): Promise<number>;
 }

@@ -68,6 +68,17 @@ export function uploadBatch(model: LlamaModel, batch: Batch): DeviceBatch {
     be.upload(t, data);
     return t;
   };
+  // Sliding-window attention (Mistral v0.1) equals full causal attention while no document is longer
+  // than the window; longer ones would need the window mask, which tuna does not implement yet.
+  const window = model.params.cfg.slidingWindow;
+  if (window !== null) {
+    for (let s = 0; s + 1 < batch.cuSeqlens.length; s++) {
+      const length = batch.cuSeqlens[s + 1]! - batch.cuSeqlens[s]!;
+      if (length > window) {
+        throw new TunaError("UNSUPPORTED", `a sequence of ${length} tokens exceeds the model's sliding_window ${window}; use max_seq_length <= ${window}.`);
+      }
+    }
+  }
   let trained = 0;
   for (const t of batch.targets) if (t !== IGNORE_INDEX) trained++;
   return {
