@@ -1,0 +1,73 @@
+// AdamW over the flat trainable buffer (PyTorch semantics, decoupled weight decay) with HF's no-decay
+// group (biases and norm weights), and gradient-norm clipping with torch's clip_grad_norm_ rule.
+import type { Backend, Tensor } from "../backend/types.ts";
+import type { TrainableBuffers } from "../model/llama/params.ts";
+
+export interface AdamWSettings {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+}
+
+export interface OptimizerState {
+  m: Tensor; // f32, same size as the trainable buffer
+  v: Tensor;
+  /** Updates done so far (torch's `step` per parameter; the same for all here). */
+  step: number;
+  /** Contiguous runs of the flat buffer with their weight decay: [offset, size, decays]. */
+  groups: { offset: number; size: number; decay: boolean }[];
+}
+
+// transformers' newest get_decay_parameter_names: names matching these never decay.
+const NO_DECAY = [/bias/, /layernorm/, /rmsnorm/, /(?:^|\.)norm(?:$|\.)/, /_norm(?:$|\.)/];
+
+export function decays(name: string): boolean {
+  const lower = name.toLowerCase();
+  return !NO_DECAY.some((re) => re.test(lower));
+}
+
+export function createOptimizerState(backend: Backend, trainable: TrainableBuffers): OptimizerState {
+  const size = trainable.params.size;
+  const m = backend.alloc("f32", [size], "adam.m");
+  const v = backend.alloc("f32", [size], "adam.v");
+  backend.fill(m, 0);
+  backend.fill(v, 0);
+  const groups: OptimizerState["groups"] = [];
+  for (const e of trainable.entries) {
+    const decay = decays(e.name);
+    const last = groups[groups.length - 1];
+    if (last !== undefined && last.decay === decay && last.offset + last.size === e.offset) last.size += e.size;
+    else groups.push({ offset: e.offset, size: e.size, decay });
+  }
+  return { m, v, step: 0, groups };
+}
+
+/** One AdamW update of every trainable parameter at learning rate `lr`. */
+export function optimizerStep(backend: Backend, trainable: TrainableBuffers, state: OptimizerState, lr: number, s: AdamWSettings): void {
+  state.step += 1;
+  for (const g of state.groups) {
+    const view = (t: Tensor): Tensor => backend.rows(t, g.offset, g.size);
+    backend.adamwUpdate(view(trainable.params), view(trainable.grads), view(state.m), view(state.v), {
+      lr,
+      beta1: s.beta1,
+      beta2: s.beta2,
+      eps: s.eps,
+      weightDecay: g.decay ? s.weightDecay : 0,
+      step: state.step,
+    });
+  }
+}
+
+/**
+ * torch.nn.utils.clip_grad_norm_: total L2 norm over all gradients; when maxNorm > 0 and the norm
+ * exceeds it, gradients are scaled by maxNorm / (norm + 1e-6). Returns the norm before clipping.
+ */
+export async function clipGradients(backend: Backend, grads: Tensor, maxNorm: number): Promise<number> {
+  const norm = Math.sqrt(await backend.sumSquares(grads));
+  if (maxNorm > 0 && Number.isFinite(norm)) {
+    const coef = maxNorm / (norm + 1e-6);
+    if (coef < 1) backend.scale(grads, coef);
+  }
+  return norm;
+}
