@@ -1,0 +1,97 @@
+// checkpoint-N folders: written under a temporary name and renamed, so a crash mid-save never leaves
+// a half checkpoint that resume would pick; rotation by save_total_limit; finding the latest one.
+import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { TunaError, errorMessage } from "../util/errors.ts";
+
+export const TRAINER_STATE_FILE = "trainer_state.json";
+const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
+
+export function checkpointName(step: number): string {
+  return `checkpoint-${step}`;
+}
+
+/**
+ * Runs `write(tmpDir)` then renames tmpDir to `<outputDir>/checkpoint-<step>`. A failure (disk full...)
+ * removes the temporary folder and leaves earlier checkpoints untouched.
+ */
+export async function saveCheckpointAtomically(outputDir: string, step: number, write: (dir: string) => Promise<void>): Promise<string> {
+  const final = join(outputDir, checkpointName(step));
+  const tmp = join(outputDir, `.${checkpointName(step)}.tmp-${process.pid}`);
+  await rm(tmp, { recursive: true, force: true });
+  try {
+    await mkdir(tmp, { recursive: true });
+    await write(tmp);
+    // A checkpoint of the same step (a re-run after resume) is replaced whole.
+    await rm(final, { recursive: true, force: true });
+    await rename(tmp, final);
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    const code = (e as NodeJS.ErrnoException).code;
+    const hint = code === "ENOSPC" ? " The disk is full; the previous checkpoints are intact. Free space or lower save_total_limit." : "";
+    if (e instanceof TunaError) throw e;
+    throw new TunaError("IO", `could not save ${final}: ${errorMessage(e)}.${hint}`, { cause: e });
+  }
+  return final;
+}
+
+/** Complete checkpoint-N folders in outputDir, oldest first (by step). Temporary folders are ignored. */
+export async function listCheckpoints(outputDir: string): Promise<{ step: number; dir: string }[]> {
+  let names: string[];
+  try {
+    names = await readdir(outputDir);
+  } catch {
+    return [];
+  }
+  const found: { step: number; dir: string }[] = [];
+  for (const name of names) {
+    const m = CHECKPOINT_RE.exec(name);
+    if (m === null) continue;
+    const dir = join(outputDir, name);
+    // Only folders holding trainer_state.json are complete (it is the last file written).
+    if (await isFile(join(dir, TRAINER_STATE_FILE))) found.push({ step: Number(m[1]), dir });
+  }
+  return found.sort((a, b) => a.step - b.step);
+}
+
+/** Deletes the oldest checkpoints until at most `limit` remain (HF save_total_limit). */
+export async function rotateCheckpoints(outputDir: string, limit: number | undefined): Promise<string[]> {
+  if (limit === undefined || limit <= 0) return [];
+  const all = await listCheckpoints(outputDir);
+  const removed: string[] = [];
+  for (const c of all.slice(0, Math.max(0, all.length - limit))) {
+    await rm(c.dir, { recursive: true, force: true });
+    removed.push(c.dir);
+  }
+  return removed;
+}
+
+/** `resume_from_checkpoint`: a path, or "true" for the latest checkpoint in output_dir. */
+export async function resolveResumePath(value: string, outputDir: string): Promise<string> {
+  if (["true", "True", "1"].includes(value)) {
+    const all = await listCheckpoints(outputDir);
+    const latest = all[all.length - 1];
+    if (latest === undefined) {
+      throw new TunaError("CONFIG_INVALID", `resume_from_checkpoint true: no complete checkpoint-N folder in ${resolve(outputDir)}.`);
+    }
+    return latest.dir;
+  }
+  const dir = resolve(value);
+  if (!(await isDir(dir))) throw new TunaError("FILE_NOT_FOUND", `resume_from_checkpoint: ${dir} does not exist.`);
+  if (!(await isFile(join(dir, TRAINER_STATE_FILE)))) {
+    throw new TunaError("CONFIG_INVALID", `resume_from_checkpoint: ${dir} is not a checkpoint (no ${TRAINER_STATE_FILE}); give a checkpoint-N folder.`);
+  }
+  return dir;
+}
+
+export async function writeJson(path: string, value: unknown): Promise<void> {
+  await writeFile(path, JSON.stringify(value, null, 2) + "\n");
+}
+
+async function isFile(path: string): Promise<boolean> {
+  return stat(path).then((s) => s.isFile(), () => false);
+}
+
+async function isDir(path: string): Promise<boolean> {
+  return stat(path).then((s) => s.isDirectory(), () => false);
+}
