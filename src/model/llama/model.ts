@@ -26,6 +26,8 @@ export interface DeviceBatch extends SequenceInputs {
   N: number;
   /** The ids on the host too: positions of tokens with trained embedding rows are found from them. */
   hostIds: Int32Array;
+  /** Rows of the (B, T) batch as [start, length]: NEFTune scales its noise by each row's length. */
+  rowSpans: [number, number][];
   ids: Tensor; // i32 (N)
   targets: Tensor; // i32 (N)
   trainedTokens: number;
@@ -84,6 +86,7 @@ export function uploadBatch(model: LlamaModel, batch: Batch): DeviceBatch {
   return {
     N,
     hostIds: batch.ids,
+    rowSpans: batch.rows,
     ids: up(batch.ids, "batch.ids"),
     targets: up(batch.targets, "batch.targets"),
     positions: up(batch.positions, "batch.positions"),
@@ -104,8 +107,13 @@ function activationsFor(model: LlamaModel, N: number): Activations {
   return model.acts;
 }
 
+export interface ForwardOptions {
+  /** NEFTune (training only): uniform noise of magnitude alpha / sqrt(L * C) added to the input embeddings. */
+  neftune?: { alpha: number; rng: Rng };
+}
+
 /** Runs the forward pass; returns the sum of token losses (f64) and the number of trained tokens. */
-export async function forward(model: LlamaModel, batch: DeviceBatch): Promise<{ lossSum: number; tokens: number }> {
+export async function forward(model: LlamaModel, batch: DeviceBatch, options: ForwardOptions = {}): Promise<{ lossSum: number; tokens: number }> {
   const be = model.backend;
   const { params } = model;
   const cfg = params.cfg;
@@ -115,6 +123,7 @@ export async function forward(model: LlamaModel, batch: DeviceBatch): Promise<{ 
   if (embedRows !== null) {
     for (const [p, j] of trainedRowPositions(embedRows, batch.hostIds)) be.copy(be.rows(acts.xs[0]!, p, 1), be.rows(embedRows.param, j, 1));
   }
+  if (options.neftune !== undefined) addNeftuneNoise(model, acts, batch, options.neftune);
   model.layerRngStates = [];
   for (let l = 0; l < cfg.numLayers; l++) {
     model.layerRngStates.push(model.dropoutRng.state());
@@ -173,6 +182,22 @@ export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: numbe
       be.add(g, g, be.rows(acts.dx, p, 1));
     }
   }
+}
+
+/**
+ * transformers' neftune_post_forward_hook: L is the length of the row the token sits in (the padded
+ * length of a padded batch, the whole flat row of a padding-free one), d the hidden size.
+ */
+function addNeftuneNoise(model: LlamaModel, acts: Activations, batch: DeviceBatch, neftune: { alpha: number; rng: Rng }): void {
+  const C = model.params.cfg.hiddenSize;
+  const noise = new Float32Array(batch.N * C);
+  for (const [start, length] of batch.rowSpans) {
+    const mag = neftune.alpha / Math.sqrt(length * C);
+    for (let i = start * C; i < (start + length) * C; i++) noise[i] = (2 * neftune.rng.uniform() - 1) * mag;
+  }
+  // dln is backward scratch of the same shape (N, C), free during the forward.
+  model.backend.upload(acts.dln, noise);
+  model.backend.add(acts.xs[0]!, acts.xs[0]!, acts.dln);
 }
 
 /** [position, row] pairs of the tokens in the batch whose embedding row is trained. */

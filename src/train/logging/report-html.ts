@@ -1,0 +1,116 @@
+// report.html: one self-contained page (inline CSS and SVG, no scripts, fonts or links) with the loss,
+// learning-rate and grad-norm curves of a run, its summary and its configuration; written atomically.
+import { rename, rm, writeFile } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { TunaError, errorMessage } from "../../util/errors.ts";
+import { numberOf, type LogEntry } from "./log-entry.ts";
+import { escapeXml, formatNumber, renderLineChart, type ChartSeries } from "./svg-chart.ts";
+
+export interface ReportInput {
+  title: string;
+  config: Readonly<Record<string, unknown>>;
+  history: readonly LogEntry[];
+  summary: Readonly<Record<string, unknown>>;
+}
+
+const COLORS = { train: "#1f77b4", eval: "#ff7f0e", lr: "#2ca02c", grad: "#9467bd" };
+
+function seriesOf(history: readonly LogEntry[], key: string, name: string, color: string, markers?: boolean): ChartSeries {
+  const points = history.flatMap((e) => {
+    const y = numberOf(e, key);
+    return y === undefined ? [] : [{ x: e.step, y }];
+  });
+  return markers === undefined ? { name, color, points } : { name, color, points, markers };
+}
+
+/** The charts of the report, in page order: loss (train and eval), learning rate, grad norm. */
+export function reportCharts(history: readonly LogEntry[]): string[] {
+  return [
+    renderLineChart({
+      title: "Loss",
+      xLabel: "step",
+      integerX: true,
+      // Eval points are few and far apart; markers keep each one visible.
+      series: [seriesOf(history, "loss", "train loss", COLORS.train), seriesOf(history, "eval_loss", "eval loss", COLORS.eval, true)],
+    }),
+    renderLineChart({ title: "Learning rate", xLabel: "step", integerX: true, series: [seriesOf(history, "learning_rate", "learning rate", COLORS.lr)] }),
+    renderLineChart({ title: "Gradient norm (before clipping)", xLabel: "step", integerX: true, series: [seriesOf(history, "grad_norm", "grad norm", COLORS.grad)] }),
+  ];
+}
+
+function formatValue(value: unknown): string {
+  if (typeof value === "number") return Number.isInteger(value) ? String(value) : formatNumber(value);
+  if (typeof value === "string") return value;
+  if (value === undefined) return "";
+  // JSON.stringify answers undefined for functions and symbols, whatever its declared type says.
+  const json = JSON.stringify(value) as string | undefined;
+  return json ?? typeof value;
+}
+
+function table(rows: Readonly<Record<string, unknown>>, cssClass: string): string {
+  const keys = Object.keys(rows);
+  if (keys.length === 0) return `<p class="empty">none</p>`;
+  const body = keys.map((k) => `<tr><th scope="row">${escapeXml(k)}</th><td>${escapeXml(formatValue(rows[k]))}</td></tr>`).join("\n");
+  return `<table class="${cssClass}">\n${body}\n</table>`;
+}
+
+const STYLE = `
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 24px; color: #222; background: #fff; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 17px; margin: 28px 0 8px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+.charts { display: flex; flex-wrap: wrap; gap: 16px; }
+.chart { border: 1px solid #e3e3e3; border-radius: 4px; background: #fff; }
+.chart .plot { fill: #fcfcfc; stroke: #999; }
+.chart .grid { stroke: #e6e6e6; }
+.chart .tick { font-size: 11px; fill: #555; }
+.chart .axis-label, .chart .legend { font-size: 12px; fill: #333; }
+.chart .chart-title { font-size: 14px; font-weight: 600; fill: #222; }
+.chart .line { fill: none; stroke-width: 1.6; }
+.chart .nonfinite { stroke-width: 2; }
+.chart .no-data { font-size: 13px; fill: #888; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { text-align: left; padding: 3px 12px 3px 0; border-bottom: 1px solid #eee; vertical-align: top; }
+th { font-weight: 500; color: #555; white-space: nowrap; }
+td { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; word-break: break-all; }
+.empty { color: #888; }
+`;
+
+/** The page as a string. Every value is escaped; nothing refers to another file or the network. */
+export function renderReportHtml(input: ReportInput): string {
+  const steps = input.history.map((e) => e.step);
+  const subtitle = steps.length > 0 ? `${input.history.length} log entries, steps ${Math.min(...steps)}–${Math.max(...steps)}` : "no log entries";
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeXml(input.title)}</title>
+<style>${STYLE}</style>
+</head>
+<body>
+<h1>${escapeXml(input.title)}</h1>
+<p class="subtitle">${escapeXml(subtitle)}</p>
+<h2>Curves</h2>
+<div class="charts">
+${reportCharts(input.history).join("\n")}
+</div>
+<h2>Summary</h2>
+${table(input.summary, "summary")}
+<h2>Configuration</h2>
+${table(input.config, "config")}
+</body>
+</html>
+`;
+}
+
+/** Writes the report to `path` through a temporary file in the same folder, renamed into place. */
+export async function writeReportHtml(path: string, input: ReportInput): Promise<void> {
+  const staging = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Date.now()}`);
+  try {
+    await writeFile(staging, renderReportHtml(input), "utf8");
+    await rename(staging, path);
+  } catch (e) {
+    await rm(staging, { force: true });
+    throw new TunaError("IO", `cannot write report ${path}: ${errorMessage(e)}; check that the folder exists and is writable.`, { cause: e });
+  }
+}

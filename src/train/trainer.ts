@@ -1,0 +1,257 @@
+// The training loop with HF Trainer semantics: gradient accumulation whose loss is the mean over all
+// trained tokens of the accumulated micro-batches, clipping, AdamW, lr schedule, log/eval/save cadence,
+// checkpoints, and exact resume (params, moments, RNG states and the position in the data order).
+import type { Backend } from "../backend/types.ts";
+import { makeBatches, toModelBatch, type BatchPlan } from "../data/batches.ts";
+import type { PackedSequence } from "../data/types.ts";
+import { backward, forward, freeBatch, uploadBatch, type LlamaModel } from "../model/llama/model.ts";
+import { TunaError } from "../util/errors.ts";
+import { createRng, type Rng } from "../util/random.ts";
+import { clipGradients, createOptimizerState, optimizerStep, type AdamWSettings, type OptimizerState } from "./optimizer.ts";
+import { learningRate, type ScheduleOptions } from "./schedule.ts";
+
+export type Strategy = "no" | "steps" | "epoch";
+
+export interface TrainerSettings {
+  seed: number;
+  numTrainEpochs: number;
+  maxSteps: number; // <= 0: from epochs
+  trainBatchSize: number;
+  evalBatchSize: number;
+  gradientAccumulationSteps: number;
+  learningRate: number;
+  schedule: Omit<ScheduleOptions, "totalSteps" | "baseLr" | "warmupSteps"> & { warmupSteps: number; warmupRatio: number };
+  adamw: AdamWSettings;
+  maxGradNorm: number;
+  padded: boolean;
+  groupByLength: boolean;
+  logging: { strategy: Strategy; steps: number; firstStep: boolean };
+  eval: { strategy: Strategy; steps: number };
+  save: { strategy: Strategy; steps: number };
+  neftuneNoiseAlpha: number | undefined;
+  nanInfPolicy: "stop" | "skip";
+  padTokenId: number;
+}
+
+export interface LogEntry {
+  step: number;
+  epoch: number;
+  [key: string]: number;
+}
+
+/** What the trainer reports and asks the outside world to do; the recipe wires files and consoles. */
+export interface TrainerHooks {
+  onLog(entry: LogEntry): void;
+  onProgress?(p: { step: number; maxSteps: number; loss: number; lr: number; gradNorm: number; tokensPerSecond: number; elapsedMs: number }): void;
+  /** Writes model files, optimizer and trainer state into `dir` (a temporary folder the caller renames). */
+  saveCheckpoint(step: number, state: TrainerSnapshot): Promise<void>;
+}
+
+/** Everything needed to continue exactly where a run stopped. */
+export interface TrainerSnapshot {
+  globalStep: number;
+  epoch: number;
+  maxSteps: number;
+  logHistory: LogEntry[];
+  optimizer: OptimizerState;
+  dropoutRng: [number, number, number, number];
+  neftuneRng: [number, number, number, number];
+  /** Sum of the per-step losses since the start (HF's _total_loss_scalar), for train_loss. */
+  totalLoss: number;
+}
+
+export interface ResumeState {
+  globalStep: number;
+  logHistory: LogEntry[];
+  m: Float32Array;
+  v: Float32Array;
+  optimizerStep: number;
+  params: Float32Array;
+  dropoutRng: [number, number, number, number];
+  neftuneRng: [number, number, number, number];
+  totalLoss: number;
+}
+
+export interface TrainResult {
+  globalStep: number;
+  trainLoss: number;
+  logHistory: LogEntry[];
+  runtimeMs: number;
+  tokensSeen: number;
+}
+
+/** HF: update steps per epoch = ceil(micro-batches / GA), at least 1. */
+export function stepsPerEpoch(microBatches: number, ga: number): number {
+  return Math.max(Math.ceil(microBatches / ga), 1);
+}
+
+export function totalSteps(s: TrainerSettings, microBatchesPerEpoch: number): number {
+  return s.maxSteps > 0 ? s.maxSteps : Math.ceil(s.numTrainEpochs * stepsPerEpoch(microBatchesPerEpoch, s.gradientAccumulationSteps));
+}
+
+function epochPlans(s: TrainerSettings, sequences: readonly PackedSequence[], epoch: number): BatchPlan[] {
+  return makeBatches(sequences, { batchSize: s.trainBatchSize, padded: s.padded, groupByLength: s.groupByLength, shuffle: true, seed: s.seed, epoch });
+}
+
+/** Mean loss over all trained tokens of a split, without keeping logits beyond one batch. */
+export async function evaluate(model: LlamaModel, sequences: readonly PackedSequence[], s: TrainerSettings): Promise<{ loss: number; tokens: number }> {
+  const plans = makeBatches(sequences, { batchSize: s.evalBatchSize, padded: s.padded, groupByLength: false, shuffle: false, seed: s.seed, epoch: 0 });
+  let lossSum = 0;
+  let tokens = 0;
+  for (const plan of plans) {
+    const batch = uploadBatch(model, toModelBatch(plan, sequences, s.padTokenId));
+    const r = await forward(model, batch);
+    lossSum += r.lossSum;
+    tokens += r.tokens;
+    freeBatch(model, batch);
+  }
+  return { loss: tokens === 0 ? NaN : lossSum / tokens, tokens };
+}
+
+export async function train(
+  model: LlamaModel,
+  data: { train: readonly PackedSequence[]; eval?: readonly PackedSequence[] },
+  s: TrainerSettings,
+  hooks: TrainerHooks,
+  resume?: ResumeState,
+): Promise<TrainResult> {
+  const be: Backend = model.backend;
+  const trainable = model.params.trainable;
+  if (trainable.total === 0) throw new TunaError("CONFIG_INVALID", "nothing to train: the model has no trainable parameters.");
+  const firstPlans = epochPlans(s, data.train, 0);
+  if (firstPlans.length === 0) throw new TunaError("CONFIG_INVALID", "the training split produced no batches.");
+  const perEpoch = stepsPerEpoch(firstPlans.length, s.gradientAccumulationSteps);
+  const maxSteps = totalSteps(s, firstPlans.length);
+  const schedule: ScheduleOptions = {
+    ...s.schedule,
+    baseLr: s.learningRate,
+    totalSteps: maxSteps,
+    warmupSteps: s.schedule.warmupSteps > 0 ? s.schedule.warmupSteps : Math.ceil(maxSteps * s.schedule.warmupRatio),
+  };
+  const optimizer = createOptimizerState(be, trainable);
+  let neftuneRng: Rng = createRng(s.seed + 7919);
+  let globalStep = 0;
+  let totalLoss = 0;
+  const logHistory: LogEntry[] = [];
+  if (resume !== undefined) {
+    be.upload(trainable.params, resume.params);
+    be.upload(optimizer.m, resume.m);
+    be.upload(optimizer.v, resume.v);
+    optimizer.step = resume.optimizerStep;
+    model.dropoutRng = createRng(0, resume.dropoutRng);
+    neftuneRng = createRng(0, resume.neftuneRng);
+    globalStep = resume.globalStep;
+    totalLoss = resume.totalLoss;
+    logHistory.push(...resume.logHistory);
+  }
+  be.fill(trainable.grads, 0);
+
+  const started = performance.now();
+  let windowLoss = 0; // sum of step losses since the last log
+  let windowSteps = 0;
+  let windowGradNorm = 0;
+  let tokensSeen = 0;
+  let lastLr = 0;
+  const snapshot = (epoch: number): TrainerSnapshot => ({
+    globalStep,
+    epoch,
+    maxSteps,
+    logHistory,
+    optimizer,
+    dropoutRng: model.dropoutRng.state(),
+    neftuneRng: neftuneRng.state(),
+    totalLoss,
+  });
+  const log = (epoch: number): void => {
+    if (windowSteps === 0) return;
+    const entry: LogEntry = { step: globalStep, epoch: round(epoch, 4), loss: windowLoss / windowSteps, grad_norm: windowGradNorm, learning_rate: lastLr };
+    logHistory.push(entry);
+    hooks.onLog(entry);
+    windowLoss = 0;
+    windowSteps = 0;
+  };
+  const runEval = async (epoch: number): Promise<void> => {
+    if (data.eval === undefined || data.eval.length === 0) return;
+    const r = await evaluate(model, data.eval, s);
+    const entry: LogEntry = { step: globalStep, epoch: round(epoch, 4), eval_loss: r.loss, eval_perplexity: Math.exp(r.loss), eval_tokens: r.tokens };
+    logHistory.push(entry);
+    hooks.onLog(entry);
+  };
+
+  let epoch = Math.floor(globalStep / perEpoch);
+  let skipSteps = globalStep % perEpoch;
+  while (globalStep < maxSteps) {
+    const stepAtEpochStart = globalStep;
+    const plans = epoch === 0 ? firstPlans : epochPlans(s, data.train, epoch);
+    const groups: BatchPlan[][] = [];
+    for (let i = 0; i < plans.length; i += s.gradientAccumulationSteps) groups.push(plans.slice(i, i + s.gradientAccumulationSteps));
+    for (let g = skipSteps; g < groups.length && globalStep < maxSteps; g++) {
+      const group = groups[g]!;
+      const batches = group.map((plan) => toModelBatch(plan, data.train, s.padTokenId));
+      // num_items_in_batch: trained targets over ALL micro-batches of this optimizer step.
+      let numItems = 0;
+      for (const b of batches) for (const t of b.targets) if (t !== -100) numItems++;
+      let lossSum = 0;
+      if (numItems > 0) {
+        for (const b of batches) {
+          const device = uploadBatch(model, b);
+          const r = await forward(model, device, s.neftuneNoiseAlpha === undefined ? {} : { neftune: { alpha: s.neftuneNoiseAlpha, rng: neftuneRng } });
+          lossSum += r.lossSum;
+          backward(model, device, 1 / numItems);
+          freeBatch(model, device);
+          tokensSeen += b.ids.length;
+        }
+      }
+      const stepLoss = numItems > 0 ? lossSum / numItems : 0;
+      const gradNorm = await clipGradients(be, trainable.grads, s.maxGradNorm);
+      if (!Number.isFinite(stepLoss) || !Number.isFinite(gradNorm)) {
+        const rows = [...new Set(group.flatMap((p) => p.sequenceIndices.flatMap((i) => data.train[i]!.rows)))].slice(0, 20);
+        const what = `step ${globalStep + 1}: the loss is ${stepLoss} and the gradient norm ${gradNorm} (batch built from source rows ${rows.join(", ")})`;
+        if (s.nanInfPolicy === "stop") {
+          throw new TunaError("CONFIG_INVALID", `${what}. Lower learning_rate, check these rows, or set nan_inf_policy skip.`);
+        }
+        be.fill(trainable.grads, 0);
+        hooks.onLog({ step: globalStep, epoch, skipped_nonfinite_step: globalStep + 1 });
+        continue;
+      }
+      lastLr = learningRate(globalStep, schedule);
+      optimizerStep(be, trainable, optimizer, lastLr, s.adamw);
+      be.fill(trainable.grads, 0);
+      globalStep++;
+      totalLoss += stepLoss;
+      windowLoss += stepLoss;
+      windowSteps++;
+      windowGradNorm = gradNorm;
+      const epochFloat = epoch + (g + 1) / groups.length;
+      hooks.onProgress?.({
+        step: globalStep,
+        maxSteps,
+        loss: stepLoss,
+        lr: lastLr,
+        gradNorm,
+        tokensPerSecond: tokensSeen / ((performance.now() - started) / 1000),
+        elapsedMs: performance.now() - started,
+      });
+      const last = globalStep >= maxSteps;
+      if ((s.logging.strategy === "steps" && (globalStep % s.logging.steps === 0 || last)) || (s.logging.firstStep && globalStep === 1)) log(epochFloat);
+      if (s.eval.strategy === "steps" && (globalStep % s.eval.steps === 0 || last)) await runEval(epochFloat);
+      if (s.save.strategy === "steps" && (globalStep % s.save.steps === 0 || last)) await hooks.saveCheckpoint(globalStep, snapshot(epochFloat));
+    }
+    if (globalStep === stepAtEpochStart && skipSteps === 0) {
+      throw new TunaError("CONFIG_INVALID", `epoch ${epoch + 1} made no optimizer step: every step had a non-finite loss.`);
+    }
+    skipSteps = 0;
+    epoch++;
+    if (s.logging.strategy === "epoch") log(epoch);
+    if (s.eval.strategy === "epoch") await runEval(epoch);
+    if (s.save.strategy === "epoch") await hooks.saveCheckpoint(globalStep, snapshot(epoch));
+  }
+  log(epoch);
+  const runtimeMs = performance.now() - started;
+  return { globalStep, trainLoss: globalStep === 0 ? NaN : totalLoss / globalStep, logHistory, runtimeMs, tokensSeen };
+}
+
+function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
