@@ -129,6 +129,14 @@ export interface Backend {
     scale: number,
   ): void;
 
+  /**
+   * Attention of Q new tokens against a KV cache (incremental decoding; no backward). q (Q, H, D);
+   * kCache/vCache (Tmax, KV, D) already hold the new tokens' keys and values at rows pastLength..
+   * pastLength+Q-1. Query i sits at position pastLength + i and attends causally to cache rows
+   * [0, pastLength + i]; rows beyond pastLength + Q - 1 are not read. out (Q, H, D).
+   */
+  attentionDecode(out: Tensor, q: Tensor, kCache: Tensor, vCache: Tensor, pastLength: number, scale: number): void;
+
   /** out (N, F) = silu(gate) * up. */
   swigluForward(out: Tensor, gate: Tensor, up: Tensor): void;
   /** dgate, dup (N, F) overwritten. */

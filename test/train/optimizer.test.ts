@@ -33,7 +33,7 @@ test("AdamW step: decayed and non-decayed groups against a hand computation", as
   const p = await be.downloadF32(t.params);
   // Step 1: mhat = g, vhat = g^2, update = lr * g / (|g| + eps) = lr * sign(g); decay p *= (1 - lr*wd) first.
   const expected = [1 * (1 - 0.001) - 0.1, -2 * (1 - 0.001) - 0.1, 3 + 0.1];
-  p.forEach((v, i) => assert.ok(Math.abs(v - expected[i]!) < 1e-6, `${i}: ${v} vs ${expected[i]!}`));
+  p.forEach((v, i) => { assert.ok(Math.abs(v - expected[i]!) < 1e-6, `${i}: ${v} vs ${expected[i]!}`); });
 });
 
 test("clipping: returns the pre-clip norm and scales only when above max", async () => {

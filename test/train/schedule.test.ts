@@ -4,7 +4,7 @@ import { learningRate, resolveWarmupSteps, type ScheduleOptions } from "../../sr
 
 const base = { baseLr: 1e-4, warmupSteps: 2, totalSteps: 10 };
 const at = (type: ScheduleOptions["type"], s: number, extra: Partial<ScheduleOptions> = {}): number => learningRate(s, { ...base, type, ...extra });
-const close = (a: number, b: number): void => assert.ok(Math.abs(a - b) <= 1e-12 + 1e-9 * Math.abs(b), `${a} vs ${b}`);
+const close = (a: number, b: number): void => { assert.ok(Math.abs(a - b) <= 1e-12 + 1e-9 * Math.abs(b), `${a} vs ${b}`); };
 
 test("warmup is linear from 0 for every warmup schedule", () => {
   for (const type of ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant_with_warmup"] as const) {

@@ -4,6 +4,7 @@ import { availableParallelism } from "node:os";
 import type { Backend } from "../types.ts";
 import { TunaError } from "../../util/errors.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
+import { attentionDecode } from "./attention-decode.ts";
 import { add, addBias, biasBackward, dropoutApply, scale, swigluBackward, swigluForward } from "./elementwise.ts";
 import { embeddingBackward, embeddingForward } from "./embedding.ts";
 import { crossEntropyBackward, crossEntropyForward } from "./loss.ts";
@@ -83,6 +84,9 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
     },
     attentionBackward: (dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, s) => {
       attentionBackward(store, dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, s);
+    },
+    attentionDecode: (out, q, kCache, vCache, pastLength, s) => {
+      attentionDecode(store, out, q, kCache, vCache, pastLength, s);
     },
     swigluForward: (out, gate, up) => {
       swigluForward(store, out, gate, up);
