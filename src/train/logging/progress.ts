@@ -1,6 +1,6 @@
 // The training progress display: on a terminal one line redrawn with \r (step/total, bar, loss, lr,
 // grad norm, tokens/s, elapsed<ETA); elsewhere (CI logs, files) one plain line per log event.
-// Hand-written rather than cli-progress: ~100 lines that tests drive with a fake stream and a fake
+// Hand-written rather than cli-progress: ~120 lines of logic that tests drive with a fake stream and a fake
 // clock, no dependency, and the non-TTY mode (which cli-progress leaves to the caller) is the same code.
 import type { LogEntry } from "./log-entry.ts";
 

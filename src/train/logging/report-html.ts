@@ -4,7 +4,7 @@ import { rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { TunaError, errorMessage } from "../../util/errors.ts";
 import { numberOf, type LogEntry } from "./log-entry.ts";
-import { escapeXml, formatNumber, renderLineChart, type ChartSeries } from "./svg-chart.ts";
+import { escapeXml, renderLineChart, type ChartSeries } from "./svg-chart.ts";
 
 export interface ReportInput {
   title: string;
@@ -39,7 +39,8 @@ export function reportCharts(history: readonly LogEntry[]): string[] {
 }
 
 function formatValue(value: unknown): string {
-  if (typeof value === "number") return Number.isInteger(value) ? String(value) : formatNumber(value);
+  // Ten significant digits: float noise goes (0.30000000000000004), a runtime keeps its decimals.
+  if (typeof value === "number") return String(Number(value.toPrecision(10)));
   if (typeof value === "string") return value;
   if (value === undefined) return "";
   // JSON.stringify answers undefined for functions and symbols, whatever its declared type says.
@@ -58,8 +59,8 @@ const STYLE = `
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 24px; color: #222; background: #fff; }
 h1 { font-size: 22px; margin: 0 0 4px; }
 h2 { font-size: 17px; margin: 28px 0 8px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-.charts { display: flex; flex-wrap: wrap; gap: 16px; }
-.chart { border: 1px solid #e3e3e3; border-radius: 4px; background: #fff; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 16px; max-width: 1400px; }
+.chart { width: 100%; height: auto; box-sizing: border-box; border: 1px solid #e3e3e3; border-radius: 4px; background: #fff; }
 .chart .plot { fill: #fcfcfc; stroke: #999; }
 .chart .grid { stroke: #e6e6e6; }
 .chart .tick { font-size: 11px; fill: #555; }
@@ -78,7 +79,10 @@ td { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; word
 /** The page as a string. Every value is escaped; nothing refers to another file or the network. */
 export function renderReportHtml(input: ReportInput): string {
   const steps = input.history.map((e) => e.step);
-  const subtitle = steps.length > 0 ? `${input.history.length} log entries, steps ${Math.min(...steps)}–${Math.max(...steps)}` : "no log entries";
+  const first = Math.min(...steps);
+  const last = Math.max(...steps);
+  const span = first === last ? `step ${first}` : `steps ${first}–${last}`;
+  const subtitle = steps.length === 0 ? "no log entries" : `${steps.length} log ${steps.length === 1 ? "entry" : "entries"}, ${span}`;
   return `<!DOCTYPE html>
 <html lang="en">
 <head>

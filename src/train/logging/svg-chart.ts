@@ -58,8 +58,9 @@ export function niceAxis(lo: number, hi: number, count = 5, integer = false): Ax
   const normalized = raw / magnitude;
   let step = (normalized < 1.5 ? 1 : normalized < 3 ? 2 : normalized < 7 ? 5 : 10) * magnitude;
   if (integer) step = Math.max(1, Math.round(step));
-  const first = Math.floor(lo / step);
-  const last = Math.ceil(hi / step);
+  // The slack keeps 2e-4 / 5e-5 = 4.000000000000001 from adding a tick past the data.
+  const first = Math.floor(lo / step + 1e-9);
+  const last = Math.ceil(hi / step - 1e-9);
   const ticks: number[] = [];
   for (let i = first; i <= last; i++) ticks.push(Number((i * step).toPrecision(12)));
   return { min: ticks[0]!, max: ticks[ticks.length - 1]!, ticks };

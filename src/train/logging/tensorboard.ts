@@ -1,7 +1,7 @@
 // TensorBoard event files (tfevents) written by hand: TFRecord framing around Event protobufs holding
 // scalar (simple_value) and text summaries, laid out as torch's SummaryWriter writes them for HF's Trainer.
 import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
-import { hostname as osHostname } from "node:os";
+import { homedir, hostname as osHostname } from "node:os";
 import { join } from "node:path";
 import { TunaError, errorMessage } from "../../util/errors.ts";
 import { maskedCrc32c } from "./crc32c.ts";
@@ -113,6 +113,16 @@ export function defaultLoggingDir(outputDir: string, date: Date = new Date(), ho
   return join(outputDir, "runs", `${stamp}_${host}`);
 }
 
+/**
+ * Where HF's TensorBoardCallback writes in transformers 5.x (which dropped TrainingArguments.logging_dir):
+ * $TENSORBOARD_LOGGING_DIR with a leading ~ expanded when set, else `defaultLoggingDir(outputDir)`.
+ */
+export function resolveLoggingDir(outputDir: string, env: Readonly<Record<string, string | undefined>> = process.env, date: Date = new Date(), host: string = osHostname()): string {
+  const fromEnv = env.TENSORBOARD_LOGGING_DIR;
+  if (fromEnv !== undefined && fromEnv !== "") return fromEnv === "~" || fromEnv.startsWith("~/") ? join(homedir(), fromEnv.slice(1)) : fromEnv;
+  return defaultLoggingDir(outputDir, date, host);
+}
+
 /** `events.out.tfevents.<%010d seconds>.<host>.<pid>.<uid><suffix>`, as tensorboard's EventFileWriter names files. */
 export function eventFileName(wallTimeSec: number, host: string, pid: number, uid: number, suffix = ""): string {
   const seconds = String(Math.trunc(wallTimeSec)).padStart(10, "0");
@@ -140,7 +150,7 @@ export interface TensorBoardWriter {
   addText(tag: string, text: string, step: number, wallTimeSec?: number): void;
   /**
    * One HF log event, as TensorBoardCallback.on_log writes it: keys renamed by `tensorBoardTag`,
-   * numbers as scalars, strings as text, at `step`. A `step` key is the x-axis and is not written.
+   * numbers (and booleans, as 1/0) as scalars, strings as text, at `step`. A `step` key is the x-axis and is not written.
    * Returns the keys that were skipped because their value is neither (HF warns about those).
    */
   addLogs(logs: Readonly<Record<string, unknown>>, step: number): string[];
@@ -221,7 +231,8 @@ export function createTensorBoardWriter(logDir: string, options: TensorBoardWrit
       const skipped: string[] = [];
       for (const [key, value] of Object.entries(logs)) {
         if (key === "step") continue;
-        if (typeof value === "number") writer.addScalar(tensorBoardTag(key), value, step);
+        // Python's bool is an int, so HF writes True/False as scalars 1/0.
+        if (typeof value === "number" || typeof value === "boolean") writer.addScalar(tensorBoardTag(key), Number(value), step);
         else if (typeof value === "string") writer.addText(tensorBoardTag(key), value, step);
         else skipped.push(key);
       }
