@@ -6,6 +6,8 @@ import { inspectCommand } from "./commands/inspect.ts";
 import { doctorCommand } from "./commands/doctor.ts";
 import { trainCommand } from "./commands/train.ts";
 import { evalCommand } from "./commands/eval.ts";
+import { generateCommand } from "./commands/generate.ts";
+import { chatCommand } from "./commands/chat.ts";
 
 export type Command = (args: string[], output: CliOutput) => Promise<number>;
 
@@ -17,6 +19,8 @@ interface CommandEntry {
 const COMMANDS: Record<string, CommandEntry> = {
   train: { run: trainCommand, summary: "fine-tune a model (flags of the peft examples/sft train.py workflow)" },
   eval: { run: evalCommand, summary: "loss and perplexity of a model (+ optional PEFT adapter) on a pre-tokenized dataset" },
+  generate: { run: generateCommand, summary: "generate text from a prompt with a model (+ optional PEFT adapter), greedy or sampled" },
+  chat: { run: chatCommand, summary: "chat with a model (+ optional PEFT adapter) through its chat template, on stdin" },
   inspect: { run: inspectCommand, summary: "describe a model folder or hub id: architecture, parameters, memory, tokenizer" },
   doctor: { run: doctorCommand, summary: "check Node, CPU, GPU driver and CUDA libraries, and give a verdict" },
 };

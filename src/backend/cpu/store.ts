@@ -8,8 +8,6 @@ export type Storage = Float32Array | Uint16Array | Int32Array | Uint8Array;
 
 interface Root {
   freed: boolean;
-  /** Ids of the live views of this storage, dropped with it. */
-  readonly views: Set<number>;
 }
 
 /** A live tensor: its handle, its elements (exactly tensor.size of them) and the storage they live in. */
@@ -20,6 +18,8 @@ export interface Slot {
   /** Elements from the start of the root storage, for overlap checks. */
   readonly offset: number;
   readonly owner: boolean;
+  /** A freed view (an owner is freed through its root). */
+  viewFreed: boolean;
 }
 
 export interface TensorStore {
@@ -31,7 +31,7 @@ export interface TensorStore {
   get(op: string, what: string, t: Tensor): Slot;
   rows(t: Tensor, start: number, count: number): Tensor;
   view(t: Tensor, shape: readonly number[]): Tensor;
-  /** How many tensors (owners and views) are live, for leak checks in tests. */
+  /** How many allocations are live, for leak checks in tests (views are not counted: they own nothing). */
   liveCount(): number;
 }
 
@@ -67,19 +67,23 @@ export function newF32(n: number, shared: boolean): Float32Array {
 }
 
 export function createTensorStore(shared: boolean): TensorStore {
-  const slots = new Map<number, Slot>();
+  // Owners are held until freed. Views (made freely by callers, per op call) are keyed weakly by their
+  // handle, so a view nobody references any more is collected: no table grows step after step.
+  const owners = new Map<number, Slot>();
+  const views = new WeakMap<Tensor, Slot>();
   let nextId = 1;
 
   const register = (dtype: DType, shape: readonly number[], size: number, name: string, data: Storage, root: Root, offset: number, owner: boolean): Tensor => {
     const tensor: Tensor = Object.freeze({ id: nextId++, dtype, shape: Object.freeze([...shape]), size, name });
-    slots.set(tensor.id, { tensor, data, root, offset, owner });
-    if (!owner) root.views.add(tensor.id);
+    const slot: Slot = { tensor, data, root, offset, owner, viewFreed: false };
+    if (owner) owners.set(tensor.id, slot);
+    else views.set(tensor, slot);
     return tensor;
   };
 
   const get = (op: string, what: string, t: Tensor): Slot => {
-    const slot = slots.get(t.id);
-    if (slot?.tensor !== t || slot.root.freed) {
+    const slot = views.get(t) ?? owners.get(t.id);
+    if (slot?.tensor !== t || slot.root.freed || slot.viewFreed) {
       fail(op, `${describe(what, t)} (id ${t.id}) is not a live tensor of this backend: it was freed, or comes from another backend`);
     }
     return slot;
@@ -90,16 +94,16 @@ export function createTensorStore(shared: boolean): TensorStore {
     alloc(dtype, shape, name = "") {
       if (!(dtype in BYTES)) fail("alloc", `unknown dtype ${dtype}`);
       const size = checkShape("alloc", shape);
-      return register(dtype, shape, size, name, newStorage(dtype, size, shared), { freed: false, views: new Set() }, 0, true);
+      return register(dtype, shape, size, name, newStorage(dtype, size, shared), { freed: false }, 0, true);
     },
     free(t) {
       const slot = get("free", "tensor", t);
-      slots.delete(t.id);
       if (slot.owner) {
+        // Its views share the root, so they are dead from now on too.
+        owners.delete(t.id);
         slot.root.freed = true;
-        for (const id of slot.root.views) slots.delete(id);
       } else {
-        slot.root.views.delete(t.id);
+        slot.viewFreed = true;
       }
     },
     get,
@@ -121,7 +125,7 @@ export function createTensorStore(shared: boolean): TensorStore {
       if (size !== t.size) fail("view", `shape ${shapeText(shape)} has ${size} elements, ${describe("tensor", t)} of shape ${shapeText(t.shape)} has ${t.size}`);
       return register(t.dtype, shape, size, t.name, slot.data, slot.root, slot.offset, false);
     },
-    liveCount: () => slots.size,
+    liveCount: () => owners.size,
   };
 }
 

@@ -1,0 +1,349 @@
+// Incremental forward of the Llama-family model for generation: a per-layer KV cache, new tokens at
+// absolute positions after the cached ones, and the logits of the last new token only (no backward).
+import type { Backend, Tensor } from "../../backend/types.ts";
+import { TunaError } from "../../util/errors.ts";
+import { createRng } from "../../util/random.ts";
+import type { ModelConfig } from "../hf/config.ts";
+import { PROJECTIONS, type Projection } from "../hf/weights.ts";
+import type { LoraSlots } from "./activations.ts";
+import { linearForward, type LinearScratch } from "./linear.ts";
+import type { LlamaModel } from "./model.ts";
+import type { LayerParams, LlamaParams } from "./params.ts";
+
+/** Keys and values of the tokens seen so far, one (Tmax, KV, D) pair per layer, rows 0..length-1 in use. */
+export interface KvCache {
+  capacity: number; // Tmax
+  length: number;
+  keys: Tensor[]; // L x (Tmax, KV, D) f32, after RoPE
+  values: Tensor[]; // L x (Tmax, KV, D) f32
+}
+
+/** Per-call activations for up to `rows` new tokens (Q <= rows); views of the first Q rows are taken per call. */
+interface StepBuffers {
+  rows: number;
+  ids: Tensor; // i32 (rows)
+  positions: Tensor; // i32 (rows)
+  x: [Tensor, Tensor]; // (rows, C) residual stream, ping-pong between layers
+  ln: Tensor; // (rows, C)
+  rstd: Tensor; // f32 (rows)
+  q: Tensor; // (rows, H*D)
+  k: Tensor; // (rows, KV*D)
+  v: Tensor; // (rows, KV*D)
+  att: Tensor; // (rows, H*D)
+  x2: Tensor; // (rows, C)
+  gate: Tensor; // (rows, F)
+  up: Tensor; // (rows, F)
+  h: Tensor; // (rows, F)
+  lnf: Tensor; // (1, C)
+  rstdf: Tensor; // f32 (1)
+  logits: Tensor; // f32 (1, V)
+}
+
+export interface Decoder {
+  model: LlamaModel;
+  cache: KvCache;
+  /** The token ids whose keys and values are cached, in order (cache.length of them). */
+  tokens: number[];
+  /** The output embedding, with trained token rows substituted as of createDecoder. */
+  lmHead: Tensor;
+  buffers: StepBuffers | null;
+}
+
+/** A decoder over `model` with room for `capacity` tokens (the cache grows on demand). */
+export function createDecoder(model: LlamaModel, capacity = 256): Decoder {
+  const cfg = model.params.cfg;
+  const cache: KvCache = { capacity: 0, length: 0, keys: [], values: [] };
+  const decoder: Decoder = { model, cache, tokens: [], lmHead: outputEmbedding(model.backend, model.params), buffers: null };
+  allocCache(model.backend, cfg, cache, Math.max(1, capacity));
+  return decoder;
+}
+
+function allocCache(be: Backend, cfg: ModelConfig, cache: KvCache, capacity: number): void {
+  const shape = [capacity, cfg.numKvHeads, cfg.headDim];
+  const keys = Array.from({ length: cfg.numLayers }, (_, l) => be.alloc("f32", shape, `kv.${l}.keys`));
+  const values = Array.from({ length: cfg.numLayers }, (_, l) => be.alloc("f32", shape, `kv.${l}.values`));
+  // Rows already in use move over; rows beyond them are written before they are read.
+  for (let l = 0; l < cfg.numLayers && cache.length > 0; l++) {
+    for (const [dst, src] of [[keys[l]!, cache.keys[l]!], [values[l]!, cache.values[l]!]] as const) {
+      const to = be.rows(dst, 0, cache.length);
+      be.copy(to, be.rows(src, 0, cache.length));
+      be.free(to);
+    }
+  }
+  for (const t of [...cache.keys, ...cache.values]) be.free(t);
+  cache.keys = keys;
+  cache.values = values;
+  cache.capacity = capacity;
+}
+
+/** Makes room for `tokens` cached tokens in all (at least doubling, so appends stay amortized O(1)). */
+export function reserveCache(decoder: Decoder, tokens: number): void {
+  const { cache, model } = decoder;
+  if (tokens <= cache.capacity) return;
+  allocCache(model.backend, model.params.cfg, cache, Math.max(tokens, 2 * cache.capacity));
+}
+
+/** Forgets every cached token from `length` on (the next call continues at position `length`). */
+export function truncateCache(decoder: Decoder, length: number): void {
+  if (!Number.isSafeInteger(length) || length < 0 || length > decoder.cache.length) {
+    throw new TunaError("INTERNAL", `truncateCache: length ${length} is not within the ${decoder.cache.length} cached tokens`);
+  }
+  decoder.cache.length = length;
+  decoder.tokens.length = length;
+}
+
+export function freeDecoder(decoder: Decoder): void {
+  const be = decoder.model.backend;
+  for (const t of [...decoder.cache.keys, ...decoder.cache.values]) be.free(t);
+  decoder.cache.keys = [];
+  decoder.cache.values = [];
+  decoder.cache.capacity = 0;
+  decoder.cache.length = 0;
+  decoder.tokens.length = 0;
+  if (decoder.buffers !== null) freeBuffers(be, decoder.buffers);
+  decoder.buffers = null;
+}
+
+/** Longest run of new tokens in one pass; a longer prompt is prefilled in pieces to bound activation memory. */
+export const PREFILL_CHUNK = 512;
+
+/**
+ * Runs the Q new tokens `ids` (Q >= 1, at positions cache.length..cache.length+Q-1) through the model,
+ * appends their keys and values to the cache, and returns the f32 logits (V) of the last of them.
+ * Q > 1 is a prefill (a prompt, or the part of it not cached yet); Q = 1 is one decoding step.
+ */
+export async function decodeForward(decoder: Decoder, ids: readonly number[]): Promise<Float32Array> {
+  if (ids.length > PREFILL_CHUNK) {
+    const head = ids.length - PREFILL_CHUNK;
+    for (let start = 0; start < head; start += PREFILL_CHUNK) await decodeForward(decoder, ids.slice(start, Math.min(start + PREFILL_CHUNK, head)));
+    return decodeForward(decoder, ids.slice(head));
+  }
+  const { model, cache } = decoder;
+  const be = model.backend;
+  const { params } = model;
+  const cfg = params.cfg;
+  const Q = ids.length;
+  if (Q === 0) throw new TunaError("INTERNAL", "decodeForward needs at least one new token");
+  ids.forEach((id, i) => {
+    if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) {
+      throw new TunaError("CONFIG_INVALID", `token id ${id} at position ${cache.length + i} is outside the model's vocabulary (${cfg.vocabSize})`);
+    }
+  });
+  const past = cache.length;
+  checkPositions(cfg, past + Q);
+  reserveCache(decoder, past + Q);
+  const buf = buffersFor(decoder, Q);
+  // Views made for this call are freed at its end, so a long generation does not pile up handles.
+  const views: Tensor[] = [];
+  const take = (t: Tensor, shape?: readonly number[]): Tensor => {
+    const r = be.rows(t, 0, Q);
+    views.push(r);
+    if (shape === undefined) return r;
+    const v = be.view(r, shape);
+    views.push(v);
+    return v;
+  };
+  const lora = loraSlots(be, params, Q);
+  try {
+    const idsT = take(buf.ids);
+    be.upload(idsT, Int32Array.from(ids));
+    const positions = take(buf.positions);
+    be.upload(positions, Int32Array.from({ length: Q }, (_, i) => past + i));
+    const step: StepViews = {
+      ln: take(buf.ln),
+      rstd: take(buf.rstd),
+      q: take(buf.q),
+      k: take(buf.k),
+      v: take(buf.v),
+      att: take(buf.att),
+      x2: take(buf.x2),
+      gate: take(buf.gate),
+      up: take(buf.up),
+      h: take(buf.h),
+      qHeads: take(buf.q, [Q, cfg.numHeads, cfg.headDim]),
+      kHeads: take(buf.k, [Q, cfg.numKvHeads, cfg.headDim]),
+      vHeads: take(buf.v, [Q, cfg.numKvHeads, cfg.headDim]),
+      attHeads: take(buf.att, [Q, cfg.numHeads, cfg.headDim]),
+      positions,
+      invFreq: model.invFreq,
+    };
+    const xs = [take(buf.x[0]), take(buf.x[1])] as const;
+    be.embeddingForward(xs[0], idsT, params.embed);
+    const embedRows = params.embedRows;
+    if (embedRows !== null) {
+      ids.forEach((id, p) => {
+        const j = embedRows.rowOf.get(id);
+        if (j === undefined) return;
+        const dst = be.rows(xs[0], p, 1);
+        const src = be.rows(embedRows.param, j, 1);
+        be.copy(dst, src);
+        views.push(dst, src);
+      });
+    }
+    const scratch: LinearScratch = { dequant: model.dequantScratch };
+    for (let l = 0; l < cfg.numLayers; l++) {
+      const cached = {
+        keys: be.rows(cache.keys[l]!, past, Q),
+        values: be.rows(cache.values[l]!, past, Q),
+      };
+      views.push(cached.keys, cached.values);
+      decodeBlock(be, cfg, params.layers[l]!, step, lora, xs[l % 2]!, xs[(l + 1) % 2]!, cache.keys[l]!, cache.values[l]!, cached, past, scratch);
+    }
+    const last = be.rows(xs[cfg.numLayers % 2]!, Q - 1, 1);
+    views.push(last);
+    be.rmsnormForward(buf.lnf, buf.rstdf, last, params.norm, cfg.rmsNormEps);
+    be.matmul(buf.logits, buf.lnf, decoder.lmHead, { transB: true });
+    const logits = await be.downloadF32(buf.logits);
+    cache.length = past + Q;
+    decoder.tokens.push(...ids);
+    return logits;
+  } finally {
+    for (const v of views.reverse()) be.free(v);
+    for (const s of Object.values(lora)) be.free(s.xa);
+  }
+}
+
+interface StepViews {
+  ln: Tensor;
+  rstd: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  att: Tensor;
+  x2: Tensor;
+  gate: Tensor;
+  up: Tensor;
+  h: Tensor;
+  qHeads: Tensor; // (Q, H, D) view of q
+  kHeads: Tensor; // (Q, KV, D) view of k
+  vHeads: Tensor; // (Q, KV, D) view of v
+  attHeads: Tensor; // (Q, H, D) view of att
+  positions: Tensor; // i32 (Q) absolute positions past..past+Q-1
+  invFreq: Tensor; // f32 (D/2)
+}
+
+/** Dropout is off in generation: no mask and no rng draw; the rng linearForward asks for is never used. */
+const NO_DROPOUT_RNG = createRng(0);
+
+/** out (Q, C) = block(x (Q, C)) with the block's keys/values for these tokens written into its cache rows. */
+function decodeBlock(
+  be: Backend,
+  cfg: ModelConfig,
+  layer: LayerParams,
+  s: StepViews,
+  lora: Partial<Record<Projection, LoraSlots>>,
+  x: Tensor,
+  out: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  cached: { keys: Tensor; values: Tensor },
+  past: number,
+  scratch: LinearScratch,
+): void {
+  const p = layer.proj;
+  const slots = (proj: Projection): LoraSlots | undefined => (p[proj].lora === null ? undefined : lora[proj]);
+  be.rmsnormForward(s.ln, s.rstd, x, layer.inputNorm, cfg.rmsNormEps);
+  linearForward(be, p.q_proj, s.q, s.ln, slots("q_proj"), scratch, NO_DROPOUT_RNG);
+  linearForward(be, p.k_proj, s.k, s.ln, slots("k_proj"), scratch, NO_DROPOUT_RNG);
+  linearForward(be, p.v_proj, s.v, s.ln, slots("v_proj"), scratch, NO_DROPOUT_RNG);
+  be.ropeForward(s.qHeads, s.positions, s.invFreq);
+  be.ropeForward(s.kHeads, s.positions, s.invFreq);
+  be.copy(cached.keys, s.kHeads);
+  be.copy(cached.values, s.vHeads);
+  be.attentionDecode(s.attHeads, s.qHeads, kCache, vCache, past, 1 / Math.sqrt(cfg.headDim));
+  linearForward(be, p.o_proj, s.x2, s.att, slots("o_proj"), scratch, NO_DROPOUT_RNG);
+  be.add(s.x2, s.x2, x);
+  be.rmsnormForward(s.ln, s.rstd, s.x2, layer.postNorm, cfg.rmsNormEps);
+  linearForward(be, p.gate_proj, s.gate, s.ln, slots("gate_proj"), scratch, NO_DROPOUT_RNG);
+  linearForward(be, p.up_proj, s.up, s.ln, slots("up_proj"), scratch, NO_DROPOUT_RNG);
+  be.swigluForward(s.h, s.gate, s.up);
+  linearForward(be, p.down_proj, out, s.h, slots("down_proj"), scratch, NO_DROPOUT_RNG);
+  be.add(out, out, s.x2);
+}
+
+/**
+ * HF computes RoPE for any position, but two schemes tuna implements only up to a length: dynamic NTK
+ * scaling (recomputed past max_position_embeddings) and sliding-window attention (a window mask).
+ */
+function checkPositions(cfg: ModelConfig, total: number): void {
+  if (cfg.ropeScaling.type === "dynamic" && total > cfg.maxPositionEmbeddings) {
+    throw new TunaError(
+      "UNSUPPORTED",
+      `${total} tokens exceed max_position_embeddings ${cfg.maxPositionEmbeddings}, beyond which dynamic RoPE scaling changes the frequencies; tuna does not implement that yet. Use a shorter prompt or fewer new tokens.`,
+    );
+  }
+  const window = cfg.slidingWindow;
+  if (window !== null && total > window) {
+    throw new TunaError("UNSUPPORTED", `${total} tokens exceed the model's sliding_window ${window}, which tuna does not implement yet; use a shorter prompt or fewer new tokens.`);
+  }
+}
+
+/** The lm_head the logits use: the frozen matrix, or (with trained token rows) params.effectiveLmHead filled now. */
+function outputEmbedding(be: Backend, params: LlamaParams): Tensor {
+  const rows = params.lmHeadRows;
+  const effective = params.effectiveLmHead;
+  if (rows === null || effective === null) return params.lmHead;
+  be.copy(effective, params.lmHead);
+  rows.indices.forEach((id, j) => {
+    const dst = be.rows(effective, id, 1);
+    const src = be.rows(rows.param, j, 1);
+    be.copy(dst, src);
+    be.free(dst);
+    be.free(src);
+  });
+  return effective;
+}
+
+function buffersFor(decoder: Decoder, Q: number): StepBuffers {
+  const current = decoder.buffers;
+  if (current !== null && current.rows >= Q) return current;
+  const be = decoder.model.backend;
+  if (current !== null) freeBuffers(be, current);
+  // A prefill sizes the buffers for its whole prompt; later single-token steps use their first row.
+  const cfg = decoder.model.params.cfg;
+  const rows = Math.max(Q, current?.rows ?? 0);
+  const C = cfg.hiddenSize;
+  const F = cfg.intermediateSize;
+  const qDim = cfg.numHeads * cfg.headDim;
+  const kvDim = cfg.numKvHeads * cfg.headDim;
+  const a = (shape: number[], name: string): Tensor => be.alloc("f32", shape, `decode.${name}`);
+  const buffers: StepBuffers = {
+    rows,
+    ids: be.alloc("i32", [rows], "decode.ids"),
+    positions: be.alloc("i32", [rows], "decode.positions"),
+    x: [a([rows, C], "x0"), a([rows, C], "x1")],
+    ln: a([rows, C], "ln"),
+    rstd: a([rows], "rstd"),
+    q: a([rows, qDim], "q"),
+    k: a([rows, kvDim], "k"),
+    v: a([rows, kvDim], "v"),
+    att: a([rows, qDim], "att"),
+    x2: a([rows, C], "x2"),
+    gate: a([rows, F], "gate"),
+    up: a([rows, F], "up"),
+    h: a([rows, F], "h"),
+    lnf: a([1, C], "lnf"),
+    rstdf: a([1], "rstdf"),
+    logits: a([1, cfg.vocabSize], "logits"),
+  };
+  decoder.buffers = buffers;
+  return buffers;
+}
+
+function freeBuffers(be: Backend, b: StepBuffers): void {
+  for (const t of [b.ids, b.positions, ...b.x, b.ln, b.rstd, b.q, b.k, b.v, b.att, b.x2, b.gate, b.up, b.h, b.lnf, b.rstdf, b.logits]) be.free(t);
+}
+
+/**
+ * LoRA slots for Q tokens, one per projection shared by the layers (used one after another), sized for
+ * the largest rank. Allocated per call and freed after it: linearForward takes views of them each time.
+ */
+function loraSlots(be: Backend, params: LlamaParams, Q: number): Partial<Record<Projection, LoraSlots>> {
+  const slots: Partial<Record<Projection, LoraSlots>> = {};
+  for (const p of PROJECTIONS) {
+    let rank = 0;
+    for (const layer of params.layers) rank = Math.max(rank, layer.proj[p].lora?.rank ?? 0);
+    if (rank > 0) slots[p] = { xa: be.alloc("f32", [Q * rank], `decode.${p}.xa`), mask: null, xd: null };
+  }
+  return slots;
+}
