@@ -195,7 +195,10 @@ export async function train(
       if (numItems > 0) {
         for (const b of batches) {
           const device = uploadBatch(model, b);
-          const r = await forward(model, device, s.neftuneNoiseAlpha === undefined ? {} : { neftune: { alpha: s.neftuneNoiseAlpha, rng: neftuneRng } });
+          const r = await forward(model, device, {
+            training: true,
+            ...(s.neftuneNoiseAlpha === undefined ? {} : { neftune: { alpha: s.neftuneNoiseAlpha, rng: neftuneRng } }),
+          });
           lossSum += r.lossSum;
           backward(model, device, 1 / numItems);
           freeBatch(model, device);

@@ -1,6 +1,6 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { main } from "../../src/cli/main.ts";
@@ -100,4 +100,16 @@ test("eval with a 4-bit NF4 base stays close to the full-precision loss", async 
   const j = JSON.parse(r.out) as { eval_loss: number };
   assert.notEqual(j.eval_loss, expectedLoss);
   assert.ok(Math.abs(j.eval_loss - expectedLoss) / expectedLoss < 0.05, `${j.eval_loss} vs ${expectedLoss}`);
+});
+
+test("eval turns LoRA dropout off: an adapter with lora_dropout 0.5 gives the same loss twice", async () => {
+  const adapter = join(root, "dropout-adapter");
+  await cp(join(GOLDEN, "llama/adapter"), adapter, { recursive: true });
+  const configPath = join(adapter, "adapter_config.json");
+  const config = JSON.parse(await readFile(configPath, "utf8")) as Record<string, unknown>;
+  await writeFile(configPath, JSON.stringify({ ...config, lora_dropout: 0.5 }));
+  const a = await run("eval", join(GOLDEN, "llama/model"), "--adapter", adapter, "--dataset_name", dataset, "--json");
+  assert.equal(a.code, 0, a.err);
+  const j = JSON.parse(a.out) as { eval_loss: number };
+  assert.ok(Math.abs(j.eval_loss - expectedLoss) / expectedLoss < 1e-5, `${j.eval_loss} vs ${expectedLoss}`);
 });

@@ -9,6 +9,8 @@ export interface LoraSlots {
   xa: Tensor; // flat (N * R) dropout(x) @ A^T, viewed as (N, R) by the module
   mask: Tensor | null; // u8 (N, in) dropout keep-mask, when dropout > 0
   xd: Tensor | null; // (N, in) dropout(x), when dropout > 0
+  /** Whether the last forward applied dropout (training) — the backward must match it. */
+  dropoutApplied: boolean;
 }
 
 export interface BlockSlots {
@@ -95,6 +97,7 @@ function allocBlock(backend: Backend, cfg: ModelConfig, lora: Partial<Record<Pro
       xa: a([N * shape.rank], `${p}.xa`),
       mask: shape.dropout ? backend.alloc("u8", [N, shape.inFeatures], `act.${tag}.${p}.mask`) : null,
       xd: shape.dropout ? a([N, shape.inFeatures], `${p}.xd`) : null,
+      dropoutApplied: false,
     };
   }
   return {

@@ -27,7 +27,7 @@ export function blockForward(
   out: Tensor,
   seq: SequenceInputs,
   scratch: LinearScratch,
-  rng: Rng,
+  rng: Rng | null,
 ): void {
   const { numHeads: H, numKvHeads: KV, headDim: D } = cfg;
   const p = layer.proj;

@@ -2,7 +2,6 @@
 // absolute positions after the cached ones, and the logits of the last new token only (no backward).
 import type { Backend, Tensor } from "../../backend/types.ts";
 import { TunaError } from "../../util/errors.ts";
-import { createRng } from "../../util/random.ts";
 import type { ModelConfig } from "../hf/config.ts";
 import { PROJECTIONS, type Projection } from "../hf/weights.ts";
 import type { LoraSlots } from "./activations.ts";
@@ -222,9 +221,6 @@ interface StepViews {
   invFreq: Tensor; // f32 (D/2)
 }
 
-/** Dropout is off in generation: no mask and no rng draw; the rng linearForward asks for is never used. */
-const NO_DROPOUT_RNG = createRng(0);
-
 /** out (Q, C) = block(x (Q, C)) with the block's keys/values for these tokens written into its cache rows. */
 function decodeBlock(
   be: Backend,
@@ -243,21 +239,21 @@ function decodeBlock(
   const p = layer.proj;
   const slots = (proj: Projection): LoraSlots | undefined => (p[proj].lora === null ? undefined : lora[proj]);
   be.rmsnormForward(s.ln, s.rstd, x, layer.inputNorm, cfg.rmsNormEps);
-  linearForward(be, p.q_proj, s.q, s.ln, slots("q_proj"), scratch, NO_DROPOUT_RNG);
-  linearForward(be, p.k_proj, s.k, s.ln, slots("k_proj"), scratch, NO_DROPOUT_RNG);
-  linearForward(be, p.v_proj, s.v, s.ln, slots("v_proj"), scratch, NO_DROPOUT_RNG);
+  linearForward(be, p.q_proj, s.q, s.ln, slots("q_proj"), scratch, null);
+  linearForward(be, p.k_proj, s.k, s.ln, slots("k_proj"), scratch, null);
+  linearForward(be, p.v_proj, s.v, s.ln, slots("v_proj"), scratch, null);
   be.ropeForward(s.qHeads, s.positions, s.invFreq);
   be.ropeForward(s.kHeads, s.positions, s.invFreq);
   be.copy(cached.keys, s.kHeads);
   be.copy(cached.values, s.vHeads);
   be.attentionDecode(s.attHeads, s.qHeads, kCache, vCache, past, 1 / Math.sqrt(cfg.headDim));
-  linearForward(be, p.o_proj, s.x2, s.att, slots("o_proj"), scratch, NO_DROPOUT_RNG);
+  linearForward(be, p.o_proj, s.x2, s.att, slots("o_proj"), scratch, null);
   be.add(s.x2, s.x2, x);
   be.rmsnormForward(s.ln, s.rstd, s.x2, layer.postNorm, cfg.rmsNormEps);
-  linearForward(be, p.gate_proj, s.gate, s.ln, slots("gate_proj"), scratch, NO_DROPOUT_RNG);
-  linearForward(be, p.up_proj, s.up, s.ln, slots("up_proj"), scratch, NO_DROPOUT_RNG);
+  linearForward(be, p.gate_proj, s.gate, s.ln, slots("gate_proj"), scratch, null);
+  linearForward(be, p.up_proj, s.up, s.ln, slots("up_proj"), scratch, null);
   be.swigluForward(s.h, s.gate, s.up);
-  linearForward(be, p.down_proj, out, s.h, slots("down_proj"), scratch, NO_DROPOUT_RNG);
+  linearForward(be, p.down_proj, out, s.h, slots("down_proj"), scratch, null);
   be.add(out, out, s.x2);
 }
 
@@ -343,7 +339,7 @@ function loraSlots(be: Backend, params: LlamaParams, Q: number): Partial<Record<
   for (const p of PROJECTIONS) {
     let rank = 0;
     for (const layer of params.layers) rank = Math.max(rank, layer.proj[p].lora?.rank ?? 0);
-    if (rank > 0) slots[p] = { xa: be.alloc("f32", [Q * rank], `decode.${p}.xa`), mask: null, xd: null };
+    if (rank > 0) slots[p] = { xa: be.alloc("f32", [Q * rank], `decode.${p}.xa`), mask: null, xd: null, dropoutApplied: false };
   }
   return slots;
 }

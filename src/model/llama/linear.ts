@@ -41,7 +41,8 @@ export function linearForward(
   x: Tensor,
   slots: LoraSlots | undefined,
   scratch: LinearScratch,
-  rng: Rng,
+  /** The dropout RNG in a training forward; null = no dropout (evaluation, generation). */
+  rng: Rng | null,
 ): void {
   const N = x.shape[0]!;
   backend.matmul(y, x, denseWeight(backend, lin, scratch), { transB: true });
@@ -49,7 +50,9 @@ export function linearForward(
   const lora = lin.lora;
   if (lora === null || slots === undefined) return;
   let xd = x;
-  if (lora.dropout > 0 && slots.mask !== null && slots.xd !== null) {
+  slots.dropoutApplied = false;
+  if (rng !== null && lora.dropout > 0 && slots.mask !== null && slots.xd !== null) {
+    slots.dropoutApplied = true;
     dropoutMask(backend, slots.mask, lora.dropout, rng);
     backend.dropoutApply(slots.xd, x, slots.mask, lora.dropout);
     xd = slots.xd;
@@ -81,7 +84,7 @@ export function linearBackward(
   if (lin.dbias !== null) backend.biasBackward(lin.dbias, dy);
   const lora = lin.lora;
   if (lora === null || slots === undefined) return;
-  const dropout = lora.dropout > 0 && slots.mask !== null && slots.xd !== null;
+  const dropout = slots.dropoutApplied;
   const xd = dropout ? slots.xd! : x;
   const xa = sized(backend, slots.xa, [N, lora.rank]);
   const dxa = sized(backend, scratch.dxa, [N, lora.rank]);

@@ -20,6 +20,8 @@ export interface LlamaModel {
   dequantScratch: Tensor | null;
   acts: Activations | null;
   layerRngStates: [number, number, number, number][];
+  /** Whether the last forward was a training one (dropout applied); its backward recomputes alike. */
+  lastForwardTraining: boolean;
 }
 
 export interface DeviceBatch extends SequenceInputs {
@@ -49,6 +51,7 @@ export function createLlamaModel(backend: Backend, params: LlamaParams, options:
     dequantScratch: maxQuant > 0 ? backend.alloc("f32", [maxQuant], "dequant.scratch") : null,
     acts: null,
     layerRngStates: [],
+    lastForwardTraining: false,
   };
 }
 
@@ -108,6 +111,8 @@ function activationsFor(model: LlamaModel, N: number): Activations {
 }
 
 export interface ForwardOptions {
+  /** A training forward: LoRA dropout on (HF's model.train()); evaluation and generation leave it off. */
+  training?: boolean;
   /** NEFTune (training only): uniform noise of magnitude alpha / sqrt(L * C) added to the input embeddings. */
   neftune?: { alpha: number; rng: Rng };
 }
@@ -125,10 +130,12 @@ export async function forward(model: LlamaModel, batch: DeviceBatch, options: Fo
   }
   if (options.neftune !== undefined) addNeftuneNoise(model, acts, batch, options.neftune);
   model.layerRngStates = [];
+  model.lastForwardTraining = options.training === true;
   for (let l = 0; l < cfg.numLayers; l++) {
     model.layerRngStates.push(model.dropoutRng.state());
     const slots = acts.blocks[model.checkpointing ? 0 : l]!;
-    blockForward(be, cfg, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, { dequant: model.dequantScratch }, model.dropoutRng);
+    const rng = model.lastForwardTraining ? model.dropoutRng : null;
+    blockForward(be, cfg, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, { dequant: model.dequantScratch }, rng);
   }
   be.rmsnormForward(acts.lnf, acts.rstdf, acts.xs[cfg.numLayers]!, params.norm, cfg.rmsNormEps);
   be.matmul(acts.logits, acts.lnf, outputEmbedding(model), { transB: true });
@@ -169,7 +176,7 @@ export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: numbe
     if (model.checkpointing) {
       // Recompute block l from its saved input with the same dropout masks; its output xs[l+1] is
       // no longer needed (block l+1's backward is done), so it is rewritten with identical values.
-      const rng = createRng(0, model.layerRngStates[l]);
+      const rng = model.lastForwardTraining ? createRng(0, model.layerRngStates[l]) : null;
       blockForward(be, cfg, layer, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, { dequant: model.dequantScratch }, rng);
     }
     blockBackward(be, cfg, layer, slots, acts.xs[l]!, acts.dx, batch, grads);

@@ -8,14 +8,14 @@ async function lossAndGrads(model: LlamaModel, V: number): Promise<{ loss: numbe
   const be = model.backend;
   be.fill(model.params.trainable.grads, 0);
   const batch = uploadBatch(model, batchFromDocuments(sampleDocs(V)));
-  const { lossSum, tokens } = await forward(model, batch);
+  const { lossSum, tokens } = await forward(model, batch, { training: true });
   backward(model, batch, 1 / tokens);
   return { loss: lossSum / tokens, grads: await be.downloadF32(model.params.trainable.grads) };
 }
 
 async function lossOnly(model: LlamaModel, V: number): Promise<number> {
   const batch = uploadBatch(model, batchFromDocuments(sampleDocs(V)));
-  const { lossSum, tokens } = await forward(model, batch);
+  const { lossSum, tokens } = await forward(model, batch, { training: true });
   return lossSum / tokens;
 }
 
