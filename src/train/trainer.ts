@@ -128,6 +128,11 @@ export async function train(
     totalSteps: maxSteps,
     warmupSteps: s.schedule.warmupSteps > 0 ? s.schedule.warmupSteps : Math.ceil(maxSteps * s.schedule.warmupRatio),
   };
+  // HF: *_steps below 1 are a ratio of the total steps.
+  const every = (n: number): number => Math.max(1, n < 1 ? Math.ceil(n * maxSteps) : Math.round(n));
+  const logEvery = every(s.logging.steps);
+  const evalEvery = every(s.eval.steps);
+  const saveEvery = every(s.save.steps);
   const optimizer = createOptimizerState(be, trainable);
   let neftuneRng: Rng = createRng(s.seed + 7919);
   let globalStep = 0;
@@ -236,9 +241,9 @@ export async function train(
         elapsedMs: performance.now() - started,
       });
       const last = globalStep >= maxSteps;
-      if ((s.logging.strategy === "steps" && (globalStep % s.logging.steps === 0 || last)) || (s.logging.firstStep && globalStep === 1)) log(epochFloat);
-      if (s.eval.strategy === "steps" && (globalStep % s.eval.steps === 0 || last)) await runEval(epochFloat);
-      if (s.save.strategy === "steps" && (globalStep % s.save.steps === 0 || last)) await hooks.saveCheckpoint(globalStep, snapshot(epochFloat));
+      if ((s.logging.strategy === "steps" && (globalStep % logEvery === 0 || last)) || (s.logging.firstStep && globalStep === 1)) log(epochFloat);
+      if (s.eval.strategy === "steps" && (globalStep % evalEvery === 0 || last)) await runEval(epochFloat);
+      if (s.save.strategy === "steps" && (globalStep % saveEvery === 0 || last)) await hooks.saveCheckpoint(globalStep, snapshot(epochFloat));
     }
     if (globalStep === stepAtEpochStart && skipSteps === 0) {
       throw new TunaError("CONFIG_INVALID", `epoch ${epoch + 1} made no optimizer step: every step had a non-finite loss.`);

@@ -1,7 +1,9 @@
-// `tuna train`: help, argument parsing and validation, and the resolved-configuration printout.
-// The training engine arrives in a later version; until then the command says so instead of pretending.
+// `tuna train`: help, argument parsing and validation, the resolved-configuration printout, and the
+// training recipe (src/train/recipe.ts).
 import { TunaError } from "../../util/errors.ts";
-import type { CliOutput } from "../output.ts";
+import { processOutput, type CliOutput } from "../output.ts";
+import { runTraining } from "../../train/recipe.ts";
+import type { ProgressStream } from "../../train/logging/progress.ts";
 import { formatResolvedConfig, parseTrainArgs, renderTrainHelp, unsupportedFeatures } from "../../config/index.ts";
 
 export async function trainCommand(args: string[], output: CliOutput): Promise<number> {
@@ -17,10 +19,18 @@ export async function trainCommand(args: string[], output: CliOutput): Promise<n
     return 0;
   }
   if (unsupported.length > 0) throw new TunaError("UNSUPPORTED", unsupported.join("\n"));
-  output.out(formatResolvedConfig(resolved));
-  throw new TunaError(
-    "UNSUPPORTED",
-    "training is not implemented yet in this version of tuna; the configuration above was parsed and validated, " +
-      "but no model was loaded and nothing was trained. Use --print_config to check a configuration without this error.",
+  output.err(formatResolvedConfig(resolved));
+  const result = await runTraining(resolved, { out: (t) => { output.out(t); }, err: (t) => { output.err(t); }, progress: progressStream(output) });
+  output.out(
+    `done: ${result.globalStep} steps, train_loss ${result.trainLoss.toFixed(4)}` +
+      (result.evalLoss === undefined ? "" : `, eval_loss ${result.evalLoss.toFixed(4)}`) +
+      `; adapter and logs in ${result.outputDir}`,
   );
+  return 0;
+}
+
+/** The real stderr when tuna runs as a process; a line-per-write stream for injected outputs (tests). */
+function progressStream(output: CliOutput): ProgressStream {
+  if (output === processOutput) return process.stderr;
+  return { write: (text: string) => { output.err(text.replace(/\n$/, "")); }, isTTY: false };
 }

@@ -1,0 +1,44 @@
+// Writes a tokenizer folder (tokenizer.json + tokenizer_config.json) that transformers and tuna load
+// with the same special tokens, added tokens and chat template the run used.
+import { writeFile, copyFile, access } from "node:fs/promises";
+import { join } from "node:path";
+import { readJsonFile } from "../util/json-file.ts";
+import type { LoadedTokenizer } from "./load.ts";
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
+}
+
+/**
+ * Copies the tokenizer files of `srcDir` into `dstDir`, adding the tokens `tokenizer` has beyond the
+ * source file (as tokenizer.json `added_tokens` and tokenizer_config `added_tokens_decoder`) and its
+ * bos/eos/pad and chat template — what `tokenizer.save_pretrained` writes after the peft example's setup.
+ */
+export async function saveTokenizer(srcDir: string, dstDir: string, tokenizer: LoadedTokenizer): Promise<void> {
+  const json = (await readJsonFile(join(srcDir, "tokenizer.json"), "tokenizer")) as { added_tokens?: { id: number }[] };
+  const known = new Set((json.added_tokens ?? []).map((t) => t.id));
+  const extra = tokenizer.addedTokens.filter((t) => !known.has(t.id));
+  json.added_tokens = [
+    ...(json.added_tokens ?? []),
+    ...extra.map((t) => ({ id: t.id, content: t.content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: t.special })),
+  ];
+  await writeFile(join(dstDir, "tokenizer.json"), JSON.stringify(json, null, 2));
+  const configPath = join(srcDir, "tokenizer_config.json");
+  const config = (await exists(configPath)) ? ((await readJsonFile(configPath, "tokenizer config")) as Record<string, unknown>) : {};
+  const decoder = { ...((config["added_tokens_decoder"] as Record<string, unknown> | undefined) ?? {}) };
+  for (const t of extra) {
+    decoder[String(t.id)] = { content: t.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: t.special };
+  }
+  config["added_tokens_decoder"] = decoder;
+  if (tokenizer.bosToken !== undefined) config["bos_token"] = tokenizer.bosToken;
+  if (tokenizer.eosToken !== undefined) config["eos_token"] = tokenizer.eosToken;
+  if (tokenizer.padToken !== undefined) config["pad_token"] = tokenizer.padToken;
+  if (tokenizer.chatTemplate !== undefined) config["chat_template"] = tokenizer.chatTemplate;
+  const special = extra.filter((t) => t.special).map((t) => t.content);
+  if (special.length > 0) {
+    const previous = Array.isArray(config["additional_special_tokens"]) ? (config["additional_special_tokens"] as string[]) : [];
+    config["additional_special_tokens"] = [...new Set([...previous, ...special])];
+  }
+  await writeFile(join(dstDir, "tokenizer_config.json"), JSON.stringify(config, null, 2));
+  if (await exists(join(srcDir, "special_tokens_map.json"))) await copyFile(join(srcDir, "special_tokens_map.json"), join(dstDir, "special_tokens_map.json"));
+}

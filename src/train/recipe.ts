@@ -1,0 +1,232 @@
+// The `tuna train` recipe, top to bottom: check the output folder, load tokenizer and model, set up the
+// chat format, prepare the data, quantize and inject LoRA, train with logs and checkpoints, save.
+import { access, mkdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { createBackend } from "../backend/factory.ts";
+import type { ResolvedTrainConfig, TrainConfig } from "../config/index.ts";
+import { prepareDatasets, type PreparedSplit } from "../data/prepare.ts";
+import { setupChatFormat } from "../data/chat-format.ts";
+import { resolveModelPath } from "../hub/resolve.ts";
+import { openModelFolder } from "../model/hf/folder.ts";
+import { createLlamaModel } from "../model/llama/model.ts";
+import { loadTokenizer } from "../tokenizer/load.ts";
+import { TunaError } from "../util/errors.ts";
+import { listCheckpoints, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, writeJson } from "./checkpoint.ts";
+import { createMetricsJsonlWriter, metricsJsonlPath } from "./logging/metrics-jsonl.ts";
+import { createProgressDisplay, type ProgressStream } from "./logging/progress.ts";
+import { writeReportHtml } from "./logging/report-html.ts";
+import { createTensorBoardWriter, resolveLoggingDir, type TensorBoardWriter } from "./logging/tensorboard.ts";
+import { setUpTrainModel } from "./model-setup.ts";
+import { saveModelFiles } from "./save-model.ts";
+import { readResumeState, writeTrainerFiles } from "./state-files.ts";
+import { evaluate, train, type LogEntry, type TrainerSettings } from "./trainer.ts";
+
+export interface RecipeIO {
+  out(text: string): void;
+  err(text: string): void;
+  /** Where the progress display draws (stderr of the process). */
+  progress: ProgressStream;
+}
+
+export interface RecipeResult {
+  outputDir: string;
+  globalStep: number;
+  trainLoss: number;
+  evalLoss: number | undefined;
+  logHistory: LogEntry[];
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
+}
+
+/** HF refuses to overwrite a finished run; so do we, unless asked or resuming. */
+async function checkOutputDir(config: TrainConfig): Promise<string> {
+  const dir = resolve(config.output_dir);
+  if (config.overwrite_output_dir || config.resume_from_checkpoint !== undefined) return dir;
+  const finished = ["adapter_config.json", "model.safetensors", "train_results.json"];
+  for (const f of finished) {
+    if (await exists(join(dir, f))) {
+      throw new TunaError(
+        "CONFIG_INVALID",
+        `output_dir ${dir} already holds a finished run (${f}); choose another output_dir, pass --overwrite_output_dir, or --resume_from_checkpoint.`,
+      );
+    }
+  }
+  const checkpoints = await listCheckpoints(dir);
+  if (checkpoints.length > 0) {
+    throw new TunaError(
+      "CONFIG_INVALID",
+      `output_dir ${dir} holds checkpoints (${checkpoints.map((c) => `checkpoint-${c.step}`).join(", ")}); resume with --resume_from_checkpoint true, or pass --overwrite_output_dir.`,
+    );
+  }
+  return dir;
+}
+
+function trainerSettings(c: TrainConfig, padTokenId: number): TrainerSettings {
+  return {
+    seed: c.seed,
+    numTrainEpochs: c.num_train_epochs,
+    maxSteps: c.max_steps,
+    trainBatchSize: c.per_device_train_batch_size,
+    evalBatchSize: c.per_device_eval_batch_size,
+    gradientAccumulationSteps: c.gradient_accumulation_steps,
+    learningRate: c.learning_rate,
+    schedule: { type: c.lr_scheduler_type, warmupSteps: c.warmup_steps, warmupRatio: c.warmup_ratio },
+    adamw: { beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay },
+    maxGradNorm: c.max_grad_norm,
+    // Packing is padding-free (TRL's default with bfd); unpacked sequences are padded per batch.
+    padded: !c.packing,
+    groupByLength: c.group_by_length,
+    logging: { strategy: c.logging_strategy, steps: c.logging_steps, firstStep: c.logging_first_step },
+    eval: { strategy: c.eval_strategy, steps: c.eval_steps ?? c.logging_steps },
+    save: { strategy: c.save_strategy, steps: c.save_steps },
+    neftuneNoiseAlpha: c.neftune_noise_alpha,
+    nanInfPolicy: c.nan_inf_policy,
+    padTokenId,
+  };
+}
+
+function describeSplit(p: PreparedSplit): string {
+  const s = p.stats;
+  const eff = Number.isFinite(s.packingEfficiency) ? `, packing efficiency ${(100 * s.packingEfficiency).toFixed(1)}%` : "";
+  return `${p.split}: ${s.rows} rows -> ${s.sequences} sequences, ${s.tokens} tokens (${s.trainedTokens} trained), ${s.truncated} truncated, ${s.dropped} dropped${eff}${p.fromCache ? " [cached]" : ""}`;
+}
+
+export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): Promise<RecipeResult> {
+  const c = resolved.config;
+  if (resolved.launch !== undefined && resolved.launch.numProcesses > 1) {
+    throw new TunaError(
+      "UNSUPPORTED",
+      `${resolved.launch.source} asks for ${resolved.launch.numProcesses} processes; multi-GPU training is not available in this version of tuna. Drop --config_file to train in one process.`,
+    );
+  }
+  const outputDir = await checkOutputDir(c);
+  const backend = createBackend(c.device);
+  io.err(`device: ${backend.name}`);
+
+  // Model folder and tokenizer, with the chat format's special tokens.
+  const modelDir = await resolveModelPath(c.model_name_or_path, { onNotice: (m) => { io.err(m); } });
+  const folder = await openModelFolder(modelDir);
+  const chat = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, folder.config.vocabSize);
+
+  // Data: tokenized, masked and packed; cached under the output folder.
+  const splits = await prepareDatasets({
+    data: {
+      datasetName: c.dataset_name,
+      splits: c.splits,
+      datasetTextField: c.dataset_text_field,
+      maxLength: c.max_seq_length,
+      packing: c.packing,
+      packingStrategy: c.packing_strategy,
+      dropLongExamples: c.drop_long_examples,
+      skipBadRows: c.skip_bad_rows,
+      testSplitRatio: c.test_split_ratio,
+      seed: c.seed,
+    },
+    recipe: {
+      tokenizerDir: modelDir,
+      chatFormat: c.chat_template_format,
+      modelVocabSize: folder.config.vocabSize,
+      options: {
+        maxLength: c.max_seq_length,
+        addSpecialTokens: c.add_special_tokens,
+        appendConcatToken: c.append_concat_token,
+        assistantOnlyLoss: c.assistant_only_loss,
+        completionOnlyLoss: c.completion_only_loss,
+        truncation: c.truncation_mode,
+      },
+    },
+    tokenizerFiles: [join(modelDir, "tokenizer.json"), join(modelDir, "tokenizer_config.json")],
+    cacheDir: join(outputDir, ".tuna-cache"),
+    onNotice: (m) => { io.err(m); },
+  });
+  const trainSplit = [...splits.values()].find((s) => s.split.includes("train"));
+  if (trainSplit === undefined) throw new TunaError("CONFIG_INVALID", `no split containing "train" among ${[...splits.keys()].join(", ")}.`);
+  const evalSplit = [...splits.values()].find((s) => s.split.includes("test"));
+  for (const s of splits.values()) io.err(describeSplit(s));
+
+  // Model: resized vocabulary, quantized base, LoRA (or full fine-tuning).
+  const setup = await setUpTrainModel(backend, folder.config, folder.weights, c, { newTokenIds: chat.newTokenIds, vocabSize: chat.resizedVocabSize });
+  await folder.weights.close();
+  const model = createLlamaModel(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed });
+  io.out(setup.trainableLine);
+
+  const settings = trainerSettings(c, chat.tokenizer.padTokenId ?? chat.tokenizer.eosTokenId ?? 0);
+  const saveModel = (dir: string): Promise<void> => saveModelFiles(dir, { model, setup, modelDir, tokenizer: chat.tokenizer, config: c });
+  const meta = { numTrainEpochs: c.num_train_epochs, loggingSteps: c.logging_steps, evalSteps: settings.eval.steps, saveSteps: c.save_steps, trainBatchSize: c.per_device_train_batch_size };
+
+  // Resume: parameters, moments, RNG states and the data position of a checkpoint.
+  let resume;
+  if (c.resume_from_checkpoint !== undefined) {
+    const dir = await resolveResumePath(c.resume_from_checkpoint, outputDir);
+    resume = await readResumeState(dir, model.params.trainable);
+    io.err(`resuming from ${dir} (step ${resume.globalStep})`);
+  }
+
+  await mkdir(outputDir, { recursive: true });
+  const reports = c.report_to.includes("all") ? ["tensorboard", "jsonl"] : c.report_to;
+  const metrics = createMetricsJsonlWriter(metricsJsonlPath(outputDir), resume === undefined ? {} : { resumeAtStep: resume.globalStep });
+  let tensorboard: TensorBoardWriter | undefined;
+  if (reports.includes("tensorboard")) {
+    tensorboard = createTensorBoardWriter(resolveLoggingDir(outputDir));
+    tensorboard.addText("args", JSON.stringify(c, null, 2), 0);
+  }
+  let progress: ReturnType<typeof createProgressDisplay> | undefined;
+  const result = await train(
+    model,
+    { train: trainSplit.sequences, ...(c.eval_strategy !== "no" && evalSplit !== undefined ? { eval: evalSplit.sequences } : {}) },
+    settings,
+    {
+      onLog: (entry) => {
+        metrics.append(entry);
+        tensorboard?.addLogs(entry, entry.step);
+        tensorboard?.flush();
+        if (progress !== undefined) progress.log(entry);
+        else io.err(JSON.stringify(entry));
+      },
+      onProgress: (p) => {
+        progress ??= createProgressDisplay(io.progress, { totalSteps: p.maxSteps });
+        progress.update({ step: p.step, loss: p.loss, learningRate: p.lr, gradNorm: p.gradNorm, tokensPerSecond: p.tokensPerSecond });
+      },
+      saveCheckpoint: async (step, snap) => {
+        await saveCheckpointAtomically(outputDir, step, async (dir) => {
+          await saveModel(dir);
+          await writeJson(join(dir, "training_args.json"), c);
+          await writeTrainerFiles(dir, backend, model.params.trainable, snap, meta);
+        });
+        for (const removed of await rotateCheckpoints(outputDir, c.save_total_limit)) io.err(`removed ${removed} (save_total_limit ${c.save_total_limit})`);
+      },
+    },
+    resume,
+  );
+  progress?.finish();
+
+  // The final adapter (or model) and tokenizer go to output_dir itself, as Trainer.save_model does.
+  await saveModel(outputDir);
+  let evalLoss: number | undefined;
+  if (evalSplit !== undefined && c.eval_strategy !== "no") {
+    evalLoss = result.logHistory.filter((e) => "eval_loss" in e).at(-1)?.["eval_loss"] ?? (await evaluate(model, evalSplit.sequences, settings)).loss;
+  }
+  const summary = {
+    train_runtime: result.runtimeMs / 1000,
+    train_loss: result.trainLoss,
+    global_step: result.globalStep,
+    train_tokens_per_second: result.tokensSeen / (result.runtimeMs / 1000),
+    ...(evalLoss === undefined ? {} : { eval_loss: evalLoss, eval_perplexity: Math.exp(evalLoss) }),
+  };
+  await writeJson(join(outputDir, "train_results.json"), summary);
+  await writeJson(join(outputDir, "trainer_state.json"), { global_step: result.globalStep, log_history: result.logHistory, max_steps: result.globalStep });
+  tensorboard?.addLogs({ step: result.globalStep, ...summary }, result.globalStep);
+  tensorboard?.close();
+  metrics.close();
+  await writeReportHtml(join(outputDir, "report.html"), {
+    title: `tuna run: ${c.model_name_or_path} on ${c.dataset_name}`,
+    config: c,
+    history: result.logHistory,
+    summary,
+  });
+  io.err(`saved to ${outputDir} (report.html, metrics.jsonl${tensorboard === undefined ? "" : ", runs/"})`);
+  return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss, logHistory: result.logHistory };
+}
+
