@@ -1,0 +1,140 @@
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { main } from "../../src/cli/main.ts";
+import { memoryOutput } from "../../src/cli/output.ts";
+
+// End to end through the real command: the shipped tiny model, a small chat dataset, LoRA + chatml +
+// packing + eval + checkpoints + every report. Small shapes keep each step well under a second.
+const root = new URL("../..", import.meta.url).pathname;
+const DATA = join(root, "test/fixtures/chat-small.jsonl");
+let tmp = "";
+
+const flags = (out: string, extra: string[] = []): string[] => [
+  "--model_name_or_path", join(root, "examples/tiny-llama"),
+  "--dataset_name", DATA,
+  "--splits", "train,test",
+  "--test_split_ratio", "0.25",
+  "--chat_template_format", "chatml",
+  "--assistant_only_loss", "true",
+  "--use_peft_lora", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.1",
+  "--lora_target_modules", "all-linear",
+  "--packing", "--max_seq_length", "48",
+  "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2",
+  "--learning_rate", "2e-3", "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.1",
+  "--logging_steps", "1", "--eval_strategy", "steps", "--eval_steps", "3",
+  "--save_steps", "2", "--save_total_limit", "2",
+  "--neftune_noise_alpha", "5", "--seed", "11",
+  "--output_dir", out,
+  ...extra,
+];
+
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), "tuna-recipe-"));
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const o = memoryOutput();
+  const code = await main(["train", ...args], o);
+  return { code, out: o.stdout.join("\n"), err: o.stderr.join("\n") };
+}
+
+interface Metric {
+  step: number;
+  loss?: number;
+  eval_loss?: number;
+}
+async function metrics(dir: string): Promise<Metric[]> {
+  return (await readFile(join(dir, "metrics.jsonl"), "utf8"))
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Metric);
+}
+
+test("tuna train end to end: adapter, tokenizer, checkpoints with rotation, metrics, TensorBoard, report, refusal to overwrite", async () => {
+  const out = join(tmp, "run");
+  const r = await run(flags(out, ["--max_steps", "6", "--report_to", "all"]));
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /trainable params: [\d,]+ \|\| all params: [\d,]+ \|\| trainable%: \d+\.\d{4}/);
+  const files = await readdir(out);
+  for (const f of ["adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json", "metrics.jsonl", "report.html", "train_results.json", "trainer_state.json", "runs"]) {
+    assert.ok(files.includes(f), `missing ${f} in ${files.join(", ")}`);
+  }
+  // save_total_limit 2: checkpoint-2 was rotated away.
+  assert.deepEqual(files.filter((f) => f.startsWith("checkpoint-")).sort(), ["checkpoint-4", "checkpoint-6"]);
+  const adapterConfig = JSON.parse(await readFile(join(out, "adapter_config.json"), "utf8")) as Record<string, unknown>;
+  assert.equal(adapterConfig["r"], 4);
+  assert.equal(adapterConfig["peft_type"], "LORA");
+  assert.deepEqual(adapterConfig["trainable_token_indices"], [32000, 32001, 32002, 32003, 32004]);
+  const tokenizerConfig = JSON.parse(await readFile(join(out, "tokenizer_config.json"), "utf8")) as Record<string, unknown>;
+  assert.equal(tokenizerConfig["eos_token"], "<|im_end|>");
+  const m = await metrics(out);
+  assert.deepEqual(m.filter((e) => e.loss !== undefined).map((e) => e.step), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(m.filter((e) => e.eval_loss !== undefined).map((e) => e.step), [3, 6]);
+  const runs = await readdir(join(out, "runs"));
+  assert.equal(runs.length, 1);
+  assert.ok((await readdir(join(out, "runs", runs[0]!))).some((f) => f.startsWith("events.out.tfevents.")));
+  assert.match(await readFile(join(out, "report.html"), "utf8"), /<svg/);
+
+  const again = await run(flags(out, ["--max_steps", "6"]));
+  assert.equal(again.code, 1);
+  assert.match(again.err, /already holds a finished run/);
+});
+
+test("killed with SIGKILL after a checkpoint and resumed: the same losses as an uninterrupted run", { timeout: 240_000 }, async () => {
+  const build = spawnSync(process.execPath, ["tools/build.mjs"], { cwd: root, encoding: "utf8" });
+  assert.equal(build.status, 0, build.stderr);
+  const tuna = (args: string[]) => spawn(process.execPath, ["bin/tuna.js", "train", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+  const wait = (p: ReturnType<typeof tuna>): Promise<number | null> => new Promise((res) => p.on("exit", (code) => { res(code); }));
+
+  const straight = join(tmp, "straight");
+  assert.equal(await wait(tuna(flags(straight, ["--max_steps", "8"]))), 0);
+
+  const crashed = join(tmp, "crashed");
+  const child = tuna(flags(crashed, ["--max_steps", "8"]));
+  // Kill -9 as soon as checkpoint-4 is complete (its trainer_state.json is written last).
+  const marker = join(crashed, "checkpoint-4", "trainer_state.json");
+  const killed = await new Promise<boolean>((res) => {
+    const timer = setInterval(() => {
+      if (existsSync(marker)) {
+        clearInterval(timer);
+        res(child.kill("SIGKILL"));
+      }
+    }, 5);
+    child.on("exit", () => {
+      clearInterval(timer);
+      res(false);
+    });
+  });
+  await wait(child).catch(() => undefined);
+  // Each step takes far longer than the 5 ms poll, so the kill lands mid-run: no final results exist.
+  assert.ok(killed, "the run was killed after checkpoint-4");
+  assert.equal(existsSync(join(crashed, "train_results.json")), false);
+
+  const resumed = tuna(flags(crashed, ["--max_steps", "8", "--resume_from_checkpoint", join(crashed, "checkpoint-4")]));
+  let err = "";
+  resumed.stderr.on("data", (d: Buffer) => (err += d.toString()));
+  assert.equal(await wait(resumed), 0, err);
+  assert.match(err, /resuming from .*checkpoint-4 \(step 4\)/);
+  const a = await metrics(straight);
+  const b = await metrics(crashed);
+  assert.deepEqual(b, a);
+  const trainLoss = async (dir: string): Promise<number> => (JSON.parse(await readFile(join(dir, "train_results.json"), "utf8")) as { train_loss: number }).train_loss;
+  assert.equal(await trainLoss(crashed), await trainLoss(straight));
+});
+
+test("bad training input: resume path that is not a checkpoint, unknown flag", async () => {
+  const r = await run(flags(join(tmp, "bad"), ["--max_steps", "2", "--resume_from_checkpoint", tmp]));
+  assert.equal(r.code, 1);
+  assert.match(r.err, /is not a checkpoint/);
+  const u = await run(["--lora_rr", "4"]);
+  assert.equal(u.code, 1);
+  assert.match(u.err, /--lora_r/);
+});
