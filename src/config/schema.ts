@@ -124,6 +124,10 @@ export const TRAIN_FIELDS = {
     doc: "Dataset splits to load; names must contain train or test.",
   }),
   assistant_only_loss: boolField({ group: "data", default: false, doc: "Train only on assistant turns of chat data." }),
+  chat_template_file: optionalTextField({
+    group: "data",
+    doc: "A .jinja chat template file used instead of the format's (or the tokenizer's) template.",
+  }),
   truncation_mode: choiceField({
     group: "data",
     choices: ["keep_start", "keep_end"],

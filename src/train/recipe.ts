@@ -108,7 +108,7 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
   // Model folder and tokenizer, with the chat format's special tokens.
   const modelDir = await resolveModelPath(c.model_name_or_path, { onNotice: (m) => { io.err(m); } });
   const folder = await openModelFolder(modelDir);
-  const chat = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, folder.config.vocabSize);
+  const chat = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, folder.config.vocabSize, c.chat_template_file);
 
   // Data: tokenized, masked and packed; cached under the output folder.
   const splits = await prepareDatasets({
@@ -128,6 +128,7 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
       tokenizerDir: modelDir,
       chatFormat: c.chat_template_format,
       modelVocabSize: folder.config.vocabSize,
+      ...(c.chat_template_file === undefined ? {} : { templatePath: resolve(c.chat_template_file) }),
       options: {
         maxLength: c.max_seq_length,
         addSpecialTokens: c.add_special_tokens,
@@ -137,7 +138,7 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
         truncation: c.truncation_mode,
       },
     },
-    tokenizerFiles: [join(modelDir, "tokenizer.json"), join(modelDir, "tokenizer_config.json")],
+    tokenizerFiles: [join(modelDir, "tokenizer.json"), join(modelDir, "tokenizer_config.json"), ...(c.chat_template_file === undefined ? [] : [c.chat_template_file])],
     cacheDir: join(outputDir, ".tuna-cache"),
     onNotice: (m) => { io.err(m); },
   });
