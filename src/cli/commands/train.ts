@@ -30,7 +30,7 @@ export async function trainCommand(args: string[], output: CliOutput): Promise<n
 }
 
 /** The real stderr when tuna runs as a process; a line-per-write stream for injected outputs (tests). */
-function progressStream(output: CliOutput): ProgressStream {
+export function progressStream(output: CliOutput): ProgressStream {
   if (output === processOutput) return process.stderr;
   return { write: (text: string) => { output.err(text.replace(/\n$/, "")); }, isTTY: false };
 }
