@@ -6,8 +6,11 @@ import { inspectCommand } from "./commands/inspect.ts";
 import { doctorCommand } from "./commands/doctor.ts";
 import { trainCommand } from "./commands/train.ts";
 import { evalCommand } from "./commands/eval.ts";
+import { demoCommand } from "./commands/demo.ts";
 import { generateCommand } from "./commands/generate.ts";
 import { chatCommand } from "./commands/chat.ts";
+import { dataCommand } from "./commands/data.ts";
+import { mergeCommand } from "./commands/merge.ts";
 
 export type Command = (args: string[], output: CliOutput) => Promise<number>;
 
@@ -17,10 +20,13 @@ interface CommandEntry {
 }
 
 const COMMANDS: Record<string, CommandEntry> = {
+  demo: { run: demoCommand, summary: "fine-tune the shipped tiny chat model to reverse words on CPU: accuracy before/after" },
   train: { run: trainCommand, summary: "fine-tune a model (flags of the peft examples/sft train.py workflow)" },
+  data: { run: dataCommand, summary: "prepare the dataset as `tuna train` would (same cache): statistics and marked examples" },
   eval: { run: evalCommand, summary: "loss and perplexity of a model (+ optional PEFT adapter) on a pre-tokenized dataset" },
   generate: { run: generateCommand, summary: "generate text from a prompt with a model (+ optional PEFT adapter), greedy or sampled" },
   chat: { run: chatCommand, summary: "chat with a model (+ optional PEFT adapter) through its chat template, on stdin" },
+  merge: { run: mergeCommand, summary: "merge a PEFT LoRA adapter into its base model and save a Hugging Face model folder" },
   inspect: { run: inspectCommand, summary: "describe a model folder or hub id: architecture, parameters, memory, tokenizer" },
   doctor: { run: doctorCommand, summary: "check Node, CPU, GPU driver and CUDA libraries, and give a verdict" },
 };
