@@ -34,6 +34,7 @@ export function trainPrepareOptions(c: TrainConfig, model: DataModel): Omit<Prep
       tokenizerDir: model.dir,
       chatFormat: c.chat_template_format,
       modelVocabSize: model.vocabSize,
+      ...(c.chat_template_file === undefined ? {} : { templatePath: resolve(c.chat_template_file) }),
       options: {
         maxLength: c.max_seq_length,
         addSpecialTokens: c.add_special_tokens,
@@ -43,7 +44,7 @@ export function trainPrepareOptions(c: TrainConfig, model: DataModel): Omit<Prep
         truncation: c.truncation_mode,
       },
     },
-    tokenizerFiles: [join(model.dir, "tokenizer.json"), join(model.dir, "tokenizer_config.json")],
+    tokenizerFiles: [join(model.dir, "tokenizer.json"), join(model.dir, "tokenizer_config.json"), ...(c.chat_template_file === undefined ? [] : [resolve(c.chat_template_file)])],
     cacheDir: preparedCacheDir(c),
   };
 }

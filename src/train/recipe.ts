@@ -5,6 +5,7 @@ import { join, resolve } from "node:path";
 import { createBackend } from "../backend/factory.ts";
 import type { ResolvedTrainConfig, TrainConfig } from "../config/index.ts";
 import { prepareDatasets, type PreparedSplit } from "../data/prepare.ts";
+import { trainPrepareOptions } from "../data/train-options.ts";
 import { setupChatFormat } from "../data/chat-format.ts";
 import { resolveModelPath } from "../hub/resolve.ts";
 import { openModelFolder } from "../model/hf/folder.ts";
@@ -112,35 +113,10 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
 
   // Data: tokenized, masked and packed; cached under the output folder.
   const splits = await prepareDatasets({
-    data: {
-      datasetName: c.dataset_name,
-      splits: c.splits,
-      datasetTextField: c.dataset_text_field,
-      maxLength: c.max_seq_length,
-      packing: c.packing,
-      packingStrategy: c.packing_strategy,
-      dropLongExamples: c.drop_long_examples,
-      skipBadRows: c.skip_bad_rows,
-      testSplitRatio: c.test_split_ratio,
-      seed: c.seed,
+    ...trainPrepareOptions(c, { dir: modelDir, vocabSize: folder.config.vocabSize }),
+    onNotice: (m) => {
+      io.err(m);
     },
-    recipe: {
-      tokenizerDir: modelDir,
-      chatFormat: c.chat_template_format,
-      modelVocabSize: folder.config.vocabSize,
-      ...(c.chat_template_file === undefined ? {} : { templatePath: resolve(c.chat_template_file) }),
-      options: {
-        maxLength: c.max_seq_length,
-        addSpecialTokens: c.add_special_tokens,
-        appendConcatToken: c.append_concat_token,
-        assistantOnlyLoss: c.assistant_only_loss,
-        completionOnlyLoss: c.completion_only_loss,
-        truncation: c.truncation_mode,
-      },
-    },
-    tokenizerFiles: [join(modelDir, "tokenizer.json"), join(modelDir, "tokenizer_config.json"), ...(c.chat_template_file === undefined ? [] : [c.chat_template_file])],
-    cacheDir: join(outputDir, ".tuna-cache"),
-    onNotice: (m) => { io.err(m); },
   });
   const trainSplit = [...splits.values()].find((s) => s.split.includes("train"));
   if (trainSplit === undefined) throw new TunaError("CONFIG_INVALID", `no split containing "train" among ${[...splits.keys()].join(", ")}.`);
