@@ -260,9 +260,11 @@ if (!values["no-stages"]) {
   const sequences = await time("pack (BFD)", () => packBfd(documents, d.maxLength, { overflow: "truncate" }));
   await time("cache write", () => writePreparedCache(join(rootDir, "stage-cache"), "0".repeat(64), { sequences, stats: s, meta: {} }));
   const measured = stages.reduce((sum, [, sec]) => sum + sec, 0);
-  stages.splice(3, 0, [`tokenize + mask, ${THREADS} workers (rest of cold run)`, coldSeconds - measured]);
+  // prepare.ts tokenizes in-process below 2000 examples (WORKER_THRESHOLD) or with one thread.
+  const onWorkers = examples.length >= 2000 && THREADS > 1;
+  stages.splice(3, 0, [`tokenize + mask, ${onWorkers ? `${THREADS} workers` : "in-process"} (rest of cold run)`, coldSeconds - measured]);
   const oneEach: TokenizeChunk[] = examples.slice(0, THREADS).map((e, i) => ({ recipe: options.recipe, examples: [e], firstRow: i }));
-  await time("  of which: starting the workers", () => runInWorkers<typeof tokenizeChunk>(TOKENIZE_JOB_URL, "tokenizeChunk", oneEach, THREADS));
+  await time("(worker start-up: spawn, tsx, tokenizer)", () => runInWorkers<typeof tokenizeChunk>(TOKENIZE_JOB_URL, "tokenizeChunk", oneEach, THREADS));
 
   // One thread, on the main thread: how a tokenizer thread spends its time on 100 conversations.
   const sample = examples.slice(0, 100).filter((e): e is Extract<Example, { kind: "conversation" }> => e.kind === "conversation");

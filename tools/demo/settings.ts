@@ -19,17 +19,20 @@ export const DEMO: {
   pretrain: {
     // Copy-heavy: with copy in only 1/6 of the rows the model sat on a loss plateau for 1000+ steps.
     // "before" (the letter in front of a given one) is the step reversal repeats; with it in the mix a
-    // short LoRA run learns reversal, without it the same run reached half the accuracy.
+    // short LoRA run learns reversal, without it the same run reached two thirds of the accuracy.
     tasks: ["copy", "copy", "first", "last", "double", "before"],
-    // One pass over steps * batchSize fresh rows.
+    // One pass over steps * batchSize freshly drawn rows.
     run: { steps: 1500, batchSize: 16, learningRate: 3e-3, seed: 1 },
   },
+  // The LoRA run's accuracy jumps from ~30% (it reverses the last 4 letters only) to ~100% once the model
+  // finds the general rule; 600 steps at lr 4e-3 got there from every seed tried (2, 7, 11), 300-500 steps
+  // or lr 2e-3..3e-3 did not always. r 16 (same alpha / r) was less reliable than r 8.
   lora: {
-    steps: 400,
+    steps: 600,
     batchSize: 16,
     learningRate: 4e-3,
     seed: 2,
-    lora: { r: 16, alpha: 32, dropout: 0, targetModules: "all-linear" },
+    lora: { r: 8, alpha: 16, dropout: 0, targetModules: "all-linear" },
   },
   contract: { maxBefore: 0.05, minAfter: 0.6 },
 };
