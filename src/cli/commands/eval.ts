@@ -8,6 +8,7 @@ import { batchFromRows } from "../../model/batch.ts";
 import { openModelForUse } from "../../model/llama/open.ts";
 import { createLlamaModel, forward, freeBatch, uploadBatch } from "../../model/llama/model.ts";
 import type { CliOutput } from "../output.ts";
+import { quantizeFromFlags } from "../quant-flags.ts";
 
 const HELP = `usage: tuna eval <model folder | hub id> --dataset_name FILE.jsonl [options]
 
@@ -76,12 +77,7 @@ export async function evalCommand(args: string[], output: CliOutput): Promise<nu
   const backend = createBackend(device as DeviceChoice);
   const opened = await openModelForUse(backend, positionals[0]!, {
     baseDtype: values.bf16 === true ? "bf16" : "f32",
-    quantize:
-      values.use_4bit_quantization === true
-        ? { kind: "4bit", quantType: quantType === "fp4" ? "fp4" : "nf4", doubleQuant: values.use_nested_quant === true }
-        : values.use_8bit_quantization === true
-          ? { kind: "8bit" }
-          : null,
+    quantize: quantizeFromFlags(values),
     ...(values.adapter === undefined ? {} : { adapterDir: values.adapter }),
     ...(values.revision === undefined ? {} : { revision: values.revision }),
   });

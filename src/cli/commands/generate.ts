@@ -3,6 +3,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { quantizeFromFlags } from "../quant-flags.ts";
 import { TunaError, errorMessage } from "../../util/errors.ts";
 import { createRng } from "../../util/random.ts";
 import { readJsonFile } from "../../util/json-file.ts";
@@ -133,12 +134,7 @@ export async function openGenerationSession(modelPath: string, values: SharedVal
   const backend = createBackend(device);
   const opened = await openModelForUse(backend, modelPath, {
     baseDtype: values.bf16 === true ? "bf16" : "f32",
-    quantize:
-      values.use_4bit_quantization === true
-        ? { kind: "4bit", quantType: values.bnb_4bit_quant_type === "fp4" ? "fp4" : "nf4", doubleQuant: values.use_nested_quant === true }
-        : values.use_8bit_quantization === true
-          ? { kind: "8bit" }
-          : null,
+    quantize: quantizeFromFlags(values),
     ...(values.adapter === undefined ? {} : { adapterDir: values.adapter }),
     ...(values.revision === undefined ? {} : { revision: values.revision }),
   });
