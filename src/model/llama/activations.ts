@@ -38,7 +38,10 @@ export interface Activations {
   blocks: BlockSlots[];
   lnf: Tensor; // (N, C)
   rstdf: Tensor; // f32 (N)
-  logits: Tensor; // f32 (N, V)
+  /** f32 (chunk rows, V): the logits of one chunk of rows at a time; the backward turns them into dlogits in place. */
+  logits: Tensor;
+  /** Which chunk `logits` holds now (-1: none, or overwritten by the backward). */
+  logitsValidChunk: number;
   losses: Tensor; // f32 (N)
   // backward scratch
   dx: Tensor; // (N, C) gradient of the residual stream
@@ -51,7 +54,6 @@ export interface Activations {
   dgate: Tensor;
   dup: Tensor;
   dh: Tensor;
-  dlogits: Tensor; // f32 (N, V)
   /** flat (N * max R) and (N, max in) scratch for the LoRA backward. */
   dxa: Tensor;
   dtmp: Tensor;
@@ -82,12 +84,20 @@ function loraShapes(params: LlamaParams, layers: readonly number[]): Partial<Rec
   return shapes;
 }
 
-function allocBlock(backend: Backend, cfg: ModelConfig, lora: Partial<Record<Projection, LoraShape>>, tag: string, N: number): BlockSlots {
+function allocBlock(
+  backend: Backend,
+  cfg: ModelConfig,
+  lora: Partial<Record<Projection, LoraShape>>,
+  tag: string,
+  N: number,
+  dtype: ActivationDtype,
+): BlockSlots {
   const C = cfg.hiddenSize;
   const qDim = cfg.numHeads * cfg.headDim;
   const kvDim = cfg.numKvHeads * cfg.headDim;
   const F = cfg.intermediateSize;
-  const a = (shape: number[], name: string): Tensor => backend.alloc("f32", shape, `act.${tag}.${name}`);
+  const a = (shape: number[], name: string): Tensor => backend.alloc(dtype, shape, `act.${tag}.${name}`);
+  const f32 = (shape: number[], name: string): Tensor => backend.alloc("f32", shape, `act.${tag}.${name}`);
   const slots: Partial<Record<Projection, LoraSlots>> = {};
   for (const p of PROJECTIONS) {
     const shape = lora[p];
@@ -102,15 +112,15 @@ function allocBlock(backend: Backend, cfg: ModelConfig, lora: Partial<Record<Pro
   }
   return {
     ln1: a([N, C], "ln1"),
-    rstd1: a([N], "rstd1"),
+    rstd1: f32([N], "rstd1"),
     q: a([N, qDim], "q"),
     k: a([N, kvDim], "k"),
     v: a([N, kvDim], "v"),
     att: a([N, qDim], "att"),
-    lse: a([N, cfg.numHeads], "lse"),
+    lse: f32([N, cfg.numHeads], "lse"),
     x2: a([N, C], "x2"),
     ln2: a([N, C], "ln2"),
-    rstd2: a([N], "rstd2"),
+    rstd2: f32([N], "rstd2"),
     gate: a([N, F], "gate"),
     up: a([N, F], "up"),
     h: a([N, F], "h"),
@@ -128,18 +138,41 @@ function blockTensors(b: BlockSlots): Tensor[] {
   return out;
 }
 
-export function allocActivations(backend: Backend, params: LlamaParams, N: number, checkpointing: boolean): Activations {
+/** Storage of activations and their gradients: f32 (the exact reference) or bf16 (as a bf16 HF model computes). */
+export type ActivationDtype = "f32" | "bf16";
+
+/**
+ * Rows of logits computed at once: the (rows, V) f32 logits never exist for the whole batch, only per
+ * chunk of about 16M elements (64 MiB), recomputed in the backward.
+ */
+export function logitsChunkRows(N: number, V: number): number {
+  return Math.max(1, Math.min(N, Math.floor(LOGITS_CHUNK_ELEMENTS / V)));
+}
+
+const LOGITS_CHUNK_ELEMENTS = 1 << 24;
+
+export interface ActivationOptions {
+  checkpointing: boolean;
+  dtype: ActivationDtype;
+  /** Override of logitsChunkRows (tests). */
+  logitsChunkRows?: number;
+}
+
+export function allocActivations(backend: Backend, params: LlamaParams, N: number, options: ActivationOptions): Activations {
+  const { checkpointing, dtype } = options;
   const cfg = params.cfg;
   const C = cfg.hiddenSize;
   const F = cfg.intermediateSize;
   const qDim = cfg.numHeads * cfg.headDim;
   const kvDim = cfg.numKvHeads * cfg.headDim;
   const f32 = (shape: number[], name: string): Tensor => backend.alloc("f32", shape, `act.${name}`);
+  const a = (shape: number[], name: string): Tensor => backend.alloc(dtype, shape, `act.${name}`);
+  const chunkRows = options.logitsChunkRows ?? logitsChunkRows(N, cfg.vocabSize);
   // With checkpointing one set of block slots serves every layer, sized for the union of their adapters.
   const all = params.layers.map((_, l) => l);
   const blocks = checkpointing
-    ? [allocBlock(backend, cfg, loraShapes(params, all), "shared", N)]
-    : all.map((l) => allocBlock(backend, cfg, loraShapes(params, [l]), String(l), N));
+    ? [allocBlock(backend, cfg, loraShapes(params, all), "shared", N, dtype)]
+    : all.map((l) => allocBlock(backend, cfg, loraShapes(params, [l]), String(l), N, dtype));
   let maxRank = 1;
   let maxIn = Math.max(C, F, qDim);
   for (const layer of params.layers) {
@@ -151,27 +184,27 @@ export function allocActivations(backend: Backend, params: LlamaParams, N: numbe
   }
   const acts: Activations = {
     N,
-    xs: Array.from({ length: cfg.numLayers + 1 }, (_, l) => f32([N, C], `x${l}`)),
+    xs: Array.from({ length: cfg.numLayers + 1 }, (_, l) => a([N, C], `x${l}`)),
     blocks,
-    lnf: f32([N, C], "lnf"),
+    lnf: a([N, C], "lnf"),
     rstdf: f32([N], "rstdf"),
-    logits: f32([N, cfg.vocabSize], "logits"),
+    logits: f32([chunkRows, cfg.vocabSize], "logits"),
+    logitsValidChunk: -1,
     losses: f32([N], "losses"),
-    dx: f32([N, C], "dx"),
-    dx2: f32([N, C], "dx2"),
-    dln: f32([N, C], "dln"),
-    dq: f32([N, qDim], "dq"),
-    dk: f32([N, kvDim], "dk"),
-    dv: f32([N, kvDim], "dv"),
-    datt: f32([N, qDim], "datt"),
-    dgate: f32([N, F], "dgate"),
-    dup: f32([N, F], "dup"),
-    dh: f32([N, F], "dh"),
-    dlogits: f32([N, cfg.vocabSize], "dlogits"),
-    dxa: f32([N * maxRank], "dxa"),
-    dtmp: f32([N, maxIn], "dtmp"),
+    dx: a([N, C], "dx"),
+    dx2: a([N, C], "dx2"),
+    dln: a([N, C], "dln"),
+    dq: a([N, qDim], "dq"),
+    dk: a([N, kvDim], "dk"),
+    dv: a([N, kvDim], "dv"),
+    datt: a([N, qDim], "datt"),
+    dgate: a([N, F], "dgate"),
+    dup: a([N, F], "dup"),
+    dh: a([N, F], "dh"),
+    dxa: a([N * maxRank], "dxa"),
+    dtmp: a([N, maxIn], "dtmp"),
     free: () => {
-      for (const t of [...acts.xs, acts.lnf, acts.rstdf, acts.logits, acts.losses, acts.dx, acts.dx2, acts.dln, acts.dq, acts.dk, acts.dv, acts.datt, acts.dgate, acts.dup, acts.dh, acts.dlogits, acts.dxa, acts.dtmp]) {
+      for (const t of [...acts.xs, acts.lnf, acts.rstdf, acts.logits, acts.losses, acts.dx, acts.dx2, acts.dln, acts.dq, acts.dk, acts.dv, acts.datt, acts.dgate, acts.dup, acts.dh, acts.dxa, acts.dtmp]) {
         backend.free(t);
       }
       for (const b of blocks) for (const t of blockTensors(b)) backend.free(t);

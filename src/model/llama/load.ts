@@ -149,7 +149,8 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     dLmHead: lmHead.d,
     embedRows,
     lmHeadRows,
-    effectiveLmHead: lmHeadRows === null ? null : backend.alloc("f32", [cfg.vocabSize, C], "lm_head.effective"),
+    // The lm_head with trained rows substituted, stored like the frozen matrix (a bf16 model rounds them as HF does).
+    effectiveLmHead: lmHeadRows === null ? null : backend.alloc(lmHead.t.dtype, [cfg.vocabSize, C], "lm_head.effective"),
     lmHeadGradScratch: lmHeadRows === null ? null : backend.alloc("f32", [cfg.vocabSize, C], "lm_head.grad_scratch"),
     trainable,
   };

@@ -4,7 +4,7 @@ import type { Backend, Tensor } from "../../backend/types.ts";
 import { createRng, type Rng } from "../../util/random.ts";
 import { TunaError } from "../../util/errors.ts";
 import { IGNORE_INDEX, type Batch } from "../batch.ts";
-import { allocActivations, type Activations } from "./activations.ts";
+import { allocActivations, type ActivationDtype, type Activations } from "./activations.ts";
 import { blockBackward, blockForward, type SequenceInputs } from "./block.ts";
 import type { LlamaParams, TokenRows } from "./params.ts";
 import { ropeInvFreq } from "./rope-freqs.ts";
@@ -16,7 +16,11 @@ export interface LlamaModel {
   checkpointing: boolean;
   /** Dropout masks come from here; each layer's starting state is kept so recomputation matches. */
   dropoutRng: Rng;
-  /** f32 scratch for dequantized 4-bit weights (null when no weight is quantized). */
+  /** Storage dtype of activations and their gradients. */
+  activationDtype: ActivationDtype;
+  /** Rows of logits per chunk (tests force small chunks; default from logitsChunkRows). */
+  logitsChunkRows: number | undefined;
+  /** Scratch for dequantized 4-bit weights, in the activation dtype (null when no weight is quantized). */
   dequantScratch: Tensor | null;
   acts: Activations | null;
   layerRngStates: [number, number, number, number][];
@@ -35,7 +39,16 @@ export interface DeviceBatch extends SequenceInputs {
   trainedTokens: number;
 }
 
-export function createLlamaModel(backend: Backend, params: LlamaParams, options: { checkpointing: boolean; seed: number }): LlamaModel {
+export interface LlamaModelOptions {
+  checkpointing: boolean;
+  seed: number;
+  /** Activation storage (default f32, the exact reference; bf16 halves activation memory as HF bf16 does). */
+  activationDtype?: ActivationDtype;
+  logitsChunkRows?: number;
+}
+
+export function createLlamaModel(backend: Backend, params: LlamaParams, options: LlamaModelOptions): LlamaModel {
+  const activationDtype = options.activationDtype ?? "f32";
   const invFreq = backend.alloc("f32", [params.cfg.headDim / 2], "rope.inv_freq");
   backend.upload(invFreq, ropeInvFreq(params.cfg));
   let maxQuant = 0;
@@ -48,7 +61,9 @@ export function createLlamaModel(backend: Backend, params: LlamaParams, options:
     invFreq,
     checkpointing: options.checkpointing,
     dropoutRng: createRng(options.seed),
-    dequantScratch: maxQuant > 0 ? backend.alloc("f32", [maxQuant], "dequant.scratch") : null,
+    activationDtype,
+    logitsChunkRows: options.logitsChunkRows,
+    dequantScratch: maxQuant > 0 ? backend.alloc(activationDtype, [maxQuant], "dequant.scratch") : null,
     acts: null,
     layerRngStates: [],
     lastForwardTraining: false,
@@ -106,7 +121,11 @@ export function freeBatch(model: LlamaModel, b: DeviceBatch): void {
 function activationsFor(model: LlamaModel, N: number): Activations {
   if (model.acts !== null && model.acts.N === N) return model.acts;
   model.acts?.free();
-  model.acts = allocActivations(model.backend, model.params, N, model.checkpointing);
+  model.acts = allocActivations(model.backend, model.params, N, {
+    checkpointing: model.checkpointing,
+    dtype: model.activationDtype,
+    ...(model.logitsChunkRows === undefined ? {} : { logitsChunkRows: model.logitsChunkRows }),
+  });
   return model.acts;
 }
 
@@ -138,8 +157,12 @@ export async function forward(model: LlamaModel, batch: DeviceBatch, options: Fo
     blockForward(be, cfg, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, { dequant: model.dequantScratch }, rng);
   }
   be.rmsnormForward(acts.lnf, acts.rstdf, acts.xs[cfg.numLayers]!, params.norm, cfg.rmsNormEps);
-  be.matmul(acts.logits, acts.lnf, outputEmbedding(model), { transB: true });
-  be.crossEntropyForward(acts.losses, acts.logits, batch.targets);
+  const head = outputEmbedding(model);
+  forEachLogitsChunk(be, acts, (chunk, start, rows, logits) => {
+    be.matmul(logits, be.rows(acts.lnf, start, rows), head, { transB: true });
+    be.crossEntropyForward(be.rows(acts.losses, start, rows), logits, be.rows(batch.targets, start, rows));
+    acts.logitsValidChunk = chunk;
+  });
   const losses = await be.downloadF32(acts.losses);
   let sum = 0;
   for (const v of losses) sum += v;
@@ -156,13 +179,23 @@ export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: numbe
   const cfg = params.cfg;
   const acts = model.acts;
   if (acts === null || acts.N !== batch.N) throw new TunaError("INTERNAL", "backward called without a matching forward");
-  be.crossEntropyBackward(acts.dlogits, acts.logits, batch.targets, gradScale);
-  be.matmul(acts.dln, acts.dlogits, params.effectiveLmHead ?? params.lmHead);
-  if (params.dLmHead !== null) be.matmul(params.dLmHead, acts.dlogits, acts.lnf, { transA: true, accumulate: true });
+  const head = params.effectiveLmHead ?? params.lmHead;
   const headRows = params.lmHeadRows;
-  if (headRows !== null && params.lmHeadGradScratch !== null) {
+  forEachLogitsChunk(be, acts, (chunk, start, rows, logits) => {
+    const lnf = be.rows(acts.lnf, start, rows);
+    // The last forward chunk is still in the buffer; the others are recomputed (one extra (rows, C, V) GEMM).
+    if (acts.logitsValidChunk !== chunk) be.matmul(logits, lnf, head, { transB: true });
+    acts.logitsValidChunk = -1;
+    const dlogits = logits;
+    be.crossEntropyBackward(dlogits, logits, be.rows(batch.targets, start, rows), gradScale);
+    be.matmul(be.rows(acts.dln, start, rows), dlogits, head);
+    if (params.dLmHead !== null) be.matmul(params.dLmHead, dlogits, lnf, { transA: true, accumulate: true });
     // The gradient of the whole (V, C) matrix, of which only the trained rows are kept.
-    be.matmul(params.lmHeadGradScratch, acts.dlogits, acts.lnf, { transA: true });
+    if (headRows !== null && params.lmHeadGradScratch !== null) {
+      be.matmul(params.lmHeadGradScratch, dlogits, lnf, { transA: true, accumulate: start > 0 });
+    }
+  });
+  if (headRows !== null && params.lmHeadGradScratch !== null) {
     headRows.indices.forEach((id, j) => {
       const g = be.rows(headRows.grad, j, 1);
       be.add(g, g, be.rows(params.lmHeadGradScratch!, id, 1));
@@ -230,8 +263,25 @@ function outputEmbedding(model: LlamaModel): Tensor {
   return params.effectiveLmHead;
 }
 
-/** Logits of the last forward, f32 (N, V), for tests and evaluation. */
+/** Runs body over the chunks of rows of the logits buffer, in order. */
+function forEachLogitsChunk(be: Backend, acts: Activations, body: (chunk: number, start: number, rows: number, logits: Tensor) => void): void {
+  const chunkRows = acts.logits.shape[0]!;
+  for (let chunk = 0, start = 0; start < acts.N; chunk++, start += chunkRows) {
+    const rows = Math.min(chunkRows, acts.N - start);
+    const logits = rows === chunkRows ? acts.logits : be.rows(acts.logits, 0, rows);
+    body(chunk, start, rows, logits);
+  }
+}
+
+/**
+ * Logits of the last forward, f32 (N, V), for tests and evaluation. Only a batch whose logits fit in one
+ * chunk keeps them all (the forward keeps one chunk of rows at a time).
+ */
 export async function lastLogits(model: LlamaModel): Promise<Float32Array> {
-  if (model.acts === null) throw new TunaError("INTERNAL", "no forward has run");
-  return model.backend.downloadF32(model.acts.logits);
+  const acts = model.acts;
+  if (acts === null || acts.logitsValidChunk !== 0) throw new TunaError("INTERNAL", "no forward has run, or the backward has used the logits");
+  if (acts.logits.shape[0]! < acts.N) {
+    throw new TunaError("INTERNAL", `lastLogits: ${acts.N} rows do not fit one logits chunk of ${acts.logits.shape[0]!} rows`);
+  }
+  return model.backend.downloadF32(acts.N === acts.logits.shape[0]! ? acts.logits : model.backend.rows(acts.logits, 0, acts.N));
 }

@@ -36,7 +36,14 @@ export async function writeTiny(config: HfConfigJson = TINY, seed = 1): Promise<
 export async function tinyModel(
   dir: string,
   cfg: ModelConfig,
-  options: { mode: "lora" | "full"; lora?: Partial<LoraOptions>; checkpointing?: boolean; seed?: number },
+  options: {
+    mode: "lora" | "full";
+    lora?: Partial<LoraOptions>;
+    checkpointing?: boolean;
+    seed?: number;
+    activationDtype?: "f32" | "bf16";
+    logitsChunkRows?: number;
+  },
 ): Promise<LlamaModel> {
   const backend = createCpuBackend();
   const weights = await openWeights(dir);
@@ -52,7 +59,12 @@ export async function tinyModel(
     for (let i = 0; i < values.length; i++) values[i] = 0.2 * rng.normal();
     backend.upload(params.trainable.params, values);
   }
-  return createLlamaModel(backend, params, { checkpointing: options.checkpointing ?? false, seed: 11 });
+  return createLlamaModel(backend, params, {
+    checkpointing: options.checkpointing ?? false,
+    seed: 11,
+    ...(options.activationDtype === undefined ? {} : { activationDtype: options.activationDtype }),
+    ...(options.logitsChunkRows === undefined ? {} : { logitsChunkRows: options.logitsChunkRows }),
+  });
 }
 
 /** A batch of two packed documents and one padded-style row, ids in [3, V). */
