@@ -164,4 +164,15 @@ export interface Backend {
   adamwUpdate(params: Tensor, grads: Tensor, m: Tensor, v: Tensor, p: AdamWParams): void;
   /** Sum of squares of x (accumulated in f64 on CPU), for gradient-norm clipping. */
   sumSquares(x: Tensor): Promise<number>;
+
+  /** Device memory accounting (GPU backends; absent on the CPU): bytes in use now and at peak. */
+  memoryStats?(): DeviceMemoryStats;
+}
+
+export interface DeviceMemoryStats {
+  inUseBytes: number;
+  peakInUseBytes: number;
+  /** Held from the driver: in use plus cached free blocks. */
+  reservedBytes: number;
+  totalBytes: number;
 }

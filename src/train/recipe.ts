@@ -126,7 +126,9 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
   // Model: resized vocabulary, quantized base, LoRA (or full fine-tuning).
   const setup = await setUpTrainModel(backend, folder.config, folder.weights, c, { newTokenIds: chat.newTokenIds, vocabSize: chat.resizedVocabSize });
   await folder.weights.close();
-  const model = createLlamaModel(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed });
+  // On the GPU a bf16 run keeps activations in bf16 as an HF bf16 model does; the CPU reference keeps f32.
+  const activationDtype = backend.name === "cuda" && c.bf16 ? "bf16" : "f32";
+  const model = createLlamaModel(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed, activationDtype });
   io.out(setup.trainableLine);
 
   const settings = trainerSettings(c, chat.tokenizer.padTokenId ?? chat.tokenizer.eosTokenId ?? 0);

@@ -170,6 +170,8 @@ export async function train(
   const log = (epoch: number): void => {
     if (windowSteps === 0) return;
     const entry: LogEntry = { step: globalStep, epoch: round(epoch, 4), loss: windowLoss / windowSteps, grad_norm: windowGradNorm, learning_rate: lastLr };
+    const memory = model.backend.memoryStats?.();
+    if (memory !== undefined) entry.peak_memory_gib = round(memory.peakInUseBytes / 2 ** 30, 3);
     logHistory.push(entry);
     hooks.onLog(entry);
     windowLoss = 0;

@@ -54,6 +54,7 @@ const FORMATS: Record<string, (v: number) => string> = {
   grad_norm: (v) => v.toFixed(3),
   tokens_per_second: (v) => v.toFixed(0),
   eval_perplexity: (v) => v.toFixed(2),
+  peak_memory_gib: (v) => v.toFixed(2),
 };
 const ORDER = ["epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second"];
 
