@@ -55,7 +55,7 @@ export async function parity(
   label: string,
   specs: Record<string, TensorSpec>,
   outputs: readonly string[],
-  op: (be: Backend, t: Tensors) => void | Promise<unknown>,
+  op: (be: Backend, t: Tensors) => unknown,
   tol: number,
 ): Promise<ParityResult> {
   const results: Record<string, Float32Array>[] = [];

@@ -1,20 +1,29 @@
-// The one place that chooses a concrete backend. CUDA arrives with its own issue; asking for it
-// now is a clear error, and `auto` falls back to the CPU only because the user allowed it.
-import { TunaError } from "../util/errors.ts";
+// The one place that chooses a concrete backend. `cuda` means the GPU or a clear error; only `auto`
+// may fall back to the CPU, and it says why when a GPU was there but could not be used.
+import { findCudaLibraries } from "../gpu/discover.ts";
+import { isTunaError } from "../util/errors.ts";
 import { createCpuBackend } from "./cpu/index.ts";
+import { createCudaBackend } from "./cuda/index.ts";
 import type { Backend } from "./types.ts";
 
 export type DeviceChoice = "auto" | "cpu" | "cuda";
 
-export function createBackend(device: DeviceChoice): Backend {
+export function createBackend(device: DeviceChoice, onNotice: (message: string) => void = () => undefined): Backend {
   switch (device) {
     case "cpu":
-    case "auto":
       return createCpuBackend();
     case "cuda":
-      throw new TunaError(
-        "GPU",
-        "the CUDA backend is not available in this version of tuna; use --device cpu (or auto). `tuna doctor` shows what GPU support was found.",
-      );
+      return createCudaBackend();
+    case "auto": {
+      // No driver library at all: a machine without an NVIDIA GPU, the common CPU case; nothing to say.
+      if (!findCudaLibraries().cuda.found) return createCpuBackend();
+      try {
+        return createCudaBackend();
+      } catch (e) {
+        if (!isTunaError(e) || e.code !== "GPU") throw e;
+        onNotice(`device auto: the GPU could not be used (${e.message}); training on the CPU. \`tuna doctor\` shows what was found.`);
+        return createCpuBackend();
+      }
+    }
   }
 }

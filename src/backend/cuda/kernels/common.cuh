@@ -8,6 +8,13 @@
 #define TUNA_BF16 1
 #define TUNA_F16 2
 
+// NVRTC has no <math.h>: INFINITY may be undefined there. TUNA_NAN is a quiet NaN for flagging bad inputs
+// (an id or target out of range) that a kernel cannot report otherwise.
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+#define TUNA_NAN __int_as_float(0x7fc00000)
+
 // Element i of a float tensor of dtype code dt, widened to float. dt is uniform across a launch, so the
 // switch costs one well-predicted branch; elementwise kernels stay memory-bound.
 __device__ __forceinline__ float ld(const void* p, int dt, long long i) {
@@ -53,4 +60,27 @@ __device__ __forceinline__ float blockMax(float v, float* scratch) {
   __syncthreads();
   v = lane < warps ? scratch[lane] : -INFINITY;
   return warpMax(v);
+}
+
+// v rounded to dtype dt and widened back (HF's `.to(dtype)` inside an f32 computation).
+__device__ __forceinline__ float roundTo(int dt, float v) {
+  if (dt == TUNA_BF16) return __bfloat162float(__float2bfloat16_rn(v));
+  if (dt == TUNA_F16) return __half2float(__float2half_rn(v));
+  return v;
+}
+
+__device__ __forceinline__ double warpSumDouble(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// blockSum in double; `scratch` is __shared__ double[32]. Contains __syncthreads: call from all threads.
+__device__ __forceinline__ double blockSumDouble(double v, double* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warpSumDouble(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.0;
+  return warpSumDouble(v);
 }

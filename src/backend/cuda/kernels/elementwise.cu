@@ -1,0 +1,89 @@
+// Elementwise ops: add, scale, dropout, SwiGLU forward/backward, and the bias pair (addBias, biasBackward).
+// Each element is loaded as f32 (ld), computed in f32 and stored once (st rounds to the output's dtype).
+// add, scale and dropout are single correctly rounded f32 operations, so they equal the CPU reference
+// exactly; SwiGLU uses expf (a few ulp from the reference's float64 exp).
+// Memory plan: grid-stride loops over the n elements (64-bit indices), one element per thread per step;
+// an output may be exactly an input because each element is read before it is written. addBias runs on a
+// 2D grid (x: columns, y: rows, strided) so no index division is needed. biasBackward is deterministic:
+// bias_backward_partials gives each (32-column, row-chunk) block an f32 column sum written as one row of a
+// scratch (gridDim.y, F); bias_backward_reduce sums those rows per column in a fixed order and adds once.
+#include "common.cuh"
+
+#define GRID_STRIDE(i, n) \
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (long long)gridDim.x * blockDim.x)
+
+extern "C" __global__ void add(void* out, int outDt, const void* a, int aDt, const void* b, int bDt, long long n) {
+  GRID_STRIDE(i, n) st(out, outDt, i, __fadd_rn(ld(a, aDt, i), ld(b, bDt, i)));
+}
+
+extern "C" __global__ void scale(void* x, int xDt, float s, long long n) {
+  GRID_STRIDE(i, n) st(x, xDt, i, __fmul_rn(ld(x, xDt, i), s));
+}
+
+// useMask 0 copies x (p = 0). A mask byte other than 0 or 1 is a caller bug: it gives NaN.
+extern "C" __global__ void dropout_apply(void* out, int outDt, const void* x, int xDt, const unsigned char* mask,
+                                         float factor, int useMask, long long n) {
+  GRID_STRIDE(i, n) {
+    const float v = ld(x, xDt, i);
+    if (!useMask) {
+      st(out, outDt, i, v);
+    } else {
+      const unsigned char m = mask[i];
+      st(out, outDt, i, m == 1 ? __fmul_rn(v, factor) : m == 0 ? 0.0f : TUNA_NAN);
+    }
+  }
+}
+
+extern "C" __global__ void swiglu_forward(void* out, int outDt, const void* gate, int gateDt, const void* up, int upDt,
+                                          long long n) {
+  GRID_STRIDE(i, n) {
+    const float g = ld(gate, gateDt, i);
+    st(out, outDt, i, g / (1.0f + expf(-g)) * ld(up, upDt, i));
+  }
+}
+
+extern "C" __global__ void swiglu_backward(void* dgate, int dgateDt, void* dup, int dupDt, const void* dout, int doutDt,
+                                           const void* gate, int gateDt, const void* up, int upDt, long long n) {
+  GRID_STRIDE(i, n) {
+    const float g = ld(gate, gateDt, i);
+    const float d = ld(dout, doutDt, i);
+    const float sig = 1.0f / (1.0f + expf(-g));
+    st(dup, dupDt, i, d * g * sig);
+    st(dgate, dgateDt, i, d * ld(up, upDt, i) * sig * (1.0f + g * (1.0f - sig)));
+  }
+}
+
+extern "C" __global__ void add_bias(void* out, int outDt, const void* bias, int biasDt, long long rows, int cols) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= cols) return;
+  const float b = ld(bias, biasDt, j);
+  for (long long r = blockIdx.y; r < rows; r += gridDim.y) {
+    const long long i = r * cols + j;
+    st(out, outDt, i, __fadd_rn(ld(out, outDt, i), b));
+  }
+}
+
+// Block (32, 8): threadIdx.x picks the column, threadIdx.y strides the block's rows. partials (gridDim.y, cols).
+extern "C" __global__ void bias_backward_partials(float* partials, const void* dout, int doutDt, long long rows, int cols) {
+  __shared__ float sums[8][33];
+  const int j = blockIdx.x * 32 + threadIdx.x;
+  float sum = 0.0f;
+  if (j < cols)
+    for (long long r = (long long)blockIdx.y * 8 + threadIdx.y; r < rows; r += (long long)gridDim.y * 8)
+      sum += ld(dout, doutDt, r * cols + j);
+  sums[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < cols) {
+    for (int y = 1; y < 8; y++) sum += sums[y][threadIdx.x];
+    partials[(long long)blockIdx.y * cols + j] = sum;
+  }
+}
+
+// dbias (cols) += column sums of partials (parts, cols), in a fixed order.
+extern "C" __global__ void bias_backward_reduce(void* dbias, int dbiasDt, const float* partials, int parts, int cols) {
+  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < cols; j += gridDim.x * blockDim.x) {
+    double sum = 0.0;
+    for (int p = 0; p < parts; p++) sum += partials[(long long)p * cols + j];
+    st(dbias, dbiasDt, j, (float)((double)ld(dbias, dbiasDt, j) + sum));
+  }
+}

@@ -1,0 +1,139 @@
+// CUDA elementwise ops (kernels/elementwise.cu): add, scale, dropout, SwiGLU and the bias pair, with the CPU
+// backend's checks. biasBackward reduces through an f32 scratch of per-block column sums (deterministic).
+import type { CudaDevice, DeviceTensor } from "../types.ts";
+import { expectDtype, expectFinite, expectFloat, expectSeparate, expectShape, fail, floatArgs, splitLastAxis, strideGrid, ptr } from "./device-checks.ts";
+
+const BLOCK = 256;
+
+/** out = a + b (same shape); out may be exactly a or b. */
+export function add(dev: CudaDevice, out: DeviceTensor, a: DeviceTensor, b: DeviceTensor): void {
+  const op = "add";
+  for (const [what, t] of [["out", out], ["a", a], ["b", b]] as const) expectFloat(op, what, t);
+  expectShape(op, "b", b, a.shape);
+  expectShape(op, "out", out, a.shape);
+  expectSeparate(op, [["out", out]], [["a", a], ["b", b]], true);
+  const n = out.size;
+  if (n === 0) return;
+  dev.module("elementwise.cu").fn("add").launch([strideGrid(dev, n, BLOCK), 1, 1], [BLOCK, 1, 1], 0, [
+    ...floatArgs(op, "out", out),
+    ...floatArgs(op, "a", a),
+    ...floatArgs(op, "b", b),
+    { i64: n },
+  ]);
+}
+
+/** x *= s (s rounded to f32). */
+export function scale(dev: CudaDevice, x: DeviceTensor, s: number): void {
+  const op = "scale";
+  expectFloat(op, "x", x);
+  expectFinite(op, "s", s);
+  const n = x.size;
+  if (n === 0) return;
+  dev.module("elementwise.cu").fn("scale").launch([strideGrid(dev, n, BLOCK), 1, 1], [BLOCK, 1, 1], 0, [...floatArgs(op, "x", x), { f32: s }, { i64: n }]);
+}
+
+/** out = x * mask * f32(1 / (1 - p)), mask u8 (same shape) 1 = keep, 0 = drop; p = 0 copies x. out may be exactly x. */
+export function dropoutApply(dev: CudaDevice, out: DeviceTensor, x: DeviceTensor, mask: DeviceTensor, p: number): void {
+  const op = "dropoutApply";
+  expectFloat(op, "out", out);
+  expectFloat(op, "x", x);
+  expectDtype(op, "mask", mask, ["u8"]);
+  expectShape(op, "mask", mask, x.shape);
+  expectShape(op, "out", out, x.shape);
+  if (!(p >= 0 && p < 1)) fail(op, `p is ${p}, expected 0 <= p < 1`);
+  expectSeparate(op, [["out", out]], [["x", x], ["mask", mask]], true);
+  const n = out.size;
+  if (n === 0) return;
+  dev.module("elementwise.cu").fn("dropout_apply").launch([strideGrid(dev, n, BLOCK), 1, 1], [BLOCK, 1, 1], 0, [
+    ...floatArgs(op, "out", out),
+    ...floatArgs(op, "x", x),
+    ptr(mask),
+    { f32: Math.fround(1 / (1 - p)) },
+    { i32: p === 0 ? 0 : 1 },
+    { i64: n },
+  ]);
+}
+
+/** out = silu(gate) * up; out may be exactly gate or up. */
+export function swigluForward(dev: CudaDevice, out: DeviceTensor, gate: DeviceTensor, up: DeviceTensor): void {
+  const op = "swigluForward";
+  for (const [what, t] of [["out", out], ["gate", gate], ["up", up]] as const) expectFloat(op, what, t);
+  expectShape(op, "up", up, gate.shape);
+  expectShape(op, "out", out, gate.shape);
+  expectSeparate(op, [["out", out]], [["gate", gate], ["up", up]], true);
+  const n = out.size;
+  if (n === 0) return;
+  dev.module("elementwise.cu").fn("swiglu_forward").launch([strideGrid(dev, n, BLOCK), 1, 1], [BLOCK, 1, 1], 0, [
+    ...floatArgs(op, "out", out),
+    ...floatArgs(op, "gate", gate),
+    ...floatArgs(op, "up", up),
+    { i64: n },
+  ]);
+}
+
+/** dgate = dout * up * sig(g) * (1 + g * (1 - sig(g))), dup = dout * silu(g); both overwritten, neither aliasing an input. */
+export function swigluBackward(dev: CudaDevice, dgate: DeviceTensor, dup: DeviceTensor, dout: DeviceTensor, gate: DeviceTensor, up: DeviceTensor): void {
+  const op = "swigluBackward";
+  for (const [what, t] of [["dgate", dgate], ["dup", dup], ["dout", dout], ["gate", gate], ["up", up]] as const) {
+    expectFloat(op, what, t);
+    expectShape(op, what, t, gate.shape);
+  }
+  expectSeparate(op, [["dgate", dgate], ["dup", dup]], [["dout", dout], ["gate", gate], ["up", up]]);
+  const n = gate.size;
+  if (n === 0) return;
+  dev.module("elementwise.cu").fn("swiglu_backward").launch([strideGrid(dev, n, BLOCK), 1, 1], [BLOCK, 1, 1], 0, [
+    ...floatArgs(op, "dgate", dgate),
+    ...floatArgs(op, "dup", dup),
+    ...floatArgs(op, "dout", dout),
+    ...floatArgs(op, "gate", gate),
+    ...floatArgs(op, "up", up),
+    { i64: n },
+  ]);
+}
+
+/** out (..., F) += bias (F) broadcast over rows. */
+export function addBias(dev: CudaDevice, out: DeviceTensor, bias: DeviceTensor): void {
+  const op = "addBias";
+  expectFloat(op, "out", out);
+  expectFloat(op, "bias", bias);
+  const { rows, cols } = splitLastAxis(op, "out", out);
+  expectShape(op, "bias", bias, [cols]);
+  expectSeparate(op, [["out", out]], [["bias", bias]]);
+  if (rows === 0) return;
+  // x covers the columns; y strides over rows, up to enough blocks to fill the GPU several times.
+  const gridX = Math.ceil(cols / BLOCK);
+  const gridY = Math.min(rows, 65535, Math.max(1, Math.ceil((dev.multiprocessorCount * 32) / gridX)));
+  dev.module("elementwise.cu").fn("add_bias").launch([gridX, gridY, 1], [BLOCK, 1, 1], 0, [
+    ...floatArgs(op, "out", out),
+    ...floatArgs(op, "bias", bias),
+    { i64: rows },
+    { i32: cols },
+  ]);
+}
+
+/** dbias (F) += column sums of dout (..., F), summed in f32 per block, then across blocks in a fixed order. */
+export function biasBackward(dev: CudaDevice, dbias: DeviceTensor, dout: DeviceTensor): void {
+  const op = "biasBackward";
+  expectFloat(op, "dbias", dbias);
+  expectFloat(op, "dout", dout);
+  const { rows, cols } = splitLastAxis(op, "dout", dout);
+  expectShape(op, "dbias", dbias, [cols]);
+  expectSeparate(op, [["dbias", dbias]], [["dout", dout]]);
+  if (rows === 0) return;
+  const mod = dev.module("elementwise.cu");
+  // Blocks of (32 columns, 8 row lanes); gridY row chunks, enough blocks to fill the GPU, at most 1024 partial rows.
+  const gridX = Math.ceil(cols / 32);
+  const gridY = Math.min(Math.ceil(rows / 8), 1024, Math.max(1, Math.ceil((dev.multiprocessorCount * 16) / gridX)));
+  const partials = dev.alloc(gridY * cols * 4, `${op} partial column sums (${gridY}, ${cols}) f32`);
+  try {
+    mod.fn("bias_backward_partials").launch([gridX, gridY, 1], [32, 8, 1], 0, [{ ptr: partials }, ...floatArgs(op, "dout", dout), { i64: rows }, { i32: cols }]);
+    mod.fn("bias_backward_reduce").launch([Math.ceil(cols / BLOCK), 1, 1], [BLOCK, 1, 1], 0, [
+      ...floatArgs(op, "dbias", dbias),
+      { ptr: partials },
+      { i32: gridY },
+      { i32: cols },
+    ]);
+  } finally {
+    dev.free(partials);
+  }
+}

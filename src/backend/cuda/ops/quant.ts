@@ -1,0 +1,41 @@
+// CUDA 4-bit blockwise dequantization (kernels/quant.cu), bit-exact with the CPU reference, with its checks.
+// The 4-bit weight arrives as device tensors in the layout of ../../types.ts Quant4bitTensors.
+import type { CudaDevice, DeviceTensor } from "../types.ts";
+import { expectDtype, expectFloat, expectSeparate, expectShape, fail, floatArgs, ptr, strideGrid } from "./device-checks.ts";
+
+/** Quant4bitTensors with device tensors: packed u8 (ceil(n/2)), absmax f32 (ceil(n/blocksize)), code f32 (16). */
+export interface DeviceQuant4bit {
+  packed: DeviceTensor;
+  absmax: DeviceTensor;
+  code: DeviceTensor;
+  blocksize: number;
+}
+
+/** out (any shape, n elements) = f32(code[nibble(i)] * absmax[i / blocksize]) rounded to out's dtype; element 2j in the high nibble. */
+export function dequantize4bit(dev: CudaDevice, out: DeviceTensor, q: DeviceQuant4bit): void {
+  const op = "dequantize4bit";
+  const n = out.size;
+  const { blocksize } = q;
+  if (!Number.isSafeInteger(blocksize) || blocksize <= 0) fail(op, `blocksize ${blocksize} is not a positive integer`);
+  expectFloat(op, "out", out);
+  expectDtype(op, "packed", q.packed, ["u8"]);
+  expectDtype(op, "absmax", q.absmax, ["f32"]);
+  expectDtype(op, "code", q.code, ["f32"]);
+  // bitsandbytes stores packed as [n/2, 1]: only the element count matters.
+  if (q.packed.size !== Math.ceil(n / 2)) fail(op, `packed has ${q.packed.size} bytes, expected ${Math.ceil(n / 2)} for ${n} elements`);
+  expectShape(op, "absmax", q.absmax, [Math.ceil(n / blocksize)]);
+  expectShape(op, "code", q.code, [16]);
+  expectSeparate(op, [["out", out]], [["packed", q.packed], ["absmax", q.absmax], ["code", q.code]]);
+  if (n === 0) return;
+  const shift = Math.log2(blocksize);
+  const block = 256;
+  dev.module("quant.cu").fn("dequantize_4bit").launch([strideGrid(dev, Math.ceil(n / 2), block), 1, 1], [block, 1, 1], 0, [
+    ...floatArgs(op, "out", out),
+    ptr(q.packed),
+    ptr(q.absmax),
+    ptr(q.code),
+    { i64: n },
+    { i64: blocksize },
+    { i32: Number.isInteger(shift) ? shift : -1 },
+  ]);
+}
