@@ -103,7 +103,9 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
     );
   }
   const outputDir = await checkOutputDir(c);
-  const backend = createBackend(c.device);
+  const backend = createBackend(c.device, (m) => {
+    io.err(m);
+  });
   io.err(`device: ${backend.name}`);
 
   // Model folder and tokenizer, with the chat format's special tokens.
