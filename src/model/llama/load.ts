@@ -44,6 +44,17 @@ async function readF32(source: WeightSource, name: string, shape: readonly numbe
   return decodeToFloat32(await source.readTensor(name), info.dtype);
 }
 
+async function readBf16(source: WeightSource, name: string, shape: readonly number[]): Promise<Uint16Array> {
+  const info = source.info(name);
+  if (info.shape.join(",") !== shape.join(",")) {
+    throw new TunaError("MODEL_INVALID", `${name}: shape [${info.shape.join(", ")}] does not match the config's [${shape.join(", ")}]`);
+  }
+  const bytes = await source.readTensor(name);
+  // A Uint16Array view needs an even byte offset; copy the rare unaligned buffer.
+  const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
+  return new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
+}
+
 /** Trainable tensors in the exact order (and so offsets) of src/lora's flat layout. */
 function loraSpecs(layout: LoraLayout): { name: string; shape: number[] }[] {
   const specs: { name: string; shape: number[] }[] = [];
@@ -66,6 +77,12 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
   if (options.embeddings?.embedTokens != null) replaced.set("model.embed_tokens.weight", options.embeddings.embedTokens);
   if (options.embeddings?.lmHead != null) replaced.set("lm_head.weight", options.embeddings.lmHead);
   const place = async (name: string, shape: number[]): Promise<{ t: Tensor; d: Tensor | null }> => {
+    if (!full && options.baseDtype === "bf16" && !replaced.has(name) && source.info(name).dtype === "BF16") {
+      // Stored as bf16 and kept as bf16: the bytes go up as they are (no f32 round trip through the host).
+      const t = backend.alloc("bf16", shape, name);
+      backend.upload(t, await readBf16(source, name, shape));
+      return { t, d: null };
+    }
     const values = replaced.get(name) ?? (await readF32(source, name, shape));
     if (full) {
       const { param, grad } = trainableView(trainable, name);
