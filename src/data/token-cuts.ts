@@ -6,9 +6,12 @@
 // the cut (the whole prefix when added tokens cannot be lined up with the ids). The result must equal the
 // full ids at that place; a cut where a token straddles the boundary (BPE merging across it) fails the
 // check, and then the text is tokenized piece by piece between the cuts (the caller counts those).
+// A tokenizer with a WordEncoder (fast-encode.ts) gives the same answers without re-tokenizing: the ids of
+// a prefix ending at a word boundary are the words before it, and a cut inside a word re-encodes that word.
 
 import { splitPattern } from "../tokenizer/added-tokens.ts";
 import type { LoadedTokenizer } from "../tokenizer/load.ts";
+import type { WordEncoder } from "../tokenizer/fast-encode.ts";
 
 export interface CutTokens {
   /** Token ids of the text, without the post-processor's special tokens. */
@@ -64,6 +67,7 @@ function matchesAt(ids: readonly number[], at: number, piece: readonly number[])
 /** Tokenize `text` and find the token index of each character cut (ascending, within [0, text.length]). */
 export function encodeWithCuts(tokenizer: LoadedTokenizer, text: string, cuts: readonly number[]): CutTokens {
   const encode = (s: string): number[] => tokenizer.encode(s, { addSpecialTokens: false });
+  if (tokenizer.wordEncoder !== undefined) return encodeWithWordCuts(tokenizer.wordEncoder, encode, text, cuts);
   const ids = encode(text);
 
   const { starts, startTokens } = stretches(tokenizer, text, ids);
@@ -87,6 +91,32 @@ export function encodeWithCuts(tokenizer: LoadedTokenizer, text: string, cuts: r
     }
     if (found === undefined) return encodePieces(encode, text, cuts);
     tokenCuts.push(found);
+  }
+  return { ids, tokenCuts, segmented: false };
+}
+
+/**
+ * encodeWithCuts through word units: a cut's token index is the length of encode(text.slice(0, cut)) when
+ * that is a prefix of the ids (what the checks above establish), read off the units instead of encoding.
+ */
+function encodeWithWordCuts(words: WordEncoder, encode: (s: string) => number[], text: string, cuts: readonly number[]): CutTokens {
+  const units = words.encodeUnits(text);
+  const { ids, ends, tokenEnds } = units;
+  const startOf = (k: number): number => (k === 0 ? 0 : ends[k - 1]!);
+  const tokenCuts: number[] = [];
+  let k = 0;
+  for (const cut of cuts) {
+    // Skip the units that lie before the cut; a unit of no characters at the cut (a stretch's prepended
+    // "▁" alone) is not part of text.slice(0, cut), whose stretch is empty there.
+    while (k < ends.length && (ends[k]! < cut || (ends[k] === cut && startOf(k) < cut))) k++;
+    const tokenStart = k === 0 ? 0 : tokenEnds[k - 1]!;
+    if (k === ends.length || startOf(k) >= cut) {
+      tokenCuts.push(tokenStart);
+      continue;
+    }
+    const piece = words.encodeUnitPrefix(text, units, k, cut);
+    if (piece === undefined || !matchesAt(ids, tokenStart, piece)) return encodePieces(encode, text, cuts);
+    tokenCuts.push(tokenStart + piece.length);
   }
   return { ids, tokenCuts, segmented: false };
 }

@@ -9,6 +9,7 @@
 // Metaspace prepend_scheme "first" adds no "▁" there) by encoding it behind one of the base's own added
 // tokens and dropping that id. decode is the inverse: each stretch between added tokens is decoded alone.
 
+import { withSplitTokens } from "./fast-encode.ts";
 import type { LoadedTokenizer } from "./load.ts";
 
 export interface AddedSpecialTokens {
@@ -99,6 +100,10 @@ export function addSpecialTokens(base: LoadedTokenizer, spec: AddedSpecialTokens
   const before = affixes.before.map(swap);
   const after = affixes.after.map(swap);
 
+  // A section behind `context` encodes as it would alone when the base has a word encoder (each stretch
+  // between added tokens is normalized on its own there, with nothing stripped), so sections split the same.
+  const wordEncoder = base.wordEncoder === undefined ? undefined : withSplitTokens(base.wordEncoder, pattern, ownIds);
+
   const chatTemplates = spec.chatTemplate === undefined ? base.chatTemplates : { ...base.chatTemplates, default: spec.chatTemplate };
   const chatTemplate = spec.chatTemplate ?? base.chatTemplate;
   const tokenizer: LoadedTokenizer = {
@@ -113,6 +118,7 @@ export function addSpecialTokens(base: LoadedTokenizer, spec: AddedSpecialTokens
     ...(bosTokenId === undefined ? {} : { bosTokenId }),
     ...(eosTokenId === undefined ? {} : { eosTokenId }),
     ...(padTokenId === undefined ? {} : { padTokenId }),
+    wordEncoder,
     encode(text, options = {}) {
       const ids: number[] = [];
       let at = 0;

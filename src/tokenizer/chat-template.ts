@@ -23,9 +23,14 @@ export interface ChatTemplateOptions {
   variables?: Record<string, unknown>;
 }
 
-/** Render `messages` through a Jinja chat template; CONFIG_INVALID names the parse or render problem. */
-export function renderChatTemplate(template: string, messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
-  let compiled: Template;
+// Parsed templates by source: one conversation renders several prefixes (assistant spans), and rendering
+// does not change a parsed template (each render gets a fresh environment).
+const compiledTemplates = new Map<string, Template>();
+const COMPILED_TEMPLATES = 16;
+
+function compile(template: string): Template {
+  let compiled = compiledTemplates.get(template);
+  if (compiled !== undefined) return compiled;
   try {
     compiled = new Template(template);
   } catch (e) {
@@ -33,6 +38,14 @@ export function renderChatTemplate(template: string, messages: ChatMessage[], op
       cause: e,
     });
   }
+  if (compiledTemplates.size >= COMPILED_TEMPLATES) compiledTemplates.delete(compiledTemplates.keys().next().value!);
+  compiledTemplates.set(template, compiled);
+  return compiled;
+}
+
+/** Render `messages` through a Jinja chat template; CONFIG_INVALID names the parse or render problem. */
+export function renderChatTemplate(template: string, messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
+  const compiled = compile(template);
   const variables: Record<string, unknown> = {
     ...options.variables,
     messages,

@@ -7,6 +7,8 @@ import { join, resolve } from "node:path";
 import { TunaError, errorMessage } from "../util/errors.ts";
 import { readJsonObject, readTokenizerSettings } from "./config.ts";
 import type { JsonObject, TokenizerSettings } from "./config.ts";
+import { createWordEncoder } from "./fast-encode.ts";
+import type { WordEncoder } from "./fast-encode.ts";
 
 // @huggingface/tokenizers 0.2.0 ships ESM declarations whose relative imports have no extension, which
 // NodeNext resolution cannot follow, so its classes arrive untyped. This is the part of its
@@ -44,6 +46,8 @@ export interface LoadedTokenizer extends TokenizerInfo {
   decode(ids: number[], options?: { skipSpecialTokens?: boolean }): string;
   tokenToId(token: string): number | undefined;
   idToToken(id: number): string | undefined;
+  /** Present when encoding word by word is exact for this tokenizer (fast-encode.ts); encode uses it. */
+  readonly wordEncoder?: WordEncoder;
 }
 
 function missingTokenizerError(folder: string): TunaError {
@@ -112,8 +116,9 @@ export async function loadTokenizer(dir: string): Promise<LoadedTokenizer> {
     // (lstrip, rstrip, normalized matter to splitting).
     const absent = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null };
     const tok = new HfTokenizerClass({ ...absent, ...json, added_tokens: json.added_tokens ?? [] }, settings.config);
+    const words = createWordEncoder(tok, json);
     // Inside the guard: building probes the tokenizer, and some components only fail when first used.
-    return buildTokenizer(tok, settings, facts);
+    return buildTokenizer(tok, settings, facts, "encoder" in words ? words.encoder : undefined);
   } catch (e) {
     throw new TunaError("FILE_FORMAT", `@huggingface/tokenizers could not load ${jsonPath}: ${errorMessage(e)}`, {
       cause: e,
@@ -125,6 +130,7 @@ function buildTokenizer(
   tok: HfTokenizer,
   settings: TokenizerSettings,
   facts: Pick<TokenizerInfo, "kind" | "vocabSize" | "size" | "addedTokens">,
+  wordEncoder: WordEncoder | undefined,
 ): LoadedTokenizer {
   const { special, config } = settings;
   const idOf = (token: string | undefined): number | undefined => (token === undefined ? undefined : tok.token_to_id(token));
@@ -160,8 +166,10 @@ function buildTokenizer(
 
   return {
     ...info,
+    ...(wordEncoder === undefined ? {} : { wordEncoder }),
     encode(text, options = {}) {
       const addSpecialTokens = options.addSpecialTokens ?? true;
+      if (!addSpecialTokens && wordEncoder !== undefined) return wordEncoder.encode(text);
       const ids = tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
       if (!addSpecialTokens) return ids;
       if (addBosToken && !postAddsBos) ids.unshift(bosTokenId);

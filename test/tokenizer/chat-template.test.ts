@@ -60,3 +60,16 @@ void test("raise_exception and syntax errors become CONFIG_INVALID naming the pr
     (e: unknown) => e instanceof TunaError && e.code === "CONFIG_INVALID" && e.message.includes("does not parse"),
   );
 });
+
+void test("parsed templates are reused per source: alternating templates render their own text, a broken one fails every time", () => {
+  const messages = [{ role: "user", content: "Hi" }];
+  for (let i = 0; i < 3; i++) {
+    assert.equal(renderChatTemplate(CHATML, messages), "<|im_start|>user\nHi<|im_end|>\n");
+    assert.equal(renderChatTemplate(MISTRAL, messages, { bosToken: "<s>" }), "<s>[INST] Hi [/INST]");
+    // One render's variables do not leak into the next render of the same parsed template.
+    assert.equal(renderChatTemplate(CHATML, messages, { addGenerationPrompt: i === 1 }), "<|im_start|>user\nHi<|im_end|>\n" + (i === 1 ? "<|im_start|>assistant\n" : ""));
+    assert.throws(() => renderChatTemplate("{% if %}", messages), (e: unknown) => e instanceof TunaError && e.message.includes("does not parse"));
+  }
+  // More distinct templates than the cache holds still each render correctly.
+  for (let i = 0; i < 40; i++) assert.equal(renderChatTemplate(`{{ 'v${i}' }}{{ messages[0]['content'] }}`, messages), `v${i}Hi`);
+});
