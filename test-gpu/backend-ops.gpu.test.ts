@@ -318,11 +318,12 @@ void test("4-bit dequantization (NF4 and FP4) is bit-exact, to f32 and bf16", as
   for (const quantType of ["nf4", "fp4"] as const) {
     for (const dtype of FLOATS) {
       const r = rng(9);
-      const n = 64 * 1000 + 6; // a partial last block
+      // A partial last block (the generic kernel), and whole 32-element groups (the bf16 fast path).
+      for (const n of [64 * 1000 + 6, 64 * 4096]) {
       const blocksize = 64;
       const packed = Uint8Array.from({ length: Math.ceil(n / 2) }, () => Math.floor(r.uniform() * 256));
       const absmax = Float32Array.from({ length: Math.ceil(n / blocksize) }, () => 0.01 + r.uniform());
-      const label = `dequantize4bit ${quantType} -> ${dtype}`;
+      const label = `dequantize4bit ${quantType} -> ${dtype} n=${n}`;
       record(
         label,
         await parity(
@@ -340,6 +341,7 @@ void test("4-bit dequantization (NF4 and FP4) is bit-exact, to f32 and bf16", as
           0,
         ),
       );
+      }
     }
   }
 });

@@ -14,12 +14,22 @@ export function sized(backend: Backend, t: Tensor, shape: readonly number[]): Te
 }
 
 export interface LinearScratch {
-  /** f32 scratch of at least out*in elements, for dequantized 4-bit weights. */
+  /** Scratch of at least out*in elements (activation dtype), for dequantized 4-bit weights. */
   dequant: Tensor | null;
+  /**
+   * bf16 twins of trainable f32 tensors (LoRA A/B, or full fine-tuning's weights) when activations are
+   * bf16: the GEMMs read the twin, refreshed from the f32 master at every forward (as autocast does).
+   */
+  lowp?: ReadonlyMap<Tensor, Tensor> | undefined;
+}
+
+/** The tensor a GEMM against bf16 activations reads: the bf16 twin of a trainable f32 tensor, if any. */
+function gemmOperand(scratch: LinearScratch, t: Tensor): Tensor {
+  return scratch.lowp?.get(t) ?? t;
 }
 
 function denseWeight(backend: Backend, lin: Linear, scratch: LinearScratch): Tensor {
-  if (lin.weight !== null) return lin.weight;
+  if (lin.weight !== null) return gemmOperand(scratch, lin.weight);
   if (lin.quant === null || scratch.dequant === null) throw new TunaError("INTERNAL", `${lin.module}: neither a dense nor a 4-bit weight is loaded`);
   const w = sized(backend, scratch.dequant, [lin.outFeatures, lin.inFeatures]);
   backend.dequantize4bit(backend.view(w, [w.size]), lin.quant);
@@ -58,8 +68,8 @@ export function linearForward(
     xd = slots.xd;
   }
   const xa = sized(backend, slots.xa, [N, lora.rank]);
-  backend.matmul(xa, xd, lora.A, { transB: true });
-  backend.matmul(y, xa, lora.B, { transB: true, alpha: lora.scale, accumulate: true });
+  backend.matmul(xa, xd, gemmOperand(scratch, lora.A), { transB: true });
+  backend.matmul(y, xa, gemmOperand(scratch, lora.B), { transB: true, alpha: lora.scale, accumulate: true });
 }
 
 export interface LinearBackwardScratch extends LinearScratch {
@@ -89,14 +99,14 @@ export function linearBackward(
   const xa = sized(backend, slots.xa, [N, lora.rank]);
   const dxa = sized(backend, scratch.dxa, [N, lora.rank]);
   backend.matmul(lora.dB, dy, xa, { transA: true, alpha: lora.scale, accumulate: true });
-  backend.matmul(dxa, dy, lora.B, { alpha: lora.scale });
+  backend.matmul(dxa, dy, gemmOperand(scratch, lora.B), { alpha: lora.scale });
   backend.matmul(lora.dA, dxa, xd, { transA: true, accumulate: true });
   if (dropout) {
     const tmp = sized(backend, scratch.dtmp, [N, lin.inFeatures]);
-    backend.matmul(tmp, dxa, lora.A);
+    backend.matmul(tmp, dxa, gemmOperand(scratch, lora.A));
     backend.dropoutApply(tmp, tmp, slots.mask!, lora.dropout);
     backend.add(dx, dx, tmp);
   } else {
-    backend.matmul(dx, dxa, lora.A, { accumulate: true });
+    backend.matmul(dx, dxa, gemmOperand(scratch, lora.A), { accumulate: true });
   }
 }

@@ -6,6 +6,7 @@ import { TunaError } from "../../util/errors.ts";
 import { IGNORE_INDEX, type Batch } from "../batch.ts";
 import { allocActivations, type ActivationDtype, type Activations } from "./activations.ts";
 import { blockBackward, blockForward, type SequenceInputs } from "./block.ts";
+import type { LinearScratch } from "./linear.ts";
 import type { LlamaParams, TokenRows } from "./params.ts";
 import { ropeInvFreq } from "./rope-freqs.ts";
 
@@ -22,6 +23,10 @@ export interface LlamaModel {
   logitsChunkRows: number | undefined;
   /** Scratch for dequantized 4-bit weights, in the activation dtype (null when no weight is quantized). */
   dequantScratch: Tensor | null;
+  /** bf16 copy of the trainable buffer (bf16 activations only), refreshed at every forward. */
+  lowpParams: Tensor | null;
+  /** What the linear layers get: the dequant scratch and the bf16 twins of trainable tensors. */
+  linearScratch: LinearScratch;
   acts: Activations | null;
   layerRngStates: [number, number, number, number][];
   /** Whether the last forward was a training one (dropout applied); its backward recomputes alike. */
@@ -55,6 +60,17 @@ export function createLlamaModel(backend: Backend, params: LlamaParams, options:
   for (const layer of params.layers) {
     for (const lin of Object.values(layer.proj)) if (lin.quant !== null) maxQuant = Math.max(maxQuant, lin.inFeatures * lin.outFeatures);
   }
+  const dequantScratch = maxQuant > 0 ? backend.alloc(activationDtype, [maxQuant], "dequant.scratch") : null;
+  // With bf16 activations the GEMMs read bf16 twins of the f32 trainable tensors (one conversion of the
+  // whole buffer per forward instead of one per GEMM).
+  const trainable = params.trainable;
+  const lowpParams = activationDtype === "bf16" && trainable.total > 0 ? backend.alloc("bf16", [trainable.total], "trainable.params.bf16") : null;
+  const lowp = new Map<Tensor, Tensor>();
+  if (lowpParams !== null) {
+    for (const view of trainable.byName.values()) {
+      lowp.set(view.param, backend.view(backend.rows(lowpParams, view.entry.offset, view.entry.size), view.entry.shape));
+    }
+  }
   return {
     backend,
     params,
@@ -63,11 +79,23 @@ export function createLlamaModel(backend: Backend, params: LlamaParams, options:
     dropoutRng: createRng(options.seed),
     activationDtype,
     logitsChunkRows: options.logitsChunkRows,
-    dequantScratch: maxQuant > 0 ? backend.alloc(activationDtype, [maxQuant], "dequant.scratch") : null,
+    dequantScratch,
+    lowpParams,
+    linearScratch: { dequant: dequantScratch, lowp: lowpParams === null ? undefined : lowp },
     acts: null,
     layerRngStates: [],
     lastForwardTraining: false,
   };
+}
+
+/** Frees what the model allocated beside its params (activations, scratch, the bf16 twin buffer). */
+export function freeLlamaModel(model: LlamaModel): void {
+  const be = model.backend;
+  model.acts?.free();
+  model.acts = null;
+  be.free(model.invFreq);
+  if (model.dequantScratch !== null) be.free(model.dequantScratch);
+  if (model.lowpParams !== null) be.free(model.lowpParams);
 }
 
 export function uploadBatch(model: LlamaModel, batch: Batch): DeviceBatch {
@@ -142,6 +170,7 @@ export async function forward(model: LlamaModel, batch: DeviceBatch, options: Fo
   const { params } = model;
   const cfg = params.cfg;
   const acts = activationsFor(model, batch.N);
+  if (model.lowpParams !== null) be.copy(model.lowpParams, params.trainable.params);
   be.embeddingForward(acts.xs[0]!, batch.ids, params.embed);
   const embedRows = params.embedRows;
   if (embedRows !== null) {
@@ -154,7 +183,7 @@ export async function forward(model: LlamaModel, batch: DeviceBatch, options: Fo
     model.layerRngStates.push(model.dropoutRng.state());
     const slots = acts.blocks[model.checkpointing ? 0 : l]!;
     const rng = model.lastForwardTraining ? model.dropoutRng : null;
-    blockForward(be, cfg, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, { dequant: model.dequantScratch }, rng);
+    blockForward(be, cfg, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, model.linearScratch, rng);
   }
   be.rmsnormForward(acts.lnf, acts.rstdf, acts.xs[cfg.numLayers]!, params.norm, cfg.rmsNormEps);
   const head = outputEmbedding(model);
@@ -202,7 +231,7 @@ export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: numbe
     });
   }
   be.rmsnormBackward(acts.dx, params.dNorm, acts.dln, acts.xs[cfg.numLayers]!, params.norm, acts.rstdf, false);
-  const grads = { ...acts, dequant: model.dequantScratch };
+  const grads = { ...acts, ...model.linearScratch };
   for (let l = cfg.numLayers - 1; l >= 0; l--) {
     const layer = params.layers[l]!;
     const slots = acts.blocks[model.checkpointing ? 0 : l]!;
@@ -210,7 +239,7 @@ export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: numbe
       // Recompute block l from its saved input with the same dropout masks; its output xs[l+1] is
       // no longer needed (block l+1's backward is done), so it is rewritten with identical values.
       const rng = model.lastForwardTraining ? createRng(0, model.layerRngStates[l]) : null;
-      blockForward(be, cfg, layer, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, { dequant: model.dequantScratch }, rng);
+      blockForward(be, cfg, layer, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, model.linearScratch, rng);
     }
     blockBackward(be, cfg, layer, slots, acts.xs[l]!, acts.dx, batch, grads);
   }

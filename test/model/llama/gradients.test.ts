@@ -154,3 +154,21 @@ test("bf16 activations track the f32 reference closely (loss and gradients)", as
   assert.ok(rel < 0.08, `gradients differ by ${rel} (relative L2)`);
   assert.ok(rel > 0, "bf16 storage must round something");
 });
+
+test("bf16 activations: the GEMMs' bf16 twins of the trainable tensors follow every update of the f32 master", async () => {
+  const { dir, cfg } = await writeTiny();
+  const model = await tinyModel(dir, cfg, { mode: "lora", activationDtype: "bf16" });
+  await lossAndGrads(model, cfg.vocabSize);
+  // An optimizer-like update of the master after a step...
+  const be = model.backend;
+  const values = await be.downloadF32(model.params.trainable.params);
+  for (let i = 0; i < values.length; i++) values[i] = values[i]! * 0.5 + 0.01;
+  be.upload(model.params.trainable.params, values);
+  const updated = await lossAndGrads(model, cfg.vocabSize);
+  // ...must give what a model that starts from the updated values gives.
+  const fresh = await tinyModel(dir, cfg, { mode: "lora", activationDtype: "bf16" });
+  fresh.backend.upload(fresh.params.trainable.params, values);
+  const expected = await lossAndGrads(fresh, cfg.vocabSize);
+  assert.equal(updated.loss, expected.loss);
+  assert.deepEqual(updated.grads, expected.grads);
+});

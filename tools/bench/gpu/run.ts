@@ -9,7 +9,7 @@ import { parseModelConfig, type ModelConfig } from "../../../src/model/hf/config
 import type { HfConfigJson } from "../../../src/model/hf/presets.ts";
 import { PROJECTIONS } from "../../../src/model/hf/weights.ts";
 import { loadLlamaParams } from "../../../src/model/llama/load.ts";
-import { backward, createLlamaModel, forward, freeBatch, uploadBatch, type LlamaModel } from "../../../src/model/llama/model.ts";
+import { backward, createLlamaModel, forward, freeBatch, freeLlamaModel, uploadBatch, type LlamaModel } from "../../../src/model/llama/model.ts";
 import type { LlamaParams } from "../../../src/model/llama/params.ts";
 import { clipGradients, createOptimizerState, optimizerStep, type AdamWSettings, type OptimizerState } from "../../../src/train/optimizer.ts";
 import { errorMessage } from "../../../src/util/errors.ts";
@@ -112,13 +112,6 @@ export function freeParams(be: Backend, params: LlamaParams): void {
   for (const t of owned) be.free(t);
 }
 
-function freeModel(model: LlamaModel): void {
-  model.acts?.free();
-  model.acts = null;
-  model.backend.free(model.invFreq);
-  if (model.dequantScratch !== null) model.backend.free(model.dequantScratch);
-}
-
 function medianOf(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? NaN;
@@ -190,7 +183,7 @@ async function measure(device: BenchDevice, loaded: Loaded, gc: boolean, batch: 
       breakdown,
     };
   } finally {
-    freeModel(model);
+    freeLlamaModel(model);
     be.free(optimizer.m);
     be.free(optimizer.v);
   }

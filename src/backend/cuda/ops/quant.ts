@@ -29,6 +29,20 @@ export function dequantize4bit(dev: CudaDevice, out: DeviceTensor, q: DeviceQuan
   if (n === 0) return;
   const shift = Math.log2(blocksize);
   const block = 256;
+  // Fast path: bf16 out, whole groups of 32 elements inside one absmax block, 16-byte aligned pointers.
+  const aligned = q.packed.ptr % 16n === 0n && out.ptr % 16n === 0n;
+  if (out.dtype === "bf16" && n % 32 === 0 && Number.isInteger(shift) && blocksize >= 32 && aligned) {
+    const groups = n / 32;
+    dev.module("quant.cu").fn("dequantize_4bit_bf16x32").launch([strideGrid(dev, groups, block), 1, 1], [block, 1, 1], 0, [
+      ptr(out),
+      ptr(q.packed),
+      ptr(q.absmax),
+      ptr(q.code),
+      { i64: groups },
+      { i32: shift },
+    ]);
+    return;
+  }
   dev.module("quant.cu").fn("dequantize_4bit").launch([strideGrid(dev, Math.ceil(n / 2), block), 1, 1], [block, 1, 1], 0, [
     ...floatArgs(op, "out", out),
     ptr(q.packed),
