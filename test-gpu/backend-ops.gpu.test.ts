@@ -289,6 +289,17 @@ void test("SwiGLU, add (in place), scale and dropout", async () => {
   }
 });
 
+void test("dropout masks from the counter hash are identical on both backends", async () => {
+  for (const p of [0, 0.05, 0.5]) {
+    record(
+      `dropoutMask p=${p}`,
+      await parity(`dropoutMask p=${p}`, { mask: { dtype: "u8", shape: [1000, 333] } }, ["mask"], (be, t) => {
+        be.dropoutMask(t.mask!, p, [0x12345678, 0xfedcba98]);
+      }, 0),
+    );
+  }
+});
+
 void test("cross-entropy forward and in-place backward, ignored targets, large vocabularies", async () => {
   for (const [N, V] of [
     [9, 96],

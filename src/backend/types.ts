@@ -146,6 +146,11 @@ export interface Backend {
   add(out: Tensor, a: Tensor, b: Tensor): void;
   /** x *= s. */
   scale(x: Tensor, s: number): void;
+  /**
+   * mask u8 = 1 (keep) where the 24 top bits of dropoutHash(i, seed) (src/util/dropout-hash.ts) reach
+   * dropoutThreshold(p), else 0: the same mask on every backend for the same seed, drawn on the device.
+   */
+  dropoutMask(mask: Tensor, p: number, seed: readonly [number, number]): void;
   /** out = x * mask / (1 - p) with mask u8 (same shape) 1 = keep; p = 0 copies. */
   dropoutApply(out: Tensor, x: Tensor, mask: Tensor, p: number): void;
 

@@ -1,6 +1,7 @@
 // Elementwise CPU ops: add, scale, dropout, SwiGLU and the bias pair. Each output element is computed in
 // float64 from float32 inputs (scalars rounded to float32 first) and rounded once; outputs may be exactly an input.
 import type { Tensor } from "../types.ts";
+import { dropoutHash, dropoutThreshold } from "../../util/dropout-hash.ts";
 import { expectDtype, expectFinite, expectFloat, expectShape, fail, splitLastAxis } from "./check.ts";
 import { expectSeparate, outputFloats, readFloats, u8Data, writeFloats, type TensorStore } from "./store.ts";
 
@@ -31,6 +32,19 @@ export function scale(store: TensorStore, x: Tensor, s: number): void {
   const v = outputFloats(slot, true);
   for (let i = 0; i < v.length; i++) v[i] = v[i]! * s32;
   writeFloats(slot, v);
+}
+
+/** mask = 1 where the element's counter hash reaches the threshold of p (see Backend.dropoutMask). */
+export function dropoutMask(store: TensorStore, mask: Tensor, p: number, seed: readonly [number, number]): void {
+  const op = "dropoutMask";
+  expectDtype(op, "mask", mask, ["u8"]);
+  if (!(p >= 0 && p < 1)) fail(op, `p is ${p}, expected 0 <= p < 1`);
+  if (mask.size > 2 ** 32) fail(op, `mask has ${mask.size} elements; the hash indexes at most 2^32`);
+  const [s0, s1] = seed;
+  for (const s of seed) if (!Number.isInteger(s) || s < 0 || s >= 2 ** 32) fail(op, `seed word ${s} is not a 32-bit unsigned integer`);
+  const keep = u8Data(op, "mask", store.get(op, "mask", mask));
+  const threshold = dropoutThreshold(p);
+  for (let i = 0; i < keep.length; i++) keep[i] = dropoutHash(i, s0, s1) >>> 8 >= threshold ? 1 : 0;
 }
 
 /** out = x * mask * float32(1 / (1 - p)), mask u8 of 0 (drop) and 1 (keep); p = 0 copies x. */

@@ -5,7 +5,7 @@ import type { Backend } from "../types.ts";
 import { TunaError } from "../../util/errors.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
 import { attentionDecode } from "./attention-decode.ts";
-import { add, addBias, biasBackward, dropoutApply, scale, swigluBackward, swigluForward } from "./elementwise.ts";
+import { add, addBias, biasBackward, dropoutApply, dropoutMask, scale, swigluBackward, swigluForward } from "./elementwise.ts";
 import { embeddingBackward, embeddingForward } from "./embedding.ts";
 import { crossEntropyBackward, crossEntropyForward } from "./loss.ts";
 import { matmul } from "./matmul.ts";
@@ -99,6 +99,9 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
     },
     scale: (x, s) => {
       scale(store, x, s);
+    },
+    dropoutMask: (mask, p, seed) => {
+      dropoutMask(store, mask, p, seed);
     },
     dropoutApply: (out, x, mask, p) => {
       dropoutApply(store, out, x, mask, p);

@@ -5,7 +5,7 @@ import type { Backend, DType, MatmulOptions, Tensor } from "../types.ts";
 import { TunaError } from "../../util/errors.ts";
 import { openCudaDevice } from "./device.ts";
 import { attentionBackward, attentionDecode, attentionForward } from "./ops/attention.ts";
-import { add, addBias, biasBackward, dropoutApply, scale, swigluBackward, swigluForward } from "./ops/elementwise.ts";
+import { add, addBias, biasBackward, dropoutApply, dropoutMask, scale, swigluBackward, swigluForward } from "./ops/elementwise.ts";
 import { embeddingBackward, embeddingForward } from "./ops/embedding.ts";
 import { crossEntropyBackward, crossEntropyForward } from "./ops/loss.ts";
 import { convert, fill } from "./ops/memory.ts";
@@ -279,6 +279,9 @@ export function createCudaBackend(options: CudaBackendOptions = {}): CudaBackend
     scale(x, s) {
       scale(dev, dt("scale", x), s);
       written(x);
+    },
+    dropoutMask(mask, p, seed) {
+      dropoutMask(dev, dt("dropoutMask", mask), p, seed);
     },
     dropoutApply(out, x, mask, p) {
       dropoutApply(dev, dt("dropoutApply", out), dt("dropoutApply", x), dt("dropoutApply", mask), p);

@@ -36,11 +36,13 @@ function denseWeight(backend: Backend, lin: Linear, scratch: LinearScratch): Ten
   return w;
 }
 
-/** Fills a dropout keep-mask (1 = keep) from the host RNG. */
+/**
+ * Fills a dropout keep-mask (1 = keep) on the backend from two seed words drawn from the host RNG, so a
+ * recomputation from the same RNG state (gradient checkpointing) rebuilds the very same mask.
+ */
 function dropoutMask(backend: Backend, mask: Tensor, p: number, rng: Rng): void {
-  const m = new Uint8Array(mask.size);
-  for (let i = 0; i < m.length; i++) m[i] = rng.uniform() >= p ? 1 : 0;
-  backend.upload(mask, m);
+  const seed: [number, number] = [Math.floor(rng.uniform() * 2 ** 32), Math.floor(rng.uniform() * 2 ** 32)];
+  backend.dropoutMask(mask, p, seed);
 }
 
 /** y (N, out) = linear(x (N, in)). */

@@ -141,3 +141,42 @@ void test("addBias adds per column; biasBackward adds column sums to what dbias 
   assertUlps(await be.downloadF32(dbias), sums, 0.5, "biasBackward accumulates");
   assertInternal(() => { be.addBias(x, be.alloc("f32", [3])); }, "addBias: bias shape [3] does not match [4]");
 });
+
+/** MurmurHash3's fmix32 written out with BigInt arithmetic (independent of the Math.imul code under test). */
+function fmix32Big(h: bigint): bigint {
+  const M = 0xffffffffn;
+  h ^= h >> 16n;
+  h = (h * 0x85ebca6bn) & M;
+  h ^= h >> 13n;
+  h = (h * 0xc2b2ae35n) & M;
+  return h ^ (h >> 16n);
+}
+
+void test("dropoutMask: the documented counter hash, kept fraction 1 - p, same seed same mask", async () => {
+  const be = backend();
+  const n = 20000;
+  const mask = be.alloc("u8", [n]);
+  const seed: [number, number] = [0xdeadbeef, 12345];
+  be.dropoutMask(mask, 0.1, seed);
+  const m = (await be.download(mask)) as Uint8Array;
+  // Element i, by the spec in src/util/dropout-hash.ts: fmix32(fmix32(i * 0x9e3779b9 ^ s0) ^ s1), keep when
+  // the top 24 bits reach ceil(p * 2^24).
+  for (const i of [0, 1, 2, 777, 19999]) {
+    const h = fmix32Big(fmix32Big(((BigInt(i) * 0x9e3779b9n) & 0xffffffffn) ^ BigInt(seed[0])) ^ BigInt(seed[1]));
+    const keep = Number(h >> 8n) >= Math.ceil(0.1 * 2 ** 24) ? 1 : 0;
+    assert.equal(m[i], keep, `element ${i}`);
+  }
+  const kept = m.reduce((a, b) => a + b, 0) / n;
+  assert.ok(Math.abs(kept - 0.9) < 0.01, `kept ${kept}`);
+  const again = be.alloc("u8", [n]);
+  be.dropoutMask(again, 0.1, seed);
+  assert.deepEqual(await be.download(again), m);
+  be.dropoutMask(again, 0.1, [seed[0], seed[1] + 1]);
+  const other = (await be.download(again)) as Uint8Array;
+  let same = 0;
+  other.forEach((v, i) => (same += v === m[i] ? 1 : 0));
+  assert.ok(same / n < 0.9, "another seed gives another mask");
+  be.dropoutMask(again, 0, seed);
+  assert.ok(((await be.download(again)) as Uint8Array).every((v) => v === 1), "p = 0 keeps everything");
+  assert.throws(() => { be.dropoutMask(again, 1, seed); }, /p is 1/);
+});

@@ -7,7 +7,7 @@ import type { DType } from "../../../src/backend/types.ts";
 import type { CudaDevice, DeviceTensor, Dim3, KernelArg } from "../../../src/backend/cuda/types.ts";
 import { DTYPE_BYTES } from "../../../src/backend/cuda/types.ts";
 import { isTunaError } from "../../../src/util/errors.ts";
-import { add, addBias, biasBackward, dropoutApply, scale, swigluBackward, swigluForward } from "../../../src/backend/cuda/ops/elementwise.ts";
+import { add, addBias, biasBackward, dropoutApply, dropoutMask, scale, swigluBackward, swigluForward } from "../../../src/backend/cuda/ops/elementwise.ts";
 import { embeddingBackward, embeddingForward } from "../../../src/backend/cuda/ops/embedding.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../../../src/backend/cuda/ops/loss.ts";
 import { convert, fill } from "../../../src/backend/cuda/ops/memory.ts";
@@ -149,6 +149,7 @@ void test("every wrapper launches kernels whose arguments match the C signatures
     add(dev, x, x, tensor("f32", [N, C]));
     scale(dev, x, 0.5);
     dropoutApply(dev, x, x, tensor("u8", [N, C]), 0.1);
+    dropoutMask(dev, tensor("u8", [N, C]), 0.1, [1, 2 ** 32 - 1]);
     addBias(dev, tensor(dt, [N, F]), tensor(dt, [F]));
     biasBackward(dev, tensor("f32", [F]), tensor(dt, [N, F]));
     const logits = tensor(dt, [N, V]);

@@ -158,6 +158,11 @@ export function profilingBackend(device: BenchDevice): OpTimer {
         be.scale(x, s);
       });
     },
+    dropoutMask: (mask, p, seed) => {
+      timed("other ops", () => {
+        be.dropoutMask(mask, p, seed);
+      });
+    },
     dropoutApply: (out, x, mask, p) => {
       timed("other ops", () => {
         be.dropoutApply(out, x, mask, p);

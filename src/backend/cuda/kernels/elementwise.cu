@@ -21,6 +21,22 @@ extern "C" __global__ void scale(void* x, int xDt, float s, long long n) {
 }
 
 // useMask 0 copies x (p = 0). A mask byte other than 0 or 1 is a caller bug: it gives NaN.
+// dropoutMask: src/util/dropout-hash.ts, word for word (32-bit wrapping multiplies as Math.imul).
+__device__ __forceinline__ unsigned int fmix32(unsigned int h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  return h ^ (h >> 16);
+}
+
+extern "C" __global__ void dropout_mask(unsigned char* mask, long long n, unsigned int s0, unsigned int s1, unsigned int threshold) {
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    const unsigned int h = fmix32(fmix32((unsigned int)i * 0x9e3779b9u ^ s0) ^ s1);
+    mask[i] = (h >> 8) >= threshold ? 1 : 0;
+  }
+}
+
 extern "C" __global__ void dropout_apply(void* out, int outDt, const void* x, int xDt, const unsigned char* mask,
                                          float factor, int useMask, long long n) {
   GRID_STRIDE(i, n) {

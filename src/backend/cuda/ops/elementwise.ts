@@ -3,6 +3,8 @@
 import type { CudaDevice, DeviceTensor } from "../types.ts";
 import { expectDtype, expectFinite, expectFloat, expectSeparate, expectShape, fail, floatArgs, splitLastAxis, strideGrid, ptr } from "./device-checks.ts";
 
+import { dropoutThreshold } from "../../../util/dropout-hash.ts";
+
 const BLOCK = 256;
 
 /** out = a + b (same shape); out may be exactly a or b. */
@@ -30,6 +32,24 @@ export function scale(dev: CudaDevice, x: DeviceTensor, s: number): void {
   const n = x.size;
   if (n === 0) return;
   dev.module("elementwise.cu").fn("scale").launch([strideGrid(dev, n, BLOCK), 1, 1], [BLOCK, 1, 1], 0, [...floatArgs(op, "x", x), { f32: s }, { i64: n }]);
+}
+
+/** mask u8 = 1 where the counter hash of (index, seed) reaches the threshold of p (src/util/dropout-hash.ts). */
+export function dropoutMask(dev: CudaDevice, mask: DeviceTensor, p: number, seed: readonly [number, number]): void {
+  const op = "dropoutMask";
+  expectDtype(op, "mask", mask, ["u8"]);
+  if (!(p >= 0 && p < 1)) fail(op, `p is ${p}, expected 0 <= p < 1`);
+  if (mask.size > 2 ** 32) fail(op, `mask has ${mask.size} elements; the hash indexes at most 2^32`);
+  for (const s of seed) if (!Number.isInteger(s) || s < 0 || s >= 2 ** 32) fail(op, `seed word ${s} is not a 32-bit unsigned integer`);
+  const n = mask.size;
+  if (n === 0) return;
+  dev.module("elementwise.cu").fn("dropout_mask").launch([strideGrid(dev, n, BLOCK), 1, 1], [BLOCK, 1, 1], 0, [
+    ptr(mask),
+    { i64: n },
+    { u32: seed[0] },
+    { u32: seed[1] },
+    { u32: dropoutThreshold(p) },
+  ]);
 }
 
 /** out = x * mask * f32(1 / (1 - p)), mask u8 (same shape) 1 = keep, 0 = drop; p = 0 copies x. out may be exactly x. */
