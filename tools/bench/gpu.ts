@@ -23,7 +23,8 @@ const USAGE = `usage: node dist/bench-gpu.mjs [options]   (npm run bench -- [opt
   --peer PATH|none           hf_baseline.py (default ../shared/bench/hf_baseline.py beside the repo)
   --json PATH                write every result as JSON
   --profile on|off           time one extra step op by op (default on)
-  --seed N --pool-mib N --threads N   random seed, random weight pool size, CPU threads`;
+  --seed N --pool-mib N --threads N   random seed, random weight pool size, CPU threads
+  --lora-dropout P                    LoRA dropout (default 0, as the peer; the seed workflow uses 0.1)`;
 
 function fail(message: string): never {
   console.error(`${message}\n\n${USAGE}`);
@@ -58,6 +59,7 @@ const { values } = parseArgs({
     profile: { type: "string", default: "on" },
     seed: { type: "string", default: "0" },
     "pool-mib": { type: "string", default: "64" },
+    "lora-dropout": { type: "string", default: "0" },
     threads: { type: "string" },
     help: { type: "boolean", default: false },
   },
@@ -80,6 +82,8 @@ const warmup = positiveInt(values.warmup, "--warmup", 0);
 const profile = list(values.profile, ["on", "off"], "--profile")[0] === "on";
 const seed = positiveInt(values.seed, "--seed", 0);
 const poolMiB = positiveInt(values["pool-mib"], "--pool-mib");
+const loraDropout = Number(values["lora-dropout"]);
+if (!(loraDropout >= 0 && loraDropout < 1)) fail(`--lora-dropout must be in [0, 1), got ${values["lora-dropout"]}`);
 const threads = values.threads === undefined ? undefined : positiveInt(values.threads, "--threads");
 
 const root = packageRoot(import.meta.url);
@@ -130,9 +134,9 @@ for (const model of models) {
     // One backend per (model, mode): its allocator's reserved memory starts from zero for every group.
     const device = openDevice();
     deviceName = device.description;
-    console.log(`\n== ${model} ${mode} on ${device.description}: gc ${gcs.map((g) => (g ? "on" : "off")).join(", ")}, seq ${seq}, mbs ${mbs}, ${warmup} warm-up + ${steps} steps`);
+    console.log(`\n== ${model} ${mode} on ${device.description}: gc ${gcs.map((g) => (g ? "on" : "off")).join(", ")}, seq ${seq}, mbs ${mbs}, lora dropout ${loraDropout}, ${warmup} warm-up + ${steps} steps`);
     try {
-      const options = { model, mode, configJson: benchConfigJson(model, mode), gcs, seq, mbs, warmup, steps, profile, seed };
+      const options = { model, mode, configJson: benchConfigJson(model, mode), gcs, seq, mbs, warmup, steps, profile, seed, loraDropout };
       results.push(
         ...(await runBenchGroup(device, pools, options, (line) => {
           console.log(line);

@@ -39,6 +39,8 @@ export interface GroupOptions {
   steps: number;
   profile: boolean;
   seed: number;
+  /** LoRA dropout (the peer runs 0; the seed workflow 0.1). Default 0. */
+  loraDropout?: number;
 }
 
 export interface BenchMemoryGiB {
@@ -221,7 +223,7 @@ export async function runBenchGroup(device: BenchDevice, pools: SyntheticPools, 
   try {
     const cfg = parseModelConfig(o.configJson, label);
     const source = createSyntheticWeights(cfg, pools, label);
-    const lora = makeLoraSettings(LORA, cfg);
+    const lora = makeLoraSettings({ ...LORA, dropout: o.loraDropout ?? LORA.dropout }, cfg);
     const t0 = performance.now();
     const params = await loadLlamaParams(be, cfg, source, { mode: "lora", lora, baseDtype: "bf16", quantize: null });
     await source.close();
