@@ -357,6 +357,35 @@ void test("4-bit dequantization (NF4 and FP4) is bit-exact, to f32 and bf16", as
   }
 });
 
+void test("4-bit quantization (NF4 and FP4, bitsandbytes' quantize_4bit) is bit-exact from f32 and bf16, NaN and partial blocks included", async () => {
+  for (const quantType of ["nf4", "fp4"] as const) {
+    for (const dtype of FLOATS) {
+      for (const [n, blocksize] of [
+        [64 * 3000 + 37, 64],
+        [128 * 500, 128],
+      ] as [number, number][]) {
+        const r = rng(n + blocksize);
+        const x = randn(r, n, 0.05);
+        x[5] = Number.NaN; // skipped by the absmax, coded 0
+        for (let i = 64; i < 128; i++) x[i] = 0; // an all-zero block: absmax 0, reciprocal +inf
+        const label = `quantize4bit ${quantType} from ${dtype} n=${n} blocksize=${blocksize}`;
+        record(
+          label,
+          await parity(
+            label,
+            { x: { dtype, shape: [n], data: x }, packed: { dtype: "u8", shape: [Math.ceil(n / 2)] }, absmax: out("f32", [Math.ceil(n / blocksize)]) },
+            ["packed", "absmax"],
+            (be, t) => {
+              be.quantize4bit(t.packed!, t.absmax!, t.x!, quantType, blocksize);
+            },
+            0,
+          ),
+        );
+      }
+    }
+  }
+});
+
 void test("AdamW update and sum of squares", async () => {
   const r = rng(10);
   const n = 100_003;

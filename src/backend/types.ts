@@ -162,6 +162,12 @@ export interface Backend {
   /** dlogits (N, V) = (softmax(logits) - onehot(target)) * gradScale, zero rows for ignored targets. dlogits may be logits itself. */
   crossEntropyBackward(dlogits: Tensor, logits: Tensor, targets: Tensor, gradScale: number): void;
 
+  /**
+   * bitsandbytes quantize_4bit of x (n elements, any float dtype, read as float32) into packed u8
+   * (ceil(n/2), element 2j in the high nibble) and absmax f32 (ceil(n/blocksize)): the block's max |x|
+   * (NaN skipped), codes from float32(x * float32(1 / absmax)) by the NF4/FP4 trees (src/quant).
+   */
+  quantize4bit(packed: Tensor, absmax: Tensor, x: Tensor, quantType: "nf4" | "fp4", blocksize: number): void;
   /** out (n) = dequantized 4-bit weight (f32 multiply code[nibble] * absmax[i / blocksize]). */
   dequantize4bit(out: Tensor, q: Quant4bitTensors): void;
 

@@ -56,6 +56,14 @@ const NF4_T001 = f(-0.4599952697753906);
 const NF4_T000 = f(-0.8480964004993439);
 
 /**
+ * The NF4 tree's thresholds in ascending order: with strict `>` tests, the code of x is how many of
+ * them x exceeds (NaN exceeds none: code 0). Kernels count instead of walking the tree.
+ */
+export const NF4_THRESHOLDS: Float32Array = Float32Array.from([
+  NF4_T000, NF4_T00, NF4_T001, NF4_T0, NF4_T010, NF4_T01, NF4_T011, NF4_T, NF4_T100, NF4_T10, NF4_T101, NF4_T1, NF4_T110, NF4_T11, NF4_T111,
+]);
+
+/**
  * dQuantizeNF4: the NF4 code of a scaled float32 value. Strict `>` tests, so a value exactly on a
  * threshold takes the lower code, and NaN (fails every test) gives code 0.
  */
@@ -84,6 +92,10 @@ const FP4_T10 = f(0.4166667);
 const FP4_T0 = f(0.0859375);
 const FP4_T01 = f(0.20833333);
 const FP4_T00 = f(0.00260417);
+
+/** The FP4 tree's thresholds on |x| in ascending order, and the 3-bit code of each interval between them. */
+export const FP4_THRESHOLDS: Float32Array = Float32Array.from([FP4_T00, FP4_T0, FP4_T01, FP4_T, FP4_T10, FP4_T1, FP4_T11]);
+export const FP4_INTERVAL_CODES: readonly number[] = [0b000, 0b001, 0b110, 0b111, 0b100, 0b101, 0b010, 0b011];
 
 /** dQuantizeFP4: sign from `x < 0` (so -0.0 and NaN are positive), then a tree on |x| with strict `>`. */
 export function fp4Code(x: number): number {

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { FP4_CODE, FP4_QUANT_MAP, NF4_CODE, code8bit, createDynamicMap, dynamicMap, fp4Code, nf4Code } from "../../src/quant/codes.ts";
+import { FP4_CODE, FP4_INTERVAL_CODES, FP4_QUANT_MAP, FP4_THRESHOLDS, NF4_CODE, NF4_THRESHOLDS, code8bit, createDynamicMap, dynamicMap, fp4Code, nf4Code } from "../../src/quant/codes.ts";
 import { quantize4bit } from "../../src/quant/blockwise.ts";
 import { nextDownF32, nextUpF32, unpackNibbles } from "./helpers.ts";
 
@@ -178,4 +178,21 @@ void test("8-bit search: each map entry maps to itself, others to a nearest entr
   assert.equal(code8bit(map, NaN), 0);
   assert.equal(code8bit(map, 5), 255);
   assert.equal(code8bit(map, -5), 0);
+});
+
+void test("counting the thresholds a value exceeds (what the GPU kernel does) equals the NF4 and FP4 trees", () => {
+  const probes: number[] = [0, -0, Infinity, -Infinity, NaN, 1, -1, 1e-30, -1e-30];
+  for (const t of [...NF4_THRESHOLDS, ...FP4_THRESHOLDS]) {
+    for (const v of [t, -t]) probes.push(v, nextUpF32(v), nextDownF32(v));
+  }
+  for (let i = 0; i < 20000; i++) probes.push(Math.fround(Math.sin(i * 12.9898) * 1.3));
+  for (let i = 1; i < NF4_THRESHOLDS.length; i++) assert.ok(NF4_THRESHOLDS[i - 1]! < NF4_THRESHOLDS[i]!, "NF4 thresholds ascend");
+  for (let i = 1; i < FP4_THRESHOLDS.length; i++) assert.ok(FP4_THRESHOLDS[i - 1]! < FP4_THRESHOLDS[i]!, "FP4 thresholds ascend");
+  for (const x of probes) {
+    const nf4 = NF4_THRESHOLDS.reduce((k, t) => k + (x > t ? 1 : 0), 0);
+    assert.equal(nf4, nf4Code(x), `nf4 of ${x}`);
+    const a = Math.abs(x);
+    const fp4 = FP4_INTERVAL_CODES[FP4_THRESHOLDS.reduce((k, t) => k + (a > t ? 1 : 0), 0)]! + (x < 0 ? 8 : 0);
+    assert.equal(fp4, fp4Code(x), `fp4 of ${x}`);
+  }
 });

@@ -16,7 +16,8 @@ import { createSyntheticPools } from "./gpu/synthetic-weights.ts";
 const USAGE = `usage: node dist/bench-gpu.mjs [options]   (npm run bench -- [options])
   --device cuda|cpu          backend (default cuda)
   --models LIST              ${BENCH_MODEL_NAMES.join(", ")} (default llama2-7b,llama3-8b)
-  --modes LIST               qlora (pre-quantized NF4 + double quant), lora (bf16 base) (default qlora,lora)
+  --modes LIST               qlora (pre-quantized NF4 + double quant), qlora-quantize (bf16 weights quantized
+                             at load), lora (bf16 base) (default qlora,lora)
   --gc LIST                  gradient checkpointing on, off (default on,off; on always runs first)
   --seq N --mbs N            tokens per sequence, sequences per micro-batch (default 2048, 1)
   --steps N --warmup N       measured and warm-up steps (default 8, 3)

@@ -12,7 +12,7 @@ import { matmul } from "./matmul.ts";
 import { copy, download, downloadF32, fill, upload } from "./memory.ts";
 import { rmsnormBackward, rmsnormForward } from "./norm.ts";
 import { adamwUpdate, sumSquares } from "./optimizer.ts";
-import { dequantize4bit } from "./quant.ts";
+import { dequantize4bit, quantize4bit } from "./quant.ts";
 import { ropeBackward, ropeForward } from "./rope.ts";
 import { createTensorStore } from "./store.ts";
 
@@ -111,6 +111,9 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
     },
     crossEntropyBackward: (dlogits, logits, targets, gradScale) => {
       crossEntropyBackward(store, dlogits, logits, targets, gradScale);
+    },
+    quantize4bit: (packed, absmax, x, quantType, blocksize) => {
+      quantize4bit(store, packed, absmax, x, quantType, blocksize);
     },
     dequantize4bit: (out, q) => {
       dequantize4bit(store, out, q);

@@ -1,8 +1,27 @@
 // 4-bit blockwise dequantization for the CPU backend, as bitsandbytes: element i is
 // float32(code[nibble(i)] * absmax[floor(i / blocksize)]), element 2j in the high nibble of byte j.
 import type { Quant4bitTensors, Tensor } from "../types.ts";
+import { isBlocksize, quantizeBlocks4bit } from "../../quant/blockwise.ts";
 import { expectDtype, expectFloat, expectShape, fail } from "./check.ts";
-import { expectSeparate, f32Data, outputFloats, u8Data, writeFloats, type TensorStore } from "./store.ts";
+import { expectSeparate, f32Data, outputFloats, readFloats, u8Data, writeFloats, type TensorStore } from "./store.ts";
+
+/** bitsandbytes quantize_4bit of x into packed codes and per-block absmax (src/quant/blockwise.ts). */
+export function quantize4bit(store: TensorStore, packed: Tensor, absmax: Tensor, x: Tensor, quantType: "nf4" | "fp4", blocksize: number): void {
+  const op = "quantize4bit";
+  const n = x.size;
+  if (!isBlocksize(blocksize)) fail(op, `blocksize ${blocksize} is not one bitsandbytes supports`);
+  expectFloat(op, "x", x);
+  expectDtype(op, "packed", packed, ["u8"]);
+  expectDtype(op, "absmax", absmax, ["f32"]);
+  expectShape(op, "packed", packed, [Math.ceil(n / 2)]);
+  expectShape(op, "absmax", absmax, [Math.ceil(n / blocksize)]);
+  const packedSlot = store.get(op, "packed", packed);
+  const absmaxSlot = store.get(op, "absmax", absmax);
+  const xSlot = store.get(op, "x", x);
+  expectSeparate(op, [["packed", packedSlot], ["absmax", absmaxSlot]], [["x", xSlot]]);
+  const out = { packed: u8Data(op, "packed", packedSlot), absmax: f32Data(op, "absmax", absmaxSlot) };
+  quantizeBlocks4bit(readFloats(xSlot), n, blocksize, quantType, out, 0, 0);
+}
 
 /** out (any shape, n elements) = the dequantized weight, rounded from float32 to out's dtype. */
 export function dequantize4bit(store: TensorStore, out: Tensor, q: Quant4bitTensors): void {

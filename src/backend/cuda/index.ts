@@ -11,7 +11,7 @@ import { crossEntropyBackward, crossEntropyForward } from "./ops/loss.ts";
 import { convert, fill } from "./ops/memory.ts";
 import { rmsnormBackward, rmsnormForward } from "./ops/norm.ts";
 import { adamwUpdate, sumSquares } from "./ops/optimizer.ts";
-import { dequantize4bit } from "./ops/quant.ts";
+import { dequantize4bit, quantize4bit } from "./ops/quant.ts";
 import { ropeBackward, ropeForward } from "./ops/rope.ts";
 import { DTYPE_BYTES, type CudaDevice, type DeviceTensor, type MemoryStats } from "./types.ts";
 
@@ -292,6 +292,10 @@ export function createCudaBackend(options: CudaBackendOptions = {}): CudaBackend
     crossEntropyBackward(dlogits, logits, targets, gradScale) {
       const op = "crossEntropyBackward";
       crossEntropyBackward(dev, dt(op, dlogits), dt(op, logits), dt(op, targets), gradScale);
+    },
+    quantize4bit(packed, absmax, x, quantType, blocksize) {
+      const op = "quantize4bit";
+      quantize4bit(dev, dt(op, packed), dt(op, absmax), dt(op, x), quantType, blocksize);
     },
     dequantize4bit(out, q) {
       const op = "dequantize4bit";

@@ -3,7 +3,7 @@
 import type { Backend, Tensor } from "../../backend/types.ts";
 import type { WeightSource } from "../../io/safetensors/checkpoint.ts";
 import { decodeToFloat32 } from "../../io/safetensors/convert.ts";
-import { f32ToBf16Array } from "../../util/half.ts";
+import { f16ToF32Array, f32ToBf16Array } from "../../util/half.ts";
 import { TunaError } from "../../util/errors.ts";
 import { loraKey, loraLayout, tokenRowsKey, type LoraLayout } from "../../lora/layout.ts";
 import type { LoraSettings } from "../../lora/settings.ts";
@@ -14,7 +14,8 @@ import { createTrainableBuffers, trainableView, type Linear, type LayerParams, t
 import type { Quant4bitTensors } from "../../backend/types.ts";
 import { absmaxOf, readQuantized4bit, type Quantized4bit } from "../../quant/bnb-checkpoint.ts";
 import { code4bit } from "../../quant/codes.ts";
-import { quantizeTensor4bit } from "../../quant/quantize-model.ts";
+import { DEFAULT_BLOCKSIZE_4BIT } from "../../quant/blockwise.ts";
+import { dequantizeNestedAbsmax, doubleQuantizeAbsmax } from "../../quant/double-quant.ts";
 import { dequantizeInt8Rowwise, quantizeInt8Rowwise, readQuantized8bit } from "../../quant/int8.ts";
 
 export interface LoadOptions {
@@ -104,10 +105,7 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     if (q == null) return null;
     const info = source.info(name);
     const bytes = await source.readTensor(name);
-    if (q.kind === "4bit") {
-      const opts = { quantType: q.quantType, doubleQuant: q.doubleQuant, ...(q.blocksize === undefined ? {} : { blocksize: q.blocksize }) };
-      return { dense: null, quant: upload4bit(backend, quantizeTensor4bit(bytes, info.dtype, shape, opts, `${source.dir}: ${name}`), name) };
-    }
+    if (q.kind === "4bit") return { dense: null, quant: await quantizeOnBackend(backend, bytes, info.dtype, shape, q, `${source.dir}: ${name}`, name) };
     // LLM.int8: the CPU backend computes with the int8-rounded weights held dense (no int8 GEMM here).
     const int8 = quantizeInt8Rowwise(bytes, info.dtype, shape[0], shape[1], `${source.dir}: ${name}`);
     return { dense: await uploadDense(dequantizeInt8Rowwise(int8), name, shape), quant: null };
@@ -171,6 +169,43 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     lmHeadGradScratch: lmHeadRows === null ? null : backend.alloc("f32", [cfg.vocabSize, C], "lm_head.grad_scratch"),
     trainable,
   };
+}
+
+/**
+ * bnb quantize_4bit of one weight on the backend (the GPU quantizes a 7B model in seconds; the host took
+ * about a minute): the weight goes up as stored (bf16/f32; f16 widened), is quantized there, and only the
+ * per-block absmax comes back when double quantization rounds it through the 8-bit dynamic map.
+ */
+async function quantizeOnBackend(
+  backend: Backend,
+  bytes: Uint8Array,
+  dtype: string,
+  shape: [number, number],
+  q: { quantType: "nf4" | "fp4"; doubleQuant: boolean; blocksize?: number },
+  where: string,
+  name: string,
+): Promise<Quant4bitTensors> {
+  const n = shape[0] * shape[1];
+  const itemsize = dtype === "F32" ? 4 : dtype === "BF16" || dtype === "F16" ? 2 : 0;
+  if (itemsize === 0) throw new TunaError("MODEL_INVALID", `${where} is ${dtype}; bitsandbytes quantizes only F32, BF16 or F16 weights.`);
+  if (bytes.byteLength !== n * itemsize) throw new TunaError("MODEL_INVALID", `${where} holds ${bytes.byteLength} bytes, not the ${n * itemsize} of ${dtype} [${shape.join(", ")}].`);
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  const x = backend.alloc(dtype === "BF16" ? "bf16" : "f32", [n], `${name} (to quantize)`);
+  if (dtype === "F32") backend.upload(x, new Float32Array(aligned.buffer, aligned.byteOffset, n));
+  else if (dtype === "BF16") backend.upload(x, new Uint16Array(aligned.buffer, aligned.byteOffset, n));
+  else backend.upload(x, f16ToF32Array(new Uint16Array(aligned.buffer, aligned.byteOffset, n)));
+  const blocksize = q.blocksize ?? DEFAULT_BLOCKSIZE_4BIT;
+  const packed = backend.alloc("u8", [Math.ceil(n / 2)], `${name}.packed`);
+  const absmax = backend.alloc("f32", [Math.ceil(n / blocksize)], `${name}.absmax`);
+  backend.quantize4bit(packed, absmax, x, q.quantType, blocksize);
+  backend.free(x);
+  if (q.doubleQuant) {
+    const values = (await backend.download(absmax)) as Float32Array;
+    backend.upload(absmax, dequantizeNestedAbsmax(doubleQuantizeAbsmax(values)));
+  }
+  const code = backend.alloc("f32", [16], `${name}.code`);
+  backend.upload(code, code4bit(q.quantType));
+  return { packed, absmax, code, blocksize };
 }
 
 /** Packed codes (u8), absmax dequantized to f32 per block, and the code table, on the backend. */

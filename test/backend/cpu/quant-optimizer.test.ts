@@ -67,3 +67,22 @@ void test("sumSquares sums in float64", async () => {
   assert.equal(await be.sumSquares(tensorOf(be, [1000], big)), 2 ** 24 + 999 * 9);
   assert.equal(await be.sumSquares(tensorOf(be, [2], Float32Array.from([1.5, -2]), "bf16")), 6.25);
 });
+
+void test("quantize4bit on the backend equals src/quant's quantize4bit, for f32 and bf16 tensors", async () => {
+  const { quantize4bit } = await import("../../../src/quant/blockwise.ts");
+  const n = 64 * 5 + 7; // a partial last block with an odd count
+  const values = Float32Array.from({ length: n }, (_, i) => bf16BitsToF32(f32ToBf16Bits(Math.sin(i * 0.37) * (1 + (i % 13)))));
+  for (const quantType of ["nf4", "fp4"] as const) {
+    const expected = quantize4bit(values, quantType, 64);
+    for (const dtype of ["f32", "bf16"] as const) {
+      const packed = be.alloc("u8", [Math.ceil(n / 2)]);
+      const absmax = be.alloc("f32", [Math.ceil(n / 64)]);
+      be.quantize4bit(packed, absmax, tensorOf(be, [n], values, dtype), quantType, 64);
+      assert.deepEqual(await be.download(packed), expected.packed, `${quantType} ${dtype} packed`);
+      assert.deepEqual(await be.download(absmax), expected.absmax, `${quantType} ${dtype} absmax`);
+    }
+  }
+  assertInternal(() => {
+    be.quantize4bit(be.alloc("u8", [4]), be.alloc("f32", [1]), tensorOf(be, [8], new Float32Array(8)), "nf4", 48);
+  }, "blocksize 48");
+});

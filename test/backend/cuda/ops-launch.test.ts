@@ -13,7 +13,7 @@ import { crossEntropyBackward, crossEntropyForward } from "../../../src/backend/
 import { convert, fill } from "../../../src/backend/cuda/ops/memory.ts";
 import { rmsnormBackward, rmsnormForward } from "../../../src/backend/cuda/ops/norm.ts";
 import { adamwUpdate, sumSquares } from "../../../src/backend/cuda/ops/optimizer.ts";
-import { dequantize4bit } from "../../../src/backend/cuda/ops/quant.ts";
+import { dequantize4bit, quantize4bit } from "../../../src/backend/cuda/ops/quant.ts";
 import { ropeBackward, ropeForward } from "../../../src/backend/cuda/ops/rope.ts";
 import { cuFiles, kernelSignatures, type ParamKind } from "./kernel-source.ts";
 
@@ -70,7 +70,10 @@ function fakeDevice(sumSquaresResult = 0): FakeDevice {
     },
     memoryStats: unused("memoryStats"),
     resetPeak: unused("resetPeak"),
-    upload: unused("upload"),
+    upload(dst) {
+      // quantize4bit sends its threshold table into a scratch it allocated; nothing else uploads.
+      assert.ok(live.has(dst), "uploads go only into live scratch allocations");
+    },
     download(dst, src) {
       assert.ok(dst instanceof Float64Array && dst.length === 1, "sumSquares downloads one double");
       assert.ok([...live].some((p) => src >= p && src < next), "download from a live scratch allocation");
@@ -157,6 +160,7 @@ void test("every wrapper launches kernels whose arguments match the C signatures
     crossEntropyForward(dev, tensor("f32", [N]), logits, targets);
     crossEntropyBackward(dev, logits, logits, targets, 1 / N);
     dequantize4bit(dev, tensor(dt, [C, F]), { packed: tensor("u8", [(C * F) / 2, 1]), absmax: tensor("f32", [(C * F) / 64]), code: tensor("f32", [16]), blocksize: 64 });
+    quantize4bit(dev, tensor("u8", [(C * F) / 2]), tensor("f32", [(C * F) / 64]), tensor(dt, [C, F]), dt === "f32" ? "nf4" : "fp4", 64);
     // 33 elements: not whole 32-element groups, so bf16 takes the generic kernel too.
     dequantize4bit(dev, tensor(dt, [33]), { packed: tensor("u8", [17]), absmax: tensor("f32", [1]), code: tensor("f32", [16]), blocksize: 64 });
     const n = 1234;

@@ -4,8 +4,9 @@ import { MODEL_PRESETS, type HfConfigJson } from "../../../src/model/hf/presets.
 import type { ModelConfig } from "../../../src/model/hf/config.ts";
 import { TunaError } from "../../../src/util/errors.ts";
 
-export type BenchMode = "qlora" | "lora";
-export const BENCH_MODES: readonly BenchMode[] = ["qlora", "lora"];
+/** qlora: a pre-quantized NF4 checkpoint; qlora-quantize: bf16 weights quantized at load (as --use_4bit_quantization on a bf16 model); lora: bf16. */
+export type BenchMode = "qlora" | "qlora-quantize" | "lora";
+export const BENCH_MODES: readonly BenchMode[] = ["qlora", "qlora-quantize", "lora"];
 
 // hf_baseline.py's CFGS, copied key for key: the peer builds LlamaConfig(**CFGS[name]), tuna gets the same
 // shape laid over the matching preset (which adds the fields LlamaConfig would default).

@@ -158,6 +158,11 @@ export function profilingBackend(device: BenchDevice): OpTimer {
         be.scale(x, s);
       });
     },
+    quantize4bit: (packed, absmax, x, quantType, blocksize) => {
+      timed("other ops", () => {
+        be.quantize4bit(packed, absmax, x, quantType, blocksize);
+      });
+    },
     dropoutMask: (mask, p, seed) => {
       timed("other ops", () => {
         be.dropoutMask(mask, p, seed);

@@ -225,7 +225,8 @@ export async function runBenchGroup(device: BenchDevice, pools: SyntheticPools, 
     const source = createSyntheticWeights(cfg, pools, label);
     const lora = makeLoraSettings({ ...LORA, dropout: o.loraDropout ?? LORA.dropout }, cfg);
     const t0 = performance.now();
-    const params = await loadLlamaParams(be, cfg, source, { mode: "lora", lora, baseDtype: "bf16", quantize: null });
+    const quantize = o.mode === "qlora-quantize" ? ({ kind: "4bit", quantType: "nf4", doubleQuant: true } as const) : null;
+    const params = await loadLlamaParams(be, cfg, source, { mode: "lora", lora, baseDtype: "bf16", quantize });
     await source.close();
     const initial = initLoraWeights(lora, cfg, createRng(o.seed)).flat;
     be.upload(params.trainable.params, initial);

@@ -51,3 +51,48 @@ extern "C" __global__ void dequantize_4bit_bf16x32(uint4* out, const uint4* pack
     }
   }
 }
+
+// quantize_4bit: bitsandbytes' quantize_4bit, one warp per block of `blocksize` elements. absmax starts at
+// -FLT_MAX for a full block and 0 for a partial last one (the kernel's zero padding), fmaxf skips NaN;
+// each value is scaled as float32(x * float32(1 / absmax)) and coded by counting the thresholds it exceeds
+// (the strict-> trees of dQuantizeNF4 / dQuantizeFP4, thresholds passed in ascending order). FP4 maps the
+// interval index through intervalCodes and takes the sign from x < 0. An odd count pads with code(0 * inv).
+__device__ __forceinline__ unsigned int code4(float v, const float* thr, int nthr, const int* intervalCodes) {
+  if (intervalCodes == nullptr) {
+    unsigned int k = 0;
+    for (int t = 0; t < nthr; t++) k += v > thr[t] ? 1u : 0u;
+    return k;
+  }
+  const float a = fabsf(v);
+  int k = 0;
+  for (int t = 0; t < nthr; t++) k += a > thr[t] ? 1 : 0;
+  return (unsigned int)intervalCodes[k] + (v < 0.0f ? 8u : 0u);
+}
+
+extern "C" __global__ void quantize_4bit(unsigned char* packed, float* absmax, const void* x, int xDt, long long n, int blocksize,
+                                         const float* thresholds, int nthr, const int* intervalCodes) {
+  __shared__ float thr[16];
+  __shared__ int codes[16];
+  if (threadIdx.x < nthr) thr[threadIdx.x] = thresholds[threadIdx.x];
+  if (intervalCodes != nullptr && threadIdx.x <= nthr) codes[threadIdx.x] = intervalCodes[threadIdx.x];
+  __syncthreads();
+  const int* ic = intervalCodes == nullptr ? nullptr : codes;
+  const int lane = threadIdx.x & 31;
+  const long long warpsPerGrid = (long long)gridDim.x * (blockDim.x >> 5);
+  const long long blocks = (n + blocksize - 1) / blocksize;
+  for (long long b = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); b < blocks; b += warpsPerGrid) {
+    const long long start = b * blocksize;
+    const int count = (int)min((long long)blocksize, n - start);
+    float m = count == blocksize ? -3.402823466e38f : 0.0f;
+    for (int j = lane; j < count; j += 32) m = fmaxf(m, fabsf(ld(x, xDt, start + j)));
+    m = warpMax(m);
+    if (lane == 0) absmax[b] = m;
+    const float inv = __fdiv_rn(1.0f, m);
+    for (int j = 2 * lane; j < count; j += 64) {
+      const unsigned int hi = code4(__fmul_rn(ld(x, xDt, start + j), inv), thr, nthr, ic);
+      const float second = j + 1 < count ? __fmul_rn(ld(x, xDt, start + j + 1), inv) : __fmul_rn(0.0f, inv);
+      const unsigned int lo = code4(second, thr, nthr, ic);
+      packed[(start + j) >> 1] = (unsigned char)((hi << 4) | lo);
+    }
+  }
+}

@@ -1,6 +1,8 @@
 // CUDA 4-bit blockwise dequantization (kernels/quant.cu), bit-exact with the CPU reference, with its checks.
 // The 4-bit weight arrives as device tensors in the layout of ../../types.ts Quant4bitTensors.
 import type { CudaDevice, DeviceTensor } from "../types.ts";
+import { FP4_INTERVAL_CODES, FP4_THRESHOLDS, NF4_THRESHOLDS } from "../../../quant/codes.ts";
+import { isBlocksize } from "../../../quant/blockwise.ts";
 import { expectDtype, expectFloat, expectSeparate, expectShape, fail, floatArgs, ptr, strideGrid } from "./device-checks.ts";
 
 /** Quant4bitTensors with device tensors: packed u8 (ceil(n/2)), absmax f32 (ceil(n/blocksize)), code f32 (16). */
@@ -52,4 +54,38 @@ export function dequantize4bit(dev: CudaDevice, out: DeviceTensor, q: DeviceQuan
     { i64: blocksize },
     { i32: Number.isInteger(shift) ? shift : -1 },
   ]);
+}
+
+/** bitsandbytes quantize_4bit of x (any float dtype) into packed u8 (ceil(n/2)) and absmax f32 (ceil(n/blocksize)). */
+export function quantize4bit(dev: CudaDevice, packed: DeviceTensor, absmax: DeviceTensor, x: DeviceTensor, quantType: "nf4" | "fp4", blocksize: number): void {
+  const op = "quantize4bit";
+  const n = x.size;
+  if (!isBlocksize(blocksize)) fail(op, `blocksize ${blocksize} is not one bitsandbytes supports`);
+  expectFloat(op, "x", x);
+  expectDtype(op, "packed", packed, ["u8"]);
+  expectDtype(op, "absmax", absmax, ["f32"]);
+  expectShape(op, "packed", packed, [Math.ceil(n / 2)]);
+  expectShape(op, "absmax", absmax, [Math.ceil(n / blocksize)]);
+  expectSeparate(op, [["packed", packed], ["absmax", absmax]], [["x", x]]);
+  if (n === 0) return;
+  // The thresholds (and FP4's interval codes) travel in one small scratch: 16 floats then 8 ints.
+  const thresholds = quantType === "nf4" ? NF4_THRESHOLDS : FP4_THRESHOLDS;
+  const table = new ArrayBuffer(96);
+  new Float32Array(table, 0, 16).set(thresholds);
+  new Int32Array(table, 64, 8).set(FP4_INTERVAL_CODES);
+  const scratch = dev.alloc(96, "quantize4bit thresholds");
+  dev.upload(scratch, new Uint8Array(table));
+  const warps = 4;
+  const blocks = Math.ceil(n / blocksize);
+  dev.module("quant.cu").fn("quantize_4bit").launch([Math.max(1, Math.min(Math.ceil(blocks / warps), dev.multiprocessorCount * 64)), 1, 1], [32 * warps, 1, 1], 0, [
+    ptr(packed),
+    ptr(absmax),
+    ...floatArgs(op, "x", x),
+    { i64: n },
+    { i32: blocksize },
+    { ptr: scratch },
+    { i32: thresholds.length },
+    { ptr: quantType === "nf4" ? 0n : scratch + 64n },
+  ]);
+  dev.free(scratch);
 }
