@@ -31,7 +31,9 @@ export async function runChat(args: string[], output: CliOutput, input: Readable
   const shared = sharedSettings(values, problems);
   if (problems.length > 0) throw new TunaError("CONFIG_INVALID", `${problems.join("; ")}.\n\n${HELP}`);
 
-  const session = await openGenerationSession(positionals[0]!, values, shared.device);
+  const session = await openGenerationSession(positionals[0]!, values, shared.device, (m) => {
+    output.err(m);
+  });
   const template = chatTemplateFor(session, values.chat_template);
   const settings = resolveFor(session, shared.overrides);
   const start = (): ChatMessage[] => (values.system === undefined ? [] : [{ role: "system", content: values.system }]);

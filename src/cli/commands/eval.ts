@@ -74,7 +74,9 @@ export async function evalCommand(args: string[], output: CliOutput): Promise<nu
   if (problems.length > 0) throw new TunaError("CONFIG_INVALID", `${problems.join("; ")}.\n\n${HELP}`);
 
   const rows = await readPretokenizedJsonl(values.dataset_name!);
-  const backend = createBackend(device as DeviceChoice);
+  const backend = createBackend(device as DeviceChoice, (m) => {
+    output.err(m);
+  });
   const opened = await openModelForUse(backend, positionals[0]!, {
     baseDtype: values.bf16 === true ? "bf16" : "f32",
     quantize: quantizeFromFlags(values),

@@ -130,8 +130,13 @@ export interface GenerationSession {
   decoder: Decoder;
 }
 
-export async function openGenerationSession(modelPath: string, values: SharedValues, device: DeviceChoice): Promise<GenerationSession> {
-  const backend = createBackend(device);
+export async function openGenerationSession(
+  modelPath: string,
+  values: SharedValues,
+  device: DeviceChoice,
+  onNotice?: (message: string) => void,
+): Promise<GenerationSession> {
+  const backend = createBackend(device, onNotice);
   const opened = await openModelForUse(backend, modelPath, {
     baseDtype: values.bf16 === true ? "bf16" : "f32",
     quantize: quantizeFromFlags(values),
@@ -251,7 +256,9 @@ export async function generateCommand(args: string[], output: CliOutput): Promis
   const shared = sharedSettings(values, problems);
   if (problems.length > 0) throw new TunaError("CONFIG_INVALID", `${problems.join("; ")}.\n\n${HELP}`);
 
-  const session = await openGenerationSession(positionals[0]!, values, shared.device);
+  const session = await openGenerationSession(positionals[0]!, values, shared.device, (m) => {
+    output.err(m);
+  });
   const promptText = values.prompt!;
   let prompt: number[];
   if (values.chat === true) {
