@@ -189,3 +189,13 @@ void test("an unexpected failure inside the probe exits 1 and says so on stderr"
   assert.equal(text, "");
   assert.match(stderr, /the check itself failed: koffi: bad marshalling/);
 });
+
+void test("a GPU machine without the CUDA headers: doctor names cuda_bf16.h and where it looked; the verdict is incomplete", async () => {
+  const searched = ["/opt/cuda/include", "/usr/local/cuda/include"];
+  const missing = await run({ ...probes(machine(), [H200]), findHeaders: () => ({ searched }) });
+  assert.match(missing.text, /^  headers +not found in \/opt\/cuda\/include, \/usr\/local\/cuda\/include — NVRTC needs cuda_bf16\.h/m);
+  assert.match(missing.text, /^verdict: GPU found but the CUDA headers \(cuda_bf16\.h, which NVRTC needs to compile tuna's kernels\) missing: .*`pip install nvidia-cuda-runtime-cu12`/m);
+  const present = await run({ ...probes(machine(), [H200]), findHeaders: () => ({ dir: "/usr/local/cuda/include", searched }) });
+  assert.match(present.text, /^  headers +\/usr\/local\/cuda\/include \(cuda_bf16\.h\)$/m);
+  assert.match(present.text, /^verdict: ready for GPU training/m);
+});

@@ -1,6 +1,9 @@
 // `tuna doctor`: reports Node, CPU, memory, the NVIDIA driver, GPUs and CUDA libraries, then a verdict.
 // It reports and does not fail: no GPU is a normal outcome (exit 0); only a broken probe exits 1.
 import os from "node:os";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { cudaIncludeCandidates } from "../../backend/cuda/nvrtc.ts";
 import type { CliOutput } from "../output.ts";
 import { findCudaLibraries, type LibraryResult, type LibrarySearchResult } from "../../gpu/discover.ts";
 import {
@@ -38,6 +41,8 @@ export interface DoctorReport {
     driver?: { ok: boolean; version?: number; versionText?: string; error?: string };
     devices: (GpuInfo & { totalMemoryGiB: number; sm: string })[];
     libraries: { nvrtc: LibraryReport; nvrtcBuiltins: LibraryReport; cublasLt: LibraryReport; nccl: LibraryReport; cudnn: LibraryReport };
+    /** The CUDA headers NVRTC compiles tuna's kernels against (cuda_bf16.h); absent when not checked. */
+    headers?: { found: boolean; dir?: string; searched: string[] };
   };
   warnings: string[];
   verdict: { status: "cpu-only" | "gpu-incomplete" | "gpu-ready"; text: string };
@@ -48,12 +53,19 @@ export interface DoctorProbes {
   findLibraries: () => LibrarySearchResult;
   probeDriver: (libcudaPath: string) => DriverProbe;
   probeLibraryVersion: (kind: VersionedLibrary, path: string) => LibraryVersionProbe;
+  /** Where cuda_bf16.h is, searched as the CUDA backend searches (left out: not checked). */
+  findHeaders?: (nvrtcPath: string | undefined) => { dir?: string; searched: string[] };
 }
 
 const machineProbes: DoctorProbes = {
   findLibraries: () => findCudaLibraries(),
   probeDriver,
   probeLibraryVersion,
+  findHeaders: (nvrtcPath) => {
+    const searched = cudaIncludeCandidates(nvrtcPath === undefined ? {} : { nvrtcPath });
+    const dir = searched.find((d) => existsSync(join(d, "cuda_bf16.h")));
+    return dir === undefined ? { searched } : { dir, searched };
+  },
 };
 
 const roundGiB = (bytes: number): number => Math.round((bytes / GIB) * 10) / 10;
@@ -103,6 +115,10 @@ function verdict(report: Omit<DoctorReport, "verdict" | "warnings">, warnings: s
     missing.push(cublasLt.found ? "cuBLASLt unloadable" : "cuBLASLt missing");
     fixes.push("`pip install nvidia-cublas-cu12`");
   }
+  if (gpu.headers?.found === false) {
+    missing.push("the CUDA headers (cuda_bf16.h, which NVRTC needs to compile tuna's kernels) missing");
+    fixes.push("`pip install nvidia-cuda-runtime-cu12`");
+  }
   if (missing.length > 0) {
     return {
       status: "gpu-incomplete",
@@ -140,6 +156,10 @@ export function collectDoctorReport(probes: DoctorProbes = machineProbes): Docto
       cudnn: libraryReport(found.cudnn, "optional; tuna does not need it", "cudnn", probes),
     },
   };
+  if (probes.findHeaders !== undefined && found.cuda.path !== undefined) {
+    const h = probes.findHeaders(found.nvrtc.path);
+    gpu.headers = h.dir === undefined ? { found: false, searched: h.searched } : { found: true, dir: h.dir, searched: h.searched };
+  }
   if (found.cuda.path !== undefined) {
     const probe = probes.probeDriver(found.cuda.path);
     gpu.driver = { ok: probe.ok };
@@ -215,6 +235,11 @@ export function formatDoctorReport(report: DoctorReport): string {
     formatLibrary("NCCL", libs.nccl),
     formatLibrary("cuDNN", libs.cudnn),
   );
+  if (gpu.headers !== undefined) {
+    lines.push(
+      `  ${"headers".padEnd(10)} ${gpu.headers.found ? `${gpu.headers.dir ?? "?"} (cuda_bf16.h)` : `not found in ${gpu.headers.searched.join(", ")} — NVRTC needs cuda_bf16.h to compile tuna's kernels (set CUDA_HOME)`}`,
+    );
+  }
   if (report.warnings.length > 0) {
     lines.push("", ...report.warnings.map((w) => `warning: ${w}`));
   }
