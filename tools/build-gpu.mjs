@@ -19,6 +19,7 @@ const common = {
 };
 
 await build({ ...common, entryPoints: [join(root, "tools/bench/gpu.ts")], outfile: join(root, "dist/bench-gpu.mjs") });
+await build({ ...common, entryPoints: [join(root, "tools/bench/attention.ts")], outfile: join(root, "dist/bench-attention.mjs") });
 
 const testDir = join(root, "test-gpu");
 const tests = readdirSync(testDir).filter((name) => name.endsWith(".test.ts")).sort();
