@@ -105,7 +105,7 @@ for line in sys.stdin:
     print(json.dumps({"name": s["name"], "fwd": f, "bwd": b}), flush=True)
 `;
 if (values.peer !== "none") {
-  const r = spawnSync(values.peer ?? "python3", ["-c", PEER], { input: rows.join("\n"), encoding: "utf8" });
+  const r = spawnSync(values.peer, ["-c", PEER], { input: rows.join("\n"), encoding: "utf8" });
   if (r.status !== 0) {
     console.log(`peer failed: ${r.stderr.slice(-800)}`);
   } else {
