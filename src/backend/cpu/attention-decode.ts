@@ -1,7 +1,7 @@
 // Attention of new query tokens against a KV cache for the CPU backend (incremental decoding): the Q new
 // tokens sit at positions pastLength.. and see cache rows [0, pastLength + i]; scores and sums in float64.
 import type { Tensor } from "../types.ts";
-import { describe, expectFinite, expectFloat, expectRank, expectShape, fail } from "./check.ts";
+import { describe, expectFinite, expectFloat, expectRank, expectShape, fail } from "../checks.ts";
 import { expectSeparate, outputFloats, readFloatsRange, writeFloats, type TensorStore } from "./store.ts";
 
 /**

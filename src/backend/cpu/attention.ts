@@ -1,7 +1,7 @@
 // Causal grouped-query attention over packed documents for the CPU backend, flash-attention style: one
 // row of scores at a time, lse saved by the forward, D_i = rowsum(dout * out) and dS = P * (dP - D_i) backward.
 import type { Tensor } from "../types.ts";
-import { describe, expectDtype, expectFinite, expectFloat, expectRank, expectShape, fail } from "./check.ts";
+import { describe, expectDtype, expectFinite, expectFloat, expectRank, expectShape, fail } from "../checks.ts";
 import { expectSeparate, f32Data, i32Data, outputFloats, readFloats, writeFloats, type TensorStore, type Slot } from "./store.ts";
 
 interface Layout {

@@ -2,15 +2,14 @@
 // float64 from float32 inputs (scalars rounded to float32 first) and rounded once; outputs may be exactly an input.
 import type { Tensor } from "../types.ts";
 import { dropoutHash, dropoutThreshold } from "../../util/dropout-hash.ts";
-import { expectDtype, expectFinite, expectFloat, expectShape, fail, splitLastAxis } from "./check.ts";
+import { fail } from "../checks.ts";
+import { checkAdd, checkAddBias, checkBiasBackward, checkDropoutApply, checkDropoutMask, checkScale, checkSwigluBackward, checkSwigluForward } from "../op-checks.ts";
 import { expectSeparate, outputFloats, readFloats, u8Data, writeFloats, type TensorStore } from "./store.ts";
 
 /** out = a + b (same shape); out may be a or b. */
 export function add(store: TensorStore, out: Tensor, a: Tensor, b: Tensor): void {
   const op = "add";
-  for (const [what, t] of [["out", out], ["a", a], ["b", b]] as const) expectFloat(op, what, t);
-  expectShape(op, "b", b, a.shape);
-  expectShape(op, "out", out, a.shape);
+  checkAdd(out, a, b);
   const outSlot = store.get(op, "out", out);
   const aSlot = store.get(op, "a", a);
   const bSlot = store.get(op, "b", b);
@@ -25,8 +24,7 @@ export function add(store: TensorStore, out: Tensor, a: Tensor, b: Tensor): void
 /** x *= s, with s rounded to float32 as a kernel argument would be. */
 export function scale(store: TensorStore, x: Tensor, s: number): void {
   const op = "scale";
-  expectFloat(op, "x", x);
-  expectFinite(op, "s", s);
+  checkScale(x, s);
   const slot = store.get(op, "x", x);
   const s32 = Math.fround(s);
   const v = outputFloats(slot, true);
@@ -37,11 +35,8 @@ export function scale(store: TensorStore, x: Tensor, s: number): void {
 /** mask = 1 where the element's counter hash reaches the threshold of p (see Backend.dropoutMask). */
 export function dropoutMask(store: TensorStore, mask: Tensor, p: number, seed: readonly [number, number]): void {
   const op = "dropoutMask";
-  expectDtype(op, "mask", mask, ["u8"]);
-  if (!(p >= 0 && p < 1)) fail(op, `p is ${p}, expected 0 <= p < 1`);
-  if (mask.size > 2 ** 32) fail(op, `mask has ${mask.size} elements; the hash indexes at most 2^32`);
+  checkDropoutMask(mask, p, seed);
   const [s0, s1] = seed;
-  for (const s of seed) if (!Number.isInteger(s) || s < 0 || s >= 2 ** 32) fail(op, `seed word ${s} is not a 32-bit unsigned integer`);
   const keep = u8Data(op, "mask", store.get(op, "mask", mask));
   const threshold = dropoutThreshold(p);
   for (let i = 0; i < keep.length; i++) keep[i] = dropoutHash(i, s0, s1) >>> 8 >= threshold ? 1 : 0;
@@ -50,12 +45,7 @@ export function dropoutMask(store: TensorStore, mask: Tensor, p: number, seed: r
 /** out = x * mask * float32(1 / (1 - p)), mask u8 of 0 (drop) and 1 (keep); p = 0 copies x. */
 export function dropoutApply(store: TensorStore, out: Tensor, x: Tensor, mask: Tensor, p: number): void {
   const op = "dropoutApply";
-  expectFloat(op, "out", out);
-  expectFloat(op, "x", x);
-  expectDtype(op, "mask", mask, ["u8"]);
-  expectShape(op, "mask", mask, x.shape);
-  expectShape(op, "out", out, x.shape);
-  if (!(p >= 0 && p < 1)) fail(op, `p is ${p}, expected 0 <= p < 1`);
+  checkDropoutApply(out, x, mask, p);
   const outSlot = store.get(op, "out", out);
   const xSlot = store.get(op, "x", x);
   const maskSlot = store.get(op, "mask", mask);
@@ -79,9 +69,7 @@ export function dropoutApply(store: TensorStore, out: Tensor, x: Tensor, mask: T
 /** out = silu(gate) * up, silu(g) = g / (1 + exp(-g)). */
 export function swigluForward(store: TensorStore, out: Tensor, gate: Tensor, up: Tensor): void {
   const op = "swigluForward";
-  for (const [what, t] of [["out", out], ["gate", gate], ["up", up]] as const) expectFloat(op, what, t);
-  expectShape(op, "up", up, gate.shape);
-  expectShape(op, "out", out, gate.shape);
+  checkSwigluForward(out, gate, up);
   const outSlot = store.get(op, "out", out);
   const gateSlot = store.get(op, "gate", gate);
   const upSlot = store.get(op, "up", up);
@@ -99,10 +87,7 @@ export function swigluForward(store: TensorStore, out: Tensor, gate: Tensor, up:
 /** dgate = dout * up * sig(g) * (1 + g * (1 - sig(g))), dup = dout * silu(g); both overwritten. */
 export function swigluBackward(store: TensorStore, dgate: Tensor, dup: Tensor, dout: Tensor, gate: Tensor, up: Tensor): void {
   const op = "swigluBackward";
-  for (const [what, t] of [["dgate", dgate], ["dup", dup], ["dout", dout], ["gate", gate], ["up", up]] as const) {
-    expectFloat(op, what, t);
-    expectShape(op, what, t, gate.shape);
-  }
+  checkSwigluBackward(dgate, dup, dout, gate, up);
   const dgateSlot = store.get(op, "dgate", dgate);
   const dupSlot = store.get(op, "dup", dup);
   const doutSlot = store.get(op, "dout", dout);
@@ -128,10 +113,7 @@ export function swigluBackward(store: TensorStore, dgate: Tensor, dup: Tensor, d
 /** out (..., F) += bias (F) broadcast over rows. */
 export function addBias(store: TensorStore, out: Tensor, bias: Tensor): void {
   const op = "addBias";
-  expectFloat(op, "out", out);
-  expectFloat(op, "bias", bias);
-  const { rows, cols } = splitLastAxis(op, "out", out);
-  expectShape(op, "bias", bias, [cols]);
+  const { rows, cols } = checkAddBias(out, bias);
   const outSlot = store.get(op, "out", out);
   const biasSlot = store.get(op, "bias", bias);
   expectSeparate(op, [["out", outSlot]], [["bias", biasSlot]]);
@@ -147,10 +129,7 @@ export function addBias(store: TensorStore, out: Tensor, bias: Tensor): void {
 /** dbias (F) += column sums of dout (..., F), summed in float64 and added once. */
 export function biasBackward(store: TensorStore, dbias: Tensor, dout: Tensor): void {
   const op = "biasBackward";
-  expectFloat(op, "dbias", dbias);
-  expectFloat(op, "dout", dout);
-  const { rows, cols } = splitLastAxis(op, "dout", dout);
-  expectShape(op, "dbias", dbias, [cols]);
+  const { rows, cols } = checkBiasBackward(dbias, dout);
   const dbiasSlot = store.get(op, "dbias", dbias);
   const doutSlot = store.get(op, "dout", dout);
   expectSeparate(op, [["dbias", dbiasSlot]], [["dout", doutSlot]]);

@@ -1,19 +1,14 @@
 // Token embedding lookup and its scatter-add backward for the CPU backend. The backward sums each table
 // row's gradients in float64 in token order and adds them to the row once, so duplicates round once.
 import type { Tensor } from "../types.ts";
-import { describe, expectDtype, expectFloat, expectRank, expectShape, fail } from "./check.ts";
+import { describe, fail } from "../checks.ts";
+import { checkEmbeddingBackward, checkEmbeddingForward } from "../op-checks.ts";
 import { expectSeparate, i32Data, readFloats, readFloatsRange, writeFloatsRange, type TensorStore } from "./store.ts";
 
 /** out (N, C) = table[ids]; ids i32 (N) each in [0, V), table (V, C). */
 export function embeddingForward(store: TensorStore, out: Tensor, ids: Tensor, table: Tensor): void {
   const op = "embeddingForward";
-  expectFloat(op, "out", out);
-  expectFloat(op, "table", table);
-  expectRank(op, "table", table, 2);
-  expectDtype(op, "ids", ids, ["i32"]);
-  expectRank(op, "ids", ids, 1);
-  const [vocab, channels] = table.shape as [number, number];
-  expectShape(op, "out", out, [ids.size, channels]);
+  const { vocab, channels } = checkEmbeddingForward(out, ids, table);
   const outSlot = store.get(op, "out", out);
   const tableSlot = store.get(op, "table", table);
   expectSeparate(op, [["out", outSlot]], [["table", tableSlot]]);
@@ -28,13 +23,7 @@ export function embeddingForward(store: TensorStore, out: Tensor, ids: Tensor, t
 /** dtable (V, C) += scatter of dout (N, C) by ids; rows with id < 0 are skipped, ids >= V are a bug. */
 export function embeddingBackward(store: TensorStore, dtable: Tensor, dout: Tensor, ids: Tensor): void {
   const op = "embeddingBackward";
-  expectFloat(op, "dtable", dtable);
-  expectRank(op, "dtable", dtable, 2);
-  expectFloat(op, "dout", dout);
-  expectDtype(op, "ids", ids, ["i32"]);
-  expectRank(op, "ids", ids, 1);
-  const [vocab, channels] = dtable.shape as [number, number];
-  expectShape(op, "dout", dout, [ids.size, channels]);
+  const { vocab, channels } = checkEmbeddingBackward(dtable, dout, ids);
   const dtableSlot = store.get(op, "dtable", dtable);
   const doutSlot = store.get(op, "dout", dout);
   expectSeparate(op, [["dtable", dtableSlot]], [["dout", doutSlot]]);

@@ -1,7 +1,8 @@
 // Token cross-entropy for the CPU backend: a stable log-softmax per row in float64 (max, then the sum of
 // exp(x - max)); target -100 is ignored (loss 0, zero gradient row), any other target outside [0, V) is a bug.
 import type { Tensor } from "../types.ts";
-import { describe, expectDtype, expectFinite, expectFloat, expectRank, expectShape, fail } from "./check.ts";
+import { describe, fail } from "../checks.ts";
+import { checkCrossEntropyBackward, checkCrossEntropyForward } from "../op-checks.ts";
 import { expectSeparate, f32Data, i32Data, outputFloats, readFloats, writeFloats, type TensorStore } from "./store.ts";
 
 export const IGNORE_INDEX = -100;
@@ -16,14 +17,9 @@ function rowLogSumExp(x: Float32Array, base: number, vocab: number): number {
   return max + Math.log(sum);
 }
 
-/** Checks logits (N, V) and targets i32 (N); returns the targets with every one checked against [0, V) or -100. */
-function checkTargets(store: TensorStore, op: string, logits: Tensor, targets: Tensor): Int32Array {
-  expectFloat(op, "logits", logits);
-  expectRank(op, "logits", logits, 2);
-  expectDtype(op, "targets", targets, ["i32"]);
-  expectShape(op, "targets", targets, [logits.shape[0]!]);
+/** The targets i32 (N), every one checked against [0, V) or -100. */
+function targetValues(store: TensorStore, op: string, targets: Tensor, vocab: number): Int32Array {
   const t = i32Data(op, "targets", store.get(op, "targets", targets));
-  const vocab = logits.shape[1]!;
   for (let r = 0; r < t.length; r++) {
     const target = t[r]!;
     if (target !== IGNORE_INDEX && (target < 0 || target >= vocab)) {
@@ -36,10 +32,8 @@ function checkTargets(store: TensorStore, op: string, logits: Tensor, targets: T
 /** losses f32 (N) = logsumexp(logits row) - logits[target]; 0 where the target is -100. */
 export function crossEntropyForward(store: TensorStore, losses: Tensor, logits: Tensor, targets: Tensor): void {
   const op = "crossEntropyForward";
-  const t = checkTargets(store, op, logits, targets);
-  const [rows, vocab] = logits.shape as [number, number];
-  expectDtype(op, "losses", losses, ["f32"]);
-  expectShape(op, "losses", losses, [rows]);
+  const { rows, vocab } = checkCrossEntropyForward(losses, logits, targets);
+  const t = targetValues(store, op, targets, vocab);
   const lossSlot = store.get(op, "losses", losses);
   const logitSlot = store.get(op, "logits", logits);
   expectSeparate(op, [["losses", lossSlot]], [["logits", logitSlot]]);
@@ -57,11 +51,8 @@ export function crossEntropyForward(store: TensorStore, losses: Tensor, logits: 
  */
 export function crossEntropyBackward(store: TensorStore, dlogits: Tensor, logits: Tensor, targets: Tensor, gradScale: number): void {
   const op = "crossEntropyBackward";
-  const t = checkTargets(store, op, logits, targets);
-  const [rows, vocab] = logits.shape as [number, number];
-  expectFloat(op, "dlogits", dlogits);
-  expectShape(op, "dlogits", dlogits, logits.shape);
-  expectFinite(op, "gradScale", gradScale);
+  const { rows, vocab } = checkCrossEntropyBackward(dlogits, logits, targets, gradScale);
+  const t = targetValues(store, op, targets, vocab);
   const dSlot = store.get(op, "dlogits", dlogits);
   const logitSlot = store.get(op, "logits", logits);
   // Each row is read whole (its log-sum-exp) before it is written, so writing over the logits is safe.

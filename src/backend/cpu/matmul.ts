@@ -1,7 +1,7 @@
 // matmul for the CPU backend: argument checks, float32 operands (bf16/f16 converted once per call), and the
 // kernel run on this thread plus the worker pool. Semantics: float64 products and sums, one rounding per output.
 import type { MatmulOptions, Tensor } from "../types.ts";
-import { expectFinite, expectFloat, expectRank, expectShape } from "./check.ts";
+import { expectFinite, expectFloat, expectRank, expectShape } from "../checks.ts";
 import { runGemm } from "./pool.ts";
 import { expectSeparate, outputFloats, readFloats, writeFloats, type TensorStore } from "./store.ts";
 

@@ -1,7 +1,7 @@
 // The CPU backend's memory ops on the tensor store: upload, download (raw and as float32), fill and copy.
 // Float copies between dtypes round through float32 to nearest even; integer tensors copy only to their own dtype.
 import type { Tensor } from "../types.ts";
-import { describe, expectShape, fail } from "./check.ts";
+import { describe, expectShape, fail } from "../checks.ts";
 import { encodeScalar, readFloats, writeFloats, type TensorStore } from "./store.ts";
 
 type HostData = Float32Array | Int32Array | Uint8Array | Uint16Array;

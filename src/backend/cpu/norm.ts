@@ -2,7 +2,7 @@
 // n = float32(x * rstd) cast to x's dtype, THEN out = n * weight. Sums run in float64.
 import type { DType, Tensor } from "../types.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../../util/half.ts";
-import { expectDtype, expectFinite, expectFloat, expectShape, splitLastAxis } from "./check.ts";
+import { checkRmsnormBackward, checkRmsnormForward } from "../op-checks.ts";
 import { expectSeparate, f32Data, outputFloats, readFloats, writeFloats, type Slot, type TensorStore } from "./store.ts";
 
 /** The cast HF applies before the weight multiply: float32 -> x's dtype -> float32 (value-wise). */
@@ -15,15 +15,7 @@ function castTo(dtype: DType): (v: number) => number {
 /** out (..., C) = cast(x * rstd) * weight; rstd f32 (...) saved for the backward. */
 export function rmsnormForward(store: TensorStore, out: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, eps: number): void {
   const op = "rmsnormForward";
-  expectFloat(op, "out", out);
-  expectFloat(op, "x", x);
-  expectFloat(op, "weight", weight);
-  expectDtype(op, "rstd", rstd, ["f32"]);
-  expectFinite(op, "eps", eps);
-  const { rows, cols } = splitLastAxis(op, "x", x);
-  expectShape(op, "out", out, x.shape);
-  expectShape(op, "weight", weight, [cols]);
-  expectShape(op, "rstd", rstd, x.shape.slice(0, -1));
+  const { rows, cols } = checkRmsnormForward(out, rstd, x, weight, eps);
   const outSlot = store.get(op, "out", out);
   const rstdSlot = store.get(op, "rstd", rstd);
   const xSlot = store.get(op, "x", x);
@@ -61,24 +53,13 @@ export function rmsnormBackward(
   accumulate: boolean,
 ): void {
   const op = "rmsnormBackward";
-  for (const [what, t] of [["dx", dx], ["dout", dout], ["x", x], ["weight", weight]] as const) expectFloat(op, what, t);
-  expectDtype(op, "rstd", rstd, ["f32"]);
-  const { rows, cols } = splitLastAxis(op, "x", x);
-  expectShape(op, "dx", dx, x.shape);
-  expectShape(op, "dout", dout, x.shape);
-  expectShape(op, "weight", weight, [cols]);
-  expectShape(op, "rstd", rstd, x.shape.slice(0, -1));
+  const { rows, cols } = checkRmsnormBackward(dx, dweight, dout, x, weight, rstd);
   const dxSlot = store.get(op, "dx", dx);
   const doutSlot = store.get(op, "dout", dout);
   const xSlot = store.get(op, "x", x);
   const weightSlot = store.get(op, "weight", weight);
   const rstdSlot = store.get(op, "rstd", rstd);
-  let dweightSlot: Slot | null = null;
-  if (dweight !== null) {
-    expectFloat(op, "dweight", dweight);
-    expectShape(op, "dweight", dweight, [cols]);
-    dweightSlot = store.get(op, "dweight", dweight);
-  }
+  const dweightSlot: Slot | null = dweight === null ? null : store.get(op, "dweight", dweight);
   const outputs = dweightSlot === null ? [["dx", dxSlot] as const] : [["dx", dxSlot] as const, ["dweight", dweightSlot] as const];
   expectSeparate(op, outputs, [["dout", doutSlot], ["x", xSlot], ["weight", weightSlot], ["rstd", rstdSlot]]);
   const d = readFloats(doutSlot);

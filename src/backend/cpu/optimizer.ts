@@ -1,7 +1,7 @@
 // Optimizer ops for the CPU backend: PyTorch's single-tensor AdamW step in float32, operation by operation,
 // and the float64 sum of squares used for gradient-norm clipping.
 import type { AdamWParams, Tensor } from "../types.ts";
-import { describe, expectDtype, expectFinite, expectFloat, fail } from "./check.ts";
+import { checkAdamwUpdate, checkSumSquares } from "../op-checks.ts";
 import { expectSeparate, f32Data, readFloats, type TensorStore } from "./store.ts";
 
 const f32 = Math.fround;
@@ -17,13 +17,8 @@ const f32 = Math.fround;
  */
 export function adamwUpdate(store: TensorStore, params: Tensor, grads: Tensor, m: Tensor, v: Tensor, p: AdamWParams): void {
   const op = "adamwUpdate";
+  checkAdamwUpdate(params, grads, m, v, p);
   const tensors = [["params", params], ["grads", grads], ["m", m], ["v", v]] as const;
-  for (const [what, t] of tensors) {
-    expectDtype(op, what, t, ["f32"]);
-    if (t.size !== params.size) fail(op, `${describe(what, t)} has ${t.size} elements, params has ${params.size}`);
-  }
-  for (const key of ["lr", "beta1", "beta2", "eps", "weightDecay"] as const) expectFinite(op, key, p[key]);
-  if (!Number.isSafeInteger(p.step) || p.step < 1) fail(op, `step is ${p.step}, expected an integer >= 1 (1-based)`);
   const [ps, gs, ms, vs] = tensors.map(([what, t]) => store.get(op, what, t));
   expectSeparate(op, [["params", ps!], ["m", ms!], ["v", vs!]], [["grads", gs!]]);
   const param = f32Data(op, "params", ps!);
@@ -56,7 +51,7 @@ export function adamwUpdate(store: TensorStore, params: Tensor, grads: Tensor, m
 /** Sum of squares of a float tensor, accumulated in float64. */
 export function sumSquares(store: TensorStore, x: Tensor): number {
   const op = "sumSquares";
-  expectFloat(op, "x", x);
+  checkSumSquares(x);
   const values = readFloats(store.get(op, "x", x));
   let sum = 0;
   for (let i = 0; i < values.length; i++) sum += values[i]! * values[i]!;

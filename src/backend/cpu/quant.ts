@@ -1,20 +1,15 @@
 // 4-bit blockwise dequantization for the CPU backend, as bitsandbytes: element i is
 // float32(code[nibble(i)] * absmax[floor(i / blocksize)]), element 2j in the high nibble of byte j.
 import type { Quant4bitTensors, Tensor } from "../types.ts";
-import { isBlocksize, quantizeBlocks4bit } from "../../quant/blockwise.ts";
-import { expectDtype, expectFloat, expectShape, fail } from "./check.ts";
+import { quantizeBlocks4bit } from "../../quant/blockwise.ts";
+import { checkDequantize4bit, checkQuantize4bit } from "../op-checks.ts";
 import { expectSeparate, f32Data, outputFloats, readFloats, u8Data, writeFloats, type TensorStore } from "./store.ts";
 
 /** bitsandbytes quantize_4bit of x into packed codes and per-block absmax (src/quant/blockwise.ts). */
 export function quantize4bit(store: TensorStore, packed: Tensor, absmax: Tensor, x: Tensor, quantType: "nf4" | "fp4", blocksize: number): void {
   const op = "quantize4bit";
   const n = x.size;
-  if (!isBlocksize(blocksize)) fail(op, `blocksize ${blocksize} is not one bitsandbytes supports`);
-  expectFloat(op, "x", x);
-  expectDtype(op, "packed", packed, ["u8"]);
-  expectDtype(op, "absmax", absmax, ["f32"]);
-  expectShape(op, "packed", packed, [Math.ceil(n / 2)]);
-  expectShape(op, "absmax", absmax, [Math.ceil(n / blocksize)]);
+  checkQuantize4bit(packed, absmax, x, blocksize);
   const packedSlot = store.get(op, "packed", packed);
   const absmaxSlot = store.get(op, "absmax", absmax);
   const xSlot = store.get(op, "x", x);
@@ -28,15 +23,7 @@ export function dequantize4bit(store: TensorStore, out: Tensor, q: Quant4bitTens
   const op = "dequantize4bit";
   const n = out.size;
   const { blocksize } = q;
-  if (!Number.isSafeInteger(blocksize) || blocksize <= 0) fail(op, `blocksize ${blocksize} is not a positive integer`);
-  expectFloat(op, "out", out);
-  expectDtype(op, "packed", q.packed, ["u8"]);
-  expectDtype(op, "absmax", q.absmax, ["f32"]);
-  expectDtype(op, "code", q.code, ["f32"]);
-  // bitsandbytes stores packed as [n/2, 1] and absmax flat; only the element counts matter.
-  expectShape(op, "packed (element count)", q.packed, q.packed.shape.length === 1 ? [Math.ceil(n / 2)] : sizedLike(q.packed.shape, Math.ceil(n / 2)));
-  expectShape(op, "absmax", q.absmax, [Math.ceil(n / blocksize)]);
-  expectShape(op, "code", q.code, [16]);
+  checkDequantize4bit(out, q);
   const outSlot = store.get(op, "out", out);
   const absmaxSlot = store.get(op, "absmax", q.absmax);
   const codeSlot = store.get(op, "code", q.code);
@@ -51,9 +38,4 @@ export function dequantize4bit(store: TensorStore, out: Tensor, q: Quant4bitTens
     o[i] = Math.fround(code[nibble]! * absmax[Math.floor(i / blocksize)]!);
   }
   writeFloats(outSlot, o);
-}
-
-/** The shape itself when its element count is `size`, else a rank-1 shape that will not match (for the message). */
-function sizedLike(shape: readonly number[], size: number): readonly number[] {
-  return shape.reduce((a, b) => a * b, 1) === size ? shape : [size];
 }

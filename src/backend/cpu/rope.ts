@@ -1,20 +1,13 @@
 // Rotary embedding for the CPU backend, as HF's rotate_half: dimension j pairs with j + D/2, angle
 // float32(float32(position) * invFreq[j]), cos and sin rounded to float32; the backward rotates back.
 import type { Tensor } from "../types.ts";
-import { describe, expectDtype, expectRank, expectShape, expectFloat, fail } from "./check.ts";
+import { checkRope } from "../op-checks.ts";
 import { expectSeparate, f32Data, i32Data, outputFloats, writeFloats, type TensorStore } from "./store.ts";
 
 /** Rotates x (N, heads, D) in place by +angle (forward) or -angle (backward, the transpose). */
-function rotate(store: TensorStore, op: string, what: string, x: Tensor, positions: Tensor, invFreq: Tensor, direction: 1 | -1): void {
-  expectFloat(op, what, x);
-  expectRank(op, what, x, 3);
-  expectDtype(op, "positions", positions, ["i32"]);
-  expectDtype(op, "invFreq", invFreq, ["f32"]);
-  const [n, heads, dim] = x.shape as [number, number, number];
-  if (dim % 2 !== 0) fail(op, `${describe(what, x)} head dim ${dim} is odd; rotate_half pairs j with j + D/2`);
+function rotate(store: TensorStore, op: "ropeForward" | "ropeBackward", what: string, x: Tensor, positions: Tensor, invFreq: Tensor, direction: 1 | -1): void {
+  const { tokens: n, heads, dim } = checkRope(op, what, x, positions, invFreq);
   const half = dim / 2;
-  expectShape(op, "positions", positions, [n]);
-  expectShape(op, "invFreq", invFreq, [half]);
   const xSlot = store.get(op, what, x);
   const freqSlot = store.get(op, "invFreq", invFreq);
   expectSeparate(op, [[what, xSlot]], [["invFreq", freqSlot]]);

@@ -2,7 +2,7 @@
 // views into the same storage, copies in and out, and reading or writing any float dtype as float32.
 import type { DType, Tensor } from "../types.ts";
 import { bf16ToF32Array, f16ToF32Array, f32ToBf16Array, f32ToF16Array, f32ToBf16Bits, f32ToF16Bits } from "../../util/half.ts";
-import { describe, fail, shapeText } from "./check.ts";
+import { describe, fail, shapeText } from "../checks.ts";
 
 export type Storage = Float32Array | Uint16Array | Int32Array | Uint8Array;
 

@@ -220,6 +220,8 @@ void test("the wrappers reject what the CPU backend rejects, naming the op", () 
   assertInternal(() => { crossEntropyForward(dev, tensor("f32", [2]), tensor("f32", [2, 5]), tensor("f32", [2])); }, /crossEntropyForward: targets dtype f32 is not i32/);
   assertInternal(() => { adamwUpdate(dev, tensor("f32", [4]), tensor("f32", [4]), tensor("f32", [4]), tensor("f32", [4]), { lr: 1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0, step: 0 }); }, /adamwUpdate: step is 0/);
   assertInternal(() => { dequantize4bit(dev, tensor("f32", [128]), { packed: tensor("u8", [64]), absmax: tensor("f32", [3]), code: tensor("f32", [16]), blocksize: 64 }); }, /dequantize4bit: absmax shape \[3\] does not match \[2\]/);
+  assertInternal(() => { dequantize4bit(dev, tensor("f32", [9]), { packed: tensor("u8", [4]), absmax: tensor("f32", [1]), code: tensor("f32", [16]), blocksize: 64 }); }, /^dequantize4bit: packed \(element count\) shape \[4\] does not match \[5\]$/);
+  assertInternal(() => { adamwUpdate(dev, tensor("f32", [4]), tensor("f32", [3]), tensor("f32", [4]), tensor("f32", [4]), { lr: 1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0, step: 1 }); }, /^adamwUpdate: grads has 3 elements, params has 4$/);
   assertInternal(() => { convert(dev, tensor("f32", [4]), tensor("i32", [4])); }, /convert: src dtype i32/);
 });
 

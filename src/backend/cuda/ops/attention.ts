@@ -1,6 +1,7 @@
 // CUDA launch wrappers for causal grouped-query attention over packed documents (forward, backward) and against
 // a KV cache (decode): argument checks, tile tables uploaded to scratch, the choice of kernel file and launch sizes.
 import { TunaError } from "../../../util/errors.ts";
+import { expectFinite, fail, sameShape } from "../../checks.ts";
 import type { CudaDevice, CudaFunction, DevicePtr, DeviceTensor, KernelArg } from "../types.ts";
 import { FLOAT_DTYPE_CODE } from "../types.ts";
 import {
@@ -24,24 +25,12 @@ interface Layout {
   dt: number;
 }
 
-function fail(op: string, message: string): never {
-  throw new TunaError("INTERNAL", `${op}: ${message}`);
-}
-
 function text(what: string, t: DeviceTensor): string {
   return `${what} ${t.dtype}[${t.shape.join(", ")}]`;
 }
 
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
 function expectLike(op: string, what: string, t: DeviceTensor, likeWhat: string, like: DeviceTensor): void {
   if (t.dtype !== like.dtype || !sameShape(t.shape, like.shape)) fail(op, `${text(what, t)} must match ${text(likeWhat, like)}`);
-}
-
-function expectScale(op: string, scale: number): void {
-  if (!Number.isFinite(scale)) fail(op, `scale is ${scale}, expected a finite number`);
 }
 
 /** q (N, H, D) of a float dtype; k-like tensors (rows, KV, D) of the same dtype with H a multiple of KV. */
@@ -124,7 +113,7 @@ export function attentionForward(
   const layout = checkPacked(op, q, k, v, cuSeqlens, cuSeqlensHost);
   expectLike(op, "out", out, "q", q);
   expectLse(op, lse, layout);
-  expectScale(op, scale);
+  expectFinite(op, "scale", scale);
   if (layout.n === 0 || layout.heads === 0 || layout.dim === 0) return;
   const { heads, kvHeads, dim, dt } = layout;
   const path = attentionPath(q.dtype, dim, aligned16([out, q, k, v]), dev.arch);
@@ -170,7 +159,7 @@ export function attentionBackward(
   expectLike(op, "dk", dk, "k", k);
   expectLike(op, "dv", dv, "k", k);
   expectLse(op, lse, layout);
-  expectScale(op, scale);
+  expectFinite(op, "scale", scale);
   if (layout.n === 0 || layout.heads === 0 || layout.dim === 0) return;
   const { n, heads, kvHeads, dim, dt } = layout;
   const path = attentionPath(q.dtype, dim, aligned16([dq, dk, dv, dout, q, k, v, out]), dev.arch);
@@ -246,7 +235,7 @@ export function attentionDecode(
   const layout = checkHeads(op, q, "kCache", kCache);
   expectLike(op, "vCache", vCache, "kCache", kCache);
   expectLike(op, "out", out, "q", q);
-  expectScale(op, scale);
+  expectFinite(op, "scale", scale);
   const capacity = kCache.shape[0]!;
   if (!Number.isSafeInteger(pastLength) || pastLength < 0) fail(op, `pastLength is ${pastLength}, expected an integer >= 0`);
   if (pastLength + layout.n > capacity) {

@@ -1,35 +1,7 @@
-// Argument checks and launch sizing shared by the CUDA op wrappers: shape, dtype and storage-overlap checks
-// on DeviceTensors (what the CPU backend's check.ts and expectSeparate do for Tensors), and kernel arguments.
-import type { DType } from "../../types.ts";
-import { fail, sameShape, shapeText } from "../../cpu/check.ts";
+// Storage checks and launch sizing shared by the CUDA op wrappers: device-memory overlap (what the CPU backend's
+// store.ts expectSeparate does for slots), 32-bit kernel sizes, and kernel arguments. Op checks: ../../op-checks.ts.
+import { fail } from "../../checks.ts";
 import { DTYPE_BYTES, FLOAT_DTYPE_CODE, type CudaDevice, type DeviceTensor, type KernelArg } from "../types.ts";
-
-export { expectFinite, fail } from "../../cpu/check.ts";
-
-const FLOAT_DTYPES: readonly DType[] = ["f32", "bf16", "f16"];
-
-export function expectDtype(op: string, what: string, t: DeviceTensor, allowed: readonly DType[]): void {
-  if (!allowed.includes(t.dtype)) fail(op, `${what} dtype ${t.dtype} is not ${allowed.join(" or ")}`);
-}
-
-export function expectFloat(op: string, what: string, t: DeviceTensor): void {
-  expectDtype(op, what, t, FLOAT_DTYPES);
-}
-
-export function expectShape(op: string, what: string, t: DeviceTensor, shape: readonly number[]): void {
-  if (!sameShape(t.shape, shape)) fail(op, `${what} shape ${shapeText(t.shape)} does not match ${shapeText(shape)}`);
-}
-
-export function expectRank(op: string, what: string, t: DeviceTensor, rank: number): void {
-  if (t.shape.length !== rank) fail(op, `${what} shape ${shapeText(t.shape)} is not of rank ${rank}`);
-}
-
-/** The rows a per-row op walks (all axes but the last) and the last axis' length. */
-export function splitLastAxis(op: string, what: string, t: DeviceTensor): { rows: number; cols: number } {
-  const cols = t.shape[t.shape.length - 1];
-  if (cols === undefined) fail(op, `${what} shape ${shapeText(t.shape)} has no axes`);
-  return { rows: cols === 0 ? 0 : t.size / cols, cols };
-}
 
 /** A size a kernel takes as a 32-bit int (a row length, a vocabulary). */
 export function expectInt32(op: string, what: string, value: number): void {

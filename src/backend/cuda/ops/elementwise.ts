@@ -1,7 +1,8 @@
 // CUDA elementwise ops (kernels/elementwise.cu): add, scale, dropout, SwiGLU and the bias pair, with the CPU
 // backend's checks. biasBackward reduces through an f32 scratch of per-block column sums (deterministic).
 import type { CudaDevice, DeviceTensor } from "../types.ts";
-import { expectDtype, expectFinite, expectFloat, expectSeparate, expectShape, fail, floatArgs, splitLastAxis, strideGrid, ptr } from "./device-checks.ts";
+import { checkAdd, checkAddBias, checkBiasBackward, checkDropoutApply, checkDropoutMask, checkScale, checkSwigluBackward, checkSwigluForward } from "../../op-checks.ts";
+import { expectSeparate, floatArgs, strideGrid, ptr } from "./device-checks.ts";
 
 import { dropoutThreshold } from "../../../util/dropout-hash.ts";
 
@@ -10,9 +11,7 @@ const BLOCK = 256;
 /** out = a + b (same shape); out may be exactly a or b. */
 export function add(dev: CudaDevice, out: DeviceTensor, a: DeviceTensor, b: DeviceTensor): void {
   const op = "add";
-  for (const [what, t] of [["out", out], ["a", a], ["b", b]] as const) expectFloat(op, what, t);
-  expectShape(op, "b", b, a.shape);
-  expectShape(op, "out", out, a.shape);
+  checkAdd(out, a, b);
   expectSeparate(op, [["out", out]], [["a", a], ["b", b]], true);
   const n = out.size;
   if (n === 0) return;
@@ -27,8 +26,7 @@ export function add(dev: CudaDevice, out: DeviceTensor, a: DeviceTensor, b: Devi
 /** x *= s (s rounded to f32). */
 export function scale(dev: CudaDevice, x: DeviceTensor, s: number): void {
   const op = "scale";
-  expectFloat(op, "x", x);
-  expectFinite(op, "s", s);
+  checkScale(x, s);
   const n = x.size;
   if (n === 0) return;
   dev.module("elementwise.cu").fn("scale").launch([strideGrid(dev, n, BLOCK), 1, 1], [BLOCK, 1, 1], 0, [...floatArgs(op, "x", x), { f32: s }, { i64: n }]);
@@ -36,11 +34,7 @@ export function scale(dev: CudaDevice, x: DeviceTensor, s: number): void {
 
 /** mask u8 = 1 where the counter hash of (index, seed) reaches the threshold of p (src/util/dropout-hash.ts). */
 export function dropoutMask(dev: CudaDevice, mask: DeviceTensor, p: number, seed: readonly [number, number]): void {
-  const op = "dropoutMask";
-  expectDtype(op, "mask", mask, ["u8"]);
-  if (!(p >= 0 && p < 1)) fail(op, `p is ${p}, expected 0 <= p < 1`);
-  if (mask.size > 2 ** 32) fail(op, `mask has ${mask.size} elements; the hash indexes at most 2^32`);
-  for (const s of seed) if (!Number.isInteger(s) || s < 0 || s >= 2 ** 32) fail(op, `seed word ${s} is not a 32-bit unsigned integer`);
+  checkDropoutMask(mask, p, seed);
   const n = mask.size;
   if (n === 0) return;
   dev.module("elementwise.cu").fn("dropout_mask").launch([strideGrid(dev, n, BLOCK), 1, 1], [BLOCK, 1, 1], 0, [
@@ -55,12 +49,7 @@ export function dropoutMask(dev: CudaDevice, mask: DeviceTensor, p: number, seed
 /** out = x * mask * f32(1 / (1 - p)), mask u8 (same shape) 1 = keep, 0 = drop; p = 0 copies x. out may be exactly x. */
 export function dropoutApply(dev: CudaDevice, out: DeviceTensor, x: DeviceTensor, mask: DeviceTensor, p: number): void {
   const op = "dropoutApply";
-  expectFloat(op, "out", out);
-  expectFloat(op, "x", x);
-  expectDtype(op, "mask", mask, ["u8"]);
-  expectShape(op, "mask", mask, x.shape);
-  expectShape(op, "out", out, x.shape);
-  if (!(p >= 0 && p < 1)) fail(op, `p is ${p}, expected 0 <= p < 1`);
+  checkDropoutApply(out, x, mask, p);
   expectSeparate(op, [["out", out]], [["x", x], ["mask", mask]], true);
   const n = out.size;
   if (n === 0) return;
@@ -77,9 +66,7 @@ export function dropoutApply(dev: CudaDevice, out: DeviceTensor, x: DeviceTensor
 /** out = silu(gate) * up; out may be exactly gate or up. */
 export function swigluForward(dev: CudaDevice, out: DeviceTensor, gate: DeviceTensor, up: DeviceTensor): void {
   const op = "swigluForward";
-  for (const [what, t] of [["out", out], ["gate", gate], ["up", up]] as const) expectFloat(op, what, t);
-  expectShape(op, "up", up, gate.shape);
-  expectShape(op, "out", out, gate.shape);
+  checkSwigluForward(out, gate, up);
   expectSeparate(op, [["out", out]], [["gate", gate], ["up", up]], true);
   const n = out.size;
   if (n === 0) return;
@@ -94,10 +81,7 @@ export function swigluForward(dev: CudaDevice, out: DeviceTensor, gate: DeviceTe
 /** dgate = dout * up * sig(g) * (1 + g * (1 - sig(g))), dup = dout * silu(g); both overwritten, neither aliasing an input. */
 export function swigluBackward(dev: CudaDevice, dgate: DeviceTensor, dup: DeviceTensor, dout: DeviceTensor, gate: DeviceTensor, up: DeviceTensor): void {
   const op = "swigluBackward";
-  for (const [what, t] of [["dgate", dgate], ["dup", dup], ["dout", dout], ["gate", gate], ["up", up]] as const) {
-    expectFloat(op, what, t);
-    expectShape(op, what, t, gate.shape);
-  }
+  checkSwigluBackward(dgate, dup, dout, gate, up);
   expectSeparate(op, [["dgate", dgate], ["dup", dup]], [["dout", dout], ["gate", gate], ["up", up]]);
   const n = gate.size;
   if (n === 0) return;
@@ -114,10 +98,7 @@ export function swigluBackward(dev: CudaDevice, dgate: DeviceTensor, dup: Device
 /** out (..., F) += bias (F) broadcast over rows. */
 export function addBias(dev: CudaDevice, out: DeviceTensor, bias: DeviceTensor): void {
   const op = "addBias";
-  expectFloat(op, "out", out);
-  expectFloat(op, "bias", bias);
-  const { rows, cols } = splitLastAxis(op, "out", out);
-  expectShape(op, "bias", bias, [cols]);
+  const { rows, cols } = checkAddBias(out, bias);
   expectSeparate(op, [["out", out]], [["bias", bias]]);
   if (rows === 0) return;
   // x covers the columns; y strides over rows, up to enough blocks to fill the GPU several times.
@@ -134,10 +115,7 @@ export function addBias(dev: CudaDevice, out: DeviceTensor, bias: DeviceTensor):
 /** dbias (F) += column sums of dout (..., F), summed in f32 per block, then across blocks in a fixed order. */
 export function biasBackward(dev: CudaDevice, dbias: DeviceTensor, dout: DeviceTensor): void {
   const op = "biasBackward";
-  expectFloat(op, "dbias", dbias);
-  expectFloat(op, "dout", dout);
-  const { rows, cols } = splitLastAxis(op, "dout", dout);
-  expectShape(op, "dbias", dbias, [cols]);
+  const { rows, cols } = checkBiasBackward(dbias, dout);
   expectSeparate(op, [["dbias", dbias]], [["dout", dout]]);
   if (rows === 0) return;
   const mod = dev.module("elementwise.cu");

@@ -1,18 +1,14 @@
 // CUDA embedding lookup and its scatter-add backward (kernels/embedding.cu), with the CPU backend's checks.
 // The backward adds with f32 atomics, so dtable must be f32 and the order of duplicate ids' sums varies.
 import type { CudaDevice, DeviceTensor } from "../types.ts";
-import { expectDtype, expectFloat, expectInt32, expectRank, expectSeparate, expectShape, fail, floatArgs, ptr, rowBlock, MAX_ROW_BLOCKS } from "./device-checks.ts";
+import { fail } from "../../checks.ts";
+import { checkEmbeddingBackward, checkEmbeddingForward } from "../../op-checks.ts";
+import { expectInt32, expectSeparate, floatArgs, ptr, rowBlock, MAX_ROW_BLOCKS } from "./device-checks.ts";
 
 /** out (N, C) = table[ids]; ids i32 (N) in [0, V), table (V, C). An id outside the table gives a NaN row. */
 export function embeddingForward(dev: CudaDevice, out: DeviceTensor, ids: DeviceTensor, table: DeviceTensor): void {
   const op = "embeddingForward";
-  expectFloat(op, "out", out);
-  expectFloat(op, "table", table);
-  expectRank(op, "table", table, 2);
-  expectDtype(op, "ids", ids, ["i32"]);
-  expectRank(op, "ids", ids, 1);
-  const [vocab, channels] = table.shape as [number, number];
-  expectShape(op, "out", out, [ids.size, channels]);
+  const { vocab, channels } = checkEmbeddingForward(out, ids, table);
   expectInt32(op, "vocab", vocab);
   expectSeparate(op, [["out", out]], [["table", table], ["ids", ids]]);
   const tokens = ids.size;
@@ -32,13 +28,9 @@ export function embeddingForward(dev: CudaDevice, out: DeviceTensor, ids: Device
 /** dtable (V, C) f32 += scatter of dout (N, C) by ids; ids < 0 are skipped (ids >= V too: the device cannot throw). */
 export function embeddingBackward(dev: CudaDevice, dtable: DeviceTensor, dout: DeviceTensor, ids: DeviceTensor): void {
   const op = "embeddingBackward";
+  // First, so a bf16 dtable is told why it must be f32 here (the CPU backend accepts any float dtype).
   if (dtable.dtype !== "f32") fail(op, `dtable dtype ${dtable.dtype} is not f32: the CUDA backward adds with f32 atomics; keep the embedding gradient in f32`);
-  expectRank(op, "dtable", dtable, 2);
-  expectFloat(op, "dout", dout);
-  expectDtype(op, "ids", ids, ["i32"]);
-  expectRank(op, "ids", ids, 1);
-  const [vocab, channels] = dtable.shape as [number, number];
-  expectShape(op, "dout", dout, [ids.size, channels]);
+  const { vocab, channels } = checkEmbeddingBackward(dtable, dout, ids);
   expectInt32(op, "vocab", vocab);
   expectSeparate(op, [["dtable", dtable]], [["dout", dout], ["ids", ids]]);
   const tokens = ids.size;

@@ -3,7 +3,8 @@
 import { encodeScalar } from "../../cpu/store.ts";
 import type { CudaDevice, DeviceTensor } from "../types.ts";
 import { DTYPE_BYTES } from "../types.ts";
-import { expectFloat, expectSeparate, expectShape, floatArgs, strideGrid } from "./device-checks.ts";
+import { expectFloat, expectShape } from "../../checks.ts";
+import { expectSeparate, floatArgs, strideGrid } from "./device-checks.ts";
 
 const BLOCK = 256;
 

@@ -1,7 +1,9 @@
 // CUDA RMSNorm forward/backward (kernels/norm.cu) in HF LlamaRMSNorm's order, with the CPU backend's checks.
 // The backward's dweight goes through an f32 scratch of per-block partial rows, reduced in a fixed order.
 import type { CudaDevice, DeviceTensor } from "../types.ts";
-import { expectDtype, expectFinite, expectFloat, expectSeparate, expectShape, fail, floatArgs, ptr, rowBlock, splitLastAxis, MAX_ROW_BLOCKS } from "./device-checks.ts";
+import { fail } from "../../checks.ts";
+import { checkRmsnormBackward, checkRmsnormForward } from "../../op-checks.ts";
+import { expectSeparate, floatArgs, ptr, rowBlock, MAX_ROW_BLOCKS } from "./device-checks.ts";
 
 /** Dynamic shared memory a block may use without opting in (cuFuncSetAttribute) and the most it can get (sm_80+). */
 const DEFAULT_SHARED_BYTES = 48 * 1024;
@@ -10,15 +12,7 @@ const MAX_SHARED_BYTES = 227 * 1024;
 /** out (..., C) = cast(x * rstd) * weight; rstd f32 (...) saved for the backward. */
 export function rmsnormForward(dev: CudaDevice, out: DeviceTensor, rstd: DeviceTensor, x: DeviceTensor, weight: DeviceTensor, eps: number): void {
   const op = "rmsnormForward";
-  expectFloat(op, "out", out);
-  expectFloat(op, "x", x);
-  expectFloat(op, "weight", weight);
-  expectDtype(op, "rstd", rstd, ["f32"]);
-  expectFinite(op, "eps", eps);
-  const { rows, cols } = splitLastAxis(op, "x", x);
-  expectShape(op, "out", out, x.shape);
-  expectShape(op, "weight", weight, [cols]);
-  expectShape(op, "rstd", rstd, x.shape.slice(0, -1));
+  const { rows, cols } = checkRmsnormForward(out, rstd, x, weight, eps);
   expectSeparate(op, [["out", out], ["rstd", rstd]], [["x", x], ["weight", weight]]);
   if (rows === 0) return;
   const block = rowBlock(cols);
@@ -49,17 +43,7 @@ export function rmsnormBackward(
   accumulate: boolean,
 ): void {
   const op = "rmsnormBackward";
-  for (const [what, t] of [["dx", dx], ["dout", dout], ["x", x], ["weight", weight]] as const) expectFloat(op, what, t);
-  expectDtype(op, "rstd", rstd, ["f32"]);
-  const { rows, cols } = splitLastAxis(op, "x", x);
-  expectShape(op, "dx", dx, x.shape);
-  expectShape(op, "dout", dout, x.shape);
-  expectShape(op, "weight", weight, [cols]);
-  expectShape(op, "rstd", rstd, x.shape.slice(0, -1));
-  if (dweight !== null) {
-    expectFloat(op, "dweight", dweight);
-    expectShape(op, "dweight", dweight, [cols]);
-  }
+  const { rows, cols } = checkRmsnormBackward(dx, dweight, dout, x, weight, rstd);
   const inputs = [["dout", dout], ["x", x], ["weight", weight], ["rstd", rstd]] as const;
   expectSeparate(op, dweight === null ? [["dx", dx]] : [["dx", dx], ["dweight", dweight]], inputs);
   if (rows === 0) return;

@@ -2,20 +2,15 @@
 // and the sum of squares for gradient clipping, reduced in double through a per-block scratch (deterministic).
 import type { AdamWParams } from "../../types.ts";
 import type { CudaDevice, DeviceTensor } from "../types.ts";
-import { expectDtype, expectFinite, expectFloat, expectSeparate, fail, floatArgs, ptr, strideGrid } from "./device-checks.ts";
+import { checkAdamwUpdate, checkSumSquares } from "../../op-checks.ts";
+import { expectSeparate, floatArgs, ptr, strideGrid } from "./device-checks.ts";
 
 const f32 = Math.fround;
 
 /** Decoupled-weight-decay Adam over flat f32 buffers of equal size (params, m, v updated in place). */
 export function adamwUpdate(dev: CudaDevice, params: DeviceTensor, grads: DeviceTensor, m: DeviceTensor, v: DeviceTensor, p: AdamWParams): void {
   const op = "adamwUpdate";
-  const tensors = [["params", params], ["grads", grads], ["m", m], ["v", v]] as const;
-  for (const [what, t] of tensors) {
-    expectDtype(op, what, t, ["f32"]);
-    if (t.size !== params.size) fail(op, `${what} has ${t.size} elements, params has ${params.size}`);
-  }
-  for (const key of ["lr", "beta1", "beta2", "eps", "weightDecay"] as const) expectFinite(op, key, p[key]);
-  if (!Number.isSafeInteger(p.step) || p.step < 1) fail(op, `step is ${p.step}, expected an integer >= 1 (1-based)`);
+  checkAdamwUpdate(params, grads, m, v, p);
   expectSeparate(op, [["params", params], ["m", m], ["v", v]], [["grads", grads]]);
   const n = params.size;
   if (n === 0) return;
@@ -43,7 +38,7 @@ export function adamwUpdate(dev: CudaDevice, params: DeviceTensor, grads: Device
 /** Sum of squares of a float tensor, accumulated in double; waits for the device (downloads 8 bytes). */
 export function sumSquares(dev: CudaDevice, x: DeviceTensor): Promise<number> {
   const op = "sumSquares";
-  expectFloat(op, "x", x);
+  checkSumSquares(x);
   const n = x.size;
   if (n === 0) return Promise.resolve(0);
   const block = 256;

@@ -2,8 +2,8 @@
 // The 4-bit weight arrives as device tensors in the layout of ../../types.ts Quant4bitTensors.
 import type { CudaDevice, DeviceTensor } from "../types.ts";
 import { FP4_INTERVAL_CODES, FP4_THRESHOLDS, NF4_THRESHOLDS } from "../../../quant/codes.ts";
-import { isBlocksize } from "../../../quant/blockwise.ts";
-import { expectDtype, expectFloat, expectSeparate, expectShape, fail, floatArgs, ptr, strideGrid } from "./device-checks.ts";
+import { checkDequantize4bit, checkQuantize4bit } from "../../op-checks.ts";
+import { expectSeparate, floatArgs, ptr, strideGrid } from "./device-checks.ts";
 
 /** Quant4bitTensors with device tensors: packed u8 (ceil(n/2)), absmax f32 (ceil(n/blocksize)), code f32 (16). */
 export interface DeviceQuant4bit {
@@ -18,15 +18,7 @@ export function dequantize4bit(dev: CudaDevice, out: DeviceTensor, q: DeviceQuan
   const op = "dequantize4bit";
   const n = out.size;
   const { blocksize } = q;
-  if (!Number.isSafeInteger(blocksize) || blocksize <= 0) fail(op, `blocksize ${blocksize} is not a positive integer`);
-  expectFloat(op, "out", out);
-  expectDtype(op, "packed", q.packed, ["u8"]);
-  expectDtype(op, "absmax", q.absmax, ["f32"]);
-  expectDtype(op, "code", q.code, ["f32"]);
-  // bitsandbytes stores packed as [n/2, 1]: only the element count matters.
-  if (q.packed.size !== Math.ceil(n / 2)) fail(op, `packed has ${q.packed.size} bytes, expected ${Math.ceil(n / 2)} for ${n} elements`);
-  expectShape(op, "absmax", q.absmax, [Math.ceil(n / blocksize)]);
-  expectShape(op, "code", q.code, [16]);
+  checkDequantize4bit(out, q);
   expectSeparate(op, [["out", out]], [["packed", q.packed], ["absmax", q.absmax], ["code", q.code]]);
   if (n === 0) return;
   const shift = Math.log2(blocksize);
@@ -60,12 +52,7 @@ export function dequantize4bit(dev: CudaDevice, out: DeviceTensor, q: DeviceQuan
 export function quantize4bit(dev: CudaDevice, packed: DeviceTensor, absmax: DeviceTensor, x: DeviceTensor, quantType: "nf4" | "fp4", blocksize: number): void {
   const op = "quantize4bit";
   const n = x.size;
-  if (!isBlocksize(blocksize)) fail(op, `blocksize ${blocksize} is not one bitsandbytes supports`);
-  expectFloat(op, "x", x);
-  expectDtype(op, "packed", packed, ["u8"]);
-  expectDtype(op, "absmax", absmax, ["f32"]);
-  expectShape(op, "packed", packed, [Math.ceil(n / 2)]);
-  expectShape(op, "absmax", absmax, [Math.ceil(n / blocksize)]);
+  checkQuantize4bit(packed, absmax, x, blocksize);
   expectSeparate(op, [["packed", packed], ["absmax", absmax]], [["x", x]]);
   if (n === 0) return;
   // The thresholds (and FP4's interval codes) travel in one small scratch: 16 floats then 8 ints.

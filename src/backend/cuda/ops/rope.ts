@@ -1,18 +1,12 @@
 // CUDA rotary embedding (kernels/rope.cu): in-place rotation of (N, heads, D) by HF's rotate_half pairing,
 // forward by +angle and backward by -angle, with the CPU backend's checks.
 import type { CudaDevice, DeviceTensor } from "../types.ts";
-import { expectDtype, expectFloat, expectRank, expectSeparate, expectShape, fail, floatArgs, ptr, strideGrid } from "./device-checks.ts";
+import { checkRope } from "../../op-checks.ts";
+import { expectSeparate, floatArgs, ptr, strideGrid } from "./device-checks.ts";
 
-function rotate(dev: CudaDevice, op: string, what: string, x: DeviceTensor, positions: DeviceTensor, invFreq: DeviceTensor, direction: 1 | -1): void {
-  expectFloat(op, what, x);
-  expectRank(op, what, x, 3);
-  expectDtype(op, "positions", positions, ["i32"]);
-  expectDtype(op, "invFreq", invFreq, ["f32"]);
-  const [tokens, heads, dim] = x.shape as [number, number, number];
-  if (dim % 2 !== 0) fail(op, `${what} head dim ${dim} is odd; rotate_half pairs j with j + D/2`);
+function rotate(dev: CudaDevice, op: "ropeForward" | "ropeBackward", what: string, x: DeviceTensor, positions: DeviceTensor, invFreq: DeviceTensor, direction: 1 | -1): void {
+  const { tokens, heads, dim } = checkRope(op, what, x, positions, invFreq);
   const half = dim / 2;
-  expectShape(op, "positions", positions, [tokens]);
-  expectShape(op, "invFreq", invFreq, [half]);
   expectSeparate(op, [[what, x]], [["positions", positions], ["invFreq", invFreq]]);
   const pairs = tokens * half;
   if (pairs === 0 || heads === 0) return;
