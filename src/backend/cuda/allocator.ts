@@ -124,7 +124,7 @@ export function createCachingAllocator(options: CachingAllocatorOptions): Cachin
       "GPU",
       `out of GPU memory allocating ${formatMemorySize(bytes)}${size !== bytes ? ` (a ${formatMemorySize(size)} block)` : ""} for ${what}: ` +
         `${formatMemorySize(inUse)} in use by tensors, ${formatMemorySize(reserved)} reserved by tuna, of the GPU's ${formatMemorySize(totalBytes)}${free}. ` +
-        "To use less memory: lower per_device_train_batch_size or max_seq_length, set gradient_checkpointing: true, or load_in_4bit: true.",
+        "To use less memory: lower per_device_train_batch_size or max_seq_length, set gradient_checkpointing true, or use_4bit_quantization true (QLoRA).",
     );
   };
 

@@ -1,6 +1,7 @@
 // The named activation slots of one forward pass (what backward needs), allocated per token count N.
 // With gradient checkpointing only each block's input is kept per layer; one block's slots are shared.
 import type { Backend, Tensor } from "../../backend/types.ts";
+import { TunaError } from "../../util/errors.ts";
 import type { ModelConfig } from "../hf/config.ts";
 import { PROJECTIONS, type Projection } from "../hf/weights.ts";
 import type { LlamaParams } from "./params.ts";
@@ -32,6 +33,8 @@ export interface BlockSlots {
 
 export interface Activations {
   N: number;
+  /** The allocation these tensors live in: itself, or for a smaller batch the larger set it views the first N rows of. */
+  root: Activations;
   /** (L+1) residual stream: xs[l] is block l's input, xs[L] the final block output. */
   xs: Tensor[];
   /** One per layer, or a single shared set when checkpointing. */
@@ -184,6 +187,9 @@ export function allocActivations(backend: Backend, params: LlamaParams, N: numbe
   }
   const acts: Activations = {
     N,
+    get root(): Activations {
+      return acts;
+    },
     xs: Array.from({ length: cfg.numLayers + 1 }, (_, l) => a([N, C], `x${l}`)),
     blocks,
     lnf: a([N, C], "lnf"),
@@ -211,4 +217,66 @@ export function allocActivations(backend: Backend, params: LlamaParams, N: numbe
     },
   };
   return acts;
+}
+
+/**
+ * The first N rows of every activation of `root` (allocated for at least N tokens): a packed batch of
+ * fewer tokens reuses the allocation instead of freeing and allocating ~100 tensors of new sizes per step.
+ * Flat LoRA scratch (N * R) keeps its first N * R elements; the logits chunk is shared as it is.
+ */
+export function viewActivations(backend: Backend, root: Activations, N: number): Activations {
+  if (N > root.N) throw new TunaError("INTERNAL", `activations for ${root.N} tokens cannot hold ${N}`);
+  if (N === root.N) return root;
+  const rows = (t: Tensor): Tensor => backend.rows(t, 0, N);
+  const flat = (t: Tensor): Tensor => backend.rows(t, 0, (t.size / root.N) * N);
+  const block = (b: BlockSlots): BlockSlots => {
+    const lora: Partial<Record<Projection, LoraSlots>> = {};
+    for (const p of PROJECTIONS) {
+      const s = b.lora[p];
+      if (s === undefined) continue;
+      lora[p] = { xa: flat(s.xa), mask: s.mask === null ? null : rows(s.mask), xd: s.xd === null ? null : rows(s.xd), dropoutApplied: false };
+    }
+    return {
+      ln1: rows(b.ln1),
+      rstd1: rows(b.rstd1),
+      q: rows(b.q),
+      k: rows(b.k),
+      v: rows(b.v),
+      att: rows(b.att),
+      lse: rows(b.lse),
+      x2: rows(b.x2),
+      ln2: rows(b.ln2),
+      rstd2: rows(b.rstd2),
+      gate: rows(b.gate),
+      up: rows(b.up),
+      h: rows(b.h),
+      lora,
+    };
+  };
+  return {
+    N,
+    root,
+    xs: root.xs.map(rows),
+    blocks: root.blocks.map(block),
+    lnf: rows(root.lnf),
+    rstdf: rows(root.rstdf),
+    logits: root.logits,
+    logitsValidChunk: -1,
+    losses: rows(root.losses),
+    dx: rows(root.dx),
+    dx2: rows(root.dx2),
+    dln: rows(root.dln),
+    dq: rows(root.dq),
+    dk: rows(root.dk),
+    dv: rows(root.dv),
+    datt: rows(root.datt),
+    dgate: rows(root.dgate),
+    dup: rows(root.dup),
+    dh: rows(root.dh),
+    dxa: flat(root.dxa),
+    dtmp: rows(root.dtmp),
+    free: () => {
+      root.free();
+    },
+  };
 }

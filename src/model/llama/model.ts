@@ -4,7 +4,7 @@ import type { Backend, Tensor } from "../../backend/types.ts";
 import { createRng, type Rng } from "../../util/random.ts";
 import { TunaError } from "../../util/errors.ts";
 import { IGNORE_INDEX, type Batch } from "../batch.ts";
-import { allocActivations, type ActivationDtype, type Activations } from "./activations.ts";
+import { allocActivations, viewActivations, type ActivationDtype, type Activations } from "./activations.ts";
 import { blockBackward, blockForward, type SequenceInputs } from "./block.ts";
 import type { LinearScratch } from "./linear.ts";
 import type { LlamaParams, TokenRows } from "./params.ts";
@@ -146,8 +146,16 @@ export function freeBatch(model: LlamaModel, b: DeviceBatch): void {
   for (const t of [b.ids, b.targets, b.positions, b.cuSeqlens]) model.backend.free(t);
 }
 
+/**
+ * Activations for N tokens: the current set, a view of the first N rows of a larger one, or a new
+ * allocation when N is the largest so far (packed batches vary in length; the set only grows).
+ */
 function activationsFor(model: LlamaModel, N: number): Activations {
   if (model.acts !== null && model.acts.N === N) return model.acts;
+  if (model.acts !== null && model.acts.root.N >= N) {
+    model.acts = viewActivations(model.backend, model.acts.root, N);
+    return model.acts;
+  }
   model.acts?.free();
   model.acts = allocActivations(model.backend, model.params, N, {
     checkpointing: model.checkpointing,

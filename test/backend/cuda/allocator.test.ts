@@ -119,7 +119,7 @@ void test("a real out of memory says what was asked for, for what, what is used 
       assert.match(e.message, /for activations of layer 3/);
       assert.match(e.message, /30\.0 MiB in use by tensors, 30\.0 MiB reserved by tuna, of the GPU's 80\.00 GiB/);
       assert.match(e.message, /32\.0 MiB free on the device \(about 79\.94 GiB is held outside tuna's allocator/);
-      for (const option of ["per_device_train_batch_size", "max_seq_length", "gradient_checkpointing", "load_in_4bit"]) assert.ok(e.message.includes(option), option);
+      for (const option of ["per_device_train_batch_size", "max_seq_length", "gradient_checkpointing", "use_4bit_quantization"]) assert.ok(e.message.includes(option), option);
       return true;
     },
   );

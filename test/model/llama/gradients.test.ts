@@ -172,3 +172,31 @@ test("bf16 activations: the GEMMs' bf16 twins of the trainable tensors follow ev
   assert.equal(updated.loss, expected.loss);
   assert.deepEqual(updated.grads, expected.grads);
 });
+
+test("a smaller batch after a larger one runs in views of the larger activations, with identical results", async () => {
+  const { dir, cfg } = await writeTiny();
+  const small = (): { inputIds: number[]; labels: number[] }[] => sampleDocs(cfg.vocabSize, 9).slice(0, 2);
+  const run = async (model: LlamaModel, docs: { inputIds: number[]; labels: number[] }[]): Promise<{ loss: number; grads: Float32Array }> => {
+    const be = model.backend;
+    be.fill(model.params.trainable.grads, 0);
+    const batch = uploadBatch(model, batchFromDocuments(docs));
+    const { lossSum, tokens } = await forward(model, batch, { training: true });
+    backward(model, batch, 1 / tokens);
+    return { loss: lossSum / tokens, grads: await be.downloadF32(model.params.trainable.grads) };
+  };
+  const reused = await tinyModel(dir, cfg, { mode: "lora", lora: { dropout: 0.1 }, checkpointing: true });
+  await run(reused, sampleDocs(cfg.vocabSize));
+  const root = reused.acts?.root;
+  const a = await run(reused, small());
+  assert.equal(reused.acts?.root, root, "the larger allocation is reused");
+  assert.ok((reused.acts?.N ?? 0) < (root?.N ?? 0));
+  const fresh = await tinyModel(dir, cfg, { mode: "lora", lora: { dropout: 0.1 }, checkpointing: true });
+  // Same dropout stream position: the fresh model draws the first batch's masks too.
+  await run(fresh, sampleDocs(cfg.vocabSize));
+  fresh.acts?.free();
+  fresh.acts = null;
+  const b = await run(fresh, small());
+  assert.notEqual(fresh.acts?.root, root);
+  assert.equal(a.loss, b.loss);
+  assert.deepEqual(a.grads, b.grads);
+});
