@@ -114,7 +114,7 @@ export function renderLineChart(spec: LineChartSpec): string {
       else if (runs[runs.length - 1]!.length > 0) runs.push([]);
     }
     const coords = (p: ChartPoint): string => `${f(sx(p.x))},${f(sy(p.y))}`;
-    for (const r of runs) if (r.length > 1) out.push(`<polyline class="line" stroke="${s.color}" points="${r.map(coords).join(" ")}"/>`);
+    for (const r of runs) if (r.length > 1) out.push(`<polyline class="line" stroke="${s.color}" points="${thinRun(r, sx).map(coords).join(" ")}"/>`);
     // A point with no neighbour to draw a line to would be invisible without a marker.
     const isolated = new Set(runs.filter((r) => r.length === 1).map((r) => r[0]!));
     const markers = s.markers ?? points.length <= FEW_POINTS;
@@ -132,6 +132,42 @@ export function renderLineChart(spec: LineChartSpec): string {
   out.push("</svg>");
   return out.join("\n");
 }
+
+/**
+ * A long run drawn as it would look: per pixel column only its first, lowest, highest and last point
+ * (in step order), so a 100k-step history stays a small file with every spike still visible.
+ */
+export function thinRun(run: readonly ChartPoint[], toPixel: (x: number) => number): readonly ChartPoint[] {
+  if (run.length <= THIN_ABOVE) return run;
+  const out: ChartPoint[] = [];
+  let column: ChartPoint[] = [];
+  const flush = (): void => {
+    if (column.length === 0) return;
+    let lo = column[0]!;
+    let hi = column[0]!;
+    for (const p of column) {
+      if (p.y < lo.y) lo = p;
+      if (p.y > hi.y) hi = p;
+    }
+    const keep = new Set([column[0]!, lo, hi, column[column.length - 1]!]);
+    for (const p of column) if (keep.has(p)) out.push(p);
+    column = [];
+  };
+  let current = Number.NaN;
+  for (const p of run) {
+    const px = Math.round(toPixel(p.x));
+    if (px !== current) {
+      flush();
+      current = px;
+    }
+    column.push(p);
+  }
+  flush();
+  return out;
+}
+
+/** Runs up to this many points are drawn point for point. */
+const THIN_ABOVE = 2000;
 
 function legend(series: readonly ChartSeries[], x0: number, y: number): string {
   const items: string[] = [];

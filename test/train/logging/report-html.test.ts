@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { LogEntry } from "../../../src/train/logging/log-entry.ts";
 import { renderReportHtml, writeReportHtml, type ReportInput } from "../../../src/train/logging/report-html.ts";
-import { formatNumber, niceAxis, renderLineChart } from "../../../src/train/logging/svg-chart.ts";
+import { formatNumber, niceAxis, renderLineChart, thinRun } from "../../../src/train/logging/svg-chart.ts";
 import { isTunaError } from "../../../src/util/errors.ts";
 
 const VOID_ELEMENTS = new Set(["meta", "br", "hr", "img", "input", "link"]);
@@ -156,4 +156,19 @@ test("writeReportHtml renames a finished file into place and leaves no temporary
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+void test("a long run is thinned per pixel column to its first, lowest, highest and last points; short runs are kept whole", () => {
+  const short = Array.from({ length: 50 }, (_, i) => ({ x: i, y: i % 7 }));
+  assert.equal(thinRun(short, (x) => x), short);
+  // 100,000 steps over 500 pixels, with one spike at step 77,777.
+  const long = Array.from({ length: 100_000 }, (_, i) => ({ x: i + 1, y: i === 77_776 ? 50 : Math.sin(i / 1000) }));
+  const thin = thinRun(long, (x) => (x / 100_000) * 500);
+  assert.ok(thin.length <= 4 * 501, `${thin.length} points`);
+  assert.ok(thin.some((p) => p.y === 50), "the spike survives");
+  assert.equal(thin[0], long[0]);
+  assert.equal(thin[thin.length - 1], long[long.length - 1]);
+  for (let i = 1; i < thin.length; i++) assert.ok(thin[i]!.x > thin[i - 1]!.x, "step order is kept");
+  const html = renderLineChart({ title: "loss", xLabel: "step", integerX: true, series: [{ name: "train", color: "#000", points: long }] });
+  assert.ok(html.length < 200_000, `${html.length} characters`);
 });
