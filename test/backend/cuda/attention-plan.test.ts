@@ -2,7 +2,7 @@
 // tables from cuSeqlens, the decode split, and the wrappers' launches and checks on a recording device (no GPU).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { attentionPath, backwardKernelPlan, buildTileTable, decodePlan, forwardKernelPlan, MAX_HEAD_DIM } from "../../../src/backend/cuda/ops/attention-plan.ts";
+import { attentionPath, backwardHeadSplits, backwardKernelPlan, buildTileTable, decodePlan, forwardKernelPlan, MAX_HEAD_DIM } from "../../../src/backend/cuda/ops/attention-plan.ts";
 import { attentionBackward, attentionDecode, attentionForward } from "../../../src/backend/cuda/ops/attention.ts";
 import type { CudaDevice, DeviceTensor, KernelArg } from "../../../src/backend/cuda/types.ts";
 import type { DType } from "../../../src/backend/types.ts";
@@ -28,17 +28,21 @@ test("the tensor-core path takes aligned bf16 at D 64 and 128 on sm_80 or newer 
 });
 
 test("kernel plans name the kernels and carry the shared memory of their layouts", () => {
-  // Header comment of attention-mma.cu: forward 320 (D + 8) bf16; backward 65536 (D 64) and 75264 (D 128).
-  assert.deepEqual(forwardKernelPlan("mma", 128), { file: "attention-mma.cu", kernel: "attention_forward_bf16_d128", tileRows: 64, sharedBytes: 87040 });
-  assert.deepEqual(forwardKernelPlan("mma", 64), { file: "attention-mma.cu", kernel: "attention_forward_bf16_d64", tileRows: 64, sharedBytes: 46080 });
-  assert.deepEqual(backwardKernelPlan("mma", 64), { file: "attention-mma.cu", kernel: "attention_backward_bf16_d64", tileRows: 64, sharedBytes: 65536 });
-  assert.deepEqual(backwardKernelPlan("mma", 128), { file: "attention-mma.cu", kernel: "attention_backward_bf16_d128", tileRows: 64, sharedBytes: 75264 });
+  // Header comment of attention-mma.cu: forward (BQ + 256) (D + 8) bf16 with BQ 128 on 8 warps at D 128
+  // (104448) and 64 on 4 warps at D 64 (46080); attention-mma-backward.cu: 65536 (D 64) and 75264 (D 128), 4 warps.
+  assert.deepEqual(forwardKernelPlan("mma", 128), { file: "attention-mma.cu", kernel: "attention_forward_bf16_d128", tileRows: 128, threads: 256, sharedBytes: 104448 });
+  assert.deepEqual(forwardKernelPlan("mma", 64), { file: "attention-mma.cu", kernel: "attention_forward_bf16_d64", tileRows: 64, threads: 128, sharedBytes: 46080 });
+  assert.deepEqual(backwardKernelPlan("mma", 64), { file: "attention-mma-backward.cu", kernel: "attention_backward_bf16_d64", tileRows: 64, threads: 128, sharedBytes: 65536 });
+  assert.deepEqual(backwardKernelPlan("mma", 128), { file: "attention-mma-backward.cu", kernel: "attention_backward_bf16_d128", tileRows: 64, threads: 128, sharedBytes: 75264 });
+  // Two D 128 forward blocks fit an H200's 227 KiB (the kernel is built for two per SM).
+  assert.ok(2 * forwardKernelPlan("mma", 128).sharedBytes <= 227 * 1024);
   // attention.cu, D = 64: forward f32 q 16x64 + k 32x65 + v 32x64; backward k, v 32x65, dk, dv 32x64, q, dout 16x64, p, ds 16x33, 32 floats.
-  assert.deepEqual(forwardKernelPlan("generic", 64), { file: "attention.cu", kernel: "attention_forward_generic", tileRows: 16, sharedBytes: (1024 + 2080 + 2048) * 4 });
+  assert.deepEqual(forwardKernelPlan("generic", 64), { file: "attention.cu", kernel: "attention_forward_generic", tileRows: 16, threads: 128, sharedBytes: (1024 + 2080 + 2048) * 4 });
   assert.deepEqual(backwardKernelPlan("generic", 64), {
     file: "attention.cu",
     kernel: "attention_backward_generic",
     tileRows: 32,
+    threads: 128,
     sharedBytes: (2 * 2080 + 2 * 2048 + 2 * 1024 + 2 * 528 + 32) * 4,
   });
   // Every head dim the generic kernels accept fits an H200's 227 KiB per block.
@@ -107,6 +111,31 @@ test("every row of every document lies in exactly one tile", () => {
   }
 });
 
+test("the GQA backward splits a group's heads over blocks only while the longest block would dominate", () => {
+  const keyTiles = (bounds: number[]) => buildTileTable(Int32Array.from(bounds), 64, "key");
+  const docs = (count: number, length: number) => Array.from({ length: count + 1 }, (_, i) => i * length);
+  // One 2048-token document: 32 key tiles seeing 2048, 1984, ..., 64 query rows, 33792 in all. H 32 on 264
+  // resident blocks: an even share is 33792 * 32 / 264 = 4096 rows; the longest tile times 4 / splits heads
+  // must be at most half of it: splits 4 (2 * 2048 * 1 = 4096).
+  assert.equal(backwardHeadSplits(keyTiles([0, 2048]), 32, 8, 132), 4);
+  // 8 x 512: 64 key tiles x 8 kv heads = 512 blocks already fill the 264 resident slots: no split (on the
+  // H200 the split took 0.475 ms against 0.404). On 400 SMs (800 slots) the balance rule applies:
+  // share 8 * 2304 * 32 / 800 = 737.3; splits 4 gives 2 * 512 * 1 = 1024 > 737.3, so the whole group, 4.
+  assert.equal(backwardHeadSplits(keyTiles(docs(8, 512)), 32, 8, 132), 1);
+  assert.equal(backwardHeadSplits(keyTiles(docs(8, 512)), 32, 8, 400), 4);
+  // 4 x 2048: share 16384 = 2 * 2048 * 4, no split needed.
+  assert.equal(backwardHeadSplits(keyTiles(docs(4, 2048)), 32, 8, 132), 1);
+  // MHA never splits; a tiny batch on many SMs splits the whole group; splits divide the group.
+  assert.equal(backwardHeadSplits(keyTiles([0, 2048]), 32, 32, 132), 1);
+  assert.equal(backwardHeadSplits(keyTiles([0, 100]), 8, 1, 132), 8);
+  for (const group of [2, 3, 4, 6, 8]) {
+    const splits = backwardHeadSplits(keyTiles([0, 300]), 4 * group, 4, 20);
+    assert.equal(group % splits, 0, `group ${group}`);
+  }
+  // No tiles, no work: nothing to split.
+  assert.equal(backwardHeadSplits(keyTiles([0]), 8, 2, 132), 1);
+});
+
 test("decode splits a long cache when there are few (query, head) rows", () => {
   // 32 heads, one token, 4096 rows on 132 SMs: ceil(264 / 32) = 9 splits of ceil(4096 / 9) = 456 rows.
   assert.deepEqual(decodePlan(32, 4096, 132), { splits: 9, chunk: 456 });
@@ -125,6 +154,7 @@ test("decode splits a long cache when there are few (query, head) rows", () => {
 interface Launch {
   kernel: string;
   grid: readonly number[];
+  block: readonly number[];
   sharedBytes: number;
   args: readonly KernelArg[];
 }
@@ -173,7 +203,7 @@ function recordingDevice(): { dev: CudaDevice; launches: Launch[]; uploads: Int3
             launch(grid, block, sharedBytes, args) {
               assert.deepEqual(block.slice(1), [1, 1]);
               assert.ok(sharedBytes <= Math.max(48 * 1024, sharedLimits.get(kernel) ?? 0), `${kernel} shared ${sharedBytes} without opting in`);
-              launches.push({ kernel, grid, sharedBytes, args });
+              launches.push({ kernel, grid, block, sharedBytes, args });
             },
             setMaxDynamicSharedBytes(bytes) {
               sharedLimits.set(kernel, bytes);
@@ -209,13 +239,14 @@ test("forward on bf16 D 128 launches the tensor-core kernel over (tile, head) wi
   const q = tensor("bf16", [164, 8, 128]);
   const kv = tensor("bf16", [164, 2, 128]);
   attentionForward(rec.dev, q, tensor("f32", [164, 8]), q, kv, kv, tensor("i32", [3]), bounds, 0.125);
-  // 64-row tiles: document [0, 100) at 64 (sees 100 keys) and 0 (64), document [100, 164) at 100 (64).
-  assert.deepEqual(Array.from(rec.uploads[0]!), [0, 100, 64, 0, 100, 0, 100, 164, 100]);
+  // 128-row tiles: document [0, 100) at 0 (sees 100 keys), document [100, 164) at 100 (64).
+  assert.deepEqual(Array.from(rec.uploads[0]!), [0, 100, 0, 100, 164, 100]);
   assert.equal(rec.launches.length, 1);
   const launch = rec.launches[0]!;
   assert.equal(launch.kernel, "attention-mma.cu:attention_forward_bf16_d128");
-  assert.deepEqual(launch.grid, [3 * 8, 1, 1]);
-  assert.equal(launch.sharedBytes, 87040);
+  assert.deepEqual(launch.grid, [2 * 8, 1, 1]);
+  assert.deepEqual(launch.block, [256, 1, 1]);
+  assert.equal(launch.sharedBytes, 104448);
   assert.deepEqual(launch.args.slice(6), [{ i32: 8 }, { i32: 2 }, { f32: 0.125 * Math.LOG2E }]);
   assert.equal(rec.live.size, 0, "the tile table is freed");
 });
@@ -249,6 +280,50 @@ test("backward runs delta, the key-tile kernel over (tile, kv head) and the dq c
   assert.deepEqual(rec.launches[2]!.args.slice(2), [{ i32: 0 }, { i64: 100 * 4 * 32 }, { f32: 0.5 }]);
   assert.equal(rec.memsets, 1, "the dq accumulator is zeroed");
   assert.equal(rec.live.size, 0, "delta, dq accumulator and tile table are freed");
+});
+
+test("a split GQA backward sums dk, dv in f32 scratch and converts them with dq", () => {
+  const rec = recordingDevice();
+  const bounds = Int32Array.from([0, 100]);
+  const q = tensor("bf16", [100, 8, 128]);
+  const kv = tensor("bf16", [100, 2, 128]);
+  attentionBackward(rec.dev, q, kv, kv, q, q, kv, kv, q, tensor("f32", [100, 8]), tensor("i32", [2]), bounds, 0.25);
+  assert.deepEqual(
+    rec.launches.map((l) => l.kernel),
+    [
+      "attention.cu:attention_backward_delta",
+      "attention-mma-backward.cu:attention_backward_bf16_d128",
+      "attention.cu:attention_backward_dq",
+      "attention.cu:attention_backward_dq",
+      "attention.cu:attention_backward_dq",
+    ],
+  );
+  // Two key tiles (0, 64) x 2 kv heads x 4 splits (a 100-token batch is far below the GPU's share).
+  const main = rec.launches[1]!;
+  assert.deepEqual(main.grid, [2 * 2 * 4, 1, 1]);
+  assert.deepEqual(main.args.slice(12), [{ i32: 8 }, { i32: 2 }, { i32: 4 }, { f32: 0.25 * Math.LOG2E }, { f32: 0.25 }]);
+  const dkAcc = main.args[1]!;
+  const dvAcc = main.args[2]!;
+  assert.ok("ptr" in dkAcc && "ptr" in dvAcc);
+  assert.equal(dvAcc.ptr - dkAcc.ptr, BigInt(100 * 2 * 128 * 4), "dv's accumulator follows dk's");
+  // dq scaled, dk scaled, dv as is, each from its accumulator.
+  const converts = rec.launches.slice(2).map((l) => [l.args[1], l.args[3], l.args[4]]);
+  assert.deepEqual(converts, [
+    [main.args[0], { i64: 100 * 8 * 128 }, { f32: 0.25 }],
+    [dkAcc, { i64: 100 * 2 * 128 }, { f32: 0.25 }],
+    [dvAcc, { i64: 100 * 2 * 128 }, { f32: 1 }],
+  ]);
+  assert.equal(rec.memsets, 2, "dq and the dk, dv accumulators are zeroed");
+  assert.equal(rec.live.size, 0);
+
+  // MHA keeps the direct dk, dv writes: null accumulators, one split, one convert.
+  const mha = recordingDevice();
+  const kvFull = tensor("bf16", [100, 8, 128]);
+  attentionBackward(mha.dev, q, kvFull, kvFull, q, q, kvFull, kvFull, q, tensor("f32", [100, 8]), tensor("i32", [2]), bounds, 0.25);
+  assert.equal(mha.launches.length, 3);
+  assert.deepEqual(mha.launches[1]!.args.slice(1, 3), [{ ptr: 0n }, { ptr: 0n }]);
+  assert.deepEqual(mha.launches[1]!.args[14], { i32: 1 });
+  assert.equal(mha.memsets, 1);
 });
 
 test("decode splits long caches through the combine kernel and frees the partials", () => {

@@ -1,5 +1,6 @@
-// Tile helpers for the bf16 attention kernels: ldmatrix addressing of mma.sync m16n8k16 fragments from padded
-// shared tiles, and cp.async row loads; the PTX itself is in attention-ptx.cuh.
+// Tile helpers for the bf16 attention kernels (attention-mma.cu, attention-mma-backward.cu): ldmatrix addressing
+// of mma.sync m16n8k16 fragments from padded shared tiles, cp.async row loads, quad reductions and paired f32
+// atomics; the PTX itself is in attention-ptx.cuh.
 //
 // Fragment layouts (lane = 4 g + c, g = lane / 4, c = lane % 4; each u32 holds two bf16, lower index low):
 //   A (16 x 16, row-major): a[0] = (row g, cols 2c, 2c+1), a[1] = (row g+8, same cols), a[2] = (row g, cols
@@ -25,14 +26,37 @@ __device__ __forceinline__ unsigned fragAddrB(const bf16* tile, int stride, int 
 }
 
 // rows x D bf16 from rows rowStart.. of a strided global tensor (row r at src + r * rowStride) into shared
-// (row stride STR elements); rows at or past rowEnd are zero-filled. 128 threads, 16 bytes each per step.
-template <int D, int STR>
+// (row stride STR elements); rows at or past rowEnd are zero-filled. THREADS threads, 16 bytes each per step.
+template <int D, int STR, int THREADS = 128>
 __device__ __forceinline__ void loadRows(bf16* dst, const bf16* src, long long rowStride, int rowStart, int rows,
                                          int rowEnd) {
   constexpr int CHUNKS = D / 8;
-  for (int c = threadIdx.x; c < rows * CHUNKS; c += 128) {
+  for (int c = threadIdx.x; c < rows * CHUNKS; c += THREADS) {
     const int r = c / CHUNKS, col = (c - r * CHUNKS) * 8, row = rowStart + r;
     const bool valid = row < rowEnd;
     cpAsync16(smemAddr(dst + r * STR + col), src + (long long)(valid ? row : rowStart) * rowStride + col, valid);
   }
+}
+
+#define ATTN_LN2 0.69314718055994530942f
+#define ATTN_LOG2E 1.44269504088896340736f
+
+__device__ __forceinline__ float attnInf() { return __int_as_float(0x7f800000); }
+
+__device__ __forceinline__ float quadMax(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quadSum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+__device__ __forceinline__ void atomicAddPair(float* p, float a, float b) {
+#if __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
+#else
+  atomicAdd(p, a);
+  atomicAdd(p + 1, b);
+#endif
 }

@@ -15,7 +15,7 @@
 // Shared, f32: k and v (32, D + 1), dk and dv (32, D), q and dout (16, D), p and ds (16, 33), lse and delta
 // (16) = (160 D + 1152) * 4 bytes. dS is kept unscaled: dk is scaled once when written, dq in the convert.
 // attention_backward_delta: delta = rowsum(dout * out) in f32, one warp per (token, head).
-// attention_backward_dq: dq = scale * dqAcc, rounded to dq's dtype.
+// attention_backward_dq: dq = scale * dqAcc, rounded to dq's dtype (also dk, dv of the split tensor-core backward).
 #include "common.cuh"
 
 #define ATTN_LN2 0.69314718055994530942f

@@ -9,6 +9,7 @@ import {
   DEFAULT_SHARED_BYTES,
   MAX_HEAD_DIM,
   attentionPath,
+  backwardHeadSplits,
   backwardKernelPlan,
   buildTileTable,
   decodePlan,
@@ -83,7 +84,7 @@ function kernelFor(dev: CudaDevice, file: string, name: string, sharedBytes: num
 }
 
 function launchPlan(dev: CudaDevice, plan: KernelPlan, blocks: number, args: readonly KernelArg[]): void {
-  kernelFor(dev, plan.file, plan.kernel, plan.sharedBytes).launch([blocks, 1, 1], [ATTENTION_THREADS, 1, 1], plan.sharedBytes, args);
+  kernelFor(dev, plan.file, plan.kernel, plan.sharedBytes).launch([blocks, 1, 1], [plan.threads, 1, 1], plan.sharedBytes, args);
 }
 
 function checkGrid(op: string, blocks: number): void {
@@ -165,7 +166,8 @@ export function attentionBackward(
   const path = attentionPath(q.dtype, dim, aligned16([dq, dk, dv, dout, q, k, v, out]), dev.arch);
   const plan = backwardKernelPlan(path, dim);
   const tiles = buildTileTable(cuSeqlensHost, plan.tileRows, "key");
-  const blocks = (tiles.length / 3) * kvHeads;
+  const splits = path === "mma" ? backwardHeadSplits(tiles, heads, kvHeads, dev.multiprocessorCount) : 1;
+  const blocks = (tiles.length / 3) * kvHeads * splits;
   checkGrid(op, blocks);
 
   const rows = n * heads;
@@ -173,6 +175,11 @@ export function attentionBackward(
   const dqBytes = rows * dim * 4;
   const dqAcc = dev.alloc(dqBytes, "attention backward dq accumulator (N, H, D) f32");
   dev.memset(dqAcc, 0, dqBytes);
+  // Split heads: dk then dv (N, KV, D) f32, summed over the blocks of a (key tile, kv head) by atomics.
+  const kvElements = n * kvHeads * dim;
+  const dkvAcc = splits > 1 ? dev.alloc(2 * kvElements * 4, "attention backward dk, dv accumulators (2, N, KV, D) f32") : 0n;
+  if (splits > 1) dev.memset(dkvAcc, 0, 2 * kvElements * 4);
+  const dvAcc = splits > 1 ? dkvAcc + BigInt(kvElements * 4) : 0n;
   const table = uploadTiles(dev, tiles);
   const generic = dev.module("attention.cu");
 
@@ -191,6 +198,7 @@ export function attentionBackward(
   const scaleLog2 = { f32: scale * Math.LOG2E };
   const tensors: KernelArg[] = [
     { ptr: dqAcc },
+    ...(path === "mma" ? [{ ptr: dkvAcc }, { ptr: dvAcc }] : []),
     { ptr: dk.ptr },
     { ptr: dv.ptr },
     { ptr: q.ptr },
@@ -203,16 +211,24 @@ export function attentionBackward(
   ];
   const args: KernelArg[] =
     path === "mma"
-      ? [...tensors, { i32: heads }, { i32: kvHeads }, scaleLog2, { f32: scale }]
+      ? [...tensors, { i32: heads }, { i32: kvHeads }, { i32: splits }, scaleLog2, { f32: scale }]
       : [...tensors, { i32: dt }, { i32: heads }, { i32: kvHeads }, { i32: dim }, scaleLog2, { f32: scale }];
   launchPlan(dev, plan, blocks, args);
 
-  const elements = rows * dim;
-  const convertThreads = 256;
-  const convertBlocks = Math.max(1, Math.min(Math.ceil(elements / convertThreads), dev.multiprocessorCount * 16));
-  generic
-    .fn("attention_backward_dq")
-    .launch([convertBlocks, 1, 1], [convertThreads, 1, 1], 0, [{ ptr: dq.ptr }, { ptr: dqAcc }, { i32: dt }, { i64: elements }, { f32: scale }]);
+  // f32 accumulator -> dtype, times a scale: dq (and split dk) carry dS unscaled, dv needs none.
+  const convert = (dst: DevicePtr, acc: DevicePtr, elements: number, by: number): void => {
+    const convertThreads = 256;
+    const convertBlocks = Math.max(1, Math.min(Math.ceil(elements / convertThreads), dev.multiprocessorCount * 16));
+    generic
+      .fn("attention_backward_dq")
+      .launch([convertBlocks, 1, 1], [convertThreads, 1, 1], 0, [{ ptr: dst }, { ptr: acc }, { i32: dt }, { i64: elements }, { f32: by }]);
+  };
+  convert(dq.ptr, dqAcc, rows * dim, scale);
+  if (splits > 1) {
+    convert(dk.ptr, dkvAcc, kvElements, scale);
+    convert(dv.ptr, dvAcc, kvElements, 1);
+    dev.free(dkvAcc);
+  }
   dev.free(table);
   dev.free(dqAcc);
   dev.free(delta);
