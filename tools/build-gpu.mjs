@@ -2,21 +2,12 @@
 // test-gpu/*.test.ts to dist/test-gpu/<name>.test.mjs (`node --test dist/test-gpu/*.mjs`); koffi stays external.
 // Kernel .cu sources are read at run time from the repo (packageRoot), so the tree travels beside dist/.
 import { build } from "esbuild";
+import { bundleOptions } from "./bundle-options.mjs";
 import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
-const common = {
-  bundle: true,
-  platform: "node",
-  format: "esm",
-  target: "node20",
-  sourcemap: true,
-  external: ["koffi"],
-  // Some bundled CommonJS dependencies call require(); give the ESM bundle one.
-  banner: { js: "import { createRequire as __tunaCreateRequire } from 'node:module'; const require = __tunaCreateRequire(import.meta.url);" },
-  logLevel: "warning",
-};
+const common = bundleOptions;
 
 await build({ ...common, entryPoints: [join(root, "tools/bench/gpu.ts")], outfile: join(root, "dist/bench-gpu.mjs") });
 await build({ ...common, entryPoints: [join(root, "tools/bench/attention.ts")], outfile: join(root, "dist/bench-attention.mjs") });
