@@ -7,6 +7,7 @@ import { createCudaBackend, type CudaBackend } from "../src/backend/cuda/index.t
 import type { Backend, DType, Tensor } from "../src/backend/types.ts";
 import { f32ToBf16Array, f32ToF16Array } from "../src/util/half.ts";
 import { createRng, type Rng } from "../src/util/random.ts";
+import { numel } from "../src/util/shape.ts";
 
 export const cpu: Backend = createCpuBackend({ threads: 4 });
 let gpuBackend: CudaBackend | null = null;
@@ -27,10 +28,6 @@ export type Tensors = Record<string, Tensor>;
 export interface ParityResult {
   /** max |gpu - cpu| / max |cpu| per output. */
   errors: Record<string, number>;
-}
-
-function numel(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
 }
 
 function place(be: Backend, name: string, spec: TensorSpec): Tensor {

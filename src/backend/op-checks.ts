@@ -3,6 +3,7 @@
 import type { AdamWParams } from "./types.ts";
 import { isBlocksize } from "../quant/blockwise.ts";
 import { describe, expectDtype, expectFinite, expectFloat, expectRank, expectShape, fail, splitLastAxis, type TensorLike } from "./checks.ts";
+import { numel } from "../util/shape.ts";
 
 /** out (..., C), rstd f32 (...), x (..., C), weight (C); returns the rows and C. */
 export function checkRmsnormForward(out: TensorLike, rstd: TensorLike, x: TensorLike, weight: TensorLike, eps: number): { rows: number; cols: number } {
@@ -205,7 +206,7 @@ export function checkDequantize4bit(out: TensorLike, q: Quant4bitLike): void {
 
 /** The shape itself when its element count is `size`, else a rank-1 shape that will not match (for the message). */
 function sizedLike(shape: readonly number[], size: number): readonly number[] {
-  return shape.reduce((a, b) => a * b, 1) === size ? shape : [size];
+  return numel(shape) === size ? shape : [size];
 }
 
 /** logits float (N, V), targets i32 (N); returns N and V. The targets' values are the backend's to check. */

@@ -18,6 +18,7 @@ import {
   type QuantStorage,
   type WeightDtypeName,
 } from "./quant-state.ts";
+import { numel } from "../util/shape.ts";
 
 /** One Linear weight in bnb 4-bit form (Params4bit + QuantState). */
 export interface Quantized4bit {
@@ -40,10 +41,6 @@ export interface Quantized4bit {
   code: Float32Array;
 }
 
-export function numelOf(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
 export function isNested(absmax: Float32Array | NestedAbsmax): absmax is NestedAbsmax {
   return !(absmax instanceof Float32Array);
 }
@@ -55,12 +52,12 @@ export function absmaxOf(q: Quantized4bit): Float32Array {
 
 /** The weight as float32, row-major in q.shape. */
 export function dequantizeQuantized4bit(q: Quantized4bit): Float32Array {
-  return dequantize4bit(q.packed, absmaxOf(q), numelOf(q.shape), q.quantType, q.blocksize);
+  return dequantize4bit(q.packed, absmaxOf(q), numel(q.shape), q.quantType, q.blocksize);
 }
 
 /** The weight as bfloat16 bits, row-major in q.shape. */
 export function dequantizeQuantized4bitBf16(q: Quantized4bit): Uint16Array {
-  return dequantize4bitBf16(q.packed, absmaxOf(q), numelOf(q.shape), q.quantType, q.blocksize);
+  return dequantize4bitBf16(q.packed, absmaxOf(q), numel(q.shape), q.quantType, q.blocksize);
 }
 
 function bytesOf(a: Float32Array | Uint8Array): Uint8Array {
@@ -116,7 +113,7 @@ export async function readQuantized4bit(
   if (!sameShape(state.shape, expectedShape)) {
     throw invalid(`its quant_state shape is [${state.shape.join(", ")}] but the model config implies [${expectedShape.join(", ")}]`);
   }
-  const n = numelOf(state.shape);
+  const n = numel(state.shape);
   const blocks = Math.ceil(n / state.blocksize);
 
   if (!source.has(weightName)) throw invalid(`the packed tensor "${weightName}" is missing`);
@@ -171,7 +168,7 @@ export function quantStateOf(q: Quantized4bit): QuantStateJson {
  * nested_absmax and nested_quant_map when nested, and the quant_state JSON. A bias is the caller's.
  */
 export function quantizedTensorsToWrite(weightName: string, q: Quantized4bit): TensorToWrite[] {
-  const n = numelOf(q.shape);
+  const n = numel(q.shape);
   const blocks = Math.ceil(n / q.blocksize);
   const absmaxLength = isNested(q.absmax) ? q.absmax.qabsmax.length : q.absmax.length;
   if (q.packed.length !== Math.ceil(n / 2) || absmaxLength !== blocks || q.code.length !== 16) {

@@ -7,6 +7,7 @@
 // and save CB/SCB. So an 8-bit checkpoint that transformers writes or loads is this format.
 import { TunaError } from "../util/errors.ts";
 import { f16BitsToF32, f16ToF32Array, f32BitsToF16Bits } from "../util/half.ts";
+import { numel } from "../util/shape.ts";
 import type { WeightSource } from "../io/safetensors/checkpoint.ts";
 import type { SafetensorsDtype } from "../io/safetensors/dtypes.ts";
 import type { TensorToWrite } from "../io/safetensors/writer.ts";
@@ -132,7 +133,7 @@ export async function readQuantized8bit(source: WeightSource, weightName: string
   const formatName = `${m}.weight_format`;
   if (source.has(formatName)) {
     const info = source.info(formatName);
-    if (info.dtype !== "U8" || info.shape.reduce((a, b) => a * b, 1) !== 1) throw invalid(`"${formatName}" is ${info.dtype} [${info.shape.join(", ")}], not a U8 scalar`);
+    if (info.dtype !== "U8" || numel(info.shape) !== 1) throw invalid(`"${formatName}" is ${info.dtype} [${info.shape.join(", ")}], not a U8 scalar`);
     const format = (await source.readTensor(formatName))[0];
     if (format !== 0) throw invalid(`"${formatName}" is ${String(format)}, a tiled layout (col32/turing/ampere); only the row layout (0) is supported`);
   }

@@ -9,9 +9,10 @@ import { expectedWeights, type ExpectedWeight } from "../model/hf/weights.ts";
 import { BLOCKSIZES, DEFAULT_BLOCKSIZE_4BIT, allocate4bit, isBlocksize, quantizeBlocks4bit } from "./blockwise.ts";
 import { quantMap4bit, type QuantType4bit } from "./codes.ts";
 import { doubleQuantizeAbsmax } from "./double-quant.ts";
-import { numelOf, type Quantized4bit } from "./bnb-checkpoint.ts";
+import type { Quantized4bit } from "./bnb-checkpoint.ts";
 import { packedStorageShape, weightDtypeName, type QuantStorage } from "./quant-state.ts";
 import { quantizeInt8Rowwise, type QuantizedInt8 } from "./int8.ts";
+import { numel } from "../util/shape.ts";
 
 export interface Quantize4bitOptions {
   quantType: QuantType4bit;
@@ -43,7 +44,7 @@ export function quantizeTensor4bit(
 ): Quantized4bit {
   const weightDtype = weightDtypeName(dtype);
   if (weightDtype === undefined) throw new TunaError("MODEL_INVALID", `${where} is ${dtype}; bitsandbytes quantizes only F32, BF16 or F16 weights.`);
-  const n = numelOf(shape);
+  const n = numel(shape);
   const itemsize = itemsizeOf(dtype);
   if (bytes.byteLength !== n * itemsize) {
     throw new TunaError("MODEL_INVALID", `${where} holds ${bytes.byteLength} bytes, not the ${n * itemsize} of ${dtype} [${shape.join(", ")}].`);
@@ -133,7 +134,7 @@ export async function* quantizeLinearWeights(
   const storage = options.storage ?? "uint8";
   const targets = quantizableWeights(cfg);
   for (const w of targets) {
-    if (packedStorageShape(numelOf(w.shape), storage) === undefined) {
+    if (packedStorageShape(numel(w.shape), storage) === undefined) {
       throw new TunaError(
         "CONFIG_INVALID",
         `bnb_4bit_quant_storage "${storage}" cannot hold the packed bytes of "${w.name}" [${w.shape.join(", ")}] whole; use "uint8".`,

@@ -14,6 +14,7 @@ import { adamwUpdate, sumSquares } from "./ops/optimizer.ts";
 import { dequantize4bit, quantize4bit } from "./ops/quant.ts";
 import { ropeBackward, ropeForward } from "./ops/rope.ts";
 import { DTYPE_BYTES, type CudaDevice, type DeviceTensor, type MemoryStats } from "./types.ts";
+import { numel } from "../../util/shape.ts";
 
 /** i32 uploads up to this many elements keep a host copy (cu_seqlens, positions of small batches). */
 const HOST_MIRROR_MAX = 1 << 16;
@@ -43,10 +44,6 @@ export interface CudaBackend extends Backend {
 export interface CudaBackendOptions {
   index?: number;
   kernelCacheDir?: string;
-}
-
-function numel(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
 }
 
 export function createCudaBackend(options: CudaBackendOptions = {}): CudaBackend {

@@ -3,7 +3,8 @@
 import { TunaError } from "../../util/errors.ts";
 import type { WeightSource } from "../../io/safetensors/checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
-import { expectedWeights, numel, type ExpectedWeight } from "./weights.ts";
+import { expectedWeights, type ExpectedWeight } from "./weights.ts";
+import { numel } from "../../util/shape.ts";
 
 export interface WeightCheck {
   /** Tensors present but not used by tuna (reported, not fatal, as transformers does). */

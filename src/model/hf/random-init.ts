@@ -7,8 +7,9 @@ import { f32ToBf16Bits } from "../../util/half.ts";
 import { writeShardedSafetensors } from "../../io/safetensors/checkpoint.ts";
 import type { TensorToWrite } from "../../io/safetensors/writer.ts";
 import { parseModelConfig } from "./config.ts";
-import { expectedWeights, numel, type ExpectedWeight } from "./weights.ts";
+import { expectedWeights, type ExpectedWeight } from "./weights.ts";
 import type { HfConfigJson } from "./presets.ts";
+import { numel } from "../../util/shape.ts";
 
 export interface RandomModelOptions {
   seed: number;

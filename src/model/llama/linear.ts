@@ -3,9 +3,9 @@
 import type { Backend, Tensor } from "../../backend/types.ts";
 import type { Rng } from "../../util/random.ts";
 import { TunaError } from "../../util/errors.ts";
-import { numel } from "../hf/weights.ts";
 import type { LoraSlots } from "./activations.ts";
 import type { Linear } from "./params.ts";
+import { numel } from "../../util/shape.ts";
 
 /** First numel(shape) elements of a flat scratch tensor, viewed with that shape. */
 export function sized(backend: Backend, t: Tensor, shape: readonly number[]): Tensor {

@@ -4,7 +4,8 @@
 import type { Backend, Quant4bitTensors, Tensor } from "../../backend/types.ts";
 import { TunaError } from "../../util/errors.ts";
 import type { ModelConfig } from "../hf/config.ts";
-import { numel, type Projection } from "../hf/weights.ts";
+import type { Projection } from "../hf/weights.ts";
+import { numel } from "../../util/shape.ts";
 
 export interface LoraModule {
   rank: number; // R
