@@ -10,7 +10,7 @@ import { BLOCKSIZES, DEFAULT_BLOCKSIZE_4BIT, allocate4bit, isBlocksize, quantize
 import { quantMap4bit, type QuantType4bit } from "./codes.ts";
 import { doubleQuantizeAbsmax } from "./double-quant.ts";
 import type { Quantized4bit } from "./bnb-checkpoint.ts";
-import { packedStorageShape, weightDtypeName, type QuantStorage } from "./quant-state.ts";
+import { packedStorageShape, weightDtypeName, type QuantStorage, type WeightDtypeName } from "./quant-state.ts";
 import { quantizeInt8Rowwise, type QuantizedInt8 } from "./int8.ts";
 import { numel } from "../util/shape.ts";
 
@@ -32,6 +32,26 @@ function itemsizeOf(dtype: SafetensorsDtype): number {
 }
 
 /**
+ * Checks that `bytes` hold a whole F32, BF16 or F16 weight of `shape` (bitsandbytes quantizes nothing else);
+ * returns its element count and the dtype name quant_state records.
+ */
+export function expectQuantizableBytes(
+  bytes: Uint8Array,
+  dtype: SafetensorsDtype,
+  shape: readonly number[],
+  where: string,
+): { n: number; weightDtype: WeightDtypeName } {
+  const weightDtype = weightDtypeName(dtype);
+  if (weightDtype === undefined) throw new TunaError("MODEL_INVALID", `${where} is ${dtype}; bitsandbytes quantizes only F32, BF16 or F16 weights.`);
+  const n = numel(shape);
+  const itemsize = itemsizeOf(dtype);
+  if (bytes.byteLength !== n * itemsize) {
+    throw new TunaError("MODEL_INVALID", `${where} holds ${bytes.byteLength} bytes, not the ${n * itemsize} of ${dtype} [${shape.join(", ")}].`);
+  }
+  return { n, weightDtype };
+}
+
+/**
  * bnb quantize_4bit of one weight from its raw safetensors bytes (F32, BF16 or F16, row-major).
  * 16-bit weights are widened a chunk at a time, so memory beyond the input is the packed result.
  */
@@ -42,13 +62,7 @@ export function quantizeTensor4bit(
   options: Quantize4bitOptions,
   where: string,
 ): Quantized4bit {
-  const weightDtype = weightDtypeName(dtype);
-  if (weightDtype === undefined) throw new TunaError("MODEL_INVALID", `${where} is ${dtype}; bitsandbytes quantizes only F32, BF16 or F16 weights.`);
-  const n = numel(shape);
-  const itemsize = itemsizeOf(dtype);
-  if (bytes.byteLength !== n * itemsize) {
-    throw new TunaError("MODEL_INVALID", `${where} holds ${bytes.byteLength} bytes, not the ${n * itemsize} of ${dtype} [${shape.join(", ")}].`);
-  }
+  const { n, weightDtype } = expectQuantizableBytes(bytes, dtype, shape, where);
   const blocksize = options.blocksize ?? DEFAULT_BLOCKSIZE_4BIT;
   const out = allocate4bit(n, blocksize);
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();

@@ -1,7 +1,7 @@
 // Builds LlamaParams on a backend from a checkpoint, one tensor at a time: frozen base weights in the
 // chosen storage dtype; trainable tensors (LoRA per src/lora's layout, or every weight) in one flat f32 buffer.
 import type { Backend, Tensor } from "../../backend/types.ts";
-import type { WeightSource } from "../../io/safetensors/checkpoint.ts";
+import type { WeightInfo, WeightSource } from "../../io/safetensors/checkpoint.ts";
 import { decodeToFloat32 } from "../../io/safetensors/convert.ts";
 import { f16ToF32Array, f32ToBf16Array } from "../../util/half.ts";
 import { TunaError } from "../../util/errors.ts";
@@ -15,6 +15,8 @@ import type { Quant4bitTensors } from "../../backend/types.ts";
 import { absmaxOf, readQuantized4bit, type Quantized4bit } from "../../quant/bnb-checkpoint.ts";
 import { code4bit } from "../../quant/codes.ts";
 import { DEFAULT_BLOCKSIZE_4BIT } from "../../quant/blockwise.ts";
+import { expectQuantizableBytes } from "../../quant/quantize-model.ts";
+import type { SafetensorsDtype } from "../../io/safetensors/dtypes.ts";
 import { dequantizeNestedAbsmax, doubleQuantizeAbsmax } from "../../quant/double-quant.ts";
 import { dequantizeInt8Rowwise, quantizeInt8Rowwise, readQuantized8bit } from "../../quant/int8.ts";
 
@@ -37,19 +39,23 @@ export interface LoadOptions {
   quantize?: { kind: "4bit"; quantType: "nf4" | "fp4"; doubleQuant: boolean; blocksize?: number } | { kind: "8bit" } | null;
 }
 
-async function readF32(source: WeightSource, name: string, shape: readonly number[]): Promise<Float32Array> {
+/** The stored tensor's info, after checking its shape is the one the config implies. */
+function infoOfShape(source: WeightSource, name: string, shape: readonly number[]): WeightInfo {
   const info = source.info(name);
   if (info.shape.join(",") !== shape.join(",")) {
     throw new TunaError("MODEL_INVALID", `${name}: shape [${info.shape.join(", ")}] does not match the config's [${shape.join(", ")}]`);
   }
+  return info;
+}
+
+async function readF32(source: WeightSource, name: string, shape: readonly number[]): Promise<Float32Array> {
+  const info = infoOfShape(source, name, shape);
   return decodeToFloat32(await source.readTensor(name), info.dtype);
 }
 
+/** A tensor stored as BF16, as its raw 16-bit patterns. */
 async function readBf16(source: WeightSource, name: string, shape: readonly number[]): Promise<Uint16Array> {
-  const info = source.info(name);
-  if (info.shape.join(",") !== shape.join(",")) {
-    throw new TunaError("MODEL_INVALID", `${name}: shape [${info.shape.join(", ")}] does not match the config's [${shape.join(", ")}]`);
-  }
+  infoOfShape(source, name, shape);
   const bytes = await source.readTensor(name);
   // A Uint16Array view needs an even byte offset; copy the rare unaligned buffer.
   const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
@@ -179,16 +185,13 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
 async function quantizeOnBackend(
   backend: Backend,
   bytes: Uint8Array,
-  dtype: string,
+  dtype: SafetensorsDtype,
   shape: [number, number],
   q: { quantType: "nf4" | "fp4"; doubleQuant: boolean; blocksize?: number },
   where: string,
   name: string,
 ): Promise<Quant4bitTensors> {
-  const n = shape[0] * shape[1];
-  const itemsize = dtype === "F32" ? 4 : dtype === "BF16" || dtype === "F16" ? 2 : 0;
-  if (itemsize === 0) throw new TunaError("MODEL_INVALID", `${where} is ${dtype}; bitsandbytes quantizes only F32, BF16 or F16 weights.`);
-  if (bytes.byteLength !== n * itemsize) throw new TunaError("MODEL_INVALID", `${where} holds ${bytes.byteLength} bytes, not the ${n * itemsize} of ${dtype} [${shape.join(", ")}].`);
+  const { n } = expectQuantizableBytes(bytes, dtype, shape, where);
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   const x = backend.alloc(dtype === "BF16" ? "bf16" : "f32", [n], `${name} (to quantize)`);
   if (dtype === "F32") backend.upload(x, new Float32Array(aligned.buffer, aligned.byteOffset, n));
