@@ -167,11 +167,17 @@ export function cudaIncludeCandidates(search: IncludeDirSearch = {}): string[] {
   return [...new Set(dirs)];
 }
 
+/** The first candidate directory holding cuda_bf16.h (absent when none does), and every directory searched. */
+export function locateCudaIncludeDir(search: IncludeDirSearch = {}): { dir?: string; searched: string[] } {
+  const exists = search.exists ?? existsSync;
+  const searched = cudaIncludeCandidates(search);
+  const dir = searched.find((d) => exists(posix.join(d, "cuda_bf16.h")));
+  return dir === undefined ? { searched } : { dir, searched };
+}
+
 /** The first candidate holding cuda_bf16.h; a TunaError("GPU") listing where it looked when none does. */
 export function findCudaIncludeDir(search: IncludeDirSearch = {}): string {
-  const exists = search.exists ?? existsSync;
-  const candidates = cudaIncludeCandidates(search);
-  const found = candidates.find((dir) => exists(posix.join(dir, "cuda_bf16.h")));
+  const { dir: found, searched: candidates } = locateCudaIncludeDir(search);
   if (found !== undefined) return found;
   throw new TunaError(
     "GPU",

@@ -1,9 +1,7 @@
 // `tuna doctor`: reports Node, CPU, memory, the NVIDIA driver, GPUs and CUDA libraries, then a verdict.
 // It reports and does not fail: no GPU is a normal outcome (exit 0); only a broken probe exits 1.
 import os from "node:os";
-import { existsSync } from "node:fs";
-import { join } from "node:path";
-import { cudaIncludeCandidates } from "../../backend/cuda/nvrtc.ts";
+import { locateCudaIncludeDir } from "../../backend/cuda/nvrtc.ts";
 import type { CliOutput } from "../output.ts";
 import { findCudaLibraries, type LibraryResult, type LibrarySearchResult } from "../../gpu/discover.ts";
 import {
@@ -61,11 +59,7 @@ const machineProbes: DoctorProbes = {
   findLibraries: () => findCudaLibraries(),
   probeDriver,
   probeLibraryVersion,
-  findHeaders: (nvrtcPath) => {
-    const searched = cudaIncludeCandidates(nvrtcPath === undefined ? {} : { nvrtcPath });
-    const dir = searched.find((d) => existsSync(join(d, "cuda_bf16.h")));
-    return dir === undefined ? { searched } : { dir, searched };
-  },
+  findHeaders: (nvrtcPath) => locateCudaIncludeDir(nvrtcPath === undefined ? {} : { nvrtcPath }),
 };
 
 const roundGiB = (bytes: number): number => Math.round((bytes / GIB) * 10) / 10;
