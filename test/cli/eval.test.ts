@@ -3,10 +3,9 @@ import assert from "node:assert/strict";
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../../src/cli/main.ts";
-import { memoryOutput } from "../../src/cli/output.ts";
 import { openWeightsFile } from "../../src/io/safetensors/checkpoint.ts";
 import { GOLDEN, readDump, readInts } from "../model/llama/golden-harness.ts";
+import { runCli, type CliRun } from "./run-cli.ts";
 
 let root = "";
 let dataset = "";
@@ -55,11 +54,7 @@ after(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const o = memoryOutput();
-  const code = await main(args, o);
-  return { code, out: o.stdout.join("\n"), err: o.stderr.join("\n") };
-}
+const run = (...args: string[]): Promise<CliRun> => runCli(args);
 
 test("eval with the PEFT adapter reproduces transformers' loss on the golden batch", async () => {
   const r = await run("eval", join(GOLDEN, "llama/model"), "--adapter", join(GOLDEN, "llama/adapter"), "--dataset_name", dataset, "--json");

@@ -5,8 +5,6 @@ import assert from "node:assert/strict";
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../../src/cli/main.ts";
-import { memoryOutput } from "../../src/cli/output.ts";
 import { loadTokenizer, type LoadedTokenizer } from "../../src/tokenizer/load.ts";
 import { createBackend } from "../../src/backend/factory.ts";
 import { readModelConfig } from "../../src/model/hf/folder.ts";
@@ -18,6 +16,7 @@ import { writeAdapter } from "../../src/lora/adapter-files.ts";
 import { initLoraWeights } from "../../src/lora/init.ts";
 import { makeLoraSettings } from "../../src/lora/settings.ts";
 import { createRng } from "../../src/util/random.ts";
+import { runCli, type CliRun } from "./run-cli.ts";
 
 const example = new URL("../../examples/tiny-llama", import.meta.url).pathname;
 let root = "";
@@ -31,11 +30,7 @@ after(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const o = memoryOutput();
-  const code = await main(args, o);
-  return { code, out: o.stdout.join("\n"), err: o.stderr.join("\n") };
-}
+const run = (...args: string[]): Promise<CliRun> => runCli(args);
 
 interface GenerateJson {
   prompt_tokens: number;

@@ -3,8 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile, cp, truncate, stat, readFile, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../../src/cli/main.ts";
-import { memoryOutput } from "../../src/cli/output.ts";
+import { runCli, type CliRun } from "./run-cli.ts";
 
 const example = new URL("../../examples/tiny-llama", import.meta.url).pathname;
 let root = "";
@@ -15,11 +14,7 @@ after(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const o = memoryOutput();
-  const code = await main(args, o);
-  return { code, out: o.stdout.join("\n"), err: o.stderr.join("\n") };
-}
+const run = (...args: string[]): Promise<CliRun> => runCli(args);
 
 test("inspect the shipped example: architecture, counts, memory, tokenizer", async () => {
   const r = await run("inspect", example);

@@ -3,12 +3,11 @@ import assert from "node:assert/strict";
 import { cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../../src/cli/main.ts";
 import { parseShardSize } from "../../src/cli/commands/merge.ts";
-import { memoryOutput } from "../../src/cli/output.ts";
 import { openWeights } from "../../src/io/safetensors/checkpoint.ts";
 import { GOLDEN } from "../model/llama/golden-harness.ts";
 import { writeTiny } from "../model/llama/tiny-model.ts";
+import { runCli, type CliRun } from "./run-cli.ts";
 
 const BASE = join(GOLDEN, "llama/model");
 const ADAPTER = join(GOLDEN, "llama/adapter");
@@ -21,11 +20,7 @@ after(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const o = memoryOutput();
-  const code = await main(args, o);
-  return { code, out: o.stdout.join("\n"), err: o.stderr.join("\n") };
-}
+const run = (...args: string[]): Promise<CliRun> => runCli(args);
 
 test("merge writes a model folder; the default dtype is the base's torch_dtype; --json describes it", async () => {
   const out = join(root, "plain");

@@ -5,8 +5,7 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../../src/cli/main.ts";
-import { memoryOutput } from "../../src/cli/output.ts";
+import { runCli, type CliRun } from "../cli/run-cli.ts";
 
 // End to end through the real command: the shipped tiny model, a small chat dataset, LoRA + chatml +
 // packing + eval + checkpoints + every report. Small shapes keep each step well under a second.
@@ -40,11 +39,7 @@ after(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const o = memoryOutput();
-  const code = await main(["train", ...args], o);
-  return { code, out: o.stdout.join("\n"), err: o.stderr.join("\n") };
-}
+const run = (args: string[]): Promise<CliRun> => runCli(["train", ...args]);
 
 interface Metric {
   step: number;
