@@ -1,7 +1,7 @@
 // The contract inside the CUDA backend: what the runtime (driver, NVRTC, cuBLASLt, allocator) offers
 // to the op files, and how the op files see a tensor. The backend (index.ts) maps the public Tensor
 // handles of ../types.ts onto DeviceTensor and calls the op wrappers in ops/.
-import type { DType } from "../types.ts";
+import type { DType, DeviceMemoryStats } from "../types.ts";
 
 /** A CUDA device address (CUdeviceptr, 64-bit). 0n is the null pointer. */
 export type DevicePtr = bigint;
@@ -72,16 +72,9 @@ export interface GemmCall {
   beta: 0 | 1;
 }
 
-export interface MemoryStats {
-  /** Bytes handed out to live tensors now. */
-  inUseBytes: number;
-  /** The maximum of inUseBytes since the last resetPeak(). */
-  peakInUseBytes: number;
-  /** Bytes obtained from the driver (in use + cached free blocks). */
-  reservedBytes: number;
+/** The contract's DeviceMemoryStats plus the allocator's reserved peak. */
+export interface MemoryStats extends DeviceMemoryStats {
   peakReservedBytes: number;
-  /** The GPU's total memory. */
-  totalBytes: number;
 }
 
 export interface CudaDevice {

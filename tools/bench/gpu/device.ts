@@ -4,16 +4,12 @@ import { performance } from "node:perf_hooks";
 import { createCpuBackend } from "../../../src/backend/cpu/index.ts";
 import { createCudaBackend } from "../../../src/backend/cuda/index.ts";
 import type { Backend } from "../../../src/backend/types.ts";
+import type { MemoryStats } from "../../../src/backend/cuda/types.ts";
 
 export type BenchDeviceKind = "cpu" | "cuda";
 
-export interface BenchMemory {
-  inUseBytes: number;
-  peakInUseBytes: number;
-  reservedBytes: number;
-  peakReservedBytes: number;
-  totalBytes: number;
-}
+/** The CUDA allocator's statistics. */
+export type BenchMemory = MemoryStats;
 
 export interface BenchDevice {
   readonly kind: BenchDeviceKind;
