@@ -30,6 +30,10 @@ export interface GemmPart {
 export function gemmTile(part: GemmPart): void {
   const { c, a, b, M, N, K, transA, transB, alpha, accumulate, i0, i1, j0, j1 } = part;
   if (i1 <= i0 || j1 <= j0) return;
+  // Out-of-range indices of a typed array read undefined and drop writes silently: refuse instead.
+  if (c.length < (i1 - 1) * N + j1 || a.length < M * K || b.length < K * N) {
+    throw new RangeError(`gemm part rows ${i0}..${i1} x columns ${j0}..${j1} of (${M}, ${N}, K ${K}) does not fit c ${c.length}, a ${a.length}, b ${b.length} elements`);
+  }
   // Block sizes (elements; locals so the source ships alone): an A block (MC x KC) and a B block (NC x KC)
   // of float32 stay in L2 while the micro-kernel sweeps them.
   const MC = 64;
