@@ -3,6 +3,7 @@
 
 import { copyFile, lstat, mkdir, readFile, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
+import { TunaError } from "../util/errors.ts";
 
 const COMMIT_HASH = /^[0-9a-f]{40}$/;
 
@@ -15,7 +16,46 @@ export function snapshotPath(storage: string, commit: string): string {
 }
 
 export function refPath(storage: string, revision: string): string {
-  return join(storage, "refs", ...revision.split("/"));
+  return join(storage, "refs", ...checkedRepoPath(revision, `revision "${revision}"`).split("/"));
+}
+
+/**
+ * A repo-relative path as the hub lists it (a file name, a revision), checked before it names anything in
+ * the cache: relative, forward slashes, no empty, "." or ".." segment, no backslash or control character.
+ * Hub answers are untrusted: a listing entry "../../x" must not become a link outside the cache.
+ */
+export function checkedRepoPath(path: unknown, what: string): string {
+  const bad =
+    typeof path !== "string" ||
+    path === "" ||
+    path.startsWith("/") ||
+    /[\\\u0000-\u001f\u007f]/.test(path) ||
+    /^[A-Za-z]:/.test(path) ||
+    path.split("/").some((segment) => segment === "" || segment === "." || segment === "..");
+  if (bad) {
+    throw new TunaError(
+      "HUB",
+      `${what}: ${JSON.stringify(path)} is not a relative path inside the repo; refusing to use it (the hub's answer or the ` +
+        `argument is malformed or hostile).`,
+    );
+  }
+  return path;
+}
+
+// Blob names in the cache are hub ETags: a git sha1 or an LFS sha256 (hex). Nothing else may name a file.
+const ETAG_NAME = /^[0-9A-Za-z][0-9A-Za-z_-]{7,127}$/;
+
+/** The blob file name for an ETag from the hub, refused unless it is a plain hash-like name. */
+export function blobName(etag: string, what: string): string {
+  const name = normalizeEtag(etag);
+  if (!ETAG_NAME.test(name)) {
+    throw new TunaError(
+      "HUB",
+      `${what}: the hub sent the ETag ${JSON.stringify(etag.slice(0, 200))}, which is not a content hash; refusing to ` +
+        `store the file under that name. Check HF_ENDPOINT.`,
+    );
+  }
+  return name;
 }
 
 /** A file exists, following symlinks (a dangling snapshot link counts as missing). */

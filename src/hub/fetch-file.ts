@@ -15,7 +15,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { TunaError } from "../util/errors.ts";
-import { fileExists, incompletePath, linkSnapshotFile, normalizeEtag, snapshotPath } from "./cache.ts";
+import { blobName, checkedRepoPath, fileExists, incompletePath, linkSnapshotFile, snapshotPath } from "./cache.ts";
 import { hubError } from "./hub-errors.ts";
 import type { HubContext } from "./hub-errors.ts";
 
@@ -33,7 +33,8 @@ export function repoDesignation(ctx: HubContext): { type: "model" | "dataset"; n
 
 /** Ensure snapshots/<commit>/<path> exists in the cache; returns its path. Auth and 404 become TunaError HUB. */
 export async function fetchFileToCache(call: HubCall, commit: string, path: string): Promise<string> {
-  const pointer = join(snapshotPath(call.ctx.storage, commit), ...path.split("/"));
+  const what = `${call.ctx.kind} repo "${call.ctx.id}"`;
+  const pointer = join(snapshotPath(call.ctx.storage, commit), ...checkedRepoPath(path, `${what}, file`).split("/"));
   if (await fileExists(pointer)) return pointer;
 
   const params = {
@@ -52,7 +53,7 @@ export async function fetchFileToCache(call: HubCall, commit: string, path: stri
         `on ${call.ctx.endpoint}.`,
     );
   }
-  const blob = join(call.ctx.storage, "blobs", normalizeEtag(info.etag));
+  const blob = join(call.ctx.storage, "blobs", blobName(info.etag, `${what}, file ${path}`));
   const cached = await stat(blob).catch(() => undefined);
   if (cached?.size !== info.size) {
     await mkdir(join(call.ctx.storage, "blobs"), { recursive: true });

@@ -4,7 +4,7 @@
 import { datasetInfo, listFiles, modelInfo } from "@huggingface/hub";
 import { join } from "node:path";
 import { TunaError } from "../util/errors.ts";
-import { cachedSnapshot, fileExists, isCommitHash, listSnapshotFiles, snapshotPath, writeRef } from "./cache.ts";
+import { cachedSnapshot, checkedRepoPath, fileExists, isCommitHash, listSnapshotFiles, snapshotPath, writeRef } from "./cache.ts";
 import { fetchFileToCache, repoDesignation } from "./fetch-file.ts";
 import type { HubCall } from "./fetch-file.ts";
 import { classifyFailure, hubError, offlineMissError } from "./hub-errors.ts";
@@ -71,6 +71,7 @@ function rootDetail(e: unknown): string {
 
 async function resolveRepo(kind: RepoKind, id: string, opts: ResolveOptions, plan: RepoPlan): Promise<string> {
   validateRepoId(id, kind);
+  if (opts.revision !== undefined) checkedRepoPath(opts.revision, `${kind} "${id}", revision`);
   const settings = hubSettings(opts.env ?? process.env);
   const revision = opts.revision ?? "main";
   const storage = join(settings.cacheDir, repoFolderName(id, kind));
@@ -149,7 +150,7 @@ function modelPlan(id: string, explicitFiles: string[] | undefined): RepoPlan {
   return {
     async lookup(call, revision) {
       const info = await modelInfo({ name: id, revision, additionalFields: ["sha", "filePaths"], ...credentials(call) });
-      return { commit: info.sha, files: info.filePaths };
+      return { commit: info.sha, files: info.filePaths.map((f) => checkedRepoPath(f, `model repo "${id}", file listing`)) };
     },
     async download(call, commit, repoFiles) {
       if (explicitFiles !== undefined) return fetchAll(call, commit, repoFiles, explicitFiles);
@@ -171,7 +172,7 @@ function datasetPlan(id: string, explicitFiles: string[] | undefined): RepoPlan 
       const info = await datasetInfo({ name: id, revision, additionalFields: ["sha"], ...credentials(call) });
       const files: string[] = [];
       const listing = listFiles({ repo: repoDesignation(call.ctx), revision: info.sha, recursive: true, ...credentials(call) });
-      for await (const entry of listing) if (entry.type === "file") files.push(entry.path);
+      for await (const entry of listing) if (entry.type === "file") files.push(checkedRepoPath(entry.path, `dataset repo "${id}", file listing`));
       return { commit: info.sha, files };
     },
     async download(call, commit, repoFiles) {

@@ -19,6 +19,8 @@ export interface FakeRepo {
   status?: number;
   /** Answer requests for these files with 500. */
   brokenFiles?: string[];
+  /** ETag header values to send for these files instead of their hashes (hostile-hub tests). */
+  etags?: Record<string, string>;
 }
 
 export interface LoggedRequest {
@@ -158,13 +160,13 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
       res.writeHead(302, {
         ...common,
         Location: `/cdn/${oid}`,
-        "X-Linked-ETag": `"${oid}"`,
+        "X-Linked-ETag": repo.etags?.[file] ?? `"${oid}"`,
         "X-Linked-Size": String(Buffer.byteLength(content)),
       });
       res.end();
       return;
     }
-    sendBytes(req, res, Buffer.from(content), { ...common, ETag: `"${gitBlobId(content)}"` });
+    sendBytes(req, res, Buffer.from(content), { ...common, ETag: repo.etags?.[file] ?? `"${gitBlobId(content)}"` });
     return;
   });
 

@@ -78,6 +78,33 @@ const REPOS: FakeRepo[] = [
     },
     lfs: ["data/train-00000-of-00001.parquet"],
   },
+  // Hostile answers: ETags and listing entries that name paths outside the cache.
+  {
+    kind: "model",
+    id: "evil/etag",
+    commit: commit("evil-etag"),
+    files: { "config.json": "{}", "model.safetensors": "weights" },
+    etags: { "config.json": '"../../../../escaped"' },
+  },
+  {
+    kind: "model",
+    id: "evil/weak-etag",
+    commit: commit("evil-lfs-etag"),
+    files: { "config.json": "{}", "model.safetensors": "weights" },
+    etags: { "model.safetensors": 'W/"..%2F..%2Fescaped"' },
+  },
+  {
+    kind: "dataset",
+    id: "evil/listing",
+    commit: commit("evil-listing"),
+    files: { "data/train.parquet": "PAR1", "../../../../../escaped.parquet": "PAR1 outside" },
+  },
+  {
+    kind: "model",
+    id: "evil/listing",
+    commit: commit("evil-model-listing"),
+    files: { "config.json": "{}", "model.safetensors": "w", "/etc/escaped.json": "{}" },
+  },
 ];
 
 let hub: FakeHub;
@@ -359,4 +386,34 @@ void test("a dataset repo downloads its parquet files and README into datasets--
     "datasets--org--other",
     "--repo-type dataset",
   );
+});
+
+void test("hostile hub answers never name a file outside the cache: ETags and listing entries are refused", async () => {
+  const sandbox = await tempHome();
+  const home = join(sandbox, "home");
+  const env = envFor(home, hub.url);
+  await rejectsWith(resolveModelPath("evil/etag", { env }), "HUB", "ETag", "../../../../escaped", "not a content hash");
+  await rejectsWith(resolveModelPath("evil/weak-etag", { env }), "HUB", "ETag", "not a content hash");
+  await rejectsWith(resolveDatasetPath("evil/listing", { env }), "HUB", "dataset repo \"evil/listing\"", "../../../../../escaped.parquet", "not a relative path");
+  await rejectsWith(resolveModelPath("evil/listing", { env }), "HUB", "/etc/escaped.json", "not a relative path");
+  // Nothing was written beside the cache, and nothing in it is a link that leaves it.
+  assert.deepEqual(await readdir(sandbox), ["home"]);
+  assert.ok(!existsSync(join(sandbox, "escaped")) && !existsSync("/etc/escaped.json"));
+  const walk = async (dir: string): Promise<void> => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const full = join(dir, entry.name);
+      if (entry.isDirectory()) await walk(full);
+      else if (entry.isSymbolicLink()) {
+        const target = resolvePath(dir, await readlink(full));
+        assert.ok(!relative(home, target).startsWith(".."), `${full} links outside the cache to ${target}`);
+      }
+    }
+  };
+  await walk(home);
+});
+
+void test("a revision with '..' segments is refused before it names a ref file", async () => {
+  const home = await tempHome();
+  await rejectsWith(resolveModelPath("org/tiny", { env: envFor(home, hub.url), revision: "../../../x" }), "HUB", "revision", "not a relative path");
+  await rejectsWith(resolveModelPath("org/tiny", { env: envFor(home, hub.url, { HF_HUB_OFFLINE: "1" }), revision: "a/../../b" }), "HUB", "revision");
 });

@@ -1,7 +1,7 @@
 // A model folder's weights as one name -> tensor source: model.safetensors, or a sharded
 // model.safetensors.index.json, or one explicit file; and the sharded writer that produces them.
 import { readFile, readdir, rm, stat, mkdir } from "node:fs/promises";
-import { basename, dirname, isAbsolute, join, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { TunaError } from "../../util/errors.ts";
 import { findDuplicateJsonKey } from "./json-keys.ts";
 import { fsError } from "./fs-errors.ts";
@@ -112,10 +112,12 @@ async function openIndexed(root: string): Promise<WeightSource> {
   }
   const shardOf = new Map<string, string>();
   for (const [name, shard] of Object.entries(weightMap)) {
-    if (typeof shard !== "string" || shard === "" || isAbsolute(shard)) {
+    const file = typeof shard === "string" && shard !== "" && !isAbsolute(shard) ? resolve(root, shard) : undefined;
+    // A shard must sit inside the model folder: "../x.safetensors" would read a file the model does not own.
+    if (file === undefined || relative(root, file).split(sep)[0] === ".." || isAbsolute(relative(root, file))) {
       throw indexError(indexPath, `weight_map["${name}"] is ${JSON.stringify(shard)}, not a file name in the model folder`);
     }
-    shardOf.set(name, resolve(root, shard));
+    shardOf.set(name, file);
   }
   const shardFiles = [...new Set(shardOf.values())].sort();
   for (const file of shardFiles) {

@@ -116,6 +116,21 @@ void test("index and shards that disagree are FILE_FORMAT errors", async () => {
   });
 });
 
+void test("an index whose weight_map points outside the model folder is refused, even at a real safetensors file", async () => {
+  await withTmpDir(async (dir) => {
+    const model = join(dir, "model");
+    await mkdir(model);
+    // A valid shard that the model does not own, one folder up.
+    await writeSafetensors(join(dir, "outside.safetensors"), [u8("c", 2, 3)]);
+    await handShards(model, `{"a":"s1.safetensors","b":"s1.safetensors","c":"../outside.safetensors"}`);
+    await rejectsWith(openWeights(model), "FILE_FORMAT", `"c"`, "../outside.safetensors", "not a file name in the model folder");
+    await handShards(model, `{"a":"s1.safetensors","b":"s1.safetensors","c":${JSON.stringify(join(dir, "outside.safetensors"))}}`);
+    await rejectsWith(openWeights(model), "FILE_FORMAT", `"c"`, "not a file name in the model folder");
+    await handShards(model, `{"a":"s1.safetensors","b":"sub/../s1.safetensors","c":"s2.safetensors"}`);
+    await openWeights(model); // a path that stays inside is fine
+  });
+});
+
 void test("a corrupt shard is reported with its own path", async () => {
   await withTmpDir(async (dir) => {
     await handShards(dir, `{"a":"s1.safetensors","b":"s1.safetensors","c":"s2.safetensors"}`);
