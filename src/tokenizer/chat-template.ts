@@ -3,6 +3,7 @@
 
 import { Template } from "@huggingface/jinja";
 import { TunaError, errorMessage } from "../util/errors.ts";
+import { TemplateLimitError, renderBounded } from "./jinja-sandbox.ts";
 
 export interface ChatMessage {
   role: string;
@@ -57,8 +58,16 @@ export function renderChatTemplate(template: string, messages: ChatMessage[], op
   if (options.unkToken !== undefined) variables.unk_token = options.unkToken;
   if (options.tools !== undefined) variables.tools = options.tools;
   try {
-    return compiled.render(variables);
+    return renderBounded(compiled, variables);
   } catch (e) {
+    if (e instanceof TemplateLimitError) {
+      throw new TunaError(
+        "CONFIG_INVALID",
+        `the chat template was stopped while rendering ${messages.length} message(s): ${e.message}. A template from a ` +
+          `model's tokenizer_config.json or --chat_template_file is untrusted input; use another template.`,
+        { cause: e },
+      );
+    }
     // raise_exception(...) in a template lands here too: it states what the conversation got wrong.
     throw new TunaError(
       "CONFIG_INVALID",

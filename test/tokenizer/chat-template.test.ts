@@ -73,3 +73,52 @@ void test("parsed templates are reused per source: alternating templates render 
   // More distinct templates than the cache holds still each render correctly.
   for (let i = 0; i < 40; i++) assert.equal(renderChatTemplate(`{{ 'v${i}' }}{{ messages[0]['content'] }}`, messages), `v${i}Hi`);
 });
+
+// Hostile templates: each must end in CONFIG_INVALID within bounded time, without growing memory without bound.
+const HOSTILE: [string, string, string][] = [
+  ["a 200-million-item range", "{% for i in range(200000000) %}x{% endfor %}", "range() of 200,000,000 items"],
+  ["a string doubled until memory runs out", "{% set ns = namespace(s='xxxxxxxxxxxxxxxx') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}", "characters, over the limit"],
+  ["a variable named range does not lift the limit", "{{ range(200000000) | length }}", "range() of 200,000,000 items"],
+];
+
+for (const [what, template, fragment] of HOSTILE) {
+  void test(`a hostile template is stopped with a clear error: ${what}`, () => {
+    const started = performance.now();
+    const heapBefore = process.memoryUsage().heapUsed;
+    assert.throws(
+      () => renderChatTemplate(template, [{ role: "user", content: "hi" }], { variables: { range: (n: number) => Array.from({ length: 3 }, (_, i) => i + n) } }),
+      (e: unknown) => e instanceof TunaError && e.code === "CONFIG_INVALID" && e.message.includes(fragment) && e.message.includes("untrusted"),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    assert.ok(seconds < 30, `took ${seconds.toFixed(1)} s`);
+    assert.ok(process.memoryUsage().heapUsed - heapBefore < 1.5 * 1024 ** 3, "heap grew past 1.5 GiB");
+  });
+}
+
+void test("the sandbox keeps what chat templates use: range, loop, namespace, strftime_now, raise_exception", () => {
+  const template =
+    "{% set ns = namespace(n=0) %}{% for i in range(3) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}|{{ range(1, 10, 4) | join(',') }}|" +
+    "{{ range(5, 0, -2) | join(',') }}|{{ strftime_now('%Y') | length }}|{% if true and not false and none is none %}ok{% endif %}";
+  assert.equal(renderChatTemplate(template, []), `3|1,5,9|5,3,1|4|ok`);
+});
+
+void test("sandbox escapes stay refused: no attribute walks to constructors, globals or the process", () => {
+  const probes = [
+    "{{ messages.constructor.constructor('return process')().exit(3) }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ range.__globals__ }}",
+    "{{ messages['constructor']['constructor']('return process')() }}",
+    "{{ (messages|first).__proto__ }}",
+  ];
+  for (const probe of probes) {
+    let out: string | undefined;
+    try {
+      out = renderChatTemplate(probe, [{ role: "user", content: "x" }]);
+    } catch (e) {
+      assert.ok(e instanceof TunaError && e.code === "CONFIG_INVALID", `${probe}: ${String(e)}`);
+      continue;
+    }
+    // Rendering may succeed with an undefined value, but must not reach a function or the process.
+    assert.ok(!/function|process|native code|\[object/i.test(out), `${probe} rendered ${out}`);
+  }
+});
