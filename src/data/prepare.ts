@@ -82,7 +82,7 @@ function statsOf(split: string, rows: number, dropped: number, truncated: number
 
 async function prepareSplit(rows: SplitRows, o: PrepareOptions): Promise<PreparedSplit> {
   const d = o.data;
-  const files = [...new Set(rows.origins.map((r) => r.file))];
+  const files = [...new Set(rows.files)];
   const fingerprint = await datasetFingerprint(
     {
       files: [...files, ...o.tokenizerFiles].map((path) => ({ path })),

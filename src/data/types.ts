@@ -17,6 +17,8 @@ export interface SplitRows {
   split: string;
   rows: Row[];
   origins: RowOrigin[];
+  /** The files read, as paths on disk (origins name them for people: a hub file is hf://datasets/...). */
+  files: string[];
   /** Column names in order of first appearance. */
   columns: string[];
   /** Rows skipped as malformed (only when the user allowed skipping). */

@@ -19,6 +19,11 @@ export interface ResolveOptions {
   revision?: string;
   /** Fetch exactly these repo files (each required) instead of the default set, e.g. for adapter repos. */
   files?: string[];
+  /**
+   * Datasets: the data files to fetch out of the repo's file list (the data layer's split detection);
+   * none chosen is an error. Default: every *.parquet file.
+   */
+  selectDataFiles?: (repoFiles: string[]) => string[];
   /** Environment to read HF_* variables from; default process.env. */
   env?: NodeJS.ProcessEnv;
   fetch?: typeof fetch;
@@ -46,7 +51,7 @@ export async function resolveModelPath(idOrPath: string, opts: ResolveOptions = 
 /** A dataset file or folder: the local path when `idOrPath` is one, else the cached snapshot of the hub repo. */
 export async function resolveDatasetPath(idOrPath: string, opts: ResolveOptions = {}): Promise<string> {
   const local = localPathFor(idOrPath, "dataset", true);
-  return local ?? resolveRepo("dataset", idOrPath, opts, datasetPlan(idOrPath, opts.files));
+  return local ?? resolveRepo("dataset", idOrPath, opts, datasetPlan(idOrPath, opts.files, opts.selectDataFiles ?? parquetFiles));
 }
 
 // Run one hub step; failures become TunaError HUB naming the file, with the original error as cause.
@@ -166,7 +171,9 @@ function modelPlan(id: string, explicitFiles: string[] | undefined): RepoPlan {
 
 const DATASET_METADATA = ["README.md", "dataset_infos.json", "dataset_info.json"];
 
-function datasetPlan(id: string, explicitFiles: string[] | undefined): RepoPlan {
+const parquetFiles = (repoFiles: string[]): string[] => repoFiles.filter((f) => f.endsWith(".parquet"));
+
+function datasetPlan(id: string, explicitFiles: string[] | undefined, selectDataFiles: (repoFiles: string[]) => string[]): RepoPlan {
   return {
     async lookup(call, revision) {
       const info = await datasetInfo({ name: id, revision, additionalFields: ["sha"], ...credentials(call) });
@@ -177,24 +184,24 @@ function datasetPlan(id: string, explicitFiles: string[] | undefined): RepoPlan 
     },
     async download(call, commit, repoFiles) {
       if (explicitFiles !== undefined) return fetchAll(call, commit, repoFiles, explicitFiles);
-      const parquet = [...repoFiles].filter((f) => f.endsWith(".parquet")).sort();
-      if (parquet.length === 0) {
+      const data = [...new Set(selectDataFiles([...repoFiles].sort()))].sort();
+      if (data.length === 0) {
         throw new TunaError(
           "HUB",
-          `dataset repo "${id}" has no *.parquet files at revision ${call.ctx.revision}; the hub keeps a parquet ` +
-            `conversion of most datasets on the revision "refs/convert/parquet", try that revision.`,
+          `dataset repo "${id}" has no data files tuna reads (*.jsonl, *.json, *.csv, *.parquet, *.arrow) at revision ` +
+            `${call.ctx.revision}; the hub keeps a parquet conversion of most datasets on the revision ` +
+            `"refs/convert/parquet", try that revision.`,
         );
       }
       const metadata = DATASET_METADATA.filter((f) => repoFiles.has(f));
-      await fetchAll(call, commit, repoFiles, [...metadata, ...parquet]);
+      await fetchAll(call, commit, repoFiles, [...metadata, ...data]);
     },
     async missing(folder) {
       if (explicitFiles !== undefined) {
         for (const file of explicitFiles) if (!(await fileExists(join(folder, file)))) return file;
         return undefined;
       }
-      const files = await listSnapshotFiles(folder);
-      return files.some((f) => f.endsWith(".parquet")) ? undefined : "*.parquet files";
+      return selectDataFiles(await listSnapshotFiles(folder)).length > 0 ? undefined : "data files (*.jsonl, *.json, *.csv, *.parquet, *.arrow)";
     },
   };
 }

@@ -10,7 +10,7 @@ export interface FakeRepo {
   kind: "model" | "dataset";
   id: string;
   commit: string;
-  files: Record<string, string>;
+  files: Record<string, string | Buffer>;
   /** Files stored with LFS: served through a redirect to /cdn/<sha256> with X-Linked-ETag. */
   lfs?: string[];
   /** Other revisions (branches, tags) pointing at the commit. */
@@ -36,12 +36,12 @@ export interface FakeHub {
 }
 
 /** Git's blob id: sha1 over "blob <length>\0" and the content (the ETag the hub sends for non-LFS files). */
-export function gitBlobId(content: string): string {
+export function gitBlobId(content: string | Buffer): string {
   const bytes = Buffer.from(content);
   return createHash("sha1").update(`blob ${bytes.length}\0`).update(bytes).digest("hex");
 }
 
-export function sha256(content: string): string {
+export function sha256(content: string | Buffer): string {
   return createHash("sha256").update(content).digest("hex");
 }
 
@@ -68,7 +68,7 @@ function notFound(res: ServerResponse, code: string, message: string): void {
 
 export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
   const requests: LoggedRequest[] = [];
-  const blobsBySha = new Map<string, string>();
+  const blobsBySha = new Map<string, string | Buffer>();
   for (const repo of repos) for (const content of Object.values(repo.files)) blobsBySha.set(sha256(content), content);
 
   const find = (kind: string, id: string): FakeRepo | undefined =>

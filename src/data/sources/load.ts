@@ -112,6 +112,7 @@ export function holdOutTestSplit(train: SplitRows, ratio: number, seed: number):
     split,
     rows: indices.map((i) => train.rows[i]!),
     origins: indices.map((i) => train.origins[i]!),
+    files: [...train.files],
     columns: [...train.columns],
     skipped,
   });
@@ -131,6 +132,8 @@ async function planDataset(nameOrPath: string, options: LoadDatasetOptions): Pro
     if (options.env !== undefined) resolveOptions.env = options.env;
     if (options.onNotice !== undefined) resolveOptions.onNotice = options.onNotice;
     if (options.onDownload !== undefined) resolveOptions.onDownload = options.onDownload;
+    // Fetch what HF datasets would read from the repo: the data files of its detected splits.
+    resolveOptions.selectDataFiles = (repoFiles) => [...splitsFromDataFiles(repoFiles.filter(isDataFile)).values()].flat();
     root = await resolveDatasetPath(nameOrPath, resolveOptions);
     display = (rel) => `hf://datasets/${nameOrPath}${rel === "" ? "" : `/${rel}`}`;
   }
@@ -191,5 +194,5 @@ async function readSplit(name: string, split: string, files: DataFile[], skipBad
   const columns = mergeColumns(columnLists);
   // Rows missing a column get null, as in an Arrow table built by HF's JSON loader.
   for (const row of rows) for (const column of columns) if (!(column in row)) row[column] = null;
-  return { split, rows, origins, columns, skipped };
+  return { split, rows, origins, files: files.map((f) => f.path), columns, skipped };
 }

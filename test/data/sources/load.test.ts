@@ -182,7 +182,7 @@ test("only train + test requested + testSplitRatio: a deterministic seeded hold-
 });
 
 test("the hold-out refuses a ratio that leaves no training rows, and bad ratios", async () => {
-  const one: SplitRows = { split: "train", rows: [{ a: 1 }], origins: [{ file: "f", line: 1 }], columns: ["a"], skipped: 0 };
+  const one: SplitRows = { split: "train", rows: [{ a: 1 }], origins: [{ file: "f", line: 1 }], files: ["f"], columns: ["a"], skipped: 0 };
   assert.throws(() => holdOutTestSplit(one, 0.1, 1), /leaving none to train on/);
   await assert.rejects(loadDataset("whatever", { splits: ["train"], testSplitRatio: 1 }), isTuna("CONFIG_INVALID", /at least 0 and below 1/));
   await assert.rejects(loadDataset("whatever", { splits: [] }), isTuna("CONFIG_INVALID", /no dataset splits/));
