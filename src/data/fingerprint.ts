@@ -21,14 +21,19 @@ export interface FingerprintOptions {
 
 // Bumped whenever what goes into the hash changes, so old caches stop matching.
 const FINGERPRINT_SCHEME = "tuna-dataset-fingerprint-v1";
-const SIDECAR_VERSION = 1;
+const SIDECAR_VERSION = 2;
 // A file modified this close to when it was hashed may change again within the same mtime tick (coarse
 // timestamps on some file systems): its hash is not remembered, so the next run reads it again.
 const RACY_MS = 2000;
 
+// A file is known unchanged when size, mtime, ctime and inode all match. mtime alone is not enough: an
+// in-place edit of the same size with the old mtime restored (touch -d, utimes) would serve stale data,
+// but it still moves ctime, which no user call can set back.
 interface SidecarEntry {
   size: number;
   mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
   sha256: string;
 }
 
@@ -74,8 +79,9 @@ async function readSidecar(path: string | undefined): Promise<Sidecar> {
   if (version !== SIDECAR_VERSION || typeof files !== "object" || files === null) return out;
   for (const [file, entry] of Object.entries(files as Record<string, unknown>)) {
     const e = entry as Partial<SidecarEntry> | null;
-    if (e !== null && typeof e.size === "number" && typeof e.mtimeMs === "number" && typeof e.sha256 === "string" && /^[0-9a-f]{64}$/.test(e.sha256)) {
-      out.set(file, { size: e.size, mtimeMs: e.mtimeMs, sha256: e.sha256 });
+    const numbers = e !== null && [e.size, e.mtimeMs, e.ctimeMs, e.ino].every((v) => typeof v === "number");
+    if (e !== null && numbers && typeof e.sha256 === "string" && /^[0-9a-f]{64}$/.test(e.sha256)) {
+      out.set(file, { size: e.size!, mtimeMs: e.mtimeMs!, ctimeMs: e.ctimeMs!, ino: e.ino!, sha256: e.sha256 });
     }
   }
   return out;
@@ -105,11 +111,15 @@ async function hashFileContents(path: string): Promise<string> {
   return hash.digest("hex");
 }
 
-async function statFile(path: string): Promise<{ size: number; mtimeMs: number }> {
+type FileStamp = Omit<SidecarEntry, "sha256">;
+
+const sameStamp = (a: FileStamp, b: FileStamp): boolean => a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs && a.ino === b.ino;
+
+async function statFile(path: string): Promise<FileStamp> {
   try {
     const s = await stat(path);
     if (!s.isFile()) throw new TunaError("FILE_FORMAT", `dataset fingerprint: ${path} is not a regular file`);
-    return { size: s.size, mtimeMs: s.mtimeMs };
+    return { size: s.size, mtimeMs: s.mtimeMs, ctimeMs: s.ctimeMs, ino: s.ino };
   } catch (e) {
     if (e instanceof TunaError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
@@ -117,16 +127,16 @@ async function statFile(path: string): Promise<{ size: number; mtimeMs: number }
   }
 }
 
-/** The SHA-256 of one file's contents, from the sidecar when its size and mtime are unchanged. */
+/** The SHA-256 of one file's contents, from the sidecar when its size, mtime, ctime and inode are unchanged. */
 async function fileContentHash(path: string, sidecar: Sidecar): Promise<{ sha256: string; changed: boolean }> {
   const key = resolve(path);
   const before = await statFile(path);
   const known = sidecar.get(key);
-  if (known !== undefined && known.size === before.size && known.mtimeMs === before.mtimeMs) return { sha256: known.sha256, changed: false };
+  if (known !== undefined && sameStamp(known, before)) return { sha256: known.sha256, changed: false };
   const hashedAtMs = Date.now();
   const sha256 = await hashFileContents(path);
   const after = await statFile(path);
-  const stable = after.size === before.size && after.mtimeMs === before.mtimeMs && before.mtimeMs < hashedAtMs - RACY_MS;
+  const stable = sameStamp(after, before) && before.mtimeMs < hashedAtMs - RACY_MS;
   if (stable) sidecar.set(key, { ...before, sha256 });
   else sidecar.delete(key);
   return { sha256, changed: true };

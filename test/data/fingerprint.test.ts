@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdtemp, readFile, rm, utimes, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { datasetFingerprint } from "../../src/data/fingerprint.ts";
@@ -70,6 +70,15 @@ test("fingerprint: the sidecar remembers content hashes by path, size and mtime"
     // A changed mtime invalidates the entry: the file is read again and the true hash comes back.
     await writeOld(data, "row 1\nrow 2\n", 2);
     assert.equal(await datasetFingerprint(parts, { hashCacheFile: sidecar }), fp);
+    // An in-place edit of the same size with the old mtime restored is seen (ctime moved): no stale hash.
+    const stamp = await stat(data);
+    await writeFile(data, "row 9\nrow 9\n");
+    await utimes(data, stamp.atime, stamp.mtime);
+    assert.equal((await stat(data)).mtimeMs, stamp.mtimeMs);
+    const edited = await datasetFingerprint(parts, { hashCacheFile: sidecar });
+    assert.notEqual(edited, fp);
+    assert.equal(edited, await datasetFingerprint(parts), "the sidecar served a stale hash");
+    await writeOld(data, "row 1\nrow 2\n", 3);
     // A damaged sidecar is ignored.
     await writeFile(sidecar, "{ not json");
     assert.equal(await datasetFingerprint(parts, { hashCacheFile: sidecar }), fp);
