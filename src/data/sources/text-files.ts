@@ -3,12 +3,12 @@
 
 import { createReadStream } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
-import { createInterface } from "node:readline";
 import { parse as parseCsv } from "csv-parse/sync";
 import type { Row, RowOrigin } from "../types.ts";
 import { TunaError, errorMessage } from "../../util/errors.ts";
 import { columnsOfRows } from "./file-rows.ts";
 import type { FileRows, ReadFileOptions } from "./file-rows.ts";
+import { decodeUtf8File, firstInvalidUtf8, invalidUtf8Error } from "./utf8.ts";
 
 const SKIP_HINT = "fix or remove it, or let tuna skip malformed rows";
 
@@ -28,11 +28,13 @@ async function checkReadable(path: string, display: string): Promise<void> {
 
 async function readText(path: string, display: string): Promise<string> {
   await checkReadable(path, display);
+  let bytes: Buffer;
   try {
-    return stripBom(await readFile(path, "utf8"));
+    bytes = await readFile(path);
   } catch (e) {
     throw new TunaError("IO", `cannot read dataset file ${display}: ${errorMessage(e)}`, { cause: e });
   }
+  return decodeUtf8File(bytes, display);
 }
 
 function stripBom(text: string): string {
@@ -52,6 +54,15 @@ function isObject(value: unknown): value is Row {
 /** Accumulates JSON Lines rows; shared by the .jsonl reader and .json files that turn out to be JSON Lines. */
 function jsonLinesCollector(display: string, skipBadRows: boolean) {
   const out: FileRows = { rows: [], origins: [], columns: [], skipped: 0 };
+  /** One line's bytes (no "\n"); `offset` is where it starts in the file, for invalid UTF-8 errors. */
+  const addBytes = (bytes: Buffer, line: number, offset: number): void => {
+    const end = bytes.length > 0 && bytes[bytes.length - 1] === 13 ? bytes.length - 1 : bytes.length;
+    const body = bytes.subarray(0, end);
+    const bad = firstInvalidUtf8(body);
+    if (bad < 0) add(body.toString("utf8"), line);
+    else if (skipBadRows) out.skipped++;
+    else throw invalidUtf8Error(display, line, offset + bad, body[bad]!);
+  };
   const add = (rawLine: string, line: number): void => {
     const text = line === 1 ? stripBom(rawLine) : rawLine;
     if (text.trim() === "") return;
@@ -73,17 +84,31 @@ function jsonLinesCollector(display: string, skipBadRows: boolean) {
     }
   };
   const finish = (): FileRows => ({ ...out, columns: columnsOfRows(out.rows) });
-  return { add, finish };
+  return { add, addBytes, finish };
 }
 
 /** JSON Lines: one object per line; blank lines are ignored. Streams, so files past V8's string limit work. */
 export async function readJsonLinesFile(path: string, options: ReadFileOptions): Promise<FileRows> {
   await checkReadable(path, options.display);
   const collect = jsonLinesCollector(options.display, options.skipBadRows);
+  // Lines are cut at the byte level so each can be checked as strict UTF-8 and located by byte offset.
   let line = 0;
+  let offset = 0;
+  let pending: Buffer[] = [];
   try {
-    const input = createReadStream(path, { encoding: "utf8" });
-    for await (const text of createInterface({ input, crlfDelay: Infinity })) collect.add(text, ++line);
+    for await (const chunk of createReadStream(path) as AsyncIterable<Buffer>) {
+      let start = 0;
+      for (let nl = chunk.indexOf(10); nl >= 0; nl = chunk.indexOf(10, start)) {
+        const piece = chunk.subarray(start, nl);
+        const bytes = pending.length === 0 ? piece : Buffer.concat([...pending, piece]);
+        pending = [];
+        collect.addBytes(bytes, ++line, offset);
+        offset += bytes.length + 1;
+        start = nl + 1;
+      }
+      if (start < chunk.length) pending.push(chunk.subarray(start));
+    }
+    if (pending.length > 0) collect.addBytes(Buffer.concat(pending), ++line, offset);
   } catch (e) {
     if (e instanceof TunaError) throw e;
     throw new TunaError("IO", `cannot read dataset file ${options.display}: ${errorMessage(e)}`, { cause: e });

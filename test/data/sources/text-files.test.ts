@@ -144,3 +144,52 @@ test("a missing file is FILE_NOT_FOUND and an unknown extension names the suppor
     await assert.rejects(readDataFile(join(dir, "x.txt"), strict("x.txt")), /\.jsonl, \.json, \.csv, \.parquet, \.arrow/);
   });
 });
+
+test("invalid UTF-8 is an error naming file, line and byte offset in JSONL, JSON and CSV; JSONL can skip such lines", async () => {
+  await withTempDir(async (dir) => {
+    const { writeFile } = await import("node:fs/promises");
+    // Line 2 holds "caf\xe9" (latin-1), at byte 14 + 13 = 27 of the file; multi-byte UTF-8 before it is valid.
+    const first = Buffer.from('{"text": "é"}\n'); // 15 bytes: é is 2 bytes
+    const second = Buffer.concat([Buffer.from('{"text": "caf'), Buffer.from([0xe9]), Buffer.from('"}\n')]);
+    const third = Buffer.from('{"text": "ok"}\n');
+    const jsonlPath = join(dir, "t.jsonl");
+    await writeFile(jsonlPath, Buffer.concat([first, second, third]));
+    const badOffset = first.length + 13;
+    const expectMessage = (display: string, line: number) => (e: unknown): boolean => {
+      assert.ok(e instanceof TunaError, String(e));
+      assert.equal(e.code, "FILE_FORMAT");
+      assert.match(e.message, new RegExp(`^${display.replace(".", "\\.")}:${line}: invalid UTF-8 at byte offset ${badOffset} \\(byte 0xe9\\)`));
+      return true;
+    };
+    await assert.rejects(readDataFile(jsonlPath, strict("t.jsonl")), expectMessage("t.jsonl", 2));
+    const skipped = await readDataFile(jsonlPath, { display: "t.jsonl", skipBadRows: true });
+    assert.deepEqual(skipped.rows, [{ text: "é" }, { text: "ok" }]);
+    assert.equal(skipped.skipped, 1);
+    assert.deepEqual(skipped.origins.map((o) => o.line), [1, 3]);
+
+    const jsonPath = join(dir, "t.json");
+    await writeFile(jsonPath, Buffer.concat([Buffer.from("[\n"), Buffer.from('{"text": "é"},'), Buffer.from('\n{"text": "caf'), Buffer.from([0xe9]), Buffer.from('"}]\n')]));
+    await assert.rejects(readDataFile(jsonPath, strict("t.json")), (e: unknown) => e instanceof TunaError && /^t\.json:3: invalid UTF-8 at byte offset 31 /.test(e.message));
+
+    const csvPath = join(dir, "t.csv");
+    await writeFile(csvPath, Buffer.concat([Buffer.from("text\nfine\ncaf"), Buffer.from([0xe9]), Buffer.from("\n")]));
+    await assert.rejects(readDataFile(csvPath, strict("t.csv")), (e: unknown) => e instanceof TunaError && /^t\.csv:3: invalid UTF-8 at byte offset 13 /.test(e.message));
+
+    // A truncated multi-byte sequence and an encoded surrogate are invalid too; a BOM and 4-byte characters are fine.
+    await writeFile(jsonlPath, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"text": "😀"}\n{"text": "'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}\n')]));
+    await assert.rejects(readDataFile(jsonlPath, strict("t.jsonl")), (e: unknown) => e instanceof TunaError && /^t\.jsonl:2: invalid UTF-8 at byte offset 30 \(byte 0xed\)/.test(e.message));
+    await writeFile(jsonlPath, Buffer.concat([Buffer.from('{"text": "😀"}\n{"text": "'), Buffer.from([0xe2, 0x82])]));
+    await assert.rejects(readDataFile(jsonlPath, strict("t.jsonl")), (e: unknown) => e instanceof TunaError && /^t\.jsonl:2: invalid UTF-8 at byte offset 27 \(byte 0xe2\)/.test(e.message));
+  });
+});
+
+test("JSONL: lines split across read chunks are joined (a 3 MB line between short ones)", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "big.jsonl");
+    const long = "é".repeat(1_500_000);
+    await writeText(path, `{"n": 1}\n{"text": "${long}"}\n{"n": 3}`);
+    const got = await readDataFile(path, strict("big.jsonl"));
+    assert.deepEqual(got.rows.map((r) => r.n ?? (r.text as string).length), [1, 1_500_000, 3]);
+    assert.deepEqual(got.origins.map((o) => o.line), [1, 2, 3]);
+  });
+});
