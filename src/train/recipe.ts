@@ -1,7 +1,6 @@
 // The `tuna train` recipe, top to bottom: check the output folder, load tokenizer and model, set up the
 // chat format, prepare the data, quantize and inject LoRA, train with logs and checkpoints, save.
-import { access, mkdir } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { createBackend } from "../backend/factory.ts";
 import type { ResolvedTrainConfig, TrainConfig } from "../config/index.ts";
 import { prepareDatasets, type PreparedSplit } from "../data/prepare.ts";
@@ -12,12 +11,14 @@ import { openModelFolder } from "../model/hf/folder.ts";
 import { createLlamaModel } from "../model/llama/model.ts";
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { TunaError } from "../util/errors.ts";
-import { listCheckpoints, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, writeJson } from "./checkpoint.ts";
+import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, writeJson } from "./checkpoint.ts";
 import { createMetricsJsonlWriter, metricsJsonlPath } from "./logging/metrics-jsonl.ts";
 import { createProgressDisplay, type ProgressStream } from "./logging/progress.ts";
 import { writeReportHtml } from "./logging/report-html.ts";
 import { createTensorBoardWriter, resolveLoggingDir, type TensorBoardWriter } from "./logging/tensorboard.ts";
 import { setUpTrainModel } from "./model-setup.ts";
+import { checkOutputDir, clearPreviousRun, lockOutputDir, refuseModelFolder } from "./output-dir.ts";
+import { watchInterrupts } from "./interrupt.ts";
 import { saveModelFiles } from "./save-model.ts";
 import { readResumeState, writeTrainerFiles } from "./state-files.ts";
 import { evaluate, train, type LogEntry, type TrainerSettings } from "./trainer.ts";
@@ -35,33 +36,8 @@ export interface RecipeResult {
   trainLoss: number;
   evalLoss: number | undefined;
   logHistory: LogEntry[];
-}
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(() => true, () => false);
-}
-
-/** HF refuses to overwrite a finished run; so do we, unless asked or resuming. */
-async function checkOutputDir(config: TrainConfig): Promise<string> {
-  const dir = resolve(config.output_dir);
-  if (config.overwrite_output_dir || config.resume_from_checkpoint !== undefined) return dir;
-  const finished = ["adapter_config.json", "model.safetensors", "train_results.json"];
-  for (const f of finished) {
-    if (await exists(join(dir, f))) {
-      throw new TunaError(
-        "CONFIG_INVALID",
-        `output_dir ${dir} already holds a finished run (${f}); choose another output_dir, pass --overwrite_output_dir, or --resume_from_checkpoint.`,
-      );
-    }
-  }
-  const checkpoints = await listCheckpoints(dir);
-  if (checkpoints.length > 0) {
-    throw new TunaError(
-      "CONFIG_INVALID",
-      `output_dir ${dir} holds checkpoints (${checkpoints.map((c) => `checkpoint-${c.step}`).join(", ")}); resume with --resume_from_checkpoint true, or pass --overwrite_output_dir.`,
-    );
-  }
-  return dir;
+  /** Set when a signal stopped the run: it saved checkpoint-<globalStep> and no final adapter. */
+  interrupted?: { signal: NodeJS.Signals; checkpoint: string };
 }
 
 function trainerSettings(c: TrainConfig, padTokenId: number): TrainerSettings {
@@ -103,13 +79,26 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
     );
   }
   const outputDir = await checkOutputDir(c);
+  // Model folder and tokenizer, with the chat format's special tokens.
+  const modelDir = await resolveModelPath(c.model_name_or_path, { onNotice: (m) => { io.err(m); } });
+  refuseModelFolder(outputDir, modelDir);
+  const lock = await lockOutputDir(outputDir);
+  try {
+    for (const removed of await clearPreviousRun(outputDir, c.overwrite_output_dir && c.resume_from_checkpoint === undefined)) {
+      io.err(`removed ${join(outputDir, removed)} (left by an earlier run)`);
+    }
+    return await trainLocked(resolved, io, outputDir, modelDir);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainLocked(resolved: ResolvedTrainConfig, io: RecipeIO, outputDir: string, modelDir: string): Promise<RecipeResult> {
+  const c = resolved.config;
   const backend = createBackend(c.device, (m) => {
     io.err(m);
   });
   io.err(`device: ${backend.name}`);
-
-  // Model folder and tokenizer, with the chat format's special tokens.
-  const modelDir = await resolveModelPath(c.model_name_or_path, { onNotice: (m) => { io.err(m); } });
   const folder = await openModelFolder(modelDir);
   const chat = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, folder.config.vocabSize, c.chat_template_file);
 
@@ -145,7 +134,6 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
     io.err(`resuming from ${dir} (step ${resume.globalStep})`);
   }
 
-  await mkdir(outputDir, { recursive: true });
   const reports = c.report_to.includes("all") ? ["tensorboard", "jsonl"] : c.report_to;
   const metrics = createMetricsJsonlWriter(metricsJsonlPath(outputDir), resume === undefined ? {} : { resumeAtStep: resume.globalStep });
   let tensorboard: TensorBoardWriter | undefined;
@@ -154,6 +142,9 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
     tensorboard.addText("args", JSON.stringify(c, null, 2), 0);
   }
   let progress: ReturnType<typeof createProgressDisplay> | undefined;
+  const interrupts = watchInterrupts((text) => {
+    io.err(text);
+  });
   const result = await train(
     model,
     { train: trainSplit.sequences, ...(c.eval_strategy !== "no" && evalSplit !== undefined ? { eval: evalSplit.sequences } : {}) },
@@ -178,10 +169,20 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
         });
         for (const removed of await rotateCheckpoints(outputDir, c.save_total_limit)) io.err(`removed ${removed} (save_total_limit ${c.save_total_limit})`);
       },
+      stopRequested: () => interrupts.signal() !== undefined,
     },
     resume,
-  );
+  ).finally(() => {
+    interrupts.dispose();
+  });
   progress?.finish();
+  const signal = interrupts.signal();
+  if (result.interrupted && signal !== undefined) {
+    tensorboard?.close();
+    metrics.close();
+    const checkpoint = join(outputDir, checkpointName(result.globalStep));
+    return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss: undefined, logHistory: result.logHistory, interrupted: { signal, checkpoint } };
+  }
 
   // The final adapter (or model) and tokenizer go to output_dir itself, as Trainer.save_model does.
   await saveModel(outputDir);

@@ -1,6 +1,6 @@
 // The trainer's own files in a checkpoint: trainer_state.json (HF's format), optimizer.safetensors
 // (the exact f32 trainable parameters and AdamW moments), rng_state.json; and reading them back.
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { Backend } from "../backend/types.ts";
 import { openSafetensors } from "../io/safetensors/reader.ts";
 import { decodeToFloat32 } from "../io/safetensors/convert.ts";
@@ -69,14 +69,49 @@ export async function writeTrainerFiles(dir: string, backend: Backend, trainable
   await writeJson(join(dir, TRAINER_STATE_FILE), state);
 }
 
+function formatError(dir: string, file: string, problem: string): TunaError {
+  return new TunaError(
+    "FILE_FORMAT",
+    `${join(dir, file)}: ${problem}; the checkpoint is damaged or was not written by tuna. Resume from another checkpoint-N, or start again.`,
+  );
+}
+
+function checkRng(dir: string, value: unknown, name: string): RngState {
+  const ok = Array.isArray(value) && value.length === 4 && value.every((v) => Number.isInteger(v) && (v as number) >= 0 && (v as number) < 2 ** 32);
+  if (!ok) throw formatError(dir, RNG_FILE, `"${name}" is ${JSON.stringify(value)}, expected 4 unsigned 32-bit integers`);
+  return value as RngState;
+}
+
+/** trainer_state.json's fields that resume uses, checked: types, and the step against the folder's name. */
+function checkTrainerState(dir: string, raw: unknown): { globalStep: number; logHistory: LogEntry[]; totalLoss: number } {
+  const state = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
+  const step = state["global_step"];
+  if (typeof step !== "number" || !Number.isSafeInteger(step) || step < 0) {
+    throw formatError(dir, TRAINER_STATE_FILE, `global_step is ${JSON.stringify(step)}, expected a whole number >= 0`);
+  }
+  const named = /^checkpoint-(\d+)$/.exec(basename(dir));
+  if (named !== null && Number(named[1]) !== step) {
+    throw formatError(dir, TRAINER_STATE_FILE, `global_step is ${step} but the folder is ${basename(dir)}`);
+  }
+  const history = state["log_history"];
+  const entryOk = (e: unknown): boolean =>
+    typeof e === "object" && e !== null && !Array.isArray(e) && Object.values(e).every((v) => typeof v === "number" || v === null);
+  if (!Array.isArray(history) || !history.every(entryOk)) {
+    throw formatError(dir, TRAINER_STATE_FILE, "log_history is not a list of objects of numbers");
+  }
+  const total = state["tuna_total_loss"] ?? 0;
+  if (typeof total !== "number" || !Number.isFinite(total)) {
+    throw formatError(dir, TRAINER_STATE_FILE, `tuna_total_loss is ${JSON.stringify(total)}, expected a finite number`);
+  }
+  return { globalStep: step, logHistory: history as LogEntry[], totalLoss: total };
+}
+
 /** Reads a checkpoint written by writeTrainerFiles; the trainable layout must be the same as now. */
 export async function readResumeState(dir: string, trainable: TrainableBuffers): Promise<ResumeState> {
-  const state = (await readJsonFile(join(dir, TRAINER_STATE_FILE), "trainer state")) as {
-    global_step: number;
-    log_history: LogEntry[];
-    tuna_total_loss?: number;
-  };
-  const rng = (await readJsonFile(join(dir, RNG_FILE), "RNG state")) as { dropout: RngState; neftune: RngState };
+  const state = checkTrainerState(dir, await readJsonFile(join(dir, TRAINER_STATE_FILE), "trainer state"));
+  const rngRaw = (await readJsonFile(join(dir, RNG_FILE), "RNG state")) as Record<string, unknown> | null;
+  const dropoutRng = checkRng(dir, rngRaw?.["dropout"], "dropout");
+  const neftuneRng = checkRng(dir, rngRaw?.["neftune"], "neftune");
   const file = await openSafetensors(join(dir, OPTIMIZER_FILE));
   try {
     const layout = file.metadata?.["layout"];
@@ -88,17 +123,21 @@ export async function readResumeState(dir: string, trainable: TrainableBuffers):
         `${dir} was saved with other trainable tensors than this run has (different LoRA settings, target modules or model); resume with the settings it was trained with.`,
       );
     }
+    // Every counted step is one optimizer step (a skipped non-finite step counts as neither).
+    if (step !== state.globalStep) {
+      throw formatError(dir, OPTIMIZER_FILE, `the optimizer made ${String(file.metadata?.["step"])} steps but trainer_state.json says ${state.globalStep}`);
+    }
     const read = async (name: string): Promise<Float32Array> => decodeToFloat32(await file.readTensor(name), "F32");
     return {
-      globalStep: state.global_step,
-      logHistory: state.log_history,
+      globalStep: state.globalStep,
+      logHistory: state.logHistory,
       params: await read("params"),
       m: await read("exp_avg"),
       v: await read("exp_avg_sq"),
       optimizerStep: step,
-      dropoutRng: rng.dropout,
-      neftuneRng: rng.neftune,
-      totalLoss: state.tuna_total_loss ?? 0,
+      dropoutRng,
+      neftuneRng,
+      totalLoss: state.totalLoss,
     };
   } finally {
     await file.close();

@@ -45,6 +45,11 @@ export interface TrainerHooks {
   onProgress?(p: { step: number; maxSteps: number; loss: number; lr: number; gradNorm: number; tokensPerSecond: number; elapsedMs: number }): void;
   /** Writes model files, optimizer and trainer state into `dir` (a temporary folder the caller renames). */
   saveCheckpoint(step: number, state: TrainerSnapshot): Promise<void>;
+  /**
+   * Asked after every optimizer step (the event loop having run, so signal handlers had their turn): true
+   * ends the run there, after a checkpoint of that step (Ctrl-C).
+   */
+  stopRequested?(): boolean;
 }
 
 /** Everything needed to continue exactly where a run stopped. */
@@ -78,6 +83,8 @@ export interface TrainResult {
   logHistory: LogEntry[];
   runtimeMs: number;
   tokensSeen: number;
+  /** Set when stopRequested ended the run early; a checkpoint of globalStep was saved. */
+  interrupted: boolean;
 }
 
 /** HF: update steps per epoch = ceil(micro-batches / GA), at least 1. */
@@ -245,7 +252,17 @@ export async function train(
       const last = globalStep >= maxSteps;
       if ((s.logging.strategy === "steps" && (globalStep % logEvery === 0 || last)) || (s.logging.firstStep && globalStep === 1)) log(epochFloat);
       if (s.eval.strategy === "steps" && (globalStep % evalEvery === 0 || last)) await runEval(epochFloat);
-      if (s.save.strategy === "steps" && (globalStep % saveEvery === 0 || last)) await hooks.saveCheckpoint(globalStep, snapshot(epochFloat));
+      const saveNow = s.save.strategy === "steps" && (globalStep % saveEvery === 0 || last);
+      if (saveNow) await hooks.saveCheckpoint(globalStep, snapshot(epochFloat));
+      if (hooks.stopRequested !== undefined) {
+        // The CPU backend's ops never yield: without this, a Ctrl-C handler would wait for the end of training.
+        await new Promise((done) => setImmediate(done));
+        if (hooks.stopRequested()) {
+          if (!saveNow) await hooks.saveCheckpoint(globalStep, snapshot(epochFloat));
+          log(epochFloat);
+          return { globalStep, trainLoss: totalLoss / globalStep, logHistory, runtimeMs: performance.now() - started, tokensSeen, interrupted: true };
+        }
+      }
     }
     if (globalStep === stepAtEpochStart && skipSteps === 0) {
       throw new TunaError("CONFIG_INVALID", `epoch ${epoch + 1} made no optimizer step: every step had a non-finite loss.`);
@@ -258,7 +275,7 @@ export async function train(
   }
   log(epoch);
   const runtimeMs = performance.now() - started;
-  return { globalStep, trainLoss: globalStep === 0 ? NaN : totalLoss / globalStep, logHistory, runtimeMs, tokensSeen };
+  return { globalStep, trainLoss: globalStep === 0 ? NaN : totalLoss / globalStep, logHistory, runtimeMs, tokensSeen, interrupted: false };
 }
 
 function round(x: number, digits: number): number {

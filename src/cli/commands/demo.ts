@@ -9,6 +9,7 @@ import { TunaError } from "../../util/errors.ts";
 import { packageRoot } from "../../util/package-root.ts";
 import { generate } from "../../model/generate.ts";
 import { runTraining } from "../../train/recipe.ts";
+import { signalExitCode } from "../../train/interrupt.ts";
 import type { CliOutput } from "../output.ts";
 import { chatTemplateFor, encodeChat, openGenerationSession, resolveFor, type GenerationSession } from "./generate.ts";
 import { progressStream } from "./train.ts";
@@ -65,6 +66,10 @@ export async function demoCommand(args: string[], output: CliOutput): Promise<nu
   output.out(`held-out exact match before fine-tuning: ${(100 * before.accuracy).toFixed(1)}%`);
 
   const result = await runTraining(resolved, { out: (t) => { output.out(t); }, err: (t) => { output.err(t); }, progress: progressStream(output) });
+  if (result.interrupted !== undefined) {
+    output.err(`tuna demo: interrupted (${result.interrupted.signal}) after step ${result.globalStep}; saved ${result.interrupted.checkpoint}.`);
+    return signalExitCode(result.interrupted.signal);
+  }
   const tuned = await openGenerationSession(baseModel, { adapter: result.outputDir }, resolved.config.device);
   const after = await accuracy(tuned, rows);
   output.out(`held-out exact match after fine-tuning:  ${(100 * after.accuracy).toFixed(1)}%  (${result.globalStep} steps, train_loss ${result.trainLoss.toFixed(4)})`);

@@ -3,6 +3,7 @@
 import { TunaError } from "../../util/errors.ts";
 import { processOutput, type CliOutput } from "../output.ts";
 import { runTraining } from "../../train/recipe.ts";
+import { signalExitCode } from "../../train/interrupt.ts";
 import type { ProgressStream } from "../../train/logging/progress.ts";
 import { formatResolvedConfig, parseTrainArgs, renderTrainHelp, unsupportedFeatures } from "../../config/index.ts";
 
@@ -21,6 +22,13 @@ export async function trainCommand(args: string[], output: CliOutput): Promise<n
   if (unsupported.length > 0) throw new TunaError("UNSUPPORTED", unsupported.join("\n"));
   output.err(formatResolvedConfig(resolved));
   const result = await runTraining(resolved, { out: (t) => { output.out(t); }, err: (t) => { output.err(t); }, progress: progressStream(output) });
+  if (result.interrupted !== undefined) {
+    output.err(
+      `tuna train: interrupted (${result.interrupted.signal}) after step ${result.globalStep}; saved ${result.interrupted.checkpoint}. ` +
+        "Resume with the same command plus --resume_from_checkpoint true.",
+    );
+    return signalExitCode(result.interrupted.signal);
+  }
   output.out(
     `done: ${result.globalStep} steps, train_loss ${result.trainLoss.toFixed(4)}` +
       (result.evalLoss === undefined ? "" : `, eval_loss ${result.evalLoss.toFixed(4)}`) +
