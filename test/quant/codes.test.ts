@@ -68,6 +68,26 @@ void test("NF4: on every threshold the lower code, one ulp above the upper, one 
   assert.deepEqual(codesThroughKernel(values, "nf4"), expected);
 });
 
+// §1.1's NF4 table, copied from the spec (not from src/quant/codes.ts): the levels by code.
+const NF4_LEVELS_FROM_SPEC = [
+  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
+  -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+];
+
+void test("NF4: every level equals the spec's table as float32, and the tree's thresholds are the midpoints of neighbours", () => {
+  assert.equal(NF4_CODE.length, 16);
+  NF4_LEVELS_FROM_SPEC.forEach((level, code) => {
+    assert.equal(NF4_CODE[code], f(level), `code ${code}`);
+  });
+  // Independent of both tables' source: the kernel's thresholds sit halfway between adjacent levels.
+  const thresholds = NF4_TREE.map(([t]) => t).sort((a, b) => a - b);
+  thresholds.forEach((t, k) => {
+    const midpoint = (NF4_LEVELS_FROM_SPEC[k]! + NF4_LEVELS_FROM_SPEC[k + 1]!) / 2;
+    assert.ok(Math.abs(t - midpoint) < 1e-7, `threshold ${k}: ${t} vs midpoint ${midpoint}`);
+  });
+});
+
 void test("NF4: the levels themselves, the ends, zero, -0 and NaN", () => {
   // Each level lies strictly between its neighbouring midpoints, so it maps to its own code.
   assert.deepEqual([...NF4_CODE].map(nf4Code), [...Array(16).keys()]);

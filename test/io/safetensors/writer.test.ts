@@ -149,6 +149,29 @@ void test("an existing file is replaced and no temporary file is left", async ()
   });
 });
 
+void test("while a file is being written the previous one is intact (a crash at any moment leaves it)", async () => {
+  await withTmpDir(async (dir) => {
+    const path = join(dir, "adapter_model.safetensors");
+    await writeSafetensors(path, [{ name: "old", dtype: "U8", shape: [3], data: Uint8Array.from([1, 2, 3]) }]);
+    const before = await readFile(path);
+    const specs: TensorSpec[] = [
+      { name: "a", dtype: "U8", shape: [4] },
+      { name: "b", dtype: "U8", shape: [4] },
+    ];
+    const seenMidway: Buffer[] = [];
+    await writeSafetensorsStreaming(path, specs, async (spec) => {
+      // Between tensors: what a crash now would leave at the final path.
+      seenMidway.push(await readFile(path));
+      return Uint8Array.from([1, 2, 3, 4].map((v) => v + (spec.name === "b" ? 10 : 0)));
+    });
+    assert.equal(seenMidway.length, 2);
+    for (const seen of seenMidway) assert.deepEqual(seen, before);
+    const file = await openSafetensors(path);
+    assert.deepEqual(await file.readTensor("b"), Uint8Array.from([11, 12, 13, 14]));
+    await file.close();
+  });
+});
+
 void test("streaming writes the same bytes, producing each tensor once in file order", async () => {
   await withTmpDir(async (dir) => {
     const tensors: TensorToWrite[] = [

@@ -55,6 +55,21 @@ export async function loadGoldenCase(c: CaseManifest, checkpointing: boolean): P
 }
 
 /** max |a - b| / max |b|: the relative error of a whole tensor. */
+/**
+ * The largest |actual - expected| / |expected| over elements that are not tiny (|expected| at least
+ * `floor` times the largest |expected|): max|diff|/max|ref| alone lets small elements be wrong.
+ */
+export function elementwiseRelativeError(actual: ArrayLike<number>, expected: ArrayLike<number>, floor = 1e-2): number {
+  let maxRef = 0;
+  for (let i = 0; i < expected.length; i++) maxRef = Math.max(maxRef, Math.abs(expected[i]!));
+  let worst = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const ref = Math.abs(expected[i]!);
+    if (ref >= floor * maxRef && ref > 0) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!) / ref);
+  }
+  return worst;
+}
+
 export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
   let maxDiff = 0;
   let maxRef = 0;
