@@ -14,6 +14,8 @@ export interface GenerateOptions {
   sampling: SamplingSettings;
   /** Draws for sampling (unused when greedy). */
   rng: Rng;
+  /** The model's context (max_position_embeddings): prompt plus new tokens never go past it. */
+  maxPositions?: number;
   /** Called with each new token as soon as it is chosen, the final eos included. */
   onToken?: (token: number) => void;
 }
@@ -30,6 +32,8 @@ export interface GenerateResult {
   decodeMs: number;
   /** Decoding steps run (new tokens after the first that needed a forward of their own). */
   decodeSteps: number;
+  /** Set when generation stopped (or will stop) at the model's context rather than at max_new_tokens. */
+  contextLimited: boolean;
 }
 
 /**
@@ -42,8 +46,25 @@ export async function generate(decoder: Decoder, prompt: readonly number[], opti
     throw new TunaError("CONFIG_INVALID", `max_new_tokens must be an integer >= 0, got ${options.maxNewTokens}.`);
   }
   checkSamplingSettings(options.sampling);
-  const result: GenerateResult = { tokens: [], finishReason: "length", promptTokens: prompt.length, reusedTokens: 0, prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
-  if (options.maxNewTokens === 0) return result;
+  const room = options.maxPositions === undefined ? Infinity : options.maxPositions - prompt.length;
+  if (room <= 0) {
+    throw new TunaError(
+      "CONFIG_INVALID",
+      `the prompt has ${prompt.length} tokens; the model's context (max_position_embeddings) is ${options.maxPositions}, so nothing can be generated. Shorten the prompt.`,
+    );
+  }
+  const maxNewTokens = Math.min(options.maxNewTokens, room);
+  const result: GenerateResult = {
+    tokens: [],
+    finishReason: "length",
+    promptTokens: prompt.length,
+    reusedTokens: 0,
+    prefillMs: 0,
+    decodeMs: 0,
+    decodeSteps: 0,
+    contextLimited: maxNewTokens < options.maxNewTokens,
+  };
+  if (maxNewTokens === 0) return result;
 
   // At least one prompt token must run to produce logits, even when the whole prompt is cached.
   let common = 0;
@@ -52,7 +73,7 @@ export async function generate(decoder: Decoder, prompt: readonly number[], opti
   truncateCache(decoder, common);
   result.reusedTokens = common;
   // Room for a typical reply up front; a long one grows the cache (doubling) as it goes.
-  reserveCache(decoder, prompt.length + Math.min(options.maxNewTokens, 512));
+  reserveCache(decoder, prompt.length + Math.min(maxNewTokens, 512));
 
   const eos = new Set(options.eosTokenIds);
   // HF's repetition penalty looks at the whole sequence: prompt and generated tokens.
@@ -70,7 +91,7 @@ export async function generate(decoder: Decoder, prompt: readonly number[], opti
       result.finishReason = "eos";
       break;
     }
-    if (result.tokens.length >= options.maxNewTokens) break;
+    if (result.tokens.length >= maxNewTokens) break;
     logits = await decodeForward(decoder, [next]);
     result.decodeSteps++;
   }

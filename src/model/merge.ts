@@ -10,6 +10,7 @@ import { fsError } from "../io/safetensors/fs-errors.ts";
 import { writeShardedSafetensorsStreaming } from "../io/safetensors/checkpoint.ts";
 import type { TensorSpec } from "../io/safetensors/writer.ts";
 import { readAdapter, type LoraAdapter } from "../lora/adapter-files.ts";
+import { adapterBaseWarning } from "../lora/base-model-match.ts";
 import type { LoraModuleLayout } from "../lora/layout.ts";
 import { dequantizeQuantized4bit, readQuantized4bit } from "../quant/bnb-checkpoint.ts";
 import { dequantizeInt8Rowwise, readQuantized8bit } from "../quant/int8.ts";
@@ -61,6 +62,8 @@ export interface MergeResult {
   tokenizerFrom: string | null;
   /** Base tensors that no Llama-family module uses (not written, as transformers would drop them). */
   droppedTensors: string[];
+  /** Set when the adapter's base_model_name_or_path names another model. */
+  baseMismatch: string | null;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -287,6 +290,7 @@ export async function mergeAdapter(baseDir: string, options: MergeOptions): Prom
   const folder = await openModelFolder(baseDir);
   try {
     const adapter = await readAdapter(adapterDir, folder.config);
+    const mismatch = adapterBaseWarning(adapter.settings.baseModelNameOrPath, baseDir, folder.dir, adapterDir);
     const plan = planMerge(folder, adapter, adapterDir);
     const dtype = options.dtype ?? defaultDtype(folder);
     const storage = STORAGE[dtype];
@@ -339,6 +343,7 @@ export async function mergeAdapter(baseDir: string, options: MergeOptions): Prom
         weightFiles: written.map((p) => basename(p)),
         tokenizerFrom,
         droppedTensors: folder.weightCheck.unexpected.filter((n) => !expected.has(n)),
+        baseMismatch: mismatch ?? null,
       };
     } finally {
       await rm(staging, { recursive: true, force: true });

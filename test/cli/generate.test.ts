@@ -184,3 +184,26 @@ void test("bad flags are reported together, and --help describes the command", a
   assert.equal(help.code, 0);
   assert.match(help.out, /--repetition_penalty/);
 });
+
+void test("generation stops at the model's context (max_position_embeddings) and says so; a prompt past it is refused", async () => {
+  const prompt = "The quick brown fox";
+  const promptTokens = tokenizer.encode(prompt).length;
+  const limit = promptTokens + 3;
+  const small = await exampleCopy("short-context", async (dir) => {
+    const config = JSON.parse(await readFile(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+    config["max_position_embeddings"] = limit;
+    await writeFile(join(dir, "config.json"), JSON.stringify(config));
+    // No eos, so only a length limit can stop it.
+    await writeFile(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: [] }));
+  });
+  const r = await runJson(small, "--prompt", prompt, "--max_new_tokens", "20");
+  assert.equal(r.prompt_tokens, promptTokens);
+  assert.equal(r.new_tokens, 3);
+  assert.equal((r as unknown as { context_limited: boolean }).context_limited, true);
+  const streamed = await run("generate", small, "--prompt", prompt, "--max_new_tokens", "20");
+  assert.equal(streamed.code, 0, streamed.err);
+  assert.match(streamed.err, new RegExp(`stopped at the model's context of ${limit} tokens`));
+  const long = await run("generate", small, "--prompt", `${prompt} ${prompt} ${prompt}`, "--max_new_tokens", "2");
+  assert.equal(long.code, 1);
+  assert.match(long.err, new RegExp(`the model's context \\(max_position_embeddings\\) is ${limit}`));
+});

@@ -65,6 +65,9 @@ export async function runChat(args: string[], output: CliOutput, input: Readable
         writer.write(text);
       });
       writer.end();
+      if (r.contextLimited && r.finishReason === "length") {
+        output.err(`(stopped at the model's context of ${session.opened.cfg.maxPositionEmbeddings} tokens; /reset starts a new conversation)`);
+      }
       messages = [...candidate, { role: "assistant", content: replyText(session, r) }];
       turn++;
     }

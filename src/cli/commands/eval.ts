@@ -82,6 +82,9 @@ export async function evalCommand(args: string[], output: CliOutput): Promise<nu
     quantize: quantizeFromFlags(values),
     ...(values.adapter === undefined ? {} : { adapterDir: values.adapter }),
     ...(values.revision === undefined ? {} : { revision: values.revision }),
+    onNotice: (m) => {
+      output.err(m);
+    },
   });
   const model = createLlamaModel(backend, opened.params, { checkpointing: false, seed: 0 });
   let lossSum = 0;

@@ -142,6 +142,7 @@ export async function openGenerationSession(
     quantize: quantizeFromFlags(values),
     ...(values.adapter === undefined ? {} : { adapterDir: values.adapter }),
     ...(values.revision === undefined ? {} : { revision: values.revision }),
+    ...(onNotice === undefined ? {} : { onNotice }),
   });
   // An adapter trained with added tokens ships the tokenizer that knows them.
   const adapterHasTokenizer = values.adapter !== undefined && existsSync(join(values.adapter, "tokenizer.json"));
@@ -227,6 +228,7 @@ export async function runGeneration(session: GenerationSession, prompt: number[]
     eosTokenIds: settings.eosTokenIds,
     sampling: settings.sampling,
     rng: createRng(seed),
+    maxPositions: session.opened.cfg.maxPositionEmbeddings,
     ...(write === undefined
       ? {}
       : {
@@ -282,6 +284,7 @@ export async function generateCommand(args: string[], output: CliOutput): Promis
       tokens: r.tokens,
       new_tokens: r.tokens.length,
       finish_reason: r.finishReason,
+      context_limited: r.contextLimited,
       max_new_tokens: settings.maxNewTokens,
       eos_token_ids: settings.eosTokenIds,
       sampling: {
@@ -304,6 +307,9 @@ export async function generateCommand(args: string[], output: CliOutput): Promis
     writer.write(text);
   });
   writer.end();
+  if (r.contextLimited && r.finishReason === "length") {
+    output.err(`warning: stopped at the model's context of ${session.opened.cfg.maxPositionEmbeddings} tokens (max_position_embeddings), before max_new_tokens ${settings.maxNewTokens}.`);
+  }
   output.err(
     `[${r.tokens.length} new tokens, finish: ${r.finishReason}, prompt ${r.promptTokens} tokens in ${r.prefillMs.toFixed(0)} ms, ` +
       `decode ${tokensPerSecond(r).toFixed(1)} tokens/s, ${settings.sampling.doSample ? `sampling (seed ${shared.seed})` : "greedy"}]`,

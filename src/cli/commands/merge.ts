@@ -84,6 +84,7 @@ export async function mergeCommand(args: string[], output: CliOutput): Promise<n
     result.tokenizerFrom === null ? "no tokenizer files found" : `tokenizer from ${result.tokenizerFrom}`,
   ];
   output.out(`merged ${result.mergedModules} LoRA module(s) into ${result.outputDir} (${result.dtype}; ${notes.join(", ")})`);
+  if (result.baseMismatch !== null) output.err(`warning: ${result.baseMismatch}`);
   if (result.droppedTensors.length > 0) {
     output.err(`note: ${result.droppedTensors.length} base tensor(s) no module uses were not written (e.g. ${result.droppedTensors.slice(0, 3).join(", ")}).`);
   }

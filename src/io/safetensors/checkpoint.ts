@@ -4,6 +4,7 @@ import { readFile, readdir, rm, stat, mkdir } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { TunaError } from "../../util/errors.ts";
 import { findDuplicateJsonKey } from "./json-keys.ts";
+import { describeNonFinite, firstNonFinite } from "./finite.ts";
 import { fsError } from "./fs-errors.ts";
 import { openSafetensors, type SafetensorsFile, type TensorInfo } from "./reader.ts";
 import {
@@ -177,7 +178,18 @@ function makeSource(dir: string, opened: readonly SafetensorsFile[], infos: Read
       const found = info(name);
       const file = byPath.get(found.file);
       if (file === undefined) throw new TunaError("INTERNAL", `no open file for ${found.file}`);
-      return file.readTensor(name);
+      const bytes = await file.readTensor(name);
+      // Weights are read once, where they are used: NaN or inf is named here, before it trains or is merged.
+      const bad = firstNonFinite(bytes, found.dtype);
+      if (bad >= 0) {
+        throw new TunaError(
+          "MODEL_INVALID",
+          `${found.file}: tensor "${name}" holds ${describeNonFinite(bytes, found.dtype, bad)} at element ${bad} of ` +
+            `${found.shape.reduce((a, b) => a * b, 1)}; the weights are corrupt or come from a diverged run. ` +
+            "Download or convert them again, or use an earlier checkpoint.",
+        );
+      }
+      return bytes;
     },
     close: async () => {
       await Promise.all(opened.map((f) => f.close()));

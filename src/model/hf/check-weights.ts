@@ -74,6 +74,18 @@ export function checkWeights(cfg: ModelConfig, source: WeightSource): WeightChec
     dtypeBytes[info.dtype] = (dtypeBytes[info.dtype] ?? 0) + info.byteLength;
     if (!known.has(name) && !IGNORED.test(name)) unexpected.push(name);
   }
+  // Layers past num_hidden_layers mean config and weights disagree: training a truncated model silently
+  // would be wrong (transformers only warns about the unused tensors).
+  const extraLayers = [...new Set(unexpected.map((n) => /^model\.layers\.(\d+)\./.exec(n)?.[1]).filter((l) => l !== undefined).map(Number))];
+  const beyond = extraLayers.filter((l) => l >= cfg.numLayers).sort((a, b) => a - b);
+  if (beyond.length > 0) {
+    throw new TunaError(
+      "MODEL_INVALID",
+      `${source.dir}: config.json says num_hidden_layers ${cfg.numLayers}, but the weights also hold layer(s) ` +
+        `${beyond.slice(0, 8).join(", ")}${beyond.length > 8 ? ", ..." : ""} (e.g. ${unexpected.find((n) => n.startsWith(`model.layers.${beyond[0]}.`))}); ` +
+        "the config does not describe these weights. Fix num_hidden_layers or use the matching config.json.",
+    );
+  }
   return { unexpected, dtypeBytes, quantized };
 }
 

@@ -3,6 +3,7 @@
 import type { Backend } from "../../backend/types.ts";
 import { resolveModelPath } from "../../hub/resolve.ts";
 import { readAdapter, type LoraAdapter } from "../../lora/adapter-files.ts";
+import { adapterBaseWarning } from "../../lora/base-model-match.ts";
 import { openModelFolder } from "../hf/folder.ts";
 import type { ModelConfig } from "../hf/config.ts";
 import { loadLlamaParams, type LoadOptions } from "./load.ts";
@@ -18,7 +19,14 @@ export interface OpenedModel {
 export async function openModelForUse(
   backend: Backend,
   modelPath: string,
-  options: { adapterDir?: string; baseDtype: "f32" | "bf16"; revision?: string; quantize?: LoadOptions["quantize"] },
+  options: {
+    adapterDir?: string;
+    baseDtype: "f32" | "bf16";
+    revision?: string;
+    quantize?: LoadOptions["quantize"];
+    /** Told about an adapter whose base_model_name_or_path names another model. */
+    onNotice?: (message: string) => void;
+  },
 ): Promise<OpenedModel> {
   const dir = await resolveModelPath(modelPath, options.revision === undefined ? {} : { revision: options.revision });
   const folder = await openModelFolder(dir);
@@ -27,6 +35,8 @@ export async function openModelForUse(
     let adapter: LoraAdapter | null = null;
     if (options.adapterDir !== undefined) {
       adapter = await readAdapter(options.adapterDir, cfg);
+      const warning = adapterBaseWarning(adapter.settings.baseModelNameOrPath, modelPath, folder.dir, options.adapterDir);
+      if (warning !== undefined) options.onNotice?.(`warning: ${warning}`);
       // An adapter saved after resizing the vocabulary carries the whole new embedding matrices.
       if (adapter.embeddings !== null) cfg = { ...cfg, vocabSize: adapter.embeddings.vocabSize };
     }
