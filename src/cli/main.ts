@@ -11,6 +11,7 @@ import { generateCommand } from "./commands/generate.ts";
 import { chatCommand } from "./commands/chat.ts";
 import { dataCommand } from "./commands/data.ts";
 import { mergeCommand } from "./commands/merge.ts";
+import { safeText } from "../util/safe-text.ts";
 
 export type Command = (args: string[], output: CliOutput) => Promise<number>;
 
@@ -59,13 +60,14 @@ export async function main(argv: string[], output: CliOutput = processOutput): P
     return await entry.run(rest, output);
   } catch (e) {
     if (isTunaError(e)) {
-      output.err(`tuna ${name}: error [${e.code}]: ${e.message}`);
+      // Messages quote files and servers: no terminal control sequences, no passwords from URLs.
+      output.err(`tuna ${name}: error [${e.code}]: ${safeText(e.message)}`);
       if (debug) output.err(String(e.stack));
       return e.code === "INTERNAL" ? 70 : 1;
     }
     // Not a TunaError: a bug in tuna (or a library failure we did not wrap). Always show the stack.
     const wrapped = new TunaError("INTERNAL", `unexpected failure: ${errorMessage(e)}`, { cause: e });
-    output.err(`tuna ${name}: error [${wrapped.code}]: ${wrapped.message}\n${e instanceof Error ? String(e.stack) : ""}`);
+    output.err(`tuna ${name}: error [${wrapped.code}]: ${safeText(wrapped.message)}\n${e instanceof Error ? safeText(String(e.stack)) : ""}`);
     output.err("This is a bug in tuna; please report it with the command you ran.");
     return 70;
   }

@@ -23,28 +23,31 @@ export interface RenderedChat {
   assistantSpans: CharSpan[];
 }
 
-/** renderChatTemplate with the row named in its errors (a template's raise_exception included). */
-export function renderForRow(template: string, messages: ChatMessage[], options: ChatTemplateOptions, row: number): string {
+/**
+ * renderChatTemplate with the row named in its errors (a template's raise_exception included); `where` is
+ * the row's origin as the readers print it ("data/train.jsonl:17").
+ */
+export function renderForRow(template: string, messages: ChatMessage[], options: ChatTemplateOptions, where: string): string {
   try {
     return renderChatTemplate(template, messages, options);
   } catch (e) {
     if (!isTunaError(e)) throw e;
-    throw new TunaError(e.code, `row ${row}: ${e.message}`, { cause: e });
+    throw new TunaError(e.code, `${where}: ${e.message}`, { cause: e });
   }
 }
 
-function prefixError(row: number, index: number): TunaError {
+function prefixError(where: string, index: number): TunaError {
   return new TunaError(
     "CONFIG_INVALID",
-    `row ${row}: the chat template renders the conversation up to message ${index} (an assistant turn) differently ` +
+    `${where}: the chat template renders the conversation up to message ${index} (an assistant turn) differently ` +
       `when later messages follow, so the assistant's text cannot be located by rendering prefixes. ` +
       `Use a template that renders each turn independently of what follows, or turn off assistant_only_loss.`,
   );
 }
 
 // A template may refuse an empty conversation; nothing then precedes an opening assistant turn.
-function renderPrefix(template: string, messages: ChatMessage[], options: ChatTemplateOptions, row: number): string {
-  if (messages.length > 0) return renderForRow(template, messages, options, row);
+function renderPrefix(template: string, messages: ChatMessage[], options: ChatTemplateOptions, where: string): string {
+  if (messages.length > 0) return renderForRow(template, messages, options, where);
   try {
     return renderChatTemplate(template, messages, options);
   } catch {
@@ -73,10 +76,10 @@ export function turnStart(
   message: ChatMessage,
   rendered: string,
   options: ChatTemplateOptions,
-  row: number,
+  where: string,
 ): number | undefined {
-  const plain = renderPrefix(template, before, { ...options, addGenerationPrompt: false }, row);
-  const prompt = renderPrefix(template, before, { ...options, addGenerationPrompt: true }, row);
+  const plain = renderPrefix(template, before, { ...options, addGenerationPrompt: false }, where);
+  const prompt = renderPrefix(template, before, { ...options, addGenerationPrompt: true }, where);
   if (prompt !== plain && rendered.startsWith(prompt)) return prompt.length;
   if (!rendered.startsWith(plain)) return undefined;
   let marked = "";
@@ -97,20 +100,20 @@ export function renderAssistantSpans(
   template: string,
   messages: ChatMessage[],
   options: ChatTemplateOptions,
-  row: number,
+  where: string,
 ): RenderedChat {
-  const text = renderForRow(template, messages, options, row);
+  const text = renderForRow(template, messages, options, where);
   const assistantSpans: CharSpan[] = [];
   for (let i = 0; i < messages.length; i++) {
     const message = messages[i]!;
     if (message.role !== "assistant") continue;
-    const through = i + 1 === messages.length ? text : renderForRow(template, messages.slice(0, i + 1), options, row);
-    if (!text.startsWith(through)) throw prefixError(row, i);
-    const start = turnStart(template, messages.slice(0, i), message, through, options, row);
-    if (start === undefined) throw prefixError(row, i);
+    const through = i + 1 === messages.length ? text : renderForRow(template, messages.slice(0, i + 1), options, where);
+    if (!text.startsWith(through)) throw prefixError(where, i);
+    const start = turnStart(template, messages.slice(0, i), message, through, options, where);
+    if (start === undefined) throw prefixError(where, i);
     const end = start + through.slice(start).trimEnd().length;
     const previousEnd = assistantSpans.at(-1)?.end ?? 0;
-    if (start < previousEnd) throw prefixError(row, i);
+    if (start < previousEnd) throw prefixError(where, i);
     if (end > start) assistantSpans.push({ start, end });
   }
   return { text, assistantSpans };

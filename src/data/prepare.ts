@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { TunaError } from "../util/errors.ts";
 import { readPreparedCache, writePreparedCache } from "./cache.ts";
 import { datasetFingerprint } from "./fingerprint.ts";
-import { detectFormat, toExample } from "./formats.ts";
+import { detectFormat, formatOrigin, toExample } from "./formats.ts";
 import { noPacking, packBfd, packWrapped } from "./pack.ts";
 import { loadDataset } from "./sources/load.ts";
 import { TOKENIZE_JOB_URL, tokenizeChunk, type TokenizerRecipe } from "./tokenize-job.ts";
@@ -50,9 +50,11 @@ export interface PrepareOptions {
 const WORKER_THRESHOLD = 2000;
 const CHUNK_EXAMPLES = 500;
 
-async function tokenizeAll(examples: Example[], recipe: TokenizerRecipe, threads: number): Promise<{ tokenized: TokenizedExample[]; fallbacks: number }> {
+async function tokenizeAll(examples: Example[], where: string[], recipe: TokenizerRecipe, threads: number): Promise<{ tokenized: TokenizedExample[]; fallbacks: number }> {
   const chunks = [];
-  for (let i = 0; i < examples.length; i += CHUNK_EXAMPLES) chunks.push({ recipe, examples: examples.slice(i, i + CHUNK_EXAMPLES), firstRow: i });
+  for (let i = 0; i < examples.length; i += CHUNK_EXAMPLES) {
+    chunks.push({ recipe, examples: examples.slice(i, i + CHUNK_EXAMPLES), firstRow: i, where: where.slice(i, i + CHUNK_EXAMPLES) });
+  }
   const results =
     examples.length < WORKER_THRESHOLD || threads <= 1
       ? await Promise.all(chunks.map((c) => tokenizeChunk(c)))
@@ -101,7 +103,8 @@ async function prepareSplit(rows: SplitRows, o: PrepareOptions): Promise<Prepare
   if (rows.rows.length === 0) throw new TunaError("CONFIG_INVALID", `split "${rows.split}" of ${d.datasetName} has no rows.`);
   const format = detectFormat(rows.columns, rows.rows.slice(0, 5), { datasetTextField: d.datasetTextField });
   const examples = rows.rows.map((row, i) => toExample(row, format, rows.origins[i]!));
-  const { tokenized, fallbacks } = await tokenizeAll(examples, o.recipe, o.threads ?? availableParallelism());
+  const where = rows.origins.map((origin) => formatOrigin(origin));
+  const { tokenized, fallbacks } = await tokenizeAll(examples, where, o.recipe, o.threads ?? availableParallelism());
   if (fallbacks > 0) o.onNotice?.(`${rows.split}: ${fallbacks} example(s) had a token across a mask boundary and were tokenized in parts.`);
   let dropped = 0;
   let truncated = 0;

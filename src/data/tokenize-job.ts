@@ -14,13 +14,15 @@ export interface TokenizerRecipe {
   chatFormat: ChatFormat;
   templatePath?: string;
   modelVocabSize: number;
-  options: Omit<TokenizeContext, "tokenizer" | "template" | "row" | "counters">;
+  options: Omit<TokenizeContext, "tokenizer" | "template" | "row" | "where" | "counters">;
 }
 
 export interface TokenizeChunk {
   recipe: TokenizerRecipe;
   examples: Example[];
   firstRow: number;
+  /** Each example's origin for messages ("data/train.jsonl:17"). */
+  where?: string[];
 }
 
 export interface TokenizeChunkResult {
@@ -47,7 +49,13 @@ export async function tokenizeChunk(chunk: TokenizeChunk): Promise<TokenizeChunk
   const base = await contextFor(chunk.recipe);
   const counters = { boundaryFallbacks: 0 };
   const examples = chunk.examples.map((example, i) =>
-    tokenizeExample(example, { ...chunk.recipe.options, ...base, row: chunk.firstRow + i, counters }),
+    tokenizeExample(example, {
+      ...chunk.recipe.options,
+      ...base,
+      row: chunk.firstRow + i,
+      ...(chunk.where?.[i] === undefined ? {} : { where: chunk.where[i] }),
+      counters,
+    }),
   );
   return { examples, boundaryFallbacks: counters.boundaryFallbacks };
 }

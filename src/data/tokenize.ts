@@ -36,14 +36,20 @@ export interface TokenizeContext {
   /** Train only on the completion of prompt/completion data; undefined means true (TRL's None). */
   completionOnlyLoss: boolean | undefined;
   truncation: "keep_start" | "keep_end";
-  /** Index of the row in its split, for messages. */
+  /** Index of the row in its split (kept with the tokenized example). */
   row: number;
+  /** The row's origin for messages ("data/train.jsonl:17"); default "row N". */
+  where?: string;
   counters?: TokenizeCounters;
 }
 
 interface Tokens {
   ids: number[];
   trained: Uint8Array;
+}
+
+function rowName(ctx: Pick<TokenizeContext, "row" | "where">): string {
+  return ctx.where ?? `row ${ctx.row}`;
 }
 
 const affixCache = new WeakMap<LoadedTokenizer, { before: number[]; after: number[] }>();
@@ -76,7 +82,7 @@ function withEos(text: string, ctx: TokenizeContext): string {
   if (!ctx.appendConcatToken) return text;
   const eos = ctx.tokenizer.eosToken;
   if (eos === undefined) {
-    throw new TunaError("CONFIG_INVALID", `the tokenizer has no eos_token to append to row ${ctx.row}; set append_concat_token: false.`);
+    throw new TunaError("CONFIG_INVALID", `the tokenizer has no eos_token to append to ${rowName(ctx)}; set append_concat_token: false.`);
   }
   return text.endsWith(eos) ? text : text + eos;
 }
@@ -86,7 +92,7 @@ function templateOf(ctx: TokenizeContext): string {
   if (template !== undefined) return template;
   throw new TunaError(
     "CONFIG_INVALID",
-    `row ${ctx.row} is a conversation but there is no chat template: none was given and the tokenizer has none. ` +
+    `${rowName(ctx)} is a conversation but there is no chat template: none was given and the tokenizer has none. ` +
       `Set chat_template_format (chatml or zephyr) or give a .jinja template file.`,
   );
 }
@@ -125,7 +131,7 @@ function maskedTokens(text: string, ctx: TokenizeContext, spans: CharSpan[] | un
 function assistantOnlyRequiresChat(ctx: TokenizeContext): TunaError {
   return new TunaError(
     "CONFIG_INVALID",
-    `assistant_only_loss needs conversational data (messages), but row ${ctx.row} is plain text. ` +
+    `assistant_only_loss needs conversational data (messages), but ${rowName(ctx)} is plain text. ` +
       `Turn off assistant_only_loss or use completion_only_loss with prompt/completion data.`,
   );
 }
@@ -134,7 +140,7 @@ function noAssistantTurn(ctx: TokenizeContext, messages: ChatMessage[]): TunaErr
   const roles = [...new Set(messages.map((m) => m.role))].join(", ") || "none";
   return new TunaError(
     "FILE_FORMAT",
-    `row ${ctx.row}: assistant_only_loss is on but the conversation has no assistant text to train on (roles: ${roles}). ` +
+    `${rowName(ctx)}: assistant_only_loss is on but the conversation has no assistant text to train on (roles: ${roles}). ` +
       `Remove the row, or turn off assistant_only_loss.`,
   );
 }
@@ -146,21 +152,21 @@ function conversationTokens(prompt: ChatMessage[], completion: ChatMessage[] | u
   let text: string;
   let spans: CharSpan[] | undefined;
   if (ctx.assistantOnlyLoss) {
-    const rendered = renderAssistantSpans(template, messages, vars, ctx.row);
+    const rendered = renderAssistantSpans(template, messages, vars, rowName(ctx));
     if (rendered.assistantSpans.length === 0) throw noAssistantTurn(ctx, messages);
     ({ text, assistantSpans: spans } = rendered);
   } else {
-    text = renderForRow(template, messages, vars, ctx.row);
+    text = renderForRow(template, messages, vars, rowName(ctx));
   }
   let completionFrom: number | undefined;
   if (completion !== undefined && ctx.completionOnlyLoss !== false) {
     // The assistant header (the generation prompt) is on the prompt side, as in assistant spans.
     const first = completion[0];
-    completionFrom = first === undefined ? text.length : turnStart(template, prompt, first, text, vars, ctx.row);
+    completionFrom = first === undefined ? text.length : turnStart(template, prompt, first, text, vars, rowName(ctx));
     if (completionFrom === undefined) {
       throw new TunaError(
         "CONFIG_INVALID",
-        `row ${ctx.row}: the chat template renders the prompt differently from the start of prompt + completion, ` +
+        `${rowName(ctx)}: the chat template renders the prompt differently from the start of prompt + completion, ` +
           `so the completion cannot be located. Fix the template or set completion_only_loss: false.`,
       );
     }
@@ -174,7 +180,7 @@ function conversationTokens(prompt: ChatMessage[], completion: ChatMessage[] | u
 function passThrough(inputIds: number[], labels: number[] | undefined, ctx: TokenizeContext): Tokens {
   if (labels === undefined) return allTokens([...inputIds]);
   if (labels.length !== inputIds.length) {
-    throw new TunaError("FILE_FORMAT", `row ${ctx.row}: "labels" has ${labels.length} entries but "input_ids" has ${inputIds.length}.`);
+    throw new TunaError("FILE_FORMAT", `${rowName(ctx)}: "labels" has ${labels.length} entries but "input_ids" has ${inputIds.length}.`);
   }
   const trained = new Uint8Array(inputIds.length);
   for (let i = 0; i < labels.length; i++) {
@@ -182,7 +188,7 @@ function passThrough(inputIds: number[], labels: number[] | undefined, ctx: Toke
     if (labels[i] !== inputIds[i]) {
       throw new TunaError(
         "FILE_FORMAT",
-        `row ${ctx.row}: labels[${i}] = ${labels[i]} but input_ids[${i}] = ${inputIds[i]}; labels must equal input_ids ` +
+        `${rowName(ctx)}: labels[${i}] = ${labels[i]} but input_ids[${i}] = ${inputIds[i]}; labels must equal input_ids ` +
           `(unshifted, the model shifts) or be -100.`,
       );
     }

@@ -4,6 +4,7 @@
 import { datasetInfo, listFiles, modelInfo } from "@huggingface/hub";
 import { join } from "node:path";
 import { TunaError } from "../util/errors.ts";
+import { safeText } from "../util/safe-text.ts";
 import { cachedSnapshot, checkedRepoPath, fileExists, isCommitHash, listSnapshotFiles, snapshotPath, writeRef } from "./cache.ts";
 import { fetchFileToCache, repoDesignation } from "./fetch-file.ts";
 import type { HubCall } from "./fetch-file.ts";
@@ -123,8 +124,10 @@ async function resolveRepo(kind: RepoKind, id: string, opts: ResolveOptions, pla
     const fallback = await usableCache();
     if (fallback === undefined) throw hubError(e, ctx);
     opts.onNotice?.(
-      `could not reach the hub at ${settings.endpoint} (${rootDetail(e)}); ` +
-        `using the cached snapshot of ${kind} "${id}" (revision ${revision}) at ${fallback}.`,
+      safeText(
+        `could not reach the hub at ${settings.endpoint} (${rootDetail(e)}); ` +
+          `using the cached snapshot of ${kind} "${id}" (revision ${revision}) at ${fallback}.`,
+      ),
     );
     return fallback;
   }

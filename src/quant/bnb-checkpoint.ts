@@ -138,7 +138,7 @@ export async function readQuantized4bit(
           absmax: expectTensor(`${weightName}.nested_absmax`, "F32", [Math.ceil(blocks / nested.blocksize)]),
           code: expectTensor(`${weightName}.nested_quant_map`, "F32", [256]),
         };
-  const packed = await source.readTensor(weightName);
+  const packed = await source.readTensor(weightName, { packed: true });
   const code = float32Of(await source.readTensor(mapName));
   let absmax: Float32Array | NestedAbsmax;
   if (nested === undefined || nestedNames === undefined) {

@@ -137,7 +137,7 @@ export async function readQuantized8bit(source: WeightSource, weightName: string
     const format = (await source.readTensor(formatName))[0];
     if (format !== 0) throw invalid(`"${formatName}" is ${String(format)}, a tiled layout (col32/turing/ampere); only the row layout (0) is supported`);
   }
-  const w = await source.readTensor(weight);
+  const w = await source.readTensor(weight, { packed: true });
   const s = await source.readTensor(scb);
   const sAligned = s.byteOffset % 4 === 0 ? s : s.slice();
   return {

@@ -254,7 +254,7 @@ if (!values["no-stages"]) {
   const ctx = { ...options.recipe.options, tokenizer: chat.tokenizer, template, row: 0 };
   await tokenizeChunk({ recipe: options.recipe, examples: sample.slice(0, 5), firstRow: 0 }); // warm-up
   let t0 = performance.now();
-  const rendered = sample.map((e) => renderAssistantSpans(template, e.messages, {}, 0).text);
+  const rendered = sample.map((e) => renderAssistantSpans(template, e.messages, {}, "row 0").text);
   const renderSpans = seconds(t0);
   t0 = performance.now();
   const whole = rendered.map((text) => chat.tokenizer.encode(text, { addSpecialTokens: false }));

@@ -29,7 +29,11 @@ export interface WeightSource {
   names(): string[];
   info(name: string): WeightInfo;
   has(name: string): boolean;
-  readTensor(name: string): Promise<Uint8Array>;
+  /**
+   * The tensor's bytes. Float tensors are checked for NaN/inf (MODEL_INVALID naming it) unless `packed`:
+   * quantized weights are bytes under a float dtype name (bnb's quant_storage) and are not numbers.
+   */
+  readTensor(name: string, options?: { packed?: boolean }): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 
@@ -174,11 +178,12 @@ function makeSource(dir: string, opened: readonly SafetensorsFile[], infos: Read
     names: () => [...sortedNames],
     info,
     has: (name) => infos.has(name),
-    readTensor: async (name) => {
+    readTensor: async (name, options) => {
       const found = info(name);
       const file = byPath.get(found.file);
       if (file === undefined) throw new TunaError("INTERNAL", `no open file for ${found.file}`);
       const bytes = await file.readTensor(name);
+      if (options?.packed === true) return bytes;
       // Weights are read once, where they are used: NaN or inf is named here, before it trains or is merged.
       const bad = firstNonFinite(bytes, found.dtype);
       if (bad >= 0) {
