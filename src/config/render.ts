@@ -71,30 +71,42 @@ function yamlValue(value: unknown): string {
  * The resolved configuration as YAML: every field in help order, `# *` marking values that differ from
  * the default, and the source of every value that is not a default. Unset fields are commented out.
  */
-export function formatResolvedConfig(resolved: ResolvedTrainConfig): string {
+export function formatResolvedConfig(resolved: ResolvedTrainConfig, options: { changedOnly?: boolean } = {}): string {
   const { config, sources } = resolved;
-  const lines = ["# tuna train: resolved configuration (* = differs from the default)"];
+  const changedOnly = options.changedOnly ?? false;
+  const lines = [
+    changedOnly
+      ? "# tuna train: configuration that differs from the defaults (--print_config shows every field)"
+      : "# tuna train: resolved configuration (* = differs from the default)",
+  ];
+  let hidden = 0;
   if (resolved.configFile !== undefined) lines.push(`# config file: ${resolved.configFile}`);
   if (resolved.launch !== undefined) lines.push(`# accelerate config ${resolved.launch.source}: ${describeLaunch(resolved.launch)}`);
   const shownFields = FIELD_NAMES.filter((name) => fieldSpec(name).group !== "tuna");
   const width = Math.max(...shownFields.map((n) => n.length)) + 2;
   for (const group of GROUPS) {
     if (group === "tuna") continue;
-    lines.push("", `# ${GROUP_TITLES[group]}`);
+    const groupLines: string[] = [];
     for (const name of fieldsOf(group)) {
       const value: unknown = config[name];
       const spec = fieldSpec(name);
       const differs = spec.default === REQUIRED || JSON.stringify(value) !== JSON.stringify(spec.default);
+      if (changedOnly && !differs) {
+        hidden++;
+        continue;
+      }
       const source = sources[name];
       const notes = [differs ? "*" : "", source.kind === "default" ? "" : describeSource(source)].filter((s) => s.length > 0);
       const comment = notes.length > 0 ? `  # ${notes.join(" ")}` : "";
       if (value === undefined) {
-        lines.push(`${`# ${name}:`.padEnd(width)}(unset)${comment}`);
+        groupLines.push(`${`# ${name}:`.padEnd(width)}(unset)${comment}`);
         continue;
       }
       const entry = `${`${name}:`.padEnd(width)}${yamlValue(value)}`;
-      lines.push(comment.length > 0 ? `${entry.padEnd(width + 32)}${comment}` : entry);
+      groupLines.push(comment.length > 0 ? `${entry.padEnd(width + 32)}${comment}` : entry);
     }
+    if (groupLines.length > 0) lines.push("", `# ${GROUP_TITLES[group]}`, ...groupLines);
   }
+  if (changedOnly) lines.push("", `# (${hidden} more fields at their defaults)`);
   return lines.join("\n");
 }

@@ -40,7 +40,10 @@ void test("without --print_config: the configuration goes to stderr, then the re
   const output = memoryOutput();
   assert.equal(await main(["train", ...MODEL, "--output_dir", "/tmp/tuna-train-cli-test-missing"], output), 1);
   const err = output.stderr.join("\n");
-  assert.match(err, /^# tuna train: resolved configuration/);
+  assert.match(err, /^# tuna train: configuration that differs from the defaults/);
+  assert.match(err, /^output_dir: +\/tmp\/tuna-train-cli-test-missing/m);
+  assert.doesNotMatch(err, /^lora_dropout:/m, "fields at their defaults are left out");
+  assert.ok(err.split("\n").length < 30, "the header is short");
   assert.match(err, /tuna train: error \[(FILE_NOT_FOUND|HUB)\]/);
 });
 

@@ -20,7 +20,8 @@ export async function trainCommand(args: string[], output: CliOutput): Promise<n
     return 0;
   }
   if (unsupported.length > 0) throw new TunaError("UNSUPPORTED", unsupported.join("\n"));
-  output.err(formatResolvedConfig(resolved));
+  // Only what differs from the defaults: a short header keeps a later error in view.
+  output.err(formatResolvedConfig(resolved, { changedOnly: true }));
   const result = await runTraining(resolved, { out: (t) => { output.out(t); }, err: (t) => { output.err(t); }, progress: progressStream(output) });
   if (result.interrupted !== undefined) {
     output.err(
