@@ -211,10 +211,46 @@ function truncate(tokens: Tokens, ctx: TokenizeContext): TokenizedExample {
 }
 
 /** Tokenize one example with its loss mask, then truncate it to ctx.maxLength. */
-export function tokenizeExample(example: Example, ctx: TokenizeContext): TokenizedExample {
+// More characters than any token spans (long whitespace pieces included): a text capped at
+// 2 * maxLength * this many characters still yields more than maxLength tokens past any cut.
+const MAX_CHARS_PER_TOKEN = 256;
+
+/**
+ * A string cut to what truncation can keep: a 50 MB row must not be tokenized (and held as tokens) whole
+ * when max_length keeps 2048 tokens. The cut lies at least maxLength tokens beyond the kept window (BPE
+ * merges are local), so the kept tokens are those of the whole text; only truncatedTokens counts fewer.
+ */
+function capText(text: string, ctx: TokenizeContext): string {
+  const limit = 2 * ctx.maxLength * MAX_CHARS_PER_TOKEN;
+  if (text.length <= limit) return text;
+  return ctx.truncation === "keep_end" ? text.slice(text.length - limit) : text.slice(0, limit);
+}
+
+function capMessages(messages: ChatMessage[], ctx: TokenizeContext): ChatMessage[] {
+  return messages.map((m) => (typeof m.content === "string" && m.content.length > 2 * ctx.maxLength * MAX_CHARS_PER_TOKEN ? { ...m, content: capText(m.content, ctx) } : m));
+}
+
+/** The example with every text capped by capText (unchanged when all are short). */
+function capExample(example: Example, ctx: TokenizeContext): Example {
+  switch (example.kind) {
+    case "tokens":
+      return example;
+    case "text":
+      return { ...example, text: capText(example.text, ctx) };
+    case "prompt_completion":
+      return { ...example, prompt: capText(example.prompt, ctx), completion: capText(example.completion, ctx) };
+    case "conversation":
+      return { ...example, messages: capMessages(example.messages, ctx) };
+    case "prompt_completion_chat":
+      return { ...example, prompt: capMessages(example.prompt, ctx), completion: capMessages(example.completion, ctx) };
+  }
+}
+
+export function tokenizeExample(whole: Example, ctx: TokenizeContext): TokenizedExample {
   if (!Number.isInteger(ctx.maxLength) || ctx.maxLength < 1) {
     throw new TunaError("CONFIG_INVALID", `max_length must be a positive integer, got ${ctx.maxLength}.`);
   }
+  const example = capExample(whole, ctx);
   const assistantOnly = ctx.assistantOnlyLoss;
   switch (example.kind) {
     case "tokens":

@@ -144,3 +144,24 @@ test("assistant_only_loss on plain text is a configuration error", () => {
     );
   }
 });
+
+test("a row far longer than max_length is cut before tokenizing; the kept tokens are those of the whole text", () => {
+  // 40,000 words (~240k characters, past the 2 * 64 * 256 character cap) of varied text.
+  const words = Array.from({ length: 40_000 }, (_, i) => ["alpha", "beta", "gamma", "delta", "epsilon"][i % 5]! + String(i % 97));
+  const text = words.join(" ");
+  const whole = tok.encode(text, { addSpecialTokens: false });
+  assert.ok(text.length > 2 * 64 * 256);
+  const start = tokenizeExample({ kind: "text", text }, ctx({ maxLength: 64, addSpecialTokens: false, appendConcatToken: false }));
+  assert.deepEqual(Array.from(start.inputIds), whole.slice(0, 64));
+  assert.ok(start.truncatedTokens > 0);
+  const end = tokenizeExample({ kind: "text", text }, ctx({ maxLength: 64, addSpecialTokens: false, appendConcatToken: false, truncation: "keep_end" }));
+  assert.deepEqual(Array.from(end.inputIds), whole.slice(-64));
+  // A conversation with one huge message: the same tokens as without the cut.
+  const messages = [
+    { role: "user", content: text },
+    { role: "assistant", content: "ok" },
+  ];
+  const template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}";
+  const chat = tokenizeExample({ kind: "conversation", messages }, ctx({ maxLength: 64, addSpecialTokens: false, appendConcatToken: false, template }));
+  assert.deepEqual(Array.from(chat.inputIds), tok.encode(`<|user|>${text}<|assistant|>ok`, { addSpecialTokens: false }).slice(0, 64));
+});
