@@ -2,6 +2,7 @@
 // chat format, prepare the data, quantize and inject LoRA, train with logs and checkpoints, save.
 import { join } from "node:path";
 import { createBackend } from "../backend/factory.ts";
+import type { Backend } from "../backend/types.ts";
 import type { ResolvedTrainConfig, TrainConfig } from "../config/index.ts";
 import { prepareDatasets, type PreparedSplit } from "../data/prepare.ts";
 import { trainPrepareOptions } from "../data/train-options.ts";
@@ -70,6 +71,36 @@ function describeSplit(p: PreparedSplit): string {
   return `${p.split}: ${s.rows} rows -> ${s.sequences} sequences, ${s.tokens} tokens (${s.trainedTokens} trained), ${s.truncated} truncated, ${s.dropped} dropped${eff}${p.fromCache ? " [cached]" : ""}`;
 }
 
+/** Tokenizer and chat format, the prepared data, and the model set up for training; the weight files closed after. */
+async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, io: RecipeIO) {
+  const folder = await openModelFolder(modelDir);
+  try {
+    const chat = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, folder.config.vocabSize, c.chat_template_file);
+
+    // Data: tokenized, masked and packed; cached under the output folder.
+    const splits = await prepareDatasets({
+      ...trainPrepareOptions(c, { dir: modelDir, vocabSize: folder.config.vocabSize }),
+      onNotice: (m) => {
+        io.err(m);
+      },
+    });
+    const trainSplit = [...splits.values()].find((s) => s.split.includes("train"));
+    if (trainSplit === undefined) throw new TunaError("CONFIG_INVALID", `no split containing "train" among ${[...splits.keys()].join(", ")}.`);
+    const evalSplit = [...splits.values()].find((s) => s.split.includes("test"));
+    for (const s of splits.values()) io.err(describeSplit(s));
+    if (folder.weightCheck.unexpected.length > 0) {
+      const names = folder.weightCheck.unexpected;
+      io.err(`warning: ${names.length} tensor(s) in ${modelDir} are not used by a ${folder.config.modelType} model and are ignored (e.g. ${names.slice(0, 3).join(", ")}).`);
+    }
+
+    // Model: resized vocabulary, quantized base, LoRA (or full fine-tuning).
+    const setup = await setUpTrainModel(backend, folder.config, folder.weights, c, { newTokenIds: chat.newTokenIds, vocabSize: chat.resizedVocabSize });
+    return { chat, trainSplit, evalSplit, setup };
+  } finally {
+    await folder.weights.close();
+  }
+}
+
 export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): Promise<RecipeResult> {
   const c = resolved.config;
   if (resolved.launch !== undefined && resolved.launch.numProcesses > 1) {
@@ -99,24 +130,7 @@ async function trainLocked(resolved: ResolvedTrainConfig, io: RecipeIO, outputDi
     io.err(m);
   });
   io.err(`device: ${backend.name}`);
-  const folder = await openModelFolder(modelDir);
-  const chat = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, folder.config.vocabSize, c.chat_template_file);
-
-  // Data: tokenized, masked and packed; cached under the output folder.
-  const splits = await prepareDatasets({
-    ...trainPrepareOptions(c, { dir: modelDir, vocabSize: folder.config.vocabSize }),
-    onNotice: (m) => {
-      io.err(m);
-    },
-  });
-  const trainSplit = [...splits.values()].find((s) => s.split.includes("train"));
-  if (trainSplit === undefined) throw new TunaError("CONFIG_INVALID", `no split containing "train" among ${[...splits.keys()].join(", ")}.`);
-  const evalSplit = [...splits.values()].find((s) => s.split.includes("test"));
-  for (const s of splits.values()) io.err(describeSplit(s));
-
-  // Model: resized vocabulary, quantized base, LoRA (or full fine-tuning).
-  const setup = await setUpTrainModel(backend, folder.config, folder.weights, c, { newTokenIds: chat.newTokenIds, vocabSize: chat.resizedVocabSize });
-  await folder.weights.close();
+  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io);
   // On the GPU a bf16 run keeps activations in bf16 as an HF bf16 model does; the CPU reference keeps f32.
   const activationDtype = backend.name === "cuda" && c.bf16 ? "bf16" : "f32";
   const model = createLlamaModel(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed, activationDtype });

@@ -1,6 +1,7 @@
 // `tuna eval <model> --dataset_name data.jsonl [--adapter DIR]`: the token-mean loss and perplexity
 // of a model (optionally with a PEFT adapter) over a pre-tokenized dataset, as transformers computes it.
 import { parseArgs } from "node:util";
+import { normalizeFlags } from "../flags.ts";
 import { TunaError, errorMessage } from "../../util/errors.ts";
 import { createBackend, type DeviceChoice } from "../../backend/factory.ts";
 import { readPretokenizedJsonl } from "../../data/pretokenized.ts";
@@ -26,11 +27,6 @@ shift to next-token targets happens inside) and "attention_mask".
   --use_8bit_quantization        LLM.int8 rowwise weights
   --revision REV                 hub revision when <model> is a hub id
   --json                         print one JSON object`;
-
-/** `--per-device-eval-batch-size` and `--per_device_eval_batch_size` are the same flag. */
-function normalizeFlags(args: string[]): string[] {
-  return args.map((a) => (a.startsWith("--") ? a.replace(/^--([^=]*)/, (_m, name: string) => `--${name.replaceAll("-", "_")}`) : a));
-}
 
 export async function evalCommand(args: string[], output: CliOutput): Promise<number> {
   let parsed;

@@ -3,6 +3,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { normalizeFlags } from "../flags.ts";
 import { quantizeFromFlags } from "../quant-flags.ts";
 import { TunaError, errorMessage } from "../../util/errors.ts";
 import { createRng } from "../../util/random.ts";
@@ -70,10 +71,6 @@ ${SHARED_HELP}
 
 type SharedValues = { [K in keyof typeof SHARED_OPTIONS]?: (typeof SHARED_OPTIONS)[K]["type"] extends "string" ? string : boolean };
 
-/** `--max-new-tokens` and `--max_new_tokens` are the same flag. */
-export function normalizeFlags(args: string[]): string[] {
-  return args.map((a) => (a.startsWith("--") ? a.replace(/^--([^=]*)/, (_m, name: string) => `--${name.replaceAll("-", "_")}`) : a));
-}
 
 export function parseFlags<O extends Record<string, { type: "string" | "boolean"; short?: string; default?: string | boolean }>>(args: string[], options: O, help: string) {
   try {
