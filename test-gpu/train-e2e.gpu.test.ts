@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { main } from "../src/cli/main.ts";
 import { memoryOutput } from "../src/cli/output.ts";
-import { writeRandomModel } from "../src/model/hf/random-init.ts";
+import { writeRandomModel } from "../src/hf/random-init.ts";
 import { createRng } from "../src/util/random.ts";
 import { packageRoot } from "../src/util/package-root.ts";
 

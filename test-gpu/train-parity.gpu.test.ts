@@ -10,8 +10,8 @@ import { join } from "node:path";
 import { main } from "../src/cli/main.ts";
 import { memoryOutput } from "../src/cli/output.ts";
 import { createCpuBackend } from "../src/backend/cpu/index.ts";
-import { batchFromDocuments } from "../src/model/batch.ts";
-import { openModelForUse } from "../src/model/llama/open.ts";
+import { batchFromDocuments } from "../src/data/batch.ts";
+import { openModelForUse } from "../src/train/open-model.ts";
 import { createLlamaModel, forward, lastLogits, uploadBatch } from "../src/model/llama/model.ts";
 import { packageRoot } from "../src/util/package-root.ts";
 

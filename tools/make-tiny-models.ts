@@ -2,9 +2,9 @@
 // Llama-2's tokenizer. `npm run fixtures -- --out DIR [--preset NAME]... [--dtype f32|bf16] [--seed N]`
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { MODEL_PRESETS } from "../src/model/hf/presets.ts";
-import { writeRandomModel } from "../src/model/hf/random-init.ts";
-import { writeLlama2Tokenizer, CHATML_TEMPLATE } from "../src/model/hf/tokenizer-fixture.ts";
+import { MODEL_PRESETS } from "../src/hf/presets.ts";
+import { writeRandomModel } from "../src/hf/random-init.ts";
+import { writeLlama2Tokenizer, CHATML_TEMPLATE } from "../src/hf/tokenizer-fixture.ts";
 
 const { values } = parseArgs({
   options: {

@@ -1,11 +1,11 @@
 // Orders packed sequences into batches (seeded shuffle, HF-style length grouping) and lays a batch out
 // as the model's flat Batch: documents as cuSeqlens segments, positions per document, shifted targets.
-import { IGNORE_INDEX, type Batch } from "../model/batch.ts";
+import { IGNORE_INDEX, type Batch } from "./batch.ts";
 import { TunaError } from "../util/errors.ts";
 import { createRng } from "../util/random.ts";
 import type { PackedSequence } from "./types.ts";
 
-export { countTrainedTokens as countTrainedTargets } from "../model/batch.ts";
+export { countTrainedTokens as countTrainedTargets } from "./batch.ts";
 
 export interface BatchOptions {
   batchSize: number;

@@ -3,7 +3,7 @@
 import { open, type FileHandle } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { TunaError, errorMessage } from "../util/errors.ts";
-import type { HfRow } from "../model/batch.ts";
+import type { HfRow } from "./batch.ts";
 
 function intArray(value: unknown, field: string, where: string): number[] {
   if (!Array.isArray(value) || !value.every((v) => Number.isInteger(v))) {

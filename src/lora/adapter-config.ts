@@ -1,7 +1,7 @@
 // adapter_config.json: the exact text PEFT 0.21.0's LoraConfig.save_pretrained writes, and the reader
 // of configs from any PEFT version (unknown keys ignored, features tuna lacks refused by name).
 import { TunaError } from "../util/errors.ts";
-import type { ModelConfig } from "../model/hf/config.ts";
+import type { ModelConfig } from "../hf/config.ts";
 import { PyFloat, compareCodePoints, pythonJsonDumps, type PyJson } from "./python-format.ts";
 import {
   embeddingModuleOf,

@@ -3,7 +3,7 @@
 import { mkdir, mkdtemp, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { TunaError } from "../util/errors.ts";
-import type { ModelConfig } from "../model/hf/config.ts";
+import type { ModelConfig } from "../hf/config.ts";
 import { decodeToFloat32, encodeFromFloat32 } from "../io/safetensors/convert.ts";
 import type { SafetensorsDtype } from "../io/safetensors/dtypes.ts";
 import { fsError } from "../io/safetensors/fs-errors.ts";

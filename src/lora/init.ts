@@ -2,7 +2,7 @@
 // PEFT does it: A kaiming-uniform(a=sqrt(5)) or gaussian, B zero, token rows copied from the base.
 import { TunaError } from "../util/errors.ts";
 import type { Rng } from "../util/random.ts";
-import type { ModelConfig } from "../model/hf/config.ts";
+import type { ModelConfig } from "../hf/config.ts";
 import { loraLayout, type LoraLayout } from "./layout.ts";
 import type { EmbeddingModule, LoraSettings } from "./settings.ts";
 

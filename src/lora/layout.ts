@@ -1,7 +1,7 @@
 // Where each LoRA tensor sits in the one flat trainable-parameter buffer, the key it is saved under
 // in adapter_model.safetensors, the trainable/all parameter counts and PEFT's printout of them.
-import type { ModelConfig } from "../model/hf/config.ts";
-import { countParameters, projectionShape } from "../model/hf/weights.ts";
+import type { ModelConfig } from "../hf/config.ts";
+import { countParameters, projectionShape } from "../hf/weights.ts";
 import { groupThousands, pythonFixed } from "./python-format.ts";
 import { moduleAlpha, moduleRank, loraScaling, type EmbeddingModule, type LoraSettings } from "./settings.ts";
 import type { TargetModule } from "./targets.ts";

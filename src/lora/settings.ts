@@ -1,7 +1,7 @@
 // The typed LoRA settings (PEFT LoraConfig's meaning, tuna's names), built from user options with
 // every problem reported together; per-module rank, alpha and scaling; trainable token rows.
 import { TunaError } from "../util/errors.ts";
-import type { ModelConfig } from "../model/hf/config.ts";
+import type { ModelConfig } from "../hf/config.ts";
 import { patternValue, pythonRegex, resolveTargetModules, targetSpecFrom, type TargetModule, type TargetModulesSpec } from "./targets.ts";
 
 /**

@@ -1,8 +1,8 @@
 // Which modules of a decoder get LoRA: PEFT's target_modules matching (regex string, name list,
 // all-linear), exclude_modules, layers_to_transform, and its rank_pattern / alpha_pattern lookup.
 import { TunaError } from "../util/errors.ts";
-import type { ModelConfig } from "../model/hf/config.ts";
-import { PROJECTIONS, projectionPrefix, type Projection } from "../model/hf/weights.ts";
+import type { ModelConfig } from "../hf/config.ts";
+import { PROJECTIONS, projectionPrefix, type Projection } from "../hf/weights.ts";
 
 /** What the user or adapter_config.json asked for, kept so it can be written back the way PEFT does. */
 export type TargetModulesSpec =

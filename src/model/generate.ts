@@ -2,7 +2,7 @@
 // one token at a time until an eos id or max_new_tokens; plus HF's defaults and streamed detokenization.
 import { TunaError } from "../util/errors.ts";
 import type { Rng } from "../util/random.ts";
-import type { GenerationConfig } from "./hf/generation-config.ts";
+import type { GenerationConfig } from "../hf/generation-config.ts";
 import { decodeForward, reserveCache, truncateCache, type Decoder } from "./llama/decode.ts";
 import { checkSamplingSettings, pickNextToken, type SamplingSettings } from "./sampling.ts";
 

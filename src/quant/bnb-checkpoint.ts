@@ -4,7 +4,7 @@ import { TunaError } from "../util/errors.ts";
 import type { WeightSource } from "../io/safetensors/checkpoint.ts";
 import type { SafetensorsDtype } from "../io/safetensors/dtypes.ts";
 import type { TensorToWrite } from "../io/safetensors/writer.ts";
-import type { BnbQuantizationConfig } from "../model/hf/config.ts";
+import type { BnbQuantizationConfig } from "../hf/config.ts";
 import { dequantize4bit, dequantize4bitBf16 } from "./blockwise.ts";
 import type { QuantType4bit } from "./codes.ts";
 import { dequantizeNestedAbsmax, type NestedAbsmax } from "./double-quant.ts";

@@ -8,7 +8,7 @@ import { prepareDatasets, type PreparedSplit } from "../data/prepare.ts";
 import { trainPrepareOptions } from "../data/train-options.ts";
 import { setupChatFormat } from "../data/chat-format.ts";
 import { resolveModelPath } from "../hub/resolve.ts";
-import { openModelFolder } from "../model/hf/folder.ts";
+import { openModelFolder } from "../hf/folder.ts";
 import { createLlamaModel } from "../model/llama/model.ts";
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { TunaError } from "../util/errors.ts";

@@ -10,7 +10,7 @@ import { Readable } from "node:stream";
 import { runChat } from "../../src/cli/commands/chat.ts";
 import { memoryOutput } from "../../src/cli/output.ts";
 import { createBackend } from "../../src/backend/factory.ts";
-import { openModelForUse } from "../../src/model/llama/open.ts";
+import { openModelForUse } from "../../src/train/open-model.ts";
 import { createLlamaModel } from "../../src/model/llama/model.ts";
 import { createDecoder } from "../../src/model/llama/decode.ts";
 import { generate } from "../../src/model/generate.ts";

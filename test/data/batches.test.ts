@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { countTrainedTargets, makeBatches, toModelBatch, type BatchOptions } from "../../src/data/batches.ts";
 import type { PackedSequence } from "../../src/data/types.ts";
-import { IGNORE_INDEX, batchFromDocuments, batchFromRows, type Batch } from "../../src/model/batch.ts";
+import { IGNORE_INDEX, batchFromDocuments, batchFromRows, type Batch } from "../../src/data/batch.ts";
 import { createRng } from "../../src/util/random.ts";
 
 const X = IGNORE_INDEX;

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { openModelFolder } from "../../src/model/hf/folder.ts";
+import { openModelFolder } from "../../src/hf/folder.ts";
 import { renderChatTemplate } from "../../src/tokenizer/chat-template.ts";
 import { loadTokenizer } from "../../src/tokenizer/load.ts";
 import { exactMatch } from "../../tools/demo/greedy.ts";

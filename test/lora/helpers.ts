@@ -2,7 +2,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseModelConfig, type ModelConfig } from "../../src/model/hf/config.ts";
+import { parseModelConfig, type ModelConfig } from "../../src/hf/config.ts";
 
 /** The LlamaConfig of test/lora/fixtures/make_peft_fixtures.py's tiny(). */
 export function tinyLlama(options: { tie?: boolean; vocab?: number } = {}): ModelConfig {

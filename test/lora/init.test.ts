@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseModelConfig } from "../../src/model/hf/config.ts";
+import { parseModelConfig } from "../../src/hf/config.ts";
 import { createRng } from "../../src/util/random.ts";
 import { makeLoraSettings } from "../../src/lora/settings.ts";
 import { copyTokenRows, initLoraWeights, kaimingUniformBound } from "../../src/lora/init.ts";

@@ -1,10 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseModelConfig } from "../../src/model/hf/config.ts";
+import { parseModelConfig } from "../../src/hf/config.ts";
 import { isTunaError } from "../../src/util/errors.ts";
 import { makeLoraSettings } from "../../src/lora/settings.ts";
 import { embeddingKey, formatTrainableParameters, loraKey, loraLayout, tokenRowsKey, trainableParametersLine } from "../../src/lora/layout.ts";
-import { llama2_7b } from "../model/hf/fixture-configs.ts";
+import { llama2_7b } from "../hf/fixture-configs.ts";
 import { tinyLlama } from "./helpers.ts";
 
 const llama7b = parseModelConfig(llama2_7b, "llama-2-7b");

@@ -1,9 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseModelConfig } from "../../src/model/hf/config.ts";
+import { parseModelConfig } from "../../src/hf/config.ts";
 import { isTunaError } from "../../src/util/errors.ts";
 import { patternValue, resolveTargetModules } from "../../src/lora/targets.ts";
-import { llama2_7b } from "../model/hf/fixture-configs.ts";
+import { llama2_7b } from "../hf/fixture-configs.ts";
 import { tinyLlama } from "./helpers.ts";
 
 const llama7b = parseModelConfig(llama2_7b, "llama-2-7b");

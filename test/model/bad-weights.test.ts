@@ -11,7 +11,7 @@ import { firstNonFinite } from "../../src/io/safetensors/finite.ts";
 import { isSafetensorsDtype } from "../../src/io/safetensors/dtypes.ts";
 import { GOLDEN } from "./llama/golden-harness.ts";
 import { runCli } from "../cli/run-cli.ts";
-import { openModelForUse } from "../../src/model/llama/open.ts";
+import { openModelForUse } from "../../src/train/open-model.ts";
 import { createCpuBackend } from "../../src/backend/cpu/index.ts";
 
 const BASE = join(GOLDEN, "llama/model");

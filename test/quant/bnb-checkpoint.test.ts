@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { openWeightsFile } from "../../src/io/safetensors/checkpoint.ts";
 import { writeSafetensors, type TensorToWrite } from "../../src/io/safetensors/writer.ts";
-import type { BnbQuantizationConfig } from "../../src/model/hf/config.ts";
+import type { BnbQuantizationConfig } from "../../src/hf/config.ts";
 import {
   dequantizeQuantized4bit,
   quantizedTensorsToWrite,

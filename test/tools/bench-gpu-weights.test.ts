@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { decodeToFloat32 } from "../../src/io/safetensors/convert.ts";
-import { parseModelConfig } from "../../src/model/hf/config.ts";
+import { parseModelConfig } from "../../src/hf/config.ts";
 import { absmaxOf, dequantizeQuantized4bit, quantizedTensorsToWrite, readQuantized4bit } from "../../src/quant/bnb-checkpoint.ts";
 import { NF4_CODE, dynamicMap } from "../../src/quant/codes.ts";
 import { benchConfigJson } from "../../tools/bench/gpu/models.ts";

@@ -14,7 +14,7 @@ import { HOST } from "../../tools/bench/gpu/profile.ts";
 import { compare, markdownTable, targetLines } from "../../tools/bench/gpu/report.ts";
 import { randomBatch, runBenchGroup, type BenchResult, type GroupOptions } from "../../tools/bench/gpu/run.ts";
 import { createSyntheticPools } from "../../tools/bench/gpu/synthetic-weights.ts";
-import { parseModelConfig } from "../../src/model/hf/config.ts";
+import { parseModelConfig } from "../../src/hf/config.ts";
 
 const pools = createSyntheticPools(1 << 20, 3);
 const VOCAB = 1000;

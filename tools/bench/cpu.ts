@@ -3,10 +3,10 @@
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
 import { createCpuBackend } from "../../src/backend/cpu/index.ts";
-import { openModelFolder } from "../../src/model/hf/folder.ts";
+import { openModelFolder } from "../../src/hf/folder.ts";
 import { loadLlamaParams } from "../../src/model/llama/load.ts";
 import { createLlamaModel, forward, backward, uploadBatch } from "../../src/model/llama/model.ts";
-import { batchFromDocuments } from "../../src/model/batch.ts";
+import { batchFromDocuments } from "../../src/data/batch.ts";
 import { makeLoraSettings } from "../../src/lora/settings.ts";
 import { initLoraWeights } from "../../src/lora/init.ts";
 import { createRng } from "../../src/util/random.ts";

@@ -20,7 +20,7 @@ import { tokenizeExample } from "../../src/data/tokenize.ts";
 import { trainPrepareOptions } from "../../src/data/train-options.ts";
 import type { Example, TokenizedExample } from "../../src/data/types.ts";
 import { runInWorkers } from "../../src/data/worker-pool.ts";
-import { readModelConfig } from "../../src/model/hf/folder.ts";
+import { readModelConfig } from "../../src/hf/folder.ts";
 import { renderChatTemplate, type ChatMessage } from "../../src/tokenizer/chat-template.ts";
 import { loadTokenizer, type LoadedTokenizer } from "../../src/tokenizer/load.ts";
 import { createRng, type Rng } from "../../src/util/random.ts";

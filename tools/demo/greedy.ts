@@ -1,6 +1,6 @@
 // A quick greedy decoder for measuring the demo: every prompt of a set advances together, one full
 // forward per new token over the whole prefix (no KV cache; the prompts are ~40 tokens), argmax at the end.
-import { batchFromDocuments } from "../../src/model/batch.ts";
+import { batchFromDocuments } from "../../src/data/batch.ts";
 import { forward, freeBatch, lastLogits, uploadBatch, type LlamaModel } from "../../src/model/llama/model.ts";
 import type { LoadedTokenizer } from "../../src/tokenizer/load.ts";
 import { TunaError } from "../../src/util/errors.ts";

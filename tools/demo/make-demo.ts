@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { writeRandomModel } from "../../src/model/hf/random-init.ts";
+import { writeRandomModel } from "../../src/hf/random-init.ts";
 import { loadTokenizer } from "../../src/tokenizer/load.ts";
 import { createRng } from "../../src/util/random.ts";
 import { exactMatch } from "./greedy.ts";

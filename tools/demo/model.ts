@@ -7,8 +7,8 @@ import { openWeights, writeShardedSafetensors } from "../../src/io/safetensors/c
 import type { TensorToWrite } from "../../src/io/safetensors/writer.ts";
 import { initLoraWeights } from "../../src/lora/init.ts";
 import { makeLoraSettings, type LoraOptions } from "../../src/lora/settings.ts";
-import { parseModelConfig, type ModelConfig } from "../../src/model/hf/config.ts";
-import type { HfConfigJson } from "../../src/model/hf/presets.ts";
+import { parseModelConfig, type ModelConfig } from "../../src/hf/config.ts";
+import type { HfConfigJson } from "../../src/hf/presets.ts";
 import { loadLlamaParams } from "../../src/model/llama/load.ts";
 import { createLlamaModel, type LlamaModel } from "../../src/model/llama/model.ts";
 import { f32ToBf16Array } from "../../src/util/half.ts";

@@ -2,7 +2,7 @@
 // is its own token), a Fuse decoder (tokens joined with no spaces), ChatML special tokens, ChatML template.
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { CHATML_TEMPLATE } from "../../src/model/hf/tokenizer-fixture.ts";
+import { CHATML_TEMPLATE } from "../../src/hf/tokenizer-fixture.ts";
 
 /** Special tokens first, so their ids are fixed and small: 0..5. */
 export const SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"] as const;

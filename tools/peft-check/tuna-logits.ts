@@ -3,8 +3,8 @@
 // npx tsx tools/peft-check/tuna-logits.ts <model> <adapter> <out.json>
 import { writeFile } from "node:fs/promises";
 import { createCpuBackend } from "../../src/backend/cpu/index.ts";
-import { batchFromDocuments } from "../../src/model/batch.ts";
-import { openModelForUse } from "../../src/model/llama/open.ts";
+import { batchFromDocuments } from "../../src/data/batch.ts";
+import { openModelForUse } from "../../src/train/open-model.ts";
 import { createLlamaModel, forward, lastLogits, uploadBatch } from "../../src/model/llama/model.ts";
 
 const [modelDir, adapterDir, outPath] = process.argv.slice(2);

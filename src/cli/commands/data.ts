@@ -7,7 +7,7 @@ import { prepareDatasets, type PreparedSplit } from "../../data/prepare.ts";
 import { decodePieces, examplesToShow, renderMarked, type MarkStyle, type ShownExample } from "../../data/show.ts";
 import { trainPrepareOptions } from "../../data/train-options.ts";
 import { resolveModelPath } from "../../hub/resolve.ts";
-import { readModelConfig } from "../../model/hf/folder.ts";
+import { readModelConfig } from "../../hf/folder.ts";
 import { loadTokenizer, type LoadedTokenizer } from "../../tokenizer/load.ts";
 import { TunaError } from "../../util/errors.ts";
 import { processOutput, type CliOutput } from "../output.ts";

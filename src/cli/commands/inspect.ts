@@ -2,11 +2,11 @@
 // bf16 / NF4, tokenizer summary and chat template; `--json` for machines, `--preset` for shapes only.
 import { parseArgs } from "node:util";
 import { TunaError, errorMessage } from "../../util/errors.ts";
-import { MODEL_PRESETS, PRESET_NAMES } from "../../model/hf/presets.ts";
-import { parseModelConfig } from "../../model/hf/config.ts";
-import { openModelFolder } from "../../model/hf/folder.ts";
-import { describeModel, type ModelDescription } from "../../model/hf/describe.ts";
-import type { GenerationConfig } from "../../model/hf/generation-config.ts";
+import { MODEL_PRESETS, PRESET_NAMES } from "../../hf/presets.ts";
+import { parseModelConfig } from "../../hf/config.ts";
+import { openModelFolder } from "../../hf/folder.ts";
+import { describeModel, type ModelDescription } from "../../hf/describe.ts";
+import type { GenerationConfig } from "../../hf/generation-config.ts";
 import { resolveModelPath } from "../../hub/resolve.ts";
 import { loadTokenizer, type LoadedTokenizer } from "../../tokenizer/load.ts";
 import { formatBytes, formatCount, table } from "../format.ts";

@@ -3,7 +3,7 @@
 import { TunaError } from "../../util/errors.ts";
 import { resolveModelPath } from "../../hub/resolve.ts";
 import { DEFAULT_MAX_SHARD_BYTES } from "../../io/safetensors/checkpoint.ts";
-import { MERGE_DTYPES, mergeAdapter, type MergeDtype } from "../../model/merge.ts";
+import { MERGE_DTYPES, mergeAdapter, type MergeDtype } from "../../lora/merge.ts";
 import type { CliOutput } from "../output.ts";
 import { parseFlags } from "./generate.ts";
 

@@ -2,8 +2,8 @@
 // With gradient checkpointing only each block's input is kept per layer; one block's slots are shared.
 import type { Backend, Tensor } from "../../backend/types.ts";
 import { TunaError } from "../../util/errors.ts";
-import type { ModelConfig } from "../hf/config.ts";
-import { PROJECTIONS, type Projection } from "../hf/weights.ts";
+import type { ModelConfig } from "../../hf/config.ts";
+import { PROJECTIONS, type Projection } from "../../hf/weights.ts";
 import type { LlamaParams } from "./params.ts";
 
 export interface LoraSlots {

@@ -2,7 +2,7 @@
 // x2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) ; out = x2 + down(silu(gate(ln2)) * up(ln2)).
 import type { Backend, Tensor } from "../../backend/types.ts";
 import type { Rng } from "../../util/random.ts";
-import type { ModelConfig } from "../hf/config.ts";
+import type { ModelConfig } from "../../hf/config.ts";
 import type { BlockSlots } from "./activations.ts";
 import { linearBackward, linearForward, type LinearBackwardScratch, type LinearScratch } from "./linear.ts";
 import type { LayerParams } from "./params.ts";

@@ -2,8 +2,8 @@
 // absolute positions after the cached ones, and the logits of the last new token only (no backward).
 import type { Backend, Tensor } from "../../backend/types.ts";
 import { TunaError } from "../../util/errors.ts";
-import type { ModelConfig } from "../hf/config.ts";
-import { PROJECTIONS, type Projection } from "../hf/weights.ts";
+import type { ModelConfig } from "../../hf/config.ts";
+import { PROJECTIONS, type Projection } from "../../hf/weights.ts";
 import type { LoraSlots } from "./activations.ts";
 import { linearForward, type LinearScratch } from "./linear.ts";
 import type { LlamaModel } from "./model.ts";

@@ -3,7 +3,7 @@
 import type { Backend, Tensor } from "../../backend/types.ts";
 import { createRng, type Rng } from "../../util/random.ts";
 import { TunaError } from "../../util/errors.ts";
-import { IGNORE_INDEX, type Batch } from "../batch.ts";
+import { IGNORE_INDEX, type Batch } from "../../data/batch.ts";
 import { allocActivations, viewActivations, type ActivationDtype, type Activations } from "./activations.ts";
 import { blockBackward, blockForward, type SequenceInputs } from "./block.ts";
 import type { LinearScratch } from "./linear.ts";

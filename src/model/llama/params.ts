@@ -3,8 +3,8 @@
 // with its gradient buffer beside it, so zeroing, clipping, all-reduce and AdamW are one loop each.
 import type { Backend, Quant4bitTensors, Tensor } from "../../backend/types.ts";
 import { TunaError } from "../../util/errors.ts";
-import type { ModelConfig } from "../hf/config.ts";
-import type { Projection } from "../hf/weights.ts";
+import type { ModelConfig } from "../../hf/config.ts";
+import type { Projection } from "../../hf/weights.ts";
 import { numel } from "../../util/shape.ts";
 
 export interface LoraModule {

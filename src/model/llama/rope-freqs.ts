@@ -1,6 +1,6 @@
 // The rotary inverse frequencies as transformers computes them (modeling_rope_utils.py), in float32:
 // default, linear, dynamic (unchanged up to max_position_embeddings) and llama3 scaling.
-import type { ModelConfig } from "../hf/config.ts";
+import type { ModelConfig } from "../../hf/config.ts";
 
 const f = Math.fround;
 

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { createCpuBackend } from "../../../src/backend/cpu/index.ts";
 import { openWeights, type WeightSource } from "../../../src/io/safetensors/checkpoint.ts";
 import { decodeToFloat32 } from "../../../src/io/safetensors/convert.ts";
-import { parseModelConfig, type ModelConfig } from "../../../src/model/hf/config.ts";
+import { parseModelConfig, type ModelConfig } from "../../../src/hf/config.ts";
 import { loadLlamaParams } from "../../../src/model/llama/load.ts";
 import { createLlamaModel, type LlamaModel } from "../../../src/model/llama/model.ts";
 import { readAdapter } from "../../../src/lora/adapter-files.ts";

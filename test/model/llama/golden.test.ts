@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { openWeightsFile, type WeightSource } from "../../../src/io/safetensors/checkpoint.ts";
-import { batchFromDocuments, batchFromRows, type Batch } from "../../../src/model/batch.ts";
+import { batchFromDocuments, batchFromRows, type Batch } from "../../../src/data/batch.ts";
 import { backward, forward, lastLogits, uploadBatch } from "../../../src/model/llama/model.ts";
 import { trainableView } from "../../../src/model/llama/params.ts";
 import { GOLDEN, elementwiseRelativeError, goldenCases, loadGoldenCase, readDump, readInts, relativeError } from "./golden-harness.ts";

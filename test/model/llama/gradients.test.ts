@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { batchFromDocuments } from "../../../src/model/batch.ts";
+import { batchFromDocuments } from "../../../src/data/batch.ts";
 import { backward, forward, uploadBatch, type LlamaModel } from "../../../src/model/llama/model.ts";
 import { sampleDocs, tinyModel, writeTiny, TINY } from "./tiny-model.ts";
 

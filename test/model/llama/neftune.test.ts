@@ -4,7 +4,7 @@
 // made here from the same generator and seed.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { batchFromDocuments, batchFromRows, type Batch } from "../../../src/model/batch.ts";
+import { batchFromDocuments, batchFromRows, type Batch } from "../../../src/data/batch.ts";
 import { forward, freeBatch, uploadBatch } from "../../../src/model/llama/model.ts";
 import { createRng } from "../../../src/util/random.ts";
 import { tinyModel, writeTiny } from "./tiny-model.ts";

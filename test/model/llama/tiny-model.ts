@@ -5,13 +5,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createCpuBackend } from "../../../src/backend/cpu/index.ts";
 import { openWeights } from "../../../src/io/safetensors/checkpoint.ts";
-import { parseModelConfig, type ModelConfig } from "../../../src/model/hf/config.ts";
-import { writeRandomModel } from "../../../src/model/hf/random-init.ts";
+import { parseModelConfig, type ModelConfig } from "../../../src/hf/config.ts";
+import { writeRandomModel } from "../../../src/hf/random-init.ts";
 import { loadLlamaParams } from "../../../src/model/llama/load.ts";
 import { createLlamaModel, type LlamaModel } from "../../../src/model/llama/model.ts";
 import { makeLoraSettings, type LoraOptions } from "../../../src/lora/settings.ts";
 import { createRng } from "../../../src/util/random.ts";
-import type { HfConfigJson } from "../../../src/model/hf/presets.ts";
+import type { HfConfigJson } from "../../../src/hf/presets.ts";
 
 export const TINY: HfConfigJson = {
   model_type: "llama",

@@ -1,7 +1,7 @@
 // The model shapes the GPU benchmark runs (the peer's hf_baseline.py CFGS, plus a tiny one for CPU runs),
 // their config.json objects for bf16 LoRA and for a pre-quantized bitsandbytes NF4 checkpoint, and FLOPs per token.
-import { MODEL_PRESETS, type HfConfigJson } from "../../../src/model/hf/presets.ts";
-import type { ModelConfig } from "../../../src/model/hf/config.ts";
+import { MODEL_PRESETS, type HfConfigJson } from "../../../src/hf/presets.ts";
+import type { ModelConfig } from "../../../src/hf/config.ts";
 import { TunaError } from "../../../src/util/errors.ts";
 
 /** qlora: a pre-quantized NF4 checkpoint; qlora-quantize: bf16 weights quantized at load (as --use_4bit_quantization on a bf16 model); lora: bf16. */

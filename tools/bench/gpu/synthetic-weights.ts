@@ -2,8 +2,8 @@
 // (std 0.02) sliced from a pre-generated pool, or a pre-quantized bitsandbytes NF4 + double-quant key set.
 import type { WeightInfo, WeightSource } from "../../../src/io/safetensors/checkpoint.ts";
 import type { SafetensorsDtype } from "../../../src/io/safetensors/dtypes.ts";
-import type { ModelConfig } from "../../../src/model/hf/config.ts";
-import { expectedWeights } from "../../../src/model/hf/weights.ts";
+import type { ModelConfig } from "../../../src/hf/config.ts";
+import { expectedWeights } from "../../../src/hf/weights.ts";
 import { dynamicMap, quantMap4bit } from "../../../src/quant/codes.ts";
 import { NESTED_BLOCKSIZE } from "../../../src/quant/double-quant.ts";
 import { packQuantState, packedStorageShape, quantStateKey } from "../../../src/quant/quant-state.ts";

@@ -1,7 +1,7 @@
 // The weights a ModelConfig implies, by their HF names and shapes, grouped by module kind; parameter
 // counts and memory estimates (bf16, NF4) derived from that one list.
 import type { ModelConfig } from "./config.ts";
-import { numel } from "../../util/shape.ts";
+import { numel } from "../util/shape.ts";
 
 export const PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 export type Projection = (typeof PROJECTIONS)[number];

@@ -1,7 +1,7 @@
 // Reads a Hugging Face `config.json` of a supported decoder family into one normalized ModelConfig:
 // every field that changes the math, with HF's defaults applied and inconsistencies reported together.
 import { z } from "zod";
-import { TunaError } from "../../util/errors.ts";
+import { TunaError } from "../util/errors.ts";
 import { MODEL_FAMILIES, SUPPORTED_MODEL_TYPES, type FamilySpec, type ModelFamily } from "./families.ts";
 import { parseRopeScaling, type RopeScaling } from "./rope-config.ts";
 

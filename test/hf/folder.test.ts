@@ -3,14 +3,14 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile, mkdir, truncate, stat, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openModelFolder } from "../../../src/model/hf/folder.ts";
-import { writeRandomModel } from "../../../src/model/hf/random-init.ts";
-import { MODEL_PRESETS } from "../../../src/model/hf/presets.ts";
-import { writeSafetensors, type TensorToWrite } from "../../../src/io/safetensors/writer.ts";
-import { decodeToFloat32 } from "../../../src/io/safetensors/convert.ts";
-import { expectedWeights } from "../../../src/model/hf/weights.ts";
-import { parseModelConfig } from "../../../src/model/hf/config.ts";
-import { TunaError } from "../../../src/util/errors.ts";
+import { openModelFolder } from "../../src/hf/folder.ts";
+import { writeRandomModel } from "../../src/hf/random-init.ts";
+import { MODEL_PRESETS } from "../../src/hf/presets.ts";
+import { writeSafetensors, type TensorToWrite } from "../../src/io/safetensors/writer.ts";
+import { decodeToFloat32 } from "../../src/io/safetensors/convert.ts";
+import { expectedWeights } from "../../src/hf/weights.ts";
+import { parseModelConfig } from "../../src/hf/config.ts";
+import { TunaError } from "../../src/util/errors.ts";
 
 let root = "";
 before(async () => {

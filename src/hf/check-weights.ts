@@ -1,10 +1,10 @@
 // Checks a checkpoint's tensors against the names and shapes its config implies, including the
 // companion tensors of bitsandbytes 4-bit / 8-bit checkpoints; every problem is reported together.
-import { TunaError } from "../../util/errors.ts";
-import type { WeightSource } from "../../io/safetensors/checkpoint.ts";
+import { TunaError } from "../util/errors.ts";
+import type { WeightSource } from "../io/safetensors/checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
 import { expectedWeights, type ExpectedWeight } from "./weights.ts";
-import { numel } from "../../util/shape.ts";
+import { numel } from "../util/shape.ts";
 
 export interface WeightCheck {
   /** Tensors present but not used by tuna (reported, not fatal, as transformers does). */

@@ -1,8 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseModelConfig } from "../../../src/model/hf/config.ts";
-import { countParameters, estimateWeightMemory, expectedWeights } from "../../../src/model/hf/weights.ts";
-import { MODEL_PRESETS } from "../../../src/model/hf/presets.ts";
+import { parseModelConfig } from "../../src/hf/config.ts";
+import { countParameters, estimateWeightMemory, expectedWeights } from "../../src/hf/weights.ts";
+import { MODEL_PRESETS } from "../../src/hf/presets.ts";
 import { llama2_7b, qwen2_05b } from "./fixture-configs.ts";
 
 test("parameter totals match the published model sizes", () => {

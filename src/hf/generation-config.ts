@@ -1,6 +1,6 @@
 // Reads `generation_config.json`: the sampling defaults a model ships with (used by generate/chat).
 import { z } from "zod";
-import { TunaError } from "../../util/errors.ts";
+import { TunaError } from "../util/errors.ts";
 
 export interface GenerationConfig {
   bosTokenId: number | undefined;

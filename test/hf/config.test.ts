@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseModelConfig } from "../../../src/model/hf/config.ts";
-import { TunaError } from "../../../src/util/errors.ts";
+import { parseModelConfig } from "../../src/hf/config.ts";
+import { TunaError } from "../../src/util/errors.ts";
 import { llama2_7b, llama31_8b, mistral_7b_v01, qwen2_05b } from "./fixture-configs.ts";
 
 

@@ -2,14 +2,14 @@
 // safetensors): the tiny test models and the random-weight benchmark shapes come from here.
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createRng, type Rng } from "../../util/random.ts";
-import { f32ToBf16Bits } from "../../util/half.ts";
-import { writeShardedSafetensors } from "../../io/safetensors/checkpoint.ts";
-import type { TensorToWrite } from "../../io/safetensors/writer.ts";
+import { createRng, type Rng } from "../util/random.ts";
+import { f32ToBf16Bits } from "../util/half.ts";
+import { writeShardedSafetensors } from "../io/safetensors/checkpoint.ts";
+import type { TensorToWrite } from "../io/safetensors/writer.ts";
 import { parseModelConfig } from "./config.ts";
 import { expectedWeights, type ExpectedWeight } from "./weights.ts";
 import type { HfConfigJson } from "./presets.ts";
-import { numel } from "../../util/shape.ts";
+import { numel } from "../util/shape.ts";
 
 export interface RandomModelOptions {
   seed: number;

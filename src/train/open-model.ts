@@ -1,13 +1,13 @@
 // Opens a model for use (evaluation, generation): resolves a folder or hub id, reads the config and
 // an optional PEFT adapter, and loads everything onto a backend with the adapter's values in place.
-import type { Backend } from "../../backend/types.ts";
-import { resolveModelPath } from "../../hub/resolve.ts";
-import { readAdapter, type LoraAdapter } from "../../lora/adapter-files.ts";
-import { adapterBaseWarning } from "../../lora/base-model-match.ts";
+import type { Backend } from "../backend/types.ts";
+import { resolveModelPath } from "../hub/resolve.ts";
+import { readAdapter, type LoraAdapter } from "../lora/adapter-files.ts";
+import { adapterBaseWarning } from "../lora/base-model-match.ts";
 import { openModelFolder } from "../hf/folder.ts";
 import type { ModelConfig } from "../hf/config.ts";
-import { loadLlamaParams, type LoadOptions } from "./load.ts";
-import type { LlamaParams } from "./params.ts";
+import { loadLlamaParams, type LoadOptions } from "../model/llama/load.ts";
+import type { LlamaParams } from "../model/llama/params.ts";
 
 export interface OpenedModel {
   dir: string;

@@ -11,18 +11,18 @@ import { writeAdapter } from "../../src/lora/adapter-files.ts";
 import { allocateLoraParams } from "../../src/lora/init.ts";
 import { loraLayout } from "../../src/lora/layout.ts";
 import { makeLoraSettings } from "../../src/lora/settings.ts";
-import { batchFromDocuments } from "../../src/model/batch.ts";
-import { parseModelConfig, type ModelConfig } from "../../src/model/hf/config.ts";
-import { expectedWeights } from "../../src/model/hf/weights.ts";
-import { openModelForUse } from "../../src/model/llama/open.ts";
+import { batchFromDocuments } from "../../src/data/batch.ts";
+import { parseModelConfig, type ModelConfig } from "../../src/hf/config.ts";
+import { expectedWeights } from "../../src/hf/weights.ts";
+import { openModelForUse } from "../../src/train/open-model.ts";
 import { createLlamaModel, forward, lastLogits, uploadBatch } from "../../src/model/llama/model.ts";
-import { mergeAdapter } from "../../src/model/merge.ts";
+import { mergeAdapter } from "../../src/lora/merge.ts";
 import { dequantizeQuantized4bit, quantizedTensorsToWrite } from "../../src/quant/bnb-checkpoint.ts";
 import { int8TensorsToWrite, quantizeInt8Rowwise } from "../../src/quant/int8.ts";
 import { quantizeTensor4bit } from "../../src/quant/quantize-model.ts";
 import { createRng } from "../../src/util/random.ts";
-import { GOLDEN, relativeError } from "./llama/golden-harness.ts";
-import { TINY, writeTiny } from "./llama/tiny-model.ts";
+import { GOLDEN, relativeError } from "../model/llama/golden-harness.ts";
+import { TINY, writeTiny } from "../model/llama/tiny-model.ts";
 
 const roots: string[] = [];
 after(async () => {

@@ -2,9 +2,9 @@
 // the safetensors weights, checked against the config. The tokenizer is loaded separately.
 import { stat, access } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { TunaError } from "../../util/errors.ts";
-import { readJsonFile } from "../../util/json-file.ts";
-import { openWeights, type WeightSource } from "../../io/safetensors/checkpoint.ts";
+import { TunaError } from "../util/errors.ts";
+import { readJsonFile } from "../util/json-file.ts";
+import { openWeights, type WeightSource } from "../io/safetensors/checkpoint.ts";
 import { parseModelConfig, type ModelConfig } from "./config.ts";
 import { parseGenerationConfig, type GenerationConfig } from "./generation-config.ts";
 import { checkWeights, type WeightCheck } from "./check-weights.ts";
