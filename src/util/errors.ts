@@ -11,6 +11,7 @@ export const ERROR_CODES = [
   "HUB", // resolving a hub id failed (offline, unreachable, not found, unauthorized)
   "IO", // the system refused a read or write (disk full, I/O error); the message carries its words
   "GPU", // the GPU or a GPU library is missing or failed
+  "DIST", // a rank of a distributed job failed, hung, left, or disagrees with the others
   "UNSUPPORTED", // a feature that is accepted but not available yet
   "INTERNAL", // a bug in tuna
 ] as const;

@@ -1,0 +1,38 @@
+// The one collective interface the trainer sees: all-reduce, reduce-scatter, all-gather, broadcast and
+// barrier over host float32 buffers, every call numbered so ranks that disagree on the sequence of
+// collectives fail with both calls named. Implementations: one rank (the identity, below), the host
+// transport (src/dist/host, the CPU reference that CI runs with real processes); NCCL is the next one.
+export type CollectiveOp = "allReduce" | "reduceScatter" | "allGather" | "broadcast" | "barrier";
+
+export interface Collective {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** In place: every rank ends with the elementwise sum over ranks (summed in rank order, in float64). */
+  allReduceSum(data: Float32Array): Promise<void>;
+  /**
+   * Returns this rank's shard of the elementwise sum: elements [rank * n / W, (rank + 1) * n / W) of the
+   * length-n input (n must be a multiple of the world size).
+   */
+  reduceScatterSum(data: Float32Array): Promise<Float32Array>;
+  /** The ranks' equal-length buffers laid end to end in rank order. */
+  allGather(local: Float32Array): Promise<Float32Array>;
+  /** In place: every rank ends with `root`'s bytes. */
+  broadcast(data: Uint8Array, root: number): Promise<void>;
+  barrier(): Promise<void>;
+  /** Leaves the group; later calls fail. */
+  close(): Promise<void>;
+}
+
+/** A world of one: every collective is the identity. */
+export function singleProcessCollective(): Collective {
+  return {
+    rank: 0,
+    worldSize: 1,
+    allReduceSum: () => Promise.resolve(),
+    reduceScatterSum: (data) => Promise.resolve(data.slice()),
+    allGather: (local) => Promise.resolve(local.slice()),
+    broadcast: () => Promise.resolve(),
+    barrier: () => Promise.resolve(),
+    close: () => Promise.resolve(),
+  };
+}

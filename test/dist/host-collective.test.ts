@@ -1,0 +1,132 @@
+// The host transport with real processes: 2 and 3 ranks agree on all-reduce, reduce-scatter, all-gather,
+// broadcast and barrier (checked against sums computed here); a rank that calls another collective, is
+// killed with SIGKILL, hangs, or runs another configuration makes every rank fail with a DIST error
+// naming it, within the bound.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+import { rankData } from "./rank-data.ts";
+
+const script = fileURLToPath(new URL("./host-scenario.ts", import.meta.url));
+
+interface RankResult {
+  code: number | null;
+  lines: Record<string, unknown>[];
+  stderr: string;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** Starts `worldSize` ranks of a scenario; `onLine` may act on what a rank prints (e.g. kill it). */
+async function runRanks(scenario: string, worldSize: number, extraEnv: Record<string, string> = {}, onLine?: (rank: number, line: Record<string, unknown>, kill: (r: number) => void) => void): Promise<RankResult[]> {
+  const port = await freePort();
+  const children = Array.from({ length: worldSize }, (_, rank) =>
+    spawn(process.execPath, ["--import", "tsx", script, scenario], {
+      env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(worldSize), MASTER_ADDR: "127.0.0.1", MASTER_PORT: String(port), ...extraEnv },
+      stdio: ["ignore", "pipe", "pipe"],
+    }),
+  );
+  const kill = (r: number): void => {
+    children[r]!.kill("SIGKILL");
+  };
+  const guard = setTimeout(() => {
+    for (const c of children) c.kill("SIGKILL");
+  }, 60_000);
+  const results = await Promise.all(
+    children.map(
+      (child, rank) =>
+        new Promise<RankResult>((resolve) => {
+          const result: RankResult = { code: null, lines: [], stderr: "" };
+          let buffer = "";
+          child.stdout.on("data", (d: Buffer) => {
+            buffer += d.toString();
+            for (let nl = buffer.indexOf("\n"); nl >= 0; nl = buffer.indexOf("\n")) {
+              const line = JSON.parse(buffer.slice(0, nl)) as Record<string, unknown>;
+              buffer = buffer.slice(nl + 1);
+              result.lines.push(line);
+              onLine?.(rank, line, kill);
+            }
+          });
+          child.stderr.on("data", (d: Buffer) => (result.stderr += d.toString()));
+          child.on("exit", (code) => {
+            result.code = code;
+            resolve(result);
+          });
+        }),
+    ),
+  );
+  clearTimeout(guard);
+  return results;
+}
+
+for (const worldSize of [2, 3]) {
+  void test(`${worldSize} ranks: all-reduce, reduce-scatter, all-gather, broadcast and barrier agree with sums computed here`, { timeout: 90_000 }, async () => {
+    const results = await runRanks("collectives", worldSize);
+    const n = 6 * worldSize;
+    const sum = Float32Array.from({ length: n }, (_, i) => {
+      let s = 0;
+      for (let r = 0; r < worldSize; r++) s += rankData(r, n)[i]!;
+      return s;
+    });
+    results.forEach((res, rank) => {
+      assert.equal(res.code, 0, `rank ${rank}: ${JSON.stringify(res.lines)} ${res.stderr}`);
+      const done = res.lines.find((l) => l.event === "done")!;
+      assert.deepEqual(done.reduced, [...sum]);
+      assert.deepEqual(done.shard, [...sum.slice(rank * 6, rank * 6 + 6)]);
+      assert.deepEqual(done.gathered, Array.from({ length: worldSize }, (_, r) => [...rankData(r, 4)]).flat());
+      assert.deepEqual(done.message, Array(5).fill(worldSize - 1 + 10));
+    });
+  });
+}
+
+const errorOf = (res: RankResult): string => {
+  const message = res.lines.find((l) => l.event === "error")?.message;
+  return typeof message === "string" ? message : `no error line: ${JSON.stringify(res.lines)} ${res.stderr}`;
+};
+
+void test("a rank that calls another collective: every rank fails, naming the rank and both calls", { timeout: 90_000 }, async () => {
+  const results = await runRanks("mismatch", 3);
+  for (const res of results) {
+    assert.equal(res.code, 1);
+    assert.match(errorOf(res), /rank 1 on .* called broadcast #1 while rank 0 called allReduce #1/);
+  }
+});
+
+void test("a rank killed with SIGKILL: the others fail within the bound, naming it", { timeout: 90_000 }, async () => {
+  const started = performance.now();
+  let ready = 0;
+  const results = await runRanks("kill", 3, {}, (_rank, line, kill) => {
+    if (line.event === "ready" && ++ready === 3) setTimeout(() => { kill(2); }, 300);
+  });
+  assert.equal(results[2]!.code, null, "rank 2 was killed");
+  assert.equal(results[0]!.code, 1);
+  assert.match(errorOf(results[0]!), /rank 2 on .*closed the connection .*during allReduce #1/);
+  assert.equal(results[1]!.code, 1);
+  assert.match(errorOf(results[1]!), /rank 0 stopped the job: rank 2/);
+  assert.ok(performance.now() - started < 30_000);
+});
+
+void test("a rank that hangs: the others fail after the timeout, naming it", { timeout: 90_000 }, async () => {
+  const results = await runRanks("hang", 2, { TEST_TIMEOUT_MS: "1500" }, (rank, line, kill) => {
+    // Once rank 0 has failed, the hanging rank is no longer needed.
+    if (rank === 0 && line.event === "error") kill(1);
+  });
+  assert.equal(results[0]!.code, 1);
+  assert.match(errorOf(results[0]!), /rank 1 on .*no answer .* within 1\.5 s while waiting for its allReduce #1/);
+});
+
+void test("ranks with different configurations are refused at the rendezvous, naming what differs", { timeout: 90_000 }, async () => {
+  const results = await runRanks("identity", 2);
+  for (const res of results) {
+    assert.equal(res.code, 1);
+    assert.match(errorOf(res), /rank 1 on .* has config "lr=2e-4" but rank 0 has "lr=1e-4"/);
+  }
+});

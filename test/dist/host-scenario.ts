@@ -1,0 +1,47 @@
+// One rank of a host-transport scenario, started by host-collective.test.ts as a real process with
+// RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set. Prints one JSON line of results, or the error.
+import { createHostCollective } from "../../src/dist/host/star.ts";
+import { processPlace } from "../../src/dist/launch-env.ts";
+import { isTunaError } from "../../src/util/errors.ts";
+import { rankData } from "./rank-data.ts";
+
+const scenario = process.argv[2] ?? "collectives";
+const place = processPlace();
+const { rank, worldSize } = place;
+
+
+try {
+  const identity = scenario === "identity" && rank === 1 ? { config: "lr=2e-4" } : { config: "lr=1e-4" };
+  const collective = await createHostCollective({
+    rank,
+    worldSize,
+    masterAddr: place.masterAddr!,
+    masterPort: place.masterPort!,
+    timeoutMs: Number(process.env.TEST_TIMEOUT_MS ?? 20_000),
+    identity,
+  });
+  console.log(JSON.stringify({ rank, event: "ready" }));
+  if (scenario === "collectives") {
+    const n = 6 * worldSize;
+    const reduced = rankData(rank, n);
+    await collective.allReduceSum(reduced);
+    const shard = await collective.reduceScatterSum(rankData(rank, n));
+    const gathered = await collective.allGather(rankData(rank, 4));
+    const message = new Uint8Array(5).fill(rank + 10);
+    await collective.broadcast(message, worldSize - 1);
+    await collective.barrier();
+    console.log(JSON.stringify({ rank, event: "done", reduced: [...reduced], shard: [...shard], gathered: [...gathered], message: [...message] }));
+  } else if (scenario === "mismatch") {
+    if (rank === 1) await collective.broadcast(new Uint8Array(4), 0);
+    else await collective.allReduceSum(new Float32Array(1));
+  } else if (scenario === "kill" || scenario === "hang") {
+    // The test kills rank 2 (or rank 1 never calls) while the others wait in the all-reduce.
+    if ((scenario === "kill" && rank === 2) || (scenario === "hang" && rank === 1)) await new Promise((r) => setTimeout(r, 60_000));
+    await collective.allReduceSum(new Float32Array(3));
+  }
+  await collective.close();
+  process.exit(0);
+} catch (e) {
+  console.log(JSON.stringify({ rank, event: "error", code: isTunaError(e) ? e.code : "other", message: e instanceof Error ? e.message : String(e) }));
+  process.exit(1);
+}
