@@ -10,8 +10,10 @@ import { demoCommand } from "./commands/demo.ts";
 import { generateCommand } from "./commands/generate.ts";
 import { chatCommand } from "./commands/chat.ts";
 import { dataCommand } from "./commands/data.ts";
+import { launchCommand } from "./commands/launch.ts";
 import { mergeCommand } from "./commands/merge.ts";
 import { safeText } from "../util/safe-text.ts";
+import { TUNA_VERSION } from "../util/version.ts";
 
 export type Command = (args: string[], output: CliOutput) => Promise<number>;
 
@@ -30,6 +32,7 @@ const COMMANDS: Record<string, CommandEntry> = {
   merge: { run: mergeCommand, summary: "merge a PEFT LoRA adapter into its base model and save a Hugging Face model folder" },
   inspect: { run: inspectCommand, summary: "describe a model folder or hub id: architecture, parameters, memory, tokenizer" },
   doctor: { run: doctorCommand, summary: "check Node, CPU, GPU driver and CUDA libraries, and give a verdict" },
+  launch: { run: launchCommand, summary: "start N ranks of a command (tuna train ...) as torchrun does: data-parallel training" },
 };
 
 function usage(): string {
@@ -48,7 +51,7 @@ export async function main(argv: string[], output: CliOutput = processOutput): P
     return name === undefined ? 2 : 0;
   }
   if (name === "--version") {
-    output.out("tuna 0.1.0");
+    output.out(`tuna ${TUNA_VERSION}`);
     return 0;
   }
   const entry = COMMANDS[name];

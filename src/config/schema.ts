@@ -209,6 +209,12 @@ export const TRAIN_FIELDS = {
   save_strategy: choiceField({ group: "training", choices: STRATEGIES, default: "steps", doc: "When to write a checkpoint." }),
   save_steps: stepsField({ group: "training", default: 500, doc: "Checkpoint every N steps (with save_strategy steps)." }),
   save_total_limit: optionalIntField({ group: "training", min: 1, doc: "Keep at most this many checkpoints, deleting the oldest; unset = all." }),
+  ddp_timeout: intField({
+    group: "training",
+    default: 60,
+    min: 1,
+    doc: "Seconds a rank waits for the others (rendezvous, each collective) before failing; HF's default is 1800.",
+  }),
   neftune_noise_alpha: optionalFloatField({ group: "training", min: 0, minOpen: true, doc: "NEFTune: add uniform noise of this scale to input embeddings." }),
   report_to: listField({
     group: "training",

@@ -1,6 +1,7 @@
 // The `tuna train` recipe, top to bottom: check the output folder, load tokenizer and model, set up the
 // chat format, prepare the data, quantize and inject LoRA, train with logs and checkpoints, save.
-import { join } from "node:path";
+import { createHash } from "node:crypto";
+import { join, resolve } from "node:path";
 import { createBackend } from "../backend/factory.ts";
 import type { Backend } from "../backend/types.ts";
 import type { ResolvedTrainConfig, TrainConfig } from "../config/index.ts";
@@ -12,6 +13,10 @@ import { openModelFolder } from "../hf/folder.ts";
 import { createLlamaModel } from "../model/llama/model.ts";
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { TunaError } from "../util/errors.ts";
+import { TUNA_VERSION } from "../util/version.ts";
+import type { Collective } from "../dist/collective.ts";
+import { createHostCollective } from "../dist/host/star.ts";
+import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
 import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, writeJson } from "./checkpoint.ts";
 import { createMetricsJsonlWriter, metricsJsonlPath } from "./logging/metrics-jsonl.ts";
 import { createProgressDisplay, type ProgressStream } from "./logging/progress.ts";
@@ -72,18 +77,22 @@ function describeSplit(p: PreparedSplit): string {
 }
 
 /** Tokenizer and chat format, the prepared data, and the model set up for training; the weight files closed after. */
-async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, io: RecipeIO) {
+async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, io: RecipeIO, collective: Collective | undefined) {
   const folder = await openModelFolder(modelDir);
   try {
     const chat = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, folder.config.vocabSize, c.chat_template_file);
 
-    // Data: tokenized, masked and packed; cached under the output folder.
+    // Data: tokenized, masked and packed; cached under the output folder. Rank 0 prepares it first, the
+    // other ranks then read its cache instead of writing the same files at once.
+    const follower = collective !== undefined && collective.rank !== 0;
+    if (follower) await collective.barrier();
     const splits = await prepareDatasets({
       ...trainPrepareOptions(c, { dir: modelDir, vocabSize: folder.config.vocabSize }),
       onNotice: (m) => {
         io.err(m);
       },
     });
+    if (collective !== undefined && !follower) await collective.barrier();
     const trainSplit = [...splits.values()].find((s) => s.split.includes("train"));
     if (trainSplit === undefined) throw new TunaError("CONFIG_INVALID", `no split containing "train" among ${[...splits.keys()].join(", ")}.`);
     const evalSplit = [...splits.values()].find((s) => s.split.includes("test"));
@@ -101,36 +110,71 @@ async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, 
   }
 }
 
+// torchrun's default rendezvous port.
+const DEFAULT_MASTER_PORT = 29500;
+
 export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): Promise<RecipeResult> {
   const c = resolved.config;
   if (resolved.launch !== undefined && resolved.launch.numProcesses > 1) {
     throw new TunaError(
       "UNSUPPORTED",
-      `${resolved.launch.source} asks for ${resolved.launch.numProcesses} processes; multi-GPU training is not available in this version of tuna. Drop --config_file to train in one process.`,
+      `${resolved.launch.source} asks for ${resolved.launch.numProcesses} processes; tuna train does not start processes from an accelerate config yet. ` +
+        "Start them with `tuna launch --nproc_per_node N tuna train ...` (or torchrun --no-python), without --config_file.",
     );
   }
-  const outputDir = await checkOutputDir(c);
-  // Model folder and tokenizer, with the chat format's special tokens.
-  const modelDir = await resolveModelPath(c.model_name_or_path, { onNotice: (m) => { io.err(m); } });
-  refuseModelFolder(outputDir, modelDir);
-  const lock = await lockOutputDir(outputDir);
+  // A rank of a distributed job (tuna launch, torchrun, srun, mpirun) joins it first, so that a rank that
+  // fails early stops the others at once instead of leaving them waiting for it.
+  const place = processPlace();
+  const collective = place.worldSize > 1 ? await joinJob(place, c) : undefined;
+  const lead = place.rank === 0;
   try {
-    for (const removed of await clearPreviousRun(outputDir, c.overwrite_output_dir && c.resume_from_checkpoint === undefined)) {
-      io.err(`removed ${join(outputDir, removed)} (left by an earlier run)`);
+    const rankIo = lead ? io : quietIo();
+    const outputDir = lead ? await checkOutputDir(c) : resolve(c.output_dir);
+    // Model folder and tokenizer, with the chat format's special tokens.
+    const modelDir = await resolveModelPath(c.model_name_or_path, { onNotice: (m) => { rankIo.err(m); } });
+    refuseModelFolder(outputDir, modelDir);
+    // Rank 0 owns the output folder: the lock, the clean-up, logs and saved files.
+    const lock = lead ? await lockOutputDir(outputDir) : undefined;
+    try {
+      if (lead) {
+        for (const removed of await clearPreviousRun(outputDir, c.overwrite_output_dir && c.resume_from_checkpoint === undefined)) {
+          io.err(`removed ${join(outputDir, removed)} (left by an earlier run)`);
+        }
+      }
+      return await trainLocked(resolved, rankIo, outputDir, modelDir, collective);
+    } finally {
+      lock?.release();
     }
-    return await trainLocked(resolved, io, outputDir, modelDir);
   } finally {
-    lock.release();
+    await collective?.close();
   }
 }
 
-async function trainLocked(resolved: ResolvedTrainConfig, io: RecipeIO, outputDir: string, modelDir: string): Promise<RecipeResult> {
+/** This process's place in the job's host collective; every rank must run the same tuna and configuration. */
+async function joinJob(place: ProcessPlace, c: TrainConfig): Promise<Collective> {
+  const config = createHash("sha256").update(JSON.stringify(c)).digest("hex").slice(0, 16);
+  return createHostCollective({
+    rank: place.rank,
+    worldSize: place.worldSize,
+    masterAddr: place.masterAddr ?? "127.0.0.1",
+    masterPort: place.masterPort ?? DEFAULT_MASTER_PORT,
+    timeoutMs: c.ddp_timeout * 1000,
+    identity: { tuna: TUNA_VERSION, configuration: config },
+  });
+}
+
+/** What ranks other than 0 print: nothing (their errors still end the process with a message). */
+function quietIo(): RecipeIO {
+  return { out: () => undefined, err: () => undefined, progress: { write: () => true, isTTY: false } };
+}
+
+async function trainLocked(resolved: ResolvedTrainConfig, io: RecipeIO, outputDir: string, modelDir: string, collective: Collective | undefined): Promise<RecipeResult> {
   const c = resolved.config;
   const backend = createBackend(c.device, (m) => {
     io.err(m);
   });
   io.err(`device: ${backend.name}`);
-  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io);
+  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, collective);
   // On the GPU a bf16 run keeps activations in bf16 as an HF bf16 model does; the CPU reference keeps f32.
   const activationDtype = backend.name === "cuda" && c.bf16 ? "bf16" : "f32";
   const model = createLlamaModel(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed, activationDtype });
@@ -148,6 +192,13 @@ async function trainLocked(resolved: ResolvedTrainConfig, io: RecipeIO, outputDi
     io.err(`resuming from ${dir} (step ${resume.globalStep})`);
   }
 
+  const trainData = { train: trainSplit.sequences, ...(c.eval_strategy !== "no" && evalSplit !== undefined ? { eval: evalSplit.sequences } : {}) };
+  if (collective !== undefined && collective.rank !== 0) {
+    // Every rank holds the same parameters after each step; rank 0 logs and saves them.
+    const result = await train(model, trainData, settings, { onLog: () => undefined, saveCheckpoint: () => Promise.resolve(), collective }, resume);
+    return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss: undefined, logHistory: result.logHistory };
+  }
+
   const reports = c.report_to.includes("all") ? ["tensorboard", "jsonl"] : c.report_to;
   const metrics = createMetricsJsonlWriter(metricsJsonlPath(outputDir), resume === undefined ? {} : { resumeAtStep: resume.globalStep });
   let tensorboard: TensorBoardWriter | undefined;
@@ -161,7 +212,7 @@ async function trainLocked(resolved: ResolvedTrainConfig, io: RecipeIO, outputDi
   });
   const result = await train(
     model,
-    { train: trainSplit.sequences, ...(c.eval_strategy !== "no" && evalSplit !== undefined ? { eval: evalSplit.sequences } : {}) },
+    trainData,
     settings,
     {
       onLog: (entry) => {
@@ -183,7 +234,8 @@ async function trainLocked(resolved: ResolvedTrainConfig, io: RecipeIO, outputDi
         });
         for (const removed of await rotateCheckpoints(outputDir, c.save_total_limit)) io.err(`removed ${removed} (save_total_limit ${c.save_total_limit})`);
       },
-      stopRequested: () => interrupts.signal() !== undefined,
+      // Ctrl-C in a distributed job reaches every rank (and the launcher); one process stops by itself.
+      ...(collective === undefined ? { stopRequested: () => interrupts.signal() !== undefined } : { collective }),
     },
     resume,
   ).finally(() => {

@@ -2,6 +2,7 @@
 // trained tokens of the accumulated micro-batches, clipping, AdamW, lr schedule, log/eval/save cadence,
 // checkpoints, and exact resume (params, moments, RNG states and the position in the data order).
 import type { Backend } from "../backend/types.ts";
+import type { Collective } from "../dist/collective.ts";
 import { makeBatches, toModelBatch, type BatchPlan } from "../data/batches.ts";
 import type { PackedSequence } from "../data/types.ts";
 import { backward, forward, freeBatch, uploadBatch, type LlamaModel } from "../model/llama/model.ts";
@@ -50,6 +51,13 @@ export interface TrainerHooks {
    * ends the run there, after a checkpoint of that step (Ctrl-C).
    */
   stopRequested?(): boolean;
+  /**
+   * Data parallelism: this process is one rank of `collective`. Each optimizer step takes
+   * gradient_accumulation_steps x world size micro-batches in the sampler's order; rank r takes those at
+   * positions r, r + W, r + 2W... (accelerate's sharding). The loss is normalised by the trained tokens of
+   * all ranks, gradients are summed across ranks before clipping, so every rank takes the same step.
+   */
+  collective?: Collective;
 }
 
 /** Everything needed to continue exactly where a run stopped. */
@@ -92,8 +100,9 @@ export function stepsPerEpoch(microBatches: number, ga: number): number {
   return Math.max(Math.ceil(microBatches / ga), 1);
 }
 
-export function totalSteps(s: TrainerSettings, microBatchesPerEpoch: number): number {
-  return s.maxSteps > 0 ? s.maxSteps : Math.ceil(s.numTrainEpochs * stepsPerEpoch(microBatchesPerEpoch, s.gradientAccumulationSteps));
+/** Optimizer steps of the run; `worldSize` ranks share each step's micro-batches. */
+export function totalSteps(s: TrainerSettings, microBatchesPerEpoch: number, worldSize = 1): number {
+  return s.maxSteps > 0 ? s.maxSteps : Math.ceil(s.numTrainEpochs * stepsPerEpoch(microBatchesPerEpoch, s.gradientAccumulationSteps * worldSize));
 }
 
 function epochPlans(s: TrainerSettings, sequences: readonly PackedSequence[], epoch: number): BatchPlan[] {
@@ -127,8 +136,13 @@ export async function train(
   if (trainable.total === 0) throw new TunaError("CONFIG_INVALID", "nothing to train: the model has no trainable parameters.");
   const firstPlans = epochPlans(s, data.train, 0);
   if (firstPlans.length === 0) throw new TunaError("CONFIG_INVALID", "the training split produced no batches.");
-  const perEpoch = stepsPerEpoch(firstPlans.length, s.gradientAccumulationSteps);
-  const maxSteps = totalSteps(s, firstPlans.length);
+  const collective = hooks.collective;
+  const world = collective?.worldSize ?? 1;
+  const rank = collective?.rank ?? 0;
+  // Micro-batches per optimizer step over all ranks.
+  const perStep = s.gradientAccumulationSteps * world;
+  const perEpoch = stepsPerEpoch(firstPlans.length, perStep);
+  const maxSteps = totalSteps(s, firstPlans.length, world);
   const schedule: ScheduleOptions = {
     ...s.schedule,
     baseLr: s.learningRate,
@@ -185,7 +199,8 @@ export async function train(
     windowSteps = 0;
   };
   const runEval = async (epoch: number): Promise<void> => {
-    if (data.eval === undefined || data.eval.length === 0) return;
+    // Rank 0 evaluates (all ranks hold the same parameters); only it logs.
+    if (data.eval === undefined || data.eval.length === 0 || rank !== 0) return;
     const r = await evaluate(model, data.eval, s);
     const entry: LogEntry = { step: globalStep, epoch: round(epoch, 4), eval_loss: r.loss, eval_perplexity: Math.exp(r.loss), eval_tokens: r.tokens };
     logHistory.push(entry);
@@ -198,14 +213,21 @@ export async function train(
     const stepAtEpochStart = globalStep;
     const plans = epoch === 0 ? firstPlans : epochPlans(s, data.train, epoch);
     const groups: BatchPlan[][] = [];
-    for (let i = 0; i < plans.length; i += s.gradientAccumulationSteps) groups.push(plans.slice(i, i + s.gradientAccumulationSteps));
+    for (let i = 0; i < plans.length; i += perStep) groups.push(plans.slice(i, i + perStep));
     for (let g = skipSteps; g < groups.length && globalStep < maxSteps; g++) {
       const group = groups[g]!;
-      const batches = group.map((plan) => toModelBatch(plan, data.train, s.padTokenId));
-      // num_items_in_batch: trained targets over ALL micro-batches of this optimizer step.
+      const mine = world === 1 ? group : group.filter((_, k) => k % world === rank);
+      const batches = mine.map((plan) => toModelBatch(plan, data.train, s.padTokenId));
+      // num_items_in_batch: trained targets over ALL micro-batches of this optimizer step, on every rank.
       let numItems = 0;
       for (const b of batches) for (const t of b.targets) if (t !== -100) numItems++;
+      if (collective !== undefined) {
+        const count = Float32Array.of(numItems);
+        await collective.allReduceSum(count);
+        numItems = count[0]!;
+      }
       let lossSum = 0;
+      let stepTokens = 0;
       if (numItems > 0) {
         for (const b of batches) {
           const device = uploadBatch(model, b);
@@ -216,9 +238,19 @@ export async function train(
           lossSum += r.lossSum;
           backward(model, device, 1 / numItems);
           freeBatch(model, device);
-          tokensSeen += b.ids.length;
+          stepTokens += b.ids.length;
         }
       }
+      if (collective !== undefined) {
+        // Every rank ends the step with the same summed gradients, loss and token count.
+        const grads = await be.downloadF32(trainable.grads);
+        await collective.allReduceSum(grads);
+        be.upload(trainable.grads, grads);
+        const totals = Float32Array.of(lossSum, stepTokens);
+        await collective.allReduceSum(totals);
+        [lossSum, stepTokens] = [totals[0]!, totals[1]!];
+      }
+      tokensSeen += stepTokens;
       const stepLoss = numItems > 0 ? lossSum / numItems : 0;
       const gradNorm = await clipGradients(be, trainable.grads, s.maxGradNorm);
       if (!Number.isFinite(stepLoss) || !Number.isFinite(gradNorm)) {

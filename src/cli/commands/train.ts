@@ -4,6 +4,7 @@ import { TunaError } from "../../util/errors.ts";
 import { processOutput, type CliOutput } from "../output.ts";
 import { runTraining } from "../../train/recipe.ts";
 import { signalExitCode } from "../../train/interrupt.ts";
+import { processPlace } from "../../dist/launch-env.ts";
 import type { ProgressStream } from "../../train/logging/progress.ts";
 import { formatResolvedConfig, parseTrainArgs, renderTrainHelp, unsupportedFeatures } from "../../config/index.ts";
 
@@ -23,6 +24,8 @@ export async function trainCommand(args: string[], output: CliOutput): Promise<n
   // Only what differs from the defaults: a short header keeps a later error in view.
   output.err(formatResolvedConfig(resolved, { changedOnly: true }));
   const result = await runTraining(resolved, { out: (t) => { output.out(t); }, err: (t) => { output.err(t); }, progress: progressStream(output) });
+  // In a distributed job rank 0 reports; the other ranks end quietly.
+  if (processPlace().rank !== 0) return 0;
   if (result.interrupted !== undefined) {
     output.err(
       `tuna train: interrupted (${result.interrupted.signal}) after step ${result.globalStep}; saved ${result.interrupted.checkpoint}. ` +
