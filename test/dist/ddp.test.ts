@@ -100,3 +100,63 @@ for (const [world, ga] of [[2, 1], [3, 2]] as const) {
     assert.equal((many.stdout.match(/^done: /gm) ?? []).length, 1, many.stdout);
   });
 }
+
+void test("a checkpoint written by 2 ranks resumes on 1 process (and 1 on 2) exactly as the uninterrupted run", { timeout: 240_000 }, async () => {
+  const run = (args: string[]): void => {
+    const r = spawnSync(process.execPath, ["bin/tuna.js", ...args], { cwd: root, encoding: "utf8", timeout: 170_000 });
+    assert.equal(r.status, 0, r.stderr);
+  };
+  const withSaves = (out: string, ga: number, extra: string[] = []): string[] => [...flags(out, ga), "--save_strategy", "steps", "--save_steps", "2", ...extra];
+  // The reference: one process, global batch 2, five steps.
+  const straight = join(tmp, "straight");
+  run(["train", ...withSaves(straight, 2)]);
+  // 2 ranks write checkpoint-2 (the rest of that run stands for what a crash loses), 1 process resumes it.
+  const twoToOne = join(tmp, "two-to-one");
+  run(["launch", "--nproc_per_node", "2", "--master_port", String(await freePort()), "tuna", "train", ...withSaves(twoToOne, 1)]);
+  run(["train", ...withSaves(twoToOne, 2, ["--resume_from_checkpoint", join(twoToOne, "checkpoint-2")])]);
+  // 1 process writes checkpoint-2, 2 ranks resume it.
+  const oneToTwo = join(tmp, "one-to-two");
+  run(["train", ...withSaves(oneToTwo, 2)]);
+  run(["launch", "--nproc_per_node", "2", "--master_port", String(await freePort()), "tuna", "train", ...withSaves(oneToTwo, 1, ["--resume_from_checkpoint", join(oneToTwo, "checkpoint-2")])]);
+  const reference = await readRun(straight);
+  for (const out of [twoToOne, oneToTwo]) {
+    const resumed = await readRun(out);
+    const last = resumed.metrics.at(-1)!;
+    const expected = reference.metrics.at(-1)!;
+    assert.equal(last.step, 5, out);
+    assert.ok(relative(last.loss, expected.loss) < 1e-6, `${out}: step 5 loss ${last.loss} vs ${expected.loss}`);
+    for (const [name, values] of resumed.adapter) {
+      const ref = reference.adapter.get(name)!;
+      let worst = 0;
+      for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(values[i]! - ref[i]!));
+      assert.ok(worst < 1e-6, `${out}: ${name} differs by ${worst}`);
+    }
+  }
+});
+
+void test("a rank killed with SIGKILL mid-training: the launcher stops the others and exits non-zero within the bound", { timeout: 120_000 }, async () => {
+  const { spawn, execFileSync } = await import("node:child_process");
+  const out = join(tmp, "killed");
+  const launcher = spawn(process.execPath, ["bin/tuna.js", "launch", "--nproc_per_node", "3", "--master_port", String(await freePort()), "tuna", "train", ...flags(out, 1), "--max_steps", "400", "--ddp_timeout", "20"], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let err = "";
+  let killedAt = 0;
+  launcher.stderr.on("data", (d: Buffer) => {
+    err += d.toString();
+    if (killedAt === 0 && /step 3\/400/.test(err)) {
+      // The launcher's children, in rank order: kill rank 2.
+      const children = execFileSync("pgrep", ["-P", String(launcher.pid)], { encoding: "utf8" }).trim().split("\n").map(Number).sort((x, y) => x - y);
+      process.kill(children[2]!, "SIGKILL");
+      killedAt = performance.now();
+    }
+  });
+  const code = await new Promise<number | null>((resolve) => launcher.on("exit", (c) => { resolve(c); }));
+  assert.ok(killedAt > 0, `no rank was killed:\n${err}`);
+  assert.notEqual(code, 0);
+  assert.ok(performance.now() - killedAt < 60_000, "the job ended within the bound");
+  assert.match(err, /rank 2 exited with status 137|rank 2 on .*closed the connection/);
+  // No final adapter or results for a failed job.
+  assert.equal(spawnSync("test", ["-e", join(out, "train_results.json")]).status, 1);
+});
