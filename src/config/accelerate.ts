@@ -36,6 +36,13 @@ export type Sharding =
 export interface LaunchConfig {
   numProcesses: number;
   numMachines: number;
+  /** This machine's index in a multi-machine job (machine_rank). */
+  machineRank: number;
+  /** Rank 0's address and port (main_process_ip / main_process_port), when the file says. */
+  mainProcessIp: string | undefined;
+  mainProcessPort: number | undefined;
+  /** gpu_ids as written ("all", "0,1"), when the file says. */
+  gpuIds: string | undefined;
   /** undefined when the file does not say. */
   mixedPrecision: MixedPrecision | undefined;
   sharding: Sharding;
@@ -51,6 +58,10 @@ const AccelerateFile = z.looseObject({
   distributed_type: z.string().optional(),
   num_processes: z.number().int().min(1).optional(),
   num_machines: z.number().int().min(1).optional(),
+  machine_rank: z.number().int().min(0).optional(),
+  main_process_ip: z.string().nullish(),
+  main_process_port: z.number().int().min(1).max(65535).nullish(),
+  gpu_ids: z.union([z.string(), z.number()]).nullish(),
   mixed_precision: z.enum(["no", "fp16", "bf16", "fp8"]).optional(),
   deepspeed_config: z
     .looseObject({
@@ -166,7 +177,25 @@ export async function readAccelerateConfig(givenPath: string): Promise<LaunchCon
         `accelerate config ${path}: distributed_type ${distributedType} is not supported; tuna runs NO, MULTI_GPU, DEEPSPEED and FSDP.`,
       );
   }
-  return { numProcesses, numMachines: file.num_machines ?? 1, mixedPrecision: file.mixed_precision, sharding, source: path };
+  const numMachines = file.num_machines ?? 1;
+  const machineRank = file.machine_rank ?? 0;
+  if (numProcesses % numMachines !== 0 || machineRank >= numMachines) {
+    throw new TunaError(
+      "CONFIG_INVALID",
+      `accelerate config ${path}: num_processes ${numProcesses} over num_machines ${numMachines} (machine_rank ${machineRank}) is not an even split with this machine among them.`,
+    );
+  }
+  return {
+    numProcesses,
+    numMachines,
+    machineRank,
+    mainProcessIp: file.main_process_ip ?? undefined,
+    mainProcessPort: file.main_process_port ?? undefined,
+    gpuIds: file.gpu_ids === undefined || file.gpu_ids === null ? undefined : String(file.gpu_ids),
+    mixedPrecision: file.mixed_precision,
+    sharding,
+    source: path,
+  };
 }
 
 /** One line for printouts: "2 processes on 1 machine, mixed_precision bf16, ZeRO stage 3 (no offload, zero3_init)". */

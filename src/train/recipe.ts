@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { createBackend } from "../backend/factory.ts";
 import type { Backend } from "../backend/types.ts";
-import type { ResolvedTrainConfig, TrainConfig } from "../config/index.ts";
+import { describeLaunch, type ResolvedTrainConfig, type TrainConfig } from "../config/index.ts";
 import { prepareDatasets, type PreparedSplit } from "../data/prepare.ts";
 import { trainPrepareOptions } from "../data/train-options.ts";
 import { setupChatFormat } from "../data/chat-format.ts";
@@ -115,16 +115,23 @@ const DEFAULT_MASTER_PORT = 29500;
 
 export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): Promise<RecipeResult> {
   const c = resolved.config;
-  if (resolved.launch !== undefined && resolved.launch.numProcesses > 1) {
-    throw new TunaError(
-      "UNSUPPORTED",
-      `${resolved.launch.source} asks for ${resolved.launch.numProcesses} processes; tuna train does not start processes from an accelerate config yet. ` +
-        "Start them with `tuna launch --nproc_per_node N tuna train ...` (or torchrun --no-python), without --config_file.",
-    );
-  }
   // A rank of a distributed job (tuna launch, torchrun, srun, mpirun) joins it first, so that a rank that
   // fails early stops the others at once instead of leaving them waiting for it.
   const place = processPlace();
+  const launch = resolved.launch;
+  if (launch !== undefined && launch.numProcesses > 1 && launch.numProcesses !== place.worldSize) {
+    throw new TunaError(
+      "CONFIG_INVALID",
+      `${launch.source} asks for ${launch.numProcesses} processes, but this job has ${place.worldSize} (${place.source}). ` +
+        "Start it with `tuna train --config_file ...` alone (tuna starts the processes), or make the numbers agree.",
+    );
+  }
+  if (place.rank === 0 && launch !== undefined && (launch.sharding.kind === "zero" || launch.sharding.kind === "fsdp") && place.worldSize > 1) {
+    io.err(
+      `note: ${describeLaunch(launch)}: tuna shards nothing yet across processes; each rank keeps the whole optimizer state and ` +
+        "gradients (DDP). The results are the same; the memory saving is not.",
+    );
+  }
   const collective = place.worldSize > 1 ? await joinJob(place, c) : undefined;
   const lead = place.rank === 0;
   try {

@@ -38,6 +38,10 @@ void test("peft deepspeed_config_z3_qlora.yaml: ZeRO-3, no offload, zero3 init, 
   assert.deepEqual(launch, {
     numProcesses: 2,
     numMachines: 1,
+    machineRank: 0,
+    mainProcessIp: undefined,
+    mainProcessPort: undefined,
+    gpuIds: undefined,
     mixedPrecision: "bf16",
     sharding: {
       kind: "zero",
@@ -59,6 +63,10 @@ void test("peft fsdp_config_qlora.yaml: FULL_SHARD with CPU offload, mixed_preci
   assert.deepEqual(launch, {
     numProcesses: 2,
     numMachines: 1,
+    machineRank: 0,
+    mainProcessIp: undefined,
+    mainProcessPort: undefined,
+    gpuIds: undefined,
     mixedPrecision: "no",
     sharding: {
       kind: "fsdp",

@@ -79,7 +79,8 @@ function commandLine(command: string[]): [string, string[]] {
   return [command[0]!, command.slice(1)];
 }
 
-export async function launchCommand(args: string[], output: CliOutput): Promise<number> {
+/** Starts the ranks; `env` adds variables for every rank (e.g. CUDA_VISIBLE_DEVICES from gpu_ids). */
+export async function launchCommand(args: string[], output: CliOutput, env: Record<string, string> = {}): Promise<number> {
   if (args.length === 0 || args[0] === "--help" || args[0] === "-h") {
     output.out(HELP);
     return args.length === 0 ? 2 : 0;
@@ -95,6 +96,7 @@ export async function launchCommand(args: string[], output: CliOutput): Promise<
       stdio: "inherit",
       env: {
         ...process.env,
+        ...env,
         RANK: String(rank),
         WORLD_SIZE: String(worldSize),
         LOCAL_RANK: String(local),

@@ -5,6 +5,7 @@ import { processOutput, type CliOutput } from "../output.ts";
 import { runTraining } from "../../train/recipe.ts";
 import { signalExitCode } from "../../train/interrupt.ts";
 import { processPlace } from "../../dist/launch-env.ts";
+import { launchCommand } from "./launch.ts";
 import type { ProgressStream } from "../../train/logging/progress.ts";
 import { formatResolvedConfig, parseTrainArgs, renderTrainHelp, unsupportedFeatures } from "../../config/index.ts";
 
@@ -21,6 +22,25 @@ export async function trainCommand(args: string[], output: CliOutput): Promise<n
     return 0;
   }
   if (unsupported.length > 0) throw new TunaError("UNSUPPORTED", unsupported.join("\n"));
+  const launch = resolved.launch;
+  if (launch !== undefined && launch.numProcesses > 1 && processPlace().worldSize === 1) {
+    // `accelerate launch --config_file X train.py ...` in one command: start this machine's ranks of the same
+    // `tuna train` (each then finds itself a rank and joins the job).
+    const perMachine = launch.numProcesses / launch.numMachines;
+    output.err(`tuna train: ${launch.source} asks for ${launch.numProcesses} processes; starting ${perMachine} here (machine ${launch.machineRank}).`);
+    return launchCommand(
+      [
+        "--nproc_per_node", String(perMachine),
+        "--nnodes", String(launch.numMachines),
+        "--node_rank", String(launch.machineRank),
+        ...(launch.mainProcessIp === undefined ? [] : ["--master_addr", launch.mainProcessIp]),
+        ...(launch.mainProcessPort === undefined ? [] : ["--master_port", String(launch.mainProcessPort)]),
+        "tuna", "train", ...args,
+      ],
+      output,
+      launch.gpuIds === undefined || launch.gpuIds === "all" ? {} : { CUDA_VISIBLE_DEVICES: launch.gpuIds },
+    );
+  }
   // Only what differs from the defaults: a short header keeps a later error in view.
   output.err(formatResolvedConfig(resolved, { changedOnly: true }));
   const result = await runTraining(resolved, { out: (t) => { output.out(t); }, err: (t) => { output.err(t); }, progress: progressStream(output) });
