@@ -11,11 +11,14 @@ export interface AdamWSettings {
 }
 
 export interface OptimizerState {
-  m: Tensor; // f32, same size as the trainable buffer
+  /** f32 moments of the parameters in `range` only (the whole buffer unless sharded across ranks). */
+  m: Tensor;
   v: Tensor;
+  /** The part [lo, hi) of the flat trainable buffer this state updates (ZeRO: this rank's shard). */
+  range: { lo: number; hi: number };
   /** Updates done so far (torch's `step` per parameter; the same for all here). */
   step: number;
-  /** Contiguous runs of the flat buffer with their weight decay: [offset, size, decays]. */
+  /** Contiguous runs of `range` with their weight decay: offsets relative to range.lo. */
   groups: { offset: number; size: number; decay: boolean }[];
 }
 
@@ -27,28 +30,34 @@ export function decays(name: string): boolean {
   return !NO_DECAY.some((re) => re.test(lower));
 }
 
-export function createOptimizerState(backend: Backend, trainable: TrainableBuffers): OptimizerState {
-  const size = trainable.params.size;
+/** AdamW state for the parameters in `range` (default: all of them), moments zero. */
+export function createOptimizerState(backend: Backend, trainable: TrainableBuffers, range = { lo: 0, hi: trainable.params.size }): OptimizerState {
+  const size = Math.max(1, range.hi - range.lo);
   const m = backend.alloc("f32", [size], "adam.m");
   const v = backend.alloc("f32", [size], "adam.v");
   backend.fill(m, 0);
   backend.fill(v, 0);
   const groups: OptimizerState["groups"] = [];
   for (const e of trainable.entries) {
+    // The part of this tensor inside the range, relative to range.lo.
+    const start = Math.max(e.offset, range.lo);
+    const end = Math.min(e.offset + e.size, range.hi);
+    if (end <= start) continue;
     const decay = decays(e.name);
     const last = groups[groups.length - 1];
-    if (last !== undefined && last.decay === decay && last.offset + last.size === e.offset) last.size += e.size;
-    else groups.push({ offset: e.offset, size: e.size, decay });
+    if (last !== undefined && last.decay === decay && last.offset + last.size === start - range.lo) last.size += end - start;
+    else groups.push({ offset: start - range.lo, size: end - start, decay });
   }
-  return { m, v, step: 0, groups };
+  return { m, v, range, step: 0, groups };
 }
 
-/** One AdamW update of every trainable parameter at learning rate `lr`. */
+/** One AdamW update of the trainable parameters in the state's range at learning rate `lr`. */
 export function optimizerStep(backend: Backend, trainable: TrainableBuffers, state: OptimizerState, lr: number, s: AdamWSettings): void {
   state.step += 1;
   for (const g of state.groups) {
-    const view = (t: Tensor): Tensor => backend.rows(t, g.offset, g.size);
-    backend.adamwUpdate(view(trainable.params), view(trainable.grads), view(state.m), view(state.v), {
+    const flat = (t: Tensor): Tensor => backend.rows(t, state.range.lo + g.offset, g.size);
+    const own = (t: Tensor): Tensor => backend.rows(t, g.offset, g.size);
+    backend.adamwUpdate(flat(trainable.params), flat(trainable.grads), own(state.m), own(state.v), {
       lr,
       beta1: s.beta1,
       beta2: s.beta2,

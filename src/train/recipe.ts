@@ -4,7 +4,8 @@ import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { createBackend } from "../backend/factory.ts";
 import type { Backend } from "../backend/types.ts";
-import { describeLaunch, type ResolvedTrainConfig, type TrainConfig } from "../config/index.ts";
+import { describeLaunch, type LaunchConfig, type ResolvedTrainConfig, type TrainConfig } from "../config/index.ts";
+import type { ShardingStage } from "./data-parallel.ts";
 import { prepareDatasets, type PreparedSplit } from "../data/prepare.ts";
 import { trainPrepareOptions } from "../data/train-options.ts";
 import { setupChatFormat } from "../data/chat-format.ts";
@@ -126,10 +127,12 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
         "Start it with `tuna train --config_file ...` alone (tuna starts the processes), or make the numbers agree.",
     );
   }
-  if (place.rank === 0 && launch !== undefined && (launch.sharding.kind === "zero" || launch.sharding.kind === "fsdp") && place.worldSize > 1) {
+  const sharding = shardingStage(launch);
+  const fullShard = launch !== undefined && ((launch.sharding.kind === "zero" && launch.sharding.stage === 3) || (launch.sharding.kind === "fsdp" && launch.sharding.strategy !== "NO_SHARD" && launch.sharding.strategy !== "SHARD_GRAD_OP"));
+  if (place.rank === 0 && place.worldSize > 1 && fullShard) {
     io.err(
-      `note: ${describeLaunch(launch)}: tuna shards nothing yet across processes; each rank keeps the whole optimizer state and ` +
-        "gradients (DDP). The results are the same; the memory saving is not.",
+      `note: ${describeLaunch(launch)}: tuna shards the optimizer state and gradients across the ranks (as ZeRO-2) but not yet ` +
+        "the parameters; each rank holds the whole (4-bit) base. The results are the same.",
     );
   }
   const collective = place.worldSize > 1 ? await joinJob(place, c) : undefined;
@@ -148,7 +151,7 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
           io.err(`removed ${join(outputDir, removed)} (left by an earlier run)`);
         }
       }
-      return await trainLocked(resolved, rankIo, outputDir, modelDir, collective);
+      return await trainLocked(resolved, rankIo, outputDir, modelDir, collective === undefined ? undefined : { collective, sharding });
     } finally {
       lock?.release();
     }
@@ -170,13 +173,29 @@ async function joinJob(place: ProcessPlace, c: TrainConfig): Promise<Collective>
   });
 }
 
+/** What an accelerate file's sharding becomes: DeepSpeed stage 1 -> 1, stage 2 and 3 -> 2; FSDP sharding -> 2. */
+function shardingStage(launch: LaunchConfig | undefined): ShardingStage {
+  const s = launch?.sharding;
+  if (s === undefined) return 0;
+  if (s.kind === "zero") return s.stage === 0 ? 0 : s.stage === 1 ? 1 : 2;
+  if (s.kind === "fsdp") return s.strategy === "NO_SHARD" ? 0 : 2;
+  return 0;
+}
+
 /** What ranks other than 0 print: nothing (their errors still end the process with a message). */
 function quietIo(): RecipeIO {
   return { out: () => undefined, err: () => undefined, progress: { write: () => true, isTTY: false } };
 }
 
-async function trainLocked(resolved: ResolvedTrainConfig, io: RecipeIO, outputDir: string, modelDir: string, collective: Collective | undefined): Promise<RecipeResult> {
+async function trainLocked(
+  resolved: ResolvedTrainConfig,
+  io: RecipeIO,
+  outputDir: string,
+  modelDir: string,
+  job: { collective: Collective; sharding: ShardingStage } | undefined,
+): Promise<RecipeResult> {
   const c = resolved.config;
+  const collective = job?.collective;
   const backend = createBackend(c.device, (m) => {
     io.err(m);
   });
@@ -202,7 +221,7 @@ async function trainLocked(resolved: ResolvedTrainConfig, io: RecipeIO, outputDi
   const trainData = { train: trainSplit.sequences, ...(c.eval_strategy !== "no" && evalSplit !== undefined ? { eval: evalSplit.sequences } : {}) };
   if (collective !== undefined && collective.rank !== 0) {
     // Every rank holds the same parameters after each step; rank 0 logs and saves them.
-    const result = await train(model, trainData, settings, { onLog: () => undefined, saveCheckpoint: () => Promise.resolve(), collective }, resume);
+    const result = await train(model, trainData, settings, { onLog: () => undefined, saveCheckpoint: () => Promise.resolve(), ...job }, resume);
     return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss: undefined, logHistory: result.logHistory };
   }
 
@@ -242,7 +261,7 @@ async function trainLocked(resolved: ResolvedTrainConfig, io: RecipeIO, outputDi
         for (const removed of await rotateCheckpoints(outputDir, c.save_total_limit)) io.err(`removed ${removed} (save_total_limit ${c.save_total_limit})`);
       },
       // Ctrl-C in a distributed job reaches every rank (and the launcher); one process stops by itself.
-      ...(collective === undefined ? { stopRequested: () => interrupts.signal() !== undefined } : { collective }),
+      ...(job === undefined ? { stopRequested: () => interrupts.signal() !== undefined } : job),
     },
     resume,
   ).finally(() => {

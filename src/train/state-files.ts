@@ -36,8 +36,8 @@ export async function writeTrainerFiles(dir: string, backend: Backend, trainable
     join(dir, OPTIMIZER_FILE),
     [
       { name: "params", dtype: "F32", shape: [n], data: bytes(await flat(trainable.params)) },
-      { name: "exp_avg", dtype: "F32", shape: [n], data: bytes(await flat(snap.optimizer.m)) },
-      { name: "exp_avg_sq", dtype: "F32", shape: [n], data: bytes(await flat(snap.optimizer.v)) },
+      { name: "exp_avg", dtype: "F32", shape: [n], data: bytes(snap.moments.m.subarray(0, n)) },
+      { name: "exp_avg_sq", dtype: "F32", shape: [n], data: bytes(snap.moments.v.subarray(0, n)) },
     ],
     { format: "pt", step: String(snap.optimizer.step), layout: JSON.stringify(trainable.entries.map((e) => [e.name, e.size])) },
   );

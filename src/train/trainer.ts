@@ -8,7 +8,8 @@ import type { PackedSequence } from "../data/types.ts";
 import { backward, forward, freeBatch, uploadBatch, type LlamaModel } from "../model/llama/model.ts";
 import { TunaError } from "../util/errors.ts";
 import { createRng, type Rng } from "../util/random.ts";
-import { clipGradients, createOptimizerState, optimizerStep, type AdamWSettings, type OptimizerState } from "./optimizer.ts";
+import { createOptimizerState, optimizerStep, type AdamWSettings, type OptimizerState } from "./optimizer.ts";
+import { createDataParallel, type ShardingStage } from "./data-parallel.ts";
 import { learningRate, type ScheduleOptions } from "./schedule.ts";
 
 export type Strategy = "no" | "steps" | "epoch";
@@ -58,6 +59,8 @@ export interface TrainerHooks {
    * all ranks, gradients are summed across ranks before clipping, so every rank takes the same step.
    */
   collective?: Collective;
+  /** With a collective: 0 = DDP, 1 = ZeRO-1 (optimizer state sharded), 2 = ZeRO-2 (gradients too). */
+  sharding?: ShardingStage;
 }
 
 /** Everything needed to continue exactly where a run stopped. */
@@ -67,6 +70,8 @@ export interface TrainerSnapshot {
   maxSteps: number;
   logHistory: LogEntry[];
   optimizer: OptimizerState;
+  /** The AdamW moments of the whole trainable buffer (gathered from the ranks' shards under ZeRO). */
+  moments: { m: Float32Array; v: Float32Array };
   dropoutRng: [number, number, number, number];
   neftuneRng: [number, number, number, number];
   /** Sum of the per-step losses since the start (HF's _total_loss_scalar), for train_loss. */
@@ -154,15 +159,18 @@ export async function train(
   const logEvery = every(s.logging.steps);
   const evalEvery = every(s.eval.steps);
   const saveEvery = every(s.save.steps);
-  const optimizer = createOptimizerState(be, trainable);
+  const parallel = createDataParallel(be, trainable, collective, hooks.sharding ?? 0);
+  const optimizer = createOptimizerState(be, trainable, parallel.range);
   let neftuneRng: Rng = createRng(s.seed + 7919);
   let globalStep = 0;
   let totalLoss = 0;
   const logHistory: LogEntry[] = [];
   if (resume !== undefined) {
     be.upload(trainable.params, resume.params);
-    be.upload(optimizer.m, resume.m);
-    be.upload(optimizer.v, resume.v);
+    // A checkpoint holds the whole buffer's moments: each rank takes its shard (any world size resumes it).
+    const { lo, hi } = parallel.range;
+    be.upload(optimizer.m, resume.m.subarray(Math.min(lo, resume.m.length), Math.min(hi, resume.m.length)));
+    be.upload(optimizer.v, resume.v.subarray(Math.min(lo, resume.v.length), Math.min(hi, resume.v.length)));
     optimizer.step = resume.optimizerStep;
     model.dropoutRng = createRng(0, resume.dropoutRng);
     neftuneRng = createRng(0, resume.neftuneRng);
@@ -178,12 +186,14 @@ export async function train(
   let windowGradNorm = 0;
   let tokensSeen = 0;
   let lastLr = 0;
-  const snapshot = (epoch: number): TrainerSnapshot => ({
+  // Every rank takes part (the moments may be gathered); only the hooks decide who writes.
+  const snapshot = async (epoch: number): Promise<TrainerSnapshot> => ({
     globalStep,
     epoch,
     maxSteps,
     logHistory,
     optimizer,
+    moments: await parallel.fullMoments(optimizer),
     dropoutRng: model.dropoutRng.state(),
     neftuneRng: neftuneRng.state(),
     totalLoss,
@@ -241,18 +251,16 @@ export async function train(
           stepTokens += b.ids.length;
         }
       }
+      await parallel.reduceGradients(trainable.grads);
       if (collective !== undefined) {
-        // Every rank ends the step with the same summed gradients, loss and token count.
-        const grads = await be.downloadF32(trainable.grads);
-        await collective.allReduceSum(grads);
-        be.upload(trainable.grads, grads);
+        // Every rank ends the step with the same loss and token count.
         const totals = Float32Array.of(lossSum, stepTokens);
         await collective.allReduceSum(totals);
         [lossSum, stepTokens] = [totals[0]!, totals[1]!];
       }
       tokensSeen += stepTokens;
       const stepLoss = numItems > 0 ? lossSum / numItems : 0;
-      const gradNorm = await clipGradients(be, trainable.grads, s.maxGradNorm);
+      const gradNorm = await parallel.clip(trainable.grads, s.maxGradNorm);
       if (!Number.isFinite(stepLoss) || !Number.isFinite(gradNorm)) {
         const rows = [...new Set(group.flatMap((p) => p.sequenceIndices.flatMap((i) => data.train[i]!.rows)))].slice(0, 20);
         const what = `step ${globalStep + 1}: the loss is ${stepLoss} and the gradient norm ${gradNorm} (batch built from source rows ${rows.join(", ")})`;
@@ -265,6 +273,7 @@ export async function train(
       }
       lastLr = learningRate(globalStep, schedule);
       optimizerStep(be, trainable, optimizer, lastLr, s.adamw);
+      await parallel.shareParameters(trainable.params);
       be.fill(trainable.grads, 0);
       globalStep++;
       totalLoss += stepLoss;
@@ -285,12 +294,12 @@ export async function train(
       if ((s.logging.strategy === "steps" && (globalStep % logEvery === 0 || last)) || (s.logging.firstStep && globalStep === 1)) log(epochFloat);
       if (s.eval.strategy === "steps" && (globalStep % evalEvery === 0 || last)) await runEval(epochFloat);
       const saveNow = s.save.strategy === "steps" && (globalStep % saveEvery === 0 || last);
-      if (saveNow) await hooks.saveCheckpoint(globalStep, snapshot(epochFloat));
+      if (saveNow) await hooks.saveCheckpoint(globalStep, await snapshot(epochFloat));
       if (hooks.stopRequested !== undefined) {
         // The CPU backend's ops never yield: without this, a Ctrl-C handler would wait for the end of training.
         await new Promise((done) => setImmediate(done));
         if (hooks.stopRequested()) {
-          if (!saveNow) await hooks.saveCheckpoint(globalStep, snapshot(epochFloat));
+          if (!saveNow) await hooks.saveCheckpoint(globalStep, await snapshot(epochFloat));
           log(epochFloat);
           return { globalStep, trainLoss: totalLoss / globalStep, logHistory, runtimeMs: performance.now() - started, tokensSeen, interrupted: true };
         }
@@ -303,7 +312,7 @@ export async function train(
     epoch++;
     if (s.logging.strategy === "epoch") log(epoch);
     if (s.eval.strategy === "epoch") await runEval(epoch);
-    if (s.save.strategy === "epoch") await hooks.saveCheckpoint(globalStep, snapshot(epoch));
+    if (s.save.strategy === "epoch") await hooks.saveCheckpoint(globalStep, await snapshot(epoch));
   }
   log(epoch);
   const runtimeMs = performance.now() - started;

@@ -180,8 +180,52 @@ void test("tuna train --config_file <accelerate yaml with num_processes 2> start
     const r = spawnSync(process.execPath, ["bin/tuna.js", "train", "--config_file", config, ...flags(out, 1), "--bf16", "false"], { cwd: root, encoding: "utf8", timeout: 170_000 });
     assert.equal(r.status, 0, `${name}: ${r.stderr}`);
     assert.match(r.stderr, /asks for 2 processes; starting 2 here/);
-    if (name.startsWith("deepspeed")) assert.match(r.stderr, /note: .*ZeRO stage 3.*each rank keeps the whole optimizer state/);
+    if (name.startsWith("deepspeed")) assert.match(r.stderr, /note: .*ZeRO stage 3.*shards the optimizer state and gradients .* not yet the parameters/);
     const run = await readRun(out);
     assert.ok(relative(run.metrics.at(-1)!.loss, reference.metrics.at(-1)!.loss) < 1e-6, `${name}: ${run.metrics.at(-1)!.loss} vs ${reference.metrics.at(-1)!.loss}`);
   }
 });
+
+for (const [stage, world] of [[1, 2], [2, 3]] as const) {
+  void test(`DeepSpeed ZeRO-${stage} on ${world} ranks: optimizer state${stage === 2 ? " and gradients" : ""} sharded, the same run as one process; its checkpoint resumes on one process`, { timeout: 240_000 }, async () => {
+    const { writeFile } = await import("node:fs/promises");
+    const config = join(tmp, `zero${stage}.yaml`);
+    await writeFile(config, `compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: ${stage}\nnum_processes: ${world}\nmain_process_port: ${await freePort()}\n`);
+    const single = join(tmp, `zero${stage}-single`);
+    const one = spawnSync(process.execPath, ["bin/tuna.js", "train", ...flags(single, world), "--save_strategy", "steps", "--save_steps", "2"], { cwd: root, encoding: "utf8", timeout: 170_000 });
+    assert.equal(one.status, 0, one.stderr);
+    const out = join(tmp, `zero${stage}`);
+    const r = spawnSync(process.execPath, ["bin/tuna.js", "train", "--config_file", config, ...flags(out, 1), "--save_strategy", "steps", "--save_steps", "2"], { cwd: root, encoding: "utf8", timeout: 170_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const a = await readRun(single);
+    const b = await readRun(out);
+    b.metrics.forEach((m, i) => {
+      assert.ok(relative(m.loss, a.metrics[i]!.loss) < 1e-6, `step ${m.step}: loss ${m.loss} vs ${a.metrics[i]!.loss}`);
+      assert.ok(relative(m.grad_norm, a.metrics[i]!.grad_norm) < 1e-6, `step ${m.step}: grad norm ${m.grad_norm} vs ${a.metrics[i]!.grad_norm}`);
+    });
+    // The checkpoint holds the whole buffer's moments (gathered from the shards): equal to one process's.
+    const moments = async (dir: string): Promise<Float32Array[]> => {
+      const file = await openSafetensors(join(dir, "checkpoint-4", "optimizer.safetensors"));
+      const out2 = [decodeToFloat32(await file.readTensor("exp_avg"), "F32"), decodeToFloat32(await file.readTensor("exp_avg_sq"), "F32")];
+      await file.close();
+      return out2;
+    };
+    const [ma, va] = await moments(single);
+    const [mb, vb] = await moments(out);
+    for (const [x, y, what] of [[mb!, ma!, "exp_avg"], [vb!, va!, "exp_avg_sq"]] as const) {
+      let num = 0;
+      let den = 0;
+      for (let i = 0; i < y.length; i++) {
+        num += (x[i]! - y[i]!) ** 2;
+        den += y[i]! ** 2;
+      }
+      assert.equal(x.length, y.length);
+      assert.ok(Math.sqrt(num / den) < 1e-5, `${what} relative difference ${Math.sqrt(num / den)}`);
+    }
+    // Resume the sharded run's checkpoint-2 on one process: the same step 5.
+    const resumed = spawnSync(process.execPath, ["bin/tuna.js", "train", ...flags(out, world), "--save_strategy", "steps", "--save_steps", "2", "--resume_from_checkpoint", join(out, "checkpoint-2")], { cwd: root, encoding: "utf8", timeout: 170_000 });
+    assert.equal(resumed.status, 0, resumed.stderr);
+    const c = await readRun(out);
+    assert.ok(relative(c.metrics.at(-1)!.loss, a.metrics.at(-1)!.loss) < 1e-6, `resumed step 5 loss ${c.metrics.at(-1)!.loss} vs ${a.metrics.at(-1)!.loss}`);
+  });
+}

@@ -1,0 +1,86 @@
+// How the ranks of a data-parallel job share a step, over the flat trainable buffer:
+//   DDP (stage 0): gradients all-reduced, every rank updates every parameter;
+//   ZeRO-1: gradients all-reduced, each rank keeps AdamW moments for (and updates) its shard only, then the
+//           updated shards are all-gathered;
+//   ZeRO-2: gradients reduce-scattered, so each rank holds summed gradients for its shard only; the norm
+//           for clipping is the all-reduced sum of the shards' squares.
+// All three take the same step (AdamW is elementwise); they differ in memory and traffic. Shards are
+// equal slices of the buffer padded to a multiple of the world size. Without a collective: one rank, DDP.
+import type { Backend, Tensor } from "../backend/types.ts";
+import type { Collective } from "../dist/collective.ts";
+import type { TrainableBuffers } from "../model/llama/params.ts";
+import { clipGradients, type OptimizerState } from "./optimizer.ts";
+
+export type ShardingStage = 0 | 1 | 2;
+
+export interface DataParallel {
+  readonly stage: ShardingStage;
+  /** The part of the flat buffer whose optimizer state this rank keeps. */
+  readonly range: { lo: number; hi: number };
+  /** After the local backward: gradients summed over ranks (all of them, or this rank's shard). */
+  reduceGradients(grads: Tensor): Promise<void>;
+  /** The global gradient norm before clipping; clips what this rank will use. */
+  clip(grads: Tensor, maxNorm: number): Promise<number>;
+  /** After the optimizer step: every rank gets every updated parameter. */
+  shareParameters(params: Tensor): Promise<void>;
+  /** The whole buffer's moments (gathered from the shards), for a checkpoint. */
+  fullMoments(state: OptimizerState): Promise<{ m: Float32Array; v: Float32Array }>;
+}
+
+export function createDataParallel(be: Backend, trainable: TrainableBuffers, collective: Collective | undefined, stage: ShardingStage): DataParallel {
+  const total = trainable.total;
+  const world = collective?.worldSize ?? 1;
+  const rank = collective?.rank ?? 0;
+  const sharded = collective !== undefined && world > 1 && stage > 0;
+  const shardSize = Math.ceil(total / world);
+  const range = sharded ? { lo: Math.min(total, rank * shardSize), hi: Math.min(total, (rank + 1) * shardSize) } : { lo: 0, hi: trainable.params.size };
+  const padded = (values: Float32Array, lo: number, hi: number, length: number): Float32Array => {
+    const out = new Float32Array(length);
+    out.set(values.subarray(lo, hi));
+    return out;
+  };
+  /** Every rank's [lo, hi) slice of a buffer laid end to end: the whole buffer's first `total` values. */
+  const gather = async (local: Float32Array): Promise<Float32Array> => (await collective!.allGather(padded(local, 0, local.length, shardSize))).subarray(0, total);
+
+  return {
+    stage: sharded ? stage : 0,
+    range,
+    async reduceGradients(grads) {
+      if (collective === undefined || world === 1) return;
+      const values = await be.downloadF32(grads);
+      if (sharded && stage === 2) {
+        const mine = await collective.reduceScatterSum(padded(values, 0, total, shardSize * world));
+        values.set(mine.subarray(0, range.hi - range.lo), range.lo);
+      } else {
+        await collective.allReduceSum(values);
+      }
+      be.upload(grads, values);
+    },
+    async clip(grads, maxNorm) {
+      if (!(sharded && stage === 2)) return clipGradients(be, grads, maxNorm);
+      // Only this rank's shard holds summed gradients: the norm is the sum of the shards' squares.
+      const own = range.hi > range.lo ? be.rows(grads, range.lo, range.hi - range.lo) : undefined;
+      const squares = Float32Array.of(own === undefined ? 0 : await be.sumSquares(own));
+      await collective.allReduceSum(squares);
+      const norm = Math.sqrt(squares[0]!);
+      if (maxNorm > 0 && Number.isFinite(norm) && own !== undefined) {
+        const coef = maxNorm / (norm + 1e-6);
+        if (coef < 1) be.scale(own, coef);
+      }
+      return norm;
+    },
+    async shareParameters(params) {
+      if (!sharded) return;
+      const values = await be.downloadF32(params);
+      const all = await gather(values.subarray(range.lo, range.hi));
+      values.set(all);
+      be.upload(params, values);
+    },
+    async fullMoments(state) {
+      const m = (await be.downloadF32(state.m)).subarray(0, range.hi - range.lo);
+      const v = (await be.downloadF32(state.v)).subarray(0, range.hi - range.lo);
+      if (!sharded) return { m: m.subarray(0, total), v: v.subarray(0, total) };
+      return { m: await gather(m), v: await gather(v) };
+    },
+  };
+}
