@@ -65,7 +65,13 @@ function place(env: Env, names: { rank: string; world: string; localRank?: strin
 export function processPlace(env: Env = process.env): ProcessPlace {
   const port = (name: string, source: string): number | undefined => intVar(env, name, source, 1);
   const torch = place(env, { rank: "RANK", world: "WORLD_SIZE", localRank: "LOCAL_RANK", localWorld: "LOCAL_WORLD_SIZE" }, "torchrun");
-  if (torch !== undefined) return { ...torch, masterAddr: env["MASTER_ADDR"], masterPort: port("MASTER_PORT", "torchrun") };
+  if (torch !== undefined) {
+    // torchrun's agent may already serve its own store on MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE): tuna's
+    // rendezvous, which does not speak that store's protocol yet, then takes the next port.
+    const agentStore = /^(1|true)$/i.test(env["TORCHELASTIC_USE_AGENT_STORE"] ?? "");
+    const masterPort = port("MASTER_PORT", "torchrun");
+    return { ...torch, masterAddr: env["MASTER_ADDR"], masterPort: masterPort === undefined ? undefined : agentStore ? masterPort + 1 : masterPort };
+  }
   const pet = place(env, { rank: "PET_RANK", world: "PET_WORLD_SIZE", localRank: "PET_LOCAL_RANK", localWorld: "PET_NPROC_PER_NODE" }, "kubernetes (PET_*)");
   if (pet !== undefined) return { ...pet, masterAddr: env["PET_MASTER_ADDR"], masterPort: port("PET_MASTER_PORT", "kubernetes (PET_*)") };
   const ompi = place(env, { rank: "OMPI_COMM_WORLD_RANK", world: "OMPI_COMM_WORLD_SIZE", localRank: "OMPI_COMM_WORLD_LOCAL_RANK", localWorld: "OMPI_COMM_WORLD_LOCAL_SIZE" }, "mpirun (OMPI_*)");

@@ -42,3 +42,9 @@ void test("SLURM node lists: the first host", () => {
   assert.equal(firstSlurmHost("node[3-5,9]"), "node3");
   assert.equal(firstSlurmHost("a[01-02],b[7]"), "a01");
 });
+
+void test("under torchrun's agent store (TORCHELASTIC_USE_AGENT_STORE) tuna's rendezvous takes MASTER_PORT + 1", () => {
+  const env = { RANK: "0", WORLD_SIZE: "2", MASTER_ADDR: "127.0.0.1", MASTER_PORT: "29500" };
+  assert.equal(processPlace(env).masterPort, 29500);
+  assert.equal(processPlace({ ...env, TORCHELASTIC_USE_AGENT_STORE: "True" }).masterPort, 29501);
+});
