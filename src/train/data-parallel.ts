@@ -8,7 +8,7 @@
 // equal slices of the buffer padded to a multiple of the world size. Without a collective: one rank, DDP.
 import type { Backend, Tensor } from "../backend/types.ts";
 import type { Collective } from "../dist/collective.ts";
-import type { TrainableBuffers } from "../model/llama/params.ts";
+import type { TrainableBuffers } from "../model/trainable.ts";
 import { clipGradients, type OptimizerState } from "./optimizer.ts";
 
 export type ShardingStage = 0 | 1 | 2;

@@ -1,7 +1,7 @@
 // AdamW over the flat trainable buffer (PyTorch semantics, decoupled weight decay) with HF's no-decay
 // group (biases and norm weights), and gradient-norm clipping with torch's clip_grad_norm_ rule.
 import type { Backend, Tensor } from "../backend/types.ts";
-import type { TrainableBuffers } from "../model/llama/params.ts";
+import type { TrainableBuffers } from "../model/trainable.ts";
 
 export interface AdamWSettings {
   beta1: number;

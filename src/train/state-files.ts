@@ -5,7 +5,7 @@ import type { Backend } from "../backend/types.ts";
 import { openSafetensors } from "../io/safetensors/reader.ts";
 import { decodeToFloat32 } from "../io/safetensors/convert.ts";
 import { writeSafetensors } from "../io/safetensors/writer.ts";
-import type { TrainableBuffers } from "../model/llama/params.ts";
+import type { TrainableBuffers } from "../model/trainable.ts";
 import { TunaError } from "../util/errors.ts";
 import { readJsonFile } from "../util/json-file.ts";
 import { TRAINER_STATE_FILE, writeJson } from "./checkpoint.ts";

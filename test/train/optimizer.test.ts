@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createCpuBackend } from "../../src/backend/cpu/index.ts";
-import { createTrainableBuffers } from "../../src/model/llama/params.ts";
+import { createTrainableBuffers } from "../../src/model/trainable.ts";
 import { clipGradients, createOptimizerState, decays, optimizerStep } from "../../src/train/optimizer.ts";
 
 test("HF's no-decay names: biases and every norm weight; LoRA, projections and embeddings decay", () => {

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { openWeightsFile, type WeightSource } from "../../../src/io/safetensors/checkpoint.ts";
 import { batchFromDocuments, batchFromRows, type Batch } from "../../../src/data/batch.ts";
 import { backward, forward, lastLogits, uploadBatch } from "../../../src/model/llama/model.ts";
-import { trainableView } from "../../../src/model/llama/params.ts";
+import { trainableView } from "../../../src/model/trainable.ts";
 import { GOLDEN, elementwiseRelativeError, goldenCases, loadGoldenCase, readDump, readInts, relativeError } from "./golden-harness.ts";
 
 // fp32 path tolerance from the issue: relative error under 1e-4 on logits, loss and gradients.
