@@ -11,7 +11,7 @@ import { trainPrepareOptions } from "../data/train-options.ts";
 import { setupChatFormat } from "../data/chat-format.ts";
 import { resolveModelPath } from "../hub/resolve.ts";
 import { openModelFolder } from "../hf/folder.ts";
-import { createLlamaModel } from "../model/llama/model.ts";
+import { asTrainingModel, createLlamaModel } from "../model/llama/model.ts";
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { TunaError } from "../util/errors.ts";
 import { TUNA_VERSION } from "../util/version.ts";
@@ -221,7 +221,7 @@ async function trainLocked(
   const trainData = { train: trainSplit.sequences, ...(c.eval_strategy !== "no" && evalSplit !== undefined ? { eval: evalSplit.sequences } : {}) };
   if (collective !== undefined && collective.rank !== 0) {
     // Every rank holds the same parameters after each step; rank 0 logs and saves them.
-    const result = await train(model, trainData, settings, { onLog: () => undefined, saveCheckpoint: () => Promise.resolve(), ...job }, resume);
+    const result = await train(asTrainingModel(model), trainData, settings, { onLog: () => undefined, saveCheckpoint: () => Promise.resolve(), ...job }, resume);
     return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss: undefined, logHistory: result.logHistory };
   }
 
@@ -237,7 +237,7 @@ async function trainLocked(
     io.err(text);
   });
   const result = await train(
-    model,
+    asTrainingModel(model),
     trainData,
     settings,
     {
@@ -280,7 +280,7 @@ async function trainLocked(
   await saveModel(outputDir);
   let evalLoss: number | undefined;
   if (evalSplit !== undefined && c.eval_strategy !== "no") {
-    evalLoss = result.logHistory.filter((e) => "eval_loss" in e).at(-1)?.["eval_loss"] ?? (await evaluate(model, evalSplit.sequences, settings)).loss;
+    evalLoss = result.logHistory.filter((e) => "eval_loss" in e).at(-1)?.["eval_loss"] ?? (await evaluate(asTrainingModel(model), evalSplit.sequences, settings)).loss;
   }
   const summary = {
     train_runtime: result.runtimeMs / 1000,

@@ -5,7 +5,7 @@ import type { Backend } from "../backend/types.ts";
 import type { Collective } from "../dist/collective.ts";
 import { makeBatches, toModelBatch, type BatchPlan } from "../data/batches.ts";
 import type { PackedSequence } from "../data/types.ts";
-import { backward, forward, freeBatch, uploadBatch, type LlamaModel } from "../model/llama/model.ts";
+import type { TrainingModel } from "../model/types.ts";
 import { TunaError } from "../util/errors.ts";
 import { createRng, type Rng } from "../util/random.ts";
 import { createOptimizerState, optimizerStep, type AdamWSettings, type OptimizerState } from "./optimizer.ts";
@@ -115,29 +115,29 @@ function epochPlans(s: TrainerSettings, sequences: readonly PackedSequence[], ep
 }
 
 /** Mean loss over all trained tokens of a split, without keeping logits beyond one batch. */
-export async function evaluate(model: LlamaModel, sequences: readonly PackedSequence[], s: TrainerSettings): Promise<{ loss: number; tokens: number }> {
+export async function evaluate(model: TrainingModel, sequences: readonly PackedSequence[], s: TrainerSettings): Promise<{ loss: number; tokens: number }> {
   const plans = makeBatches(sequences, { batchSize: s.evalBatchSize, padded: s.padded, groupByLength: false, shuffle: false, seed: s.seed, epoch: 0 });
   let lossSum = 0;
   let tokens = 0;
   for (const plan of plans) {
-    const batch = uploadBatch(model, toModelBatch(plan, sequences, s.padTokenId));
-    const r = await forward(model, batch);
+    const batch = model.upload(toModelBatch(plan, sequences, s.padTokenId));
+    const r = await model.forward(batch);
     lossSum += r.lossSum;
     tokens += r.tokens;
-    freeBatch(model, batch);
+    model.free(batch);
   }
   return { loss: tokens === 0 ? NaN : lossSum / tokens, tokens };
 }
 
 export async function train(
-  model: LlamaModel,
+  model: TrainingModel,
   data: { train: readonly PackedSequence[]; eval?: readonly PackedSequence[] },
   s: TrainerSettings,
   hooks: TrainerHooks,
   resume?: ResumeState,
 ): Promise<TrainResult> {
   const be: Backend = model.backend;
-  const trainable = model.params.trainable;
+  const trainable = model.trainable;
   if (trainable.total === 0) throw new TunaError("CONFIG_INVALID", "nothing to train: the model has no trainable parameters.");
   const firstPlans = epochPlans(s, data.train, 0);
   if (firstPlans.length === 0) throw new TunaError("CONFIG_INVALID", "the training split produced no batches.");
@@ -240,14 +240,14 @@ export async function train(
       let stepTokens = 0;
       if (numItems > 0) {
         for (const b of batches) {
-          const device = uploadBatch(model, b);
-          const r = await forward(model, device, {
+          const device = model.upload(b);
+          const r = await model.forward(device, {
             training: true,
             ...(s.neftuneNoiseAlpha === undefined ? {} : { neftune: { alpha: s.neftuneNoiseAlpha, rng: neftuneRng } }),
           });
           lossSum += r.lossSum;
-          backward(model, device, 1 / numItems);
-          freeBatch(model, device);
+          model.backward(device, 1 / numItems);
+          model.free(device);
           stepTokens += b.ids.length;
         }
       }

@@ -9,7 +9,7 @@ import { saveCheckpointAtomically, listCheckpoints } from "../../src/train/check
 import { readResumeState, writeTrainerFiles } from "../../src/train/state-files.ts";
 import { createRng } from "../../src/util/random.ts";
 import { tinyModel, writeTiny } from "../model/llama/tiny-model.ts";
-import type { LlamaModel } from "../../src/model/llama/model.ts";
+import { asTrainingModel, type LlamaModel } from "../../src/model/llama/model.ts";
 
 function sequences(V: number, count: number, seed: number): PackedSequence[] {
   const rng = createRng(seed);
@@ -55,9 +55,9 @@ const losses = (h: LogEntry[]): number[] => h.filter((e) => "loss" in e).map((e)
 test("training lowers the loss, and the same seed gives bit-identical losses", async () => {
   const a = await freshModel();
   const data = { train: sequences(a.V, 8, 1) };
-  const r1 = await train(a.model, data, settings({ numTrainEpochs: 6 }), { onLog: () => undefined, saveCheckpoint: () => Promise.resolve() });
+  const r1 = await train(asTrainingModel(a.model), data, settings({ numTrainEpochs: 6 }), { onLog: () => undefined, saveCheckpoint: () => Promise.resolve() });
   const b = await freshModel();
-  const r2 = await train(b.model, data, settings({ numTrainEpochs: 6 }), { onLog: () => undefined, saveCheckpoint: () => Promise.resolve() });
+  const r2 = await train(asTrainingModel(b.model), data, settings({ numTrainEpochs: 6 }), { onLog: () => undefined, saveCheckpoint: () => Promise.resolve() });
   const l1 = losses(r1.logHistory);
   assert.equal(r1.globalStep, 12); // 8 sequences / batch 2 = 4 micro-batches = 2 steps per epoch
   assert.deepEqual(losses(r2.logHistory), l1);
@@ -77,14 +77,14 @@ test("resume from a checkpoint continues exactly: the same losses as the uninter
       );
     },
   });
-  const uninterrupted = await train(full.model, data, { ...s, eval: { strategy: "steps", steps: 2 } }, hooksFor(full.model));
+  const uninterrupted = await train(asTrainingModel(full.model), data, { ...s, eval: { strategy: "steps", steps: 2 } }, hooksFor(full.model));
   const checkpoints = await listCheckpoints(out);
   assert.deepEqual(checkpoints.map((c) => c.step), [2, 4, 6, 8, 9]);
 
   const resumed = await freshModel();
   const state = await readResumeState(checkpoints[1]!.dir, resumed.model.params.trainable);
   assert.equal(state.globalStep, 4);
-  const r = await train(resumed.model, data, { ...s, eval: { strategy: "steps", steps: 2 }, save: { strategy: "no", steps: 1 } }, { onLog: () => undefined, saveCheckpoint: () => Promise.resolve() }, state);
+  const r = await train(asTrainingModel(resumed.model), data, { ...s, eval: { strategy: "steps", steps: 2 }, save: { strategy: "no", steps: 1 } }, { onLog: () => undefined, saveCheckpoint: () => Promise.resolve() }, state);
   assert.equal(r.globalStep, uninterrupted.globalStep);
   assert.deepEqual(r.logHistory, uninterrupted.logHistory);
   assert.equal(r.trainLoss, uninterrupted.trainLoss);
@@ -101,8 +101,8 @@ test("gradient accumulation: GA 2 x batch 1 takes the same steps as GA 1 x batch
   const norms = (into: number[]) => ({ onLog: () => undefined, onProgress: (p: { gradNorm: number }) => void into.push(p.gradNorm), saveCheckpoint: () => Promise.resolve() });
   const na: number[] = [];
   const nb: number[] = [];
-  const ra = await train(a.model, data, settings({ ...base, trainBatchSize: 1, gradientAccumulationSteps: 2 }), norms(na));
-  const rb = await train(b.model, data, settings({ ...base, trainBatchSize: 2, gradientAccumulationSteps: 1 }), norms(nb));
+  const ra = await train(asTrainingModel(a.model), data, settings({ ...base, trainBatchSize: 1, gradientAccumulationSteps: 2 }), norms(na));
+  const rb = await train(asTrainingModel(b.model), data, settings({ ...base, trainBatchSize: 2, gradientAccumulationSteps: 1 }), norms(nb));
   assert.equal(na.length, 3);
   for (let i = 0; i < 3; i++) assert.ok(Math.abs(na[i]! - nb[i]!) <= 1e-6 * nb[i]!, `step ${i + 1}: grad norm ${na[i]} vs ${nb[i]}`);
   assert.ok(Math.abs(ra.trainLoss - rb.trainLoss) <= 1e-6 * Math.abs(rb.trainLoss), `train loss ${ra.trainLoss} vs ${rb.trainLoss}`);
@@ -119,7 +119,7 @@ test("a NaN loss stops with the step and its source rows, or is skipped by optio
   // A huge learning rate with no clipping blows the weights up within a few steps.
   const s = settings({ learningRate: 1e6, maxGradNorm: 0, numTrainEpochs: 20, neftuneNoiseAlpha: undefined });
   await assert.rejects(
-    train(a.model, data, s, { onLog: () => undefined, saveCheckpoint: () => Promise.resolve() }),
+    train(asTrainingModel(a.model), data, s, { onLog: () => undefined, saveCheckpoint: () => Promise.resolve() }),
     /step \d+: the loss is \S+ and the gradient norm \S+ \(batch built from source rows [\d, ]+\)/,
   );
   const b = await freshModel();
@@ -127,7 +127,7 @@ test("a NaN loss stops with the step and its source rows, or is skipped by optio
   const onLog = (e: LogEntry): void => {
     if (e["skipped_nonfinite_step"] !== undefined) skipped.push(e["skipped_nonfinite_step"]);
   };
-  await train(b.model, data, { ...s, nanInfPolicy: "skip" }, { onLog, saveCheckpoint: () => Promise.resolve() }).catch((e: unknown) => {
+  await train(asTrainingModel(b.model), data, { ...s, nanInfPolicy: "skip" }, { onLog, saveCheckpoint: () => Promise.resolve() }).catch((e: unknown) => {
     // Skipping can leave an epoch with no finite step at all; that is reported, not looped on.
     assert.match(String(e), /made no optimizer step/);
   });

@@ -2,7 +2,7 @@
 // random-init base model, and the LoRA fine-tune that validates the demo (is reversal learnable fast?).
 import type { PackedSequence } from "../../src/data/types.ts";
 import type { LoraOptions } from "../../src/lora/settings.ts";
-import type { LlamaModel } from "../../src/model/llama/model.ts";
+import { asTrainingModel, type LlamaModel } from "../../src/model/llama/model.ts";
 import { train, type LogEntry, type TrainerSettings } from "../../src/train/trainer.ts";
 
 export interface RunSettings {
@@ -60,7 +60,7 @@ export async function runTraining(
   onLog: (entry: LogEntry) => void,
 ): Promise<RunReport> {
   const cpuBefore = process.cpuUsage();
-  const result = await train(model, { train: sequences }, settings, { onLog, saveCheckpoint: () => Promise.resolve() });
+  const result = await train(asTrainingModel(model), { train: sequences }, settings, { onLog, saveCheckpoint: () => Promise.resolve() });
   const cpu = process.cpuUsage(cpuBefore);
   const losses = result.logHistory.filter((e) => e["loss"] !== undefined).map((e) => e["loss"]!);
   const wallSeconds = result.runtimeMs / 1000;

@@ -8,6 +8,7 @@ import { allocActivations, viewActivations, type ActivationDtype, type Activatio
 import { blockBackward, blockForward, type SequenceInputs } from "./block.ts";
 import type { LinearScratch } from "./linear.ts";
 import type { LlamaParams, TokenRows } from "./params.ts";
+import type { ForwardOptions, TrainingModel, UploadedBatch } from "../types.ts";
 import { ropeInvFreq } from "./rope-freqs.ts";
 
 export interface LlamaModel {
@@ -165,11 +166,30 @@ function activationsFor(model: LlamaModel, N: number): Activations {
   return model.acts;
 }
 
-export interface ForwardOptions {
-  /** A training forward: LoRA dropout on (HF's model.train()); evaluation and generation leave it off. */
-  training?: boolean;
-  /** NEFTune (training only): uniform noise of magnitude alpha / sqrt(L * C) added to the input embeddings. */
-  neftune?: { alpha: number; rng: Rng };
+export type { ForwardOptions } from "../types.ts";
+
+/** The Llama model behind the trainer's model interface. */
+export function asTrainingModel(model: LlamaModel): TrainingModel {
+  // Every UploadedBatch the trainer hands back is one this adapter made.
+  const own = (b: UploadedBatch): DeviceBatch => b as DeviceBatch;
+  return {
+    backend: model.backend,
+    trainable: model.params.trainable,
+    get dropoutRng() {
+      return model.dropoutRng;
+    },
+    set dropoutRng(rng: Rng) {
+      model.dropoutRng = rng;
+    },
+    upload: (batch) => uploadBatch(model, batch),
+    forward: (batch, options) => forward(model, own(batch), options),
+    backward: (batch, gradScale) => {
+      backward(model, own(batch), gradScale);
+    },
+    free: (batch) => {
+      freeBatch(model, own(batch));
+    },
+  };
 }
 
 /** Runs the forward pass; returns the sum of token losses (f64) and the number of trained tokens. */

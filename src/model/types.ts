@@ -1,0 +1,31 @@
+// The small model interface the trainer uses, whatever the family: its trainable buffers, a batch put on
+// the backend, forward with the loss, backward scaled, and the dropout generator a checkpoint saves.
+import type { Backend } from "../backend/types.ts";
+import type { Batch } from "../data/batch.ts";
+import type { Rng } from "../util/random.ts";
+import type { TrainableBuffers } from "./trainable.ts";
+
+export interface ForwardOptions {
+  /** A training forward: LoRA dropout on (HF's model.train()); evaluation and generation leave it off. */
+  training?: boolean;
+  /** NEFTune (training only): uniform noise of magnitude alpha / sqrt(L * C) added to the input embeddings. */
+  neftune?: { alpha: number; rng: Rng };
+}
+
+/** A batch on the backend, opaque to the trainer. */
+export interface UploadedBatch {
+  readonly N: number;
+}
+
+export interface TrainingModel {
+  readonly backend: Backend;
+  readonly trainable: TrainableBuffers;
+  /** Where dropout masks come from; a checkpoint saves and restores its state. */
+  dropoutRng: Rng;
+  upload(batch: Batch): UploadedBatch;
+  /** The sum of token losses (f64) and the number of trained tokens. */
+  forward(batch: UploadedBatch, options?: ForwardOptions): Promise<{ lossSum: number; tokens: number }>;
+  /** Accumulates gradients of gradScale * lossSum into the trainable gradient buffer. */
+  backward(batch: UploadedBatch, gradScale: number): void;
+  free(batch: UploadedBatch): void;
+}
