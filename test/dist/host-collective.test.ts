@@ -130,3 +130,26 @@ void test("ranks with different configurations are refused at the rendezvous, na
     assert.match(errorOf(res), /rank 1 on .* has config "lr=2e-4" but rank 0 has "lr=1e-4"/);
   }
 });
+
+void test("a rendezvous port in use and an unreachable rank 0 are clear DIST errors within the bound", { timeout: 60_000 }, async () => {
+  const { createHostCollective } = await import("../../src/dist/host/star.ts");
+  const blocker = createServer();
+  await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", r));
+  const port = (blocker.address() as { port: number }).port;
+  try {
+    await assert.rejects(createHostCollective({ rank: 0, worldSize: 2, masterAddr: "127.0.0.1", masterPort: port, timeoutMs: 2000 }), (e: unknown) => {
+      assert.ok(e instanceof Error && /DIST|port is in use/.test(`${(e as { code?: string }).code ?? ""} ${e.message}`), String(e));
+      assert.match((e).message, /rank 0 cannot listen on 127\.0\.0\.1:\d+: the port is in use; choose another --master_port/);
+      return true;
+    });
+  } finally {
+    await new Promise((r) => blocker.close(r));
+  }
+  const started = performance.now();
+  const nobody = await freePort();
+  await assert.rejects(createHostCollective({ rank: 1, worldSize: 2, masterAddr: "127.0.0.1", masterPort: nobody, timeoutMs: 1500 }), (e: unknown) => {
+    assert.match((e as Error).message, /rank 1 could not reach rank 0 at 127\.0\.0\.1:\d+ within 1\.5 s .*check MASTER_ADDR\/MASTER_PORT/);
+    return true;
+  });
+  assert.ok(performance.now() - started < 10_000);
+});
