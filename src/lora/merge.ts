@@ -1,8 +1,9 @@
 // Merging a PEFT LoRA adapter into its base model as a Hugging Face folder, one tensor at a time:
 // W + scale * B @ A per adapted linear, saved embeddings and token rows in place, a bnb base dequantized.
 import { access, copyFile, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
-import { basename, dirname, join, relative, resolve, isAbsolute } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { TunaError } from "../util/errors.ts";
+import { isInside } from "../util/paths.ts";
 import { readJsonFile } from "../util/json-file.ts";
 import { decodeToFloat32, encodeFromFloat32 } from "../io/safetensors/convert.ts";
 import type { SafetensorsDtype } from "../io/safetensors/dtypes.ts";
@@ -93,9 +94,8 @@ export function addLoraDelta(w: Float32Array, a: Float32Array, b: Float32Array, 
 /** The folder must not be OUT or inside it: replacing OUT would delete it. */
 function checkOutputPath(out: string, sources: { path: string; what: string }[]): void {
   for (const s of sources) {
-    const rel = relative(out, s.path);
-    if (rel === "" || (!rel.startsWith("..") && !isAbsolute(rel))) {
-      throw new TunaError("CONFIG_INVALID", `the output folder ${out} ${rel === "" ? "is" : "contains"} the ${s.what} ${s.path}; choose an output folder elsewhere.`);
+    if (isInside(out, s.path)) {
+      throw new TunaError("CONFIG_INVALID", `the output folder ${out} ${relative(out, s.path) === "" ? "is" : "contains"} the ${s.what} ${s.path}; choose an output folder elsewhere.`);
     }
   }
 }

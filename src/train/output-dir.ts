@@ -4,9 +4,10 @@
 import { access, readFile, readdir, rm, writeFile, unlink } from "node:fs/promises";
 import { unlinkSync } from "node:fs";
 import { hostname } from "node:os";
-import { join, relative, resolve, sep } from "node:path";
+import { join, resolve } from "node:path";
 import type { TrainConfig } from "../config/index.ts";
 import { ensureDir } from "../util/ensure-dir.ts";
+import { isInside } from "../util/paths.ts";
 import { TunaError, errorMessage } from "../util/errors.ts";
 import { listCheckpoints } from "./checkpoint.ts";
 
@@ -18,11 +19,6 @@ const CHECKPOINT_DIR_RE = /^checkpoint-\d+$/;
 
 async function exists(path: string): Promise<boolean> {
   return access(path).then(() => true, () => false);
-}
-
-function inside(parent: string, child: string): boolean {
-  const rel = relative(parent, child);
-  return rel === "" || (rel.split(sep)[0] !== ".." && !rel.startsWith(sep) && resolve(parent, rel) === child);
 }
 
 /** HF refuses to overwrite a finished run; so do we, unless asked or resuming. */
@@ -49,7 +45,7 @@ export async function checkOutputDir(config: TrainConfig): Promise<string> {
 
 /** Training into the base model's folder would overwrite or mix with its files (as merge refuses too). */
 export function refuseModelFolder(outputDir: string, modelDir: string): void {
-  if (inside(resolve(modelDir), resolve(outputDir))) {
+  if (isInside(resolve(modelDir), resolve(outputDir))) {
     throw new TunaError(
       "CONFIG_INVALID",
       `output_dir ${outputDir} is the base model's folder ${modelDir} (or inside it); the adapter, tokenizer and checkpoints ` +

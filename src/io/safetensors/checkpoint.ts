@@ -1,8 +1,9 @@
 // A model folder's weights as one name -> tensor source: model.safetensors, or a sharded
 // model.safetensors.index.json, or one explicit file; and the sharded writer that produces them.
 import { readFile, readdir, rm, stat, mkdir } from "node:fs/promises";
-import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { TunaError } from "../../util/errors.ts";
+import { isInside } from "../../util/paths.ts";
 import { findDuplicateJsonKey } from "./json-keys.ts";
 import { describeNonFinite, firstNonFinite } from "./finite.ts";
 import { fsError } from "./fs-errors.ts";
@@ -119,7 +120,7 @@ async function openIndexed(root: string): Promise<WeightSource> {
   for (const [name, shard] of Object.entries(weightMap)) {
     const file = typeof shard === "string" && shard !== "" && !isAbsolute(shard) ? resolve(root, shard) : undefined;
     // A shard must sit inside the model folder: "../x.safetensors" would read a file the model does not own.
-    if (file === undefined || relative(root, file).split(sep)[0] === ".." || isAbsolute(relative(root, file))) {
+    if (file === undefined || !isInside(root, file)) {
       throw indexError(indexPath, `weight_map["${name}"] is ${JSON.stringify(shard)}, not a file name in the model folder`);
     }
     shardOf.set(name, file);
