@@ -5,8 +5,7 @@ import { cp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { openSafetensors } from "../../src/io/safetensors/reader.ts";
-import { writeSafetensors, type TensorToWrite } from "../../src/io/safetensors/writer.ts";
-import { isSafetensorsDtype } from "../../src/io/safetensors/dtypes.ts";
+import { rewriteSafetensors } from "../io/safetensors/fixtures.ts";
 
 export type Area = "config" | "data" | "weights" | "adapters" | "checkpoints" | "hub" | "generate";
 
@@ -55,20 +54,6 @@ async function copyModel(from: string, to: string, edit?: (config: Record<string
   return to;
 }
 
-/** Rewrites a safetensors file, changing the tensors `edit` returns new bytes for (or dropping them with null). */
-async function rewrite(file: string, edit: (name: string, data: Uint8Array) => Uint8Array | null | undefined): Promise<void> {
-  const src = await openSafetensors(file);
-  const tensors: TensorToWrite[] = [];
-  for (const [name, info] of src.tensors) {
-    const data = (await src.readTensor(name)).slice();
-    const changed = edit(name, data);
-    if (changed === null) continue;
-    if (!isSafetensorsDtype(info.dtype)) throw new Error(info.dtype);
-    tensors.push({ name, dtype: info.dtype, shape: [...info.shape], data: changed ?? data });
-  }
-  await src.close();
-  await writeSafetensors(file, tensors, src.metadata ?? undefined);
-}
 
 const train = (d: CaseDirs, ...extra: string[]): string[] => [
   "train",
@@ -377,7 +362,7 @@ const weightCases: BadInputCase[] = [
     area: "weights",
     setup: async (d) => {
       await copyModel(d.golden, join(d.dir, "m"));
-      await rewrite(join(d.dir, "m", "model.safetensors"), (name) => (name === "model.norm.weight" ? null : undefined));
+      await rewriteSafetensors(join(d.dir, "m", "model.safetensors"), (name) => (name === "model.norm.weight" ? null : undefined));
     },
     args: (d) => ["inspect", join(d.dir, "m")],
     code: 1,
@@ -427,7 +412,7 @@ const weightCases: BadInputCase[] = [
     area: "weights",
     setup: async (d) => {
       await copyModel(d.golden, join(d.dir, "m"));
-      await rewrite(join(d.dir, "m", "model.safetensors"), (name, bytes) => {
+      await rewriteSafetensors(join(d.dir, "m", "model.safetensors"), (name, bytes) => {
         if (name === "model.layers.0.self_attn.v_proj.weight") new DataView(bytes.buffer).setFloat32(8, NaN, true);
         return bytes;
       });
@@ -523,7 +508,7 @@ const adapterCases: BadInputCase[] = [
     area: "adapters",
     setup: async (d) => {
       await cp(d.adapter, join(d.dir, "a"), { recursive: true });
-      await rewrite(join(d.dir, "a", "adapter_model.safetensors"), (name, bytes) => {
+      await rewriteSafetensors(join(d.dir, "a", "adapter_model.safetensors"), (name, bytes) => {
         if (name.includes("q_proj.lora_B")) new DataView(bytes.buffer).setFloat32(0, -Infinity, true);
         return bytes;
       });

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { cp, lstat, mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { runCli } from "../cli/run-cli.ts";
+import { runCliWithEnv } from "../cli/run-cli.ts";
 import { GOLDEN } from "../model/llama/golden-harness.ts";
 import { startFakeHub, type FakeHub } from "../hub/fake-hub.ts";
 import { CASES, type CaseDirs } from "./cases.ts";
@@ -73,18 +73,7 @@ CASES.forEach((c, i) => {
     const dirs: CaseDirs = { ...shared, dir, out: join(dir, "out") };
     await c.setup?.(dirs);
     const before = await snapshot(sandbox, dirs.out);
-    const env = c.env?.(dirs) ?? {};
-    const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
-    Object.assign(process.env, env);
-    let r;
-    try {
-      r = await runCli(c.args(dirs));
-    } finally {
-      for (const [k, v] of Object.entries(saved)) {
-        if (v === undefined) Reflect.deleteProperty(process.env, k);
-        else process.env[k] = v;
-      }
-    }
+    const r = await runCliWithEnv(c.args(dirs), c.env?.(dirs) ?? {});
     if (process.env.TUNA_SHOW_BAD_INPUT !== undefined) console.log(`### ${c.name}\n${r.err.split("\n").filter((l) => / error \[|warning/.test(l)).join("\n")}`);
     assert.equal(r.code, c.code, `exit code ${r.code}, stderr:\n${r.err}`);
     const errorLine = r.err.split("\n").filter((l) => / error \[/.test(l)).join("\n");

@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer } from "node:net";
+import { freePort } from "./free-port.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openSafetensors } from "../../src/io/safetensors/reader.ts";
@@ -36,14 +36,6 @@ const flags = (out: string, ga: number): string[] => [
   "--save_strategy", "no", "--report_to", "none", "--seed", "5", "--device", "cpu",
   "--output_dir", out,
 ];
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 interface Run {
   metrics: { step: number; loss: number; grad_norm: number }[];

@@ -6,6 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
+import { freePort } from "./free-port.ts";
 import { fileURLToPath } from "node:url";
 import { rankData } from "./rank-data.ts";
 
@@ -15,14 +16,6 @@ interface RankResult {
   code: number | null;
   lines: Record<string, unknown>[];
   stderr: string;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((r) => server.close(r));
-  return port;
 }
 
 /** Starts `worldSize` ranks of a scenario; `onLine` may act on what a rank prints (e.g. kill it). */

@@ -6,9 +6,8 @@ import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openSafetensors } from "../../src/io/safetensors/reader.ts";
-import { writeSafetensors, type TensorToWrite } from "../../src/io/safetensors/writer.ts";
 import { firstNonFinite } from "../../src/io/safetensors/finite.ts";
-import { isSafetensorsDtype } from "../../src/io/safetensors/dtypes.ts";
+import { rewriteSafetensors } from "../io/safetensors/fixtures.ts";
 import { GOLDEN } from "./llama/golden-harness.ts";
 import { runCli } from "../cli/run-cli.ts";
 import { openModelForUse } from "../../src/train/open-model.ts";
@@ -29,21 +28,17 @@ after(async () => {
 
 /** Rewrites `file` with element `index` of tensor `name` set to `value` (f32, or bf16 by truncation). */
 async function poison(file: string, name: string, index: number, value: number): Promise<void> {
-  const src = await openSafetensors(file);
-  const tensors: TensorToWrite[] = [];
-  for (const [tensorName, info] of src.tensors) {
-    const data = (await src.readTensor(tensorName)).slice();
-    if (tensorName === name) {
-      const view = new DataView(data.buffer);
-      if (info.dtype === "F32") view.setFloat32(index * 4, value, true);
-      else if (info.dtype === "BF16") view.setUint16(index * 2, new Uint32Array(Float32Array.from([value]).buffer)[0]! >>> 16, true);
-      else assert.fail(`cannot poison a ${info.dtype} tensor`);
-    }
-    assert.ok(isSafetensorsDtype(info.dtype));
-    tensors.push({ name: tensorName, dtype: info.dtype, shape: [...info.shape], data });
-  }
-  await src.close();
-  await writeSafetensors(file, tensors, src.metadata ?? undefined);
+  let found = false;
+  await rewriteSafetensors(file, (tensorName, data, dtype) => {
+    if (tensorName !== name) return undefined;
+    found = true;
+    const view = new DataView(data.buffer);
+    if (dtype === "F32") view.setFloat32(index * 4, value, true);
+    else if (dtype === "BF16") view.setUint16(index * 2, new Uint32Array(Float32Array.from([value]).buffer)[0]! >>> 16, true);
+    else assert.fail(`cannot poison a ${dtype} tensor`);
+    return data;
+  });
+  assert.ok(found, `no tensor ${name} in ${file}`);
 }
 
 async function copy(from: string, name: string): Promise<string> {

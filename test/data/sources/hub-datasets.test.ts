@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadDataset } from "../../../src/data/sources/load.ts";
 import { startFakeHub, type FakeHub, type FakeRepo } from "../../hub/fake-hub.ts";
-import { runCli } from "../../cli/run-cli.ts";
+import { runCliWithEnv } from "../../cli/run-cli.ts";
 
 const FIXTURES = fileURLToPath(new URL("../fixtures/pyarrow/", import.meta.url));
 const TINY = fileURLToPath(new URL("../../../examples/tiny-llama", import.meta.url));
@@ -66,8 +66,8 @@ after(async () => {
   await rm(home, { recursive: true, force: true });
 });
 
-const online = (): NodeJS.ProcessEnv => ({ HF_HOME: home, HF_ENDPOINT: hub.url });
-const offline = (): NodeJS.ProcessEnv => ({ HF_HOME: home, HF_ENDPOINT: hub.url, HF_HUB_OFFLINE: "1" });
+const online = (): Record<string, string> => ({ HF_HOME: home, HF_ENDPOINT: hub.url });
+const offline = (): Record<string, string> => ({ HF_HOME: home, HF_ENDPOINT: hub.url, HF_HUB_OFFLINE: "1" });
 
 /** The repo's files written to a local folder, to load with the local reader for comparison. */
 async function localCopy(repo: FakeRepo): Promise<string> {
@@ -109,25 +109,15 @@ void test("a hub dataset without data files says what it looked for", async () =
 });
 
 void test("`tuna data` on the default dataset_name (a hub id) works online, then offline from the cache (the fingerprint reads the cached files)", async () => {
-  const saved = { ...process.env };
   const output = join(home, "out");
   const args = ["data", "--model_name_or_path", TINY, "--output_dir", output, "--max_seq_length", "64", "--json"];
-  try {
-    Object.assign(process.env, online());
-    const first = await runCli(args);
-    assert.equal(first.code, 0, first.err);
-    Object.assign(process.env, offline());
-    const again = await runCli([...args, "--output_dir", join(home, "out2")]);
-    assert.equal(again.code, 0, again.err);
-    type Stats = { splits: Record<string, { rows: number }> };
-    const splits = (text: string): Stats["splits"] => (JSON.parse(text) as Stats).splits;
-    assert.deepEqual(splits(again.out), splits(first.out));
-    assert.equal(splits(first.out)["train"]?.rows, 2);
-    assert.equal(splits(first.out)["test"]?.rows, 1);
-  } finally {
-    for (const key of ["HF_HOME", "HF_ENDPOINT", "HF_HUB_OFFLINE"]) {
-      if (saved[key] === undefined) Reflect.deleteProperty(process.env, key);
-      else process.env[key] = saved[key];
-    }
-  }
+  const first = await runCliWithEnv(args, online());
+  assert.equal(first.code, 0, first.err);
+  const again = await runCliWithEnv([...args, "--output_dir", join(home, "out2")], offline());
+  assert.equal(again.code, 0, again.err);
+  type Stats = { splits: Record<string, { rows: number }> };
+  const splits = (text: string): Stats["splits"] => (JSON.parse(text) as Stats).splits;
+  assert.deepEqual(splits(again.out), splits(first.out));
+  assert.equal(splits(first.out)["train"]?.rows, 2);
+  assert.equal(splits(first.out)["test"]?.rows, 1);
 });

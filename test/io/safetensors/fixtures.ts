@@ -5,6 +5,9 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TunaError, type ErrorCode } from "../../../src/util/errors.ts";
+import { isSafetensorsDtype } from "../../../src/io/safetensors/dtypes.ts";
+import { openSafetensors } from "../../../src/io/safetensors/reader.ts";
+import { writeSafetensors, type TensorToWrite } from "../../../src/io/safetensors/writer.ts";
 
 export async function withTmpDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), "tuna-st-"));
@@ -64,4 +67,22 @@ export function patternBytes(length: number, seed: number): Uint8Array {
     out[i] = s >>> 24;
   }
   return out;
+}
+
+/**
+ * Rewrites a safetensors file in place: `edit` gets each tensor's dtype and a copy of its bytes and returns
+ * new bytes, the same (undefined) or null to drop the tensor. Metadata is kept.
+ */
+export async function rewriteSafetensors(file: string, edit: (name: string, data: Uint8Array, dtype: string) => Uint8Array | null | undefined): Promise<void> {
+  const src = await openSafetensors(file);
+  const tensors: TensorToWrite[] = [];
+  for (const [name, info] of src.tensors) {
+    const data = (await src.readTensor(name)).slice();
+    const changed = edit(name, data, info.dtype);
+    if (changed === null) continue;
+    if (!isSafetensorsDtype(info.dtype)) throw new Error(`${file}: tensor ${name} has a dtype the writer does not know`);
+    tensors.push({ name, dtype: info.dtype, shape: [...info.shape], data: changed ?? data });
+  }
+  await src.close();
+  await writeSafetensors(file, tensors, src.metadata ?? undefined);
 }
