@@ -2,6 +2,8 @@
 // barrier over host float32 buffers, every call numbered so ranks that disagree on the sequence of
 // collectives fail with both calls named. Implementations: one rank (the identity, below), the host
 // transport (src/dist/host, the CPU reference that CI runs with real processes); NCCL is the next one.
+import type { TunaError } from "../util/errors.ts";
+
 export type CollectiveOp = "allReduce" | "reduceScatter" | "allGather" | "broadcast" | "barrier";
 
 export interface Collective {
@@ -19,6 +21,11 @@ export interface Collective {
   /** In place: every rank ends with `root`'s bytes. */
   broadcast(data: Uint8Array, root: number): Promise<void>;
   barrier(): Promise<void>;
+  /**
+   * Stops the group at once because of `reason` (a rank stopped answering, the rendezvous store went away):
+   * a collective in flight and every later one fail with it. Never blocks.
+   */
+  abort(reason: TunaError): void;
   /** Leaves the group; later calls fail. */
   close(): Promise<void>;
 }
@@ -33,6 +40,7 @@ export function singleProcessCollective(): Collective {
     allGather: (local) => Promise.resolve(local.slice()),
     broadcast: () => Promise.resolve(),
     barrier: () => Promise.resolve(),
+    abort: () => undefined,
     close: () => Promise.resolve(),
   };
 }

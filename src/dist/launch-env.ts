@@ -14,6 +14,13 @@ export interface ProcessPlace {
   /** Where rank 0 listens (the rendezvous); undefined when the launcher does not say. */
   masterAddr: string | undefined;
   masterPort: number | undefined;
+  /**
+   * torchrun's agent already serves a TCPStore on MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE): ranks join it
+   * as clients; otherwise rank 0 hosts the store there.
+   */
+  agentStore: boolean;
+  /** torchrun's TORCHELASTIC_RESTART_COUNT: keys of each attempt live apart in a long-lived agent store. */
+  restartCount: number;
   /** Which variables told us, for messages. */
   source: "torchrun" | "kubernetes (PET_*)" | "mpirun (OMPI_*)" | "mpirun (PMI_*)" | "slurm" | "single process";
 }
@@ -57,6 +64,8 @@ function place(env: Env, names: { rank: string; world: string; localRank?: strin
     localWorldSize: localWorldSize ?? worldSize,
     masterAddr: undefined,
     masterPort: undefined,
+    agentStore: false,
+    restartCount: 0,
     source,
   };
 }
@@ -66,11 +75,9 @@ export function processPlace(env: Env = process.env): ProcessPlace {
   const port = (name: string, source: string): number | undefined => intVar(env, name, source, 1);
   const torch = place(env, { rank: "RANK", world: "WORLD_SIZE", localRank: "LOCAL_RANK", localWorld: "LOCAL_WORLD_SIZE" }, "torchrun");
   if (torch !== undefined) {
-    // torchrun's agent may already serve its own store on MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE): tuna's
-    // rendezvous, which does not speak that store's protocol yet, then takes the next port.
     const agentStore = /^(1|true)$/i.test(env["TORCHELASTIC_USE_AGENT_STORE"] ?? "");
-    const masterPort = port("MASTER_PORT", "torchrun");
-    return { ...torch, masterAddr: env["MASTER_ADDR"], masterPort: masterPort === undefined ? undefined : agentStore ? masterPort + 1 : masterPort };
+    const restartCount = intVar(env, "TORCHELASTIC_RESTART_COUNT", "torchrun", 0) ?? 0;
+    return { ...torch, masterAddr: env["MASTER_ADDR"], masterPort: port("MASTER_PORT", "torchrun"), agentStore, restartCount };
   }
   const pet = place(env, { rank: "PET_RANK", world: "PET_WORLD_SIZE", localRank: "PET_LOCAL_RANK", localWorld: "PET_NPROC_PER_NODE" }, "kubernetes (PET_*)");
   if (pet !== undefined) return { ...pet, masterAddr: env["PET_MASTER_ADDR"], masterPort: port("PET_MASTER_PORT", "kubernetes (PET_*)") };
@@ -83,5 +90,5 @@ export function processPlace(env: Env = process.env): ProcessPlace {
     const nodes = env["SLURM_NODELIST"] ?? env["SLURM_JOB_NODELIST"];
     return { ...slurm, masterAddr: env["MASTER_ADDR"] ?? (nodes === undefined ? undefined : firstSlurmHost(nodes)), masterPort: port("MASTER_PORT", "slurm") };
   }
-  return { rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: undefined, masterPort: undefined, source: "single process" };
+  return { rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: undefined, masterPort: undefined, agentStore: false, restartCount: 0, source: "single process" };
 }

@@ -16,7 +16,7 @@ import { loadTokenizer } from "../tokenizer/load.ts";
 import { TunaError } from "../util/errors.ts";
 import { TUNA_VERSION } from "../util/version.ts";
 import type { Collective } from "../dist/collective.ts";
-import { createHostCollective } from "../dist/host/star.ts";
+import { joinJob, type JobMembership } from "../dist/job.ts";
 import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
 import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, writeJson } from "./checkpoint.ts";
 import { createMetricsJsonlWriter, metricsJsonlPath } from "./logging/metrics-jsonl.ts";
@@ -111,9 +111,6 @@ async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, 
   }
 }
 
-// torchrun's default rendezvous port.
-const DEFAULT_MASTER_PORT = 29500;
-
 export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): Promise<RecipeResult> {
   const c = resolved.config;
   // A rank of a distributed job (tuna launch, torchrun, srun, mpirun) joins it first, so that a rank that
@@ -135,8 +132,10 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
         "the parameters; each rank holds the whole (4-bit) base. The results are the same.",
     );
   }
-  const collective = place.worldSize > 1 ? await joinJob(place, c) : undefined;
+  const job = place.worldSize > 1 ? await joinThisJob(place, c) : undefined;
+  const collective = job?.collective;
   const lead = place.rank === 0;
+  let finished = false;
   try {
     const rankIo = lead ? io : quietIo();
     const outputDir = lead ? await checkOutputDir(c) : resolve(c.output_dir);
@@ -151,26 +150,22 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
           io.err(`removed ${join(outputDir, removed)} (left by an earlier run)`);
         }
       }
-      return await trainLocked(resolved, rankIo, outputDir, modelDir, collective === undefined ? undefined : { collective, sharding });
+      const result = await trainLocked(resolved, rankIo, outputDir, modelDir, collective === undefined ? undefined : { collective, sharding });
+      finished = true;
+      return result;
     } finally {
       lock?.release();
     }
   } finally {
-    await collective?.close();
+    // The normal end waits for every rank (rank 0's store must outlive the others' last queries).
+    await (finished ? job?.leave() : job?.close());
   }
 }
 
-/** This process's place in the job's host collective; every rank must run the same tuna and configuration. */
-async function joinJob(place: ProcessPlace, c: TrainConfig): Promise<Collective> {
+/** This process's place in the job; every rank must run the same tuna and configuration. */
+function joinThisJob(place: ProcessPlace, c: TrainConfig): Promise<JobMembership> {
   const config = createHash("sha256").update(JSON.stringify(c)).digest("hex").slice(0, 16);
-  return createHostCollective({
-    rank: place.rank,
-    worldSize: place.worldSize,
-    masterAddr: place.masterAddr ?? "127.0.0.1",
-    masterPort: place.masterPort ?? DEFAULT_MASTER_PORT,
-    timeoutMs: c.ddp_timeout * 1000,
-    identity: { tuna: TUNA_VERSION, configuration: config },
-  });
+  return joinJob(place, { timeoutMs: c.ddp_timeout * 1000, identity: { tuna: TUNA_VERSION, configuration: config } });
 }
 
 /** What an accelerate file's sharding becomes: DeepSpeed stage 1 -> 1, stage 2 and 3 -> 2; FSDP sharding -> 2. */

@@ -2,6 +2,7 @@
 // RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set. Prints one JSON line of results, or the error.
 import { createHostCollective } from "../../src/dist/host/star.ts";
 import { processPlace } from "../../src/dist/launch-env.ts";
+import { joinJob } from "../../src/dist/job.ts";
 import { isTunaError } from "../../src/util/errors.ts";
 import { rankData } from "./rank-data.ts";
 
@@ -12,14 +13,10 @@ const { rank, worldSize } = place;
 
 try {
   const identity = scenario === "identity" && rank === 1 ? { config: "lr=2e-4" } : { config: "lr=1e-4" };
-  const collective = await createHostCollective({
-    rank,
-    worldSize,
-    masterAddr: place.masterAddr!,
-    masterPort: place.masterPort!,
-    timeoutMs: Number(process.env.TEST_TIMEOUT_MS ?? 20_000),
-    identity,
-  });
+  const timeoutMs = Number(process.env.TEST_TIMEOUT_MS ?? 20_000);
+  // TEST_VIA=job: the whole membership (rendezvous store, hub published there, heartbeats), as training joins.
+  const job = process.env.TEST_VIA === "job" ? await joinJob(place, { timeoutMs, identity }) : undefined;
+  const collective = job?.collective ?? (await createHostCollective({ rank, worldSize, hub: { kind: "fixed", host: place.masterAddr!, port: place.masterPort! }, timeoutMs, identity }));
   console.log(JSON.stringify({ rank, event: "ready" }));
   if (scenario === "collectives") {
     const n = 6 * worldSize;
@@ -39,7 +36,7 @@ try {
     if ((scenario === "kill" && rank === 2) || (scenario === "hang" && rank === 1)) await new Promise((r) => setTimeout(r, 60_000));
     await collective.allReduceSum(new Float32Array(3));
   }
-  await collective.close();
+  await (job !== undefined ? job.leave() : collective.close());
   process.exit(0);
 } catch (e) {
   console.log(JSON.stringify({ rank, event: "error", code: isTunaError(e) ? e.code : "other", message: e instanceof Error ? e.message : String(e) }));

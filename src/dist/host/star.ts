@@ -9,14 +9,17 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { hostname } from "node:os";
 import { TunaError, errorMessage } from "../../util/errors.ts";
 import type { Collective, CollectiveOp } from "../collective.ts";
+import type { StoreClient } from "../store/client.ts";
 import { encodeFrame, frameReader, type Frame, type FrameReader } from "./framing.ts";
 
 export interface HostCollectiveOptions {
   rank: number;
   worldSize: number;
-  /** Where rank 0 listens. */
-  masterAddr: string;
-  masterPort: number;
+  /**
+   * Where rank 0 listens: a fixed address, or a free port that rank 0 publishes in the rendezvous store
+   * under `key` (as advertiseHost:port) and the others read from it.
+   */
+  hub: { kind: "fixed"; host: string; port: number } | { kind: "store"; store: StoreClient; key: string; listenHost: string | undefined; advertiseHost: string };
   /** Bound on every wait: rendezvous and each collective (default 60 s). */
   timeoutMs?: number;
   /**
@@ -70,20 +73,45 @@ export async function createHostCollective(options: HostCollectiveOptions): Prom
   }
   const timeoutMs = options.timeoutMs ?? 60_000;
   const identity = { worldSize: String(worldSize), ...options.identity };
-  const where = `${options.masterAddr}:${options.masterPort}`;
-  return rank === 0 ? hostGroup(options, identity, timeoutMs, where) : joinGroup(options, identity, timeoutMs, where);
+  const hub = options.hub;
+  if (rank === 0) {
+    return hub.kind === "fixed" ? hostGroup(options, identity, timeoutMs, hub.host, hub.port) : hostGroup(options, identity, timeoutMs, hub.listenHost, 0, hub);
+  }
+  if (hub.kind === "fixed") return joinGroup(options, identity, timeoutMs, hub.host, hub.port);
+  const published = (await hub.store.get(hub.key)).toString("utf8");
+  const address = /^(.+):(\d+)$/.exec(published);
+  if (address === null) throw distError(`the rendezvous store holds ${JSON.stringify(published)} under ${hub.key}, not rank 0's host:port.`);
+  return joinGroup(options, identity, timeoutMs, address[1]!, Number(address[2]));
 }
 
-async function hostGroup(options: HostCollectiveOptions, identity: Record<string, string>, timeoutMs: number, where: string): Promise<Collective> {
+async function hostGroup(
+  options: HostCollectiveOptions,
+  identity: Record<string, string>,
+  timeoutMs: number,
+  listenHost: string | undefined,
+  listenPort: number,
+  publish?: { store: StoreClient; key: string; advertiseHost: string },
+): Promise<Collective> {
   const { worldSize } = options;
   const peers = new Map<number, Peer>();
   const server: Server = createServer();
+  let where = `${listenHost ?? "*"}:${listenPort}`;
   await new Promise<void>((resolve, reject) => {
     server.once("error", (e: NodeJS.ErrnoException) => {
       reject(distError(e.code === "EADDRINUSE" ? `rank 0 cannot listen on ${where}: the port is in use; choose another --master_port.` : `rank 0 cannot listen on ${where}: ${e.message}`, e));
     });
-    server.listen(options.masterPort, options.masterAddr, resolve);
+    server.listen(listenPort, listenHost, resolve);
   });
+  if (publish !== undefined) {
+    const port = (server.address() as { port: number }).port;
+    where = `${publish.advertiseHost}:${port}`;
+    try {
+      await publish.store.set(publish.key, where);
+    } catch (e) {
+      server.close();
+      throw e;
+    }
+  }
   try {
     await new Promise<void>((resolve, reject) => {
       if (worldSize === 1) {
@@ -157,14 +185,15 @@ function frameReaderFor(reader: FrameReader, rank: number, host: string): FrameR
   };
 }
 
-async function joinGroup(options: HostCollectiveOptions, identity: Record<string, string>, timeoutMs: number, where: string): Promise<Collective> {
+async function joinGroup(options: HostCollectiveOptions, identity: Record<string, string>, timeoutMs: number, host: string, port: number): Promise<Collective> {
+  const where = `${host}:${port}`;
   const deadline = Date.now() + timeoutMs;
   let socket: Socket | undefined;
   let lastError = "";
   while (socket === undefined) {
     try {
       socket = await new Promise<Socket>((resolve, reject) => {
-        const s = connect({ host: options.masterAddr, port: options.masterPort });
+        const s = connect({ host, port });
         s.once("connect", () => {
           resolve(s);
         });
@@ -197,10 +226,10 @@ function rootCollective(options: HostCollectiveOptions, peers: Peer[], timeoutMs
   const abortAll = (e: TunaError): never => {
     broken ??= e;
     for (const p of peers) {
-      send(p.socket, seq, FAILURE, Buffer.from(`rank 0 stopped the job: ${e.message}`));
+      send(p.socket, seq, FAILURE, Buffer.from(`rank 0 stopped the job: ${broken.message}`));
       p.socket.end();
     }
-    throw e;
+    throw broken;
   };
   const gather = async (op: number, own: Uint8Array, sameLength: boolean): Promise<Buffer[]> => {
     if (broken !== undefined) throw broken;
@@ -265,6 +294,14 @@ function rootCollective(options: HostCollectiveOptions, peers: Peer[], timeoutMs
       await gather(OPS.indexOf("barrier"), new Uint8Array(0), true);
       answer(new Uint8Array(0));
     },
+    abort(reason) {
+      broken ??= reason;
+      for (const p of peers) {
+        send(p.socket, seq, FAILURE, Buffer.from(`rank 0 stopped the job: ${reason.message}`));
+        p.socket.end();
+        p.socket.destroy();
+      }
+    },
     close() {
       broken ??= distError("the collective was closed");
       for (const p of peers) p.socket.end();
@@ -285,12 +322,12 @@ function memberCollective(options: HostCollectiveOptions, socket: Socket, reader
     try {
       frame = await reader.next(timeoutMs, () => `the result of ${opName(op)} #${seq}`);
     } catch (e) {
-      broken = e instanceof TunaError ? e : distError(errorMessage(e), e);
+      broken ??= e instanceof TunaError ? e : distError(errorMessage(e), e);
       socket.destroy();
       throw broken;
     }
     if (frame.op === FAILURE) {
-      broken = distError(frame.payload.toString("utf8"));
+      broken ??= distError(frame.payload.toString("utf8"));
       socket.destroy();
       throw broken;
     }
@@ -317,6 +354,10 @@ function memberCollective(options: HostCollectiveOptions, socket: Socket, reader
     },
     async barrier() {
       await exchange(OPS.indexOf("barrier"), new Uint8Array(0));
+    },
+    abort(reason) {
+      broken ??= reason;
+      socket.destroy();
     },
     close() {
       broken ??= distError("the collective was closed");

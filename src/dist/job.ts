@@ -1,0 +1,64 @@
+// A rank's membership of a distributed job, put together: the rendezvous store, the host collective whose
+// hub rank 0 publishes there, and heartbeats. Anything that says the job is over (a rank stops answering,
+// the store's host ends) aborts the collective, so a rank waiting in a collective fails at once with that
+// reason instead of at the end of its own timeout.
+import type { Collective } from "./collective.ts";
+import { createHostCollective } from "./host/star.ts";
+import type { ProcessPlace } from "./launch-env.ts";
+import { joinRendezvous, startHeartbeat, type JobRendezvous } from "./rendezvous.ts";
+import type { TunaError } from "../util/errors.ts";
+
+export interface JobMembership {
+  readonly collective: Collective;
+  readonly rendezvous: JobRendezvous;
+  /** The normal end: every rank reaches this barrier, then leaves. */
+  leave(): Promise<void>;
+  /** After a failure: leave at once without waiting for the others. */
+  close(): Promise<void>;
+}
+
+export interface JoinOptions {
+  /** Bound on the rendezvous, on every collective and on a rank's silence (ddp_timeout). */
+  timeoutMs: number;
+  /** What every rank must agree on (tuna version, configuration hash). */
+  identity: Record<string, string>;
+}
+
+export async function joinJob(place: ProcessPlace, options: JoinOptions): Promise<JobMembership> {
+  let collective: Collective | undefined;
+  let stopReason: TunaError | undefined;
+  const stop = (e: TunaError): void => {
+    stopReason ??= e;
+    collective?.abort(e);
+  };
+  const rendezvous = await joinRendezvous(place, { timeoutMs: options.timeoutMs, onBroken: stop });
+  try {
+    collective = await createHostCollective({
+      rank: place.rank,
+      worldSize: place.worldSize,
+      timeoutMs: options.timeoutMs,
+      identity: options.identity,
+      hub: { kind: "store", store: rendezvous.store, key: rendezvous.key("host-collective"), listenHost: rendezvous.listenHost, advertiseHost: rendezvous.advertiseHost },
+    });
+  } catch (e) {
+    await rendezvous.close();
+    throw e;
+  }
+  if (stopReason !== undefined) collective.abort(stopReason);
+  const heartbeat = startHeartbeat(rendezvous, place, { intervalMs: Math.min(5000, options.timeoutMs / 4), staleMs: options.timeoutMs, onStale: stop });
+  const c = collective;
+  const close = async (): Promise<void> => {
+    await heartbeat.stop();
+    await c.close();
+    await rendezvous.close();
+  };
+  return {
+    collective: c,
+    rendezvous,
+    async leave() {
+      await c.barrier();
+      await close();
+    },
+    close,
+  };
+}
