@@ -2,6 +2,7 @@
 // a half checkpoint that resume would pick; rotation by save_total_limit; finding the latest one.
 import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import type { Collective } from "../dist/collective.ts";
 import { TunaError, errorMessage } from "../util/errors.ts";
 
 export const TRAINER_STATE_FILE = "trainer_state.json";
@@ -33,6 +34,69 @@ export async function saveCheckpointAtomically(outputDir: string, step: number, 
     throw new TunaError("IO", `could not save ${final}: ${errorMessage(e)}.${hint}`, { cause: e });
   }
   return final;
+}
+
+/**
+ * A checkpoint that every rank of a job writes into: rank 0 prepares the temporary folder; every rank runs
+ * `everyRank(tmp)` (its optimizer shard); the ranks agree that all of them succeeded; then rank 0 runs
+ * `lead(tmp)` (model, trainer state, the manifest; trainer_state.json last) and renames the folder. The
+ * checkpoint becomes visible only after every rank wrote its part; if any rank fails, none of it is kept and
+ * every rank fails with the reason. The folder must be on a filesystem every rank sees (as with HF).
+ */
+export async function saveCheckpointTogether(
+  outputDir: string,
+  step: number,
+  collective: Collective,
+  parts: { everyRank: (dir: string) => Promise<void>; lead?: (dir: string) => Promise<void> },
+): Promise<string> {
+  const final = join(outputDir, checkpointName(step));
+  const tmp = join(outputDir, `.${checkpointName(step)}.tmp-job`);
+  const lead = collective.rank === 0;
+  let failure: unknown;
+  if (lead) {
+    try {
+      await rm(tmp, { recursive: true, force: true });
+      await mkdir(tmp, { recursive: true });
+    } catch (e) {
+      failure = e;
+    }
+  }
+  await agree(collective, failure, `rank 0 could not prepare ${tmp}`);
+  try {
+    if (!(await isDir(tmp))) {
+      throw new TunaError("IO", `rank ${collective.rank} cannot see ${tmp}, which rank 0 made: output_dir must be on a filesystem every rank shares.`);
+    }
+    await parts.everyRank(tmp);
+  } catch (e) {
+    failure = e;
+  }
+  await agree(collective, failure, "a rank could not write its part of the checkpoint");
+  if (lead) {
+    try {
+      await parts.lead?.(tmp);
+      await rm(final, { recursive: true, force: true });
+      await rename(tmp, final);
+    } catch (e) {
+      failure = e;
+    }
+  }
+  await agree(collective, failure, `rank 0 could not finish ${final}`);
+  return final;
+
+  /** All ranks learn whether any failed; the failing rank throws its own error, the others name the step. */
+  async function agree(c: Collective, own: unknown, what: string): Promise<void> {
+    const flag = Float32Array.of(own === undefined ? 0 : 1);
+    await c.allReduceSum(flag);
+    if (flag[0] === 0) return;
+    if (c.rank === 0) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    if (own !== undefined) {
+      if (own instanceof TunaError) throw own;
+      const code = (own as NodeJS.ErrnoException).code;
+      const hint = code === "ENOSPC" ? " The disk is full; the previous checkpoints are intact. Free space or lower save_total_limit." : "";
+      throw new TunaError("IO", `could not save ${final}: ${errorMessage(own)}.${hint}`, { cause: own });
+    }
+    throw new TunaError("DIST", `${what} (${final}); nothing of it was kept, the previous checkpoints are intact. See that rank's error.`);
+  }
 }
 
 /** Complete checkpoint-N folders in outputDir, oldest first (by step). Temporary folders are ignored. */

@@ -13,6 +13,15 @@ import { clipGradients, type OptimizerState } from "./optimizer.ts";
 
 export type ShardingStage = 0 | 1 | 2;
 
+/** AdamW moments of the flat buffer's elements [lo, hi) of `total`. */
+export interface LocalMoments {
+  m: Float32Array;
+  v: Float32Array;
+  lo: number;
+  hi: number;
+  total: number;
+}
+
 export interface DataParallel {
   readonly stage: ShardingStage;
   /** The part of the flat buffer whose optimizer state this rank keeps. */
@@ -23,8 +32,8 @@ export interface DataParallel {
   clip(grads: Tensor, maxNorm: number): Promise<number>;
   /** After the optimizer step: every rank gets every updated parameter. */
   shareParameters(params: Tensor): Promise<void>;
-  /** The whole buffer's moments (gathered from the shards), for a checkpoint. */
-  fullMoments(state: OptimizerState): Promise<{ m: Float32Array; v: Float32Array }>;
+  /** This rank's moments (its shard, or the whole buffer when not sharded), for a checkpoint. */
+  localMoments(state: OptimizerState): Promise<LocalMoments>;
 }
 
 export function createDataParallel(be: Backend, trainable: TrainableBuffers, collective: Collective | undefined, stage: ShardingStage): DataParallel {
@@ -76,11 +85,11 @@ export function createDataParallel(be: Backend, trainable: TrainableBuffers, col
       values.set(all);
       be.upload(params, values);
     },
-    async fullMoments(state) {
-      const m = (await be.downloadF32(state.m)).subarray(0, range.hi - range.lo);
-      const v = (await be.downloadF32(state.v)).subarray(0, range.hi - range.lo);
-      if (!sharded) return { m: m.subarray(0, total), v: v.subarray(0, total) };
-      return { m: await gather(m), v: await gather(v) };
+    async localMoments(state) {
+      const hi = Math.min(range.hi, total);
+      const m = (await be.downloadF32(state.m)).subarray(0, hi - range.lo);
+      const v = (await be.downloadF32(state.v)).subarray(0, hi - range.lo);
+      return { m, v, lo: range.lo, hi, total };
     },
   };
 }

@@ -13,8 +13,9 @@ import { listCheckpoints } from "./checkpoint.ts";
 
 export const LOCK_FILE = ".tuna.lock";
 const FINISHED_RUN_FILES = ["adapter_config.json", "model.safetensors", "train_results.json"];
-// Checkpoint folders a save was writing when its process died: .checkpoint-N.tmp-PID.
-const ORPHAN_RE = /^\.checkpoint-\d+\.tmp-(\d+)$/;
+// Checkpoint folders a save was writing when its process died: .checkpoint-N.tmp-PID, or .tmp-job for a
+// distributed save (whose job is over: this run holds the folder's lock).
+const ORPHAN_RE = /^\.checkpoint-\d+\.tmp-(\d+|job)$/;
 const CHECKPOINT_DIR_RE = /^checkpoint-\d+$/;
 
 async function exists(path: string): Promise<boolean> {
@@ -126,7 +127,7 @@ export async function clearPreviousRun(outputDir: string, overwrite: boolean): P
   for (const name of await readdir(outputDir)) {
     const orphan = ORPHAN_RE.exec(name);
     const old = overwrite && CHECKPOINT_DIR_RE.test(name);
-    if ((orphan !== null && !processAlive(Number(orphan[1]))) || old) {
+    if ((orphan !== null && (orphan[1] === "job" || !processAlive(Number(orphan[1])))) || old) {
       await rm(join(outputDir, name), { recursive: true, force: true });
       removed.push(name);
     }

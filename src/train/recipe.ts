@@ -18,7 +18,7 @@ import { TUNA_VERSION } from "../util/version.ts";
 import type { Collective } from "../dist/collective.ts";
 import { joinJob, type JobMembership } from "../dist/job.ts";
 import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
-import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, writeJson } from "./checkpoint.ts";
+import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, saveCheckpointTogether, writeJson } from "./checkpoint.ts";
 import { createMetricsJsonlWriter, metricsJsonlPath } from "./logging/metrics-jsonl.ts";
 import { createProgressDisplay, type ProgressStream } from "./logging/progress.ts";
 import { writeReportHtml } from "./logging/report-html.ts";
@@ -27,8 +27,8 @@ import { setUpTrainModel } from "./model-setup.ts";
 import { checkOutputDir, clearPreviousRun, lockOutputDir, refuseModelFolder } from "./output-dir.ts";
 import { watchInterrupts } from "./interrupt.ts";
 import { saveModelFiles } from "./save-model.ts";
-import { readResumeState, writeTrainerFiles } from "./state-files.ts";
-import { evaluate, train, type LogEntry, type TrainerSettings } from "./trainer.ts";
+import { isShardedSnapshot, readResumeState, writeOptimizerShard, writeTrainerFiles } from "./state-files.ts";
+import { evaluate, train, type LogEntry, type TrainerSettings, type TrainerSnapshot } from "./trainer.ts";
 
 export interface RecipeIO {
   out(text: string): void;
@@ -216,7 +216,11 @@ async function trainLocked(
   const trainData = { train: trainSplit.sequences, ...(c.eval_strategy !== "no" && evalSplit !== undefined ? { eval: evalSplit.sequences } : {}) };
   if (collective !== undefined && collective.rank !== 0) {
     // Every rank holds the same parameters after each step; rank 0 logs and saves them.
-    const result = await train(asTrainingModel(model), trainData, settings, { onLog: () => undefined, saveCheckpoint: () => Promise.resolve(), ...job }, resume);
+    // Under ZeRO each rank writes its own optimizer shard into the checkpoint rank 0 assembles.
+    const saveCheckpoint = async (step: number, snap: TrainerSnapshot): Promise<void> => {
+      await saveCheckpointTogether(outputDir, step, collective, { everyRank: (dir) => (isShardedSnapshot(snap) ? writeOptimizerShard(dir, model.params.trainable, snap) : Promise.resolve()) });
+    };
+    const result = await train(asTrainingModel(model), trainData, settings, { onLog: () => undefined, saveCheckpoint, ...job }, resume);
     return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss: undefined, logHistory: result.logHistory };
   }
 
@@ -248,11 +252,13 @@ async function trainLocked(
         progress.update({ step: p.step, loss: p.loss, learningRate: p.lr, gradNorm: p.gradNorm, tokensPerSecond: p.tokensPerSecond });
       },
       saveCheckpoint: async (step, snap) => {
-        await saveCheckpointAtomically(outputDir, step, async (dir) => {
+        const lead = async (dir: string): Promise<void> => {
           await saveModel(dir);
           await writeJson(join(dir, "training_args.json"), c);
-          await writeTrainerFiles(dir, backend, model.params.trainable, snap, meta);
-        });
+          await writeTrainerFiles(dir, backend, model.params.trainable, snap, { ...meta, zeroStage: job?.sharding ?? 0 });
+        };
+        if (collective === undefined) await saveCheckpointAtomically(outputDir, step, lead);
+        else await saveCheckpointTogether(outputDir, step, collective, { everyRank: (dir) => (isShardedSnapshot(snap) ? writeOptimizerShard(dir, model.params.trainable, snap) : Promise.resolve()), lead });
         for (const removed of await rotateCheckpoints(outputDir, c.save_total_limit)) io.err(`removed ${removed} (save_total_limit ${c.save_total_limit})`);
       },
       // Ctrl-C in a distributed job reaches every rank (and the launcher); one process stops by itself.

@@ -1,5 +1,10 @@
 // The trainer's own files in a checkpoint: trainer_state.json (HF's format), optimizer.safetensors
 // (the exact f32 trainable parameters and AdamW moments), rng_state.json; and reading them back.
+// Under ZeRO every rank writes its own moments (optimizer-shard-R-of-W.safetensors, its range of the flat
+// buffer in the metadata), optimizer.safetensors keeps the parameters only and optimizer_shards.json, the
+// manifest, records the world size, the stage and the files. Reading assembles the whole buffer's moments
+// from the shards, so a checkpoint of any world size resumes on any other. The RNG streams are global
+// (dropout masks are drawn per micro-batch from a counter, not per rank), so one rng_state.json serves all.
 import { basename, join } from "node:path";
 import type { Backend } from "../backend/types.ts";
 import { openSafetensors } from "../io/safetensors/reader.ts";
@@ -13,6 +18,33 @@ import type { LogEntry, ResumeState, TrainerSnapshot } from "./trainer.ts";
 
 export const OPTIMIZER_FILE = "optimizer.safetensors";
 export const RNG_FILE = "rng_state.json";
+export const OPTIMIZER_SHARDS_FILE = "optimizer_shards.json";
+
+export function optimizerShardFile(rank: number, worldSize: number): string {
+  return `optimizer-shard-${rank}-of-${worldSize}.safetensors`;
+}
+
+function layoutOf(trainable: TrainableBuffers): string {
+  return JSON.stringify(trainable.entries.map((e) => [e.name, e.size]));
+}
+
+/** What a rank writes into a sharded checkpoint: its range of the AdamW moments. */
+export async function writeOptimizerShard(dir: string, trainable: TrainableBuffers, snap: TrainerSnapshot): Promise<void> {
+  const { m, v, lo, hi, total } = snap.moments;
+  await writeSafetensors(
+    join(dir, optimizerShardFile(snap.rank, snap.worldSize)),
+    [
+      { name: "exp_avg", dtype: "F32", shape: [hi - lo], data: bytes(m.subarray(0, hi - lo)) },
+      { name: "exp_avg_sq", dtype: "F32", shape: [hi - lo], data: bytes(v.subarray(0, hi - lo)) },
+    ],
+    { format: "pt", step: String(snap.optimizer.step), layout: layoutOf(trainable), lo: String(lo), hi: String(hi), total: String(total), rank: String(snap.rank), world_size: String(snap.worldSize) },
+  );
+}
+
+/** Whether the snapshot's moments are a shard (each rank writes its own) rather than the whole buffer. */
+export function isShardedSnapshot(snap: TrainerSnapshot): boolean {
+  return snap.moments.lo !== 0 || snap.moments.hi !== snap.moments.total;
+}
 
 type RngState = [number, number, number, number];
 
@@ -22,25 +54,39 @@ export interface TrainerStateMeta {
   evalSteps: number;
   saveSteps: number;
   trainBatchSize: number;
+  /** Recorded in the shard manifest of a sharded save. */
+  zeroStage?: number;
 }
 
 function bytes(values: Float32Array): Uint8Array {
   return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
 }
 
-/** Writes optimizer.safetensors, rng_state.json and (last, as the completeness marker) trainer_state.json. */
+/**
+ * Writes optimizer.safetensors (with the moments, or with the manifest of the ranks' shards beside it),
+ * rng_state.json and (last, as the completeness marker) trainer_state.json.
+ */
 export async function writeTrainerFiles(dir: string, backend: Backend, trainable: TrainableBuffers, snap: TrainerSnapshot, meta: TrainerStateMeta): Promise<void> {
   const n = trainable.total;
   const flat = async (t: typeof trainable.params): Promise<Float32Array> => (await backend.downloadF32(t)).subarray(0, n);
+  const sharded = isShardedSnapshot(snap);
   await writeSafetensors(
     join(dir, OPTIMIZER_FILE),
     [
       { name: "params", dtype: "F32", shape: [n], data: bytes(await flat(trainable.params)) },
-      { name: "exp_avg", dtype: "F32", shape: [n], data: bytes(snap.moments.m.subarray(0, n)) },
-      { name: "exp_avg_sq", dtype: "F32", shape: [n], data: bytes(snap.moments.v.subarray(0, n)) },
+      ...(sharded
+        ? []
+        : [
+            { name: "exp_avg", dtype: "F32" as const, shape: [n], data: bytes(snap.moments.m.subarray(0, n)) },
+            { name: "exp_avg_sq", dtype: "F32" as const, shape: [n], data: bytes(snap.moments.v.subarray(0, n)) },
+          ]),
     ],
-    { format: "pt", step: String(snap.optimizer.step), layout: JSON.stringify(trainable.entries.map((e) => [e.name, e.size])) },
+    { format: "pt", step: String(snap.optimizer.step), layout: layoutOf(trainable) },
   );
+  if (sharded) {
+    const files = Array.from({ length: snap.worldSize }, (_, r) => optimizerShardFile(r, snap.worldSize));
+    await writeJson(join(dir, OPTIMIZER_SHARDS_FILE), { format: 1, world_size: snap.worldSize, zero_stage: meta.zeroStage ?? 0, total: n, step: snap.optimizer.step, shards: files });
+  }
   await writeJson(join(dir, RNG_FILE), { dropout: snap.dropoutRng, neftune: snap.neftuneRng });
   // HF's TrainerState fields (json.dumps(asdict(state), indent=2, sort_keys=True)).
   const state = {
@@ -116,7 +162,7 @@ export async function readResumeState(dir: string, trainable: TrainableBuffers):
   try {
     const layout = file.metadata?.["layout"];
     const step = Number(file.metadata?.["step"]);
-    const expected = JSON.stringify(trainable.entries.map((e) => [e.name, e.size]));
+    const expected = layoutOf(trainable);
     if (layout !== expected) {
       throw new TunaError(
         "CONFIG_INVALID",
@@ -128,12 +174,13 @@ export async function readResumeState(dir: string, trainable: TrainableBuffers):
       throw formatError(dir, OPTIMIZER_FILE, `the optimizer made ${String(file.metadata?.["step"])} steps but trainer_state.json says ${state.globalStep}`);
     }
     const read = async (name: string): Promise<Float32Array> => decodeToFloat32(await file.readTensor(name), "F32");
+    const params = await read("params");
+    const moments = file.tensors.has("exp_avg") ? { m: await read("exp_avg"), v: await read("exp_avg_sq") } : await readShardedMoments(dir, expected, step, params.length);
     return {
       globalStep: state.globalStep,
       logHistory: state.logHistory,
-      params: await read("params"),
-      m: await read("exp_avg"),
-      v: await read("exp_avg_sq"),
+      params,
+      ...moments,
       optimizerStep: step,
       dropoutRng,
       neftuneRng,
@@ -142,4 +189,43 @@ export async function readResumeState(dir: string, trainable: TrainableBuffers):
   } finally {
     await file.close();
   }
+}
+
+/** The whole buffer's moments from the ranks' shard files listed in optimizer_shards.json. */
+async function readShardedMoments(dir: string, layout: string, step: number, total: number): Promise<{ m: Float32Array; v: Float32Array }> {
+  const manifest = (await readJsonFile(join(dir, OPTIMIZER_SHARDS_FILE), "optimizer shard manifest")) as Record<string, unknown> | null;
+  const shards = manifest?.["shards"];
+  const world = manifest?.["world_size"];
+  if (!Array.isArray(shards) || typeof world !== "number" || shards.length !== world || !shards.every((f) => typeof f === "string" && /^optimizer-shard-\d+-of-\d+\.safetensors$/.test(f))) {
+    throw formatError(dir, OPTIMIZER_SHARDS_FILE, "it does not list one optimizer-shard-R-of-W.safetensors per rank");
+  }
+  const m = new Float32Array(total);
+  const v = new Float32Array(total);
+  const ranges: [number, number, string][] = [];
+  for (const name of shards as string[]) {
+    const file = await openSafetensors(join(dir, name));
+    try {
+      const meta = file.metadata ?? {};
+      const lo = Number(meta["lo"]);
+      const hi = Number(meta["hi"]);
+      if (meta["layout"] !== layout || Number(meta["step"]) !== step || Number(meta["total"]) !== total) {
+        throw formatError(dir, name, "its layout, step or size differs from optimizer.safetensors (a shard of another save?)");
+      }
+      if (!Number.isSafeInteger(lo) || !Number.isSafeInteger(hi) || lo < 0 || hi < lo || hi > total) throw formatError(dir, name, `its range [${String(meta["lo"])}, ${String(meta["hi"])}) is not within the buffer of ${total}`);
+      m.set(decodeToFloat32(await file.readTensor("exp_avg"), "F32").subarray(0, hi - lo), lo);
+      v.set(decodeToFloat32(await file.readTensor("exp_avg_sq"), "F32").subarray(0, hi - lo), lo);
+      ranges.push([lo, hi, name]);
+    } finally {
+      await file.close();
+    }
+  }
+  // The shards must tile the buffer: no gap, no overlap.
+  ranges.sort((a, b) => a[0] - b[0]);
+  let covered = 0;
+  for (const [lo, hi, name] of ranges) {
+    if (lo !== covered) throw formatError(dir, name, `it starts at ${lo} but the shards before it end at ${covered}`);
+    covered = hi;
+  }
+  if (covered !== total) throw formatError(dir, OPTIMIZER_SHARDS_FILE, `the shards cover ${covered} of ${total} values`);
+  return { m, v };
 }

@@ -9,7 +9,7 @@ import type { TrainingModel } from "../model/types.ts";
 import { TunaError } from "../util/errors.ts";
 import { createRng, type Rng } from "../util/random.ts";
 import { createOptimizerState, optimizerStep, type AdamWSettings, type OptimizerState } from "./optimizer.ts";
-import { createDataParallel, type ShardingStage } from "./data-parallel.ts";
+import { createDataParallel, type LocalMoments, type ShardingStage } from "./data-parallel.ts";
 import { learningRate, type ScheduleOptions } from "./schedule.ts";
 
 export type Strategy = "no" | "steps" | "epoch";
@@ -70,8 +70,11 @@ export interface TrainerSnapshot {
   maxSteps: number;
   logHistory: LogEntry[];
   optimizer: OptimizerState;
-  /** The AdamW moments of the whole trainable buffer (gathered from the ranks' shards under ZeRO). */
-  moments: { m: Float32Array; v: Float32Array };
+  /** This rank's AdamW moments: its shard under ZeRO (each rank writes its own), else the whole buffer. */
+  moments: LocalMoments;
+  /** The job's shape when the snapshot was taken (a checkpoint's manifest records it). */
+  worldSize: number;
+  rank: number;
   dropoutRng: [number, number, number, number];
   neftuneRng: [number, number, number, number];
   /** Sum of the per-step losses since the start (HF's _total_loss_scalar), for train_loss. */
@@ -167,7 +170,8 @@ export async function train(
   const logHistory: LogEntry[] = [];
   if (resume !== undefined) {
     be.upload(trainable.params, resume.params);
-    // A checkpoint holds the whole buffer's moments: each rank takes its shard (any world size resumes it).
+    // Resume hands every rank the whole buffer's moments (assembled from any number of shards): each takes
+    // its own range, so any world size resumes any checkpoint.
     const { lo, hi } = parallel.range;
     be.upload(optimizer.m, resume.m.subarray(Math.min(lo, resume.m.length), Math.min(hi, resume.m.length)));
     be.upload(optimizer.v, resume.v.subarray(Math.min(lo, resume.v.length), Math.min(hi, resume.v.length)));
@@ -186,14 +190,16 @@ export async function train(
   let windowGradNorm = 0;
   let tokensSeen = 0;
   let lastLr = 0;
-  // Every rank takes part (the moments may be gathered); only the hooks decide who writes.
+  // Every rank takes part: each holds its own moments; the hooks decide who writes what.
   const snapshot = async (epoch: number): Promise<TrainerSnapshot> => ({
     globalStep,
     epoch,
     maxSteps,
     logHistory,
     optimizer,
-    moments: await parallel.fullMoments(optimizer),
+    moments: await parallel.localMoments(optimizer),
+    worldSize: collective?.worldSize ?? 1,
+    rank: collective?.rank ?? 0,
     dropoutRng: model.dropoutRng.state(),
     neftuneRng: neftuneRng.state(),
     totalLoss,

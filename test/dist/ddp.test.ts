@@ -195,12 +195,30 @@ for (const [stage, world] of [[1, 2], [2, 3]] as const) {
       assert.ok(relative(m.loss, a.metrics[i]!.loss) < 1e-6, `step ${m.step}: loss ${m.loss} vs ${a.metrics[i]!.loss}`);
       assert.ok(relative(m.grad_norm, a.metrics[i]!.grad_norm) < 1e-6, `step ${m.step}: grad norm ${m.grad_norm} vs ${a.metrics[i]!.grad_norm}`);
     });
-    // The checkpoint holds the whole buffer's moments (gathered from the shards): equal to one process's.
+    // Each rank wrote its own moments (optimizer-shard-R-of-W, its range in the metadata) and rank 0 the
+    // manifest; laid end to end they equal one process's moments.
+    const manifest = JSON.parse(await readFile(join(out, "checkpoint-4", "optimizer_shards.json"), "utf8")) as { world_size: number; zero_stage: number; shards: string[] };
+    assert.deepEqual([manifest.world_size, manifest.zero_stage, manifest.shards.length], [world, stage, world]);
     const moments = async (dir: string): Promise<Float32Array[]> => {
       const file = await openSafetensors(join(dir, "checkpoint-4", "optimizer.safetensors"));
-      const out2 = [decodeToFloat32(await file.readTensor("exp_avg"), "F32"), decodeToFloat32(await file.readTensor("exp_avg_sq"), "F32")];
+      if (file.tensors.has("exp_avg")) {
+        const whole = [decodeToFloat32(await file.readTensor("exp_avg"), "F32"), decodeToFloat32(await file.readTensor("exp_avg_sq"), "F32")];
+        await file.close();
+        return whole;
+      }
+      const total = file.tensors.get("params")!.shape[0]!;
       await file.close();
-      return out2;
+      const m = new Float32Array(total);
+      const v = new Float32Array(total);
+      for (const [r, name] of manifest.shards.entries()) {
+        assert.equal(name, `optimizer-shard-${r}-of-${world}.safetensors`);
+        const shard = await openSafetensors(join(dir, "checkpoint-4", name));
+        const lo = Number(shard.metadata!.lo);
+        m.set(decodeToFloat32(await shard.readTensor("exp_avg"), "F32"), lo);
+        v.set(decodeToFloat32(await shard.readTensor("exp_avg_sq"), "F32"), lo);
+        await shard.close();
+      }
+      return [m, v];
     };
     const [ma, va] = await moments(single);
     const [mb, vb] = await moments(out);
@@ -221,3 +239,39 @@ for (const [stage, world] of [[1, 2], [2, 3]] as const) {
     assert.ok(relative(c.metrics.at(-1)!.loss, a.metrics.at(-1)!.loss) < 1e-6, `resumed step 5 loss ${c.metrics.at(-1)!.loss} vs ${a.metrics.at(-1)!.loss}`);
   });
 }
+
+void test("3 -> 2: a ZeRO-2 checkpoint of 3 ranks (its moments in 3 shard files) resumes on 2 ranks under ZeRO-1 exactly as the uninterrupted run", { timeout: 240_000 }, async () => {
+  const { writeFile } = await import("node:fs/promises");
+  const zero = async (stage: number, world: number): Promise<string> => {
+    const config = join(tmp, `three-two-zero${stage}-${world}.yaml`);
+    await writeFile(config, `compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: ${stage}\nnum_processes: ${world}\nmain_process_port: ${await freePort()}\n`);
+    return config;
+  };
+  const run = (args: string[]): void => {
+    const r = spawnSync(process.execPath, ["bin/tuna.js", "train", ...args, "--save_strategy", "steps", "--save_steps", "2"], { cwd: root, encoding: "utf8", timeout: 170_000 });
+    assert.equal(r.status, 0, r.stderr);
+  };
+  // Global batch 6 throughout: one process GA 6; 3 ranks GA 2; 2 ranks GA 3.
+  const straight = join(tmp, "three-two-straight");
+  run(flags(straight, 6));
+  const out = join(tmp, "three-two");
+  run(["--config_file", await zero(2, 3), ...flags(out, 2)]);
+  run(["--config_file", await zero(1, 2), ...flags(out, 3), "--resume_from_checkpoint", join(out, "checkpoint-2")]);
+  const reference = await readRun(straight);
+  const resumed = await readRun(out);
+  assert.equal(resumed.metrics.at(-1)!.step, 5);
+  for (const step of [3, 4, 5]) {
+    const a = reference.metrics.find((m) => m.step === step)!;
+    const b = resumed.metrics.filter((m) => m.step === step).at(-1)!;
+    assert.ok(relative(b.loss, a.loss) < 1e-6, `step ${step}: loss ${b.loss} vs ${a.loss}`);
+  }
+  for (const [name, values] of resumed.adapter) {
+    const ref = reference.adapter.get(name)!;
+    let worst = 0;
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(values[i]! - ref[i]!));
+    assert.ok(worst < 1e-6, `${name} differs by ${worst}`);
+  }
+  // The 2-rank saves after the resume are 2-shard checkpoints.
+  const manifest = JSON.parse(await readFile(join(out, "checkpoint-4", "optimizer_shards.json"), "utf8")) as { world_size: number };
+  assert.equal(manifest.world_size, 2);
+});
