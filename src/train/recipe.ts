@@ -220,8 +220,14 @@ async function trainLocked(
     const saveCheckpoint = async (step: number, snap: TrainerSnapshot): Promise<void> => {
       await saveCheckpointTogether(outputDir, step, collective, { everyRank: (dir) => (isShardedSnapshot(snap) ? writeOptimizerShard(dir, model.params.trainable, snap) : Promise.resolve()) });
     };
-    const result = await train(asTrainingModel(model), trainData, settings, { onLog: () => undefined, saveCheckpoint, ...job }, resume);
-    return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss: undefined, logHistory: result.logHistory };
+    // Ctrl-C reaches every rank through the terminal's process group; rank 0 says so, the ranks stop together.
+    const interrupts = watchInterrupts(() => undefined);
+    const result = await train(asTrainingModel(model), trainData, settings, { onLog: () => undefined, saveCheckpoint, stopRequested: () => interrupts.signal() !== undefined, ...job }, resume).finally(() => {
+      interrupts.dispose();
+    });
+    const signal = interrupts.signal();
+    const interrupted = result.interrupted ? { signal: signal ?? "SIGINT", checkpoint: join(outputDir, checkpointName(result.globalStep)) } : undefined;
+    return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss: undefined, logHistory: result.logHistory, ...(interrupted === undefined ? {} : { interrupted }) };
   }
 
   const reports = c.report_to.includes("all") ? ["tensorboard", "jsonl"] : c.report_to;
@@ -262,15 +268,16 @@ async function trainLocked(
         for (const removed of await rotateCheckpoints(outputDir, c.save_total_limit)) io.err(`removed ${removed} (save_total_limit ${c.save_total_limit})`);
       },
       // Ctrl-C in a distributed job reaches every rank (and the launcher); one process stops by itself.
-      ...(job === undefined ? { stopRequested: () => interrupts.signal() !== undefined } : job),
+      stopRequested: () => interrupts.signal() !== undefined,
+      ...job,
     },
     resume,
   ).finally(() => {
     interrupts.dispose();
   });
   progress?.finish();
-  const signal = interrupts.signal();
-  if (result.interrupted && signal !== undefined) {
+  const signal = result.interrupted ? (interrupts.signal() ?? "SIGINT") : undefined;
+  if (signal !== undefined) {
     tensorboard?.close();
     metrics.close();
     const checkpoint = join(outputDir, checkpointName(result.globalStep));

@@ -258,11 +258,14 @@ export async function train(
         }
       }
       await parallel.reduceGradients(trainable.grads);
+      let stopAgreed = false;
       if (collective !== undefined) {
-        // Every rank ends the step with the same loss and token count.
-        const totals = Float32Array.of(lossSum, stepTokens);
+        // Every rank ends the step with the same loss and token count, and learns whether any rank was asked
+        // to stop (Ctrl-C reaches every rank; they must stop after the same step).
+        const totals = Float32Array.of(lossSum, stepTokens, hooks.stopRequested?.() === true ? 1 : 0);
         await collective.allReduceSum(totals);
         [lossSum, stepTokens] = [totals[0]!, totals[1]!];
+        stopAgreed = totals[2]! > 0;
       }
       tokensSeen += stepTokens;
       const stepLoss = numItems > 0 ? lossSum / numItems : 0;
@@ -303,8 +306,9 @@ export async function train(
       if (saveNow) await hooks.saveCheckpoint(globalStep, await snapshot(epochFloat));
       if (hooks.stopRequested !== undefined) {
         // The CPU backend's ops never yield: without this, a Ctrl-C handler would wait for the end of training.
-        await new Promise((done) => setImmediate(done));
-        if (hooks.stopRequested()) {
+        // (A job's ranks decided together above, in the step's all-reduce.)
+        if (collective === undefined) await new Promise((done) => setImmediate(done));
+        if (collective === undefined ? hooks.stopRequested() : stopAgreed) {
           if (!saveNow) await hooks.saveCheckpoint(globalStep, await snapshot(epochFloat));
           log(epochFloat);
           return { globalStep, trainLoss: totalLoss / globalStep, logHistory, runtimeMs: performance.now() - started, tokensSeen, interrupted: true };

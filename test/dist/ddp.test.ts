@@ -275,3 +275,35 @@ void test("3 -> 2: a ZeRO-2 checkpoint of 3 ranks (its moments in 3 shard files)
   const manifest = JSON.parse(await readFile(join(out, "checkpoint-4", "optimizer_shards.json"), "utf8")) as { world_size: number };
   assert.equal(manifest.world_size, 2);
 });
+
+void test("Ctrl-C on a job of 2 ranks (ZeRO-1): the ranks finish the same step, save one complete checkpoint together, exit 130; it resumes", { timeout: 240_000 }, async () => {
+  const { spawn } = await import("node:child_process");
+  const { writeFile, readdir } = await import("node:fs/promises");
+  const config = join(tmp, "ctrl-c-zero1.yaml");
+  await writeFile(config, `compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 1\nnum_processes: 2\nmain_process_port: ${await freePort()}\n`);
+  const out = join(tmp, "ctrl-c");
+  // Its own process group, as a terminal gives a job: Ctrl-C is SIGINT to every process of the group.
+  const job = spawn(process.execPath, ["bin/tuna.js", "train", "--config_file", config, ...flags(out, 1), "--max_steps", "400"], { cwd: root, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let err = "";
+  let sent = false;
+  job.stderr.on("data", (d: Buffer) => {
+    err += d.toString();
+    if (!sent && /step 3\/400/.test(err)) {
+      sent = true;
+      process.kill(-job.pid!, "SIGINT");
+    }
+  });
+  const code = await new Promise<number | null>((resolve) => job.on("exit", (c) => { resolve(c); }));
+  assert.ok(sent, err);
+  assert.equal(code, 130, err);
+  const saved = /interrupted \(SIGINT\) after step (\d+); saved (\S+checkpoint-\d+)\./.exec(err);
+  assert.ok(saved !== null, err);
+  const entries = (await readdir(out)).filter((n) => n.includes("checkpoint"));
+  assert.deepEqual(entries, [`checkpoint-${saved[1]!}`], "one complete checkpoint, no temporary folder");
+  const files = await readdir(join(out, entries[0]!));
+  for (const f of ["trainer_state.json", "optimizer_shards.json", "optimizer-shard-0-of-2.safetensors", "optimizer-shard-1-of-2.safetensors", "adapter_model.safetensors"]) assert.ok(files.includes(f), `${f} in ${files.join(", ")}`);
+  const step = Number(saved[1]);
+  const resumed = spawnSync(process.execPath, ["bin/tuna.js", "train", ...flags(out, 2), "--max_steps", String(step + 1), "--resume_from_checkpoint", "true"], { cwd: root, encoding: "utf8", timeout: 170_000 });
+  assert.equal(resumed.status, 0, resumed.stderr);
+  assert.match(resumed.stderr, new RegExp(`resuming from .*checkpoint-${step} \\(step ${step}\\)`));
+});

@@ -119,11 +119,19 @@ export async function launchCommand(args: string[], output: CliOutput, env: Reco
       }),
     );
   }
-  // Ctrl-C reaches the ranks through the terminal's process group; SIGTERM to the launcher is forwarded.
+  // Ctrl-C reaches the ranks through the terminal's process group: the launcher stays to collect them (they
+  // finish the step, save a checkpoint together and exit); SIGTERM to the launcher is forwarded. Ranks that
+  // end after a stop request are not "failed": the others are left to finish their save.
+  let interrupted: NodeJS.Signals | undefined;
   const forward = (): void => {
+    interrupted ??= "SIGTERM";
     for (const c of children) c.kill("SIGTERM");
   };
+  const onInterrupt = (): void => {
+    interrupted ??= "SIGINT";
+  };
   process.on("SIGTERM", forward);
+  process.on("SIGINT", onInterrupt);
   let failed: { rank: number; code: number } | undefined;
   let grace: NodeJS.Timeout | undefined;
   try {
@@ -131,6 +139,7 @@ export async function launchCommand(args: string[], output: CliOutput, env: Reco
       exits.map((exit) =>
         exit.then((e) => {
           if (e.code === 0 || failed !== undefined) return;
+          if (interrupted !== undefined && (e.code === 130 || e.code === 143)) return;
           failed = e;
           output.err(`tuna launch: rank ${e.rank} exited with status ${e.code}; stopping the other ranks.`);
           for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGTERM");
@@ -143,6 +152,9 @@ export async function launchCommand(args: string[], output: CliOutput, env: Reco
   } finally {
     if (grace !== undefined) clearTimeout(grace);
     process.off("SIGTERM", forward);
+    process.off("SIGINT", onInterrupt);
   }
-  return failed?.code ?? 0;
+  if (failed !== undefined) return failed.code;
+  const codes = await Promise.all(exits);
+  return codes.find((e) => e.code !== 0)?.code ?? 0;
 }

@@ -44,8 +44,8 @@ export async function trainCommand(args: string[], output: CliOutput): Promise<n
   // Only what differs from the defaults: a short header keeps a later error in view.
   output.err(formatResolvedConfig(resolved, { changedOnly: true }));
   const result = await runTraining(resolved, { out: (t) => { output.out(t); }, err: (t) => { output.err(t); }, progress: progressStream(output) });
-  // In a distributed job rank 0 reports; the other ranks end quietly.
-  if (processPlace().rank !== 0) return 0;
+  // In a distributed job rank 0 reports; the other ranks end quietly (with the same status).
+  if (processPlace().rank !== 0) return result.interrupted === undefined ? 0 : signalExitCode(result.interrupted.signal);
   if (result.interrupted !== undefined) {
     output.err(
       `tuna train: interrupted (${result.interrupted.signal}) after step ${result.globalStep}; saved ${result.interrupted.checkpoint}. ` +
