@@ -204,11 +204,20 @@ export async function train(
     neftuneRng: neftuneRng.state(),
     totalLoss,
   });
-  const log = (epoch: number): void => {
+  const log = async (epoch: number): Promise<void> => {
     if (windowSteps === 0) return;
     const entry: LogEntry = { step: globalStep, epoch: round(epoch, 4), loss: windowLoss / windowSteps, grad_norm: windowGradNorm, learning_rate: lastLr };
     const memory = model.backend.memoryStats?.();
-    if (memory !== undefined) entry.peak_memory_gib = round(memory.peakInUseBytes / 2 ** 30, 3);
+    if (collective !== undefined && world > 1) {
+      // Every rank's peak (the device's when the backend counts it, else the process's peak RSS): the job's
+      // figure is the largest, and each rank's is logged too.
+      const own = memory?.peakInUseBytes ?? process.resourceUsage().maxRSS * 1024;
+      const peaks = await collective.allGather(Float32Array.of(own / 2 ** 30));
+      entry.peak_memory_gib = round(Math.max(...peaks), 3);
+      peaks.forEach((p, r) => (entry[`peak_memory_gib_rank_${r}`] = round(p, 3)));
+    } else if (memory !== undefined) {
+      entry.peak_memory_gib = round(memory.peakInUseBytes / 2 ** 30, 3);
+    }
     logHistory.push(entry);
     hooks.onLog(entry);
     windowLoss = 0;
@@ -300,7 +309,7 @@ export async function train(
         elapsedMs: performance.now() - started,
       });
       const last = globalStep >= maxSteps;
-      if ((s.logging.strategy === "steps" && (globalStep % logEvery === 0 || last)) || (s.logging.firstStep && globalStep === 1)) log(epochFloat);
+      if ((s.logging.strategy === "steps" && (globalStep % logEvery === 0 || last)) || (s.logging.firstStep && globalStep === 1)) await log(epochFloat);
       if (s.eval.strategy === "steps" && (globalStep % evalEvery === 0 || last)) await runEval(epochFloat);
       const saveNow = s.save.strategy === "steps" && (globalStep % saveEvery === 0 || last);
       if (saveNow) await hooks.saveCheckpoint(globalStep, await snapshot(epochFloat));
@@ -310,7 +319,7 @@ export async function train(
         if (collective === undefined) await new Promise((done) => setImmediate(done));
         if (collective === undefined ? hooks.stopRequested() : stopAgreed) {
           if (!saveNow) await hooks.saveCheckpoint(globalStep, await snapshot(epochFloat));
-          log(epochFloat);
+          await log(epochFloat);
           return { globalStep, trainLoss: totalLoss / globalStep, logHistory, runtimeMs: performance.now() - started, tokensSeen, interrupted: true };
         }
       }
@@ -320,11 +329,11 @@ export async function train(
     }
     skipSteps = 0;
     epoch++;
-    if (s.logging.strategy === "epoch") log(epoch);
+    if (s.logging.strategy === "epoch") await log(epoch);
     if (s.eval.strategy === "epoch") await runEval(epoch);
     if (s.save.strategy === "epoch") await hooks.saveCheckpoint(globalStep, await snapshot(epoch));
   }
-  log(epoch);
+  await log(epoch);
   const runtimeMs = performance.now() - started;
   return { globalStep, trainLoss: globalStep === 0 ? NaN : totalLoss / globalStep, logHistory, runtimeMs, tokensSeen, interrupted: false };
 }

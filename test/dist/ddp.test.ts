@@ -71,6 +71,11 @@ for (const [world, ga] of [[2, 1], [3, 2]] as const) {
     const a = await readRun(single);
     const b = await readRun(multi);
     assert.equal(b.metrics.length, 5);
+    // One log, rank 0's: the job's peak memory is the largest of the ranks', each logged too.
+    const logged = JSON.parse((await readFile(join(multi, "metrics.jsonl"), "utf8")).split("\n")[0]!) as Record<string, number>;
+    const perRank = Array.from({ length: world }, (_, r) => logged[`peak_memory_gib_rank_${r}`]!);
+    assert.ok(perRank.every((p) => p > 0.01 && p < 8), JSON.stringify(logged));
+    assert.equal(logged.peak_memory_gib, Math.max(...perRank));
     b.metrics.forEach((m, i) => {
       const s = a.metrics[i]!;
       assert.equal(m.step, s.step);
