@@ -47,6 +47,7 @@ CUresult cuDevicePrimaryCtxRetain(void **ctx, int dev) { retained++; *ctx = (voi
 CUresult cuDevicePrimaryCtxRelease_v2(int dev) { retained--; return 0; }
 CUresult cuCtxSetCurrent(void *ctx) { current = ctx == (void *)0xc0; return 0; }
 CUresult cuCtxSynchronize(void) { return sticky; }
+CUresult cuStreamQuery(void *stream) { return sticky; }
 CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n) {
   if (sticky) return sticky;
   if (used + n > CAPACITY) return 2;
