@@ -8,17 +8,23 @@ import type { Backend } from "./types.ts";
 
 export type DeviceChoice = "auto" | "cpu" | "cuda";
 
-export function createBackend(device: DeviceChoice, onNotice: (message: string) => void = () => undefined): Backend {
+/** Which GPU a process takes: its local rank in a job (and whether ranks may share GPUs). */
+export interface GpuPlacement {
+  index: number;
+  shareGpus: boolean;
+}
+
+export function createBackend(device: DeviceChoice, onNotice: (message: string) => void = () => undefined, gpu: GpuPlacement = { index: 0, shareGpus: false }): Backend {
   switch (device) {
     case "cpu":
       return createCpuBackend();
     case "cuda":
-      return createCudaBackend();
+      return createCudaBackend(gpu);
     case "auto": {
       // No driver library at all: a machine without an NVIDIA GPU, the common CPU case; nothing to say.
       if (!findCudaLibraries().cuda.found) return createCpuBackend();
       try {
-        return createCudaBackend();
+        return createCudaBackend(gpu);
       } catch (e) {
         if (!isTunaError(e) || e.code !== "GPU") throw e;
         onNotice(`device auto: the GPU could not be used (${e.message}); training on the CPU. \`tuna doctor\` shows what was found.`);

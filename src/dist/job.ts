@@ -11,6 +11,8 @@ import type { TunaError } from "../util/errors.ts";
 export interface JobMembership {
   readonly collective: Collective;
   readonly rendezvous: JobRendezvous;
+  /** Another collective of this job (NCCL on GPUs): stopped with the job, closed before it. */
+  adopt(other: Collective): void;
   /** The normal end: every rank reaches this barrier, then leaves. */
   leave(): Promise<void>;
   /** After a failure: leave at once without waiting for the others. */
@@ -26,10 +28,12 @@ export interface JoinOptions {
 
 export async function joinJob(place: ProcessPlace, options: JoinOptions): Promise<JobMembership> {
   let collective: Collective | undefined;
+  const adopted: Collective[] = [];
   let stopReason: TunaError | undefined;
   const stop = (e: TunaError): void => {
     stopReason ??= e;
     collective?.abort(e);
+    for (const a of adopted) a.abort(e);
   };
   const rendezvous = await joinRendezvous(place, { timeoutMs: options.timeoutMs, onBroken: stop });
   try {
@@ -49,12 +53,17 @@ export async function joinJob(place: ProcessPlace, options: JoinOptions): Promis
   const c = collective;
   const close = async (): Promise<void> => {
     await heartbeat.stop();
+    for (const a of adopted) await a.close().catch(() => undefined);
     await c.close();
     await rendezvous.close();
   };
   return {
     collective: c,
     rendezvous,
+    adopt(other) {
+      adopted.push(other);
+      if (stopReason !== undefined) other.abort(stopReason);
+    },
     async leave() {
       await c.barrier();
       await close();

@@ -17,6 +17,7 @@ import { TunaError } from "../util/errors.ts";
 import { TUNA_VERSION } from "../util/version.ts";
 import type { Collective } from "../dist/collective.ts";
 import { joinJob, type JobMembership } from "../dist/job.ts";
+import { collectiveForBackend, requestedTransport } from "../dist/gpu-collective.ts";
 import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
 import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, saveCheckpointTogether, writeJson } from "./checkpoint.ts";
 import { createMetricsJsonlWriter, metricsJsonlPath } from "./logging/metrics-jsonl.ts";
@@ -133,7 +134,6 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
     );
   }
   const job = place.worldSize > 1 ? await joinThisJob(place, c) : undefined;
-  const collective = job?.collective;
   const lead = place.rank === 0;
   let finished = false;
   try {
@@ -150,7 +150,7 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
           io.err(`removed ${join(outputDir, removed)} (left by an earlier run)`);
         }
       }
-      const result = await trainLocked(resolved, rankIo, outputDir, modelDir, collective === undefined ? undefined : { collective, sharding });
+      const result = await trainLocked(resolved, rankIo, outputDir, modelDir, job === undefined ? undefined : { job, place, sharding });
       finished = true;
       return result;
     } finally {
@@ -187,15 +187,21 @@ async function trainLocked(
   io: RecipeIO,
   outputDir: string,
   modelDir: string,
-  job: { collective: Collective; sharding: ShardingStage } | undefined,
+  member: { job: JobMembership; place: ProcessPlace; sharding: ShardingStage } | undefined,
 ): Promise<RecipeResult> {
   const c = resolved.config;
-  const collective = job?.collective;
-  const backend = createBackend(c.device, (m) => {
-    io.err(m);
-  });
+  // In a job each rank takes the GPU of its local rank; NCCL carries the training collectives on GPUs.
+  const backend = createBackend(
+    c.device,
+    (m) => {
+      io.err(m);
+    },
+    { index: member?.place.localRank ?? 0, shareGpus: requestedTransport() === "host" },
+  );
   io.err(`device: ${backend.name}`);
-  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, collective);
+  const collective = member === undefined ? undefined : await collectiveForBackend(member.job, member.place, backend, c.ddp_timeout * 1000);
+  const job = collective === undefined || member === undefined ? undefined : { collective, sharding: member.sharding };
+  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective);
   // On the GPU a bf16 run keeps activations in bf16 as an HF bf16 model does; the CPU reference keeps f32.
   const activationDtype = backend.name === "cuda" && c.bf16 ? "bf16" : "f32";
   const model = createLlamaModel(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed, activationDtype });

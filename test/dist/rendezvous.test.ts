@@ -53,3 +53,11 @@ void test("rendezvous: TUNA_TCPSTORE_PROTOCOL must name a protocol", async () =>
     else process.env.TUNA_TCPSTORE_PROTOCOL = saved;
   }
 });
+
+void test("TUNA_COLLECTIVE: nccl or host, or unset for the default; anything else is a clear error", async () => {
+  const { requestedTransport } = await import("../../src/dist/gpu-collective.ts");
+  assert.equal(requestedTransport({}), undefined);
+  assert.equal(requestedTransport({ TUNA_COLLECTIVE: "host" }), "host");
+  assert.equal(requestedTransport({ TUNA_COLLECTIVE: "nccl" }), "nccl");
+  assert.throws(() => requestedTransport({ TUNA_COLLECTIVE: "gloo" }), /TUNA_COLLECTIVE=gloo: use nccl .* or host/);
+});

@@ -26,6 +26,11 @@ import type { CudaDevice, CudaFunction, CudaModule, DevicePtr, Dim3, KernelArg }
 
 export interface OpenCudaDeviceOptions {
   index?: number;
+  /**
+   * Several processes of one machine sharing its GPUs (a job with more ranks per machine than GPUs, through
+   * the host transport): GPU index modulo the number of GPUs instead of an error.
+   */
+  shareGpus?: boolean;
   kernelCacheDir?: string;
   /** The folder of .cu/.cuh files (tests); tuna's own kernels by default. */
   kernelsDir?: string;
@@ -54,7 +59,7 @@ function dimText(d: Dim3): string {
 }
 
 export function openCudaDevice(options: OpenCudaDeviceOptions = {}): CudaRuntimeDevice {
-  const index = options.index ?? 0;
+  const requested = options.index ?? 0;
   const libraries = findCudaLibraries(options.librarySearch ?? {});
   const driverPath = requireLibrary(libraries.cuda, "the NVIDIA driver", "install the NVIDIA driver, or run on a machine with an NVIDIA GPU");
   const driver: CudaDriver = loadDriver(driverPath);
@@ -65,8 +70,10 @@ export function openCudaDevice(options: OpenCudaDeviceOptions = {}): CudaRuntime
   const count = [0];
   check("cuDeviceGetCount", api.cuDeviceGetCount(count));
   const deviceCount = count[0] ?? 0;
+  const index = options.shareGpus === true && deviceCount > 0 ? requested % deviceCount : requested;
   if (!Number.isInteger(index) || index < 0 || index >= deviceCount) {
-    throw new TunaError("GPU", `GPU ${index} does not exist: the driver sees ${deviceCount} GPU${deviceCount === 1 ? "" : "s"} (CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES ?? "unset"}); ${DOCTOR_HINT}`);
+    const job = process.env.LOCAL_RANK === undefined ? "" : ` This process is local rank ${process.env.LOCAL_RANK} of a job, which takes GPU ${index}: start at most ${deviceCount} process${deviceCount === 1 ? "" : "es"} per machine (one per GPU), or set TUNA_COLLECTIVE=host to share GPUs through the host transport (slow; for tests).`;
+    throw new TunaError("GPU", `GPU ${index} does not exist: the driver sees ${deviceCount} GPU${deviceCount === 1 ? "" : "s"} (CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES ?? "unset"}).${job} ${DOCTOR_HINT}`);
   }
   const deviceOut = [0];
   check(`cuDeviceGet(${index})`, api.cuDeviceGet(deviceOut, index));

@@ -43,6 +43,7 @@ export interface CudaBackend extends Backend {
 
 export interface CudaBackendOptions {
   index?: number;
+  shareGpus?: boolean;
   kernelCacheDir?: string;
 }
 

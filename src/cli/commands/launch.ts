@@ -4,6 +4,7 @@
 // unchanged), waits for them, and when one fails stops the others and returns its exit status.
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
+import { GPU_JOB_DEFAULTS } from "../../dist/gpu-collective.ts";
 import { packageRoot } from "../../util/package-root.ts";
 import { TunaError } from "../../util/errors.ts";
 import type { CliOutput } from "../output.ts";
@@ -95,6 +96,8 @@ export async function launchCommand(args: string[], output: CliOutput, env: Reco
     const child = spawn(program, programArgs, {
       stdio: "inherit",
       env: {
+        // NVLink multicast off unless the user set these (see src/dist/gpu-collective.ts); NCCL_* pass unchanged.
+        ...GPU_JOB_DEFAULTS,
         ...process.env,
         ...env,
         RANK: String(rank),
