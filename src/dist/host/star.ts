@@ -320,7 +320,8 @@ function memberCollective(options: HostCollectiveOptions, socket: Socket, reader
     send(socket, seq, op, payload);
     let frame: Frame;
     try {
-      frame = await reader.next(timeoutMs, () => `the result of ${opName(op)} #${seq}`);
+      // Rank 0 sees which rank is late and tells everyone; the others wait half as long again for that verdict.
+      frame = await reader.next(timeoutMs * 1.5, () => `the result of ${opName(op)} #${seq}`);
     } catch (e) {
       broken ??= e instanceof TunaError ? e : distError(errorMessage(e), e);
       socket.destroy();
