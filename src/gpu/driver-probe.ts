@@ -13,8 +13,18 @@ export interface GpuInfo {
   uuid?: string; // "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", as nvidia-smi prints it; absent on old drivers
 }
 
+/** What the driver says about GPU `from` reaching GPU `to` directly (peer-to-peer), which NCCL uses. */
+export interface GpuLink {
+  from: number;
+  to: number;
+  peerAccess: boolean;
+  nativeAtomics: boolean;
+  /** The driver's relative rank of the link (0 is the best this machine has). */
+  performanceRank: number;
+}
+
 export type DriverProbe =
-  | { ok: true; libraryPath: string; driverVersion: number; driverVersionText: string; devices: GpuInfo[] }
+  | { ok: true; libraryPath: string; driverVersion: number; driverVersionText: string; devices: GpuInfo[]; links: GpuLink[] }
   | { ok: false; libraryPath: string; error: string; driverVersion?: number; driverVersionText?: string };
 
 export type VersionedLibrary = "nvrtc" | "cublasLt" | "nccl" | "cudnn";
@@ -81,6 +91,7 @@ function bindDriver(lib: LibraryHandle, path: string) {
     cuDeviceGetUuid:
       bindOptional(lib, "int cuDeviceGetUuid_v2(_Out_ uint8_t *uuid, int dev)") ??
       bindOptional(lib, "int cuDeviceGetUuid(_Out_ uint8_t *uuid, int dev)"),
+    cuDeviceGetP2PAttribute: bindOptional(lib, "int cuDeviceGetP2PAttribute(_Out_ int *value, int attrib, int srcDevice, int dstDevice)"),
   };
 }
 
@@ -148,6 +159,41 @@ function probeDevice(driver: DriverBindings, index: number): GpuInfo {
   return info;
 }
 
+const CU_DEVICE_P2P_ATTRIBUTE_PERFORMANCE_RANK = 1;
+const CU_DEVICE_P2P_ATTRIBUTE_ACCESS_SUPPORTED = 2;
+const CU_DEVICE_P2P_ATTRIBUTE_NATIVE_ATOMIC_SUPPORTED = 3;
+
+/** Every ordered pair of GPUs: whether one reaches the other directly (NVLink or PCIe peer-to-peer). */
+function probeLinks(driver: DriverBindings, count: number): GpuLink[] {
+  const query = driver.cuDeviceGetP2PAttribute;
+  if (query === undefined || count < 2) return [];
+  const handles: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const device = [0];
+    checked(driver, `cuDeviceGet(${i})`, driver.cuDeviceGet, device, i);
+    handles.push(device[0] ?? 0);
+  }
+  const links: GpuLink[] = [];
+  for (let from = 0; from < count; from++) {
+    for (let to = 0; to < count; to++) {
+      if (from === to) continue;
+      const attribute = (attrib: number, label: string): number => {
+        const value = [0];
+        checked(driver, `cuDeviceGetP2PAttribute(${label}, ${from} -> ${to})`, query, value, attrib, handles[from], handles[to]);
+        return value[0] ?? 0;
+      };
+      links.push({
+        from,
+        to,
+        peerAccess: attribute(CU_DEVICE_P2P_ATTRIBUTE_ACCESS_SUPPORTED, "ACCESS_SUPPORTED") === 1,
+        nativeAtomics: attribute(CU_DEVICE_P2P_ATTRIBUTE_NATIVE_ATOMIC_SUPPORTED, "NATIVE_ATOMIC_SUPPORTED") === 1,
+        performanceRank: attribute(CU_DEVICE_P2P_ATTRIBUTE_PERFORMANCE_RANK, "PERFORMANCE_RANK"),
+      });
+    }
+  }
+  return links;
+}
+
 /**
  * Runs a probe: a TunaError("GPU") (library missing, symbol missing, a call failed) becomes { ok: false };
  * anything else is a bug in the probe and is raised as TunaError("INTERNAL").
@@ -178,7 +224,8 @@ export function probeDriver(libcudaPath: string): DriverProbe {
       checked(driver, "cuDeviceGetCount", driver.cuDeviceGetCount, count);
       const devices: GpuInfo[] = [];
       for (let i = 0; i < (count[0] ?? 0); i++) devices.push(probeDevice(driver, i));
-      return { ok: true, libraryPath: libcudaPath, driverVersion, driverVersionText: formatDriverVersion(driverVersion), devices };
+      const links = probeLinks(driver, devices.length);
+      return { ok: true, libraryPath: libcudaPath, driverVersion, driverVersionText: formatDriverVersion(driverVersion), devices, links };
     },
     (error) =>
       driverVersion === undefined

@@ -6,7 +6,7 @@ import os from "node:os";
 import { doctorCommand, type DoctorProbes, type DoctorReport } from "../../src/cli/commands/doctor.ts";
 import { memoryOutput } from "../../src/cli/output.ts";
 import { findCudaLibraries, type LibraryResult, type LibrarySearchResult } from "../../src/gpu/discover.ts";
-import type { GpuInfo } from "../../src/gpu/driver-probe.ts";
+import type { GpuInfo, GpuLink } from "../../src/gpu/driver-probe.ts";
 
 const CPU_ONLY = "verdict: CPU only — no NVIDIA driver (libcuda) found; tuna will train on the CPU backend (slow; fine for tiny models and tests).";
 const thisMachineHasDriver = findCudaLibraries().cuda.found;
@@ -85,10 +85,10 @@ const H200: GpuInfo = {
 
 const VERSIONS = { nvrtc: "13.0", cublasLt: "13.0.2", nccl: "2.28.3", cudnn: "9.14.0" } as const;
 
-function probes(found: LibrarySearchResult, devices: GpuInfo[]): DoctorProbes {
+function probes(found: LibrarySearchResult, devices: GpuInfo[], links: GpuLink[] = []): DoctorProbes {
   return {
     findLibraries: () => found,
-    probeDriver: (path) => ({ ok: true, libraryPath: path, driverVersion: 13000, driverVersionText: "13.0", devices }),
+    probeDriver: (path) => ({ ok: true, libraryPath: path, driverVersion: 13000, driverVersionText: "13.0", devices, links }),
     probeLibraryVersion: (kind, path) => ({ ok: true, libraryPath: path, version: VERSIONS[kind] }),
   };
 }
@@ -198,4 +198,20 @@ void test("a GPU machine without the CUDA headers: doctor names cuda_bf16.h and 
   const present = await run({ ...probes(machine(), [H200]), findHeaders: () => ({ dir: "/usr/local/cuda/include", searched }) });
   assert.match(present.text, /^  headers +\/usr\/local\/cuda\/include \(cuda_bf16\.h\)$/m);
   assert.match(present.text, /^verdict: ready for GPU training/m);
+});
+
+void test("several GPUs: each link's peer-to-peer access is listed, and GPUs that cannot reach each other directly are a warning", async () => {
+  const second: GpuInfo = { ...H200, index: 1 };
+  const third: GpuInfo = { ...H200, index: 2 };
+  const links: GpuLink[] = [
+    { from: 0, to: 1, peerAccess: true, nativeAtomics: true, performanceRank: 0 },
+    { from: 1, to: 0, peerAccess: true, nativeAtomics: true, performanceRank: 0 },
+    { from: 0, to: 2, peerAccess: false, nativeAtomics: false, performanceRank: 0 },
+  ];
+  const { code, text } = await run(probes(machine(), [H200, second, third], links));
+  assert.equal(code, 0);
+  assert.match(text, /^  link +gpu 0 -> gpu 1: peer-to-peer \(performance rank 0, native atomics\)$/m);
+  assert.match(text, /^  link +gpu 0 -> gpu 2: no peer-to-peer \(through host memory\)$/m);
+  assert.match(text, /^warning: GPU 0 -> GPU 2: no peer-to-peer access; NCCL moves that traffic through host memory/m);
+  assert.match(text, /^verdict: ready for GPU training on 3 GPUs/m);
 });

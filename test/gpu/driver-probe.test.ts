@@ -31,6 +31,14 @@ CUresult cuDeviceGetAttribute(int *pi, int attrib, int dev) {
   return 1;
 }
 CUresult cuDeviceGetUuid_v2(unsigned char *u, int dev) { for (int i = 0; i < 16; i++) u[i] = (unsigned char)(i * 17 + dev - 40); return 0; }
+/* Peer access from the H200 (40) to the T4 (41) only; rank 1 that way; atomics nowhere. */
+CUresult cuDeviceGetP2PAttribute(int *v, int attrib, int src, int dst) {
+  if (src == dst || src < 40 || dst < 40) return 1;
+  if (attrib == 1) { *v = src == 40 ? 1 : 0; return 0; }
+  if (attrib == 2) { *v = src == 40 ? 1 : 0; return 0; }
+  if (attrib == 3) { *v = 0; return 0; }
+  return 1;
+}
 CUresult cuGetErrorName(CUresult e, const char **s) {
   if (e == 100) { *s = "CUDA_ERROR_NO_DEVICE"; return 0; }
   if (e == 999) { *s = "CUDA_ERROR_UNKNOWN"; return 0; }
@@ -109,6 +117,11 @@ void test("two GPUs: names, memory, compute capability, SM count and UUID read t
       multiprocessorCount: 40,
       uuid: "GPU-01122334-4556-6778-899a-abbccddeef00",
     },
+  ]);
+  // Peer-to-peer per ordered pair, read with the driver's device handles (not the ordinals).
+  assert.deepEqual(probe.links, [
+    { from: 0, to: 1, peerAccess: true, nativeAtomics: false, performanceRank: 1 },
+    { from: 1, to: 0, peerAccess: false, nativeAtomics: false, performanceRank: 0 },
   ]);
 });
 

@@ -9,6 +9,7 @@ import {
   probeLibraryVersion,
   type DriverProbe,
   type GpuInfo,
+  type GpuLink,
   type LibraryVersionProbe,
   type VersionedLibrary,
 } from "../../gpu/driver-probe.ts";
@@ -38,6 +39,8 @@ export interface DoctorReport {
     libcuda: { found: boolean; path?: string };
     driver?: { ok: boolean; version?: number; versionText?: string; error?: string };
     devices: (GpuInfo & { totalMemoryGiB: number; sm: string })[];
+    /** Peer-to-peer between each ordered pair of GPUs (what NCCL can use without host memory). */
+    links: GpuLink[];
     libraries: { nvrtc: LibraryReport; nvrtcBuiltins: LibraryReport; cublasLt: LibraryReport; nccl: LibraryReport; cudnn: LibraryReport };
     /** The CUDA headers NVRTC compiles tuna's kernels against (cuda_bf16.h); absent when not checked. */
     headers?: { found: boolean; dir?: string; searched: string[] };
@@ -142,6 +145,7 @@ export function collectDoctorReport(probes: DoctorProbes = machineProbes): Docto
     searchPath: found.dirs,
     libcuda: found.cuda.path === undefined ? { found: false } : { found: true, path: found.cuda.path },
     devices: [],
+    links: [],
     libraries: {
       nvrtc: libraryReport(found.nvrtc, "compiles tuna's CUDA kernels (required for GPU training)", "nvrtc", probes),
       nvrtcBuiltins: libraryReport(found.nvrtcBuiltins, "loaded by NVRTC at compile time (required with NVRTC)", undefined, probes),
@@ -165,6 +169,11 @@ export function collectDoctorReport(probes: DoctorProbes = machineProbes): Docto
         totalMemoryGiB: roundGiB(d.totalMemoryBytes),
         sm: `sm_${d.computeCapability.major}${d.computeCapability.minor}`,
       }));
+      gpu.links = probe.links;
+      const isolated = probe.links.filter((l) => !l.peerAccess);
+      if (isolated.length > 0) {
+        warnings.push(`${isolated.map((l) => `GPU ${l.from} -> GPU ${l.to}`).join(", ")}: no peer-to-peer access; NCCL moves that traffic through host memory, so multi-GPU training between them is slower.`);
+      }
     } else {
       gpu.driver.error = probe.error;
     }
@@ -219,6 +228,10 @@ export function formatDoctorReport(report: DoctorReport): string {
     for (const d of gpu.devices) {
       const cc = `${d.computeCapability.major}.${d.computeCapability.minor}`;
       lines.push(`  ${`gpu ${d.index}`.padEnd(10)} ${d.name}, ${d.totalMemoryGiB} GiB, compute capability ${cc} (${d.sm}), ${d.multiprocessorCount} SMs`);
+    }
+    for (const l of gpu.links) {
+      const how = l.peerAccess ? `peer-to-peer (performance rank ${l.performanceRank}${l.nativeAtomics ? ", native atomics" : ""})` : "no peer-to-peer (through host memory)";
+      lines.push(`  ${"link".padEnd(10)} gpu ${l.from} -> gpu ${l.to}: ${how}`);
     }
   }
   const libs = gpu.libraries;
