@@ -33,7 +33,7 @@ export interface DataParallel {
   /** After the optimizer step: every rank gets every updated parameter. */
   shareParameters(params: Tensor): Promise<void>;
   /** This rank's moments (its shard, or the whole buffer when not sharded), for a checkpoint. */
-  localMoments(state: OptimizerState): Promise<LocalMoments>;
+  localMoments(state: OptimizerState, stateBackend?: Backend): Promise<LocalMoments>;
 }
 
 export function createDataParallel(be: Backend, trainable: TrainableBuffers, collective: Collective | undefined, stage: ShardingStage): DataParallel {
@@ -85,10 +85,10 @@ export function createDataParallel(be: Backend, trainable: TrainableBuffers, col
       values.set(all);
       be.upload(params, values);
     },
-    async localMoments(state) {
+    async localMoments(state, stateBackend = be) {
       const hi = Math.min(range.hi, total);
-      const m = (await be.downloadF32(state.m)).subarray(0, hi - range.lo);
-      const v = (await be.downloadF32(state.v)).subarray(0, hi - range.lo);
+      const m = (await stateBackend.downloadF32(state.m)).subarray(0, hi - range.lo);
+      const v = (await stateBackend.downloadF32(state.v)).subarray(0, hi - range.lo);
       return { m, v, lo: range.lo, hi, total };
     },
   };

@@ -52,12 +52,17 @@ export function createOptimizerState(backend: Backend, trainable: TrainableBuffe
 }
 
 /** One AdamW update of the trainable parameters in the state's range at learning rate `lr`. */
-export function optimizerStep(backend: Backend, trainable: TrainableBuffers, state: OptimizerState, lr: number, s: AdamWSettings): void {
+export function optimizerStep(backend: Backend, trainable: Pick<TrainableBuffers, "params" | "grads">, state: OptimizerState, lr: number, s: AdamWSettings): void {
+  adamwOver(backend, trainable.params, trainable.grads, state.range.lo, state, lr, s);
+}
+
+/** AdamW over `params`/`grads` whose element `base` is the state's range.lo (the whole buffer, or a copy of the range). */
+export function adamwOver(backend: Backend, params: Tensor, grads: Tensor, base: number, state: OptimizerState, lr: number, s: AdamWSettings): void {
   state.step += 1;
   for (const g of state.groups) {
-    const flat = (t: Tensor): Tensor => backend.rows(t, state.range.lo + g.offset, g.size);
+    const flat = (t: Tensor): Tensor => backend.rows(t, base + g.offset, g.size);
     const own = (t: Tensor): Tensor => backend.rows(t, g.offset, g.size);
-    backend.adamwUpdate(flat(trainable.params), flat(trainable.grads), own(state.m), own(state.v), {
+    backend.adamwUpdate(flat(params), flat(grads), own(state.m), own(state.v), {
       lr,
       beta1: s.beta1,
       beta2: s.beta2,

@@ -18,6 +18,8 @@ import { TUNA_VERSION } from "../util/version.ts";
 import type { Collective } from "../dist/collective.ts";
 import { joinJob, type JobMembership } from "../dist/job.ts";
 import { collectiveForBackend, requestedTransport } from "../dist/gpu-collective.ts";
+import { createCpuBackend } from "../backend/cpu/index.ts";
+import { optimizerOnDevice, optimizerOnHost, type OptimizerPlacement } from "./offload.ts";
 import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
 import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, saveCheckpointTogether, writeJson } from "./checkpoint.ts";
 import { createMetricsJsonlWriter, metricsJsonlPath } from "./logging/metrics-jsonl.ts";
@@ -200,7 +202,8 @@ async function trainLocked(
   );
   io.err(`device: ${backend.name}`);
   const collective = member === undefined ? undefined : await collectiveForBackend(member.job, member.place, backend, c.ddp_timeout * 1000);
-  const job = collective === undefined || member === undefined ? undefined : { collective, sharding: member.sharding };
+  const optimizer = optimizerPlacement(resolved.launch, backend, io);
+  const job = collective === undefined || member === undefined ? { optimizer } : { collective, sharding: member.sharding, optimizer };
   const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective);
   // On the GPU a bf16 run keeps activations in bf16 as an HF bf16 model does; the CPU reference keeps f32.
   const activationDtype = backend.name === "cuda" && c.bf16 ? "bf16" : "f32";
@@ -267,7 +270,7 @@ async function trainLocked(
         const lead = async (dir: string): Promise<void> => {
           await saveModel(dir);
           await writeJson(join(dir, "training_args.json"), c);
-          await writeTrainerFiles(dir, backend, model.params.trainable, snap, { ...meta, zeroStage: job?.sharding ?? 0 });
+          await writeTrainerFiles(dir, backend, model.params.trainable, snap, { ...meta, zeroStage: job.sharding ?? 0 });
         };
         if (collective === undefined) await saveCheckpointAtomically(outputDir, step, lead);
         else await saveCheckpointTogether(outputDir, step, collective, { everyRank: (dir) => (isShardedSnapshot(snap) ? writeOptimizerShard(dir, model.params.trainable, snap) : Promise.resolve()), lead });
@@ -318,3 +321,22 @@ async function trainLocked(
   return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss, logHistory: result.logHistory };
 }
 
+
+/**
+ * Where AdamW runs: the accelerate file's optimizer offload (DeepSpeed offload_optimizer_device, FSDP CPU
+ * offload) keeps the moments in host memory and runs the update on the CPU; the rest is said, not ignored.
+ */
+function optimizerPlacement(launch: LaunchConfig | undefined, backend: Backend, io: RecipeIO): OptimizerPlacement {
+  const s = launch?.sharding;
+  if (s === undefined || (s.kind !== "zero" && s.kind !== "fsdp")) return optimizerOnDevice(backend);
+  if (s.kind === "zero" && (s.offloadOptimizerDevice === "nvme" || s.offloadParamDevice === "nvme")) {
+    io.err("note: offload to nvme is not implemented; tuna offloads the optimizer to CPU memory instead.");
+  }
+  if (s.offloadParams) {
+    io.err("note: parameter offload: the parameters stay on the device (tuna does not shard or offload them yet); the optimizer state is offloaded to CPU memory.");
+  }
+  if (!s.offloadOptimizer && !s.offloadParams) return optimizerOnDevice(backend);
+  if (backend.name === "cpu") return optimizerOnDevice(backend); // already in host memory
+  io.err("optimizer offload: AdamW moments in CPU memory, the update on the CPU each step.");
+  return optimizerOnHost(backend, createCpuBackend());
+}

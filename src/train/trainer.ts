@@ -8,7 +8,8 @@ import type { PackedSequence } from "../data/types.ts";
 import type { TrainingModel } from "../model/types.ts";
 import { TunaError } from "../util/errors.ts";
 import { createRng, type Rng } from "../util/random.ts";
-import { createOptimizerState, optimizerStep, type AdamWSettings, type OptimizerState } from "./optimizer.ts";
+import type { AdamWSettings, OptimizerState } from "./optimizer.ts";
+import { optimizerOnDevice, type OptimizerPlacement } from "./offload.ts";
 import { createDataParallel, type LocalMoments, type ShardingStage } from "./data-parallel.ts";
 import { learningRate, type ScheduleOptions } from "./schedule.ts";
 
@@ -61,6 +62,8 @@ export interface TrainerHooks {
   collective?: Collective;
   /** With a collective: 0 = DDP, 1 = ZeRO-1 (optimizer state sharded), 2 = ZeRO-2 (gradients too). */
   sharding?: ShardingStage;
+  /** Where AdamW runs and keeps its moments: the device (default) or host memory (offload_optimizer_device). */
+  optimizer?: OptimizerPlacement;
 }
 
 /** Everything needed to continue exactly where a run stopped. */
@@ -163,7 +166,8 @@ export async function train(
   const evalEvery = every(s.eval.steps);
   const saveEvery = every(s.save.steps);
   const parallel = createDataParallel(be, trainable, collective, hooks.sharding ?? 0);
-  const optimizer = createOptimizerState(be, trainable, parallel.range);
+  const placement = hooks.optimizer ?? optimizerOnDevice(be);
+  const optimizer = placement.createState(trainable, parallel.range);
   let neftuneRng: Rng = createRng(s.seed + 7919);
   let globalStep = 0;
   let totalLoss = 0;
@@ -173,8 +177,8 @@ export async function train(
     // Resume hands every rank the whole buffer's moments (assembled from any number of shards): each takes
     // its own range, so any world size resumes any checkpoint.
     const { lo, hi } = parallel.range;
-    be.upload(optimizer.m, resume.m.subarray(Math.min(lo, resume.m.length), Math.min(hi, resume.m.length)));
-    be.upload(optimizer.v, resume.v.subarray(Math.min(lo, resume.v.length), Math.min(hi, resume.v.length)));
+    placement.backend.upload(optimizer.m, resume.m.subarray(Math.min(lo, resume.m.length), Math.min(hi, resume.m.length)));
+    placement.backend.upload(optimizer.v, resume.v.subarray(Math.min(lo, resume.v.length), Math.min(hi, resume.v.length)));
     optimizer.step = resume.optimizerStep;
     model.dropoutRng = createRng(0, resume.dropoutRng);
     neftuneRng = createRng(0, resume.neftuneRng);
@@ -197,7 +201,7 @@ export async function train(
     maxSteps,
     logHistory,
     optimizer,
-    moments: await parallel.localMoments(optimizer),
+    moments: await parallel.localMoments(optimizer, placement.backend),
     worldSize: collective?.worldSize ?? 1,
     rank: collective?.rank ?? 0,
     dropoutRng: model.dropoutRng.state(),
@@ -290,7 +294,7 @@ export async function train(
         continue;
       }
       lastLr = learningRate(globalStep, schedule);
-      optimizerStep(be, trainable, optimizer, lastLr, s.adamw);
+      await placement.step(trainable, optimizer, lastLr, s.adamw);
       await parallel.shareParameters(trainable.params);
       be.fill(trainable.grads, 0);
       globalStep++;

@@ -312,3 +312,14 @@ void test("Ctrl-C on a job of 2 ranks (ZeRO-1): the ranks finish the same step, 
   assert.equal(resumed.status, 0, resumed.stderr);
   assert.match(resumed.stderr, new RegExp(`resuming from .*checkpoint-${step} \\(step ${step}\\)`));
 });
+
+void test("DeepSpeed offload settings are said, not ignored: nvme falls back to CPU memory, parameter offload keeps parameters on the device", { timeout: 120_000 }, async () => {
+  const { writeFile } = await import("node:fs/promises");
+  const config = join(tmp, "offload-nvme.yaml");
+  await writeFile(config, "compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 2\n  offload_optimizer_device: nvme\n  offload_param_device: cpu\nnum_processes: 1\n");
+  const out = join(tmp, "offload-nvme");
+  const r = spawnSync(process.execPath, ["bin/tuna.js", "train", "--config_file", config, ...flags(out, 1), "--max_steps", "1"], { cwd: root, encoding: "utf8", timeout: 100_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /note: offload to nvme is not implemented; tuna offloads the optimizer to CPU memory instead/);
+  assert.match(r.stderr, /note: parameter offload: the parameters stay on the device/);
+});

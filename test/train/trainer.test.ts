@@ -133,3 +133,50 @@ test("a NaN loss stops with the step and its source rows, or is skipped by optio
   });
   assert.ok(skipped.length > 0);
 });
+
+test("optimizer offload: moments in another backend's memory (the host), the same steps bit for bit; its moments are what a checkpoint saves", async () => {
+  const { createCpuBackend } = await import("../../src/backend/cpu/index.ts");
+  const { optimizerOnHost } = await import("../../src/train/offload.ts");
+  const a = await freshModel();
+  const data = { train: sequences(a.V, 8, 1) };
+  const snaps: number[][] = [];
+  const saveA = (_step: number, snap: { moments: { m: Float32Array } }): Promise<void> => {
+    snaps.push([...snap.moments.m.subarray(0, 8)]);
+    return Promise.resolve();
+  };
+  const s = settings({ numTrainEpochs: 3, save: { strategy: "steps", steps: 3 } });
+  const r1 = await train(asTrainingModel(a.model), data, s, { onLog: () => undefined, saveCheckpoint: saveA });
+  const b = await freshModel();
+  const cpu = createCpuBackend();
+  let hostUpdates = 0;
+  const host = new Proxy(cpu, {
+    get(target, key) {
+      if (key === "adamwUpdate") {
+        return (...args: Parameters<typeof cpu.adamwUpdate>) => {
+          hostUpdates++;
+          target.adamwUpdate(...args);
+        };
+      }
+      const value: unknown = Reflect.get(target, key);
+      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  const placement = optimizerOnHost(b.model.backend, host);
+  const offloadedSnaps: number[][] = [];
+  const r2 = await train(asTrainingModel(b.model), data, s, {
+    onLog: () => undefined,
+    saveCheckpoint: (_step, snap) => {
+      offloadedSnaps.push([...snap.moments.m.subarray(0, 8)]);
+      return Promise.resolve();
+    },
+    optimizer: placement,
+  });
+  assert.deepEqual(losses(r2.logHistory), losses(r1.logHistory));
+  const pa = await a.model.backend.downloadF32(a.model.params.trainable.params);
+  const pb = await b.model.backend.downloadF32(b.model.params.trainable.params);
+  assert.deepEqual(pb, pa, "the same parameters after the run");
+  assert.ok(snaps.length >= 2);
+  assert.deepEqual(offloadedSnaps, snaps, "the checkpoint's moments come from the host backend");
+  assert.ok(snaps.at(-1)!.some((x) => x !== 0), "moments were written");
+  assert.ok(hostUpdates >= r2.globalStep, `AdamW ran on the host backend (${hostUpdates} updates)`);
+});
