@@ -17,7 +17,53 @@ function heads(backend: Backend, t: Tensor, n: number, D: number): Tensor {
   return backend.view(t, [t.shape[0]!, n, D]);
 }
 
-/** out (N, C) = block(x (N, C)); fills the block's slots. out may not alias x. */
+/**
+ * The attention step of a block: q and k after RoPE, v, and the output att as (tokens, heads, D) views.
+ * Training attends within each packed sequence; decoding attends to the KV cache (decode.ts).
+ */
+export type Attend = (att: Tensor, q: Tensor, k: Tensor, v: Tensor) => void;
+
+/** What the forward writes. Training keeps every slot for the backward; decoding may alias ln1/ln2 and rstd1/rstd2. */
+export type BlockForwardSlots = Omit<BlockSlots, "lse">;
+
+/**
+ * out (N, C) = block(x (N, C)) with the given attention step, filling `s`; out may not alias x. The one
+ * block implementation: training (blockForward below) and KV-cache decoding both run it.
+ */
+export function blockForwardWith(
+  backend: Backend,
+  cfg: ModelConfig,
+  layer: LayerParams,
+  s: BlockForwardSlots,
+  x: Tensor,
+  out: Tensor,
+  rope: { positions: Tensor; invFreq: Tensor },
+  attend: Attend,
+  scratch: LinearScratch,
+  rng: Rng | null,
+): void {
+  const { numHeads: H, numKvHeads: KV, headDim: D } = cfg;
+  const p = layer.proj;
+  backend.rmsnormForward(s.ln1, s.rstd1, x, layer.inputNorm, cfg.rmsNormEps);
+  linearForward(backend, p.q_proj, s.q, s.ln1, s.lora.q_proj, scratch, rng);
+  linearForward(backend, p.k_proj, s.k, s.ln1, s.lora.k_proj, scratch, rng);
+  linearForward(backend, p.v_proj, s.v, s.ln1, s.lora.v_proj, scratch, rng);
+  const q = heads(backend, s.q, H, D);
+  const k = heads(backend, s.k, KV, D);
+  backend.ropeForward(q, rope.positions, rope.invFreq);
+  backend.ropeForward(k, rope.positions, rope.invFreq);
+  attend(heads(backend, s.att, H, D), q, k, heads(backend, s.v, KV, D));
+  linearForward(backend, p.o_proj, s.x2, s.att, s.lora.o_proj, scratch, rng);
+  backend.add(s.x2, s.x2, x);
+  backend.rmsnormForward(s.ln2, s.rstd2, s.x2, layer.postNorm, cfg.rmsNormEps);
+  linearForward(backend, p.gate_proj, s.gate, s.ln2, s.lora.gate_proj, scratch, rng);
+  linearForward(backend, p.up_proj, s.up, s.ln2, s.lora.up_proj, scratch, rng);
+  backend.swigluForward(s.h, s.gate, s.up);
+  linearForward(backend, p.down_proj, out, s.h, s.lora.down_proj, scratch, rng);
+  backend.add(out, out, s.x2);
+}
+
+/** The training forward: attention within each packed sequence, its log-sum-exp kept for the backward. */
 export function blockForward(
   backend: Backend,
   cfg: ModelConfig,
@@ -29,31 +75,10 @@ export function blockForward(
   scratch: LinearScratch,
   rng: Rng | null,
 ): void {
-  const { numHeads: H, numKvHeads: KV, headDim: D } = cfg;
-  const p = layer.proj;
-  backend.rmsnormForward(s.ln1, s.rstd1, x, layer.inputNorm, cfg.rmsNormEps);
-  linearForward(backend, p.q_proj, s.q, s.ln1, s.lora.q_proj, scratch, rng);
-  linearForward(backend, p.k_proj, s.k, s.ln1, s.lora.k_proj, scratch, rng);
-  linearForward(backend, p.v_proj, s.v, s.ln1, s.lora.v_proj, scratch, rng);
-  backend.ropeForward(heads(backend, s.q, H, D), seq.positions, seq.invFreq);
-  backend.ropeForward(heads(backend, s.k, KV, D), seq.positions, seq.invFreq);
-  backend.attentionForward(
-    heads(backend, s.att, H, D),
-    s.lse,
-    heads(backend, s.q, H, D),
-    heads(backend, s.k, KV, D),
-    heads(backend, s.v, KV, D),
-    seq.cuSeqlens,
-    1 / Math.sqrt(D),
-  );
-  linearForward(backend, p.o_proj, s.x2, s.att, s.lora.o_proj, scratch, rng);
-  backend.add(s.x2, s.x2, x);
-  backend.rmsnormForward(s.ln2, s.rstd2, s.x2, layer.postNorm, cfg.rmsNormEps);
-  linearForward(backend, p.gate_proj, s.gate, s.ln2, s.lora.gate_proj, scratch, rng);
-  linearForward(backend, p.up_proj, s.up, s.ln2, s.lora.up_proj, scratch, rng);
-  backend.swigluForward(s.h, s.gate, s.up);
-  linearForward(backend, p.down_proj, out, s.h, s.lora.down_proj, scratch, rng);
-  backend.add(out, out, s.x2);
+  const scale = 1 / Math.sqrt(cfg.headDim);
+  blockForwardWith(backend, cfg, layer, s, x, out, seq, (att, q, k, v) => {
+    backend.attentionForward(att, s.lse, q, k, v, seq.cuSeqlens, scale);
+  }, scratch, rng);
 }
 
 export interface BlockGradients extends LinearBackwardScratch {

@@ -5,9 +5,10 @@ import { TunaError } from "../../util/errors.ts";
 import type { ModelConfig } from "../../hf/config.ts";
 import { PROJECTIONS, type Projection } from "../../hf/weights.ts";
 import type { LoraSlots } from "./activations.ts";
-import { linearForward, type LinearScratch } from "./linear.ts";
+import { blockForwardWith } from "./block.ts";
+import type { LinearScratch } from "./linear.ts";
 import type { LlamaModel } from "./model.ts";
-import type { LayerParams, LlamaParams } from "./params.ts";
+import type { LlamaParams } from "./params.ts";
 
 /** Keys and values of the tokens seen so far, one (Tmax, KV, D) pair per layer, rows 0..length-1 in use. */
 export interface KvCache {
@@ -159,10 +160,6 @@ export async function decodeForward(decoder: Decoder, ids: readonly number[]): P
       gate: take(buf.gate),
       up: take(buf.up),
       h: take(buf.h),
-      qHeads: take(buf.q, [Q, cfg.numHeads, cfg.headDim]),
-      kHeads: take(buf.k, [Q, cfg.numKvHeads, cfg.headDim]),
-      vHeads: take(buf.v, [Q, cfg.numKvHeads, cfg.headDim]),
-      attHeads: take(buf.att, [Q, cfg.numHeads, cfg.headDim]),
       positions,
       invFreq: model.invFreq,
     };
@@ -180,13 +177,30 @@ export async function decodeForward(decoder: Decoder, ids: readonly number[]): P
       });
     }
     const scratch: LinearScratch = { dequant: model.dequantScratch };
+    const attentionScale = 1 / Math.sqrt(cfg.headDim);
     for (let l = 0; l < cfg.numLayers; l++) {
       const cached = {
         keys: be.rows(cache.keys[l]!, past, Q),
         values: be.rows(cache.values[l]!, past, Q),
       };
       views.push(cached.keys, cached.values);
-      decodeBlock(be, cfg, params.layers[l]!, step, lora, xs[l % 2]!, xs[(l + 1) % 2]!, cache.keys[l]!, cache.values[l]!, cached, past, scratch);
+      const layer = params.layers[l]!;
+      const kCache = cache.keys[l]!;
+      const vCache = cache.values[l]!;
+      // The training block, attending to the cache: this step's keys and values go into their cache rows first.
+      const slots = {
+        ...step,
+        ln1: step.ln,
+        rstd1: step.rstd,
+        ln2: step.ln,
+        rstd2: step.rstd,
+        lora: Object.fromEntries(PROJECTIONS.filter((p) => layer.proj[p].lora !== null && lora[p] !== undefined).map((p) => [p, lora[p]!])),
+      };
+      blockForwardWith(be, cfg, layer, slots, xs[l % 2]!, xs[(l + 1) % 2]!, step, (att, q, k, v) => {
+        be.copy(cached.keys, k);
+        be.copy(cached.values, v);
+        be.attentionDecode(att, q, kCache, vCache, past, attentionScale);
+      }, scratch, null);
     }
     const last = be.rows(xs[cfg.numLayers % 2]!, Q - 1, 1);
     views.push(last);
@@ -213,48 +227,8 @@ interface StepViews {
   gate: Tensor;
   up: Tensor;
   h: Tensor;
-  qHeads: Tensor; // (Q, H, D) view of q
-  kHeads: Tensor; // (Q, KV, D) view of k
-  vHeads: Tensor; // (Q, KV, D) view of v
-  attHeads: Tensor; // (Q, H, D) view of att
   positions: Tensor; // i32 (Q) absolute positions past..past+Q-1
   invFreq: Tensor; // f32 (D/2)
-}
-
-/** out (Q, C) = block(x (Q, C)) with the block's keys/values for these tokens written into its cache rows. */
-function decodeBlock(
-  be: Backend,
-  cfg: ModelConfig,
-  layer: LayerParams,
-  s: StepViews,
-  lora: Partial<Record<Projection, LoraSlots>>,
-  x: Tensor,
-  out: Tensor,
-  kCache: Tensor,
-  vCache: Tensor,
-  cached: { keys: Tensor; values: Tensor },
-  past: number,
-  scratch: LinearScratch,
-): void {
-  const p = layer.proj;
-  const slots = (proj: Projection): LoraSlots | undefined => (p[proj].lora === null ? undefined : lora[proj]);
-  be.rmsnormForward(s.ln, s.rstd, x, layer.inputNorm, cfg.rmsNormEps);
-  linearForward(be, p.q_proj, s.q, s.ln, slots("q_proj"), scratch, null);
-  linearForward(be, p.k_proj, s.k, s.ln, slots("k_proj"), scratch, null);
-  linearForward(be, p.v_proj, s.v, s.ln, slots("v_proj"), scratch, null);
-  be.ropeForward(s.qHeads, s.positions, s.invFreq);
-  be.ropeForward(s.kHeads, s.positions, s.invFreq);
-  be.copy(cached.keys, s.kHeads);
-  be.copy(cached.values, s.vHeads);
-  be.attentionDecode(s.attHeads, s.qHeads, kCache, vCache, past, 1 / Math.sqrt(cfg.headDim));
-  linearForward(be, p.o_proj, s.x2, s.att, slots("o_proj"), scratch, null);
-  be.add(s.x2, s.x2, x);
-  be.rmsnormForward(s.ln, s.rstd, s.x2, layer.postNorm, cfg.rmsNormEps);
-  linearForward(be, p.gate_proj, s.gate, s.ln, slots("gate_proj"), scratch, null);
-  linearForward(be, p.up_proj, s.up, s.ln, slots("up_proj"), scratch, null);
-  be.swigluForward(s.h, s.gate, s.up);
-  linearForward(be, p.down_proj, out, s.h, slots("down_proj"), scratch, null);
-  be.add(out, out, s.x2);
 }
 
 /**
