@@ -64,18 +64,24 @@ export async function joinRendezvous(place: ProcessPlace, options: RendezvousOpt
   const prefix = `tuna/attempt_${place.restartCount}/`;
   const key = (name: string): string => prefix + name;
   const myHost = hostname();
-  await store.set(key(`rank/${place.rank}`), JSON.stringify({ host: myHost, pid: process.pid }));
   const known = new Map<number, string>([[place.rank, `rank ${place.rank} on ${myHost} (pid ${process.pid})`]]);
-  // Rank 0 learns everyone's host once, for messages (a bounded wait: a missing rank is named).
-  if (place.rank === 0 && place.worldSize > 1) {
-    const others = Array.from({ length: place.worldSize - 1 }, (_, i) => i + 1);
-    const values = await store.multiGet(others.map((r) => key(`rank/${r}`))).catch((e: unknown) => {
-      throw new TunaError("DIST", `rendezvous at ${host}:${port}: not every rank of ${place.worldSize} joined within ${options.timeoutMs / 1000} s.`, { cause: e });
-    });
-    values.forEach((v, i) => {
-      const info = JSON.parse(v.toString("utf8")) as { host: string; pid: number };
-      known.set(others[i]!, `rank ${others[i]!} on ${info.host} (pid ${info.pid})`);
-    });
+  try {
+    await store.set(key(`rank/${place.rank}`), JSON.stringify({ host: myHost, pid: process.pid }));
+    // Rank 0 learns everyone's host once, for messages (a bounded wait: a missing rank is named).
+    if (place.rank === 0 && place.worldSize > 1) {
+      const others = Array.from({ length: place.worldSize - 1 }, (_, i) => i + 1);
+      const values = await store.multiGet(others.map((r) => key(`rank/${r}`))).catch((e: unknown) => {
+        throw new TunaError("DIST", `rendezvous at ${host}:${port}: not every rank of ${place.worldSize} joined within ${options.timeoutMs / 1000} s.`, { cause: e });
+      });
+      values.forEach((v, i) => {
+        const info = JSON.parse(v.toString("utf8")) as { host: string; pid: number };
+        known.set(others[i]!, `rank ${others[i]!} on ${info.host} (pid ${info.pid})`);
+      });
+    }
+  } catch (e) {
+    store.close();
+    await server?.close();
+    throw e;
   }
   return {
     store,
