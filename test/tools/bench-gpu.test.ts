@@ -211,6 +211,8 @@ void test("comparison, markdown table and targets", () => {
     steps: 8,
     trainableParams: 1,
     loadSeconds: 1,
+    worldSize: 1,
+    commShare: null,
     stepMs: [250],
     medianStepMs: 250,
     tokensPerSecond: 8192,
@@ -233,4 +235,28 @@ void test("comparison, markdown table and targets", () => {
   const slow = targetLines(compare([{ ...base, tokensPerSecond: 6000, memory: { peakInUse: 9, peakReserved: 9.5, afterLoadInUse: 4 } }], peer));
   assert.match(slow[0]!, /NOT MET$/);
   assert.match(slow[1]!, /NOT MET$/);
+});
+
+void test("--nproc 2 on the CPU: two ranks all-reduce gradients each step; tokens/s per rank, scaling against the 1-rank run of the same call, and the all-reduce's share are reported", { timeout: 180_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), "tuna-bench-nproc-"));
+  try {
+    const json = join(dir, "bench.json");
+    const r = spawnSync(
+      process.execPath,
+      ["--import", "tsx", "tools/bench/gpu.ts", "--device", "cpu", "--models", "tiny", "--modes", "lora", "--gc", "on", "--seq", "32", "--steps", "2", "--warmup", "1", "--nproc", "2", "--peer", "none", "--profile", "off", "--threads", "1", "--json", json],
+      { cwd: new URL("../..", import.meta.url).pathname, encoding: "utf8", timeout: 170_000 },
+    );
+    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /tiny lora gc on seq 32 mbs 1 on 2 ranks: \d+ tokens\/s in all, \d+ per rank; scaling efficiency [\d.]+% of 1 rank \(\d+ tokens\/s\); gradient all-reduce [\d.]+% of the step/);
+    const { readFile } = await import("node:fs/promises");
+    const out = JSON.parse(await readFile(json, "utf8")) as { results: BenchResult[]; parallelResults: BenchResult[] };
+    assert.equal(out.results.length, 1);
+    assert.equal(out.parallelResults.length, 1);
+    const p = out.parallelResults[0]!;
+    assert.equal(p.worldSize, 2);
+    assert.ok(p.commShare !== null && p.commShare > 0 && p.commShare < 1, String(p.commShare));
+    assert.ok(Number.isFinite(p.loss) && p.loss > 0);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

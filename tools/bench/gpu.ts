@@ -12,6 +12,7 @@ import { runPeer, type PeerPlanEntry, type PeerRun } from "./gpu/peer.ts";
 import { compare, configName, markdownTable, summaryLines, targetLines } from "./gpu/report.ts";
 import { runBenchGroup, type BenchResult } from "./gpu/run.ts";
 import { createSyntheticPools } from "./gpu/synthetic-weights.ts";
+import { dataParallelWorker, runDataParallelGroup, scalingLines } from "./gpu/data-parallel.ts";
 
 const USAGE = `usage: node dist/bench-gpu.mjs [options]   (npm run bench -- [options])
   --device cuda|cpu          backend (default cuda)
@@ -25,7 +26,10 @@ const USAGE = `usage: node dist/bench-gpu.mjs [options]   (npm run bench -- [opt
   --json PATH                write every result as JSON
   --profile on|off           time one extra step op by op (default on)
   --seed N --pool-mib N --threads N   random seed, random weight pool size, CPU threads
-  --lora-dropout P                    LoRA dropout (default 0, as the peer; the seed workflow uses 0.1)`;
+  --lora-dropout P                    LoRA dropout (default 0, as the peer; the seed workflow uses 0.1)
+  --nproc N                  also run each configuration on N ranks (one GPU each; N processes on the CPU) that
+                             all-reduce gradients every step, and report tokens/s per rank, scaling efficiency
+                             against the 1-rank run of this call, and the all-reduce's share of the step`;
 
 function fail(message: string): never {
   console.error(`${message}\n\n${USAGE}`);
@@ -62,6 +66,8 @@ const { values } = parseArgs({
     "pool-mib": { type: "string", default: "64" },
     "lora-dropout": { type: "string", default: "0" },
     threads: { type: "string" },
+    nproc: { type: "string", default: "1" },
+    worker: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
 });
@@ -86,6 +92,7 @@ const poolMiB = positiveInt(values["pool-mib"], "--pool-mib");
 const loraDropout = Number(values["lora-dropout"]);
 if (!(loraDropout >= 0 && loraDropout < 1)) fail(`--lora-dropout must be in [0, 1), got ${values["lora-dropout"]}`);
 const threads = values.threads === undefined ? undefined : positiveInt(values.threads, "--threads");
+const nproc = positiveInt(values.nproc, "--nproc");
 
 const root = packageRoot(import.meta.url);
 const peerPath = values.peer === "none" ? null : resolve(values.peer ?? join(root, "..", "shared", "bench", "hf_baseline.py"));
@@ -99,6 +106,13 @@ const t0 = performance.now();
 const pools = createSyntheticPools(poolMiB * 2 ** 20, seed);
 console.log(`random weight pools: 2 x ${poolMiB} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
+if (values.worker) {
+  // A rank of --nproc (started by runDataParallelGroup with one model and mode).
+  const model = models[0]!;
+  const mode = modes[0]!;
+  process.exit(await dataParallelWorker(deviceKind, pools, { model, mode, configJson: benchConfigJson(model, mode), gcs, seq, mbs, warmup, steps, profile: false, seed, loraDropout }, threads));
+}
+
 function openDevice(): BenchDevice {
   try {
     return openBenchDevice(deviceKind, threads);
@@ -109,6 +123,7 @@ function openDevice(): BenchDevice {
 }
 
 const results: BenchResult[] = [];
+const parallelResults: BenchResult[] = [];
 let deviceName = "";
 let peer: PeerRun = { skipped: "--peer none", results: [], errors: [] };
 
@@ -123,6 +138,7 @@ async function writeJson(done: boolean): Promise<void> {
     node: process.version,
     argv: process.argv.slice(2),
     results,
+    parallelResults,
     peer,
     comparisons: rows.map((c) => ({ config: configName(c.result), speedRatio: c.speedRatio, memoryRatio: c.memoryRatio, peer: c.peer ?? null })),
     targets: targetLines(rows),
@@ -150,6 +166,16 @@ for (const model of models) {
         console.log(`releasing the ${deviceKind} backend failed: ${errorMessage(e)}`);
       }
     }
+    if (nproc > 1) {
+      // The device is released above, so rank 0 can take GPU 0.
+      console.log(`\n== ${model} ${mode} on ${nproc} ranks (data parallel, gradients all-reduced every step)`);
+      const args = process.argv.slice(2).filter((a, i, all) => !["--models", "--modes"].includes(a) && !["--models", "--modes"].includes(all[i - 1] ?? ""));
+      parallelResults.push(
+        ...(await runDataParallelGroup(process.argv[1]!, [...args, "--models", model, "--modes", mode], nproc, (line) => {
+          console.log(line);
+        })),
+      );
+    }
     await writeJson(false);
   }
 }
@@ -175,8 +201,13 @@ for (const e of peer.errors) console.log(`peer error${e.plan === null ? "" : ` (
 const rows = compare(results, peer.results);
 console.log(`\n== summary (${deviceName}; peer: transformers + PEFT bf16 LoRA, no bitsandbytes there, so QLoRA rows compare against bf16 LoRA)`);
 for (const line of [...summaryLines(rows), ...targetLines(rows)]) console.log(line);
+if (nproc > 1) {
+  console.log(`\n== ${nproc} ranks against 1 (same call; peer for several GPUs: not run by this benchmark yet)`);
+  for (const line of scalingLines(results, parallelResults)) console.log(line);
+  if (parallelResults.length === 0) console.log("no data-parallel result: see the rank errors above");
+}
 console.log(`\nfor docs/perf-log.md (${new Date().toISOString().slice(0, 10)}, ${deviceName}, ${warmup} warm-up + median of ${steps} steps):\n`);
 for (const line of markdownTable(rows)) console.log(line);
 
 await writeJson(true);
-if (results.some((r) => r.error !== undefined)) process.exit(1);
+if ([...results, ...parallelResults].some((r) => r.error !== undefined) || (nproc > 1 && parallelResults.length === 0)) process.exit(1);

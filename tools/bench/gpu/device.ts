@@ -27,9 +27,9 @@ export interface BenchDevice {
   dispose(): void;
 }
 
-export function openBenchDevice(kind: BenchDeviceKind, cpuThreads?: number): BenchDevice {
+export function openBenchDevice(kind: BenchDeviceKind, cpuThreads?: number, gpuIndex = 0): BenchDevice {
   if (kind === "cuda") {
-    const be = createCudaBackend();
+    const be = createCudaBackend({ index: gpuIndex });
     const dev = be.device;
     return {
       kind,

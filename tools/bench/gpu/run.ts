@@ -12,6 +12,8 @@ import { loadLlamaParams } from "../../../src/model/llama/load.ts";
 import { backward, createLlamaModel, forward, freeBatch, freeLlamaModel, uploadBatch, type LlamaModel } from "../../../src/model/llama/model.ts";
 import type { LlamaParams } from "../../../src/model/llama/params.ts";
 import { clipGradients, createOptimizerState, optimizerStep, type AdamWSettings, type OptimizerState } from "../../../src/train/optimizer.ts";
+import { createDataParallel } from "../../../src/train/data-parallel.ts";
+import type { Collective } from "../../../src/dist/collective.ts";
 import { errorMessage } from "../../../src/util/errors.ts";
 import { createRng } from "../../../src/util/random.ts";
 import { GIB, type BenchDevice } from "./device.ts";
@@ -41,6 +43,8 @@ export interface GroupOptions {
   seed: number;
   /** LoRA dropout (the peer runs 0; the seed workflow 0.1). Default 0. */
   loraDropout?: number;
+  /** Data parallel: this process is one rank; each step's gradients are all-reduced as the trainer does (DDP). */
+  collective?: Collective;
 }
 
 export interface BenchMemoryGiB {
@@ -72,6 +76,10 @@ export interface BenchResult {
   loss: number;
   memory: BenchMemoryGiB | null;
   breakdown: Breakdown | null;
+  /** Ranks that took each step together (1 without --nproc). */
+  worldSize: number;
+  /** Share of the median step spent in the gradient all-reduce (data parallel), else null. */
+  commShare: number | null;
   /** Set when the configuration failed; the numbers are then NaN. */
   error?: string;
 }
@@ -84,7 +92,7 @@ export function randomBatch(vocabSize: number, seq: number, mbs: number, seed: n
 }
 
 /** One optimizer step as the trainer runs it with gradient accumulation 1; returns the mean token loss. */
-export async function trainStep(model: LlamaModel, batch: Batch, optimizer: OptimizerState, marks?: (phase: "forward" | "backward") => void): Promise<number> {
+export async function trainStep(model: LlamaModel, batch: Batch, optimizer: OptimizerState, marks?: (phase: "forward" | "backward") => void, reduce?: () => Promise<void>): Promise<number> {
   const be = model.backend;
   const trainable = model.params.trainable;
   be.fill(trainable.grads, 0);
@@ -94,6 +102,9 @@ export async function trainStep(model: LlamaModel, batch: Batch, optimizer: Opti
   backward(model, device, 1 / r.tokens);
   freeBatch(model, device);
   marks?.("backward");
+  // Data parallel: every rank's batch has the same token count here, so the mean of the ranks' mean-loss
+  // gradients is the sum scaled by 1 / W (the trainer normalises by the global token count instead).
+  if (reduce !== undefined) await reduce();
   await clipGradients(be, trainable.grads, MAX_GRAD_NORM);
   optimizerStep(be, trainable, optimizer, LR, ADAMW);
   return r.lossSum / r.tokens;
@@ -156,26 +167,44 @@ async function measure(device: BenchDevice, loaded: Loaded, gc: boolean, batch: 
   be.upload(params.trainable.params, loaded.initial);
   const model = createLlamaModel(be, params, { checkpointing: gc, seed: o.seed, activationDtype: "bf16" });
   const optimizer = createOptimizerState(be, params.trainable);
+  const world = o.collective?.worldSize ?? 1;
+  const parallel = o.collective === undefined ? undefined : createDataParallel(be, params.trainable, o.collective, 0);
+  let commMs = 0;
+  const reduce =
+    parallel === undefined
+      ? undefined
+      : async (): Promise<void> => {
+          device.synchronize();
+          const t0 = performance.now();
+          be.scale(params.trainable.grads, 1 / world);
+          await parallel.reduceGradients(params.trainable.grads);
+          device.synchronize();
+          commMs += performance.now() - t0;
+        };
   try {
-    for (let i = 0; i < o.warmup; i++) await trainStep(model, batch, optimizer);
+    for (let i = 0; i < o.warmup; i++) await trainStep(model, batch, optimizer, undefined, reduce);
     device.synchronize();
     device.resetPeak();
     const stepMs: number[] = [];
+    const commPerStep: number[] = [];
     let loss = NaN;
     for (let i = 0; i < o.steps; i++) {
       device.synchronize();
       const t0 = performance.now();
-      loss = await trainStep(model, batch, optimizer);
+      commMs = 0;
+      loss = await trainStep(model, batch, optimizer, undefined, reduce);
       device.synchronize();
       stepMs.push(performance.now() - t0);
+      commPerStep.push(commMs);
     }
     const mem = device.memory();
     const breakdown = o.profile ? await profiledStep(device, model, batch, optimizer) : null;
     const medianStepMs = medianOf(stepMs);
-    const tokens = o.seq * o.mbs;
+    const tokens = o.seq * o.mbs * world;
     const tokensPerSecond = tokens / (medianStepMs / 1000);
     return {
       ...header(device, o, gc, loaded),
+      commShare: parallel === undefined ? null : medianOf(commPerStep) / medianStepMs,
       stepMs,
       medianStepMs,
       tokensPerSecond,
@@ -203,11 +232,12 @@ function header(device: BenchDevice, o: GroupOptions, gc: boolean, loaded: Loade
     steps: o.steps,
     trainableParams: loaded?.params.trainable.total ?? NaN,
     loadSeconds: loaded?.loadSeconds ?? NaN,
+    worldSize: o.collective?.worldSize ?? 1,
   };
 }
 
 function failed(device: BenchDevice, o: GroupOptions, gc: boolean, loaded: Loaded | null, e: unknown): BenchResult {
-  return { ...header(device, o, gc, loaded), stepMs: [], medianStepMs: NaN, tokensPerSecond: NaN, tflops: NaN, loss: NaN, memory: null, breakdown: null, error: errorMessage(e) };
+  return { ...header(device, o, gc, loaded), stepMs: [], medianStepMs: NaN, tokensPerSecond: NaN, tflops: NaN, loss: NaN, memory: null, breakdown: null, commShare: null, error: errorMessage(e) };
 }
 
 /**
