@@ -126,6 +126,7 @@ const results: BenchResult[] = [];
 const parallelResults: BenchResult[] = [];
 let deviceName = "";
 let peer: PeerRun = { skipped: "--peer none", results: [], errors: [] };
+let parallelPeer: PeerRun = { skipped: nproc === 1 ? "--nproc 1" : deviceKind !== "cuda" ? "tuna ran on the CPU; the peer runs on CUDA only" : "--peer none", results: [], errors: [] };
 
 /** Writes --json after every group too, so a run cut short (time limit, crash) still leaves its results. */
 async function writeJson(done: boolean): Promise<void> {
@@ -140,6 +141,7 @@ async function writeJson(done: boolean): Promise<void> {
     results,
     parallelResults,
     peer,
+    parallelPeer,
     comparisons: rows.map((c) => ({ config: configName(c.result), speedRatio: c.speedRatio, memoryRatio: c.memoryRatio, peer: c.peer ?? null })),
     targets: targetLines(rows),
   };
@@ -195,6 +197,18 @@ if (peerPath !== null) {
     });
   }
 }
+// The peer on N GPUs: transformers + PEFT under torchrun with DDP (tools/bench/peer_ddp.py), same shapes.
+if (nproc > 1 && peerPath !== null && deviceKind === "cuda") {
+  const plan: PeerPlanEntry[] = [];
+  for (const model of models) {
+    const name = benchModel(model).peer;
+    if (name !== null) for (const gc of gcs) plan.push({ name, seq, mbs, gc, steps, warm: warmup });
+  }
+  console.log(`\n== peer on ${nproc} GPUs: torchrun tools/bench/peer_ddp.py (${plan.length} configurations)`);
+  parallelPeer = await runPeer(join(root, "tools", "bench", "peer_ddp.py"), plan, (line) => {
+    console.log(line);
+  }, (planJson) => ["-m", "torch.distributed.run", "--nproc_per_node", String(nproc), join(root, "tools", "bench", "peer_ddp.py"), planJson, peerPath]);
+}
 if (peer.skipped !== null) console.log(`\npeer skipped: ${peer.skipped}`);
 for (const e of peer.errors) console.log(`peer error${e.plan === null ? "" : ` (${JSON.stringify(e.plan)})`}: ${e.error}`);
 
@@ -202,8 +216,15 @@ const rows = compare(results, peer.results);
 console.log(`\n== summary (${deviceName}; peer: transformers + PEFT bf16 LoRA, no bitsandbytes there, so QLoRA rows compare against bf16 LoRA)`);
 for (const line of [...summaryLines(rows), ...targetLines(rows)]) console.log(line);
 if (nproc > 1) {
-  console.log(`\n== ${nproc} ranks against 1 (same call; peer for several GPUs: not run by this benchmark yet)`);
+  console.log(`\n== ${nproc} ranks against 1 (same call)`);
   for (const line of scalingLines(results, parallelResults)) console.log(line);
+  if (parallelPeer.skipped !== null) console.log(`peer on ${nproc} GPUs skipped: ${parallelPeer.skipped}`);
+  for (const e of parallelPeer.errors) console.log(`peer on ${nproc} GPUs error: ${e.error}`);
+  for (const p of parallelResults) {
+    const name = benchModel(p.model).peer;
+    const other = parallelPeer.results.find((r) => r.model === name && r.gc === p.gc && r.seq === p.seq && r.mbs === p.mbs);
+    if (other !== undefined) console.log(`${p.model} ${p.mode} gc ${p.gc ? "on" : "off"} on ${nproc} GPUs: tuna ${Math.round(p.tokensPerSecond)} tokens/s, peer (DDP) ${Math.round(other.tok_s)}, ratio ${(p.tokensPerSecond / other.tok_s).toFixed(2)}`);
+  }
   if (parallelResults.length === 0) console.log("no data-parallel result: see the rank errors above");
 }
 console.log(`\nfor docs/perf-log.md (${new Date().toISOString().slice(0, 10)}, ${deviceName}, ${warmup} warm-up + median of ${steps} steps):\n`);

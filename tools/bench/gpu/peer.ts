@@ -62,13 +62,18 @@ export function parsePeerLine(line: string): PeerResult | { plan: PeerPlanEntry 
 }
 
 /** Runs `python3 script '<plan>'`, echoing its output lines through `log` as they come. */
-export async function runPeer(script: string, plan: readonly PeerPlanEntry[], log: (line: string) => void): Promise<PeerRun> {
+/**
+ * Runs the peer script with the plan; `command` builds another command line around the plan's JSON (the
+ * several-GPU peer runs under torchrun: python3 -m torch.distributed.run ... peer_ddp.py PLAN hf_baseline.py).
+ */
+export async function runPeer(script: string, plan: readonly PeerPlanEntry[], log: (line: string) => void, command?: (planJson: string) => string[]): Promise<PeerRun> {
   if (plan.length === 0) return { skipped: "no configuration has a peer shape", results: [], errors: [] };
   if (!existsSync(script)) return { skipped: `${script} does not exist (pass --peer PATH, or --peer none)`, results: [], errors: [] };
   const results: PeerResult[] = [];
   const errors: PeerRun["errors"] = [];
   const stderrTail: string[] = [];
-  const child = spawn("python3", [script, JSON.stringify(plan)], { stdio: ["ignore", "pipe", "pipe"] });
+  const argv = command?.(JSON.stringify(plan)) ?? [script, JSON.stringify(plan)];
+  const child = spawn("python3", argv, { stdio: ["ignore", "pipe", "pipe"] });
   const lines = (stream: NodeJS.ReadableStream, onLine: (line: string) => void): void => {
     let pending = "";
     stream.setEncoding("utf8");
