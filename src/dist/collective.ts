@@ -44,3 +44,24 @@ export function singleProcessCollective(): Collective {
     close: () => Promise.resolve(),
   };
 }
+
+/**
+ * Sums each value over the ranks exactly as float64 (the collectives carry float32): every rank's values are
+ * split into a float32 high part and the float32 rest, all-gathered (no arithmetic in transit), and summed
+ * here in rank order, so every rank gets the same sum to ~1e-14 relative (loss totals, token counts).
+ */
+export async function sumOverRanks(collective: Collective, values: readonly number[]): Promise<number[]> {
+  const n = values.length;
+  const local = new Float32Array(2 * n);
+  values.forEach((v, i) => {
+    const hi = Math.fround(v);
+    local[2 * i] = hi;
+    local[2 * i + 1] = v - hi;
+  });
+  const all = await collective.allGather(local);
+  const sums = new Array<number>(n).fill(0);
+  for (let r = 0; r < collective.worldSize; r++) {
+    for (let i = 0; i < n; i++) sums[i]! += all[r * 2 * n + 2 * i]! + all[r * 2 * n + 2 * i + 1]!;
+  }
+  return sums;
+}

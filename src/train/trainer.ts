@@ -2,7 +2,7 @@
 // trained tokens of the accumulated micro-batches, clipping, AdamW, lr schedule, log/eval/save cadence,
 // checkpoints, and exact resume (params, moments, RNG states and the position in the data order).
 import type { Backend } from "../backend/types.ts";
-import type { Collective } from "../dist/collective.ts";
+import { sumOverRanks, type Collective } from "../dist/collective.ts";
 import { makeBatches, toModelBatch, type BatchPlan } from "../data/batches.ts";
 import type { PackedSequence } from "../data/types.ts";
 import type { TrainingModel } from "../model/types.ts";
@@ -121,17 +121,23 @@ function epochPlans(s: TrainerSettings, sequences: readonly PackedSequence[], ep
 }
 
 /** Mean loss over all trained tokens of a split, without keeping logits beyond one batch. */
-export async function evaluate(model: TrainingModel, sequences: readonly PackedSequence[], s: TrainerSettings): Promise<{ loss: number; tokens: number }> {
+export async function evaluate(model: TrainingModel, sequences: readonly PackedSequence[], s: TrainerSettings, collective?: Collective): Promise<{ loss: number; tokens: number }> {
   const plans = makeBatches(sequences, { batchSize: s.evalBatchSize, padded: s.padded, groupByLength: false, shuffle: false, seed: s.seed, epoch: 0 });
+  // In a job every rank evaluates its share of the batches (k % W == rank, as the training sampler) and the
+  // sums are combined exactly, so the loss is the one process's.
+  const world = collective?.worldSize ?? 1;
+  const rank = collective?.rank ?? 0;
   let lossSum = 0;
   let tokens = 0;
-  for (const plan of plans) {
+  for (const [k, plan] of plans.entries()) {
+    if (k % world !== rank) continue;
     const batch = model.upload(toModelBatch(plan, sequences, s.padTokenId));
     const r = await model.forward(batch);
     lossSum += r.lossSum;
     tokens += r.tokens;
     model.free(batch);
   }
+  if (collective !== undefined && world > 1) [lossSum, tokens] = (await sumOverRanks(collective, [lossSum, tokens])) as [number, number];
   return { loss: tokens === 0 ? NaN : lossSum / tokens, tokens };
 }
 
@@ -228,9 +234,9 @@ export async function train(
     windowSteps = 0;
   };
   const runEval = async (epoch: number): Promise<void> => {
-    // Rank 0 evaluates (all ranks hold the same parameters); only it logs.
-    if (data.eval === undefined || data.eval.length === 0 || rank !== 0) return;
-    const r = await evaluate(model, data.eval, s);
+    // Every rank evaluates its share (all hold the same parameters); only rank 0's hooks log.
+    if (data.eval === undefined || data.eval.length === 0) return;
+    const r = await evaluate(model, data.eval, s, collective);
     const entry: LogEntry = { step: globalStep, epoch: round(epoch, 4), eval_loss: r.loss, eval_perplexity: Math.exp(r.loss), eval_tokens: r.tokens };
     logHistory.push(entry);
     hooks.onLog(entry);
@@ -275,8 +281,7 @@ export async function train(
       if (collective !== undefined) {
         // Every rank ends the step with the same loss and token count, and learns whether any rank was asked
         // to stop (Ctrl-C reaches every rank; they must stop after the same step).
-        const totals = Float32Array.of(lossSum, stepTokens, hooks.stopRequested?.() === true ? 1 : 0);
-        await collective.allReduceSum(totals);
+        const totals = await sumOverRanks(collective, [lossSum, stepTokens, hooks.stopRequested?.() === true ? 1 : 0]);
         [lossSum, stepTokens] = [totals[0]!, totals[1]!];
         stopAgreed = totals[2]! > 0;
       }

@@ -323,3 +323,32 @@ void test("DeepSpeed offload settings are said, not ignored: nvme falls back to 
   assert.match(r.stderr, /note: offload to nvme is not implemented; tuna offloads the optimizer to CPU memory instead/);
   assert.match(r.stderr, /note: parameter offload: the parameters stay on the device/);
 });
+
+void test("evaluation in a job: every rank evaluates its share, the sums are combined exactly; every eval token counted once, eval_loss as one process's (within 1e-6: the runs' parameters differ by float order)", { timeout: 180_000 }, async () => {
+  const { mkdir, writeFile } = await import("node:fs/promises");
+  const data = join(tmp, "eval-data");
+  await mkdir(data, { recursive: true });
+  const rows = await readFile(join(root, "test/fixtures/chat-small.jsonl"), "utf8");
+  await writeFile(join(data, "train.jsonl"), rows);
+  await writeFile(join(data, "test.jsonl"), rows.split("\n").slice(0, 7).join("\n") + "\n");
+  const withEval = (out: string, ga: number): string[] => [
+    ...flags(out, ga).map((f) => (f.endsWith("chat-small.jsonl") ? data : f === "train" ? "train,test" : f)),
+    "--eval_strategy", "steps", "--eval_steps", "2", "--per_device_eval_batch_size", "1",
+  ];
+  const single = join(tmp, "eval-single");
+  const one = spawnSync(process.execPath, ["bin/tuna.js", "train", ...withEval(single, 2)], { cwd: root, encoding: "utf8", timeout: 170_000 });
+  assert.equal(one.status, 0, one.stderr);
+  const multi = join(tmp, "eval-multi");
+  const two = spawnSync(process.execPath, ["bin/tuna.js", "launch", "--nproc_per_node", "2", "--master_port", String(await freePort()), "tuna", "train", ...withEval(multi, 1)], { cwd: root, encoding: "utf8", timeout: 170_000 });
+  assert.equal(two.status, 0, two.stderr);
+  const evals = async (out: string): Promise<{ step: number; eval_loss: number; eval_tokens: number }[]> =>
+    (await readFile(join(out, "metrics.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l) as { step: number; eval_loss: number; eval_tokens: number }).filter((e) => "eval_loss" in e);
+  const a = await evals(single);
+  const b = await evals(multi);
+  assert.equal(a.length, 3, JSON.stringify(a));
+  assert.deepEqual(b.map((e) => [e.step, e.eval_tokens]), a.map((e) => [e.step, e.eval_tokens]), "every eval token counted once");
+  b.forEach((e, i) => {
+    // Parameters agree to ~1e-7 between the runs (float sums in another order), so the eval losses do too.
+    assert.ok(relative(e.eval_loss, a[i]!.eval_loss) < 1e-6, `step ${e.step}: ${e.eval_loss} vs ${a[i]!.eval_loss}`);
+  });
+});

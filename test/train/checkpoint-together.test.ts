@@ -60,3 +60,26 @@ void test("a rank whose write fails (disk full): no checkpoint folder, no tempor
     await rm(out, { recursive: true, force: true });
   }
 });
+
+void test("sumOverRanks: float64 sums over ranks though the collectives carry float32, the same on every rank", async () => {
+  const { sumOverRanks } = await import("../../src/dist/collective.ts");
+  const ranks = await twoRanks();
+  try {
+    const values = [
+      [1e10 + 0.123456789, 3, 0.1],
+      [2e-9, 4, 0.2],
+    ];
+    const sums = await Promise.all(ranks.map((c) => sumOverRanks(c, values[c.rank]!)));
+    const expected = [1e10 + 0.123456789 + 2e-9, 7, 0.1 + 0.2];
+    for (const s of sums) {
+      s.forEach((v, i) => {
+        assert.ok(Math.abs(v - expected[i]!) <= Math.abs(expected[i]!) * 1e-14, `${v} vs ${expected[i]!}`);
+      });
+    }
+    assert.deepEqual(sums[0], sums[1]);
+    // float32 alone would lose the 0.123456789 of 1e10 entirely.
+    assert.notEqual(Math.fround(1e10 + 0.123456789), 1e10 + 0.123456789);
+  } finally {
+    for (const c of ranks) await c.close();
+  }
+});
