@@ -6,6 +6,10 @@ import { runTraining } from "../../train/recipe.ts";
 import { signalExitCode } from "../../train/interrupt.ts";
 import { processPlace } from "../../dist/launch-env.ts";
 import { launchCommand } from "./launch.ts";
+import { checkRanksFitGpus } from "../../dist/gpu-fit.ts";
+import { requestedTransport } from "../../dist/gpu-collective.ts";
+import { findCudaLibraries } from "../../gpu/discover.ts";
+import { probeDriver } from "../../gpu/driver-probe.ts";
 import type { ProgressStream } from "../../train/logging/progress.ts";
 import { formatResolvedConfig, parseTrainArgs, renderTrainHelp, unsupportedFeatures } from "../../config/index.ts";
 
@@ -27,6 +31,7 @@ export async function trainCommand(args: string[], output: CliOutput): Promise<n
     // `accelerate launch --config_file X train.py ...` in one command: start this machine's ranks of the same
     // `tuna train` (each then finds itself a rank and joins the job).
     const perMachine = launch.numProcesses / launch.numMachines;
+    checkRanksFitGpus({ processesPerMachine: perMachine, gpusSeen: visibleGpuCount(), gpuIds: launch.gpuIds, device: resolved.config.device, shareGpus: requestedTransport() === "host" });
     output.err(`tuna train: ${launch.source} asks for ${launch.numProcesses} processes; starting ${perMachine} here (machine ${launch.machineRank}).`);
     return launchCommand(
       [
@@ -65,4 +70,12 @@ export async function trainCommand(args: string[], output: CliOutput): Promise<n
 export function progressStream(output: CliOutput): ProgressStream {
   if (output === processOutput) return process.stderr;
   return { write: (text: string) => { output.err(text.replace(/\n$/, "")); }, isTTY: false };
+}
+
+/** GPUs the driver shows this process (undefined without a driver or when it fails: nothing to check then). */
+function visibleGpuCount(): number | undefined {
+  const cuda = findCudaLibraries().cuda;
+  if (!cuda.found || cuda.path === undefined) return undefined;
+  const probe = probeDriver(cuda.path);
+  return probe.ok ? probe.devices.length : undefined;
 }
