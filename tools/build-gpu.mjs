@@ -11,6 +11,8 @@ const common = bundleOptions;
 
 await build({ ...common, entryPoints: [join(root, "tools/bench/gpu.ts")], outfile: join(root, "dist/bench-gpu.mjs") });
 await build({ ...common, entryPoints: [join(root, "tools/bench/attention.ts")], outfile: join(root, "dist/bench-attention.mjs") });
+// The Node side of tools/interop/tcpstore-torch.py (TCPStore against the machine's torch 2.x).
+await build({ ...common, entryPoints: [join(root, "tools/interop/tcpstore-node.ts")], outfile: join(root, "dist/tcpstore-node.mjs") });
 
 const testDir = join(root, "test-gpu");
 const tests = readdirSync(testDir).filter((name) => name.endsWith(".test.ts")).sort();

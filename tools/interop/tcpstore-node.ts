@@ -18,10 +18,12 @@ if (mode === "serve") {
   await c.set("from_tuna", "hello torch");
   const swapped = (await c.compareSet("from_torch", "hello tuna", "swapped")).toString();
   const keys = await c.numKeys();
+  await c.multiSet([["ms_a", "1"], ["ms_b", "2"]]);
+  const multi = (await c.multiGet(["from_tuna", "ms_a", "ms_b"])).map(String);
   let waitError = "";
   await c.wait(["never_set"], 300).catch((e: unknown) => (waitError = e instanceof Error ? e.message : String(e)));
   const deleted = protocol === "torch1" ? "skipped" : await c.deleteKey("to_delete");
-  console.log(JSON.stringify({ fromTorch, count, swapped, keys, waitTimedOut: waitError.includes("never_set"), deleted }));
+  console.log(JSON.stringify({ fromTorch, count, swapped, keys, multi, waitTimedOut: waitError.includes("never_set"), deleted }));
   c.close();
 } else {
   console.error("usage: tcpstore-node.ts serve | client HOST PORT PROTOCOL");

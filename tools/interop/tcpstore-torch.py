@@ -9,12 +9,13 @@
    fixture in test/dist/store.test.ts was taken).
 Prints one PASS/FAIL line per check and exits non-zero on any failure.
 """
-import datetime, json, socket, subprocess, sys, threading, time
+import datetime, json, os, socket, subprocess, sys, threading, time
 import torch
 import torch.distributed as dist
 
 PROTOCOL = "torch1" if torch.__version__.startswith("1.") else "torch2"
-NODE = ["node", "--import", "tsx", "tools/interop/tcpstore-node.ts"]
+# From source with tsx here; the bundle (npm run build:gpu) where there is no tsx, as on the GPU machine.
+NODE = ["node", "dist/tcpstore-node.mjs"] if os.environ.get("TUNA_INTEROP_BUNDLE") == "1" else ["node", "--import", "tsx", "tools/interop/tcpstore-node.ts"]
 failures = 0
 
 
@@ -76,6 +77,7 @@ def tuna_client_against_torch():
     check("tuna client: set, read by torch", server.get("from_tuna") == b"hello torch")
     check("tuna client: compare_set", r["swapped"] == "swapped" and server.get("from_torch") == b"swapped")
     check("tuna client: num_keys", r["keys"] >= 4, str(r["keys"]))
+    check("tuna client: multi_set and multi_get (key by key on PyTorch 1)", r["multi"] == ["hello torch", "1", "2"] and server.get("ms_b") == b"2", str(r["multi"]))
     check("tuna client: wait times out and names the key", r["waitTimedOut"])
     if PROTOCOL == "torch2":
         check("tuna client: delete_key", r["deleted"] is True)

@@ -4,7 +4,7 @@
 // address. get() waits for the key first, as PyTorch's get does.
 import { connect, type Socket } from "node:net";
 import { TunaError, errorMessage } from "../../util/errors.ts";
-import { CHECK_READY, KEY_PREFIX, STOP_WAITING, VALIDATION_MAGIC, WAIT_CANCELED, queryCode, type Query, type StoreProtocol } from "./protocol.ts";
+import { CHECK_READY, KEY_PREFIX, STOP_WAITING, VALIDATION_MAGIC, WAIT_CANCELED, hasQuery, queryCode, type Query, type StoreProtocol } from "./protocol.ts";
 import { MAX_VALUE_BYTES, ReadTimeout, SendBuffer, SocketReader } from "./wire.ts";
 
 export interface StoreClient {
@@ -187,6 +187,15 @@ export async function connectStore(options: StoreClientOptions): Promise<StoreCl
     multiGet: (keys) =>
       run("MULTI_GET", async () => {
         await waitKeys(keys, timeout);
+        if (!hasQuery(protocol, "MULTI_GET")) {
+          // PyTorch 1's store: one GET per key (the WAIT above made sure they all exist).
+          const values: Buffer[] = [];
+          for (const k of keys) {
+            new SendBuffer().u8(code("GET")).key(prefixed(k)).writeTo(s);
+            values.push(await reader.bytes(MAX_VALUE_BYTES, "value", timeout));
+          }
+          return values;
+        }
         const msg = new SendBuffer().u8(code("MULTI_GET")).count(keys.length);
         for (const k of keys) msg.key(prefixed(k));
         msg.writeTo(s);
@@ -196,6 +205,10 @@ export async function connectStore(options: StoreClientOptions): Promise<StoreCl
       }),
     multiSet: (entries) =>
       run("MULTI_SET", () => {
+        if (!hasQuery(protocol, "MULTI_SET")) {
+          for (const [k, v] of entries) new SendBuffer().u8(code("SET")).key(prefixed(k)).bytes(asBytes(v)).writeTo(s);
+          return Promise.resolve();
+        }
         const msg = new SendBuffer().u8(code("MULTI_SET")).count(entries.length);
         for (const [k, v] of entries) msg.key(prefixed(k)).bytes(asBytes(v));
         msg.writeTo(s);
@@ -213,6 +226,7 @@ export async function connectStore(options: StoreClientOptions): Promise<StoreCl
       }),
     append: (key, value) =>
       run(`APPEND ${key}`, () => {
+        if (!hasQuery(protocol, "APPEND")) throw new TunaError("DIST", `the rendezvous store at ${address} speaks PyTorch 1's protocol, which has no APPEND.`);
         new SendBuffer().u8(code("APPEND")).key(prefixed(key)).bytes(asBytes(value)).writeTo(s);
         return Promise.resolve();
       }),
