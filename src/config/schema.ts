@@ -215,6 +215,12 @@ export const TRAIN_FIELDS = {
     min: 1,
     doc: "Seconds a rank waits for the others (rendezvous, each collective) before failing; HF's default is 1800.",
   }),
+  ddp_bucket_cap_mb: optionalFloatField({
+    group: "training",
+    min: 0,
+    minOpen: true,
+    doc: "Data parallel: gradients are all-reduced in buckets of this many MiB, each as soon as its layers finish the backward; unset = 25 (torch DDP's).",
+  }),
   neftune_noise_alpha: optionalFloatField({ group: "training", min: 0, minOpen: true, doc: "NEFTune: add uniform noise of this scale to input embeddings." }),
   report_to: listField({
     group: "training",

@@ -25,7 +25,11 @@ export interface TrainingModel {
   upload(batch: Batch): UploadedBatch;
   /** The sum of token losses (f64) and the number of trained tokens. */
   forward(batch: UploadedBatch, options?: ForwardOptions): Promise<{ lossSum: number; tokens: number }>;
-  /** Accumulates gradients of gradScale * lossSum into the trainable gradient buffer. */
-  backward(batch: UploadedBatch, gradScale: number): void;
+  /**
+   * Accumulates gradients of gradScale * lossSum into the trainable gradient buffer. `layerDone(l)` is called as
+   * soon as layer l's gradients are complete (layers finish from the last to the first; the rest, embeddings,
+   * norm and head, are complete when backward returns): where data parallelism starts reducing a bucket.
+   */
+  backward(batch: UploadedBatch, gradScale: number, layerDone?: (layer: number) => void): void;
   free(batch: UploadedBatch): void;
 }

@@ -10,6 +10,7 @@ import type { Backend, Tensor } from "../backend/types.ts";
 import type { Collective } from "../dist/collective.ts";
 import type { TrainableBuffers } from "../model/trainable.ts";
 import { clipGradients, type OptimizerState } from "./optimizer.ts";
+import { planBuckets, type GradientBucket } from "./buckets.ts";
 
 export type ShardingStage = 0 | 1 | 2;
 
@@ -28,6 +29,12 @@ export interface DataParallel {
   readonly range: { lo: number; hi: number };
   /** After the local backward: gradients summed over ranks (all of them, or this rank's shard). */
   reduceGradients(grads: Tensor): Promise<void>;
+  /**
+   * For the step's last backward: reduction in buckets, each started as soon as its layers are done
+   * (`layerDone` goes to the model's backward); `finish` reduces the rest and waits for all. Undefined when
+   * the reduction is not bucketed (one rank, or ZeRO-2's reduce-scatter of the whole buffer).
+   */
+  startBuckets(grads: Tensor): { layerDone: (layer: number) => void; finish: () => Promise<void> } | undefined;
   /** The global gradient norm before clipping; clips what this rank will use. */
   clip(grads: Tensor, maxNorm: number): Promise<number>;
   /** After the optimizer step: every rank gets every updated parameter. */
@@ -36,7 +43,10 @@ export interface DataParallel {
   localMoments(state: OptimizerState, stateBackend?: Backend): Promise<LocalMoments>;
 }
 
-export function createDataParallel(be: Backend, trainable: TrainableBuffers, collective: Collective | undefined, stage: ShardingStage): DataParallel {
+/** torch DDP's default bucket_cap_mb. */
+export const DEFAULT_BUCKET_CAP_MB = 25;
+
+export function createDataParallel(be: Backend, trainable: TrainableBuffers, collective: Collective | undefined, stage: ShardingStage, bucketCapMb = DEFAULT_BUCKET_CAP_MB): DataParallel {
   const total = trainable.total;
   const world = collective?.worldSize ?? 1;
   const rank = collective?.rank ?? 0;
@@ -64,6 +74,40 @@ export function createDataParallel(be: Backend, trainable: TrainableBuffers, col
         await collective.allReduceSum(values);
       }
       be.upload(grads, values);
+    },
+    startBuckets(grads) {
+      if (collective === undefined || world === 1 || (sharded && stage === 2)) return undefined;
+      const buckets = planBuckets(trainable, bucketCapMb * 2 ** 20);
+      // Every rank must start the all-reduces in the same order whatever its timing: the last layers' buckets
+      // first, those ready only at the end last. A ready bucket waits for those before it in that order.
+      const order = [...buckets.filter((b) => b.readyAfterLayer !== undefined).sort((a, b) => b.readyAfterLayer! - a.readyAfterLayer!), ...buckets.filter((b) => b.readyAfterLayer === undefined)];
+      const ready = new Set<GradientBucket>();
+      let next = 0;
+      let chain: Promise<void> = Promise.resolve();
+      const flush = (): void => {
+        while (next < order.length && ready.has(order[next]!)) {
+          const b = order[next++]!;
+          const view = be.rows(grads, b.lo, b.hi - b.lo);
+          const values = be.downloadF32(view);
+          chain = chain.then(async () => {
+            const v = await values;
+            await collective.allReduceSum(v);
+            be.upload(view, v);
+          });
+          chain.catch(() => undefined); // awaited (and thrown) by finish(); never an unhandled rejection meanwhile
+        }
+      };
+      return {
+        layerDone(layer) {
+          for (const b of buckets) if (b.readyAfterLayer === layer) ready.add(b);
+          flush();
+        },
+        async finish() {
+          for (const b of buckets) ready.add(b);
+          flush();
+          await chain;
+        },
+      };
     },
     async clip(grads, maxNorm) {
       if (!(sharded && stage === 2)) return clipGradients(be, grads, maxNorm);

@@ -203,7 +203,7 @@ async function trainLocked(
   io.err(`device: ${backend.name}`);
   const collective = member === undefined ? undefined : await collectiveForBackend(member.job, member.place, backend, c.ddp_timeout * 1000);
   const optimizer = optimizerPlacement(resolved.launch, backend, io);
-  const job = collective === undefined || member === undefined ? { optimizer } : { collective, sharding: member.sharding, optimizer };
+  const job = collective === undefined || member === undefined ? { optimizer } : { collective, sharding: member.sharding, optimizer, bucketCapMb: c.ddp_bucket_cap_mb };
   const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective);
   // On the GPU a bf16 run keeps activations in bf16 as an HF bf16 model does; the CPU reference keeps f32.
   const activationDtype = backend.name === "cuda" && c.bf16 ? "bf16" : "f32";

@@ -62,6 +62,8 @@ export interface TrainerHooks {
   collective?: Collective;
   /** With a collective: 0 = DDP, 1 = ZeRO-1 (optimizer state sharded), 2 = ZeRO-2 (gradients too). */
   sharding?: ShardingStage;
+  /** Gradient bucket size for the data-parallel all-reduce (ddp_bucket_cap_mb; torch DDP's 25 by default). */
+  bucketCapMb?: number;
   /** Where AdamW runs and keeps its moments: the device (default) or host memory (offload_optimizer_device). */
   optimizer?: OptimizerPlacement;
 }
@@ -171,7 +173,7 @@ export async function train(
   const logEvery = every(s.logging.steps);
   const evalEvery = every(s.eval.steps);
   const saveEvery = every(s.save.steps);
-  const parallel = createDataParallel(be, trainable, collective, hooks.sharding ?? 0);
+  const parallel = createDataParallel(be, trainable, collective, hooks.sharding ?? 0, hooks.bucketCapMb);
   const placement = hooks.optimizer ?? optimizerOnDevice(be);
   const optimizer = placement.createState(trainable, parallel.range);
   let neftuneRng: Rng = createRng(s.seed + 7919);
@@ -263,20 +265,23 @@ export async function train(
       }
       let lossSum = 0;
       let stepTokens = 0;
+      // Gradients are reduced bucket by bucket as the step's last backward finishes each layer (the same
+      // buckets in the same order on every rank, also on a rank without a micro-batch this step).
+      const buckets = parallel.startBuckets(trainable.grads);
       if (numItems > 0) {
-        for (const b of batches) {
+        for (const [i, b] of batches.entries()) {
           const device = model.upload(b);
           const r = await model.forward(device, {
             training: true,
             ...(s.neftuneNoiseAlpha === undefined ? {} : { neftune: { alpha: s.neftuneNoiseAlpha, rng: neftuneRng } }),
           });
           lossSum += r.lossSum;
-          model.backward(device, 1 / numItems);
+          model.backward(device, 1 / numItems, i === batches.length - 1 ? buckets?.layerDone : undefined);
           model.free(device);
           stepTokens += b.ids.length;
         }
       }
-      await parallel.reduceGradients(trainable.grads);
+      await (buckets !== undefined ? buckets.finish() : parallel.reduceGradients(trainable.grads));
       let stopAgreed = false;
       if (collective !== undefined) {
         // Every rank ends the step with the same loss and token count, and learns whether any rank was asked

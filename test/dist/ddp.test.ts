@@ -55,14 +55,16 @@ function relative(a: number, b: number): number {
   return Math.abs(a - b) / Math.max(Math.abs(b), 1e-30);
 }
 
-for (const [world, ga] of [[2, 1], [3, 2]] as const) {
-  void test(`${world} ranks x GA ${ga} reproduce one process with GA ${world * ga} (losses, grad norms, adapter within 1e-6)`, { timeout: 180_000 }, async () => {
+for (const [world, ga, bucketMb] of [[2, 1, undefined], [3, 2, 0.001]] as const) {
+  const buckets = bucketMb === undefined ? "" : `, gradients in ${bucketMb} MiB buckets reduced as layers finish`;
+  void test(`${world} ranks x GA ${ga} reproduce one process with GA ${world * ga} (losses, grad norms, adapter within 1e-6)${buckets}`, { timeout: 180_000 }, async () => {
     const single = join(tmp, `single-${world}`);
     const one = spawnSync(process.execPath, ["bin/tuna.js", "train", ...flags(single, world * ga)], { cwd: root, encoding: "utf8", timeout: 170_000 });
     assert.equal(one.status, 0, one.stderr);
     const multi = join(tmp, `multi-${world}`);
     const port = await freePort();
-    const many = spawnSync(process.execPath, ["bin/tuna.js", "launch", "--nproc_per_node", String(world), "--master_port", String(port), "tuna", "train", ...flags(multi, ga)], {
+    const bucketFlags = bucketMb === undefined ? [] : ["--ddp_bucket_cap_mb", String(bucketMb)];
+    const many = spawnSync(process.execPath, ["bin/tuna.js", "launch", "--nproc_per_node", String(world), "--master_port", String(port), "tuna", "train", ...flags(multi, ga), ...bucketFlags], {
       cwd: root,
       encoding: "utf8",
       timeout: 170_000,

@@ -183,8 +183,8 @@ export function asTrainingModel(model: LlamaModel): TrainingModel {
     },
     upload: (batch) => uploadBatch(model, batch),
     forward: (batch, options) => forward(model, own(batch), options),
-    backward: (batch, gradScale) => {
-      backward(model, own(batch), gradScale);
+    backward: (batch, gradScale, layerDone) => {
+      backward(model, own(batch), gradScale, layerDone);
     },
     free: (batch) => {
       freeBatch(model, own(batch));
@@ -230,7 +230,7 @@ export async function forward(model: LlamaModel, batch: DeviceBatch, options: Fo
  * Backward of the last forward: gradients of (gradScale * sum of token losses) accumulate into the
  * trainable gradient buffer. gradScale = 1 / (trained tokens over all accumulated micro-batches).
  */
-export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: number): void {
+export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: number, layerDone?: (layer: number) => void): void {
   const be = model.backend;
   const { params } = model;
   const cfg = params.cfg;
@@ -270,6 +270,7 @@ export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: numbe
       blockForward(be, cfg, layer, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, model.linearScratch, rng);
     }
     blockBackward(be, cfg, layer, slots, acts.xs[l]!, acts.dx, batch, grads);
+    layerDone?.(l);
   }
   if (params.dEmbed !== null) be.embeddingBackward(params.dEmbed, acts.dx, batch.ids);
   const embedRows = params.embedRows;
