@@ -354,3 +354,28 @@ void test("evaluation in a job: every rank evaluates its share, the sums are com
     assert.ok(relative(e.eval_loss, a[i]!.eval_loss) < 1e-6, `step ${e.step}: ${e.eval_loss} vs ${a[i]!.eval_loss}`);
   });
 });
+
+for (const [label, extra, file] of [
+  ["QLoRA (NF4, double quantization)", ["--use_4bit_quantization", "--bnb_4bit_quant_type", "nf4", "--use_nested_quant"], "adapter_model.safetensors"],
+  ["full fine-tuning", ["--use_peft_lora", "false"], "model.safetensors"],
+] as const) {
+  void test(`2 ranks reproduce one process for ${label} (losses and grad norms within 1e-6)`, { timeout: 180_000 }, async () => {
+    const single = join(tmp, `single-${file}-${extra.length}`);
+    const one = spawnSync(process.execPath, ["bin/tuna.js", "train", ...flags(single, 2), ...extra], { cwd: root, encoding: "utf8", timeout: 170_000 });
+    assert.equal(one.status, 0, one.stderr);
+    const multi = join(tmp, `multi-${file}-${extra.length}`);
+    const two = spawnSync(process.execPath, ["bin/tuna.js", "launch", "--nproc_per_node", "2", "--master_port", String(await freePort()), "tuna", "train", ...flags(multi, 1), ...extra], { cwd: root, encoding: "utf8", timeout: 170_000 });
+    assert.equal(two.status, 0, two.stderr);
+    const metrics = async (out: string): Promise<{ loss: number; grad_norm: number }[]> =>
+      (await readFile(join(out, "metrics.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l) as { loss: number; grad_norm: number }).filter((m) => "loss" in m);
+    const a = await metrics(single);
+    const b = await metrics(multi);
+    assert.equal(b.length, 5);
+    b.forEach((m, i) => {
+      assert.ok(relative(m.loss, a[i]!.loss) < 1e-6, `step ${i + 1}: loss ${m.loss} vs ${a[i]!.loss}`);
+      assert.ok(relative(m.grad_norm, a[i]!.grad_norm) < 1e-6, `step ${i + 1}: grad norm ${m.grad_norm} vs ${a[i]!.grad_norm}`);
+    });
+    const { stat } = await import("node:fs/promises");
+    assert.ok((await stat(join(multi, file))).size > 0, `${file} written`);
+  });
+}
