@@ -7,7 +7,7 @@ import { makeBatches, toModelBatch, type BatchPlan } from "../data/batches.ts";
 import type { PackedSequence } from "../data/types.ts";
 import type { TrainingModel } from "../model/types.ts";
 import { TunaError } from "../util/errors.ts";
-import { createRng, type Rng } from "../util/random.ts";
+import { createRng, rngAt, type Rng } from "../util/random.ts";
 import type { AdamWSettings, OptimizerState } from "./optimizer.ts";
 import { optimizerOnDevice, type OptimizerPlacement } from "./offload.ts";
 import { createDataParallel, type LocalMoments, type ShardingStage } from "./data-parallel.ts";
@@ -270,6 +270,12 @@ export async function train(
       const buckets = parallel.startBuckets(trainable.grads);
       if (numItems > 0) {
         for (const [i, b] of batches.entries()) {
+          // Dropout masks and NEFTune noise follow the micro-batch's place in the data (epoch, step, position
+          // in the step), not how many micro-batches this process ran before: every world size, and a resumed
+          // run, draws the same ones as one uninterrupted process.
+          const k = world === 1 ? i : rank + i * world;
+          model.dropoutRng = rngAt(s.seed, DROPOUT_STREAM, epoch, g, k);
+          neftuneRng = rngAt(s.seed, NEFTUNE_STREAM, epoch, g, k);
           const device = model.upload(b);
           const r = await model.forward(device, {
             training: true,
@@ -351,6 +357,9 @@ export async function train(
   const runtimeMs = performance.now() - started;
   return { globalStep, trainLoss: globalStep === 0 ? NaN : totalLoss / globalStep, logHistory, runtimeMs, tokensSeen, interrupted: false };
 }
+
+const DROPOUT_STREAM = 1;
+const NEFTUNE_STREAM = 2;
 
 function round(x: number, digits: number): number {
   const f = 10 ** digits;

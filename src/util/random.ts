@@ -60,3 +60,20 @@ export function createRng(seed: number, state?: readonly [number, number, number
 function rotl(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
 }
+
+/**
+ * A generator for a place in a computation (e.g. epoch, step, micro-batch): the same place always gives the
+ * same stream, whatever ran before it in this process. Each coordinate is mixed in with murmur3's finalizer.
+ */
+export function rngAt(seed: number, ...place: number[]): Rng {
+  let h = seed >>> 0;
+  for (const p of place) {
+    h = Math.imul(h ^ (p >>> 0), 0x9e3779b1) >>> 0;
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x85ebca6b) >>> 0;
+    h ^= h >>> 13;
+    h = Math.imul(h, 0xc2b2ae35) >>> 0;
+    h ^= h >>> 16;
+  }
+  return createRng(h);
+}

@@ -379,3 +379,32 @@ for (const [label, extra, file] of [
     assert.ok((await stat(join(multi, file))).size > 0, `${file} written`);
   });
 }
+
+void test("LoRA dropout 0.1 and NEFTune (the seed workflow's settings): 2 ranks reproduce one process, and a 2-rank checkpoint resumes on 1 exactly", { timeout: 240_000 }, async () => {
+  const noisy = (out: string, ga: number, extra: string[] = []): string[] => [
+    ...flags(out, ga).map((f, i, all) => (all[i - 1] === "--lora_dropout" ? "0.1" : f)),
+    "--neftune_noise_alpha", "5", "--save_strategy", "steps", "--save_steps", "2", ...extra,
+  ];
+  const single = join(tmp, "noisy-single");
+  const one = spawnSync(process.execPath, ["bin/tuna.js", "train", ...noisy(single, 2)], { cwd: root, encoding: "utf8", timeout: 170_000 });
+  assert.equal(one.status, 0, one.stderr);
+  const multi = join(tmp, "noisy-multi");
+  const two = spawnSync(process.execPath, ["bin/tuna.js", "launch", "--nproc_per_node", "2", "--master_port", String(await freePort()), "tuna", "train", ...noisy(multi, 1)], { cwd: root, encoding: "utf8", timeout: 170_000 });
+  assert.equal(two.status, 0, two.stderr);
+  const a = await readRun(single);
+  const b = await readRun(multi);
+  b.metrics.forEach((m, i) => {
+    assert.ok(relative(m.loss, a.metrics[i]!.loss) < 1e-6, `step ${m.step}: loss ${m.loss} vs ${a.metrics[i]!.loss}`);
+  });
+  // The 2-rank run's checkpoint-2, resumed by one process: steps 3-5 as the uninterrupted run.
+  const resumed = spawnSync(process.execPath, ["bin/tuna.js", "train", ...noisy(multi, 2, ["--resume_from_checkpoint", join(multi, "checkpoint-2")])], { cwd: root, encoding: "utf8", timeout: 170_000 });
+  assert.equal(resumed.status, 0, resumed.stderr);
+  const c = await readRun(multi);
+  assert.ok(relative(c.metrics.at(-1)!.loss, a.metrics.at(-1)!.loss) < 1e-6, `resumed step 5: ${c.metrics.at(-1)!.loss} vs ${a.metrics.at(-1)!.loss}`);
+  for (const [name, values] of c.adapter) {
+    const ref = a.adapter.get(name)!;
+    let worst = 0;
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(values[i]! - ref[i]!));
+    assert.ok(worst < 1e-6, `${name} differs by ${worst}`);
+  }
+});

@@ -36,3 +36,16 @@ test("uniform and normal have the right moments", () => {
   assert.ok(Math.abs(sn / n) < 0.01);
   assert.ok(Math.abs(sn2 / n - 1) < 0.01);
 });
+
+test("rngAt: a place always gives the same stream, and neighbouring places give unrelated ones", async () => {
+  const { rngAt } = await import("../../src/util/random.ts");
+  const draw = (...place: number[]): number[] => {
+    const r = rngAt(42, ...place);
+    return [r.uniform(), r.uniform(), r.uniform()];
+  };
+  assert.deepEqual(draw(1, 0, 3, 1), draw(1, 0, 3, 1));
+  const places = [[1, 0, 3, 1], [1, 0, 3, 2], [1, 0, 4, 1], [1, 1, 3, 1], [2, 0, 3, 1]];
+  const firsts = new Set(places.map((p) => draw(...p)[0]));
+  assert.equal(firsts.size, places.length);
+  assert.notDeepEqual(draw(1, 0, 3, 1), (() => { const r = rngAt(43, 1, 0, 3, 1); return [r.uniform(), r.uniform(), r.uniform()]; })());
+});
