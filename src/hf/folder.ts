@@ -1,6 +1,6 @@
 // Opens a Hugging Face model folder: config.json (required), generation_config.json (optional) and
 // the safetensors weights, checked against the config. The tokenizer is loaded separately.
-import { stat, access } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { TunaError } from "../util/errors.ts";
 import { readJsonFile } from "../util/json-file.ts";
@@ -8,6 +8,7 @@ import { openWeights, type WeightSource } from "../io/safetensors/checkpoint.ts"
 import { parseModelConfig, type ModelConfig } from "./config.ts";
 import { parseGenerationConfig, type GenerationConfig } from "./generation-config.ts";
 import { checkWeights, type WeightCheck } from "./check-weights.ts";
+import { pathExists } from "../util/fs-checks.ts";
 
 export interface ModelFolder {
   dir: string;
@@ -17,20 +18,11 @@ export interface ModelFolder {
   weightCheck: WeightCheck;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Reads and validates config.json alone (no weights): what `inspect` of a config or a planner needs. */
 export async function readModelConfig(dir: string): Promise<ModelConfig> {
   const configPath = join(dir, "config.json");
-  if (!(await exists(configPath))) {
-    if (await exists(join(dir, "adapter_config.json"))) {
+  if (!(await pathExists(configPath))) {
+    if (await pathExists(join(dir, "adapter_config.json"))) {
       const adapter = await readJsonFile(join(dir, "adapter_config.json"), "adapter config");
       const base = typeof adapter === "object" && adapter !== null ? (adapter as Record<string, unknown>)["base_model_name_or_path"] : undefined;
       throw new TunaError(
@@ -54,7 +46,7 @@ export async function openModelFolder(path: string): Promise<ModelFolder> {
   if (!isDir) throw new TunaError("MODEL_INVALID", `${dir} is a file; a model is a folder holding config.json and *.safetensors.`);
   const config = await readModelConfig(dir);
   const genPath = join(dir, "generation_config.json");
-  const generationConfig = (await exists(genPath)) ? parseGenerationConfig(await readJsonFile(genPath, "generation config"), genPath) : undefined;
+  const generationConfig = (await pathExists(genPath)) ? parseGenerationConfig(await readJsonFile(genPath, "generation config"), genPath) : undefined;
   const weights = await openWeights(dir);
   try {
     const weightCheck = checkWeights(config, weights);

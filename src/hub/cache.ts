@@ -4,6 +4,7 @@
 import { copyFile, lstat, mkdir, readFile, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 import { TunaError } from "../util/errors.ts";
+import { isFile } from "../util/fs-checks.ts";
 
 const COMMIT_HASH = /^[0-9a-f]{40}$/;
 
@@ -59,13 +60,6 @@ export function blobName(etag: string, what: string): string {
 }
 
 /** A file exists, following symlinks (a dangling snapshot link counts as missing). */
-export async function fileExists(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isFile();
-  } catch {
-    return false;
-  }
-}
 
 /** The cached snapshot folder for a revision (a commit hash, or a ref recorded in refs/), if present. */
 export async function cachedSnapshot(storage: string, revision: string): Promise<string | undefined> {
@@ -99,7 +93,7 @@ export async function listSnapshotFiles(folder: string, prefix = ""): Promise<st
     const rel = prefix === "" ? entry.name : `${prefix}/${entry.name}`;
     const full = join(folder, entry.name);
     if (entry.isDirectory()) out.push(...(await listSnapshotFiles(full, rel)));
-    else if (await fileExists(full)) out.push(rel);
+    else if (await isFile(full)) out.push(rel);
   }
   return out;
 }
@@ -130,7 +124,7 @@ export async function linkSnapshotFile(blob: string, pointer: string): Promise<v
     await symlink(relative(dirname(pointer), blob), pointer);
   } catch (e) {
     // Another process may have linked it between our rm and symlink; that link is just as good.
-    if (await fileExists(pointer)) return;
+    if (await isFile(pointer)) return;
     if ((e as NodeJS.ErrnoException).code === "EPERM") {
       await copyFile(blob, pointer);
       return;

@@ -15,9 +15,10 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { TunaError } from "../util/errors.ts";
-import { blobName, checkedRepoPath, fileExists, incompletePath, linkSnapshotFile, snapshotPath } from "./cache.ts";
+import { blobName, checkedRepoPath, incompletePath, linkSnapshotFile, snapshotPath } from "./cache.ts";
 import { hubError } from "./hub-errors.ts";
 import type { HubContext } from "./hub-errors.ts";
+import { isFile } from "../util/fs-checks.ts";
 
 export interface HubCall {
   ctx: HubContext;
@@ -35,7 +36,7 @@ export function repoDesignation(ctx: HubContext): { type: "model" | "dataset"; n
 export async function fetchFileToCache(call: HubCall, commit: string, path: string): Promise<string> {
   const what = `${call.ctx.kind} repo "${call.ctx.id}"`;
   const pointer = join(snapshotPath(call.ctx.storage, commit), ...checkedRepoPath(path, `${what}, file`).split("/"));
-  if (await fileExists(pointer)) return pointer;
+  if (await isFile(pointer)) return pointer;
 
   const params = {
     repo: repoDesignation(call.ctx),

@@ -5,7 +5,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { TunaError, errorMessage } from "../util/errors.ts";
-import { fileExists } from "./cache.ts";
+import { isFile } from "../util/fs-checks.ts";
 
 export const CONFIG_FILE = "config.json";
 export const SAFETENSORS_FILE = "model.safetensors";
@@ -87,14 +87,14 @@ export async function readShardNames(indexPath: string): Promise<string[]> {
 /** The first file a cached model snapshot lacks, or undefined when it can be used. */
 export async function missingModelFile(folder: string, explicitFiles?: string[]): Promise<string | undefined> {
   if (explicitFiles !== undefined) {
-    for (const file of explicitFiles) if (!(await fileExists(join(folder, file)))) return file;
+    for (const file of explicitFiles) if (!(await isFile(join(folder, file)))) return file;
     return undefined;
   }
-  if (!(await fileExists(join(folder, CONFIG_FILE)))) return CONFIG_FILE;
-  if (await fileExists(join(folder, SAFETENSORS_FILE))) return undefined;
-  if (!(await fileExists(join(folder, SAFETENSORS_INDEX)))) return `${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX}`;
+  if (!(await isFile(join(folder, CONFIG_FILE)))) return CONFIG_FILE;
+  if (await isFile(join(folder, SAFETENSORS_FILE))) return undefined;
+  if (!(await isFile(join(folder, SAFETENSORS_INDEX)))) return `${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX}`;
   for (const shard of await readShardNames(join(folder, SAFETENSORS_INDEX))) {
-    if (!(await fileExists(join(folder, shard)))) return shard;
+    if (!(await isFile(join(folder, shard)))) return shard;
   }
   return undefined;
 }

@@ -5,7 +5,7 @@ import { datasetInfo, listFiles, modelInfo } from "@huggingface/hub";
 import { join } from "node:path";
 import { TunaError } from "../util/errors.ts";
 import { safeText } from "../util/safe-text.ts";
-import { cachedSnapshot, checkedRepoPath, fileExists, isCommitHash, listSnapshotFiles, snapshotPath, writeRef } from "./cache.ts";
+import { cachedSnapshot, checkedRepoPath, isCommitHash, listSnapshotFiles, snapshotPath, writeRef } from "./cache.ts";
 import { fetchFileToCache, repoDesignation } from "./fetch-file.ts";
 import type { HubCall } from "./fetch-file.ts";
 import { classifyFailure, hubError, offlineMissError } from "./hub-errors.ts";
@@ -14,6 +14,7 @@ import { missingModelFile, planModelFiles, readShardNames } from "./model-files.
 import { localPathFor, repoFolderName, validateRepoId } from "./repo-id.ts";
 import type { RepoKind } from "./repo-id.ts";
 import { checkTokenForm, hubSettings } from "./settings.ts";
+import { isFile } from "../util/fs-checks.ts";
 
 export interface ResolveOptions {
   /** Branch, tag or commit hash; default "main". */
@@ -201,7 +202,7 @@ function datasetPlan(id: string, explicitFiles: string[] | undefined, selectData
     },
     async missing(folder) {
       if (explicitFiles !== undefined) {
-        for (const file of explicitFiles) if (!(await fileExists(join(folder, file)))) return file;
+        for (const file of explicitFiles) if (!(await isFile(join(folder, file)))) return file;
         return undefined;
       }
       return selectDataFiles(await listSnapshotFiles(folder)).length > 0 ? undefined : "data files (*.jsonl, *.json, *.csv, *.parquet, *.arrow)";

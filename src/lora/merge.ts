@@ -1,6 +1,6 @@
 // Merging a PEFT LoRA adapter into its base model as a Hugging Face folder, one tensor at a time:
 // W + scale * B @ A per adapted linear, saved embeddings and token rows in place, a bnb base dequantized.
-import { access, copyFile, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { TunaError } from "../util/errors.ts";
 import { isInside } from "../util/paths.ts";
@@ -18,6 +18,7 @@ import { dequantizeInt8Rowwise, readQuantized8bit } from "../quant/int8.ts";
 import { openModelFolder, type ModelFolder } from "../hf/folder.ts";
 import type { ModelConfig } from "../hf/config.ts";
 import { expectedWeights, type ExpectedWeight } from "../hf/weights.ts";
+import { pathExists } from "../util/fs-checks.ts";
 
 export type MergeDtype = "bfloat16" | "float16" | "float32";
 export const MERGE_DTYPES: readonly MergeDtype[] = ["bfloat16", "float16", "float32"];
@@ -65,10 +66,6 @@ export interface MergeResult {
   droppedTensors: string[];
   /** Set when the adapter's base_model_name_or_path names another model. */
   baseMismatch: string | null;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(() => true, () => false);
 }
 
 /** PEFT's merge of one Linear: W (out, in) += scaling * B (out, R) @ A (R, in); each row of B @ A is summed in float64, W rounded once. */
@@ -234,11 +231,11 @@ async function mergedConfigText(folder: ModelFolder, dtype: MergeDtype, vocabSiz
 
 /** Copies the tokenizer files of the adapter folder (a run with added tokens saves its tokenizer there), else of the base. */
 async function copyTokenizer(adapterDir: string, baseDir: string, target: string): Promise<string | null> {
-  const from = (await exists(join(adapterDir, "tokenizer.json"))) || (await exists(join(adapterDir, "tokenizer.model"))) ? adapterDir : baseDir;
+  const from = (await pathExists(join(adapterDir, "tokenizer.json"))) || (await pathExists(join(adapterDir, "tokenizer.model"))) ? adapterDir : baseDir;
   let copied = 0;
   for (const name of TOKENIZER_FILES) {
     const src = join(from, name);
-    if (!(await exists(src))) continue;
+    if (!(await pathExists(src))) continue;
     await copyFile(src, join(target, name)).catch((e: unknown) => {
       throw fsError(src, "copy the tokenizer file", e);
     });
@@ -325,7 +322,7 @@ export async function mergeAdapter(baseDir: string, options: MergeOptions): Prom
       };
       await writeText("config.json", await mergedConfigText(folder, dtype, plan.cfg.vocabSize));
       const generation = join(folder.dir, "generation_config.json");
-      if (await exists(generation)) {
+      if (await pathExists(generation)) {
         await copyFile(generation, join(staging, "generation_config.json")).catch((e: unknown) => {
           throw fsError(generation, "copy", e);
         });

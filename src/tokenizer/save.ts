@@ -1,13 +1,10 @@
 // Writes a tokenizer folder (tokenizer.json + tokenizer_config.json) that transformers and tuna load
 // with the same special tokens, added tokens and chat template the run used.
-import { writeFile, copyFile, access } from "node:fs/promises";
+import { writeFile, copyFile } from "node:fs/promises";
 import { join } from "node:path";
 import { readJsonFile } from "../util/json-file.ts";
 import type { LoadedTokenizer } from "./load.ts";
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(() => true, () => false);
-}
+import { pathExists } from "../util/fs-checks.ts";
 
 /**
  * Copies the tokenizer files of `srcDir` into `dstDir`, adding the tokens `tokenizer` has beyond the
@@ -24,7 +21,7 @@ export async function saveTokenizer(srcDir: string, dstDir: string, tokenizer: L
   ];
   await writeFile(join(dstDir, "tokenizer.json"), JSON.stringify(json, null, 2));
   const configPath = join(srcDir, "tokenizer_config.json");
-  const config = (await exists(configPath)) ? ((await readJsonFile(configPath, "tokenizer config")) as Record<string, unknown>) : {};
+  const config = (await pathExists(configPath)) ? ((await readJsonFile(configPath, "tokenizer config")) as Record<string, unknown>) : {};
   const decoder = { ...((config["added_tokens_decoder"] as Record<string, unknown> | undefined) ?? {}) };
   for (const t of extra) {
     decoder[String(t.id)] = { content: t.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: t.special };
@@ -40,5 +37,5 @@ export async function saveTokenizer(srcDir: string, dstDir: string, tokenizer: L
     config["additional_special_tokens"] = [...new Set([...previous, ...special])];
   }
   await writeFile(join(dstDir, "tokenizer_config.json"), JSON.stringify(config, null, 2));
-  if (await exists(join(srcDir, "special_tokens_map.json"))) await copyFile(join(srcDir, "special_tokens_map.json"), join(dstDir, "special_tokens_map.json"));
+  if (await pathExists(join(srcDir, "special_tokens_map.json"))) await copyFile(join(srcDir, "special_tokens_map.json"), join(dstDir, "special_tokens_map.json"));
 }

@@ -1,9 +1,10 @@
 // checkpoint-N folders: written under a temporary name and renamed, so a crash mid-save never leaves
 // a half checkpoint that resume would pick; rotation by save_total_limit; finding the latest one.
-import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Collective } from "../dist/collective.ts";
 import { TunaError, errorMessage } from "../util/errors.ts";
+import { isDir, isFile } from "../util/fs-checks.ts";
 
 export const TRAINER_STATE_FILE = "trainer_state.json";
 const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
@@ -152,10 +153,3 @@ export async function writeJson(path: string, value: unknown): Promise<void> {
   await writeFile(path, JSON.stringify(value, null, 2) + "\n");
 }
 
-async function isFile(path: string): Promise<boolean> {
-  return stat(path).then((s) => s.isFile(), () => false);
-}
-
-async function isDir(path: string): Promise<boolean> {
-  return stat(path).then((s) => s.isDirectory(), () => false);
-}

@@ -1,7 +1,7 @@
 // The output folder of a run: refused when it holds a finished run or checkpoints (unless overwriting or
 // resuming), never the base model's own folder, created at once (so a folder that cannot be made fails
 // before any work), locked against a second run writing into it, and cleared of what an earlier run left.
-import { access, readFile, readdir, rm, writeFile, unlink } from "node:fs/promises";
+import { readFile, readdir, rm, writeFile, unlink } from "node:fs/promises";
 import { unlinkSync } from "node:fs";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
@@ -10,6 +10,7 @@ import { ensureDir } from "../util/ensure-dir.ts";
 import { isInside } from "../util/paths.ts";
 import { TunaError, errorMessage } from "../util/errors.ts";
 import { listCheckpoints } from "./checkpoint.ts";
+import { pathExists } from "../util/fs-checks.ts";
 
 export const LOCK_FILE = ".tuna.lock";
 const FINISHED_RUN_FILES = ["adapter_config.json", "model.safetensors", "train_results.json"];
@@ -18,16 +19,12 @@ const FINISHED_RUN_FILES = ["adapter_config.json", "model.safetensors", "train_r
 const ORPHAN_RE = /^\.checkpoint-\d+\.tmp-(\d+|job)$/;
 const CHECKPOINT_DIR_RE = /^checkpoint-\d+$/;
 
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(() => true, () => false);
-}
-
 /** HF refuses to overwrite a finished run; so do we, unless asked or resuming. */
 export async function checkOutputDir(config: TrainConfig): Promise<string> {
   const dir = resolve(config.output_dir);
   if (config.overwrite_output_dir || config.resume_from_checkpoint !== undefined) return dir;
   for (const f of FINISHED_RUN_FILES) {
-    if (await exists(join(dir, f))) {
+    if (await pathExists(join(dir, f))) {
       throw new TunaError(
         "CONFIG_INVALID",
         `output_dir ${dir} already holds a finished run (${f}); choose another output_dir, pass --overwrite_output_dir, or --resume_from_checkpoint.`,

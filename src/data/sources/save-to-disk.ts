@@ -1,19 +1,12 @@
 // HF `save_to_disk` folders: a DatasetDict (dataset_dict.json + <split>/state.json), a single Dataset
 // (state.json at the top) and the seed's `load_from_disk(name/split)` form (name/<split>/state.json).
 
-import { readdir, stat } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { TunaError } from "../../util/errors.ts";
 import { readJsonFile } from "../../util/json-file.ts";
 import type { SplitFiles } from "./hub-splits.ts";
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isFile();
-  } catch {
-    return false;
-  }
-}
+import { isFile } from "../../util/fs-checks.ts";
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);

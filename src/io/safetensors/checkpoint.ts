@@ -16,6 +16,7 @@ import {
   type TensorSpec,
   type TensorToWrite,
 } from "./writer.ts";
+import { isFile } from "../../util/fs-checks.ts";
 
 export interface WeightInfo extends TensorInfo {
   /** Absolute path of the file that holds the tensor. */
@@ -42,14 +43,6 @@ export const SINGLE_FILE = "model.safetensors";
 export const INDEX_FILE = "model.safetensors.index.json";
 /** transformers' default max_shard_size ("5GB" = 5 * 10**9 bytes). */
 export const DEFAULT_MAX_SHARD_BYTES = 5 * 10 ** 9;
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isFile();
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Opens the weights of a model folder. Like transformers, model.safetensors wins over an index.
