@@ -408,3 +408,34 @@ void test("LoRA dropout 0.1 and NEFTune (the seed workflow's settings): 2 ranks 
     assert.ok(worst < 1e-6, `${name} differs by ${worst}`);
   }
 });
+
+void test("two machines' launchers (--nnodes 2, --node_rank 0 and 1, 2 processes each) form one 4-rank job that reproduces one process", { timeout: 240_000 }, async () => {
+  const { spawn } = await import("node:child_process");
+  const single = join(tmp, "nodes-single");
+  const one = spawnSync(process.execPath, ["bin/tuna.js", "train", ...flags(single, 4)], { cwd: root, encoding: "utf8", timeout: 170_000 });
+  assert.equal(one.status, 0, one.stderr);
+  const out = join(tmp, "nodes");
+  const port = String(await freePort());
+  const node = (rank: number): Promise<{ code: number | null; err: string }> =>
+    new Promise((resolve) => {
+      const child = spawn(process.execPath, ["bin/tuna.js", "launch", "--nnodes", "2", "--node_rank", String(rank), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port, "tuna", "train", ...flags(out, 1)], { cwd: root, stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+      child.on("exit", (code) => {
+        resolve({ code, err });
+      });
+    });
+  // The second machine starts first: its ranks wait for rank 0's store.
+  const second = node(1);
+  await new Promise((r) => setTimeout(r, 500));
+  const [b, a] = await Promise.all([second, node(0)]);
+  assert.equal(a.code, 0, a.err);
+  assert.equal(b.code, 0, b.err);
+  const x = await readRun(single);
+  const y = await readRun(out);
+  y.metrics.forEach((m, i) => {
+    assert.ok(relative(m.loss, x.metrics[i]!.loss) < 1e-6, `step ${m.step}: ${m.loss} vs ${x.metrics[i]!.loss}`);
+  });
+  const logged = JSON.parse((await readFile(join(out, "metrics.jsonl"), "utf8")).split("\n")[0]!) as Record<string, number>;
+  assert.ok("peak_memory_gib_rank_3" in logged, "four ranks logged");
+});
