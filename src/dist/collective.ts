@@ -6,9 +6,22 @@ import type { TunaError } from "../util/errors.ts";
 
 export type CollectiveOp = "allReduce" | "reduceScatter" | "allGather" | "broadcast" | "barrier";
 
+/**
+ * Collectives on device memory, enqueued on a communication stream so they run while the compute stream goes
+ * on (NCCL on GPUs). Data parallelism uses it for gradient buckets when the collective offers it.
+ */
+export interface DeviceCollective {
+  /** Sums `count` float32 at device address `ptr` over the ranks, in place, after the compute work enqueued so far. */
+  allReduceOnDevice(ptr: bigint, count: number): void;
+  /** The compute stream waits for everything enqueued above; resolves once it has completed (bounded, errors as for every collective). */
+  drain(): Promise<void>;
+}
+
 export interface Collective {
   readonly rank: number;
   readonly worldSize: number;
+  /** Present where the collective can work on device memory on its own stream (NCCL). */
+  readonly device?: DeviceCollective;
   /** In place: every rank ends with the elementwise sum over ranks (summed in rank order, in float64). */
   allReduceSum(data: Float32Array): Promise<void>;
   /**

@@ -9,7 +9,7 @@ import { TunaError } from "../util/errors.ts";
 import type { Collective } from "./collective.ts";
 import type { JobMembership } from "./job.ts";
 import type { ProcessPlace } from "./launch-env.ts";
-import { createNcclCollective, legacyStreamIdle } from "./nccl/collective.ts";
+import { createNcclCollective, driverStreams, legacyStreamIdle } from "./nccl/collective.ts";
 import { loadNccl } from "./nccl/library.ts";
 
 export type Transport = "nccl" | "host";
@@ -51,6 +51,9 @@ export async function collectiveForBackend(job: JobMembership, place: ProcessPla
     worldSize: place.worldSize,
     uniqueId,
     timeoutMs,
+    // Gradient buckets on a communication stream, overlapping the backward; TUNA_NCCL_OVERLAP=0 stages them
+    // through host memory instead.
+    ...(process.env["TUNA_NCCL_OVERLAP"] === "0" ? {} : { streams: driverStreams(libraries.cuda.path ?? "libcuda.so.1") }),
   });
   job.adopt(collective);
   return collective;

@@ -7,6 +7,7 @@
 // All three take the same step (AdamW is elementwise); they differ in memory and traffic. Shards are
 // equal slices of the buffer padded to a multiple of the world size. Without a collective: one rank, DDP.
 import type { Backend, Tensor } from "../backend/types.ts";
+import type { CudaBackend } from "../backend/cuda/index.ts";
 import type { Collective } from "../dist/collective.ts";
 import type { TrainableBuffers } from "../model/trainable.ts";
 import { clipGradients, type OptimizerState } from "./optimizer.ts";
@@ -84,9 +85,16 @@ export function createDataParallel(be: Backend, trainable: TrainableBuffers, col
       const ready = new Set<GradientBucket>();
       let next = 0;
       let chain: Promise<void> = Promise.resolve();
+      // NCCL on a GPU: each bucket is summed in device memory on the communication stream, overlapping the
+      // backward of the layers before it; otherwise it is staged through host memory.
+      const onDevice = collective.device !== undefined && "pointerOf" in be ? { collective: collective.device, base: (be as CudaBackend).pointerOf(grads) } : undefined;
       const flush = (): void => {
         while (next < order.length && ready.has(order[next]!)) {
           const b = order[next++]!;
+          if (onDevice !== undefined) {
+            onDevice.collective.allReduceOnDevice(onDevice.base + BigInt(b.lo * 4), b.hi - b.lo);
+            continue;
+          }
           const view = be.rows(grads, b.lo, b.hi - b.lo);
           const values = be.downloadF32(view);
           chain = chain.then(async () => {
@@ -106,6 +114,7 @@ export function createDataParallel(be: Backend, trainable: TrainableBuffers, col
           for (const b of buckets) ready.add(b);
           flush();
           await chain;
+          await onDevice?.collective.drain();
         },
       };
     },

@@ -15,6 +15,11 @@ typedef struct { size_t size; unsigned int magic; unsigned int version; int bloc
 typedef struct { int nranks, rank, pending, asyncErr, aborted; } comm;
 static int initPolls = 3, failAfterOps = -1, aborts, destroys, finalizes, lastBlocking = -5, lastSplitShare, idSum;
 static unsigned int lastMagic, lastVersion; static size_t lastSize; static int version = 22803;
+/* The last all-reduces: count and stream, for the bucket test. */
+static size_t reduceCounts[64]; static uintptr_t reduceStreams[64]; static int reduces;
+long long fakeNcclReduce(int i, int what) { if (i < 0 || i >= reduces || i >= 64) return -1; return what == 0 ? (long long)reduceCounts[i] : (long long)reduceStreams[i]; }
+int fakeNcclReduces(void) { return reduces; }
+void fakeNcclResetReduces(void) { reduces = 0; }
 int fakeNcclState(int what) {
   switch (what) { case 0: return aborts; case 1: return destroys; case 2: return finalizes; case 3: return lastBlocking;
     case 4: return (int)lastMagic; case 5: return (int)lastVersion; case 6: return (int)lastSize; case 7: return idSum;
@@ -50,6 +55,7 @@ static int enqueue(comm *m) {
 static size_t size(int dt) { return dt == 7 ? 4 : dt == 1 ? 1 : 0; }
 int ncclAllReduce(uint64_t s, uint64_t r, size_t n, int dt, int op, comm *m, void *st) {
   if (size(dt) == 0 || op != 0) return 4;
+  if (reduces < 64) { reduceCounts[reduces] = n; reduceStreams[reduces] = (uintptr_t)st; } reduces++;
   if (m->nranks == 1 && s != r) memmove((void *)r, (void *)s, n * size(dt));
   return enqueue(m);
 }

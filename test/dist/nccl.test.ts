@@ -120,3 +120,74 @@ void test("NCCL: initialisation that NCCL refuses, and an NCCL too old for non-b
     steer(ncclPath)(2, 22803);
   }
 });
+
+void test("NCCL on a communication stream: bucket all-reduces go on a non-blocking stream after an event of the compute stream; drain joins them back; close releases the stream", { skip }, async () => {
+  const { nccl, ncclPath, device, cuda } = await setup();
+  const { driverStreams } = await import("../../src/dist/nccl/collective.ts");
+  const streamsLive = koffi.load(cuda.cudaPath).func("int fakeCudaStreams()");
+  const reduces = koffi.load(ncclPath).func("int fakeNcclReduces()");
+  const reduceAt = koffi.load(ncclPath).func("long long fakeNcclReduce(int i, int what)");
+  koffi.load(ncclPath).func("void fakeNcclResetReduces()")();
+  const c = await createNcclCollective({ nccl, device, streamIdle: legacyStreamIdle(cuda.cudaPath), rank: 0, worldSize: 1, uniqueId: nccl.newUniqueId(), timeoutMs: 5000, streams: driverStreams(cuda.cudaPath) });
+  assert.ok(c.device !== undefined);
+  const ptr = device.alloc(64 * 4, "grads");
+  const values = Float32Array.from({ length: 64 }, (_, i) => i);
+  device.upload(ptr, values);
+  c.device.allReduceOnDevice(ptr + 32n * 4n, 32);
+  c.device.allReduceOnDevice(ptr, 32);
+  await c.device.drain();
+  assert.equal(reduces(), 2);
+  assert.deepEqual([Number(reduceAt(0, 0)), Number(reduceAt(1, 0))], [32, 32]);
+  const stream = Number(reduceAt(0, 1));
+  assert.ok(stream > 0x5000, `on the communication stream (${stream.toString(16)}), not the default one`);
+  assert.equal(streamsLive(), 1);
+  const back = new Float32Array(64);
+  device.download(back, ptr);
+  assert.deepEqual(back, values, "a world of one: in place, unchanged");
+  device.free(ptr);
+  await c.close();
+  assert.equal(streamsLive(), 0, "the stream is released with the communicator");
+});
+
+void test("data parallelism uses the device collective when there is one: each bucket's device address range, in the canonical order", async () => {
+  const { createCpuBackend } = await import("../../src/backend/cpu/index.ts");
+  const { createTrainableBuffers } = await import("../../src/model/trainable.ts");
+  const { createDataParallel } = await import("../../src/train/data-parallel.ts");
+  const cpu = createCpuBackend();
+  const t = createTrainableBuffers(cpu, [
+    { name: "model.embed_tokens.rows", shape: [8] },
+    { name: "model.layers.0.q.lora_A", shape: [16] },
+    { name: "model.layers.1.q.lora_A", shape: [16] },
+  ]);
+  const calls: [bigint, number][] = [];
+  let drained = 0;
+  const collective = {
+    rank: 0,
+    worldSize: 2,
+    device: {
+      allReduceOnDevice: (ptr: bigint, count: number) => {
+        calls.push([ptr, count]);
+      },
+      drain: () => {
+        drained++;
+        return Promise.resolve();
+      },
+    },
+    allReduceSum: () => Promise.reject(new Error("the host path was used")),
+    reduceScatterSum: () => Promise.reject(new Error("unused")),
+    allGather: () => Promise.reject(new Error("unused")),
+    broadcast: () => Promise.reject(new Error("unused")),
+    barrier: () => Promise.resolve(),
+    abort: () => undefined,
+    close: () => Promise.resolve(),
+  };
+  const be = { ...cpu, pointerOf: () => 0x10000n };
+  const run = createDataParallel(be, t, collective, 0, (16 * 4) / 2 ** 20).startBuckets(t.grads)!;
+  run.layerDone(1);
+  assert.deepEqual(calls, [[0x10000n + 24n * 4n, 16]], "layer 1's bucket as soon as layer 1 is done");
+  run.layerDone(0);
+  assert.equal(calls.length, 2, "layer 0's at once too");
+  await run.finish();
+  assert.deepEqual(calls, [[0x10000n + 96n, 16], [0x10000n + 32n, 16], [0x10000n, 8]]);
+  assert.equal(drained, 1);
+});

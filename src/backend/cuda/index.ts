@@ -36,6 +36,8 @@ interface Record {
 
 export interface CudaBackend extends Backend {
   readonly device: CudaDevice;
+  /** The device address of a tensor's first element (for NCCL, which works on raw device memory). */
+  pointerOf(t: Tensor): bigint;
   memoryStats(): MemoryStats;
   synchronize(): void;
   dispose(): void;
@@ -123,6 +125,7 @@ export function createCudaBackend(options: CudaBackendOptions = {}): CudaBackend
   const backend: CudaBackend = {
     name: "cuda",
     device: dev,
+    pointerOf: (t) => dt("pointerOf", t).ptr,
     memoryStats: () => dev.memoryStats(),
     synchronize: () => {
       dev.synchronize();

@@ -6,7 +6,7 @@
 // ring order, so results may differ from the host transport's rank-order float64 sums in the last bits.
 import { TunaError } from "../../util/errors.ts";
 import type { CudaDevice, DevicePtr } from "../../backend/cuda/types.ts";
-import { bindAll, loadLibrary, toNumber } from "../../backend/cuda/driver.ts";
+import { bindAll, loadLibrary, toHandle, toNumber } from "../../backend/cuda/driver.ts";
 import type { Collective } from "../collective.ts";
 import { NCCL_FLOAT32, NCCL_IN_PROGRESS, NCCL_SUCCESS, NCCL_SUM, NCCL_UINT8, NCCL_UNIQUE_ID_BYTES, commHandle, type NcclLibrary } from "./library.ts";
 
@@ -21,11 +21,76 @@ export interface NcclCollectiveOptions {
   uniqueId: Uint8Array;
   /** Bound on initialisation and on every collective. */
   timeoutMs: number;
+  /** With it, the collective also works on device memory on its own stream (gradient buckets overlap the backward). */
+  streams?: StreamApi;
 }
 
 const CUDA_ERROR_NOT_READY = 600;
 
 /** cuStreamQuery on the legacy default stream (the one the CUDA backend enqueues on). */
+/** What the communication stream needs from the driver: a non-blocking stream and events between the streams. */
+export interface StreamApi {
+  createStream(): bigint;
+  destroyStream(stream: bigint): void;
+  createEvent(): bigint;
+  destroyEvent(event: bigint): void;
+  /** Records `event` on `stream` (null: the legacy default stream, where the CUDA backend computes). */
+  record(event: bigint, stream: bigint | null): void;
+  /** `stream` (null: the legacy default stream) waits for `event`. */
+  wait(stream: bigint | null, event: bigint): void;
+  /** Whether the work before `event` has completed. */
+  done(event: bigint): boolean;
+}
+
+const CU_STREAM_NON_BLOCKING = 1;
+const CU_EVENT_DISABLE_TIMING = 2;
+
+export function driverStreams(driverPath: string): StreamApi {
+  const api = bindAll(loadLibrary(driverPath), driverPath, {
+    cuStreamCreate: "int cuStreamCreate(_Out_ void **phStream, unsigned int flags)",
+    cuStreamDestroy: "int cuStreamDestroy_v2(void *hStream)",
+    cuStreamWaitEvent: "int cuStreamWaitEvent(void *hStream, void *hEvent, unsigned int flags)",
+    cuEventCreate: "int cuEventCreate(_Out_ void **phEvent, unsigned int flags)",
+    cuEventRecord: "int cuEventRecord(void *hEvent, void *hStream)",
+    cuEventQuery: "int cuEventQuery(void *hEvent)",
+    cuEventDestroy: "int cuEventDestroy_v2(void *hEvent)",
+  });
+  const check = (call: string, status: unknown): void => {
+    const code = toNumber(status, call);
+    if (code !== 0) throw new TunaError("GPU", `${call} failed with CUresult ${code} (the communication stream of the NCCL collective)`);
+  };
+  return {
+    createStream() {
+      const out: unknown[] = [null];
+      check("cuStreamCreate", api.cuStreamCreate(out, CU_STREAM_NON_BLOCKING));
+      return toHandle(out[0], "cuStreamCreate");
+    },
+    destroyStream(stream) {
+      api.cuStreamDestroy(stream);
+    },
+    createEvent() {
+      const out: unknown[] = [null];
+      check("cuEventCreate", api.cuEventCreate(out, CU_EVENT_DISABLE_TIMING));
+      return toHandle(out[0], "cuEventCreate");
+    },
+    destroyEvent(event) {
+      api.cuEventDestroy(event);
+    },
+    record(event, stream) {
+      check("cuEventRecord", api.cuEventRecord(event, stream));
+    },
+    wait(stream, event) {
+      check("cuStreamWaitEvent", api.cuStreamWaitEvent(stream, event, 0));
+    },
+    done(event) {
+      const status = toNumber(api.cuEventQuery(event), "cuEventQuery");
+      if (status === 0) return true;
+      if (status === CUDA_ERROR_NOT_READY) return false;
+      throw new TunaError("GPU", `cuEventQuery failed with CUresult ${status} while waiting for gradient buckets (a kernel fault on this GPU)`);
+    },
+  };
+}
+
 export function legacyStreamIdle(driverPath: string): () => boolean {
   const api = bindAll(loadLibrary(driverPath), driverPath, { cuStreamQuery: "int cuStreamQuery(void *hStream)" });
   return () => {
@@ -107,9 +172,35 @@ export async function createNcclCollective(o: NcclCollectiveOptions): Promise<Co
     }
   };
 
+  // The communication stream and its two events, made on first use.
+  let side: { stream: bigint; computed: bigint; communicated: bigint } | undefined;
+  const onDevice =
+    o.streams === undefined
+      ? undefined
+      : {
+          allReduceOnDevice(ptr: bigint, count: number): void {
+            if (broken !== undefined) throw broken;
+            const streams = o.streams!;
+            side ??= { stream: streams.createStream(), computed: streams.createEvent(), communicated: streams.createEvent() };
+            seq++;
+            // After what the compute stream has enqueued so far (this bucket's gradients), on the side stream.
+            streams.record(side.computed, null);
+            streams.wait(side.stream, side.computed);
+            nccl.check(`allReduce #${seq} (gradient bucket)`, api.ncclAllReduce(ptr, ptr, count, NCCL_FLOAT32, NCCL_SUM, comm, side.stream), comm, true);
+          },
+          async drain(): Promise<void> {
+            if (side === undefined) return;
+            const streams = o.streams!;
+            const c = side;
+            streams.record(c.communicated, c.stream);
+            streams.wait(null, c.communicated);
+            await wait(`gradient buckets up to #${seq}`, () => streams.done(c.communicated));
+          },
+        };
   return {
     rank,
     worldSize,
+    ...(onDevice === undefined ? {} : { device: onDevice }),
     async allReduceSum(data) {
       await run("allReduce", data, data.byteLength, (s, r) => api.ncclAllReduce(s, r, data.length, NCCL_FLOAT32, NCCL_SUM, comm, null), (r) => {
         device.download(data, r);
@@ -144,9 +235,18 @@ export async function createNcclCollective(o: NcclCollectiveOptions): Promise<Co
       broken ??= reason;
       abortComm();
     },
+
     async close() {
+      const releaseSide = (): void => {
+        if (side === undefined || o.streams === undefined) return;
+        o.streams.destroyEvent(side.computed);
+        o.streams.destroyEvent(side.communicated);
+        o.streams.destroyStream(side.stream);
+        side = undefined;
+      };
       if (aborted || broken !== undefined) {
         abortComm();
+        releaseSide();
         return;
       }
       // Finalize flushes NCCL's outstanding work (non-blocking: polled), then destroy frees the communicator.
@@ -155,6 +255,7 @@ export async function createNcclCollective(o: NcclCollectiveOptions): Promise<Co
       broken = new TunaError("DIST", "the NCCL communicator was closed");
       if (abortedNow()) return; // the finalize wait failed and aborted the communicator
       nccl.check("ncclCommDestroy", api.ncclCommDestroy(comm), comm);
+      releaseSide();
     },
   };
 }

@@ -94,8 +94,15 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
   } else return 1;
   return 0;
 }
-CUresult cuEventCreate(void **e, unsigned flags) { if (flags) return 1; liveEvents++; *e = (void *)(uintptr_t)(0xe0 + liveEvents); return 0; }
-CUresult cuEventRecord(void *e, void *stream) { return stream ? 1 : 0; }
+CUresult cuEventCreate(void **e, unsigned flags) { if (flags & ~2u) return 1; liveEvents++; *e = (void *)(uintptr_t)(0xe0 + liveEvents); return 0; }
+/* Streams other than the default one: only non-blocking ones (flag 1), as the NCCL collective creates. */
+static int liveStreams;
+CUresult cuStreamCreate(void **s, unsigned flags) { if (flags != 1) return 1; liveStreams++; *s = (void *)(uintptr_t)(0x5000 + liveStreams); return 0; }
+CUresult cuStreamDestroy_v2(void *s) { if ((uintptr_t)s <= 0x5000) return 1; liveStreams--; return 0; }
+CUresult cuStreamWaitEvent(void *s, void *e, unsigned flags) { return flags ? 1 : sticky; }
+CUresult cuEventQuery(void *e) { return sticky; }
+int fakeCudaStreams(void) { return liveStreams; }
+CUresult cuEventRecord(void *e, void *stream) { return stream == 0 || (uintptr_t)stream > 0x5000 ? 0 : 1; }
 CUresult cuEventSynchronize(void *e) { return sticky; }
 CUresult cuEventElapsedTime_v2(float *ms, void *a, void *b) { *ms = 2.5f; return 0; }
 CUresult cuEventDestroy_v2(void *e) { liveEvents--; return 0; }
