@@ -12,7 +12,7 @@ import { createCudaBackend } from "../src/backend/cuda/index.ts";
 import { findCudaLibraries } from "../src/gpu/discover.ts";
 import { probeDriver } from "../src/gpu/driver-probe.ts";
 import { loadNccl } from "../src/dist/nccl/library.ts";
-import { createNcclCollective, legacyStreamIdle } from "../src/dist/nccl/collective.ts";
+import { createNcclCollective, driverStreams, legacyStreamIdle } from "../src/dist/nccl/collective.ts";
 import { packageRoot } from "../src/util/package-root.ts";
 
 const root = packageRoot(import.meta.url);
@@ -43,6 +43,18 @@ void test("NCCL: a one-rank communicator through the real library (init polled, 
     assert.deepEqual([...bytes], [5, 6, 7]);
     await c.barrier();
     await c.close();
+    // The communication stream (gradient buckets): device memory, its own stream, drained back.
+    const side = await createNcclCollective({ nccl, device: backend.device, streamIdle: legacyStreamIdle(libs.cuda.path!), rank: 0, worldSize: 1, uniqueId: nccl.newUniqueId(), timeoutMs: 30_000, streams: driverStreams(libs.cuda.path!) });
+    const ptr = backend.device.alloc(data.byteLength, "grads");
+    backend.device.upload(ptr, data);
+    side.device!.allReduceOnDevice(ptr + 4n * 1000n, data.length - 1000);
+    side.device!.allReduceOnDevice(ptr, 1000);
+    await side.device!.drain();
+    const back = new Float32Array(data.length);
+    backend.device.download(back, ptr);
+    assert.deepEqual(back, data);
+    backend.device.free(ptr);
+    await side.close();
   } finally {
     backend.dispose();
   }
