@@ -12,6 +12,16 @@ export interface ForwardOptions {
   neftune?: { alpha: number; rng: Rng };
 }
 
+/**
+ * Where a layer's frozen weights live while the layer is not computing. Sharded data parallelism (ZeRO-3,
+ * FSDP FULL_SHARD) keeps 1/N of them per rank: the model calls acquire(l) before it uses layer l (forward,
+ * the recompute of gradient checkpointing, backward) and release(l) after. Without one, every layer stays.
+ */
+export interface LayerResidency {
+  acquire(layer: number): Promise<void>;
+  release(layer: number): void;
+}
+
 /** A batch on the backend, opaque to the trainer. */
 export interface UploadedBatch {
   readonly N: number;
@@ -30,6 +40,6 @@ export interface TrainingModel {
    * soon as layer l's gradients are complete (layers finish from the last to the first; the rest, embeddings,
    * norm and head, are complete when backward returns): where data parallelism starts reducing a bucket.
    */
-  backward(batch: UploadedBatch, gradScale: number, layerDone?: (layer: number) => void): void;
+  backward(batch: UploadedBatch, gradScale: number, layerDone?: (layer: number) => void): Promise<void>;
   free(batch: UploadedBatch): void;
 }

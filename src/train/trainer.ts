@@ -282,7 +282,7 @@ export async function train(
             ...(s.neftuneNoiseAlpha === undefined ? {} : { neftune: { alpha: s.neftuneNoiseAlpha, rng: neftuneRng } }),
           });
           lossSum += r.lossSum;
-          model.backward(device, 1 / numItems, i === batches.length - 1 ? buckets?.layerDone : undefined);
+          await model.backward(device, 1 / numItems, i === batches.length - 1 ? buckets?.layerDone : undefined);
           model.free(device);
           stepTokens += b.ids.length;
         }

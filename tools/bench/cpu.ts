@@ -53,12 +53,12 @@ const T = Number(values.tokens);
 const ids = Array.from({ length: T }, () => 3 + Math.floor(rng.uniform() * 31000));
 const batch = uploadBatch(model, batchFromDocuments([{ inputIds: ids }]));
 await forward(model, batch);
-backward(model, batch, 1 / T);
+await backward(model, batch, 1 / T);
 const steps = 5;
 const t0 = performance.now();
 for (let s = 0; s < steps; s++) {
   const r = await forward(model, batch);
-  backward(model, batch, 1 / r.tokens);
+  await backward(model, batch, 1 / r.tokens);
 }
 const stepMs = (performance.now() - t0) / steps;
 console.log(`tiny-llama LoRA r=8 all-linear, ${T} tokens/step: ${stepMs.toFixed(0)} ms/step, ${((T / stepMs) * 1000).toFixed(0)} tokens/s (forward+backward)`);

@@ -8,7 +8,7 @@ import { allocActivations, viewActivations, type ActivationDtype, type Activatio
 import { blockBackward, blockForward, type SequenceInputs } from "./block.ts";
 import type { LinearScratch } from "./linear.ts";
 import type { LlamaParams, TokenRows } from "./params.ts";
-import type { ForwardOptions, TrainingModel, UploadedBatch } from "../types.ts";
+import type { ForwardOptions, LayerResidency, TrainingModel, UploadedBatch } from "../types.ts";
 import { ropeInvFreq } from "./rope-freqs.ts";
 
 export interface LlamaModel {
@@ -32,6 +32,8 @@ export interface LlamaModel {
   layerRngStates: [number, number, number, number][];
   /** Whether the last forward was a training one (dropout applied); its backward recomputes alike. */
   lastForwardTraining: boolean;
+  /** Brings each layer's weights in before use and lets them go after (sharded parameters); null: always resident. */
+  residency: LayerResidency | null;
 }
 
 export interface DeviceBatch extends SequenceInputs {
@@ -86,6 +88,7 @@ export function createLlamaModel(backend: Backend, params: LlamaParams, options:
     acts: null,
     layerRngStates: [],
     lastForwardTraining: false,
+    residency: null,
   };
 }
 
@@ -183,9 +186,7 @@ export function asTrainingModel(model: LlamaModel): TrainingModel {
     },
     upload: (batch) => uploadBatch(model, batch),
     forward: (batch, options) => forward(model, own(batch), options),
-    backward: (batch, gradScale, layerDone) => {
-      backward(model, own(batch), gradScale, layerDone);
-    },
+    backward: (batch, gradScale, layerDone) => backward(model, own(batch), gradScale, layerDone),
     free: (batch) => {
       freeBatch(model, own(batch));
     },
@@ -211,7 +212,9 @@ export async function forward(model: LlamaModel, batch: DeviceBatch, options: Fo
     model.layerRngStates.push(model.dropoutRng.state());
     const slots = acts.blocks[model.checkpointing ? 0 : l]!;
     const rng = model.lastForwardTraining ? model.dropoutRng : null;
+    await model.residency?.acquire(l);
     blockForward(be, cfg, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, model.linearScratch, rng);
+    model.residency?.release(l);
   }
   be.rmsnormForward(acts.lnf, acts.rstdf, acts.xs[cfg.numLayers]!, params.norm, cfg.rmsNormEps);
   const head = outputEmbedding(model);
@@ -230,7 +233,7 @@ export async function forward(model: LlamaModel, batch: DeviceBatch, options: Fo
  * Backward of the last forward: gradients of (gradScale * sum of token losses) accumulate into the
  * trainable gradient buffer. gradScale = 1 / (trained tokens over all accumulated micro-batches).
  */
-export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: number, layerDone?: (layer: number) => void): void {
+export async function backward(model: LlamaModel, batch: DeviceBatch, gradScale: number, layerDone?: (layer: number) => void): Promise<void> {
   const be = model.backend;
   const { params } = model;
   const cfg = params.cfg;
@@ -263,6 +266,7 @@ export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: numbe
   for (let l = cfg.numLayers - 1; l >= 0; l--) {
     const layer = params.layers[l]!;
     const slots = acts.blocks[model.checkpointing ? 0 : l]!;
+    await model.residency?.acquire(l);
     if (model.checkpointing) {
       // Recompute block l from its saved input with the same dropout masks; its output xs[l+1] is
       // no longer needed (block l+1's backward is done), so it is rewritten with identical values.
@@ -270,6 +274,7 @@ export function backward(model: LlamaModel, batch: DeviceBatch, gradScale: numbe
       blockForward(be, cfg, layer, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, model.linearScratch, rng);
     }
     blockBackward(be, cfg, layer, slots, acts.xs[l]!, acts.dx, batch, grads);
+    model.residency?.release(l);
     layerDone?.(l);
   }
   if (params.dEmbed !== null) be.embeddingBackward(params.dEmbed, acts.dx, batch.ids);

@@ -70,7 +70,7 @@ async function checkCase(name: string, file: "a" | "b", checkpointing: boolean):
   assert.ok(relativeError(a, e) < TOL, `${name}/${file}: logits relative error ${relativeError(a, e)}`);
   assert.ok(elementwiseRelativeError(a, e) < ELEMENT_TOL, `${name}/${file}: logits elementwise relative error ${elementwiseRelativeError(a, e)}`);
 
-  backward(model, device, 1 / tokens);
+  await backward(model, device, 1 / tokens);
   for (const key of adapterKeys) {
     const grad = await model.backend.downloadF32(trainableView(model.params.trainable, key).grad);
     const expected = await readDump(dump, `grad.${key}`);

@@ -9,7 +9,7 @@ async function lossAndGrads(model: LlamaModel, V: number): Promise<{ loss: numbe
   be.fill(model.params.trainable.grads, 0);
   const batch = uploadBatch(model, batchFromDocuments(sampleDocs(V)));
   const { lossSum, tokens } = await forward(model, batch, { training: true });
-  backward(model, batch, 1 / tokens);
+  await backward(model, batch, 1 / tokens);
   return { loss: lossSum / tokens, grads: await be.downloadF32(model.params.trainable.grads) };
 }
 
@@ -181,7 +181,7 @@ test("a smaller batch after a larger one runs in views of the larger activations
     be.fill(model.params.trainable.grads, 0);
     const batch = uploadBatch(model, batchFromDocuments(docs));
     const { lossSum, tokens } = await forward(model, batch, { training: true });
-    backward(model, batch, 1 / tokens);
+    await backward(model, batch, 1 / tokens);
     return { loss: lossSum / tokens, grads: await be.downloadF32(model.params.trainable.grads) };
   };
   const reused = await tinyModel(dir, cfg, { mode: "lora", lora: { dropout: 0.1 }, checkpointing: true });

@@ -99,7 +99,7 @@ export async function trainStep(model: LlamaModel, batch: Batch, optimizer: Opti
   const device = uploadBatch(model, batch);
   const r = await forward(model, device, { training: true });
   marks?.("forward");
-  backward(model, device, 1 / r.tokens);
+  await backward(model, device, 1 / r.tokens);
   freeBatch(model, device);
   marks?.("backward");
   // Data parallel: every rank's batch has the same token count here, so the mean of the ranks' mean-loss
