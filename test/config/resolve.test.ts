@@ -122,7 +122,7 @@ void test("defaults are those of the peft example dataclasses and HF TrainingArg
       bf16: false, fp16: false, group_by_length: false, nan_inf_policy: "stop", gradient_checkpointing: false,
       logging_strategy: "steps", logging_first_step: false, logging_steps: 500,
       log_level: "passive", eval_strategy: "no", eval_steps: undefined, save_strategy: "steps", save_steps: 500,
-      save_total_limit: undefined, ddp_timeout: 60, neftune_noise_alpha: undefined, report_to: ["none"], push_to_hub: false,
+      save_total_limit: undefined, ddp_timeout: 60, ddp_bucket_cap_mb: undefined, neftune_noise_alpha: undefined, report_to: ["none"], push_to_hub: false,
       config_file: undefined, device: "auto", config: undefined, print_config: false,
     },
   );
