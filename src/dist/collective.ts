@@ -22,8 +22,11 @@ export interface Collective {
   readonly worldSize: number;
   /** Present where the collective can work on device memory on its own stream (NCCL). */
   readonly device?: DeviceCollective;
-  /** In place: every rank ends with the elementwise sum over ranks (summed in rank order, in float64). */
-  allReduceSum(data: Float32Array): Promise<void>;
+  /**
+   * In place: every rank ends with the elementwise sum over ranks (summed in rank order, in float64).
+   * `waitMs` replaces the collective's bound for this call (a checkpoint that one rank writes for long).
+   */
+  allReduceSum(data: Float32Array, options?: { waitMs?: number }): Promise<void>;
   /**
    * Returns this rank's shard of the elementwise sum: elements [rank * n / W, (rank + 1) * n / W) of the
    * length-n input (n must be a multiple of the world size).

@@ -7,6 +7,8 @@ import { TunaError, errorMessage } from "../util/errors.ts";
 import { isDir, isFile } from "../util/fs-checks.ts";
 
 export const TRAINER_STATE_FILE = "trainer_state.json";
+/** How long ranks wait for each other around a checkpoint write (an hour: a 70B full save on a slow disk). */
+const SAVE_WAIT_MS = 3_600_000;
 const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
 
 export function checkpointName(step: number): string {
@@ -84,10 +86,14 @@ export async function saveCheckpointTogether(
   await agree(collective, failure, `rank 0 could not finish ${final}`);
   return final;
 
-  /** All ranks learn whether any failed; the failing rank throws its own error, the others name the step. */
+  /**
+   * All ranks learn whether any failed; the failing rank throws its own error, the others name the step. The
+   * others may wait for rank 0's writing (a full model) far longer than a collective's bound: a dead rank is
+   * still seen at once (its connection closes, or the heartbeat stops).
+   */
   async function agree(c: Collective, own: unknown, what: string): Promise<void> {
     const flag = Float32Array.of(own === undefined ? 0 : 1);
-    await c.allReduceSum(flag);
+    await c.allReduceSum(flag, { waitMs: SAVE_WAIT_MS });
     if (flag[0] === 0) return;
     if (c.rank === 0) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
     if (own !== undefined) {

@@ -11,9 +11,9 @@ import { saveCheckpointTogether } from "../../src/train/checkpoint.ts";
 import { TunaError } from "../../src/util/errors.ts";
 import { freePort } from "../dist/free-port.ts";
 
-async function twoRanks(): Promise<Collective[]> {
+async function twoRanks(timeoutMs = 5000): Promise<Collective[]> {
   const port = await freePort();
-  return Promise.all([0, 1].map((rank) => createHostCollective({ rank, worldSize: 2, hub: { kind: "fixed", host: "127.0.0.1", port }, timeoutMs: 5000 })));
+  return Promise.all([0, 1].map((rank) => createHostCollective({ rank, worldSize: 2, hub: { kind: "fixed", host: "127.0.0.1", port }, timeoutMs })));
 }
 
 void test("every rank writes its part, then rank 0 finishes and renames: the folder holds all parts", async () => {
@@ -81,5 +81,24 @@ void test("sumOverRanks: float64 sums over ranks though the collectives carry fl
     assert.notEqual(Math.fround(1e10 + 0.123456789), 1e10 + 0.123456789);
   } finally {
     for (const c of ranks) await c.close();
+  }
+});
+
+void test("rank 0 writing for longer than the collectives' bound (a large model) does not time the others out", async () => {
+  const out = await mkdtemp(join(tmpdir(), "tuna-together-"));
+  const ranks = await twoRanks(300);
+  try {
+    await Promise.all(
+      ranks.map((c) =>
+        saveCheckpointTogether(out, 2, c, {
+          everyRank: () => Promise.resolve(),
+          ...(c.rank === 0 ? { lead: async (dir: string) => { await new Promise((r) => setTimeout(r, 900)); await writeFile(join(dir, "trainer_state.json"), "{}"); } } : {}),
+        }),
+      ),
+    );
+    assert.deepEqual(await readdir(out), ["checkpoint-2"]);
+  } finally {
+    for (const c of ranks) await c.close();
+    await rm(out, { recursive: true, force: true });
   }
 });

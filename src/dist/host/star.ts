@@ -231,14 +231,14 @@ function rootCollective(options: HostCollectiveOptions, peers: Peer[], timeoutMs
     }
     throw broken;
   };
-  const gather = async (op: number, own: Uint8Array, sameLength: boolean): Promise<Buffer[]> => {
+  const gather = async (op: number, own: Uint8Array, sameLength: boolean, waitMs = timeoutMs): Promise<Buffer[]> => {
     if (broken !== undefined) throw broken;
     seq++;
     const parts: Buffer[] = [Buffer.from(own.buffer, own.byteOffset, own.byteLength)];
     for (const p of peers) {
       let frame: Frame;
       try {
-        frame = await p.reader.next(timeoutMs, () => `its ${opName(op)} #${seq}`);
+        frame = await p.reader.next(waitMs, () => `its ${opName(op)} #${seq}`);
       } catch (e) {
         return abortAll(e instanceof TunaError ? distError(`${e.message} (during ${opName(op)} #${seq})`, e) : distError(errorMessage(e), e));
       }
@@ -266,8 +266,8 @@ function rootCollective(options: HostCollectiveOptions, peers: Peer[], timeoutMs
   return {
     rank: 0,
     worldSize: options.worldSize,
-    async allReduceSum(data) {
-      sumInto(data, await gather(OPS.indexOf("allReduce"), bytesOf(data), true));
+    async allReduceSum(data, options) {
+      sumInto(data, await gather(OPS.indexOf("allReduce"), bytesOf(data), true, options?.waitMs));
       answer(bytesOf(data));
     },
     async reduceScatterSum(data) {
@@ -314,14 +314,14 @@ function rootCollective(options: HostCollectiveOptions, peers: Peer[], timeoutMs
 function memberCollective(options: HostCollectiveOptions, socket: Socket, reader: FrameReader, timeoutMs: number): Collective {
   let seq = 0;
   let broken: TunaError | undefined;
-  const exchange = async (op: number, payload: Uint8Array): Promise<Buffer> => {
+  const exchange = async (op: number, payload: Uint8Array, waitMs = timeoutMs): Promise<Buffer> => {
     if (broken !== undefined) throw broken;
     seq++;
     send(socket, seq, op, payload);
     let frame: Frame;
     try {
       // Rank 0 sees which rank is late and tells everyone; the others wait half as long again for that verdict.
-      frame = await reader.next(timeoutMs * 1.5, () => `the result of ${opName(op)} #${seq}`);
+      frame = await reader.next(waitMs * 1.5, () => `the result of ${opName(op)} #${seq}`);
     } catch (e) {
       broken ??= e instanceof TunaError ? e : distError(errorMessage(e), e);
       socket.destroy();
@@ -337,8 +337,8 @@ function memberCollective(options: HostCollectiveOptions, socket: Socket, reader
   return {
     rank: options.rank,
     worldSize: options.worldSize,
-    async allReduceSum(data) {
-      data.set(floatsOf(await exchange(OPS.indexOf("allReduce"), bytesOf(data))));
+    async allReduceSum(data, options) {
+      data.set(floatsOf(await exchange(OPS.indexOf("allReduce"), bytesOf(data), options?.waitMs)));
     },
     async reduceScatterSum(data) {
       checkDivisible(data, options.worldSize);

@@ -120,7 +120,7 @@ export async function createNcclCollective(o: NcclCollectiveOptions): Promise<Co
   };
 
   /** Polls until `done()` with NCCL reporting no error; aborts and fails on an error or at the deadline. */
-  const wait = async (what: string, done: () => boolean): Promise<void> => {
+  const wait = async (what: string, done: () => boolean, bound = timeoutMs): Promise<void> => {
     const started = Date.now();
     for (let polls = 0; ; polls++) {
       if (broken !== undefined) throw broken;
@@ -133,8 +133,8 @@ export async function createNcclCollective(o: NcclCollectiveOptions): Promise<Co
         throw broken;
       }
       if (status === NCCL_SUCCESS && done()) return;
-      if (Date.now() - started > timeoutMs) {
-        broken = new TunaError("DIST", `rank ${rank}: ${what} did not complete within ${timeoutMs / 1000} s; a rank is missing, hung or much slower (raise ddp_timeout if a step legitimately takes longer).`);
+      if (Date.now() - started > bound) {
+        broken = new TunaError("DIST", `rank ${rank}: ${what} did not complete within ${bound / 1000} s; a rank is missing, hung or much slower (raise ddp_timeout if a step legitimately takes longer).`);
         abortComm();
         throw broken;
       }
@@ -155,7 +155,7 @@ export async function createNcclCollective(o: NcclCollectiveOptions): Promise<Co
 
   let seq = 0;
   /** Stages `bytes` in device memory, runs `call` on it and waits for the stream. */
-  const run = async (what: string, send: ArrayBufferView, recvBytes: number, call: (sendPtr: DevicePtr, recvPtr: DevicePtr) => unknown, receive: (recvPtr: DevicePtr) => void): Promise<void> => {
+  const run = async (what: string, send: ArrayBufferView, recvBytes: number, call: (sendPtr: DevicePtr, recvPtr: DevicePtr) => unknown, receive: (recvPtr: DevicePtr) => void, bound = timeoutMs): Promise<void> => {
     if (broken !== undefined) throw broken;
     seq++;
     const label = `${what} #${seq}`;
@@ -164,7 +164,7 @@ export async function createNcclCollective(o: NcclCollectiveOptions): Promise<Co
     try {
       if (send.byteLength > 0) device.upload(sendPtr, send);
       nccl.check(label, call(sendPtr, recvPtr), comm, true);
-      await wait(label, o.streamIdle);
+      await wait(label, o.streamIdle, bound);
       receive(recvPtr);
     } finally {
       device.free(sendPtr);
@@ -201,10 +201,17 @@ export async function createNcclCollective(o: NcclCollectiveOptions): Promise<Co
     rank,
     worldSize,
     ...(onDevice === undefined ? {} : { device: onDevice }),
-    async allReduceSum(data) {
-      await run("allReduce", data, data.byteLength, (s, r) => api.ncclAllReduce(s, r, data.length, NCCL_FLOAT32, NCCL_SUM, comm, null), (r) => {
-        device.download(data, r);
-      });
+    async allReduceSum(data, options) {
+      await run(
+        "allReduce",
+        data,
+        data.byteLength,
+        (s, r) => api.ncclAllReduce(s, r, data.length, NCCL_FLOAT32, NCCL_SUM, comm, null),
+        (r) => {
+          device.download(data, r);
+        },
+        options?.waitMs,
+      );
     },
     async reduceScatterSum(data) {
       if (data.length % worldSize !== 0) throw new TunaError("INTERNAL", `reduceScatter: ${data.length} elements do not split evenly over ${worldSize} ranks`);
