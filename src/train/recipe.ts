@@ -20,6 +20,7 @@ import { joinJob, type JobMembership } from "../dist/job.ts";
 import { collectiveForBackend, requestedTransport } from "../dist/gpu-collective.ts";
 import { createCpuBackend } from "../backend/cpu/index.ts";
 import { optimizerOnDevice, optimizerOnHost, type OptimizerPlacement } from "./offload.ts";
+import { shardFrozenLayers } from "./sharded-layers.ts";
 import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
 import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, saveCheckpointTogether, writeJson } from "./checkpoint.ts";
 import { createMetricsJsonlWriter, metricsJsonlPath } from "./logging/metrics-jsonl.ts";
@@ -131,8 +132,10 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
   const fullShard = launch !== undefined && ((launch.sharding.kind === "zero" && launch.sharding.stage === 3) || (launch.sharding.kind === "fsdp" && launch.sharding.strategy !== "NO_SHARD" && launch.sharding.strategy !== "SHARD_GRAD_OP"));
   if (place.rank === 0 && place.worldSize > 1 && fullShard) {
     io.err(
-      `note: ${describeLaunch(launch)}: tuna shards the optimizer state and gradients across the ranks (as ZeRO-2) but not yet ` +
-        "the parameters; each rank holds the whole (4-bit) base. The results are the same.",
+      c.use_peft_lora
+        ? `note: ${describeLaunch(launch)}: each rank keeps 1/${place.worldSize} of the frozen (4-bit) base layers and gathers each layer when it computes; ` +
+            "optimizer state and gradients are sharded as ZeRO-2. Each rank still loads the whole model first."
+        : `note: ${describeLaunch(launch)}: full fine-tuning shards the optimizer state and gradients (as ZeRO-2) but not yet the parameters.`,
     );
   }
   const job = place.worldSize > 1 ? await joinThisJob(place, c) : undefined;
@@ -152,7 +155,7 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
           io.err(`removed ${join(outputDir, removed)} (left by an earlier run)`);
         }
       }
-      const result = await trainLocked(resolved, rankIo, outputDir, modelDir, job === undefined ? undefined : { job, place, sharding });
+      const result = await trainLocked(resolved, rankIo, outputDir, modelDir, job === undefined ? undefined : { job, place, sharding, shardParameters: fullShard && c.use_peft_lora });
       finished = true;
       return result;
     } finally {
@@ -189,7 +192,7 @@ async function trainLocked(
   io: RecipeIO,
   outputDir: string,
   modelDir: string,
-  member: { job: JobMembership; place: ProcessPlace; sharding: ShardingStage } | undefined,
+  member: { job: JobMembership; place: ProcessPlace; sharding: ShardingStage; shardParameters: boolean } | undefined,
 ): Promise<RecipeResult> {
   const c = resolved.config;
   // In a job each rank takes the GPU of its local rank; NCCL carries the training collectives on GPUs.
@@ -203,12 +206,19 @@ async function trainLocked(
   io.err(`device: ${backend.name}`);
   const collective = member === undefined ? undefined : await collectiveForBackend(member.job, member.place, backend, c.ddp_timeout * 1000);
   const optimizer = optimizerPlacement(resolved.launch, backend, io);
-  const job = collective === undefined || member === undefined ? { optimizer } : { collective, sharding: member.sharding, optimizer, bucketCapMb: c.ddp_bucket_cap_mb };
+  const lockstep = member?.shardParameters === true;
+  const job = collective === undefined || member === undefined ? { optimizer } : { collective, sharding: member.sharding, optimizer, bucketCapMb: c.ddp_bucket_cap_mb, lockstep };
   const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective);
   // On the GPU a bf16 run keeps activations in bf16 as an HF bf16 model does; the CPU reference keeps f32.
   const activationDtype = backend.name === "cuda" && c.bf16 ? "bf16" : "f32";
   const model = createLlamaModel(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed, activationDtype });
   io.out(setup.trainableLine);
+  if (lockstep && collective !== undefined) {
+    // ZeRO-3 / FULL_SHARD: the frozen base layers sharded over the ranks, gathered per layer.
+    const sharded = await shardFrozenLayers(backend, setup.params, collective);
+    model.residency = sharded;
+    io.err(`ZeRO-3: this rank keeps ${(sharded.bytesHeld / 2 ** 20).toFixed(1)} MiB of the ${(sharded.bytesWhole / 2 ** 20).toFixed(1)} MiB of frozen layer weights.`);
+  }
 
   const settings = trainerSettings(c, chat.tokenizer.padTokenId ?? chat.tokenizer.eosTokenId ?? 0);
   const saveModel = (dir: string): Promise<void> => saveModelFiles(dir, { model, setup, modelDir, tokenizer: chat.tokenizer, config: c });
@@ -297,7 +307,8 @@ async function trainLocked(
   await saveModel(outputDir);
   let evalLoss: number | undefined;
   if (evalSplit !== undefined && c.eval_strategy !== "no") {
-    evalLoss = result.logHistory.filter((e) => "eval_loss" in e).at(-1)?.["eval_loss"] ?? (await evaluate(asTrainingModel(model), evalSplit.sequences, settings)).loss;
+    // (With sharded layers rank 0 cannot evaluate alone; the trainer's last evaluation is there then.)
+    evalLoss = result.logHistory.filter((e) => "eval_loss" in e).at(-1)?.["eval_loss"] ?? (lockstep ? undefined : (await evaluate(asTrainingModel(model), evalSplit.sequences, settings)).loss);
   }
   const summary = {
     train_runtime: result.runtimeMs / 1000,

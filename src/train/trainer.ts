@@ -4,6 +4,7 @@
 import type { Backend } from "../backend/types.ts";
 import { sumOverRanks, type Collective } from "../dist/collective.ts";
 import { makeBatches, toModelBatch, type BatchPlan } from "../data/batches.ts";
+import { batchFromDocuments, type Batch } from "../data/batch.ts";
 import type { PackedSequence } from "../data/types.ts";
 import type { TrainingModel } from "../model/types.ts";
 import { TunaError } from "../util/errors.ts";
@@ -62,6 +63,11 @@ export interface TrainerHooks {
   collective?: Collective;
   /** With a collective: 0 = DDP, 1 = ZeRO-1 (optimizer state sharded), 2 = ZeRO-2 (gradients too). */
   sharding?: ShardingStage;
+  /**
+   * Sharded parameters (ZeRO-3): every forward gathers layers over the ranks, so every rank runs as many
+   * forwards and backwards as the busiest one; a rank with fewer micro-batches runs empty ones (no token trained).
+   */
+  lockstep?: boolean;
   /** Gradient bucket size for the data-parallel all-reduce (ddp_bucket_cap_mb; torch DDP's 25 by default). */
   bucketCapMb?: number;
   /** Where AdamW runs and keeps its moments: the device (default) or host memory (offload_optimizer_device). */
@@ -123,7 +129,7 @@ function epochPlans(s: TrainerSettings, sequences: readonly PackedSequence[], ep
 }
 
 /** Mean loss over all trained tokens of a split, without keeping logits beyond one batch. */
-export async function evaluate(model: TrainingModel, sequences: readonly PackedSequence[], s: TrainerSettings, collective?: Collective): Promise<{ loss: number; tokens: number }> {
+export async function evaluate(model: TrainingModel, sequences: readonly PackedSequence[], s: TrainerSettings, collective?: Collective, lockstep = false): Promise<{ loss: number; tokens: number }> {
   const plans = makeBatches(sequences, { batchSize: s.evalBatchSize, padded: s.padded, groupByLength: false, shuffle: false, seed: s.seed, epoch: 0 });
   // In a job every rank evaluates its share of the batches (k % W == rank, as the training sampler) and the
   // sums are combined exactly, so the loss is the one process's.
@@ -138,6 +144,16 @@ export async function evaluate(model: TrainingModel, sequences: readonly PackedS
     lossSum += r.lossSum;
     tokens += r.tokens;
     model.free(batch);
+  }
+  if (lockstep && world > 1) {
+    // As many forwards as the rank with the most batches (ranks gather layers together).
+    const most = Math.ceil(plans.length / world);
+    const mine = plans.filter((_, k) => k % world === rank).length;
+    for (let i = mine; i < most; i++) {
+      const empty = model.upload(emptyBatch(s.padTokenId));
+      await model.forward(empty);
+      model.free(empty);
+    }
   }
   if (collective !== undefined && world > 1) [lossSum, tokens] = (await sumOverRanks(collective, [lossSum, tokens])) as [number, number];
   return { loss: tokens === 0 ? NaN : lossSum / tokens, tokens };
@@ -238,7 +254,7 @@ export async function train(
   const runEval = async (epoch: number): Promise<void> => {
     // Every rank evaluates its share (all hold the same parameters); only rank 0's hooks log.
     if (data.eval === undefined || data.eval.length === 0) return;
-    const r = await evaluate(model, data.eval, s, collective);
+    const r = await evaluate(model, data.eval, s, collective, hooks.lockstep === true);
     const entry: LogEntry = { step: globalStep, epoch: round(epoch, 4), eval_loss: r.loss, eval_perplexity: Math.exp(r.loss), eval_tokens: r.tokens };
     logHistory.push(entry);
     hooks.onLog(entry);
@@ -285,6 +301,15 @@ export async function train(
           await model.backward(device, 1 / numItems, i === batches.length - 1 ? buckets?.layerDone : undefined);
           model.free(device);
           stepTokens += b.ids.length;
+        }
+      }
+      if (hooks.lockstep === true && world > 1 && numItems > 0) {
+        // Empty micro-batches up to the busiest rank's count: the same layer gathers on every rank.
+        for (let i = batches.length; i < Math.ceil(group.length / world); i++) {
+          const empty = model.upload(emptyBatch(s.padTokenId));
+          await model.forward(empty, { training: true });
+          await model.backward(empty, 0);
+          model.free(empty);
         }
       }
       await (buckets !== undefined ? buckets.finish() : parallel.reduceGradients(trainable.grads));
@@ -356,6 +381,11 @@ export async function train(
   await log(epoch);
   const runtimeMs = performance.now() - started;
   return { globalStep, trainLoss: globalStep === 0 ? NaN : totalLoss / globalStep, logHistory, runtimeMs, tokensSeen, interrupted: false };
+}
+
+/** One padding token, nothing trained: what a rank runs to keep in step with the others. */
+function emptyBatch(padTokenId: number): Batch {
+  return batchFromDocuments([{ inputIds: [padTokenId], labels: [-100] }]);
 }
 
 const DROPOUT_STREAM = 1;

@@ -179,7 +179,10 @@ void test("tuna train --config_file <accelerate yaml with num_processes 2> start
     const r = spawnSync(process.execPath, ["bin/tuna.js", "train", "--config_file", config, ...flags(out, 1), "--bf16", "false"], { cwd: root, encoding: "utf8", timeout: 170_000 });
     assert.equal(r.status, 0, `${name}: ${r.stderr}`);
     assert.match(r.stderr, /asks for 2 processes; starting 2 here/);
-    if (name.startsWith("deepspeed")) assert.match(r.stderr, /note: .*ZeRO stage 3.*shards the optimizer state and gradients .* not yet the parameters/);
+    if (name.startsWith("deepspeed")) {
+      assert.match(r.stderr, /note: .*ZeRO stage 3.*each rank keeps 1\/2 of the frozen \(4-bit\) base layers and gathers each layer when it computes/);
+      assert.match(r.stderr, /ZeRO-3: this rank keeps [\d.]+ MiB of the [\d.]+ MiB of frozen layer weights/);
+    }
     const run = await readRun(out);
     assert.ok(relative(run.metrics.at(-1)!.loss, reference.metrics.at(-1)!.loss) < 1e-6, `${name}: ${run.metrics.at(-1)!.loss} vs ${reference.metrics.at(-1)!.loss}`);
   }
@@ -438,4 +441,49 @@ void test("two machines' launchers (--nnodes 2, --node_rank 0 and 1, 2 processes
   });
   const logged = JSON.parse((await readFile(join(out, "metrics.jsonl"), "utf8")).split("\n")[0]!) as Record<string, number>;
   assert.ok("peak_memory_gib_rank_3" in logged, "four ranks logged");
+});
+
+void test("ZeRO-3 (QLoRA, 3 ranks): the frozen 4-bit layers sharded and gathered per layer; a whole epoch (ranks with fewer micro-batches at its end) and evaluation reproduce one process", { timeout: 240_000 }, async () => {
+  const { mkdir, writeFile } = await import("node:fs/promises");
+  const data = join(tmp, "zero3-data");
+  await mkdir(data, { recursive: true });
+  const rows = await readFile(join(root, "test/fixtures/chat-small.jsonl"), "utf8");
+  // 22 rows pack into 11 sequences: the epoch's last step has 2 micro-batches for 3 ranks, so rank 2 runs an
+  // empty one to gather the layers with the others; 7 eval rows leave the ranks uneven there too.
+  await writeFile(join(data, "train.jsonl"), rows.split("\n").slice(0, 22).join("\n") + "\n");
+  await writeFile(join(data, "test.jsonl"), rows.split("\n").slice(0, 7).join("\n") + "\n");
+  const config = join(tmp, "zero3.yaml");
+  await writeFile(config, `compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 3\nnum_processes: 3\nmain_process_port: ${await freePort()}\n`);
+  const zeroFlags = (out: string, ga: number): string[] => [
+    ...flags(out, ga).map((f) => (f.endsWith("chat-small.jsonl") ? data : f === "train" ? "train,test" : f)).filter((f, i, all) => f !== "--max_steps" && all[i - 1] !== "--max_steps"),
+    "--num_train_epochs", "1", "--use_4bit_quantization", "--bnb_4bit_quant_type", "nf4", "--use_nested_quant",
+    "--eval_strategy", "epoch", "--per_device_eval_batch_size", "1",
+  ];
+  const single = join(tmp, "zero3-single");
+  const one = spawnSync(process.execPath, ["bin/tuna.js", "train", ...zeroFlags(single, 3)], { cwd: root, encoding: "utf8", timeout: 170_000 });
+  assert.equal(one.status, 0, one.stderr);
+  const out = join(tmp, "zero3");
+  const r = spawnSync(process.execPath, ["bin/tuna.js", "train", "--config_file", config, ...zeroFlags(out, 1)], { cwd: root, encoding: "utf8", timeout: 170_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /ZeRO-3: this rank keeps/);
+  const entries = async (dir: string): Promise<Record<string, number>[]> => (await readFile(join(dir, "metrics.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l) as Record<string, number>);
+  const a = await entries(single);
+  const b = await entries(out);
+  const losses = (e: Record<string, number>[]): number[] => e.filter((x) => "loss" in x).map((x) => x.loss!);
+  const evals = (e: Record<string, number>[]): number[] => e.filter((x) => "eval_loss" in x).map((x) => x.eval_loss!);
+  assert.equal(losses(b).length, losses(a).length);
+  assert.equal(losses(a).length, 4, "11 sequences at 3 a step: 4 steps, the last of 2");
+  losses(b).forEach((l, i) => {
+    assert.ok(relative(l, losses(a)[i]!) < 1e-6, `step ${i + 1}: ${l} vs ${losses(a)[i]!}`);
+  });
+  assert.equal(evals(b).length, 1);
+  assert.ok(relative(evals(b)[0]!, evals(a)[0]!) < 1e-6, `eval ${evals(b)[0]!} vs ${evals(a)[0]!}`);
+  const x = await readRun(single);
+  const y = await readRun(out);
+  for (const [name, values] of y.adapter) {
+    const ref = x.adapter.get(name)!;
+    let worst = 0;
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(values[i]! - ref[i]!));
+    assert.ok(worst < 1e-6, `${name} differs by ${worst}`);
+  }
 });
