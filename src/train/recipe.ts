@@ -344,7 +344,7 @@ function optimizerPlacement(launch: LaunchConfig | undefined, backend: Backend, 
     io.err("note: offload to nvme is not implemented; tuna offloads the optimizer to CPU memory instead.");
   }
   if (s.offloadParams) {
-    io.err("note: parameter offload: the parameters stay on the device (tuna does not shard or offload them yet); the optimizer state is offloaded to CPU memory.");
+    io.err("note: parameter offload: the parameters stay on the device (beyond ZeRO-3's sharding of the frozen layers, tuna does not offload them yet); the optimizer state is offloaded to CPU memory.");
   }
   if (!s.offloadOptimizer && !s.offloadParams) return optimizerOnDevice(backend);
   if (backend.name === "cpu") return optimizerOnDevice(backend); // already in host memory
