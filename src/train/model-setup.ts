@@ -44,6 +44,7 @@ export async function setUpTrainModel(
   source: WeightSource,
   config: TrainConfig,
   tokens: { newTokenIds: number[]; vocabSize: number },
+  afterLayer?: LoadOptions["afterLayer"],
 ): Promise<TrainModel> {
   const C = baseCfg.hiddenSize;
   let cfg = baseCfg;
@@ -83,6 +84,7 @@ export async function setUpTrainModel(
     quantize,
     embeddings,
     ...(lora === null ? {} : { lora }),
+    ...(afterLayer === undefined ? {} : { afterLayer }),
   });
   let trainableLine: string;
   if (lora !== null) {

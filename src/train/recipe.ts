@@ -20,7 +20,7 @@ import { joinJob, type JobMembership } from "../dist/job.ts";
 import { collectiveForBackend, requestedTransport } from "../dist/gpu-collective.ts";
 import { createCpuBackend } from "../backend/cpu/index.ts";
 import { optimizerOnDevice, optimizerOnHost, type OptimizerPlacement } from "./offload.ts";
-import { shardFrozenLayers } from "./sharded-layers.ts";
+import { createLayerSharder, type LayerSharder } from "./sharded-layers.ts";
 import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
 import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, saveCheckpointTogether, writeJson } from "./checkpoint.ts";
 import { createMetricsJsonlWriter, metricsJsonlPath } from "./logging/metrics-jsonl.ts";
@@ -82,7 +82,7 @@ function describeSplit(p: PreparedSplit): string {
 }
 
 /** Tokenizer and chat format, the prepared data, and the model set up for training; the weight files closed after. */
-async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, io: RecipeIO, collective: Collective | undefined) {
+async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, io: RecipeIO, collective: Collective | undefined, sharder?: LayerSharder) {
   const folder = await openModelFolder(modelDir);
   try {
     const chat = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, folder.config.vocabSize, c.chat_template_file);
@@ -108,7 +108,8 @@ async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, 
     }
 
     // Model: resized vocabulary, quantized base, LoRA (or full fine-tuning).
-    const setup = await setUpTrainModel(backend, folder.config, folder.weights, c, { newTokenIds: chat.newTokenIds, vocabSize: chat.resizedVocabSize });
+    // ZeRO-3: each layer is sharded as soon as it is loaded, so no whole copy of the base layers accumulates.
+    const setup = await setUpTrainModel(backend, folder.config, folder.weights, c, { newTokenIds: chat.newTokenIds, vocabSize: chat.resizedVocabSize }, sharder === undefined ? undefined : (_l, layer) => sharder.shardLayer(layer));
     return { chat, trainSplit, evalSplit, setup };
   } finally {
     await folder.weights.close();
@@ -208,14 +209,15 @@ async function trainLocked(
   const optimizer = optimizerPlacement(resolved.launch, backend, io);
   const lockstep = member?.shardParameters === true;
   const job = collective === undefined || member === undefined ? { optimizer } : { collective, sharding: member.sharding, optimizer, bucketCapMb: c.ddp_bucket_cap_mb, lockstep };
-  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective);
+  const sharder = lockstep && collective !== undefined ? createLayerSharder(backend, collective.rank, collective.worldSize) : undefined;
+  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective, sharder);
   // On the GPU a bf16 run keeps activations in bf16 as an HF bf16 model does; the CPU reference keeps f32.
   const activationDtype = backend.name === "cuda" && c.bf16 ? "bf16" : "f32";
   const model = createLlamaModel(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed, activationDtype });
   io.out(setup.trainableLine);
-  if (lockstep && collective !== undefined) {
-    // ZeRO-3 / FULL_SHARD: the frozen base layers sharded over the ranks, gathered per layer.
-    const sharded = await shardFrozenLayers(backend, setup.params, collective);
+  if (sharder !== undefined && collective !== undefined) {
+    // ZeRO-3 / FULL_SHARD: the frozen base layers (sharded while loading) gathered per layer over the ranks.
+    const sharded = sharder.residency(setup.params.layers, collective);
     model.residency = sharded;
     io.err(`ZeRO-3: this rank keeps ${(sharded.bytesHeld / 2 ** 20).toFixed(1)} MiB of the ${(sharded.bytesWhole / 2 ** 20).toFixed(1)} MiB of frozen layer weights.`);
   }

@@ -70,69 +70,87 @@ export interface ShardedLayers extends LayerResidency {
   free(): void;
 }
 
-/** Shards every layer's frozen tensors over the collective's ranks and frees the whole ones. */
-export async function shardFrozenLayers(be: Backend, params: LlamaParams, collective: Collective): Promise<ShardedLayers> {
-  const world = collective.worldSize;
-  const rank = collective.rank;
-  const layers = params.layers;
-  if (layers.length === 0) throw new TunaError("INTERNAL", "a model without layers cannot be sharded");
-  const slots = frozenSlots(layers[0]!);
-  // Each slot's bytes padded to a multiple of 4 x world, so every rank's share is a whole number of float32.
-  const shardBytes = slots.map((s) => {
-    const t = s.get(layers[0]!);
-    const bytes = t.size * (s.dtype === "u8" ? 1 : s.dtype === "bf16" || s.dtype === "f16" ? 2 : 4);
-    return Math.ceil(bytes / (4 * world)) * 4;
-  });
+/**
+ * Shards layers as they are loaded (loadLlamaParams' afterLayer), so a rank never holds more than one whole
+ * layer of the base beside its shares; `residency` then makes the layers usable again, gathered over the ranks.
+ */
+export interface LayerSharder {
+  shardLayer(layer: LayerParams): Promise<void>;
+  residency(layers: readonly LayerParams[], collective: Collective): ShardedLayers;
+}
+
+function elementBytes(dtype: DType): number {
+  return dtype === "u8" ? 1 : dtype === "bf16" || dtype === "f16" ? 2 : 4;
+}
+
+export function createLayerSharder(be: Backend, rank: number, world: number): LayerSharder {
+  let slots: Slot[] | undefined;
+  let shardBytes: number[] = [];
+  let placeholders: Tensor[] = [];
   const shards: Uint8Array[][] = [];
   let bytesHeld = 0;
   let bytesWhole = 0;
-  for (const layer of layers) {
-    const own: Uint8Array[] = [];
-    for (const [j, slot] of slots.entries()) {
-      const t = slot.get(layer);
-      const whole = bytesOf(await be.download(t));
-      const share = new Uint8Array(shardBytes[j]!);
-      share.set(whole.subarray(Math.min(whole.length, rank * share.length), Math.min(whole.length, (rank + 1) * share.length)));
-      own.push(share);
-      bytesHeld += share.length;
-      bytesWhole += whole.length;
-    }
-    shards.push(own);
-  }
-  // One reused set of whole tensors, and empty placeholders for released layers.
-  const gathered = slots.map((s) => be.alloc(s.dtype, s.shape, `zero3.${s.name}`));
-  const placeholders = slots.map((s) => be.alloc(s.dtype, [1], `zero3.released.${s.name}`));
-  for (const layer of layers) {
-    for (const [j, slot] of slots.entries()) {
-      const t = slot.get(layer);
-      slot.set(layer, placeholders[j]!);
-      be.free(t);
-    }
-  }
-  let current: number | undefined;
   return {
-    bytesHeld,
-    bytesWhole,
-    async acquire(l) {
-      if (current !== undefined) throw new TunaError("INTERNAL", `layer ${l} acquired while layer ${current} still is`);
-      current = l;
-      const layer = layers[l]!;
-      for (const [j, slot] of slots.entries()) {
-        const mine = shards[l]![j]!;
-        const all = await collective.allGather(new Float32Array(mine.buffer, mine.byteOffset, mine.byteLength / 4));
-        const whole = bytesOf(all).subarray(0, gathered[j]!.size * (slot.dtype === "u8" ? 1 : slot.dtype === "bf16" || slot.dtype === "f16" ? 2 : 4));
-        be.upload(gathered[j]!, typedFrom(whole, slot.dtype));
-        slot.set(layer, gathered[j]!);
+    async shardLayer(layer) {
+      if (slots === undefined) {
+        // Every layer has the same frozen tensors; each one's bytes are padded to a multiple of 4 x world, so
+        // every rank's share is a whole number of float32 (what the collectives carry).
+        const s = frozenSlots(layer);
+        slots = s;
+        shardBytes = s.map((slot) => Math.ceil((slot.get(layer).size * elementBytes(slot.dtype)) / (4 * world)) * 4);
+        placeholders = s.map((slot) => be.alloc(slot.dtype, [1], `zero3.released.${slot.name}`));
       }
+      const own: Uint8Array[] = [];
+      for (const [j, slot] of slots.entries()) {
+        const t = slot.get(layer);
+        const whole = bytesOf(await be.download(t));
+        const share = new Uint8Array(shardBytes[j]!);
+        share.set(whole.subarray(Math.min(whole.length, rank * share.length), Math.min(whole.length, (rank + 1) * share.length)));
+        own.push(share);
+        bytesHeld += share.length;
+        bytesWhole += whole.length;
+        slot.set(layer, placeholders[j]!);
+        be.free(t);
+      }
+      shards.push(own);
     },
-    release(l) {
-      if (current !== l) throw new TunaError("INTERNAL", `layer ${l} released but layer ${String(current)} is the one acquired`);
-      const layer = layers[l]!;
-      for (const [j, slot] of slots.entries()) slot.set(layer, placeholders[j]!);
-      current = undefined;
-    },
-    free() {
-      for (const t of [...gathered, ...placeholders]) be.free(t);
+    residency(layers, collective) {
+      const s = slots;
+      if (s === undefined || shards.length !== layers.length) throw new TunaError("INTERNAL", `${shards.length} of ${layers.length} layers were sharded`);
+      // One reused set of whole tensors for the layer being computed.
+      const gathered = s.map((slot) => be.alloc(slot.dtype, slot.shape, `zero3.${slot.name}`));
+      let current: number | undefined;
+      return {
+        bytesHeld,
+        bytesWhole,
+        async acquire(l) {
+          if (current !== undefined) throw new TunaError("INTERNAL", `layer ${l} acquired while layer ${current} still is`);
+          current = l;
+          const layer = layers[l]!;
+          for (const [j, slot] of s.entries()) {
+            const mine = shards[l]![j]!;
+            const all = await collective.allGather(new Float32Array(mine.buffer, mine.byteOffset, mine.byteLength / 4));
+            be.upload(gathered[j]!, typedFrom(bytesOf(all).subarray(0, gathered[j]!.size * elementBytes(slot.dtype)), slot.dtype));
+            slot.set(layer, gathered[j]!);
+          }
+        },
+        release(l) {
+          if (current !== l) throw new TunaError("INTERNAL", `layer ${l} released but layer ${String(current)} is the one acquired`);
+          const layer = layers[l]!;
+          for (const [j, slot] of s.entries()) slot.set(layer, placeholders[j]!);
+          current = undefined;
+        },
+        free() {
+          for (const t of [...gathered, ...placeholders]) be.free(t);
+        },
+      };
     },
   };
+}
+
+/** Shards every layer's frozen tensors over the collective's ranks and frees the whole ones (after loading). */
+export async function shardFrozenLayers(be: Backend, params: LlamaParams, collective: Collective): Promise<ShardedLayers> {
+  const sharder = createLayerSharder(be, collective.rank, collective.worldSize);
+  for (const layer of params.layers) await sharder.shardLayer(layer);
+  return sharder.residency(params.layers, collective);
 }

@@ -38,6 +38,8 @@ export interface LoadOptions {
    * (quantization_config in config.json) is read as stored, with or without this option.
    */
   quantize?: { kind: "4bit"; quantType: "nf4" | "fp4"; doubleQuant: boolean; blocksize?: number } | { kind: "8bit" } | null;
+  /** Called as each layer is complete (ZeRO-3 shards it there, so no whole copy of the base accumulates). */
+  afterLayer?: (index: number, layer: LayerParams) => Promise<void>;
 }
 
 /** The stored tensor's info, after checking its shape is the one the config implies. */
@@ -147,6 +149,7 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
       proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant: quantized?.quant ?? null, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
     }
     layers.push({ inputNorm: inputNorm.t, postNorm: postNorm.t, dInputNorm: inputNorm.d, dPostNorm: postNorm.d, proj });
+    await options.afterLayer?.(l, layers[l]!);
   }
   const norm = await place("model.norm.weight", [C]);
   const lmHead = cfg.tieWordEmbeddings ? embed : await place("lm_head.weight", [cfg.vocabSize, C]);
