@@ -135,7 +135,7 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
     io.err(
       c.use_peft_lora
         ? `note: ${describeLaunch(launch)}: each rank keeps 1/${place.worldSize} of the frozen (4-bit) base layers and gathers each layer when it computes; ` +
-            "optimizer state and gradients are sharded as ZeRO-2. Each rank still loads the whole model first."
+            "optimizer state and gradients are sharded as ZeRO-2. Layers are sharded as they load; embeddings and head stay whole."
         : `note: ${describeLaunch(launch)}: full fine-tuning shards the optimizer state and gradients (as ZeRO-2) but not yet the parameters.`,
     );
   }
