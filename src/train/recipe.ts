@@ -129,13 +129,13 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
         "Start it with `tuna train --config_file ...` alone (tuna starts the processes), or make the numbers agree.",
     );
   }
-  const sharding = shardingStage(launch);
-  const fullShard = launch !== undefined && ((launch.sharding.kind === "zero" && launch.sharding.stage === 3) || (launch.sharding.kind === "fsdp" && launch.sharding.strategy !== "NO_SHARD" && launch.sharding.strategy !== "SHARD_GRAD_OP"));
-  if (place.rank === 0 && place.worldSize > 1 && fullShard) {
+  const { stage: sharding, parameters: fullShard } = shardingOf(launch);
+  if (place.rank === 0 && place.worldSize > 1 && fullShard && launch !== undefined) {
     io.err(
       c.use_peft_lora
         ? `note: ${describeLaunch(launch)}: each rank keeps 1/${place.worldSize} of the frozen (4-bit) base layers and gathers each layer when it computes; ` +
-            "optimizer state and gradients are sharded as ZeRO-2. Layers are sharded as they load; embeddings and head stay whole."
+            "optimizer state and gradients are sharded as ZeRO-2. Layers are sharded as they load; embeddings and head stay whole." +
+            (launch.sharding.kind === "fsdp" && launch.sharding.strategy === "HYBRID_SHARD" ? " HYBRID_SHARD shards over all ranks for now, not within each machine." : "")
         : `note: ${describeLaunch(launch)}: full fine-tuning shards the optimizer state and gradients (as ZeRO-2) but not yet the parameters.`,
     );
   }
@@ -174,13 +174,18 @@ function joinThisJob(place: ProcessPlace, c: TrainConfig): Promise<JobMembership
   return joinJob(place, { timeoutMs: c.ddp_timeout * 1000, identity: { tuna: TUNA_VERSION, configuration: config } });
 }
 
-/** What an accelerate file's sharding becomes: DeepSpeed stage 1 -> 1, stage 2 and 3 -> 2; FSDP sharding -> 2. */
-function shardingStage(launch: LaunchConfig | undefined): ShardingStage {
+/**
+ * What an accelerate file's sharding becomes. Optimizer state and gradients: DeepSpeed stage 1 -> 1, stages
+ * 2 and 3 -> 2; FSDP with any sharding -> 2. Parameters (the frozen base, LoRA/QLoRA): DeepSpeed stage 3, FSDP
+ * FULL_SHARD and HYBRID_SHARD (HYBRID_SHARD over all ranks for now, not within each machine); HYBRID_SHARD_ZERO2
+ * and SHARD_GRAD_OP keep them whole.
+ */
+export function shardingOf(launch: LaunchConfig | undefined): { stage: ShardingStage; parameters: boolean } {
   const s = launch?.sharding;
-  if (s === undefined) return 0;
-  if (s.kind === "zero") return s.stage === 0 ? 0 : s.stage === 1 ? 1 : 2;
-  if (s.kind === "fsdp") return s.strategy === "NO_SHARD" ? 0 : 2;
-  return 0;
+  if (s === undefined) return { stage: 0, parameters: false };
+  if (s.kind === "zero") return { stage: s.stage === 0 ? 0 : s.stage === 1 ? 1 : 2, parameters: s.stage === 3 };
+  if (s.kind === "fsdp") return { stage: s.strategy === "NO_SHARD" ? 0 : 2, parameters: s.strategy === "FULL_SHARD" || s.strategy === "HYBRID_SHARD" };
+  return { stage: 0, parameters: false };
 }
 
 /** What ranks other than 0 print: nothing (their errors still end the process with a message). */
