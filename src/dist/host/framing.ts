@@ -2,6 +2,7 @@
 // the collective's sequence number, its op code, the payload length (little-endian u32 each), payload.
 // Written by hand: Node has no message framing of its own, and this is twenty lines.
 import type { Socket } from "node:net";
+import { SocketReader } from "../store/wire.ts";
 
 const MAGIC = 0x414e5554; // "TUNA"
 const HEADER_BYTES = 16;
@@ -28,67 +29,23 @@ export interface FrameReader {
   readonly closed: Error | undefined;
 }
 
+/** Frames over the store's byte reader (src/dist/store/wire.ts), which buffers, bounds and reports closes. */
 export function frameReader(socket: Socket, describePeer: string): FrameReader {
-  let pending: Buffer = Buffer.alloc(0);
-  const frames: Frame[] = [];
-  let waiter: { resolve: (f: Frame) => void; reject: (e: Error) => void } | undefined;
-  let closed: Error | undefined;
-  const fail = (e: Error): void => {
-    closed ??= e;
-    waiter?.reject(closed);
-    waiter = undefined;
-  };
-  socket.on("data", (chunk: Buffer) => {
-    pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-    while (pending.length >= HEADER_BYTES) {
-      if (pending.readUInt32LE(0) !== MAGIC) {
-        fail(new Error(`${describePeer} sent bytes that are not a tuna frame (another program on the port?)`));
-        socket.destroy();
-        return;
-      }
-      const length = pending.readUInt32LE(12);
-      if (pending.length < HEADER_BYTES + length) break;
-      const frame = { seq: pending.readUInt32LE(4), op: pending.readUInt32LE(8), payload: Buffer.from(pending.subarray(HEADER_BYTES, HEADER_BYTES + length)) };
-      pending = pending.subarray(HEADER_BYTES + length);
-      if (waiter !== undefined) {
-        const w = waiter;
-        waiter = undefined;
-        w.resolve(frame);
-      } else {
-        frames.push(frame);
-      }
-    }
-  });
-  socket.on("error", (e) => {
-    fail(new Error(`${describePeer}: ${e.message}`));
-  });
-  socket.on("close", () => {
-    fail(new Error(`${describePeer} closed the connection (the process ended or was killed)`));
-  });
+  const reader = new SocketReader(socket, describePeer);
   return {
     get closed() {
-      return closed;
+      return reader.closed;
     },
-    next(timeoutMs, what) {
-      const ready = frames.shift();
-      if (ready !== undefined) return Promise.resolve(ready);
-      if (closed !== undefined) return Promise.reject(closed);
-      return new Promise<Frame>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          waiter = undefined;
-          reject(new Error(`no answer from ${describePeer} within ${timeoutMs / 1000} s while waiting for ${what()}`));
-        }, timeoutMs);
-        waiter = {
-          resolve: (f) => {
-            clearTimeout(timer);
-            resolve(f);
-          },
-          reject: (e) => {
-            clearTimeout(timer);
-            reject(e);
-          },
-        };
-      });
+    async next(timeoutMs, what) {
+      const deadline = Date.now() + timeoutMs;
+      const header = await reader.read(HEADER_BYTES, timeoutMs, what);
+      if (header.readUInt32LE(0) !== MAGIC) {
+        socket.destroy();
+        throw new Error(`${describePeer} sent bytes that are not a tuna frame (another program on the port?)`);
+      }
+      const length = header.readUInt32LE(12);
+      const payload = length === 0 ? Buffer.alloc(0) : await reader.read(length, Math.max(1, deadline - Date.now()), what);
+      return { seq: header.readUInt32LE(4), op: header.readUInt32LE(8), payload };
     },
   };
 }

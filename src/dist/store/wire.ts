@@ -24,7 +24,7 @@ export class SocketReader {
       this.fail(new Error(`${describePeer}: ${e.message}`));
     });
     socket.on("close", () => {
-      this.fail(new Error(`${describePeer} closed the connection`));
+      this.fail(new Error(`${describePeer} closed the connection (the process ended or was killed)`));
     });
   }
 
