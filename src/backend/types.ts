@@ -14,6 +14,9 @@
 
 export type DType = "f32" | "bf16" | "f16" | "i32" | "u8";
 
+/** Element size in bytes of each dtype. */
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = { f32: 4, bf16: 2, f16: 2, i32: 4, u8: 1 };
+
 /** Typed array a dtype is copied in and out as (bf16/f16 travel as raw 16-bit patterns). */
 export type HostArray<D extends DType> = D extends "f32"
   ? Float32Array

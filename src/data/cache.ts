@@ -6,6 +6,7 @@ import { mkdir, open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { TunaError, errorMessage, isTunaError } from "../util/errors.ts";
 import type { PackedSequence, SplitStats } from "./types.ts";
+import { bytesOf } from "../util/bytes.ts";
 
 /**
  * File layout: "TUNADATA" magic, u32 LE header length, the JSON header (format version, fingerprint,
@@ -65,10 +66,6 @@ export function preparedCachePath(dir: string, fingerprint: string): string {
 }
 
 const align8 = (n: number): number => Math.ceil(n / 8) * 8;
-
-function bytesOf(a: Int32Array | Uint8Array): Uint8Array {
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-}
 
 /** Each blob as a list of byte views, so it can be hashed and written without concatenating everything. */
 function blobPieces(name: BlobName, sequences: readonly PackedSequence[]): Uint8Array[] {

@@ -19,6 +19,7 @@ import {
   type WeightDtypeName,
 } from "./quant-state.ts";
 import { numel } from "../util/shape.ts";
+import { bytesOf } from "../util/bytes.ts";
 
 /** One Linear weight in bnb 4-bit form (Params4bit + QuantState). */
 export interface Quantized4bit {
@@ -58,10 +59,6 @@ export function dequantizeQuantized4bit(q: Quantized4bit): Float32Array {
 /** The weight as bfloat16 bits, row-major in q.shape. */
 export function dequantizeQuantized4bitBf16(q: Quantized4bit): Uint16Array {
   return dequantize4bitBf16(q.packed, absmaxOf(q), numel(q.shape), q.quantType, q.blocksize);
-}
-
-function bytesOf(a: Float32Array | Uint8Array): Uint8Array {
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
 function float32Of(bytes: Uint8Array): Float32Array {

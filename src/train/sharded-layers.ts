@@ -5,12 +5,13 @@
 // Norm weights (C values a layer) stay whole on every rank. First version: the shards live in host memory and
 // the gather is not prefetched; every rank must acquire the same layers in the same order (the trainer keeps
 // the ranks in step with empty micro-batches).
-import type { Backend, DType, Tensor } from "../backend/types.ts";
+import { DTYPE_BYTES, type Backend, type DType, type Tensor } from "../backend/types.ts";
 import type { Collective } from "../dist/collective.ts";
 import { PROJECTIONS } from "../hf/weights.ts";
 import type { LayerResidency } from "../model/types.ts";
-import type { LayerParams, LlamaParams } from "../model/llama/params.ts";
+import type { LayerParams } from "../model/llama/params.ts";
 import { TunaError } from "../util/errors.ts";
+import { bytesOf } from "../util/bytes.ts";
 
 interface Slot {
   name: string;
@@ -41,10 +42,6 @@ function frozenSlots(layer: LayerParams): Slot[] {
   return slots;
 }
 
-function bytesOf(data: ArrayBufferView): Uint8Array {
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-}
-
 /** `bytes` as the typed array a tensor of `dtype` uploads from (copied, so it is aligned). */
 function typedFrom(bytes: Uint8Array, dtype: DType): Float32Array | Int32Array | Uint8Array | Uint16Array {
   const copy = new Uint8Array(bytes.byteLength);
@@ -66,8 +63,6 @@ export interface ShardedLayers extends LayerResidency {
   /** Bytes of frozen layer tensors this rank keeps, and what a whole copy would take. */
   readonly bytesHeld: number;
   readonly bytesWhole: number;
-  /** The gather buffers and placeholders. */
-  free(): void;
 }
 
 /**
@@ -77,10 +72,6 @@ export interface ShardedLayers extends LayerResidency {
 export interface LayerSharder {
   shardLayer(layer: LayerParams): Promise<void>;
   residency(layers: readonly LayerParams[], collective: Collective): ShardedLayers;
-}
-
-function elementBytes(dtype: DType): number {
-  return dtype === "u8" ? 1 : dtype === "bf16" || dtype === "f16" ? 2 : 4;
 }
 
 export function createLayerSharder(be: Backend, rank: number, world: number): LayerSharder {
@@ -97,7 +88,7 @@ export function createLayerSharder(be: Backend, rank: number, world: number): La
         // every rank's share is a whole number of float32 (what the collectives carry).
         const s = frozenSlots(layer);
         slots = s;
-        shardBytes = s.map((slot) => Math.ceil((slot.get(layer).size * elementBytes(slot.dtype)) / (4 * world)) * 4);
+        shardBytes = s.map((slot) => Math.ceil((slot.get(layer).size * DTYPE_BYTES[slot.dtype]) / (4 * world)) * 4);
         placeholders = s.map((slot) => be.alloc(slot.dtype, [1], `zero3.released.${slot.name}`));
       }
       const own: Uint8Array[] = [];
@@ -130,7 +121,7 @@ export function createLayerSharder(be: Backend, rank: number, world: number): La
           for (const [j, slot] of s.entries()) {
             const mine = shards[l]![j]!;
             const all = await collective.allGather(new Float32Array(mine.buffer, mine.byteOffset, mine.byteLength / 4));
-            be.upload(gathered[j]!, typedFrom(bytesOf(all).subarray(0, gathered[j]!.size * elementBytes(slot.dtype)), slot.dtype));
+            be.upload(gathered[j]!, typedFrom(bytesOf(all).subarray(0, gathered[j]!.size * DTYPE_BYTES[slot.dtype]), slot.dtype));
             slot.set(layer, gathered[j]!);
           }
         },
@@ -140,17 +131,7 @@ export function createLayerSharder(be: Backend, rank: number, world: number): La
           for (const [j, slot] of s.entries()) slot.set(layer, placeholders[j]!);
           current = undefined;
         },
-        free() {
-          for (const t of [...gathered, ...placeholders]) be.free(t);
-        },
       };
     },
   };
-}
-
-/** Shards every layer's frozen tensors over the collective's ranks and frees the whole ones (after loading). */
-export async function shardFrozenLayers(be: Backend, params: LlamaParams, collective: Collective): Promise<ShardedLayers> {
-  const sharder = createLayerSharder(be, collective.rank, collective.worldSize);
-  for (const layer of params.layers) await sharder.shardLayer(layer);
-  return sharder.residency(params.layers, collective);
 }

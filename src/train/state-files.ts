@@ -15,6 +15,7 @@ import { TunaError } from "../util/errors.ts";
 import { readJsonFile } from "../util/json-file.ts";
 import { TRAINER_STATE_FILE, writeJson } from "./checkpoint.ts";
 import type { LogEntry, ResumeState, TrainerSnapshot } from "./trainer.ts";
+import { bytesOf } from "../util/bytes.ts";
 
 export const OPTIMIZER_FILE = "optimizer.safetensors";
 export const RNG_FILE = "rng_state.json";
@@ -34,8 +35,8 @@ export async function writeOptimizerShard(dir: string, trainable: TrainableBuffe
   await writeSafetensors(
     join(dir, optimizerShardFile(snap.rank, snap.worldSize)),
     [
-      { name: "exp_avg", dtype: "F32", shape: [hi - lo], data: bytes(m.subarray(0, hi - lo)) },
-      { name: "exp_avg_sq", dtype: "F32", shape: [hi - lo], data: bytes(v.subarray(0, hi - lo)) },
+      { name: "exp_avg", dtype: "F32", shape: [hi - lo], data: bytesOf(m.subarray(0, hi - lo)) },
+      { name: "exp_avg_sq", dtype: "F32", shape: [hi - lo], data: bytesOf(v.subarray(0, hi - lo)) },
     ],
     { format: "pt", step: String(snap.optimizer.step), layout: layoutOf(trainable), lo: String(lo), hi: String(hi), total: String(total), rank: String(snap.rank), world_size: String(snap.worldSize) },
   );
@@ -58,10 +59,6 @@ export interface TrainerStateMeta {
   zeroStage?: number;
 }
 
-function bytes(values: Float32Array): Uint8Array {
-  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-}
-
 /**
  * Writes optimizer.safetensors (with the moments, or with the manifest of the ranks' shards beside it),
  * rng_state.json and (last, as the completeness marker) trainer_state.json.
@@ -73,12 +70,12 @@ export async function writeTrainerFiles(dir: string, backend: Backend, trainable
   await writeSafetensors(
     join(dir, OPTIMIZER_FILE),
     [
-      { name: "params", dtype: "F32", shape: [n], data: bytes(await flat(trainable.params)) },
+      { name: "params", dtype: "F32", shape: [n], data: bytesOf(await flat(trainable.params)) },
       ...(sharded
         ? []
         : [
-            { name: "exp_avg", dtype: "F32" as const, shape: [n], data: bytes(snap.moments.m.subarray(0, n)) },
-            { name: "exp_avg_sq", dtype: "F32" as const, shape: [n], data: bytes(snap.moments.v.subarray(0, n)) },
+            { name: "exp_avg", dtype: "F32" as const, shape: [n], data: bytesOf(snap.moments.m.subarray(0, n)) },
+            { name: "exp_avg_sq", dtype: "F32" as const, shape: [n], data: bytesOf(snap.moments.v.subarray(0, n)) },
           ]),
     ],
     { format: "pt", step: String(snap.optimizer.step), layout: layoutOf(trainable) },

@@ -1,6 +1,6 @@
 // The CPU backend's tensor store: handles, typed-array storage (SharedArrayBuffer when worker threads share it),
 // views into the same storage, copies in and out, and reading or writing any float dtype as float32.
-import type { DType, Tensor } from "../types.ts";
+import { DTYPE_BYTES, type DType, type Tensor } from "../types.ts";
 import { bf16ToF32Array, f16ToF32Array, f32ToBf16Array, f32ToF16Array, f32ToBf16Bits, f32ToF16Bits } from "../../util/half.ts";
 import { describe, fail, shapeText } from "../checks.ts";
 
@@ -35,7 +35,6 @@ export interface TensorStore {
   liveCount(): number;
 }
 
-const BYTES: Record<DType, number> = { f32: 4, bf16: 2, f16: 2, i32: 4, u8: 1 };
 
 function checkShape(op: string, shape: readonly number[]): number {
   let size = 1;
@@ -47,7 +46,7 @@ function checkShape(op: string, shape: readonly number[]): number {
 }
 
 function newStorage(dtype: DType, size: number, shared: boolean): Storage {
-  const buffer = shared ? new SharedArrayBuffer(size * BYTES[dtype]) : new ArrayBuffer(size * BYTES[dtype]);
+  const buffer = shared ? new SharedArrayBuffer(size * DTYPE_BYTES[dtype]) : new ArrayBuffer(size * DTYPE_BYTES[dtype]);
   switch (dtype) {
     case "f32":
       return new Float32Array(buffer);
@@ -92,7 +91,7 @@ export function createTensorStore(shared: boolean): TensorStore {
   return {
     shared,
     alloc(dtype, shape, name = "") {
-      if (!(dtype in BYTES)) fail("alloc", `unknown dtype ${dtype}`);
+      if (!(dtype in DTYPE_BYTES)) fail("alloc", `unknown dtype ${dtype}`);
       const size = checkShape("alloc", shape);
       return register(dtype, shape, size, name, newStorage(dtype, size, shared), { freed: false }, 0, true);
     },

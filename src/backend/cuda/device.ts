@@ -23,6 +23,7 @@ import {
 import { defaultKernelCacheDir, defaultKernelsDir, loadKernelBinary } from "./kernel-cache.ts";
 import { checkArchSupported, findCudaIncludeDir, gpuArch, loadNvrtc, nvrtcOptions, type Nvrtc } from "./nvrtc.ts";
 import type { CudaDevice, CudaFunction, CudaModule, DevicePtr, Dim3, KernelArg } from "./types.ts";
+import { bytesOf } from "../../util/bytes.ts";
 
 export interface OpenCudaDeviceOptions {
   index?: number;
@@ -215,7 +216,6 @@ export function openCudaDevice(options: OpenCudaDeviceOptions = {}): CudaRuntime
     return blas;
   };
 
-  const bytesOf = (view: ArrayBufferView): Uint8Array => new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
 
   const timedEvent = (): bigint => {
     const out: unknown[] = [null];

@@ -15,8 +15,7 @@ export interface DeviceTensor {
   readonly size: number;
 }
 
-/** Element size in bytes of each dtype. */
-export const DTYPE_BYTES: Readonly<Record<DType, number>> = { f32: 4, bf16: 2, f16: 2, i32: 4, u8: 1 };
+export { DTYPE_BYTES } from "../types.ts";
 
 /**
  * The dtype code kernels receive for a float tensor argument (see kernels/common.cuh: ld/st):

@@ -11,6 +11,7 @@ import { TunaError, errorMessage } from "../../util/errors.ts";
 import type { Collective, CollectiveOp } from "../collective.ts";
 import type { StoreClient } from "../store/client.ts";
 import { encodeFrame, frameReader, type Frame, type FrameReader } from "./framing.ts";
+import { bytesOf } from "../../util/bytes.ts";
 
 export interface HostCollectiveOptions {
   rank: number;
@@ -53,10 +54,6 @@ function opName(op: number): string {
 
 function send(socket: Socket, seq: number, op: number, payload: Uint8Array): void {
   if (!socket.destroyed) socket.write(encodeFrame(seq, op, payload));
-}
-
-function bytesOf(data: Float32Array | Uint8Array): Uint8Array {
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
 function floatsOf(bytes: Buffer): Float32Array {
