@@ -31,12 +31,17 @@ export async function saveCheckpointAtomically(outputDir: string, step: number, 
     await rename(tmp, final);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    const code = (e as NodeJS.ErrnoException).code;
-    const hint = code === "ENOSPC" ? " The disk is full; the previous checkpoints are intact. Free space or lower save_total_limit." : "";
-    if (e instanceof TunaError) throw e;
-    throw new TunaError("IO", `could not save ${final}: ${errorMessage(e)}.${hint}`, { cause: e });
+    throw saveError(final, e);
   }
   return final;
+}
+
+/** A failed save as the error to raise: a TunaError as it is, else IO naming the folder (and a full disk). */
+function saveError(final: string, e: unknown): TunaError {
+  if (e instanceof TunaError) return e;
+  const code = (e as NodeJS.ErrnoException).code;
+  const hint = code === "ENOSPC" ? " The disk is full; the previous checkpoints are intact. Free space or lower save_total_limit." : "";
+  return new TunaError("IO", `could not save ${final}: ${errorMessage(e)}.${hint}`, { cause: e });
 }
 
 /**
@@ -96,12 +101,7 @@ export async function saveCheckpointTogether(
     await c.allReduceSum(flag, { waitMs: SAVE_WAIT_MS });
     if (flag[0] === 0) return;
     if (c.rank === 0) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    if (own !== undefined) {
-      if (own instanceof TunaError) throw own;
-      const code = (own as NodeJS.ErrnoException).code;
-      const hint = code === "ENOSPC" ? " The disk is full; the previous checkpoints are intact. Free space or lower save_total_limit." : "";
-      throw new TunaError("IO", `could not save ${final}: ${errorMessage(own)}.${hint}`, { cause: own });
-    }
+    if (own !== undefined) throw saveError(final, own);
     throw new TunaError("DIST", `${what} (${final}); nothing of it was kept, the previous checkpoints are intact. See that rank's error.`);
   }
 }

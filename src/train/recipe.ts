@@ -239,12 +239,14 @@ async function trainLocked(
     io.err(`resuming from ${dir} (step ${resume.globalStep})`);
   }
 
+  // What each rank writes into a checkpoint of a job: its optimizer shard under ZeRO, nothing otherwise.
+  const rankPart = (snap: TrainerSnapshot) => (dir: string): Promise<void> => (isShardedSnapshot(snap) ? writeOptimizerShard(dir, model.params.trainable, snap) : Promise.resolve());
   const trainData = { train: trainSplit.sequences, ...(c.eval_strategy !== "no" && evalSplit !== undefined ? { eval: evalSplit.sequences } : {}) };
   if (collective !== undefined && collective.rank !== 0) {
     // Every rank holds the same parameters after each step; rank 0 logs and saves them.
     // Under ZeRO each rank writes its own optimizer shard into the checkpoint rank 0 assembles.
     const saveCheckpoint = async (step: number, snap: TrainerSnapshot): Promise<void> => {
-      await saveCheckpointTogether(outputDir, step, collective, { everyRank: (dir) => (isShardedSnapshot(snap) ? writeOptimizerShard(dir, model.params.trainable, snap) : Promise.resolve()) });
+      await saveCheckpointTogether(outputDir, step, collective, { everyRank: rankPart(snap) });
     };
     // Ctrl-C reaches every rank through the terminal's process group; rank 0 says so, the ranks stop together.
     const interrupts = watchInterrupts(() => undefined);
@@ -290,7 +292,7 @@ async function trainLocked(
           await writeTrainerFiles(dir, backend, model.params.trainable, snap, { ...meta, zeroStage: job.sharding ?? 0 });
         };
         if (collective === undefined) await saveCheckpointAtomically(outputDir, step, lead);
-        else await saveCheckpointTogether(outputDir, step, collective, { everyRank: (dir) => (isShardedSnapshot(snap) ? writeOptimizerShard(dir, model.params.trainable, snap) : Promise.resolve()), lead });
+        else await saveCheckpointTogether(outputDir, step, collective, { everyRank: rankPart(snap), lead });
         for (const removed of await rotateCheckpoints(outputDir, c.save_total_limit)) io.err(`removed ${removed} (save_total_limit ${c.save_total_limit})`);
       },
       // Ctrl-C in a distributed job reaches every rank (and the launcher); one process stops by itself.
