@@ -204,8 +204,7 @@ export async function train(
     placement.backend.upload(optimizer.m, resume.m.subarray(Math.min(lo, resume.m.length), Math.min(hi, resume.m.length)));
     placement.backend.upload(optimizer.v, resume.v.subarray(Math.min(lo, resume.v.length), Math.min(hi, resume.v.length)));
     optimizer.step = resume.optimizerStep;
-    model.dropoutRng = createRng(0, resume.dropoutRng);
-    neftuneRng = createRng(0, resume.neftuneRng);
+    // (The checkpoint's RNG states are not restored: every micro-batch draws from its place in the data.)
     globalStep = resume.globalStep;
     totalLoss = resume.totalLoss;
     logHistory.push(...resume.logHistory);
@@ -226,8 +225,8 @@ export async function train(
     logHistory,
     optimizer,
     moments: await parallel.localMoments(optimizer, placement.backend),
-    worldSize: collective?.worldSize ?? 1,
-    rank: collective?.rank ?? 0,
+    worldSize: world,
+    rank,
     dropoutRng: model.dropoutRng.state(),
     neftuneRng: neftuneRng.state(),
     totalLoss,
@@ -269,7 +268,7 @@ export async function train(
     for (let i = 0; i < plans.length; i += perStep) groups.push(plans.slice(i, i + perStep));
     for (let g = skipSteps; g < groups.length && globalStep < maxSteps; g++) {
       const group = groups[g]!;
-      const mine = world === 1 ? group : group.filter((_, k) => k % world === rank);
+      const mine = group.filter((_, k) => k % world === rank);
       const batches = mine.map((plan) => toModelBatch(plan, data.train, s.padTokenId));
       // num_items_in_batch: trained targets over ALL micro-batches of this optimizer step, on every rank.
       let numItems = 0;
@@ -289,7 +288,7 @@ export async function train(
           // Dropout masks and NEFTune noise follow the micro-batch's place in the data (epoch, step, position
           // in the step), not how many micro-batches this process ran before: every world size, and a resumed
           // run, draws the same ones as one uninterrupted process.
-          const k = world === 1 ? i : rank + i * world;
+          const k = rank + i * world;
           model.dropoutRng = rngAt(s.seed, DROPOUT_STREAM, epoch, g, k);
           neftuneRng = rngAt(s.seed, NEFTUNE_STREAM, epoch, g, k);
           const device = model.upload(b);
