@@ -10,7 +10,7 @@ import type { Backend, Tensor } from "../backend/types.ts";
 import type { CudaBackend } from "../backend/cuda/index.ts";
 import type { Collective } from "../dist/collective.ts";
 import type { TrainableBuffers } from "../model/trainable.ts";
-import { clipGradients, type OptimizerState } from "./optimizer.ts";
+import { clipGradients, clipToNorm, type OptimizerState } from "./optimizer.ts";
 import { planBuckets, type GradientBucket } from "./buckets.ts";
 
 export type ShardingStage = 0 | 1 | 2;
@@ -54,13 +54,14 @@ export function createDataParallel(be: Backend, trainable: TrainableBuffers, col
   const sharded = collective !== undefined && world > 1 && stage > 0;
   const shardSize = Math.ceil(total / world);
   const range = sharded ? { lo: Math.min(total, rank * shardSize), hi: Math.min(total, (rank + 1) * shardSize) } : { lo: 0, hi: trainable.params.size };
-  const padded = (values: Float32Array, lo: number, hi: number, length: number): Float32Array => {
+  /** The first `count` values in a zero-padded buffer of `length`. */
+  const padded = (values: Float32Array, count: number, length: number): Float32Array => {
     const out = new Float32Array(length);
-    out.set(values.subarray(lo, hi));
+    out.set(values.subarray(0, count));
     return out;
   };
   /** Every rank's [lo, hi) slice of a buffer laid end to end: the whole buffer's first `total` values. */
-  const gather = async (local: Float32Array): Promise<Float32Array> => (await collective!.allGather(padded(local, 0, local.length, shardSize))).subarray(0, total);
+  const gather = async (local: Float32Array): Promise<Float32Array> => (await collective!.allGather(padded(local, local.length, shardSize))).subarray(0, total);
 
   return {
     stage: sharded ? stage : 0,
@@ -69,7 +70,7 @@ export function createDataParallel(be: Backend, trainable: TrainableBuffers, col
       if (collective === undefined || world === 1) return;
       const values = await be.downloadF32(grads);
       if (sharded && stage === 2) {
-        const mine = await collective.reduceScatterSum(padded(values, 0, total, shardSize * world));
+        const mine = await collective.reduceScatterSum(padded(values, total, shardSize * world));
         values.set(mine.subarray(0, range.hi - range.lo), range.lo);
       } else {
         await collective.allReduceSum(values);
@@ -125,10 +126,7 @@ export function createDataParallel(be: Backend, trainable: TrainableBuffers, col
       const squares = Float32Array.of(own === undefined ? 0 : await be.sumSquares(own));
       await collective.allReduceSum(squares);
       const norm = Math.sqrt(squares[0]!);
-      if (maxNorm > 0 && Number.isFinite(norm) && own !== undefined) {
-        const coef = maxNorm / (norm + 1e-6);
-        if (coef < 1) be.scale(own, coef);
-      }
+      if (own !== undefined) clipToNorm(be, own, norm, maxNorm);
       return norm;
     },
     async shareParameters(params) {

@@ -79,9 +79,14 @@ export function adamwOver(backend: Backend, params: Tensor, grads: Tensor, base:
  */
 export async function clipGradients(backend: Backend, grads: Tensor, maxNorm: number): Promise<number> {
   const norm = Math.sqrt(await backend.sumSquares(grads));
+  clipToNorm(backend, grads, norm, maxNorm);
+  return norm;
+}
+
+/** torch's clipping rule for gradients whose total norm is `norm` (computed here, or over ranks by ZeRO-2). */
+export function clipToNorm(backend: Backend, grads: Tensor, norm: number, maxNorm: number): void {
   if (maxNorm > 0 && Number.isFinite(norm)) {
     const coef = maxNorm / (norm + 1e-6);
     if (coef < 1) backend.scale(grads, coef);
   }
-  return norm;
 }
