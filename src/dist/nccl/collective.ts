@@ -27,7 +27,14 @@ export interface NcclCollectiveOptions {
 
 const CUDA_ERROR_NOT_READY = 600;
 
-/** cuStreamQuery on the legacy default stream (the one the CUDA backend enqueues on). */
+/** A cuStreamQuery / cuEventQuery answer: finished, not yet, or a fault (an error naming the query and what waited). */
+function finished(call: string, raw: unknown, waiting: string): boolean {
+  const status = toNumber(raw, call);
+  if (status === 0) return true;
+  if (status === CUDA_ERROR_NOT_READY) return false;
+  throw new TunaError("GPU", `${call} failed with CUresult ${status} while waiting for ${waiting} (a kernel fault on this GPU)`);
+}
+
 /** What the communication stream needs from the driver: a non-blocking stream and events between the streams. */
 export interface StreamApi {
   createStream(): bigint;
@@ -83,22 +90,15 @@ export function driverStreams(driverPath: string): StreamApi {
       check("cuStreamWaitEvent", api.cuStreamWaitEvent(stream, event, 0));
     },
     done(event) {
-      const status = toNumber(api.cuEventQuery(event), "cuEventQuery");
-      if (status === 0) return true;
-      if (status === CUDA_ERROR_NOT_READY) return false;
-      throw new TunaError("GPU", `cuEventQuery failed with CUresult ${status} while waiting for gradient buckets (a kernel fault on this GPU)`);
+      return finished("cuEventQuery", api.cuEventQuery(event), "gradient buckets");
     },
   };
 }
 
+/** cuStreamQuery on the legacy default stream (the one the CUDA backend enqueues on). */
 export function legacyStreamIdle(driverPath: string): () => boolean {
   const api = bindAll(loadLibrary(driverPath), driverPath, { cuStreamQuery: "int cuStreamQuery(void *hStream)" });
-  return () => {
-    const status = toNumber(api.cuStreamQuery(null), "cuStreamQuery");
-    if (status === 0) return true;
-    if (status === CUDA_ERROR_NOT_READY) return false;
-    throw new TunaError("GPU", `cuStreamQuery failed with CUresult ${status} while waiting for an NCCL collective (a kernel fault on this GPU)`);
-  };
+  return () => finished("cuStreamQuery", api.cuStreamQuery(null), "an NCCL collective");
 }
 
 function pause(ms: number): Promise<void> {
