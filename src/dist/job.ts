@@ -27,17 +27,21 @@ export interface JoinOptions {
 }
 
 export async function joinJob(place: ProcessPlace, options: JoinOptions): Promise<JobMembership> {
-  let collective: Collective | undefined;
-  const adopted: Collective[] = [];
+  // The job's collectives: the host one first, then any adopted (NCCL); a stop aborts them all.
+  const collectives: Collective[] = [];
   let stopReason: TunaError | undefined;
+  const join = (c: Collective): void => {
+    collectives.push(c);
+    if (stopReason !== undefined) c.abort(stopReason);
+  };
   const stop = (e: TunaError): void => {
     stopReason ??= e;
-    collective?.abort(e);
-    for (const a of adopted) a.abort(e);
+    for (const c of collectives) c.abort(e);
   };
   const rendezvous = await joinRendezvous(place, { timeoutMs: options.timeoutMs, onBroken: stop });
+  let host: Collective;
   try {
-    collective = await createHostCollective({
+    host = await createHostCollective({
       rank: place.rank,
       worldSize: place.worldSize,
       timeoutMs: options.timeoutMs,
@@ -48,24 +52,21 @@ export async function joinJob(place: ProcessPlace, options: JoinOptions): Promis
     await rendezvous.close();
     throw e;
   }
-  if (stopReason !== undefined) collective.abort(stopReason);
+  join(host);
   const heartbeat = startHeartbeat(rendezvous, place, { intervalMs: Math.min(5000, options.timeoutMs / 4), staleMs: options.timeoutMs, onStale: stop });
-  const c = collective;
   const close = async (): Promise<void> => {
     await heartbeat.stop();
-    for (const a of adopted) await a.close().catch(() => undefined);
-    await c.close();
+    // The adopted ones first, the host collective last.
+    for (const c of collectives.slice(1)) await c.close().catch(() => undefined);
+    await host.close();
     await rendezvous.close();
   };
   return {
-    collective: c,
+    collective: host,
     rendezvous,
-    adopt(other) {
-      adopted.push(other);
-      if (stopReason !== undefined) other.abort(stopReason);
-    },
+    adopt: join,
     async leave() {
-      await c.barrier();
+      await host.barrier();
       await close();
     },
     close,
