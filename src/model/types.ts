@@ -16,9 +16,11 @@ export interface ForwardOptions {
  * Where a layer's frozen weights live while the layer is not computing. Sharded data parallelism (ZeRO-3,
  * FSDP FULL_SHARD) keeps 1/N of them per rank: the model calls acquire(l) before it uses layer l (forward,
  * the recompute of gradient checkpointing, backward) and release(l) after. Without one, every layer stays.
+ * `next` names the layer the model will acquire after this one (none at the end of a pass), so its weights
+ * can be fetched while this layer computes.
  */
 export interface LayerResidency {
-  acquire(layer: number): Promise<void>;
+  acquire(layer: number, next?: number): Promise<void>;
   release(layer: number): void;
 }
 

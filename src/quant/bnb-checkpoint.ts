@@ -2,7 +2,7 @@
 // WeightSource, the exact key set bnb saves (so transformers loads what tuna writes), and dequantization.
 import { TunaError } from "../util/errors.ts";
 import type { WeightSource } from "../io/safetensors/checkpoint.ts";
-import type { SafetensorsDtype } from "../io/safetensors/dtypes.ts";
+import { dtypeBits, type SafetensorsDtype } from "../io/safetensors/dtypes.ts";
 import type { TensorToWrite } from "../io/safetensors/writer.ts";
 import type { BnbQuantizationConfig } from "../hf/config.ts";
 import { dequantize4bit, dequantize4bitBf16 } from "./blockwise.ts";
@@ -80,6 +80,7 @@ export async function readQuantized4bit(
   weightName: string,
   cfg: BnbQuantizationConfig,
   expectedShape: readonly number[],
+  options?: { packedBytes?: readonly [number, number] },
 ): Promise<Quantized4bit> {
   const where = `${source.dir}: "${weightName}"`;
   if (!cfg.loadIn4bit) {
@@ -135,7 +136,8 @@ export async function readQuantized4bit(
           absmax: expectTensor(`${weightName}.nested_absmax`, "F32", [Math.ceil(blocks / nested.blocksize)]),
           code: expectTensor(`${weightName}.nested_quant_map`, "F32", [256]),
         };
-  const packed = await source.readTensor(weightName, { packed: true });
+  const range = options?.packedBytes;
+  const packed = range === undefined ? await source.readTensor(weightName, { packed: true }) : await readPackedBytes(source, weightName, range);
   const code = float32Of(await source.readTensor(mapName));
   let absmax: Float32Array | NestedAbsmax;
   if (nested === undefined || nestedNames === undefined) {
@@ -150,6 +152,19 @@ export async function readQuantized4bit(
     };
   }
   return { quantType: state.quantType, blocksize: state.blocksize, shape: state.shape, dtype: state.dtype, storage, packed, absmax, code };
+}
+
+/**
+ * Bytes [start, end) of a packed weight (ends past the packed bytes are cut there): one rank's share of a
+ * sharded load. The range must start on a stored element (quant_storage may be a 16- or 32-bit dtype).
+ */
+async function readPackedBytes(source: WeightSource, weightName: string, [start, end]: readonly [number, number]): Promise<Uint8Array> {
+  const info = source.info(weightName);
+  const itemsize = dtypeBits(info.dtype) / 8;
+  const stop = Math.min(end, info.byteLength);
+  const first = Math.min(start, stop);
+  if (first % itemsize !== 0 || stop % itemsize !== 0) throw new TunaError("INTERNAL", `bytes [${first}, ${stop}) of "${weightName}" do not fall on ${info.dtype} elements`);
+  return source.readTensorRange(weightName, first / itemsize, stop / itemsize, { packed: true });
 }
 
 /** The quant_state JSON fields of q. */

@@ -44,7 +44,7 @@ export async function setUpTrainModel(
   source: WeightSource,
   config: TrainConfig,
   tokens: { newTokenIds: number[]; vocabSize: number },
-  afterLayer?: LoadOptions["afterLayer"],
+  shard?: LoadOptions["shard"],
 ): Promise<TrainModel> {
   const C = baseCfg.hiddenSize;
   let cfg = baseCfg;
@@ -84,7 +84,7 @@ export async function setUpTrainModel(
     quantize,
     embeddings,
     ...(lora === null ? {} : { lora }),
-    ...(afterLayer === undefined ? {} : { afterLayer }),
+    ...(shard === undefined ? {} : { shard }),
   });
   let trainableLine: string;
   if (lora !== null) {

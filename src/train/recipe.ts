@@ -20,7 +20,8 @@ import { joinJob, type JobMembership } from "../dist/job.ts";
 import { collectiveForBackend, requestedTransport } from "../dist/gpu-collective.ts";
 import { createCpuBackend } from "../backend/cpu/index.ts";
 import { optimizerOnDevice, optimizerOnHost, type OptimizerPlacement } from "./offload.ts";
-import { createLayerSharder, type LayerSharder } from "./sharded-layers.ts";
+import { createLayerSharder } from "./sharded-layers.ts";
+import type { ShardedLoad } from "../model/llama/frozen-shares.ts";
 import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
 import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, saveCheckpointTogether, writeJson } from "./checkpoint.ts";
 import { createMetricsJsonlWriter, metricsJsonlPath } from "./logging/metrics-jsonl.ts";
@@ -82,7 +83,7 @@ function describeSplit(p: PreparedSplit): string {
 }
 
 /** Tokenizer and chat format, the prepared data, and the model set up for training; the weight files closed after. */
-async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, io: RecipeIO, collective: Collective | undefined, sharder?: LayerSharder) {
+async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, io: RecipeIO, collective: Collective | undefined, shard?: ShardedLoad) {
   const folder = await openModelFolder(modelDir);
   try {
     const chat = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, folder.config.vocabSize, c.chat_template_file);
@@ -108,8 +109,8 @@ async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, 
     }
 
     // Model: resized vocabulary, quantized base, LoRA (or full fine-tuning).
-    // ZeRO-3: each layer is sharded as soon as it is loaded, so no whole copy of the base layers accumulates.
-    const setup = await setUpTrainModel(backend, folder.config, folder.weights, c, { newTokenIds: chat.newTokenIds, vocabSize: chat.resizedVocabSize }, sharder === undefined ? undefined : (_l, layer) => sharder.shardLayer(layer));
+    // ZeRO-3: each rank reads only its shares of the layers' frozen tensors, so no whole copy of the base exists.
+    const setup = await setUpTrainModel(backend, folder.config, folder.weights, c, { newTokenIds: chat.newTokenIds, vocabSize: chat.resizedVocabSize }, shard);
     return { chat, trainSplit, evalSplit, setup };
   } finally {
     await folder.weights.close();
@@ -215,7 +216,8 @@ async function trainLocked(
   const lockstep = member?.shardParameters === true;
   const job = collective === undefined || member === undefined ? { optimizer } : { collective, sharding: member.sharding, optimizer, bucketCapMb: c.ddp_bucket_cap_mb, lockstep };
   const sharder = lockstep && collective !== undefined ? createLayerSharder(backend, collective.rank, collective.worldSize) : undefined;
-  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective, sharder);
+  const shard = sharder === undefined || collective === undefined ? undefined : sharder.load((x) => collective.allGather(x));
+  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective, shard);
   // On the GPU a bf16 run keeps activations in bf16 as an HF bf16 model does; the CPU reference keeps f32.
   const activationDtype = backend.name === "cuda" && c.bf16 ? "bf16" : "f32";
   const model = createLlamaModel(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed, activationDtype });

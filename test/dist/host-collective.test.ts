@@ -123,9 +123,10 @@ void test("a rank stopped with SIGSTOP (its sockets stay open): the others fail 
   assert.ok(performance.now() - started < 20_000);
 });
 
-for (const worldSize of [2, 3]) {
-  void test(`${worldSize} ranks: all-reduce, reduce-scatter, all-gather, broadcast and barrier agree with sums computed here`, { timeout: 90_000 }, async () => {
-    const results = await runRanks("collectives", worldSize);
+for (const [worldSize, scenario] of [[2, "collectives"], [3, "collectives"], [3, "concurrent"]] as const) {
+  const how = scenario === "concurrent" ? ", all made at once (they run in the order made)" : "";
+  void test(`${worldSize} ranks: all-reduce, reduce-scatter, all-gather, broadcast and barrier agree with sums computed here${how}`, { timeout: 90_000 }, async () => {
+    const results = await runRanks(scenario, worldSize);
     const n = 6 * worldSize;
     const sum = Float32Array.from({ length: n }, (_, i) => {
       let s = 0;

@@ -18,15 +18,28 @@ try {
   const job = process.env.TEST_VIA === "job" ? await joinJob(place, { timeoutMs, identity }) : undefined;
   const collective = job?.collective ?? (await createHostCollective({ rank, worldSize, hub: { kind: "fixed", host: place.masterAddr!, port: place.masterPort! }, timeoutMs, identity }));
   console.log(JSON.stringify({ rank, event: "ready" }));
-  if (scenario === "collectives") {
+  if (scenario === "collectives" || scenario === "concurrent") {
     const n = 6 * worldSize;
     const reduced = rankData(rank, n);
-    await collective.allReduceSum(reduced);
-    const shard = await collective.reduceScatterSum(rankData(rank, n));
-    const gathered = await collective.allGather(rankData(rank, 4));
     const message = new Uint8Array(5).fill(rank + 10);
-    await collective.broadcast(message, worldSize - 1);
-    await collective.barrier();
+    let shard: Float32Array;
+    let gathered: Float32Array;
+    if (scenario === "collectives") {
+      await collective.allReduceSum(reduced);
+      shard = await collective.reduceScatterSum(rankData(rank, n));
+      gathered = await collective.allGather(rankData(rank, 4));
+      await collective.broadcast(message, worldSize - 1);
+      await collective.barrier();
+    } else {
+      // All five made at once (a prefetch in flight when the next call comes): they run in the order made.
+      [, shard, gathered] = await Promise.all([
+        collective.allReduceSum(reduced),
+        collective.reduceScatterSum(rankData(rank, n)),
+        collective.allGather(rankData(rank, 4)),
+        collective.broadcast(message, worldSize - 1),
+        collective.barrier(),
+      ]);
+    }
     console.log(JSON.stringify({ rank, event: "done", reduced: [...reduced], shard: [...shard], gathered: [...gathered], message: [...message] }));
   } else if (scenario === "mismatch") {
     if (rank === 1) await collective.broadcast(new Uint8Array(4), 0);

@@ -34,8 +34,14 @@ await loadLlamaParams(be, cfg, source, {
   lora,
   baseDtype: "bf16",
   quantize: null,
-  ...(sharder === undefined ? {} : { afterLayer: (_l: number, layer: Parameters<typeof sharder.shardLayer>[0]) => sharder.shardLayer(layer) }),
+  // This process plays one rank: the all-gather of double quantization is stood in by its own share repeated.
+  ...(sharder === undefined ? {} : { shard: sharder.load((x) => Promise.resolve(repeat(x, world))) }),
 });
+function repeat(x: Float32Array, times: number): Float32Array {
+  const out = new Float32Array(x.length * times);
+  for (let r = 0; r < times; r++) out.set(x, r * x.length);
+  return out;
+}
 const seconds = (performance.now() - t0) / 1000;
 const peakGiB = (process.resourceUsage().maxRSS * 1024) / 2 ** 30;
 console.log(JSON.stringify({ model: values.model, world, rank, peakHostGiB: Number(peakGiB.toFixed(2)), seconds: Number(seconds.toFixed(1)) }));

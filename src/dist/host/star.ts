@@ -218,6 +218,14 @@ async function joinGroup(options: HostCollectiveOptions, identity: Record<string
 
 /** What rank 0 runs: gather every rank's buffer for collective #seq, check, combine, answer. */
 function rootCollective(options: HostCollectiveOptions, peers: Peer[], timeoutMs: number): Collective {
+  // Calls run one after another in the order they were made (a prefetch may be in flight when the next call
+  // comes), as collectives on one stream do: every rank then carries them in the same sequence.
+  let tail: Promise<unknown> = Promise.resolve();
+  const inOrder = <T>(call: () => Promise<T>): Promise<T> => {
+    const result = tail.then(call);
+    tail = result.catch(() => undefined);
+    return result;
+  };
   let seq = 0;
   let broken: TunaError | undefined;
   const abortAll = (e: TunaError): never => {
@@ -263,33 +271,43 @@ function rootCollective(options: HostCollectiveOptions, peers: Peer[], timeoutMs
   return {
     rank: 0,
     worldSize: options.worldSize,
-    async allReduceSum(data, options) {
-      sumInto(data, await gather(OPS.indexOf("allReduce"), bytesOf(data), true, options?.waitMs));
-      answer(bytesOf(data));
+    allReduceSum(data, options) {
+      return inOrder(async () => {
+        sumInto(data, await gather(OPS.indexOf("allReduce"), bytesOf(data), true, options?.waitMs));
+        answer(bytesOf(data));
+      });
     },
-    async reduceScatterSum(data) {
-      checkDivisible(data, options.worldSize);
-      const sum = data.slice();
-      sumInto(sum, await gather(OPS.indexOf("reduceScatter"), bytesOf(data), true));
-      answer(bytesOf(sum));
-      return sum.slice(0, sum.length / options.worldSize);
+    reduceScatterSum(data) {
+      return inOrder(async () => {
+        checkDivisible(data, options.worldSize);
+        const sum = data.slice();
+        sumInto(sum, await gather(OPS.indexOf("reduceScatter"), bytesOf(data), true));
+        answer(bytesOf(sum));
+        return sum.slice(0, sum.length / options.worldSize);
+      });
     },
-    async allGather(local) {
-      const parts = await gather(OPS.indexOf("allGather"), bytesOf(local), true);
-      const all = Buffer.concat(parts);
-      answer(all);
-      return floatsOf(all);
+    allGather(local) {
+      return inOrder(async () => {
+        const parts = await gather(OPS.indexOf("allGather"), bytesOf(local), true);
+        const all = Buffer.concat(parts);
+        answer(all);
+        return floatsOf(all);
+      });
     },
-    async broadcast(data, root) {
-      checkRoot(root, options.worldSize);
-      const parts = await gather(OPS.indexOf("broadcast"), data, true);
-      const chosen = parts[root]!;
-      data.set(chosen);
-      answer(chosen);
+    broadcast(data, root) {
+      return inOrder(async () => {
+        checkRoot(root, options.worldSize);
+        const parts = await gather(OPS.indexOf("broadcast"), data, true);
+        const chosen = parts[root]!;
+        data.set(chosen);
+        answer(chosen);
+      });
     },
-    async barrier() {
-      await gather(OPS.indexOf("barrier"), new Uint8Array(0), true);
-      answer(new Uint8Array(0));
+    barrier() {
+      return inOrder(async () => {
+        await gather(OPS.indexOf("barrier"), new Uint8Array(0), true);
+        answer(new Uint8Array(0));
+      });
     },
     abort(reason) {
       broken ??= reason;
@@ -309,6 +327,14 @@ function rootCollective(options: HostCollectiveOptions, peers: Peer[], timeoutMs
 
 /** What every other rank runs: send its buffer for collective #seq to rank 0 and wait for the result. */
 function memberCollective(options: HostCollectiveOptions, socket: Socket, reader: FrameReader, timeoutMs: number): Collective {
+  // Calls run one after another in the order they were made (a prefetch may be in flight when the next call
+  // comes), as collectives on one stream do: every rank then carries them in the same sequence.
+  let tail: Promise<unknown> = Promise.resolve();
+  const inOrder = <T>(call: () => Promise<T>): Promise<T> => {
+    const result = tail.then(call);
+    tail = result.catch(() => undefined);
+    return result;
+  };
   let seq = 0;
   let broken: TunaError | undefined;
   const exchange = async (op: number, payload: Uint8Array, waitMs = timeoutMs): Promise<Buffer> => {
@@ -334,24 +360,34 @@ function memberCollective(options: HostCollectiveOptions, socket: Socket, reader
   return {
     rank: options.rank,
     worldSize: options.worldSize,
-    async allReduceSum(data, options) {
-      data.set(floatsOf(await exchange(OPS.indexOf("allReduce"), bytesOf(data), options?.waitMs)));
+    allReduceSum(data, options) {
+      return inOrder(async () => {
+        data.set(floatsOf(await exchange(OPS.indexOf("allReduce"), bytesOf(data), options?.waitMs)));
+      });
     },
-    async reduceScatterSum(data) {
-      checkDivisible(data, options.worldSize);
-      const sum = floatsOf(await exchange(OPS.indexOf("reduceScatter"), bytesOf(data)));
-      const n = sum.length / options.worldSize;
-      return sum.slice(options.rank * n, (options.rank + 1) * n);
+    reduceScatterSum(data) {
+      return inOrder(async () => {
+        checkDivisible(data, options.worldSize);
+        const sum = floatsOf(await exchange(OPS.indexOf("reduceScatter"), bytesOf(data)));
+        const n = sum.length / options.worldSize;
+        return sum.slice(options.rank * n, (options.rank + 1) * n);
+      });
     },
-    async allGather(local) {
-      return floatsOf(await exchange(OPS.indexOf("allGather"), bytesOf(local)));
+    allGather(local) {
+      return inOrder(async () => {
+        return floatsOf(await exchange(OPS.indexOf("allGather"), bytesOf(local)));
+      });
     },
-    async broadcast(data, root) {
-      checkRoot(root, options.worldSize);
-      data.set(await exchange(OPS.indexOf("broadcast"), data));
+    broadcast(data, root) {
+      return inOrder(async () => {
+        checkRoot(root, options.worldSize);
+        data.set(await exchange(OPS.indexOf("broadcast"), data));
+      });
     },
-    async barrier() {
-      await exchange(OPS.indexOf("barrier"), new Uint8Array(0));
+    barrier() {
+      return inOrder(async () => {
+        await exchange(OPS.indexOf("barrier"), new Uint8Array(0));
+      });
     },
     abort(reason) {
       broken ??= reason;

@@ -7,6 +7,7 @@ import { isInside } from "../../util/paths.ts";
 import { findDuplicateJsonKey } from "./json-keys.ts";
 import { describeNonFinite, firstNonFinite } from "./finite.ts";
 import { fsError } from "./fs-errors.ts";
+import { dtypeBits } from "./dtypes.ts";
 import { openSafetensors, type SafetensorsFile, type TensorInfo } from "./reader.ts";
 import {
   checkTensorData,
@@ -36,6 +37,11 @@ export interface WeightSource {
    * quantized weights are bytes under a float dtype name (bnb's quant_storage) and are not numbers.
    */
   readTensor(name: string, options?: { packed?: boolean }): Promise<Uint8Array>;
+  /**
+   * Elements [first, end) of the tensor only (what one rank of a sharded load keeps), checked like readTensor.
+   * For a packed tensor the elements are its stored elements (bytes under U8).
+   */
+  readTensorRange(name: string, first: number, end: number, options?: { packed?: boolean }): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 
@@ -166,30 +172,36 @@ function makeSource(dir: string, opened: readonly SafetensorsFile[], infos: Read
     }
     return found;
   };
+  const readElements = async (name: string, first: number, end: number | undefined, packed: boolean): Promise<Uint8Array> => {
+    const found = info(name);
+    const file = byPath.get(found.file);
+    if (file === undefined) throw new TunaError("INTERNAL", `no open file for ${found.file}`);
+    const bits = dtypeBits(found.dtype);
+    if (end !== undefined && ((first * bits) % 8 !== 0 || (end * bits) % 8 !== 0)) {
+      throw new TunaError("INTERNAL", `elements [${first}, ${end}) of "${name}" (${found.dtype}) do not start and end on a byte`);
+    }
+    const bytes = end === undefined ? await file.readTensor(name) : await file.readTensorRange(name, (first * bits) / 8, (end * bits) / 8);
+    if (packed) return bytes;
+    // Weights are read once, where they are used: NaN or inf is named here, before it trains or is merged.
+    const bad = firstNonFinite(bytes, found.dtype);
+    if (bad >= 0) {
+      throw new TunaError(
+        "MODEL_INVALID",
+        `${found.file}: tensor "${name}" holds ${describeNonFinite(bytes, found.dtype, bad)} at element ${first + bad} of ` +
+          `${found.shape.reduce((a, b) => a * b, 1)}; the weights are corrupt or come from a diverged run. ` +
+          "Download or convert them again, or use an earlier checkpoint.",
+      );
+    }
+    return bytes;
+  };
   return {
     dir,
     files: opened.map((f) => f.path),
     names: () => [...sortedNames],
     info,
     has: (name) => infos.has(name),
-    readTensor: async (name, options) => {
-      const found = info(name);
-      const file = byPath.get(found.file);
-      if (file === undefined) throw new TunaError("INTERNAL", `no open file for ${found.file}`);
-      const bytes = await file.readTensor(name);
-      if (options?.packed === true) return bytes;
-      // Weights are read once, where they are used: NaN or inf is named here, before it trains or is merged.
-      const bad = firstNonFinite(bytes, found.dtype);
-      if (bad >= 0) {
-        throw new TunaError(
-          "MODEL_INVALID",
-          `${found.file}: tensor "${name}" holds ${describeNonFinite(bytes, found.dtype, bad)} at element ${bad} of ` +
-            `${found.shape.reduce((a, b) => a * b, 1)}; the weights are corrupt or come from a diverged run. ` +
-            "Download or convert them again, or use an earlier checkpoint.",
-        );
-      }
-      return bytes;
-    },
+    readTensor: (name, options) => readElements(name, 0, undefined, options?.packed === true),
+    readTensorRange: (name, first, end, options) => readElements(name, first, end, options?.packed === true),
     close: async () => {
       await Promise.all(opened.map((f) => f.close()));
     },

@@ -22,6 +22,8 @@ export interface SafetensorsFile {
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   /** Reads only this tensor's bytes into a fresh (8-byte aligned) array. */
   readTensor(name: string): Promise<Uint8Array>;
+  /** Bytes [start, end) of this tensor only (a rank's share of it), into a fresh (8-byte aligned) array. */
+  readTensorRange(name: string, start: number, end: number): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 
@@ -77,35 +79,40 @@ function makeFile(
   tensors: Map<string, TensorInfo>,
 ): SafetensorsFile {
   let closed = false;
+  const readRange = async (name: string, start: number, end: number): Promise<Uint8Array> => {
+    const info = tensors.get(name);
+    if (info === undefined) {
+      throw new TunaError(
+        "MODEL_INVALID",
+        `${path} has no tensor named "${name}" (it holds ${tensors.size} tensors); check the tensor name.`,
+      );
+    }
+    if (closed) throw new TunaError("INTERNAL", `readTensor("${name}") called after ${path} was closed`);
+    if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && start <= end && end <= info.byteLength)) {
+      throw new TunaError("INTERNAL", `bytes [${start}, ${end}) of "${name}" are not within its ${info.byteLength} bytes`);
+    }
+    const out = new Uint8Array(end - start);
+    let got: number;
+    try {
+      got = await readFully(handle, out, info.byteOffset + start);
+    } catch (e) {
+      throw fsError(path, `read tensor "${name}" from`, e);
+    }
+    if (got < out.length) {
+      throw corruptFile(
+        path,
+        `tensor "${name}" should occupy bytes [${info.byteOffset}, ${info.byteOffset + info.byteLength}) but the file ` +
+          `ends at byte ${info.byteOffset + start + got} (it was truncated or replaced after it was opened)`,
+      );
+    }
+    return out;
+  };
   return {
     path,
     metadata,
     tensors,
-    async readTensor(name: string): Promise<Uint8Array> {
-      const info = tensors.get(name);
-      if (info === undefined) {
-        throw new TunaError(
-          "MODEL_INVALID",
-          `${path} has no tensor named "${name}" (it holds ${tensors.size} tensors); check the tensor name.`,
-        );
-      }
-      if (closed) throw new TunaError("INTERNAL", `readTensor("${name}") called after ${path} was closed`);
-      const out = new Uint8Array(info.byteLength);
-      let got: number;
-      try {
-        got = await readFully(handle, out, info.byteOffset);
-      } catch (e) {
-        throw fsError(path, `read tensor "${name}" from`, e);
-      }
-      if (got < info.byteLength) {
-        throw corruptFile(
-          path,
-          `tensor "${name}" should occupy bytes [${info.byteOffset}, ${info.byteOffset + info.byteLength}) but the file ` +
-            `ends at byte ${info.byteOffset + got} (it was truncated or replaced after it was opened)`,
-        );
-      }
-      return out;
-    },
+    readTensor: (name: string): Promise<Uint8Array> => readRange(name, 0, tensors.get(name)?.byteLength ?? 0),
+    readTensorRange: readRange,
     async close(): Promise<void> {
       if (closed) return;
       closed = true;

@@ -20,6 +20,7 @@ import { expectQuantizableBytes } from "../../quant/quantize-model.ts";
 import type { SafetensorsDtype } from "../../io/safetensors/dtypes.ts";
 import { dequantizeNestedAbsmax, doubleQuantizeAbsmax } from "../../quant/double-quant.ts";
 import { dequantizeInt8Rowwise, quantizeInt8Rowwise, readQuantized8bit } from "../../quant/int8.ts";
+import { denseShare, prequantizedShares, quantizedShares, valuesShare, type FrozenShare, type ShardedLoad } from "./frozen-shares.ts";
 
 export interface LoadOptions {
   /** "lora": base frozen, adapters trainable; "full": every weight trainable (f32). */
@@ -38,8 +39,11 @@ export interface LoadOptions {
    * (quantization_config in config.json) is read as stored, with or without this option.
    */
   quantize?: { kind: "4bit"; quantType: "nf4" | "fp4"; doubleQuant: boolean; blocksize?: number } | { kind: "8bit" } | null;
-  /** Called as each layer is complete (ZeRO-3 shards it there, so no whole copy of the base accumulates). */
-  afterLayer?: (index: number, layer: LayerParams) => Promise<void>;
+  /**
+   * ZeRO-3 / FSDP FULL_SHARD: the layers' frozen projection tensors are read as this rank's shares only
+   * (src/model/llama/frozen-shares.ts) and handed to `shard.keep`; the params hold placeholders for them.
+   */
+  shard?: ShardedLoad;
 }
 
 /** The stored tensor's info, after checking its shape is the one the config implies. */
@@ -125,6 +129,47 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     return Promise.resolve(t);
   };
 
+  // Sharded: each frozen projection tensor becomes this rank's share (kept by shard.keep) and a placeholder.
+  const shard = full ? undefined : options.shard;
+  const shares: FrozenShare[] = [];
+  const placeholders = new Map<string, Tensor>();
+  const placeholder = (dtype: "f32" | "bf16" | "u8"): Tensor => {
+    const t = placeholders.get(dtype) ?? backend.alloc(dtype, [1], `zero3.released.${dtype}`);
+    placeholders.set(dtype, t);
+    return t;
+  };
+  const codeTable = (quantType: "nf4" | "fp4", name: string): Tensor => {
+    const code = backend.alloc("f32", [16], `${name}.code`);
+    backend.upload(code, code4bit(quantType));
+    return code;
+  };
+  const shardedWeight = async (p: Projection, name: string, shape: [number, number]): Promise<{ dense: Tensor | null; quant: Quant4bitTensors | null }> => {
+    if (shard === undefined) throw new TunaError("INTERNAL", "shardedWeight without a sharded load");
+    const stored = cfg.quantization;
+    const q = options.quantize;
+    const dense = (values: Float32Array): { dense: Tensor; quant: null } => {
+      shares.push(valuesShare(values, shape, `${p}.weight`, options.baseDtype, shard));
+      return { dense: placeholder(options.baseDtype), quant: null };
+    };
+    const fourBit = (r: { shares: FrozenShare[]; quantType: "nf4" | "fp4"; blocksize: number }): { dense: null; quant: Quant4bitTensors } => {
+      shares.push(...r.shares);
+      return { dense: null, quant: { packed: placeholder("u8"), absmax: placeholder("f32"), code: codeTable(r.quantType, name), blocksize: r.blocksize } };
+    };
+    if (stored !== null && !stored.skipModules.some((m) => name.includes(m))) {
+      if (stored.loadIn4bit) return fourBit(await prequantizedShares(source, name, p, stored, shape, shard));
+      return dense(dequantizeInt8Rowwise(await readQuantized8bit(source, name, shape)));
+    }
+    if (q?.kind === "4bit") {
+      return fourBit(await quantizedShares(backend, source, infoOfShape(source, name, shape), p, { ...q, blocksize: q.blocksize ?? DEFAULT_BLOCKSIZE_4BIT }, shard));
+    }
+    if (q?.kind === "8bit") {
+      const info = source.info(name);
+      return dense(dequantizeInt8Rowwise(quantizeInt8Rowwise(await source.readTensor(name), info.dtype, shape[0], shape[1], `${source.dir}: ${name}`)));
+    }
+    shares.push(await denseShare(source, infoOfShape(source, name, shape), `${p}.weight`, options.baseDtype, shard));
+    return { dense: placeholder(options.baseDtype), quant: null };
+  };
+
   const C = cfg.hiddenSize;
   const embed = await place("model.embed_tokens.weight", [cfg.vocabSize, C]);
   const layers: LayerParams[] = [];
@@ -135,10 +180,21 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     for (const p of PROJECTIONS) {
       const module = projectionPrefix(l, p);
       const { out, in: inF } = projectionShape(cfg, p);
-      const quantized = full ? null : await quantizedWeight(`${module}.weight`, [out, inF]);
-      const weight = quantized !== null ? { t: quantized.dense, d: null } : await place(`${module}.weight`, [out, inF]);
       const hasBias = p === "o_proj" ? cfg.oBias : p === "q_proj" || p === "k_proj" || p === "v_proj" ? cfg.qkvBias : cfg.mlpBias;
-      const bias = hasBias ? await place(`${module}.bias`, [out]) : null;
+      let quantized: { dense: Tensor | null; quant: Quant4bitTensors | null } | null;
+      let weight: { t: Tensor | null; d: Tensor | null };
+      let bias: { t: Tensor; d: Tensor | null } | null;
+      if (shard !== undefined) {
+        quantized = await shardedWeight(p, `${module}.weight`, [out, inF]);
+        weight = { t: quantized.dense, d: null };
+        quantized = quantized.quant === null ? null : quantized;
+        bias = hasBias ? { t: placeholder(options.baseDtype), d: null } : null;
+        if (hasBias) shares.push(await denseShare(source, infoOfShape(source, `${module}.bias`, [out]), `${p}.bias`, options.baseDtype, shard));
+      } else {
+        quantized = full ? null : await quantizedWeight(`${module}.weight`, [out, inF]);
+        weight = quantized !== null ? { t: quantized.dense, d: null } : await place(`${module}.weight`, [out, inF]);
+        bias = hasBias ? await place(`${module}.bias`, [out]) : null;
+      }
       const m = byModule.get(module);
       let lora: Linear["lora"] = null;
       if (m !== undefined) {
@@ -149,7 +205,7 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
       proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant: quantized?.quant ?? null, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
     }
     layers.push({ inputNorm: inputNorm.t, postNorm: postNorm.t, dInputNorm: inputNorm.d, dPostNorm: postNorm.d, proj });
-    await options.afterLayer?.(l, layers[l]!);
+    if (shard !== undefined) shard.keep(l, shares.splice(0));
   }
   const norm = await place("model.norm.weight", [C]);
   const lmHead = cfg.tieWordEmbeddings ? embed : await place("lm_head.weight", [cfg.vocabSize, C]);

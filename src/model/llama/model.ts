@@ -212,7 +212,8 @@ export async function forward(model: LlamaModel, batch: DeviceBatch, options: Fo
     model.layerRngStates.push(model.dropoutRng.state());
     const slots = acts.blocks[model.checkpointing ? 0 : l]!;
     const rng = model.lastForwardTraining ? model.dropoutRng : null;
-    await model.residency?.acquire(l);
+    // Next: the following layer, or after the last one the same layer again, which the backward starts with.
+    await model.residency?.acquire(l, l + 1 < cfg.numLayers ? l + 1 : options.training === true ? l : undefined);
     blockForward(be, cfg, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, model.linearScratch, rng);
     model.residency?.release(l);
   }
@@ -266,7 +267,7 @@ export async function backward(model: LlamaModel, batch: DeviceBatch, gradScale:
   for (let l = cfg.numLayers - 1; l >= 0; l--) {
     const layer = params.layers[l]!;
     const slots = acts.blocks[model.checkpointing ? 0 : l]!;
-    await model.residency?.acquire(l);
+    await model.residency?.acquire(l, l > 0 ? l - 1 : undefined);
     if (model.checkpointing) {
       // Recompute block l from its saved input with the same dropout masks; its output xs[l+1] is
       // no longer needed (block l+1's backward is done), so it is rewritten with identical values.

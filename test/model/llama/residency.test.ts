@@ -34,8 +34,8 @@ async function poisoning(model: LlamaModel, events: string[]): Promise<void> {
     }
   }
   model.residency = {
-    acquire: async (l) => {
-      events.push(`acquire ${l}`);
+    acquire: async (l, next) => {
+      events.push(`acquire ${l}${next === undefined ? "" : ` (next ${next})`}`);
       for (const t of frozen(l)) be.upload(t, saved.get(t)!);
       await Promise.resolve();
     },
@@ -58,7 +58,8 @@ for (const checkpointing of [false, true]) {
     assert.ok(Number.isFinite(b.loss));
     assert.equal(b.loss, a.loss);
     assert.deepEqual(b.grads, a.grads);
-    // Forward 0..L-1, then backward L-1..0, each layer released before its gradients are reported done.
-    assert.deepEqual(events, ["acquire 0", "release 0", "acquire 1", "release 1", "acquire 1", "release 1", "done 1", "acquire 0", "release 0", "done 0"]);
+    // Forward 0..L-1, then backward L-1..0, each layer released before its gradients are reported done; each
+    // acquire names the layer that comes next (the backward starts with the forward's last layer).
+    assert.deepEqual(events, ["acquire 0 (next 1)", "release 0", "acquire 1 (next 1)", "release 1", "acquire 1 (next 0)", "release 1", "done 1", "acquire 0", "release 0", "done 0"]);
   });
 }

@@ -52,9 +52,12 @@ function hashName(name: string): number {
   return h;
 }
 
-/** Fills `out` from the pool starting at an `align`-aligned offset chosen by the name, wrapping around. */
-function fillFromPool(out: Uint8Array, pool: Uint8Array, name: string, align: number): void {
-  let at = (hashName(name) % Math.floor(pool.length / align)) * align;
+/**
+ * Fills `out` from the pool starting at an `align`-aligned offset chosen by the name, wrapping around;
+ * `skip` bytes further on for a range of the tensor that starts there.
+ */
+function fillFromPool(out: Uint8Array, pool: Uint8Array, name: string, align: number, skip = 0): void {
+  let at = ((hashName(name) % Math.floor(pool.length / align)) * align + skip) % pool.length;
   for (let done = 0; done < out.length; ) {
     const n = Math.min(out.length - done, pool.length - at);
     out.set(pool.subarray(at, at + n), done);
@@ -71,7 +74,9 @@ interface Entry {
   dtype: SafetensorsDtype;
   shape: number[];
   byteLength: number;
-  fill(out: Uint8Array): void;
+  /** Fills `out` with the tensor's bytes from byte `skip` on (skip > 0 only where the entry says `ranged`). */
+  fill(out: Uint8Array, skip?: number): void;
+  ranged?: boolean;
 }
 
 const BYTES: Partial<Record<SafetensorsDtype, number>> = { BF16: 2, F32: 4, U8: 1 };
@@ -100,7 +105,7 @@ function nf4Entries(weightName: string, shape: [number, number], pools: Syntheti
     nested: { blocksize: NESTED_BLOCKSIZE, dtype: "float32", offset: Math.fround(NESTED_OFFSET) },
   });
   return [
-    [weightName, { dtype: packed.dtype, shape: packed.shape, fill: (out) => { fillFromPool(out, pools.bytes, weightName, 1); } }],
+    [weightName, { dtype: packed.dtype, shape: packed.shape, ranged: true, fill: (out, skip) => { fillFromPool(out, pools.bytes, weightName, 1, skip); } }],
     [`${weightName}.absmax`, { dtype: "U8", shape: [blocks], fill: (out) => { fillFromPool(out, pools.bytes, `${weightName}.absmax`, 1); } }],
     [`${weightName}.quant_map`, { dtype: "F32", shape: [16], fill: constant(bytesOfF32(quantMap4bit("nf4"))) }],
     [`${weightName}.nested_absmax`, { dtype: "F32", shape: [nestedBlocks], fill: nestedAbsmax }],
@@ -131,7 +136,7 @@ export function createSyntheticWeights(cfg: ModelConfig, pools: SyntheticPools, 
     } else if (w.kind === "input_layernorm" || w.kind === "post_attention_layernorm" || w.kind === "norm") {
       add(w.name, { dtype: "BF16", shape: w.shape, fill: (out) => new Uint16Array(out.buffer, out.byteOffset, out.length / 2).fill(f32ToBf16Bits(1)) });
     } else {
-      add(w.name, { dtype: "BF16", shape: w.shape, fill: (out) => { fillFromPool(out, pools.bf16, w.name, 2); } });
+      add(w.name, { dtype: "BF16", shape: w.shape, ranged: true, fill: (out, skip) => { fillFromPool(out, pools.bf16, w.name, 2, skip); } });
     }
   }
   const infos = new Map<string, WeightInfo>();
@@ -159,6 +164,19 @@ export function createSyntheticWeights(cfg: ModelConfig, pools: SyntheticPools, 
       const out = new Uint8Array(e.byteLength);
       e.fill(out);
       return Promise.resolve(out);
+    },
+    readTensorRange: (name, first, end) => {
+      const e = entries.get(name);
+      if (e === undefined) return Promise.reject(new TunaError("MODEL_INVALID", `${label} has no tensor named "${name}"`));
+      const size = e.byteLength / e.shape.reduce((a, b) => a * b, 1);
+      if (e.ranged === true) {
+        const out = new Uint8Array((end - first) * size);
+        e.fill(out, first * size);
+        return Promise.resolve(out);
+      }
+      const whole = new Uint8Array(e.byteLength);
+      e.fill(whole);
+      return Promise.resolve(whole.slice(first * size, end * size));
     },
     close: () => Promise.resolve(),
   };
