@@ -21,6 +21,8 @@ import { collectiveForBackend, requestedTransport } from "../dist/gpu-collective
 import { createCpuBackend } from "../backend/cpu/index.ts";
 import { optimizerOnDevice, optimizerOnHost, type OptimizerPlacement } from "./offload.ts";
 import { createLayerSharder } from "./sharded-layers.ts";
+import { machineGroup, worldGroup } from "../dist/gather-group.ts";
+import { formatMemorySize } from "../util/memory-size.ts";
 import type { ShardedLoad } from "../model/llama/frozen-shares.ts";
 import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
 import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, saveCheckpointTogether, writeJson } from "./checkpoint.ts";
@@ -130,13 +132,13 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
         "Start it with `tuna train --config_file ...` alone (tuna starts the processes), or make the numbers agree.",
     );
   }
-  const { stage: sharding, parameters: fullShard } = shardingOf(launch);
-  if (place.rank === 0 && place.worldSize > 1 && fullShard && launch !== undefined) {
+  const { stage: sharding, parameters: shardOver } = shardingOf(launch);
+  if (place.rank === 0 && place.worldSize > 1 && shardOver !== false && launch !== undefined) {
+    const over = shardOver === "machine" ? `1/${place.localWorldSize} (the ranks of its machine share them; machines hold replicas)` : `1/${place.worldSize}`;
     io.err(
       c.use_peft_lora
-        ? `note: ${describeLaunch(launch)}: each rank keeps 1/${place.worldSize} of the frozen (4-bit) base layers and gathers each layer when it computes; ` +
-            "optimizer state and gradients are sharded as ZeRO-2. Layers are sharded as they load; embeddings and head stay whole." +
-            (launch.sharding.kind === "fsdp" && launch.sharding.strategy === "HYBRID_SHARD" ? " HYBRID_SHARD shards over all ranks for now, not within each machine." : "")
+        ? `note: ${describeLaunch(launch)}: each rank keeps ${over} of the frozen (4-bit) base layers and gathers each layer when it computes; ` +
+            "optimizer state and gradients are sharded as ZeRO-2 over all ranks. Each rank reads only its share of the layers; embeddings and head stay whole."
         : `note: ${describeLaunch(launch)}: full fine-tuning shards the optimizer state and gradients (as ZeRO-2) but not yet the parameters.`,
     );
   }
@@ -157,7 +159,7 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
           io.err(`removed ${join(outputDir, removed)} (left by an earlier run)`);
         }
       }
-      const result = await trainLocked(resolved, rankIo, outputDir, modelDir, job === undefined ? undefined : { job, place, sharding, shardParameters: fullShard && c.use_peft_lora });
+      const result = await trainLocked(resolved, rankIo, outputDir, modelDir, job === undefined ? undefined : { job, place, sharding, shardParameters: c.use_peft_lora ? shardOver : false });
       finished = true;
       return result;
     } finally {
@@ -178,14 +180,14 @@ function joinThisJob(place: ProcessPlace, c: TrainConfig): Promise<JobMembership
 /**
  * What an accelerate file's sharding becomes. Optimizer state and gradients: DeepSpeed stage 1 -> 1, stages
  * 2 and 3 -> 2; FSDP with any sharding -> 2. Parameters (the frozen base, LoRA/QLoRA): DeepSpeed stage 3, FSDP
- * FULL_SHARD and HYBRID_SHARD (HYBRID_SHARD over all ranks for now, not within each machine); HYBRID_SHARD_ZERO2
- * and SHARD_GRAD_OP keep them whole.
+ * FULL_SHARD over every rank ("all"), HYBRID_SHARD over each machine's ranks ("machine"); HYBRID_SHARD_ZERO2 and
+ * SHARD_GRAD_OP keep them whole.
  */
-export function shardingOf(launch: LaunchConfig | undefined): { stage: ShardingStage; parameters: boolean } {
+export function shardingOf(launch: LaunchConfig | undefined): { stage: ShardingStage; parameters: false | "all" | "machine" } {
   const s = launch?.sharding;
   if (s === undefined) return { stage: 0, parameters: false };
-  if (s.kind === "zero") return { stage: s.stage === 0 ? 0 : s.stage === 1 ? 1 : 2, parameters: s.stage === 3 };
-  if (s.kind === "fsdp") return { stage: s.strategy === "NO_SHARD" ? 0 : 2, parameters: s.strategy === "FULL_SHARD" || s.strategy === "HYBRID_SHARD" };
+  if (s.kind === "zero") return { stage: s.stage === 0 ? 0 : s.stage === 1 ? 1 : 2, parameters: s.stage === 3 ? "all" : false };
+  if (s.kind === "fsdp") return { stage: s.strategy === "NO_SHARD" ? 0 : 2, parameters: s.strategy === "FULL_SHARD" ? "all" : s.strategy === "HYBRID_SHARD" ? "machine" : false };
   return { stage: 0, parameters: false };
 }
 
@@ -199,7 +201,7 @@ async function trainLocked(
   io: RecipeIO,
   outputDir: string,
   modelDir: string,
-  member: { job: JobMembership; place: ProcessPlace; sharding: ShardingStage; shardParameters: boolean } | undefined,
+  member: { job: JobMembership; place: ProcessPlace; sharding: ShardingStage; shardParameters: false | "all" | "machine" } | undefined,
 ): Promise<RecipeResult> {
   const c = resolved.config;
   // In a job each rank takes the GPU of its local rank; NCCL carries the training collectives on GPUs.
@@ -213,20 +215,21 @@ async function trainLocked(
   io.err(`device: ${backend.name}`);
   const collective = member === undefined ? undefined : await collectiveForBackend(member.job, member.place, backend, c.ddp_timeout * 1000);
   const optimizer = optimizerPlacement(resolved.launch, backend, io);
-  const lockstep = member?.shardParameters === true;
+  const lockstep = member !== undefined && member.shardParameters !== false;
   const job = collective === undefined || member === undefined ? { optimizer } : { collective, sharding: member.sharding, optimizer, bucketCapMb: c.ddp_bucket_cap_mb, lockstep };
-  const sharder = lockstep && collective !== undefined ? createLayerSharder(backend, collective.rank, collective.worldSize) : undefined;
-  const shard = sharder === undefined || collective === undefined ? undefined : sharder.load((x) => collective.allGather(x));
-  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective, shard);
+  // ZeRO-3 / FULL_SHARD over every rank, HYBRID_SHARD over this machine's ranks.
+  const group = !lockstep || collective === undefined ? undefined : member.shardParameters === "machine" ? await machineGroup(collective, member.place) : worldGroup(collective);
+  const sharder = group === undefined ? undefined : createLayerSharder(backend, group);
+  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective, sharder?.load);
   // On the GPU a bf16 run keeps activations in bf16 as an HF bf16 model does; the CPU reference keeps f32.
   const activationDtype = backend.name === "cuda" && c.bf16 ? "bf16" : "f32";
   const model = createLlamaModel(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed, activationDtype });
   io.out(setup.trainableLine);
-  if (sharder !== undefined && collective !== undefined) {
-    // ZeRO-3 / FULL_SHARD: the frozen base layers (sharded while loading) gathered per layer over the ranks.
-    const sharded = sharder.residency(setup.params.layers, collective);
+  if (sharder !== undefined) {
+    // The frozen base layers (sharded while loading) gathered per layer over the group's ranks.
+    const sharded = sharder.residency(setup.params.layers);
     model.residency = sharded;
-    io.err(`ZeRO-3: this rank keeps ${(sharded.bytesHeld / 2 ** 20).toFixed(1)} MiB of the ${(sharded.bytesWhole / 2 ** 20).toFixed(1)} MiB of frozen layer weights.`);
+    io.err(`ZeRO-3: this rank keeps ${formatMemorySize(sharded.bytesHeld)} of the ${formatMemorySize(sharded.bytesWhole)} of frozen layer weights.`);
   }
 
   const settings = trainerSettings(c, chat.tokenizer.padTokenId ?? chat.tokenizer.eosTokenId ?? 0);

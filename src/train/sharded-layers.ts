@@ -9,7 +9,7 @@
 // The shares live in host memory and the gather goes through it (the host transport's way; on GPUs that is
 // parameter offload): shares on the device gathered by NCCL on its stream are the next step.
 import { DTYPE_BYTES, type Backend, type Tensor } from "../backend/types.ts";
-import type { Collective } from "../dist/collective.ts";
+import type { GatherGroup } from "../dist/gather-group.ts";
 import type { LayerResidency } from "../model/types.ts";
 import type { LayerParams } from "../model/llama/params.ts";
 import { setFrozen, type FrozenShare, type ShardedLoad } from "../model/llama/frozen-shares.ts";
@@ -35,26 +35,27 @@ interface SlotLayout {
 
 /**
  * Receives the shares of a sharded load (loadLlamaParams' `shard`), then makes the layers usable again,
- * gathered over the ranks (`residency`).
+ * gathered over the group's ranks (`residency`).
  */
 export interface LayerSharder {
-  load(allGather: (local: Float32Array) => Promise<Float32Array>): ShardedLoad;
-  residency(layers: readonly LayerParams[], collective: Collective): ShardedLayers;
+  readonly load: ShardedLoad;
+  residency(layers: readonly LayerParams[]): ShardedLayers;
 }
 
 const layoutKey = (s: Omit<FrozenShare, "bytes">): string => `${s.slot}:${s.dtype}:${s.shape.join("x")}:${s.perRank}`;
 
-export function createLayerSharder(be: Backend, rank: number, world: number): LayerSharder {
+/** Shards over `group` (every rank of the job, or those of this machine under HYBRID_SHARD). */
+export function createLayerSharder(be: Backend, group: GatherGroup): LayerSharder {
+  const world = group.size;
   let layout: SlotLayout[] | undefined;
   let flatBytes = 0;
   const kept: LayerShares[] = [];
   return {
-    load(allGather) {
-      return {
-        rank,
-        world,
-        allGather,
-        keep(l, shares) {
+    load: {
+      rank: group.index,
+      world,
+      allGather: (local) => group.allGather(local),
+      keep(l, shares) {
           if (l !== kept.length) throw new TunaError("INTERNAL", `layer ${l} kept after ${kept.length} layers`);
           if (layout === undefined) {
             let offset = 0;
@@ -73,10 +74,9 @@ export function createLayerSharder(be: Backend, rank: number, world: number): La
             flat.set(s.bytes, layout![j]!.offset);
           });
           kept.push({ bytes: flat });
-        },
-      };
+      },
     },
-    residency(layers, collective) {
+    residency(layers) {
       const slots = layout;
       if (slots === undefined || kept.length !== layers.length) throw new TunaError("INTERNAL", `${kept.length} of ${layers.length} layers were sharded`);
       const sets: Tensor[][] = [0, 1].map((k) => slots.map((s) => be.alloc(s.share.dtype, s.share.shape, `zero3.gathered${k}.${s.share.slot}`)));
@@ -86,7 +86,7 @@ export function createLayerSharder(be: Backend, rank: number, world: number): La
       /** All-gathers layer l's shares (one collective) into set k: rank r's share of slot j at r x flat + offset. */
       const gather = async (l: number, k: number): Promise<void> => {
         const own = kept[l]!.bytes;
-        const all = await collective.allGather(new Float32Array(own.buffer, own.byteOffset, own.byteLength / 4));
+        const all = await group.allGather(new Float32Array(own.buffer, own.byteOffset, own.byteLength / 4));
         const bytes = new Uint8Array(all.buffer, all.byteOffset, all.byteLength);
         slots.forEach((s, j) => {
           const t = sets[k]![j]!;

@@ -181,7 +181,7 @@ void test("tuna train --config_file <accelerate yaml with num_processes 2> start
     assert.match(r.stderr, /asks for 2 processes; starting 2 here/);
     if (name.startsWith("deepspeed")) {
       assert.match(r.stderr, /note: .*ZeRO stage 3.*each rank keeps 1\/2 of the frozen \(4-bit\) base layers and gathers each layer when it computes/);
-      assert.match(r.stderr, /ZeRO-3: this rank keeps [\d.]+ MiB of the [\d.]+ MiB of frozen layer weights/);
+      assert.match(r.stderr, /ZeRO-3: this rank keeps [\d.]+ KiB of the [\d.]+ KiB of frozen layer weights/);
     }
     const run = await readRun(out);
     assert.ok(relative(run.metrics.at(-1)!.loss, reference.metrics.at(-1)!.loss) < 1e-6, `${name}: ${run.metrics.at(-1)!.loss} vs ${reference.metrics.at(-1)!.loss}`);
@@ -517,4 +517,46 @@ void test("ZeRO-3 checkpoints resume on another number of ranks (3 -> 2) exactly
   run(["merge", join(root, "examples/tiny-llama"), "--adapter", out, "--output_dir", join(tmp, "zero3-merged")]);
   const { stat } = await import("node:fs/promises");
   assert.ok((await stat(join(tmp, "zero3-merged", "model.safetensors"))).size > 0);
+});
+
+void test("FSDP HYBRID_SHARD on two machines' launchers of 2 ranks: layers sharded within each machine (each rank holds 1/2, not 1/4), the same run as one process", { timeout: 240_000 }, async () => {
+  const { spawn } = await import("node:child_process");
+  const { writeFile } = await import("node:fs/promises");
+  const single = join(tmp, "hybrid-single");
+  const qlora = ["--use_4bit_quantization", "--bnb_4bit_quant_type", "nf4", "--use_nested_quant"];
+  const one = spawnSync(process.execPath, ["bin/tuna.js", "train", ...flags(single, 4), ...qlora], { cwd: root, encoding: "utf8", timeout: 170_000 });
+  assert.equal(one.status, 0, one.stderr);
+  const config = join(tmp, "hybrid.yaml");
+  await writeFile(config, "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nfsdp_config:\n  fsdp_sharding_strategy: HYBRID_SHARD\nnum_machines: 2\nnum_processes: 4\n");
+  const out = join(tmp, "hybrid");
+  const port = String(await freePort());
+  const node = (rank: number): Promise<{ code: number | null; err: string }> =>
+    new Promise((resolve) => {
+      const args = ["bin/tuna.js", "launch", "--nnodes", "2", "--node_rank", String(rank), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port];
+      const child = spawn(process.execPath, [...args, "tuna", "train", "--config_file", config, ...flags(out, 1), ...qlora], { cwd: root, stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+      child.on("exit", (code) => {
+        resolve({ code, err });
+      });
+    });
+  const [a, b] = await Promise.all([node(0), node(1)]);
+  assert.equal(a.code, 0, a.err);
+  assert.equal(b.code, 0, b.err);
+  const kept = /this rank keeps ([\d.]+) KiB of the ([\d.]+) KiB/.exec(a.err);
+  assert.ok(kept !== null, a.err);
+  const ratio = Number(kept[1]) / Number(kept[2]);
+  assert.ok(ratio > 0.45 && ratio < 0.6, `rank 0 keeps ${kept[1]} of ${kept[2]} MiB (a half, its machine's share)`);
+  const x = await readRun(single);
+  const y = await readRun(out);
+  assert.equal(y.metrics.length, x.metrics.length);
+  y.metrics.forEach((m, i) => {
+    assert.ok(relative(m.loss, x.metrics[i]!.loss) < 1e-6, `step ${m.step}: ${m.loss} vs ${x.metrics[i]!.loss}`);
+  });
+  for (const [name, values] of y.adapter) {
+    const ref = x.adapter.get(name)!;
+    let worst = 0;
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(values[i]! - ref[i]!));
+    assert.ok(worst < 1e-6, `${name} differs by ${worst}`);
+  }
 });

@@ -10,7 +10,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createCpuBackend } from "../../src/backend/cpu/index.ts";
 import type { Backend, Tensor } from "../../src/backend/types.ts";
-import type { Collective } from "../../src/dist/collective.ts";
 import { parseModelConfig, type ModelConfig } from "../../src/hf/config.ts";
 import type { HfConfigJson } from "../../src/hf/presets.ts";
 import { writeRandomModel } from "../../src/hf/random-init.ts";
@@ -23,6 +22,8 @@ import type { LayerParams, LlamaParams } from "../../src/model/llama/params.ts";
 import { quantizedTensorsToWrite } from "../../src/quant/bnb-checkpoint.ts";
 import { quantizeTensor4bit } from "../../src/quant/quantize-model.ts";
 import { createLayerSharder, type ShardedLayers } from "../../src/train/sharded-layers.ts";
+import { worldGroup } from "../../src/dist/gather-group.ts";
+import { memoryGroup } from "../dist/memory-group.ts";
 import { bytesOf } from "../../src/util/bytes.ts";
 
 // Sizes that do not split evenly (so the last shares carry padding), and biases on every projection.
@@ -66,28 +67,6 @@ async function writePrequantized(dir: string, cfg: ModelConfig, quantType: "nf4"
   return { dir: out, cfg: parseModelConfig(hf, "prequantized") };
 }
 
-/** An all-gather among `world` callers in this process: call i of every rank meets call i of the others. */
-function memoryGroup(world: number): (rank: number) => Collective {
-  const rounds: { parts: Float32Array[]; resolve: ((all: Float32Array) => void)[] }[] = [];
-  const calls = new Array<number>(world).fill(0);
-  const allGather = (rank: number, local: Float32Array): Promise<Float32Array> =>
-    new Promise((resolve) => {
-      const round = (rounds[calls[rank]!++] ??= { parts: [], resolve: [] });
-      round.parts[rank] = local.slice();
-      round.resolve.push(resolve);
-      if (round.resolve.length === world) {
-        const all = new Float32Array(world * local.length);
-        round.parts.forEach((p, r) => {
-          assert.equal(p.length, local.length, "every rank gathers as many elements");
-          all.set(p, r * local.length);
-        });
-        for (const done of round.resolve) done(all.slice());
-      }
-    });
-  const unused = (): never => assert.fail("only allGather is used");
-  return (rank) => ({ rank, worldSize: world, allGather: (x) => allGather(rank, x), allReduceSum: unused, reduceScatterSum: unused, broadcast: unused, barrier: unused, abort: unused, close: unused });
-}
-
 /** Layer l's frozen projection tensors by name. */
 function frozenOf(layer: LayerParams): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
@@ -122,11 +101,11 @@ async function loadRanks(dir: string, cfg: ModelConfig, world: number, options: 
     Array.from({ length: world }, async (_, rank) => {
       const be = createCpuBackend();
       const collective = group(rank);
-      const sharder = createLayerSharder(be, rank, world);
+      const sharder = createLayerSharder(be, worldGroup(collective));
       const weights = await openWeights(dir);
-      const params = await loadLlamaParams(be, cfg, weights, { mode: "lora", lora, ...options, shard: sharder.load((x) => collective.allGather(x)) });
+      const params = await loadLlamaParams(be, cfg, weights, { mode: "lora", lora, ...options, shard: sharder.load });
       await weights.close();
-      return { be, params, sharded: sharder.residency(params.layers, collective) };
+      return { be, params, sharded: sharder.residency(params.layers) };
     }),
   );
 }

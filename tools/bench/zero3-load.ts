@@ -27,15 +27,15 @@ const cfg = parseModelConfig(json, `synthetic ${values.model}`);
 const be = createCpuBackend();
 const t0 = performance.now();
 const source = createSyntheticWeights(cfg, createSyntheticPools(64 * 2 ** 20, 0), `synthetic ${values.model}`);
-const sharder = world > 1 ? createLayerSharder(be, rank, world) : undefined;
+// This process plays one rank: the all-gather (used by double quantization at load) is stood in by its own share repeated.
+const sharder = world > 1 ? createLayerSharder(be, { index: rank, size: world, allGather: (x) => Promise.resolve(repeat(x, world)) }) : undefined;
 const lora = makeLoraSettings({ r: 16, alpha: 32, dropout: 0, targetModules: "all-linear" }, cfg);
 await loadLlamaParams(be, cfg, source, {
   mode: "lora",
   lora,
   baseDtype: "bf16",
   quantize: null,
-  // This process plays one rank: the all-gather of double quantization is stood in by its own share repeated.
-  ...(sharder === undefined ? {} : { shard: sharder.load((x) => Promise.resolve(repeat(x, world))) }),
+  ...(sharder === undefined ? {} : { shard: sharder.load }),
 });
 function repeat(x: Float32Array, times: number): Float32Array {
   const out = new Float32Array(x.length * times);

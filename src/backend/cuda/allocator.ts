@@ -1,6 +1,7 @@
 // The caching device-memory allocator: blocks from the driver are kept after free and handed out again, so a
 // training step makes no cuMemAlloc/cuMemFree calls once warm. Out of memory is a message that says what to change.
 import { TunaError } from "../../util/errors.ts";
+import { formatMemorySize } from "../../util/memory-size.ts";
 import type { DevicePtr, MemoryStats } from "./types.ts";
 
 /** The driver's allocator, injected (tests pass a fake). */
@@ -29,10 +30,8 @@ export interface CachingAllocator {
   releaseAll(): void;
 }
 
-const KIB = 1024;
-const MIB = 1024 * KIB;
+const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
-const TIB = 1024 * GIB;
 
 /** Requests up to this size are rounded to SMALL_GRANULE, larger ones to LARGE_GRANULE. */
 export const SMALL_LIMIT = MIB;
@@ -45,15 +44,6 @@ const MAX_WASTE_FRACTION = 0.25;
 export function roundAllocationSize(bytes: number): number {
   const granule = bytes <= SMALL_LIMIT ? SMALL_GRANULE : LARGE_GRANULE;
   return Math.max(granule, Math.ceil(bytes / granule) * granule);
-}
-
-/** "512 B", "1.5 KiB", "12.0 MiB", "1.50 GiB", "9.09 TiB". */
-export function formatMemorySize(bytes: number): string {
-  if (bytes >= TIB) return `${(bytes / TIB).toFixed(2)} TiB`;
-  if (bytes >= GIB) return `${(bytes / GIB).toFixed(2)} GiB`;
-  if (bytes >= MIB) return `${(bytes / MIB).toFixed(1)} MiB`;
-  if (bytes >= KIB) return `${(bytes / KIB).toFixed(1)} KiB`;
-  return `${bytes} B`;
 }
 
 /** Index of the first element of the ascending `sizes` that is >= `size` (sizes.length when none). */

@@ -2,7 +2,8 @@
 // the release-and-retry on out of memory, and the messages of a real out of memory and of a bad free.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createCachingAllocator, formatMemorySize, roundAllocationSize, type RawDeviceMemory } from "../../../src/backend/cuda/allocator.ts";
+import { createCachingAllocator, roundAllocationSize, type RawDeviceMemory } from "../../../src/backend/cuda/allocator.ts";
+import { formatMemorySize } from "../../../src/util/memory-size.ts";
 import type { DevicePtr } from "../../../src/backend/cuda/types.ts";
 import { isTunaError } from "../../../src/util/errors.ts";
 
