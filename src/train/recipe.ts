@@ -22,6 +22,7 @@ import { createCpuBackend } from "../backend/cpu/index.ts";
 import { optimizerOnDevice, optimizerOnHost, type OptimizerPlacement } from "./offload.ts";
 import { createLayerSharder } from "./sharded-layers.ts";
 import { machineGroup, worldGroup } from "../dist/gather-group.ts";
+import { agreeOnEveryRank } from "../dist/agree.ts";
 import { formatMemorySize } from "../util/memory-size.ts";
 import type { ShardedLoad } from "../model/llama/frozen-shares.ts";
 import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
@@ -110,6 +111,11 @@ async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, 
       io.err(`warning: ${names.length} tensor(s) in ${modelDir} are not used by a ${folder.config.modelType} model and are ignored (e.g. ${names.slice(0, 3).join(", ")}).`);
     }
 
+    // Every rank must load the same model (a machine with another download or quantization would mix in silently).
+    if (collective !== undefined) {
+      const layout = folder.weights.names().map((n) => `${n}:${folder.weights.info(n).dtype}:${folder.weights.info(n).shape.join("x")}`);
+      await agreeOnEveryRank(collective, "model (config.json or tensor names, dtypes and shapes)", JSON.stringify([folder.config, layout]), `Give every machine the same files for ${c.model_name_or_path}.`);
+    }
     // Model: resized vocabulary, quantized base, LoRA (or full fine-tuning).
     // ZeRO-3: each rank reads only its shares of the layers' frozen tensors, so no whole copy of the base exists.
     const setup = await setUpTrainModel(backend, folder.config, folder.weights, c, { newTokenIds: chat.newTokenIds, vocabSize: chat.resizedVocabSize }, shard);

@@ -560,3 +560,34 @@ void test("FSDP HYBRID_SHARD on two machines' launchers of 2 ranks: layers shard
     assert.ok(worst < 1e-6, `${name} differs by ${worst}`);
   }
 });
+
+void test("machines that hold different files under the same model path (another config.json): every rank fails before training, naming the rank", { timeout: 120_000 }, async () => {
+  const { spawn } = await import("node:child_process");
+  const { cp, mkdir, writeFile } = await import("node:fs/promises");
+  const machines = [join(tmp, "mixed-a"), join(tmp, "mixed-b")];
+  for (const m of machines) {
+    await mkdir(m, { recursive: true });
+    await cp(join(root, "examples/tiny-llama"), join(m, "model"), { recursive: true });
+  }
+  const cfg = JSON.parse(await readFile(join(machines[1]!, "model", "config.json"), "utf8")) as Record<string, unknown>;
+  await writeFile(join(machines[1]!, "model", "config.json"), JSON.stringify({ ...cfg, rms_norm_eps: cfg["rms_norm_eps"] === 1e-6 ? 1e-5 : 1e-6 }));
+  const port = String(await freePort());
+  // The same relative paths (so the same configuration), run from each machine's own folder.
+  const args = flags("out", 1).map((f) => (f === join(root, "examples/tiny-llama") ? "model" : f));
+  const node = (rank: number): Promise<{ code: number | null; err: string }> =>
+    new Promise((resolve) => {
+      const launch = ["launch", "--nnodes", "2", "--node_rank", String(rank), "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", port];
+      const child = spawn(process.execPath, [join(root, "bin/tuna.js"), ...launch, "tuna", "train", ...args], { cwd: machines[rank], stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+      child.on("exit", (code) => {
+        resolve({ code, err });
+      });
+    });
+  const results = await Promise.all([node(0), node(1)]);
+  for (const r of results) {
+    assert.notEqual(r.code, 0);
+    assert.match(r.err, /error \[DIST\]: rank 1 of 2 loaded a different model .* than rank 0\. Give every machine the same files/);
+    assert.doesNotMatch(r.err, /step 1\//);
+  }
+});
