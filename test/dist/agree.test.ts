@@ -14,7 +14,7 @@ void test("the same value on 3 ranks agrees; one rank's different value fails ev
   const results = await Promise.allSettled(values.map((v, r) => agreeOnEveryRank(group(r), "model (config.json)", v, "Use the same files.")));
   for (const r of results) {
     assert.equal(r.status, "rejected");
-    const e = (r as PromiseRejectedResult).reason as Error;
+    const e = (r).reason as Error;
     assert.ok(isTunaError(e) && e.code === "DIST");
     assert.equal(e.message, "rank 2 of 3 loaded a different model (config.json) than rank 0. Use the same files.");
   }
