@@ -12,6 +12,7 @@ import { chatCommand } from "./commands/chat.ts";
 import { dataCommand } from "./commands/data.ts";
 import { launchCommand } from "./commands/launch.ts";
 import { mergeCommand } from "./commands/merge.ts";
+import { planCommand } from "./commands/plan.ts";
 import { safeText } from "../util/safe-text.ts";
 import { TUNA_VERSION } from "../util/version.ts";
 
@@ -32,6 +33,7 @@ const COMMANDS: Record<string, CommandEntry> = {
   merge: { run: mergeCommand, summary: "merge a PEFT LoRA adapter into its base model and save a Hugging Face model folder" },
   inspect: { run: inspectCommand, summary: "describe a model folder or hub id: architecture, parameters, memory, tokenizer" },
   doctor: { run: doctorCommand, summary: "check Node, CPU, GPU driver and CUDA libraries, and give a verdict" },
+  plan: { run: planCommand, summary: "predict a training run's peak device memory per rank, part by part, and what fits a budget" },
   launch: { run: launchCommand, summary: "start N ranks of a command (tuna train ...) as torchrun does: data-parallel training" },
 };
 

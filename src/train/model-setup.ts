@@ -38,6 +38,35 @@ async function readMatrix(source: WeightSource, name: string): Promise<Float32Ar
   return decodeToFloat32(await source.readTensor(name), source.info(name).dtype);
 }
 
+/** The LoRA settings of a run (null: full fine-tuning); new chat tokens get trainable rows. */
+export function trainLoraSettings(config: TrainConfig, cfg: ModelConfig, newTokenIds: readonly number[]): LoraSettings | null {
+  if (!config.use_peft_lora) return null;
+  // New chat tokens get trainable rows (input side; untied models also their lm_head rows).
+  const ids = [...newTokenIds];
+  const trainableTokenIndices = ids.length === 0 ? null : cfg.tieWordEmbeddings ? ids : { embed_tokens: ids, lm_head: ids };
+  return makeLoraSettings(
+    {
+      r: config.lora_r,
+      alpha: config.lora_alpha,
+      dropout: config.lora_dropout,
+      targetModules: config.lora_target_modules,
+      trainableTokenIndices,
+      baseModelNameOrPath: config.model_name_or_path,
+    },
+    cfg,
+    "the LoRA options",
+  );
+}
+
+/** What the base is quantized to at load. */
+export function quantizeOption(config: TrainConfig): LoadOptions["quantize"] {
+  return config.use_4bit_quantization
+    ? { kind: "4bit", quantType: config.bnb_4bit_quant_type === "fp4" ? "fp4" : "nf4", doubleQuant: config.use_nested_quant }
+    : config.use_8bit_quantization
+      ? { kind: "8bit" }
+      : null;
+}
+
 export async function setUpTrainModel(
   backend: Backend,
   baseCfg: ModelConfig,
@@ -55,29 +84,8 @@ export async function setUpTrainModel(
     const lmHead = baseCfg.tieWordEmbeddings ? null : resizeRows(await readMatrix(source, "lm_head.weight"), baseCfg.vocabSize, C, tokens.vocabSize);
     embeddings = { vocabSize: tokens.vocabSize, embedTokens: embed, lmHead };
   }
-  let lora: LoraSettings | null = null;
-  if (config.use_peft_lora) {
-    // New chat tokens get trainable rows (input side; untied models also their lm_head rows).
-    const ids = tokens.newTokenIds;
-    const trainableTokenIndices = ids.length === 0 ? null : cfg.tieWordEmbeddings ? ids : { embed_tokens: ids, lm_head: ids };
-    lora = makeLoraSettings(
-      {
-        r: config.lora_r,
-        alpha: config.lora_alpha,
-        dropout: config.lora_dropout,
-        targetModules: config.lora_target_modules,
-        trainableTokenIndices,
-        baseModelNameOrPath: config.model_name_or_path,
-      },
-      cfg,
-      "the LoRA options",
-    );
-  }
-  const quantize: LoadOptions["quantize"] = config.use_4bit_quantization
-    ? { kind: "4bit", quantType: config.bnb_4bit_quant_type === "fp4" ? "fp4" : "nf4", doubleQuant: config.use_nested_quant }
-    : config.use_8bit_quantization
-      ? { kind: "8bit" }
-      : null;
+  const lora = trainLoraSettings(config, cfg, tokens.newTokenIds);
+  const quantize = quantizeOption(config);
   const params = await loadLlamaParams(backend, cfg, source, {
     mode: lora === null ? "full" : "lora",
     baseDtype: config.bf16 ? "bf16" : "f32",

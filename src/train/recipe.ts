@@ -6,6 +6,7 @@ import { createBackend } from "../backend/factory.ts";
 import type { Backend } from "../backend/types.ts";
 import { describeLaunch, type LaunchConfig, type ResolvedTrainConfig, type TrainConfig } from "../config/index.ts";
 import type { ShardingStage } from "./data-parallel.ts";
+import { shardingOf } from "./sharding.ts";
 import { prepareDatasets, type PreparedSplit } from "../data/prepare.ts";
 import { trainPrepareOptions } from "../data/train-options.ts";
 import { setupChatFormat } from "../data/chat-format.ts";
@@ -181,20 +182,6 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
 function joinThisJob(place: ProcessPlace, c: TrainConfig): Promise<JobMembership> {
   const config = createHash("sha256").update(JSON.stringify(c)).digest("hex").slice(0, 16);
   return joinJob(place, { timeoutMs: c.ddp_timeout * 1000, identity: { tuna: TUNA_VERSION, configuration: config } });
-}
-
-/**
- * What an accelerate file's sharding becomes. Optimizer state and gradients: DeepSpeed stage 1 -> 1, stages
- * 2 and 3 -> 2; FSDP with any sharding -> 2. Parameters (the frozen base, LoRA/QLoRA): DeepSpeed stage 3, FSDP
- * FULL_SHARD over every rank ("all"), HYBRID_SHARD over each machine's ranks ("machine"); HYBRID_SHARD_ZERO2 and
- * SHARD_GRAD_OP keep them whole.
- */
-export function shardingOf(launch: LaunchConfig | undefined): { stage: ShardingStage; parameters: false | "all" | "machine" } {
-  const s = launch?.sharding;
-  if (s === undefined) return { stage: 0, parameters: false };
-  if (s.kind === "zero") return { stage: s.stage === 0 ? 0 : s.stage === 1 ? 1 : 2, parameters: s.stage === 3 ? "all" : false };
-  if (s.kind === "fsdp") return { stage: s.strategy === "NO_SHARD" ? 0 : 2, parameters: s.strategy === "FULL_SHARD" ? "all" : s.strategy === "HYBRID_SHARD" ? "machine" : false };
-  return { stage: 0, parameters: false };
 }
 
 /** What ranks other than 0 print: nothing (their errors still end the process with a message). */

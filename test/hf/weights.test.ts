@@ -10,6 +10,9 @@ test("parameter totals match the published model sizes", () => {
   assert.equal(countParameters(parseModelConfig(llama2_7b, "c")).total, 6_738_415_616);
   assert.equal(countParameters(parseModelConfig(qwen2_05b, "c")).total, 494_032_768);
   assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["llama-3-8b"], "c")).total, 8_030_261_248);
+  // Llama-2-13b-hf 13,015,864,320 and Llama-2-70b-hf 68,976,648,192 (the safetensors index's total_size / 2).
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["llama-2-13b"], "c")).total, 13_015_864_320);
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["llama-2-70b"], "c")).total, 68_976_648_192);
 });
 
 test("HF names and [out, in] shapes of one Qwen2 layer, with biases", () => {

@@ -1,7 +1,7 @@
 // What each accelerate sharding setting becomes: optimizer/gradient stage and whether the frozen base is sharded.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { shardingOf } from "../../src/train/recipe.ts";
+import { shardingOf } from "../../src/train/sharding.ts";
 import type { LaunchConfig } from "../../src/config/index.ts";
 
 const launch = (sharding: LaunchConfig["sharding"]): LaunchConfig => ({

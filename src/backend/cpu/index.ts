@@ -1,6 +1,6 @@
 // createCpuBackend: the CPU implementation of the backend contract, the reference every other backend is
 // checked against. Wires the tensor store to the op files; matmul may use worker threads over shared storage.
-import { availableParallelism } from "node:os";
+import { availableParallelism, totalmem } from "node:os";
 import type { Backend } from "../types.ts";
 import { TunaError } from "../../util/errors.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
@@ -51,6 +51,8 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
     },
     rows: (t, start, count) => store.rows(t, start, count),
     view: (t, shape) => store.view(t, shape),
+    // The tensors' bytes (what the planner predicts); the process also holds Node's heap and the data.
+    memoryStats: () => ({ inUseBytes: store.bytesInUse(), peakInUseBytes: store.peakBytesInUse(), reservedBytes: store.bytesInUse(), totalBytes: totalmem() }),
 
     embeddingForward: (out, ids, table) => {
       embeddingForward(store, out, ids, table);

@@ -33,6 +33,9 @@ export interface TensorStore {
   view(t: Tensor, shape: readonly number[]): Tensor;
   /** How many allocations are live, for leak checks in tests (views are not counted: they own nothing). */
   liveCount(): number;
+  /** Bytes of live allocations now, and the most there have been at once (views own nothing). */
+  bytesInUse(): number;
+  peakBytesInUse(): number;
 }
 
 
@@ -71,6 +74,8 @@ export function createTensorStore(shared: boolean): TensorStore {
   const owners = new Map<number, Slot>();
   const views = new WeakMap<Tensor, Slot>();
   let nextId = 1;
+  let inUse = 0;
+  let peak = 0;
 
   const register = (dtype: DType, shape: readonly number[], size: number, name: string, data: Storage, root: Root, offset: number, owner: boolean): Tensor => {
     const tensor: Tensor = Object.freeze({ id: nextId++, dtype, shape: Object.freeze([...shape]), size, name });
@@ -93,6 +98,8 @@ export function createTensorStore(shared: boolean): TensorStore {
     alloc(dtype, shape, name = "") {
       if (!(dtype in DTYPE_BYTES)) fail("alloc", `unknown dtype ${dtype}`);
       const size = checkShape("alloc", shape);
+      inUse += size * DTYPE_BYTES[dtype];
+      peak = Math.max(peak, inUse);
       return register(dtype, shape, size, name, newStorage(dtype, size, shared), { freed: false }, 0, true);
     },
     free(t) {
@@ -101,6 +108,7 @@ export function createTensorStore(shared: boolean): TensorStore {
         // Its views share the root, so they are dead from now on too.
         owners.delete(t.id);
         slot.root.freed = true;
+        inUse -= t.size * DTYPE_BYTES[t.dtype];
       } else {
         slot.viewFreed = true;
       }
@@ -125,6 +133,8 @@ export function createTensorStore(shared: boolean): TensorStore {
       return register(t.dtype, shape, size, t.name, slot.data, slot.root, slot.offset, false);
     },
     liveCount: () => owners.size,
+    bytesInUse: () => inUse,
+    peakBytesInUse: () => peak,
   };
 }
 
