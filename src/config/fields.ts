@@ -2,7 +2,7 @@
 // the conversions HfArgumentParser applies to a command-line string or a YAML/JSON value.
 import { z } from "zod";
 
-export type Group = "model" | "data" | "training" | "tuna";
+export type Group = "model" | "data" | "training" | "dpo" | "tuna";
 
 /** Marks a field without a default: the user must give it (HF dataclass fields without a default). */
 export const REQUIRED: unique symbol = Symbol("required");

@@ -7,7 +7,7 @@ import { FIELD_NAMES, GROUP_TITLES, OPTIMIZER_MAPPING, fieldSpec, type FieldName
 import { describeSource } from "./problems.ts";
 import type { ResolvedTrainConfig } from "./resolve.ts";
 
-const GROUPS: readonly Group[] = ["model", "data", "training", "tuna"];
+const GROUPS: readonly Group[] = ["model", "data", "training", "dpo", "tuna"];
 
 /** A default as it would be typed on the command line: lists comma-joined. */
 export function formatDefault(value: unknown): string {

@@ -36,6 +36,10 @@ export const OPTIMIZER_MAPPING = {
 
 const OPTIMIZERS = Object.keys(OPTIMIZER_MAPPING) as [keyof typeof OPTIMIZER_MAPPING, ...(keyof typeof OPTIMIZER_MAPPING)[]];
 
+/** The DPO loss types tuna implements, and TRL's others (named in messages). */
+export const DPO_LOSS_TYPES = ["sigmoid", "ipo", "hinge", "robust"] as const;
+export const UNSUPPORTED_DPO_LOSS_TYPES = ["exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_pair", "discopop", "apo_zero", "apo_down", "sft"] as const;
+
 const DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj", "up_proj", "gate_proj"];
 
 /** A list holding only all-linear (e.g. YAML `[all-linear]`) means all-linear; inside a longer list it is an error. */
@@ -234,6 +238,21 @@ export const TRAIN_FIELDS = {
   config_file: optionalTextField({ group: "training", doc: "accelerate config (YAML): processes, mixed precision, DeepSpeed/FSDP sharding." }),
   device: choiceField({ group: "training", choices: ["auto", "cpu", "cuda"], default: "auto", doc: "Where to train; auto = CUDA when available." }),
 
+  // ---- dpo: preference training (tuna dpo), TRL's DPOConfig names and defaults
+  beta: floatField({ group: "dpo", default: 0.1, min: 0, minOpen: true, doc: "How far the policy may move from the reference: the scale of the implicit reward." }),
+  loss_type: choiceField({
+    group: "dpo",
+    choices: DPO_LOSS_TYPES,
+    default: "sigmoid",
+    doc: `DPO loss: sigmoid (DPO), ipo, hinge or robust (${UNSUPPORTED_DPO_LOSS_TYPES.join(", ")} are TRL's but not implemented).`,
+  }),
+  label_smoothing: floatField({ group: "dpo", default: 0, min: 0, max: 0.5, maxOpen: true, doc: "Assumed probability that a preference label is flipped (cDPO with sigmoid, robust DPO); below 0.5." }),
+  max_prompt_length: optionalIntField({ group: "dpo", min: 1, doc: "Keep at most this many prompt tokens (the last ones); unset = 512 in tuna dpo, as TRL." }),
+  max_completion_length: optionalIntField({ group: "dpo", min: 1, doc: "Keep at most this many tokens of each completion (the first ones); unset = no limit." }),
+  precompute_ref_log_probs: boolField({ group: "dpo", default: false, doc: "Compute the reference log-probabilities once before training instead of at every step." }),
+  reference_free: boolField({ group: "dpo", default: false, doc: "No reference model: the reference log-probabilities are 0." }),
+  rpo_alpha: optionalFloatField({ group: "dpo", min: 0, doc: "RPO: add rpo_alpha x the NLL loss of the chosen completions." }),
+
   // ---- tuna: flags of tuna itself
   config: optionalTextField({ group: "tuna", cliOnly: true, doc: "A tuna config file (YAML or JSON) holding any of these fields." }),
   print_config: boolField({ group: "tuna", default: false, doc: "Print the resolved configuration and exit." }),
@@ -251,6 +270,7 @@ export const GROUP_TITLES: Record<Group, string> = {
   model: "model arguments",
   data: "data arguments",
   training: "training arguments",
+  dpo: "DPO arguments (tuna dpo; TRL's DPOConfig names)",
   tuna: "tuna options",
 };
 

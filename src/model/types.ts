@@ -10,6 +10,22 @@ export interface ForwardOptions {
   training?: boolean;
   /** NEFTune (training only): uniform noise of magnitude alpha / sqrt(L * C) added to the input embeddings. */
   neftune?: { alpha: number; rng: Rng };
+  /** false: the base model alone, LoRA and trained token rows off (PEFT's disable_adapter: DPO's reference). */
+  adapters?: boolean;
+}
+
+/** What a forward returns: the sum of token losses (f64), the trained tokens, and each token's loss (f32 (N), 0 where no target). */
+export interface ForwardResult {
+  lossSum: number;
+  tokens: number;
+  tokenLosses: Float32Array;
+}
+
+/** A factor on the gradient of the token losses of rows [start, start + count) of the batch (DPO weighs each sequence). */
+export interface SpanScale {
+  start: number;
+  count: number;
+  scale: number;
 }
 
 /**
@@ -36,12 +52,12 @@ export interface TrainingModel {
   dropoutRng: Rng;
   upload(batch: Batch): UploadedBatch;
   /** The sum of token losses (f64) and the number of trained tokens. */
-  forward(batch: UploadedBatch, options?: ForwardOptions): Promise<{ lossSum: number; tokens: number }>;
+  forward(batch: UploadedBatch, options?: ForwardOptions): Promise<ForwardResult>;
   /**
    * Accumulates gradients of gradScale * lossSum into the trainable gradient buffer. `layerDone(l)` is called as
    * soon as layer l's gradients are complete (layers finish from the last to the first; the rest, embeddings,
    * norm and head, are complete when backward returns): where data parallelism starts reducing a bucket.
    */
-  backward(batch: UploadedBatch, gradScale: number, layerDone?: (layer: number) => void): Promise<void>;
+  backward(batch: UploadedBatch, gradScale: number, layerDone?: (layer: number) => void, spans?: readonly SpanScale[]): Promise<void>;
   free(batch: UploadedBatch): void;
 }

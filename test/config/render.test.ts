@@ -27,6 +27,8 @@ const EXPECTED_HELP_DEFAULTS: Record<string, string> = {
   gradient_checkpointing: "false", logging_strategy: "steps", logging_first_step: "false", logging_steps: "500", log_level: "passive", eval_strategy: "no", eval_steps: "unset",
   save_strategy: "steps", save_steps: "500", save_total_limit: "unset", ddp_timeout: "60", ddp_bucket_cap_mb: "unset", neftune_noise_alpha: "unset", report_to: "none",
   push_to_hub: "false", config_file: "unset", device: "auto", config: "unset", print_config: "false",
+  beta: "0.1", loss_type: "sigmoid", label_smoothing: "0", max_prompt_length: "unset", max_completion_length: "unset",
+  precompute_ref_log_probs: "false", reference_free: "false", rpo_alpha: "unset",
 };
 
 function helpLine(help: string, name: string): string {
@@ -52,13 +54,14 @@ void test("help lists every schema field once, with its type and default", () =>
 
 void test("help is grouped model, data, training, tuna, each doc line under its flag, then the notes", () => {
   const help = renderTrainHelp();
-  const positions = ["model arguments:", "data arguments:", "training arguments:", "tuna options:", "notes:"].map((h) => help.indexOf(`\n${h}\n`));
+  const positions = ["model arguments:", "data arguments:", "training arguments:", "DPO arguments (tuna dpo; TRL's DPOConfig names):", "tuna options:", "notes:"].map((h) => help.indexOf(`\n${h}\n`));
   assert.ok(positions.every((p) => p > 0), String(positions));
   assert.deepEqual([...positions].sort((a, b) => a - b), positions);
   const flagAt = (name: string): number => help.indexOf(`\n  --${name} `);
   assert.ok(flagAt("lora_r") > positions[0]! && flagAt("lora_r") < positions[1]!);
   assert.ok(flagAt("packing") > positions[1]! && flagAt("packing") < positions[2]!);
-  assert.ok(flagAt("print_config") > positions[3]!);
+  assert.ok(flagAt("beta") > positions[3]! && flagAt("beta") < positions[4]!);
+  assert.ok(flagAt("print_config") > positions[4]!);
   const lines = help.split("\n");
   const at = lines.findIndex((l) => l.startsWith("  --lora_r "));
   assert.equal(lines[at + 1], "      LoRA rank.");

@@ -8,8 +8,9 @@ import { allocActivations, viewActivations, type ActivationDtype, type Activatio
 import { blockBackward, blockForward, type SequenceInputs } from "./block.ts";
 import type { LinearScratch } from "./linear.ts";
 import type { LlamaParams, TokenRows } from "./params.ts";
-import type { ForwardOptions, LayerResidency, TrainingModel, UploadedBatch } from "../types.ts";
+import type { ForwardOptions, ForwardResult, LayerResidency, SpanScale, TrainingModel, UploadedBatch } from "../types.ts";
 import { ropeInvFreq } from "./rope-freqs.ts";
+import { PROJECTIONS } from "../../hf/weights.ts";
 
 export interface LlamaModel {
   backend: Backend;
@@ -186,7 +187,7 @@ export function asTrainingModel(model: LlamaModel): TrainingModel {
     },
     upload: (batch) => uploadBatch(model, batch),
     forward: (batch, options) => forward(model, own(batch), options),
-    backward: (batch, gradScale, layerDone) => backward(model, own(batch), gradScale, layerDone),
+    backward: (batch, gradScale, layerDone, spans) => backward(model, own(batch), gradScale, layerDone, spans),
     free: (batch) => {
       freeBatch(model, own(batch));
     },
@@ -194,7 +195,30 @@ export function asTrainingModel(model: LlamaModel): TrainingModel {
 }
 
 /** Runs the forward pass; returns the sum of token losses (f64) and the number of trained tokens. */
-export async function forward(model: LlamaModel, batch: DeviceBatch, options: ForwardOptions = {}): Promise<{ lossSum: number; tokens: number }> {
+export async function forward(model: LlamaModel, batch: DeviceBatch, options: ForwardOptions = {}): Promise<ForwardResult> {
+  if (options.adapters !== false) return forwardPass(model, batch, options);
+  // PEFT's disable_adapter (DPO's reference): the base alone, with no dropout or noise. The LoRA modules and
+  // trained token rows are detached for this pass; the activations are sized with them first, so the next
+  // (adapted) pass finds its LoRA slots.
+  const { params } = model;
+  activationsFor(model, batch.N);
+  const loras = params.layers.map((layer) => PROJECTIONS.map((p) => layer.proj[p].lora));
+  const { embedRows, lmHeadRows } = params;
+  for (const layer of params.layers) for (const p of PROJECTIONS) layer.proj[p].lora = null;
+  params.embedRows = null;
+  params.lmHeadRows = null;
+  try {
+    return await forwardPass(model, batch, { training: false });
+  } finally {
+    params.layers.forEach((layer, l) => {
+      PROJECTIONS.forEach((p, j) => (layer.proj[p].lora = loras[l]![j]!));
+    });
+    params.embedRows = embedRows;
+    params.lmHeadRows = lmHeadRows;
+  }
+}
+
+async function forwardPass(model: LlamaModel, batch: DeviceBatch, options: ForwardOptions): Promise<ForwardResult> {
   const be = model.backend;
   const { params } = model;
   const cfg = params.cfg;
@@ -227,14 +251,14 @@ export async function forward(model: LlamaModel, batch: DeviceBatch, options: Fo
   const losses = await be.downloadF32(acts.losses);
   let sum = 0;
   for (const v of losses) sum += v;
-  return { lossSum: sum, tokens: batch.trainedTokens };
+  return { lossSum: sum, tokens: batch.trainedTokens, tokenLosses: losses };
 }
 
 /**
  * Backward of the last forward: gradients of (gradScale * sum of token losses) accumulate into the
  * trainable gradient buffer. gradScale = 1 / (trained tokens over all accumulated micro-batches).
  */
-export async function backward(model: LlamaModel, batch: DeviceBatch, gradScale: number, layerDone?: (layer: number) => void): Promise<void> {
+export async function backward(model: LlamaModel, batch: DeviceBatch, gradScale: number, layerDone?: (layer: number) => void, spans?: readonly SpanScale[]): Promise<void> {
   const be = model.backend;
   const { params } = model;
   const cfg = params.cfg;
@@ -249,6 +273,12 @@ export async function backward(model: LlamaModel, batch: DeviceBatch, gradScale:
     acts.logitsValidChunk = -1;
     const dlogits = logits;
     be.crossEntropyBackward(dlogits, logits, be.rows(batch.targets, start, rows), gradScale);
+    // Each span's token losses weigh `scale` times as much (DPO: each sequence's weight in the pair loss).
+    for (const s of spans ?? []) {
+      const lo = Math.max(s.start, start);
+      const hi = Math.min(s.start + s.count, start + rows);
+      if (hi > lo) be.scale(be.rows(dlogits, lo - start, hi - lo), s.scale);
+    }
     be.matmul(be.rows(acts.dln, start, rows), dlogits, head);
     if (params.dLmHead !== null) be.matmul(params.dLmHead, dlogits, lnf, { transA: true, accumulate: true });
     // The gradient of the whole (V, C) matrix, of which only the trained rows are kept.
