@@ -13,6 +13,7 @@ import { dataCommand } from "./commands/data.ts";
 import { launchCommand } from "./commands/launch.ts";
 import { mergeCommand } from "./commands/merge.ts";
 import { planCommand } from "./commands/plan.ts";
+import { dpoCommand } from "./commands/dpo.ts";
 import { safeText } from "../util/safe-text.ts";
 import { TUNA_VERSION } from "../util/version.ts";
 
@@ -26,6 +27,7 @@ interface CommandEntry {
 const COMMANDS: Record<string, CommandEntry> = {
   demo: { run: demoCommand, summary: "fine-tune the shipped tiny chat model to reverse words on CPU: accuracy before/after" },
   train: { run: trainCommand, summary: "fine-tune a model (flags of the peft examples/sft train.py workflow)" },
+  dpo: { run: dpoCommand, summary: "preference training (TRL's DPOTrainer): prompt / chosen / rejected pairs, LoRA/QLoRA with the base as reference" },
   data: { run: dataCommand, summary: "prepare the dataset as `tuna train` would (same cache): statistics and marked examples" },
   eval: { run: evalCommand, summary: "loss and perplexity of a model (+ optional PEFT adapter) on a pre-tokenized dataset" },
   generate: { run: generateCommand, summary: "generate text from a prompt with a model (+ optional PEFT adapter), greedy or sampled" },

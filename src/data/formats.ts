@@ -162,7 +162,7 @@ function messageContent(value: unknown, at: string, where: string): string {
   throw bad(where, `${at}.content must be a string or a list of text parts, got ${describe(value)}`);
 }
 
-function chatMessages(value: unknown, column: string, where: string): ChatMessage[] {
+export function chatMessages(value: unknown, column: string, where: string): ChatMessage[] {
   if (!Array.isArray(value) || value.length === 0) throw bad(where, `column "${column}" must be a non-empty list of {role, content} messages, got ${Array.isArray(value) ? "an empty list" : describe(value)}`);
   return value.map((message, i) => {
     const at = `${column}[${i}]`;

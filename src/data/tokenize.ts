@@ -97,7 +97,7 @@ function templateOf(ctx: TokenizeContext): string {
   );
 }
 
-function templateVariables(tokenizer: LoadedTokenizer): ChatTemplateOptions {
+export function templateVariables(tokenizer: LoadedTokenizer): ChatTemplateOptions {
   const { bosToken, eosToken, padToken, unkToken } = tokenizer;
   return {
     ...(bosToken === undefined ? {} : { bosToken }),

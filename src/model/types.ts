@@ -60,4 +60,11 @@ export interface TrainingModel {
    */
   backward(batch: UploadedBatch, gradScale: number, layerDone?: (layer: number) => void, spans?: readonly SpanScale[]): Promise<void>;
   free(batch: UploadedBatch): void;
+  /** What the loss of this batch is a mean over: its trained tokens (when absent), or e.g. its preference pairs. */
+  lossUnits?(batch: Batch): number;
+  /**
+   * The objective's own metrics since the last call, as sums and counts (DPO's rewards and log-probabilities),
+   * of the training forwards or of the evaluation ones. Every rank returns the same keys.
+   */
+  takeMetrics?(kind: "train" | "eval"): Record<string, { sum: number; count: number }>;
 }

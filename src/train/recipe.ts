@@ -22,6 +22,8 @@ import { collectiveForBackend, requestedTransport } from "../dist/gpu-collective
 import { createCpuBackend } from "../backend/cpu/index.ts";
 import { optimizerOnDevice, optimizerOnHost, type OptimizerPlacement } from "./offload.ts";
 import { createLayerSharder } from "./sharded-layers.ts";
+import { dpoObjective } from "./dpo/setup.ts";
+import { preparePreferenceSplits } from "../data/preference.ts";
 import { machineGroup, worldGroup } from "../dist/gather-group.ts";
 import { agreeOnEveryRank } from "../dist/agree.ts";
 import { formatMemorySize } from "../util/memory-size.ts";
@@ -38,6 +40,9 @@ import { watchInterrupts } from "./interrupt.ts";
 import { saveModelFiles } from "./save-model.ts";
 import { isShardedSnapshot, readResumeState, writeOptimizerShard, writeTrainerFiles } from "./state-files.ts";
 import { evaluate, train, type LogEntry, type TrainerSettings, type TrainerSnapshot } from "./trainer.ts";
+
+/** What is trained: the SFT loss on tokens (tuna train), or DPO on preference pairs (tuna dpo). */
+export type Objective = "sft" | "dpo";
 
 export interface RecipeIO {
   out(text: string): void;
@@ -80,14 +85,15 @@ function trainerSettings(c: TrainConfig, padTokenId: number): TrainerSettings {
   };
 }
 
-function describeSplit(p: PreparedSplit): string {
+function describeSplit(p: Pick<PreparedSplit, "split" | "stats"> & { fromCache?: boolean }, objective: Objective): string {
   const s = p.stats;
   const eff = Number.isFinite(s.packingEfficiency) ? `, packing efficiency ${(100 * s.packingEfficiency).toFixed(1)}%` : "";
-  return `${p.split}: ${s.rows} rows -> ${s.sequences} sequences, ${s.tokens} tokens (${s.trainedTokens} trained), ${s.truncated} truncated, ${s.dropped} dropped${eff}${p.fromCache ? " [cached]" : ""}`;
+  if (objective === "dpo") return `${p.split}: ${s.rows} rows -> ${s.sequences} preference pairs, ${s.tokens} tokens (${s.trainedTokens} in completions), ${s.truncated} truncated, ${s.dropped} dropped`;
+  return `${p.split}: ${s.rows} rows -> ${s.sequences} sequences, ${s.tokens} tokens (${s.trainedTokens} trained), ${s.truncated} truncated, ${s.dropped} dropped${eff}${p.fromCache === true ? " [cached]" : ""}`;
 }
 
 /** Tokenizer and chat format, the prepared data, and the model set up for training; the weight files closed after. */
-async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, io: RecipeIO, collective: Collective | undefined, shard?: ShardedLoad) {
+async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, io: RecipeIO, collective: Collective | undefined, objective: Objective, shard?: ShardedLoad) {
   const folder = await openModelFolder(modelDir);
   try {
     const chat = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, folder.config.vocabSize, c.chat_template_file);
@@ -96,17 +102,33 @@ async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, 
     // other ranks then read its cache instead of writing the same files at once.
     const follower = collective !== undefined && collective.rank !== 0;
     if (follower) await collective.barrier();
-    const splits = await prepareDatasets({
-      ...trainPrepareOptions(c, { dir: modelDir, vocabSize: folder.config.vocabSize }),
-      onNotice: (m) => {
-        io.err(m);
-      },
-    });
+    const splits =
+      objective === "dpo"
+        ? await preparePreferenceSplits(
+            {
+              datasetName: c.dataset_name,
+              splits: c.splits,
+              testSplitRatio: c.test_split_ratio,
+              seed: c.seed,
+              tokenizer: chat.tokenizer,
+              template: chat.template ?? chat.tokenizer.chatTemplate,
+              pairs: { maxPromptLength: c.max_prompt_length ?? null, maxCompletionLength: c.max_completion_length ?? null, maxLength: c.max_seq_length, truncationMode: c.truncation_mode, dropLong: c.drop_long_examples, skipBad: c.skip_bad_rows },
+            },
+            (m) => {
+              io.err(m);
+            },
+          )
+        : await prepareDatasets({
+            ...trainPrepareOptions(c, { dir: modelDir, vocabSize: folder.config.vocabSize }),
+            onNotice: (m) => {
+              io.err(m);
+            },
+          });
     if (collective !== undefined && !follower) await collective.barrier();
     const trainSplit = [...splits.values()].find((s) => s.split.includes("train"));
     if (trainSplit === undefined) throw new TunaError("CONFIG_INVALID", `no split containing "train" among ${[...splits.keys()].join(", ")}.`);
     const evalSplit = [...splits.values()].find((s) => s.split.includes("test"));
-    for (const s of splits.values()) io.err(describeSplit(s));
+    for (const s of splits.values()) io.err(describeSplit(s, objective));
     if (folder.weightCheck.unexpected.length > 0) {
       const names = folder.weightCheck.unexpected;
       io.err(`warning: ${names.length} tensor(s) in ${modelDir} are not used by a ${folder.config.modelType} model and are ignored (e.g. ${names.slice(0, 3).join(", ")}).`);
@@ -126,7 +148,7 @@ async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, 
   }
 }
 
-export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): Promise<RecipeResult> {
+export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO, objective: Objective = "sft"): Promise<RecipeResult> {
   const c = resolved.config;
   // A rank of a distributed job (tuna launch, torchrun, srun, mpirun) joins it first, so that a rank that
   // fails early stops the others at once instead of leaving them waiting for it.
@@ -166,7 +188,7 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO): 
           io.err(`removed ${join(outputDir, removed)} (left by an earlier run)`);
         }
       }
-      const result = await trainLocked(resolved, rankIo, outputDir, modelDir, job === undefined ? undefined : { job, place, sharding, shardParameters: c.use_peft_lora ? shardOver : false });
+      const result = await trainLocked(resolved, rankIo, outputDir, modelDir, job === undefined ? undefined : { job, place, sharding, shardParameters: c.use_peft_lora ? shardOver : false }, objective);
       finished = true;
       return result;
     } finally {
@@ -195,6 +217,7 @@ async function trainLocked(
   outputDir: string,
   modelDir: string,
   member: { job: JobMembership; place: ProcessPlace; sharding: ShardingStage; shardParameters: false | "all" | "machine" } | undefined,
+  objective: Objective,
 ): Promise<RecipeResult> {
   const c = resolved.config;
   // In a job each rank takes the GPU of its local rank; NCCL carries the training collectives on GPUs.
@@ -213,7 +236,7 @@ async function trainLocked(
   // ZeRO-3 / FULL_SHARD over every rank, HYBRID_SHARD over this machine's ranks.
   const group = !lockstep || collective === undefined ? undefined : member.shardParameters === "machine" ? await machineGroup(collective, member.place) : worldGroup(collective);
   const sharder = group === undefined ? undefined : createLayerSharder(backend, group);
-  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective, sharder?.load);
+  const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective, objective, sharder?.load);
   // On the GPU a bf16 run keeps activations in bf16 as an HF bf16 model does; the CPU reference keeps f32.
   const activationDtype = backend.name === "cuda" && c.bf16 ? "bf16" : "f32";
   const model = createLlamaModel(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed, activationDtype });
@@ -225,7 +248,8 @@ async function trainLocked(
     io.err(`ZeRO-3: this rank keeps ${formatMemorySize(sharded.bytesHeld)} of the ${formatMemorySize(sharded.bytesWhole)} of frozen layer weights.`);
   }
 
-  const settings = trainerSettings(c, chat.tokenizer.padTokenId ?? chat.tokenizer.eosTokenId ?? 0);
+  // DPO batches are padding-free: a pair's two documents side by side, never attending to each other.
+  const settings = { ...trainerSettings(c, chat.tokenizer.padTokenId ?? chat.tokenizer.eosTokenId ?? 0), ...(objective === "dpo" ? { padded: false } : {}) };
   const saveModel = (dir: string): Promise<void> => saveModelFiles(dir, { model, setup, modelDir, tokenizer: chat.tokenizer, config: c });
   const meta = { numTrainEpochs: c.num_train_epochs, loggingSteps: c.logging_steps, evalSteps: settings.eval.steps, saveSteps: c.save_steps, trainBatchSize: c.per_device_train_batch_size };
 
@@ -237,9 +261,24 @@ async function trainLocked(
     io.err(`resuming from ${dir} (step ${resume.globalStep})`);
   }
 
+  const trainData = { train: trainSplit.sequences, ...(c.eval_strategy !== "no" && evalSplit !== undefined ? { eval: evalSplit.sequences } : {}) };
+  // What the trainer trains: the model's token loss, or DPO over it.
+  const trainingModel =
+    objective === "dpo"
+      ? await dpoObjective(asTrainingModel(model), c, trainData, {
+          fullFineTuning: !c.use_peft_lora,
+          outputDir,
+          resuming: resume !== undefined,
+          lead: collective === undefined || collective.rank === 0,
+          padTokenId: settings.padTokenId,
+          onNote: (m) => {
+            io.err(`note: ${m}`);
+          },
+        })
+      : asTrainingModel(model);
+
   // What each rank writes into a checkpoint of a job: its optimizer shard under ZeRO, nothing otherwise.
   const rankPart = (snap: TrainerSnapshot) => (dir: string): Promise<void> => (isShardedSnapshot(snap) ? writeOptimizerShard(dir, model.params.trainable, snap) : Promise.resolve());
-  const trainData = { train: trainSplit.sequences, ...(c.eval_strategy !== "no" && evalSplit !== undefined ? { eval: evalSplit.sequences } : {}) };
   if (collective !== undefined && collective.rank !== 0) {
     // Every rank holds the same parameters after each step; rank 0 logs and saves them.
     // Under ZeRO each rank writes its own optimizer shard into the checkpoint rank 0 assembles.
@@ -248,7 +287,7 @@ async function trainLocked(
     };
     // Ctrl-C reaches every rank through the terminal's process group; rank 0 says so, the ranks stop together.
     const interrupts = watchInterrupts(() => undefined);
-    const result = await train(asTrainingModel(model), trainData, settings, { onLog: () => undefined, saveCheckpoint, stopRequested: () => interrupts.signal() !== undefined, ...job }, resume).finally(() => {
+    const result = await train(trainingModel, trainData, settings, { onLog: () => undefined, saveCheckpoint, stopRequested: () => interrupts.signal() !== undefined, ...job }, resume).finally(() => {
       interrupts.dispose();
     });
     const signal = interrupts.signal();
@@ -268,7 +307,7 @@ async function trainLocked(
     io.err(text);
   });
   const result = await train(
-    asTrainingModel(model),
+    trainingModel,
     trainData,
     settings,
     {
@@ -315,7 +354,7 @@ async function trainLocked(
   let evalLoss: number | undefined;
   if (evalSplit !== undefined && c.eval_strategy !== "no") {
     // (With sharded layers rank 0 cannot evaluate alone; the trainer's last evaluation is there then.)
-    evalLoss = result.logHistory.filter((e) => "eval_loss" in e).at(-1)?.["eval_loss"] ?? (lockstep ? undefined : (await evaluate(asTrainingModel(model), evalSplit.sequences, settings)).loss);
+    evalLoss = result.logHistory.filter((e) => "eval_loss" in e).at(-1)?.["eval_loss"] ?? (lockstep ? undefined : (await evaluate(trainingModel, evalSplit.sequences, settings)).loss);
   }
   const summary = {
     train_runtime: result.runtimeMs / 1000,

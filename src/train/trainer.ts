@@ -231,6 +231,19 @@ export async function train(
     neftuneRng: neftuneRng.state(),
     totalLoss,
   });
+  // The objective's metrics (DPO's rewards...), means over every rank's pairs since the last log.
+  const objectiveMetrics = async (kind: "train" | "eval", prefix: string): Promise<Record<string, number>> => {
+    const taken = model.takeMetrics?.(kind);
+    if (taken === undefined) return {};
+    const keys = Object.keys(taken).sort();
+    let values = keys.flatMap((k) => [taken[k]!.sum, taken[k]!.count]);
+    if (collective !== undefined && world > 1) values = await sumOverRanks(collective, values);
+    const out: Record<string, number> = {};
+    keys.forEach((k, i) => {
+      if (values[2 * i + 1]! > 0) out[`${prefix}${k}`] = values[2 * i]! / values[2 * i + 1]!;
+    });
+    return out;
+  };
   const log = async (epoch: number): Promise<void> => {
     if (windowSteps === 0) return;
     const entry: LogEntry = { step: globalStep, epoch: round(epoch, 4), loss: windowLoss / windowSteps, grad_norm: windowGradNorm, learning_rate: lastLr };
@@ -245,6 +258,7 @@ export async function train(
     } else if (memory !== undefined) {
       entry.peak_memory_gib = round(memory.peakInUseBytes / 2 ** 30, 3);
     }
+    Object.assign(entry, await objectiveMetrics("train", ""));
     logHistory.push(entry);
     hooks.onLog(entry);
     windowLoss = 0;
@@ -254,7 +268,9 @@ export async function train(
     // Every rank evaluates its share (all hold the same parameters); only rank 0's hooks log.
     if (data.eval === undefined || data.eval.length === 0) return;
     const r = await evaluate(model, data.eval, s, collective, hooks.lockstep === true);
-    const entry: LogEntry = { step: globalStep, epoch: round(epoch, 4), eval_loss: r.loss, eval_perplexity: Math.exp(r.loss), eval_tokens: r.tokens };
+    // A loss over tokens has a perplexity; a loss over other units (DPO's pairs) does not.
+    const perToken = model.lossUnits === undefined;
+    const entry: LogEntry = { step: globalStep, epoch: round(epoch, 4), eval_loss: r.loss, ...(perToken ? { eval_perplexity: Math.exp(r.loss), eval_tokens: r.tokens } : {}), ...(await objectiveMetrics("eval", "eval_")) };
     logHistory.push(entry);
     hooks.onLog(entry);
   };
@@ -272,7 +288,10 @@ export async function train(
       const batches = mine.map((plan) => toModelBatch(plan, data.train, s.padTokenId));
       // num_items_in_batch: trained targets over ALL micro-batches of this optimizer step, on every rank.
       let numItems = 0;
-      for (const b of batches) for (const t of b.targets) if (t !== -100) numItems++;
+      for (const b of batches) {
+        if (model.lossUnits !== undefined) numItems += model.lossUnits(b);
+        else for (const t of b.targets) if (t !== -100) numItems++;
+      }
       if (collective !== undefined) {
         const count = Float32Array.of(numItems);
         await collective.allReduceSum(count);

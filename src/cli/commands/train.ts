@@ -2,7 +2,8 @@
 // training recipe (src/train/recipe.ts).
 import { TunaError } from "../../util/errors.ts";
 import { processOutput, type CliOutput } from "../output.ts";
-import { runTraining } from "../../train/recipe.ts";
+import { runTraining, type Objective } from "../../train/recipe.ts";
+import { refuseDpoFields, renderDpoHelp, withDpoDefaults } from "./dpo-config.ts";
 import { signalExitCode } from "../../train/interrupt.ts";
 import { processPlace } from "../../dist/launch-env.ts";
 import { launchCommand } from "./launch.ts";
@@ -14,11 +15,18 @@ import type { ProgressStream } from "../../train/logging/progress.ts";
 import { formatResolvedConfig, parseTrainArgs, renderTrainHelp, unsupportedFeatures } from "../../config/index.ts";
 
 export async function trainCommand(args: string[], output: CliOutput): Promise<number> {
+  return runTrainingCommand(args, output, "sft");
+}
+
+/** `tuna train` (SFT) and `tuna dpo` share everything but the objective and its settings. */
+export async function runTrainingCommand(args: string[], output: CliOutput, objective: Objective): Promise<number> {
+  const command = objective === "dpo" ? "dpo" : "train";
   if (args.includes("--help") || args.includes("-h")) {
-    output.out(renderTrainHelp());
+    output.out(objective === "dpo" ? renderDpoHelp() : renderTrainHelp());
     return 0;
   }
-  const resolved = await parseTrainArgs(args);
+  const parsed = await parseTrainArgs(args);
+  const resolved = objective === "dpo" ? withDpoDefaults(parsed) : refuseDpoFields(parsed);
   const unsupported = unsupportedFeatures(resolved.config);
   if (resolved.config.print_config) {
     output.out(formatResolvedConfig(resolved));
@@ -32,7 +40,7 @@ export async function trainCommand(args: string[], output: CliOutput): Promise<n
     // `tuna train` (each then finds itself a rank and joins the job).
     const perMachine = launch.numProcesses / launch.numMachines;
     checkRanksFitGpus({ processesPerMachine: perMachine, gpusSeen: visibleGpuCount(), gpuIds: launch.gpuIds, device: resolved.config.device, shareGpus: requestedTransport() === "host" });
-    output.err(`tuna train: ${launch.source} asks for ${launch.numProcesses} processes; starting ${perMachine} here (machine ${launch.machineRank}).`);
+    output.err(`tuna ${command}: ${launch.source} asks for ${launch.numProcesses} processes; starting ${perMachine} here (machine ${launch.machineRank}).`);
     return launchCommand(
       [
         "--nproc_per_node", String(perMachine),
@@ -40,7 +48,7 @@ export async function trainCommand(args: string[], output: CliOutput): Promise<n
         "--node_rank", String(launch.machineRank),
         ...(launch.mainProcessIp === undefined ? [] : ["--master_addr", launch.mainProcessIp]),
         ...(launch.mainProcessPort === undefined ? [] : ["--master_port", String(launch.mainProcessPort)]),
-        "tuna", "train", ...args,
+        "tuna", command, ...args,
       ],
       output,
       launch.gpuIds === undefined || launch.gpuIds === "all" ? {} : { CUDA_VISIBLE_DEVICES: launch.gpuIds },
@@ -48,12 +56,12 @@ export async function trainCommand(args: string[], output: CliOutput): Promise<n
   }
   // Only what differs from the defaults: a short header keeps a later error in view.
   output.err(formatResolvedConfig(resolved, { changedOnly: true }));
-  const result = await runTraining(resolved, { out: (t) => { output.out(t); }, err: (t) => { output.err(t); }, progress: progressStream(output) });
+  const result = await runTraining(resolved, { out: (t) => { output.out(t); }, err: (t) => { output.err(t); }, progress: progressStream(output) }, objective);
   // In a distributed job rank 0 reports; the other ranks end quietly (with the same status).
   if (processPlace().rank !== 0) return result.interrupted === undefined ? 0 : signalExitCode(result.interrupted.signal);
   if (result.interrupted !== undefined) {
     output.err(
-      `tuna train: interrupted (${result.interrupted.signal}) after step ${result.globalStep}; saved ${result.interrupted.checkpoint}. ` +
+      `tuna ${command}: interrupted (${result.interrupted.signal}) after step ${result.globalStep}; saved ${result.interrupted.checkpoint}. ` +
         "Resume with the same command plus --resume_from_checkpoint true.",
     );
     return signalExitCode(result.interrupted.signal);

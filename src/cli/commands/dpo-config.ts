@@ -1,0 +1,55 @@
+// What `tuna dpo` does to the shared training configuration: TRL's DPOConfig defaults where the user left a
+// field at tuna train's default (learning_rate 1e-6, max_length 1024, truncation_mode keep_end,
+// max_prompt_length 512), its own checks, and its help. `tuna train` refuses the DPO fields.
+import { DPO_LOSS_TYPES, FIELD_NAMES, TRAIN_FIELDS, UNSUPPORTED_DPO_LOSS_TYPES, renderTrainHelp, type FieldName, type ResolvedTrainConfig, type TrainConfig } from "../../config/index.ts";
+import { TunaError } from "../../util/errors.ts";
+
+/** TRL's DPOConfig defaults that differ from tuna train's (SFT) ones. */
+const DPO_DEFAULTS: Partial<TrainConfig> = { learning_rate: 1e-6, max_seq_length: 1024, truncation_mode: "keep_end", max_prompt_length: 512 };
+
+const DPO_FIELDS = FIELD_NAMES.filter((name) => TRAIN_FIELDS[name].group === "dpo");
+
+export function withDpoDefaults(resolved: ResolvedTrainConfig): ResolvedTrainConfig {
+  const config = { ...resolved.config };
+  for (const [name, value] of Object.entries(DPO_DEFAULTS) as [FieldName, never][]) {
+    if (resolved.sources[name].kind === "default") (config as Record<FieldName, unknown>)[name] = value;
+  }
+  const c = config;
+  if (c.label_smoothing > 0 && c.loss_type !== "sigmoid" && c.loss_type !== "robust") {
+    throw new TunaError("CONFIG_INVALID", `label_smoothing ${c.label_smoothing} applies to the sigmoid and robust losses, not to loss_type ${c.loss_type}; remove it or change the loss.`);
+  }
+  if (c.packing) throw new TunaError("CONFIG_INVALID", "tuna dpo does not pack pairs together: each pair's chosen and rejected run side by side, padding-free. Remove --packing.");
+  return { ...resolved, config };
+}
+
+export function refuseDpoFields(resolved: ResolvedTrainConfig): ResolvedTrainConfig {
+  const set = DPO_FIELDS.filter((name) => resolved.sources[name].kind !== "default");
+  if (set.length > 0) {
+    throw new TunaError("CONFIG_INVALID", `${set.map((n) => `--${n}`).join(", ")} ${set.length === 1 ? "is a setting" : "are settings"} of preference training: run tuna dpo, or remove ${set.length === 1 ? "it" : "them"} (tuna train is SFT).`);
+  }
+  return resolved;
+}
+
+/** TRL loss types tuna does not implement get their own message (before the generic invalid-choice one). */
+export function refuseUnsupportedLossType(args: readonly string[]): void {
+  args.forEach((arg, i) => {
+    const value = arg.startsWith("--loss_type=") || arg.startsWith("--loss-type=") ? arg.slice(arg.indexOf("=") + 1) : arg === "--loss_type" || arg === "--loss-type" ? args[i + 1] : undefined;
+    if (value !== undefined && (UNSUPPORTED_DPO_LOSS_TYPES as readonly string[]).includes(value)) {
+      throw new TunaError("UNSUPPORTED", `loss_type ${value} is one of TRL's DPO losses that tuna does not implement (${UNSUPPORTED_DPO_LOSS_TYPES.join(", ")}); tuna has ${DPO_LOSS_TYPES.join(", ")}.`);
+    }
+  });
+}
+
+export function renderDpoHelp(): string {
+  const train = renderTrainHelp().split("\n");
+  return [
+    "usage: tuna dpo [CONFIG.yaml | CONFIG.json] [--config PATH] [--FIELD VALUE ...]",
+    "",
+    "Preference training (TRL's DPOTrainer): a dataset of prompt / chosen / rejected (text or conversations; the",
+    "prompt may be implicit in chosen and rejected's shared start), LoRA / QLoRA with the base as the reference",
+    "(adapters off), or full fine-tuning with reference log-probabilities computed before training. Every",
+    "`tuna train` flag applies; where left unset, TRL's DPOConfig defaults replace tuna train's: learning_rate",
+    "1e-6, max_length 1024, truncation_mode keep_end, max_prompt_length 512. --packing does not apply.",
+    ...train.slice(train.findIndex((l) => l === "") ),
+  ].join("\n");
+}

@@ -1,0 +1,195 @@
+// DPO as a training objective over any TrainingModel: each micro-batch holds pairs as consecutive documents
+// (prompt + chosen, prompt + rejected; src/data/preference.ts). The forward runs the reference (the same model
+// with its adapters off, or log-probabilities computed before training, or none), then the policy; a
+// sequence's log-probability is the sum of its completion tokens' (-token loss). The pair losses of
+// src/train/dpo/loss.ts are summed, so the trainer's 1 / (pairs in the step) makes TRL's mean over pairs; the
+// backward weighs each sequence's token losses by -d loss / d log-probability (and RPO's NLL on the chosen).
+import type { Batch } from "../../data/batch.ts";
+import type { ForwardOptions, ForwardResult, SpanScale, TrainingModel, UploadedBatch } from "../../model/types.ts";
+import { TunaError } from "../../util/errors.ts";
+import { dpoPairLoss, type DpoLossSettings } from "./loss.ts";
+
+export interface DpoSettings extends DpoLossSettings {
+  /** No reference: its log-probabilities are 0. */
+  referenceFree: boolean;
+  /** RPO: rpo_alpha x the chosen completions' NLL (mean over their tokens in the micro-batch) joins the loss. */
+  rpoAlpha: number | undefined;
+  /** Reference log-probabilities computed before training, by pair (pairKey); used instead of a reference pass. */
+  precomputed?: ReadonlyMap<string, readonly [number, number]>;
+}
+
+/** A pair's two documents in a batch, as [start, end) rows, and their completion (trained) token counts. */
+interface PairSpans {
+  chosen: [number, number];
+  rejected: [number, number];
+  chosenTokens: number;
+  rejectedTokens: number;
+  key: string;
+}
+
+const METRICS = ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"] as const;
+
+/** A pair's identity: a hash of its two documents' tokens (the same pair in any batch, epoch or rank). */
+export function pairKey(ids: Int32Array, chosen: readonly [number, number], rejected: readonly [number, number]): string {
+  let a = 0x811c9dc5;
+  let b = 0x01000193;
+  const mix = (v: number): void => {
+    a = Math.imul(a ^ v, 0x01000193) >>> 0;
+    b = Math.imul(b ^ (v + 0x9e3779b9), 0x85ebca6b) >>> 0;
+  };
+  for (let i = chosen[0]; i < chosen[1]; i++) mix(ids[i]!);
+  mix(-1);
+  for (let i = rejected[0]; i < rejected[1]; i++) mix(ids[i]!);
+  return `${a.toString(16)}.${b.toString(16)}.${chosen[1] - chosen[0]}.${rejected[1] - rejected[0]}`;
+}
+
+/** The pairs of a padding-free batch whose documents alternate chosen, rejected. */
+export function pairsOf(batch: Batch): PairSpans[] {
+  const cu = batch.cuSeqlens;
+  const docs = cu.length - 1;
+  // A rank with nothing to do this step runs a one-token batch without targets (the trainer's empty batch).
+  let targets = 0;
+  for (const t of batch.targets) if (t !== -100) targets++;
+  if (targets === 0) return [];
+  if (docs % 2 !== 0) throw new TunaError("INTERNAL", `a DPO batch has ${docs} documents; pairs need an even number (padding-free batches)`);
+  const out: PairSpans[] = [];
+  const trained = (lo: number, hi: number): number => {
+    let n = 0;
+    for (let i = lo; i < hi; i++) if (batch.targets[i] !== -100) n++;
+    return n;
+  };
+  for (let d = 0; d < docs; d += 2) {
+    const chosen: [number, number] = [cu[d]!, cu[d + 1]!];
+    const rejected: [number, number] = [cu[d + 1]!, cu[d + 2]!];
+    out.push({ chosen, rejected, chosenTokens: trained(...chosen), rejectedTokens: trained(...rejected), key: pairKey(batch.ids, chosen, rejected) });
+  }
+  return out;
+}
+
+/** Sum of -token losses over rows [lo, hi): the sequence's log-probability of its trained tokens. */
+function logp(losses: Float32Array, [lo, hi]: readonly [number, number]): number {
+  let s = 0;
+  for (let i = lo; i < hi; i++) s -= losses[i]!;
+  return s;
+}
+
+export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): TrainingModel {
+  const pairsByBatch = new Map<UploadedBatch, PairSpans[]>();
+  const spansByBatch = new Map<UploadedBatch, SpanScale[]>();
+  const keys = s.rpoAlpha === undefined ? [...METRICS] : [...METRICS, "nll_loss"];
+  const fresh = (): Record<string, { sum: number; count: number }> => Object.fromEntries(keys.map((k) => [k, { sum: 0, count: 0 }]));
+  const metrics = { train: fresh(), eval: fresh() };
+
+  const referenceLogps = async (batch: UploadedBatch, pairs: PairSpans[]): Promise<[number, number][]> => {
+    if (s.referenceFree) return pairs.map(() => [0, 0]);
+    if (s.precomputed !== undefined) {
+      return pairs.map((p) => {
+        const found = s.precomputed!.get(p.key);
+        if (found === undefined) throw new TunaError("INTERNAL", "a pair without a precomputed reference log-probability");
+        return [found[0], found[1]];
+      });
+    }
+    const ref = await inner.forward(batch, { adapters: false });
+    return pairs.map((p) => [logp(ref.tokenLosses, p.chosen), logp(ref.tokenLosses, p.rejected)]);
+  };
+
+  return {
+    backend: inner.backend,
+    trainable: inner.trainable,
+    get dropoutRng() {
+      return inner.dropoutRng;
+    },
+    set dropoutRng(rng) {
+      inner.dropoutRng = rng;
+    },
+    upload(batch) {
+      const device = inner.upload(batch);
+      pairsByBatch.set(device, pairsOf(batch));
+      return device;
+    },
+    lossUnits: (batch) => pairsOf(batch).length,
+    async forward(batch: UploadedBatch, options: ForwardOptions = {}): Promise<ForwardResult> {
+      const pairs = pairsByBatch.get(batch);
+      if (pairs === undefined) throw new TunaError("INTERNAL", "a DPO forward of a batch this objective did not upload");
+      if (pairs.length === 0) {
+        // Nothing to learn from, but the ranks keep in step (sharded layers gather in every forward).
+        if (!s.referenceFree && s.precomputed === undefined) await inner.forward(batch, { adapters: false });
+        const r = await inner.forward(batch, options);
+        spansByBatch.set(batch, []);
+        return { lossSum: 0, tokens: 0, tokenLosses: r.tokenLosses };
+      }
+      const ref = await referenceLogps(batch, pairs);
+      const policy = await inner.forward(batch, options);
+      const ipo = s.lossType === "ipo";
+      let lossSum = 0;
+      const spans: SpanScale[] = [];
+      // RPO: the chosen completions' mean token NLL over the micro-batch, weighted as P pair losses.
+      let chosenTokens = 0;
+      let chosenNll = 0;
+      for (const p of pairs) {
+        chosenTokens += p.chosenTokens;
+        chosenNll -= logp(policy.tokenLosses, p.chosen);
+      }
+      const rpoWeight = s.rpoAlpha === undefined || chosenTokens === 0 ? 0 : (s.rpoAlpha * pairs.length) / chosenTokens;
+      const m = metrics[options.training === true ? "train" : "eval"];
+      pairs.forEach((p, i) => {
+        // IPO compares log-probabilities averaged over each completion's tokens (TRL divides by the token count).
+        const nc = ipo ? Math.max(1, p.chosenTokens) : 1;
+        const nr = ipo ? Math.max(1, p.rejectedTokens) : 1;
+        const logps = { chosen: logp(policy.tokenLosses, p.chosen) / nc, rejected: logp(policy.tokenLosses, p.rejected) / nr, refChosen: ref[i]![0] / nc, refRejected: ref[i]![1] / nr };
+        const r = dpoPairLoss(logps, s);
+        lossSum += r.loss;
+        spans.push({ start: p.chosen[0], count: p.chosen[1] - p.chosen[0], scale: -r.dChosen / nc + rpoWeight }, { start: p.rejected[0], count: p.rejected[1] - p.rejected[0], scale: -r.dRejected / nr });
+        const add = (k: string, v: number): void => {
+          m[k]!.sum += v;
+          m[k]!.count += 1;
+        };
+        add("rewards/chosen", r.chosenReward);
+        add("rewards/rejected", r.rejectedReward);
+        add("rewards/accuracies", r.chosenReward > r.rejectedReward ? 1 : 0);
+        add("rewards/margins", r.chosenReward - r.rejectedReward);
+        add("logps/chosen", logps.chosen);
+        add("logps/rejected", logps.rejected);
+      });
+      if (s.rpoAlpha !== undefined && chosenTokens > 0) {
+        lossSum += rpoWeight * chosenNll;
+        m["nll_loss"]!.sum += (chosenNll / chosenTokens) * pairs.length;
+        m["nll_loss"]!.count += pairs.length;
+      }
+      spansByBatch.set(batch, spans);
+      return { lossSum, tokens: pairs.length, tokenLosses: policy.tokenLosses };
+    },
+    backward(batch, gradScale, layerDone) {
+      const spans = spansByBatch.get(batch);
+      if (spans === undefined) throw new TunaError("INTERNAL", "a DPO backward without its forward");
+      return inner.backward(batch, gradScale, layerDone, spans);
+    },
+    free(batch) {
+      pairsByBatch.delete(batch);
+      spansByBatch.delete(batch);
+      inner.free(batch);
+    },
+    takeMetrics(kind) {
+      const out = metrics[kind];
+      metrics[kind] = fresh();
+      return out;
+    },
+  };
+}
+
+/** Reference log-probabilities of every pair, computed once before training (precompute_ref_log_probs). */
+export async function precomputeReferenceLogps(inner: TrainingModel, batches: Iterable<Batch>, referenceAdaptersOff: boolean): Promise<Map<string, [number, number]>> {
+  const out = new Map<string, [number, number]>();
+  for (const batch of batches) {
+    const pairs = pairsOf(batch);
+    if (pairs.length === 0) continue;
+    const device = inner.upload(batch);
+    try {
+      const r = await inner.forward(device, referenceAdaptersOff ? { adapters: false } : {});
+      for (const p of pairs) out.set(p.key, [logp(r.tokenLosses, p.chosen), logp(r.tokenLosses, p.rejected)]);
+    } finally {
+      inner.free(device);
+    }
+  }
+  return out;
+}
