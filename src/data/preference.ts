@@ -183,6 +183,12 @@ export async function preparePreferenceSplits(
         throw e;
       }
       const pair = tokenizePair(text, o.tokenizer, o.pairs, i, where);
+      // A completion cut away entirely (keep_start, a prompt as long as max_length) has no log-probability.
+      const [first, second] = pair.sequence.docLengths as [number, number];
+      if (!pair.sequence.trained.subarray(1, first).includes(1) || !pair.sequence.trained.subarray(first + 1, first + second).includes(1)) {
+        dropped++;
+        return;
+      }
       if (pair.truncated) {
         if (o.pairs.dropLong) {
           dropped++;
