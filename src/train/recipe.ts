@@ -361,7 +361,7 @@ async function trainLocked(
     train_loss: result.trainLoss,
     global_step: result.globalStep,
     train_tokens_per_second: result.tokensSeen / (result.runtimeMs / 1000),
-    ...(evalLoss === undefined ? {} : { eval_loss: evalLoss, eval_perplexity: Math.exp(evalLoss) }),
+    ...(evalLoss === undefined ? {} : { eval_loss: evalLoss, ...(objective === "dpo" ? {} : { eval_perplexity: Math.exp(evalLoss) }) }),
   };
   await writeJson(join(outputDir, "train_results.json"), summary);
   await writeJson(join(outputDir, "trainer_state.json"), { global_step: result.globalStep, log_history: result.logHistory, max_steps: result.globalStep });
@@ -369,7 +369,7 @@ async function trainLocked(
   tensorboard?.close();
   metrics.close();
   await writeReportHtml(join(outputDir, "report.html"), {
-    title: `tuna run: ${c.model_name_or_path} on ${c.dataset_name}`,
+    title: `tuna ${objective === "dpo" ? "dpo" : "run"}: ${c.model_name_or_path} on ${c.dataset_name}`,
     config: c,
     history: result.logHistory,
     summary,

@@ -23,8 +23,28 @@ function seriesOf(history: readonly LogEntry[], key: string, name: string, color
   return markers === undefined ? { name, color, points } : { name, color, points, markers };
 }
 
-/** The charts of the report, in page order: loss (train and eval), learning rate, grad norm. */
+/**
+ * The charts of the report, in page order: loss (train and eval), learning rate, grad norm; for preference
+ * training (the log has DPO's rewards) the reward margin and the reward accuracy too.
+ */
 export function reportCharts(history: readonly LogEntry[]): string[] {
+  const preference = history.some((e) => numberOf(e, "rewards/margins") !== undefined);
+  const dpo = !preference
+    ? []
+    : [
+        renderLineChart({
+          title: "Reward margin (chosen - rejected)",
+          xLabel: "step",
+          integerX: true,
+          series: [seriesOf(history, "rewards/margins", "train", COLORS.train), seriesOf(history, "eval_rewards/margins", "eval", COLORS.eval, true)],
+        }),
+        renderLineChart({
+          title: "Reward accuracy (chosen above rejected)",
+          xLabel: "step",
+          integerX: true,
+          series: [seriesOf(history, "rewards/accuracies", "train", COLORS.train), seriesOf(history, "eval_rewards/accuracies", "eval", COLORS.eval, true)],
+        }),
+      ];
   return [
     renderLineChart({
       title: "Loss",
@@ -35,6 +55,7 @@ export function reportCharts(history: readonly LogEntry[]): string[] {
     }),
     renderLineChart({ title: "Learning rate", xLabel: "step", integerX: true, series: [seriesOf(history, "learning_rate", "learning rate", COLORS.lr)] }),
     renderLineChart({ title: "Gradient norm (before clipping)", xLabel: "step", integerX: true, series: [seriesOf(history, "grad_norm", "grad norm", COLORS.grad)] }),
+    ...dpo,
   ];
 }
 

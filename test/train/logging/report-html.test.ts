@@ -172,3 +172,17 @@ void test("a long run is thinned per pixel column to its first, lowest, highest 
   const html = renderLineChart({ title: "loss", xLabel: "step", integerX: true, series: [{ name: "train", color: "#000", points: long }] });
   assert.ok(html.length < 200_000, `${html.length} characters`);
 });
+
+void test("a DPO run's report adds the reward margin and reward accuracy curves (train and eval); an SFT report has none", () => {
+  const base = (history: LogEntry[]): ReportInput => ({ title: "t", config: {}, history, summary: {} });
+  const dpo: LogEntry[] = [1, 2, 3].map((step) => ({ step, epoch: step / 3, loss: 0.69 - step / 100, "rewards/margins": step / 10, "rewards/accuracies": step / 4 }));
+  dpo.push({ step: 3, "eval_rewards/margins": 0.25, "eval_rewards/accuracies": 0.5 });
+  const html = renderReportHtml(base(dpo));
+  checkBalanced(html);
+  assert.equal(svgs(html).length, 5);
+  assert.match(html, /Reward margin \(chosen - rejected\)/);
+  assert.match(html, /Reward accuracy \(chosen above rejected\)/);
+  const sft = renderReportHtml(base(sampleHistory()));
+  assert.equal(svgs(sft).length, 3);
+  assert.doesNotMatch(sft, /Reward margin/);
+});
