@@ -13,8 +13,10 @@ import { signalExitCode } from "../../train/interrupt.ts";
 import type { CliOutput } from "../output.ts";
 import { chatTemplateFor, encodeChat, openGenerationSession, resolveFor, type GenerationSession } from "./generate.ts";
 import { progressStream } from "./train.ts";
+import { dpoDemoCommand } from "./demo-dpo.ts";
 
 const HELP = `usage: tuna demo [--output_dir DIR] [--max_steps N] [any tuna train flag]
+       tuna demo dpo [...]   (preference training; tuna demo dpo --help)
 
 Fine-tunes the shipped tiny chat model (examples/demo/base-model) with LoRA to reverse words, on CPU,
 through the same recipe as \`tuna train examples/demo/train.yaml\`; prints the held-out exact-match
@@ -41,7 +43,8 @@ async function reply(session: GenerationSession, template: string, prompt: strin
   return session.tokenizer.decode(tokens, { skipSpecialTokens: true }).trim();
 }
 
-async function accuracy(session: GenerationSession, rows: QA[]): Promise<{ accuracy: number; replies: string[] }> {
+/** Greedy answers to each prompt, and the share that equal the expected answer exactly. */
+export async function exactMatch(session: GenerationSession, rows: readonly QA[]): Promise<{ accuracy: number; replies: string[] }> {
   const template = chatTemplateFor(session, undefined);
   const replies: string[] = [];
   for (const row of rows) replies.push(await reply(session, template, row.prompt));
@@ -49,6 +52,7 @@ async function accuracy(session: GenerationSession, rows: QA[]): Promise<{ accur
 }
 
 export async function demoCommand(args: string[], output: CliOutput): Promise<number> {
+  if (args[0] === "dpo") return dpoDemoCommand(args.slice(1), output);
   if (args.includes("--help") || args.includes("-h")) {
     output.out(HELP);
     return 0;
@@ -62,7 +66,7 @@ export async function demoCommand(args: string[], output: CliOutput): Promise<nu
   const started = performance.now();
 
   output.out(`tuna demo: teach ${baseModel} to reverse words; accuracy is measured on ${rows.length} held-out words never seen in training`);
-  const before = await accuracy(await openGenerationSession(baseModel, {}, resolved.config.device), rows);
+  const before = await exactMatch(await openGenerationSession(baseModel, {}, resolved.config.device), rows);
   output.out(`held-out exact match before fine-tuning: ${(100 * before.accuracy).toFixed(1)}%`);
 
   const result = await runTraining(resolved, { out: (t) => { output.out(t); }, err: (t) => { output.err(t); }, progress: progressStream(output) });
@@ -71,7 +75,7 @@ export async function demoCommand(args: string[], output: CliOutput): Promise<nu
     return signalExitCode(result.interrupted.signal);
   }
   const tuned = await openGenerationSession(baseModel, { adapter: result.outputDir }, resolved.config.device);
-  const after = await accuracy(tuned, rows);
+  const after = await exactMatch(tuned, rows);
   output.out(`held-out exact match after fine-tuning:  ${(100 * after.accuracy).toFixed(1)}%  (${result.globalStep} steps, train_loss ${result.trainLoss.toFixed(4)})`);
 
   output.out("\nsample chats (user -> base model | fine-tuned):");
