@@ -27,7 +27,7 @@ void test("the DPO demo's pairs: chosen reverses the prompt's word, rejected cop
   assert.equal(held.length, 100);
   for (const p of [...train, ...held]) {
     const word = p.prompt[0]!.content.replace(/^reverse: /, "");
-    assert.equal(p.chosen[0]!.content, [...word].reverse().join(""));
+    assert.equal(p.chosen[0]!.content, Array.from(word).reverse().join("")); // the words are ASCII letters
     assert.equal(p.rejected[0]!.content, word);
     assert.notEqual(p.chosen[0]!.content, p.rejected[0]!.content);
   }
