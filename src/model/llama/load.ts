@@ -181,19 +181,24 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
       const module = projectionPrefix(l, p);
       const { out, in: inF } = projectionShape(cfg, p);
       const hasBias = p === "o_proj" ? cfg.oBias : p === "q_proj" || p === "k_proj" || p === "v_proj" ? cfg.qkvBias : cfg.mlpBias;
-      let quantized: { dense: Tensor | null; quant: Quant4bitTensors | null } | null;
-      let weight: { t: Tensor | null; d: Tensor | null };
-      let bias: { t: Tensor; d: Tensor | null } | null;
+      // The frozen (or, full fine-tuning, trained) weight and bias: this rank's shares when sharded.
+      type Placed = { t: Tensor | null; d: Tensor | null };
+      let weight: Placed;
+      let quant: Quant4bitTensors | null = null;
+      let bias: Placed | null = null;
       if (shard !== undefined) {
-        quantized = await shardedWeight(p, `${module}.weight`, [out, inF]);
-        weight = { t: quantized.dense, d: null };
-        quantized = quantized.quant === null ? null : quantized;
-        bias = hasBias ? { t: placeholder(options.baseDtype), d: null } : null;
-        if (hasBias) shares.push(await denseShare(source, infoOfShape(source, `${module}.bias`, [out]), `${p}.bias`, options.baseDtype, shard));
+        const sharded = await shardedWeight(p, `${module}.weight`, [out, inF]);
+        weight = { t: sharded.dense, d: null };
+        quant = sharded.quant;
+        if (hasBias) {
+          shares.push(await denseShare(source, infoOfShape(source, `${module}.bias`, [out]), `${p}.bias`, options.baseDtype, shard));
+          bias = { t: placeholder(options.baseDtype), d: null };
+        }
       } else {
-        quantized = full ? null : await quantizedWeight(`${module}.weight`, [out, inF]);
+        const quantized = full ? null : await quantizedWeight(`${module}.weight`, [out, inF]);
         weight = quantized !== null ? { t: quantized.dense, d: null } : await place(`${module}.weight`, [out, inF]);
-        bias = hasBias ? await place(`${module}.bias`, [out]) : null;
+        quant = quantized?.quant ?? null;
+        if (hasBias) bias = await place(`${module}.bias`, [out]);
       }
       const m = byModule.get(module);
       let lora: Linear["lora"] = null;
@@ -202,7 +207,7 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
         const b = trainableView(trainable, loraKey(module, "B"));
         lora = { rank: m.r, scale: m.scaling, dropout: options.lora?.dropout ?? 0, A: a.param, B: b.param, dA: a.grad, dB: b.grad };
       }
-      proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant: quantized?.quant ?? null, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
+      proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
     }
     layers.push({ inputNorm: inputNorm.t, postNorm: postNorm.t, dInputNorm: inputNorm.d, dPostNorm: postNorm.d, proj });
     if (shard !== undefined) shard.keep(l, shares.splice(0));
