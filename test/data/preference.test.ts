@@ -85,3 +85,16 @@ void test("bad pairs are named with their file and line: missing column, empty o
     assert.equal(skipped.get("train")!.sequences.length, 1);
   }
 });
+
+void test("over-long pairs: kept truncated and counted, or dropped and counted with drop_long_examples", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "tuna-pref-long-"));
+  const file = join(dir, "rows.jsonl");
+  await writeFile(file, `${JSON.stringify({ prompt: "one two three four five six seven", chosen: " yes", rejected: " no" })}\n${JSON.stringify({ prompt: "hi", chosen: " yes", rejected: " no" })}\n`);
+  const options = { datasetName: file, splits: ["train"], testSplitRatio: 0, seed: 1, tokenizer: tok, template };
+  const kept = (await preparePreferenceSplits({ ...options, pairs: { ...NO_LIMITS, maxPromptLength: 3 } }, () => undefined)).get("train")!;
+  assert.equal(kept.stats.truncated, 1);
+  assert.equal(kept.sequences.length, 2);
+  const dropped = (await preparePreferenceSplits({ ...options, pairs: { ...NO_LIMITS, maxPromptLength: 3, dropLong: true } }, () => undefined)).get("train")!;
+  assert.equal(dropped.stats.dropped, 1);
+  assert.equal(dropped.sequences.length, 1);
+});
