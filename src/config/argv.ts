@@ -1,7 +1,7 @@
 // Scans `tuna train` arguments the way Python argparse does for HfArgumentParser: --name value,
 // --name=value, dashed names, prefixes, bare booleans; collects problems instead of stopping at the first.
 import { fieldSpec, type FieldName } from "./schema.ts";
-import { lookupFlag, normalizeFlagName, unknownNameHint } from "./names.ts";
+import { lookupFlag, normalizeFlagName, pythonName, pythonNameMessage, unknownNameHint } from "./names.ts";
 import { parseBoolWord } from "./fields.ts";
 import type { Problem } from "./problems.ts";
 
@@ -18,6 +18,8 @@ export interface ScannedArgs {
   assignments: FlagAssignment[];
   positionals: string[];
   problems: Problem[];
+  /** Python-stack flags accepted and ignored, one line each. */
+  notices: string[];
 }
 
 // argparse treats "-1" or "-.5" as a value, not an option, when no option looks like a number.
@@ -30,7 +32,7 @@ function looksLikeFlag(token: string): boolean {
 }
 
 export function scanArgs(argv: readonly string[]): ScannedArgs {
-  const result: ScannedArgs = { assignments: [], positionals: [], problems: [] };
+  const result: ScannedArgs = { assignments: [], positionals: [], problems: [], notices: [] };
   let onlyPositionals = false;
   for (let i = 0; i < argv.length; i++) {
     const token = argv[i] ?? "";
@@ -48,6 +50,15 @@ export function scanArgs(argv: readonly string[]): ScannedArgs {
     const next = argv[i + 1];
     const nextIsValue = next !== undefined && !looksLikeFlag(next);
     const lookup = flag.startsWith("--") ? lookupFlag(normalizeFlagName(flag)) : { kind: "unknown" as const };
+    const python = lookup.kind === "unknown" && flag.startsWith("--") ? pythonName(normalizeFlagName(flag)) : undefined;
+    if (python !== undefined) {
+      const name = normalizeFlagName(flag);
+      // Its value goes with it: the next token for a valued flag, a bool word for a bool one.
+      if (inlineValue === undefined && nextIsValue && (python.takes === "value" || parseBoolWord(next) !== undefined)) i++;
+      if (python.kind === "ignored") result.notices.push(pythonNameMessage(name, "--", python));
+      else result.problems.push({ kind: "invalid", message: pythonNameMessage(name, "--", python) });
+      continue;
+    }
     if (lookup.kind !== "field") {
       const name = normalizeFlagName(flag);
       const message =

@@ -4,7 +4,7 @@ import { readFile } from "node:fs/promises";
 import YAML from "yaml";
 import { TunaError, errorMessage } from "../util/errors.ts";
 import { fieldSpec, type FieldName } from "./schema.ts";
-import { lookupKey, unknownNameHint } from "./names.ts";
+import { lookupKey, pythonName, pythonNameMessage, unknownNameHint } from "./names.ts";
 import type { Problem } from "./problems.ts";
 
 export interface FileEntry {
@@ -17,6 +17,8 @@ export interface FileEntry {
 export interface ConfigFileContent {
   entries: FileEntry[];
   problems: Problem[];
+  /** Python-stack keys accepted and ignored, one line each. */
+  notices: string[];
 }
 
 export const CONFIG_FILE_PATTERN = /\.(ya?ml|json)$/i;
@@ -53,10 +55,16 @@ export function parseMapping(text: string, path: string, what: string): Record<s
 
 export async function readTrainConfigFile(path: string): Promise<ConfigFileContent> {
   const mapping = parseMapping(await readTextFile(path, "config file"), path, "config file");
-  const content: ConfigFileContent = { entries: [], problems: [] };
+  const content: ConfigFileContent = { entries: [], problems: [], notices: [] };
   const keyOfField = new Map<FieldName, string>();
   for (const [key, value] of Object.entries(mapping)) {
     const field = lookupKey(key);
+    const python = field === undefined ? pythonName(key) : undefined;
+    if (python !== undefined) {
+      if (python.kind === "ignored") content.notices.push(`${path}: ${pythonNameMessage(key, "", python)}`);
+      else content.problems.push({ kind: "invalid", message: `key ${JSON.stringify(key)} in file ${path}: ${pythonNameMessage(key, "", python)}` });
+      continue;
+    }
     if (field === undefined) {
       content.problems.push({ kind: "unknown", message: `unknown key ${JSON.stringify(key)} in file ${path}: ${unknownNameHint(key, "")}` });
       continue;

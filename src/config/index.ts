@@ -13,5 +13,5 @@ export {
   type OffloadDevice,
   type FsdpShardingStrategy,
 } from "./accelerate.ts";
-export { renderTrainHelp, formatResolvedConfig } from "./render.ts";
+export { renderTrainHelp, renderFlagsPage, formatResolvedConfig } from "./render.ts";
 export { unsupportedFeatures } from "./validate.ts";

@@ -2,6 +2,7 @@
 // argparse-style unambiguous prefixes (flags only), and the "did you mean" message for unknown names.
 import { NAME_TO_FIELD, type FieldName } from "./schema.ts";
 import { nearestName } from "./suggest.ts";
+import { PYTHON_NAMES, type PythonName } from "./python-names.ts";
 
 export type FlagLookup =
   | { kind: "field"; field: FieldName }
@@ -9,36 +10,6 @@ export type FlagLookup =
   | { kind: "unknown" };
 
 const KNOWN_NAMES = [...NAME_TO_FIELD.keys()];
-
-/**
- * TrainingArguments/SFTConfig flags users carry over from Python that tuna does not implement, so the
- * error says so instead of suggesting a look-alike field.
- */
-const HF_NAMES_NOT_IN_TUNA = new Set([
-  "do_train",
-  "do_eval",
-  "deepspeed",
-  "fsdp",
-  "fsdp_config",
-  "ddp_find_unused_parameters",
-  "gradient_checkpointing_kwargs",
-  "dataloader_num_workers",
-  "load_best_model_at_end",
-  "hub_model_id",
-  "hub_private_repo",
-  "hub_strategy",
-  "torch_dtype",
-  "attn_implementation",
-  "tf32",
-  "group_by_length",
-  "remove_unused_columns",
-  "run_name",
-  "logging_dir",
-  "logging_first_step",
-  "lr_scheduler_kwargs",
-  "dataset_kwargs",
-  "use_cpu",
-]);
 
 /** Flag name without its dashes, dashes inside the name read as underscores (--lora-r = --lora_r). */
 export function normalizeFlagName(flag: string): string {
@@ -66,11 +37,18 @@ export function lookupKey(key: string): FieldName | undefined {
   return NAME_TO_FIELD.get(key);
 }
 
+/** A Python-stack name tuna knows but does not implement as a field (ignored with a notice, or refused). */
+export function pythonName(name: string): PythonName | undefined {
+  return Object.hasOwn(PYTHON_NAMES, name) ? PYTHON_NAMES[name] : undefined;
+}
+
+/** The notice for an ignored Python-stack name, or the error for a refused one. */
+export function pythonNameMessage(name: string, prefix: string, entry: PythonName): string {
+  return entry.kind === "ignored" ? `${prefix}${name} is ignored: ${entry.why}.` : `${prefix}${name} is a transformers/TRL/PEFT option tuna does not take: ${entry.why}.`;
+}
+
 /** Why `name` is unknown and what to type instead; `prefix` is "--" for flags, "" for file keys. */
 export function unknownNameHint(name: string, prefix: string): string {
-  if (HF_NAMES_NOT_IN_TUNA.has(name)) {
-    return `${prefix}${name} is a transformers/TRL option that tuna does not implement; remove it`;
-  }
   const nearest = nearestName(name, KNOWN_NAMES);
   return nearest === undefined ? "see `tuna train --help` for the known fields" : `did you mean ${prefix}${nearest}?`;
 }

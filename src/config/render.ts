@@ -3,6 +3,7 @@
 import YAML from "yaml";
 import { describeLaunch } from "./accelerate.ts";
 import { REQUIRED, type Group } from "./fields.ts";
+import { PYTHON_NAMES } from "./python-names.ts";
 import { FIELD_NAMES, GROUP_TITLES, OPTIMIZER_MAPPING, fieldSpec, type FieldName } from "./schema.ts";
 import { describeSource } from "./problems.ts";
 import type { ResolvedTrainConfig } from "./resolve.ts";
@@ -57,8 +58,58 @@ export function renderTrainHelp(): string {
       lines.push(`  ${names} ${spec.type}  ${shownDefault}`, `      ${spec.doc}`);
     }
   }
-  lines.push("", ...helpNotes());
+  lines.push("", ...pythonNamesHelp(), "", ...helpNotes());
   return lines.join("\n");
+}
+
+/** The Python stack's options that are not tuna fields: accepted and ignored, or refused, each with why. */
+function pythonNamesHelp(): string[] {
+  const entries = Object.entries(PYTHON_NAMES).sort(([a], [b]) => a.localeCompare(b));
+  const width = Math.max(...entries.map(([name]) => name.length)) + 2;
+  const section = (kind: "ignored" | "refused", title: string): string[] => [
+    title,
+    ...entries.filter(([, e]) => e.kind === kind).map(([name, e]) => `  --${name.padEnd(width)} ${e.why}`),
+  ];
+  return [
+    ...section("ignored", "transformers / TRL / PEFT options accepted and ignored (a one-line notice says so):"),
+    "",
+    ...section("refused", "transformers / TRL / PEFT options refused (an error says why and what to use):"),
+  ];
+}
+
+/**
+ * docs/flags.md: every field with its type and default, then the Python stack's other options, ignored or
+ * refused. Written by tools/docs/write-flags.ts; a test keeps the committed page equal to this.
+ */
+export function renderFlagsPage(): string {
+  const cell = (text: string): string => text.replaceAll("|", "\\|");
+  const lines = [
+    "# tuna train / tuna dpo flags",
+    "",
+    "Generated from src/config/schema.ts and src/config/python-names.ts by `npx tsx tools/docs/write-flags.ts`;",
+    "do not edit by hand. Every option of transformers' TrainingArguments, TRL's SFTConfig / DPOConfig and",
+    "peft's examples/sft arguments that people pass is here: implemented, accepted and ignored, or refused.",
+    "",
+    "## Implemented",
+    "",
+    "| flag | type | default | what it does |",
+    "| --- | --- | --- | --- |",
+  ];
+  for (const group of GROUPS) {
+    for (const name of fieldsOf(group)) {
+      const spec = fieldSpec(name);
+      const names = [name, ...spec.aliases].map((n) => `\`--${n}\``).join(", ");
+      const shown = spec.default === REQUIRED ? "required" : formatDefault(spec.default);
+      lines.push(`| ${names} | ${cell(spec.type)} | ${cell(shown)} | ${cell(spec.doc)} |`);
+    }
+  }
+  for (const [kind, title] of [["ignored", "Accepted and ignored (a notice says so)"], ["refused", "Refused (an error says why and what to use)"]] as const) {
+    lines.push("", `## ${title}`, "", "| flag | why |", "| --- | --- |");
+    for (const [name, e] of Object.entries(PYTHON_NAMES).sort(([a], [b]) => a.localeCompare(b))) {
+      if (e.kind === kind) lines.push(`| \`--${name}\` | ${cell(e.why)} |`);
+    }
+  }
+  return lines.join("\n") + "\n";
 }
 
 /** A value in YAML flow syntax: strings quoted only when YAML would read them as something else. */

@@ -17,6 +17,8 @@ export interface ResolvedTrainConfig {
   launch: LaunchConfig | undefined;
   /** Absolute path of the tuna config file, when one was given. */
   configFile?: string;
+  /** Python-stack options that were accepted and ignored: one line each, for the user. */
+  notices: string[];
 }
 
 interface Candidate {
@@ -51,6 +53,7 @@ export async function parseTrainArgs(argv: string[], options: { cwd?: string } =
   const cwd = options.cwd ?? process.cwd();
   const scanned = scanArgs(argv);
   const problems: Problem[] = [...scanned.problems];
+  const notices: string[] = [...scanned.notices];
   const candidates = new Map<FieldName, Candidate>();
 
   const chosen = chooseConfigFile(scanned, problems);
@@ -60,6 +63,7 @@ export async function parseTrainArgs(argv: string[], options: { cwd?: string } =
     candidates.set("config", { value: chosen.path, shown: chosen.path, source: chosen.source });
     const content = await readTrainConfigFile(configFile);
     problems.push(...content.problems);
+    notices.push(...content.notices);
     for (const entry of content.entries) {
       const source: FieldSource = { kind: "file", path: configFile, key: entry.key };
       // YAML null / JSON null means "unset": fine for optional fields, an error for the others.
@@ -127,5 +131,5 @@ export async function parseTrainArgs(argv: string[], options: { cwd?: string } =
   // A missing or broken accelerate file alone keeps its own error code (FILE_NOT_FOUND, FILE_FORMAT...).
   if (launchError !== undefined && problems.length === 1) throw launchError;
   if (problems.length > 0) throw configError(problems);
-  return configFile === undefined ? { config, sources, launch } : { config, sources, launch, configFile };
+  return configFile === undefined ? { config, sources, launch, notices } : { config, sources, launch, configFile, notices };
 }

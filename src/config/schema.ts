@@ -76,6 +76,7 @@ export const TRAIN_FIELDS = {
   lora_dropout: floatField({ group: "model", default: 0.1, min: 0, max: 1, maxOpen: true, doc: "Dropout applied to the input of the LoRA adapters." }),
   lora_r: intField({ group: "model", default: 64, min: 1, doc: "LoRA rank." }),
   lora_target_modules: targetModulesField,
+  use_rslora: boolField({ group: "model", default: false, doc: "Rank-stabilized LoRA: scale the adapter by lora_alpha / sqrt(lora_r) instead of lora_alpha / lora_r (PEFT's use_rslora)." }),
   use_nested_quant: boolField({ group: "model", default: false, doc: "Double quantization: also quantize the 4-bit quantization constants." }),
   bnb_4bit_compute_dtype: choiceField({
     group: "model",

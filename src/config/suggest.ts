@@ -16,8 +16,9 @@ export function editDistance(a: string, b: string): number {
 }
 
 /**
- * The known name closest to `name`, or undefined when nothing is close enough to be a plausible typo
- * (more than half of the typed name would have to change). Ties go to the earlier name in `known`.
+ * The known name closest to `name`, or undefined when nothing is close enough to be a plausible typo: at most
+ * 2 edits, 3 for names of 9 letters or more (a look-alike further away is often another option altogether:
+ * use_rslora is not use_unsloth). Ties go to the earlier name in `known`.
  */
 export function nearestName(name: string, known: readonly string[]): string | undefined {
   let best: string | undefined;
@@ -29,6 +30,6 @@ export function nearestName(name: string, known: readonly string[]): string | un
       bestDistance = d;
     }
   }
-  const limit = Math.max(3, Math.floor(name.length / 2));
+  const limit = Math.max(2, Math.min(3, Math.floor(name.length / 3)));
   return bestDistance <= limit ? best : undefined;
 }

@@ -49,6 +49,7 @@ export function trainLoraSettings(config: TrainConfig, cfg: ModelConfig, newToke
       r: config.lora_r,
       alpha: config.lora_alpha,
       dropout: config.lora_dropout,
+      useRslora: config.use_rslora,
       targetModules: config.lora_target_modules,
       trainableTokenIndices,
       baseModelNameOrPath: config.model_name_or_path,

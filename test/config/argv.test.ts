@@ -104,10 +104,31 @@ void test("an unknown flag suggests the nearest known one", async () => {
   assert.match(typo, /did you mean --learning_rate\?/);
   // The unknown flag's value is not reported as a stray positional argument.
   assert.doesNotMatch(typo, /unexpected argument/);
-  const hf = await rejection(() => parseTrainArgs([...MODEL, "--do_train"]), "CONFIG_UNKNOWN");
-  assert.match(hf, /--do_train is a transformers\/TRL option that tuna does not implement/);
   const far = await rejection(() => parseTrainArgs([...MODEL, "--zzzzzzzzzzzzzzzzzz", "1"]), "CONFIG_UNKNOWN");
   assert.match(far, /tuna train --help/);
+});
+
+void test("Python-stack flags: ignored with a notice (their values consumed), or refused with the reason and what to use", async () => {
+  const ok = await parseTrainArgs([...MODEL, "--do_train", "--dataloader_num_workers", "4", "--torch_dtype", "bfloat16", "--attn_implementation=flash_attention_2", "--use_rslora", "--lora_r", "8"]);
+  assert.equal(ok.config.lora_r, 8);
+  assert.equal(ok.config.use_rslora, true);
+  assert.deepEqual(
+    ok.notices.map((n) => n.split(" is ignored")[0]),
+    ["--do_train", "--dataloader_num_workers", "--torch_dtype", "--attn_implementation"],
+  );
+  assert.match(ok.notices[1]!, /no loader workers/);
+  const dora = await rejection(() => parseTrainArgs([...MODEL, "--use_dora", "True"]), "CONFIG_INVALID");
+  assert.match(dora, /--use_dora is a transformers\/TRL\/PEFT option tuna does not take: DoRA is not implemented yet/);
+  const start = await rejection(() => parseTrainArgs([...MODEL, "--eval_on_start"]), "CONFIG_INVALID");
+  assert.match(start, /--eval_on_start .*run tuna eval on the base model/);
+  const deepspeed = await rejection(() => parseTrainArgs([...MODEL, "--deepspeed", "ds.json"]), "CONFIG_INVALID");
+  assert.match(deepspeed, /--config_file ds\.yaml/);
+  assert.doesNotMatch(deepspeed, /unexpected argument/);
+  // A look-alike with another meaning is not suggested: rslora is not unsloth.
+  const far = await rejection(() => parseTrainArgs([...MODEL, "--use_rsloraa"]), "CONFIG_UNKNOWN");
+  assert.match(far, /did you mean --use_rslora\?/);
+  const other = await rejection(() => parseTrainArgs([...MODEL, "--use_lsora"]), "CONFIG_UNKNOWN");
+  assert.doesNotMatch(other, /use_unsloth/);
 });
 
 void test("a value flag without its value is an error", async () => {

@@ -28,6 +28,7 @@ export async function runTrainingCommand(args: string[], output: CliOutput, obje
   const parsed = await parseTrainArgs(args);
   const resolved = objective === "dpo" ? withDpoDefaults(parsed) : refuseDpoFields(parsed);
   const unsupported = unsupportedFeatures(resolved.config);
+  if (processPlace().rank === 0) for (const notice of resolved.notices) output.err(`note: ${notice}`);
   if (resolved.config.print_config) {
     output.out(formatResolvedConfig(resolved));
     for (const message of unsupported) output.err(`note: ${message}`);
