@@ -119,7 +119,11 @@ export const TRAIN_FIELDS = {
     min: 1,
     doc: "Longest sequence in tokens (TRL's newer name: max_length).",
   }),
-  append_concat_token: boolField({ group: "data", default: false, doc: "Append EOS to each example before packing." }),
+  append_concat_token: boolField({
+    group: "data",
+    default: true,
+    doc: "End each plain-text example and each completion with EOS, as TRL does (add_eos); false appends none (TRL 0.8's packing with append_concat_token False, the seed workflow's setting).",
+  }),
   add_special_tokens: boolField({ group: "data", default: false, doc: "Let the tokenizer add its special tokens (BOS...) to each example." }),
   splits: listField({
     group: "data",

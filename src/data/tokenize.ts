@@ -3,7 +3,8 @@
 //
 // EOS rule (appendConcatToken): plain text and the completion of prompt/completion data end with exactly
 // one EOS: the eos_token string is appended when the text does not already end with it (TRL's current
-// add_eos). With appendConcatToken false nothing is appended (the seed's --append_concat_token False).
+// add_eos, applied to every non-conversational dataset; tuna's default). With appendConcatToken false nothing
+// is appended (the seed's --append_concat_token False: TRL 0.8 packed examples without EOS between them).
 // TRL 0.8's ConstantLengthDataset appended the EOS id after every example, even one already ending in EOS;
 // that doubling is not reproduced. Conversations never get an EOS appended: the template ends each turn.
 //
