@@ -61,7 +61,7 @@ export interface RecipeResult {
   interrupted?: { signal: NodeJS.Signals; checkpoint: string };
 }
 
-function trainerSettings(c: TrainConfig, padTokenId: number): TrainerSettings {
+export function trainerSettings(c: TrainConfig, padTokenId: number): TrainerSettings {
   return {
     seed: c.seed,
     numTrainEpochs: c.num_train_epochs,

@@ -108,3 +108,48 @@ test("eval turns LoRA dropout off: an adapter with lora_dropout 0.5 gives the sa
   const j = JSON.parse(a.out) as { eval_loss: number };
   assert.ok(Math.abs(j.eval_loss - expectedLoss) / expectedLoss < 1e-5, `${j.eval_loss} vs ${expectedLoss}`);
 });
+
+test("eval on a dataset as tuna train reads it (chat, assistant-only loss) = eval of its tuna data --export; one line per split", async () => {
+  const demo = join(import.meta.dirname, "../../examples/demo");
+  const common = ["--dataset_name", join(demo, "data"), "--assistant_only_loss", "--per_device_eval_batch_size", "50", "--device", "cpu"];
+  const direct = await run("eval", join(demo, "base-model"), ...common, "--splits", "test", "--json");
+  assert.equal(direct.code, 0, direct.err);
+  const splits = (JSON.parse(direct.out) as { splits: { split: string; loss: number; tokens: number; examples: number }[] }).splits;
+  assert.deepEqual(splits.map((s) => [s.split, s.examples]), [["test", 100]]);
+  const exported = join(root, "export");
+  const data = await run("data", "--model_name_or_path", join(demo, "base-model"), "--dataset_name", join(demo, "data"), "--splits", "train,test", "--assistant_only_loss", "--no_cache", "--output_dir", join(root, "data-out"), "--export", exported);
+  assert.equal(data.code, 0, data.err);
+  const pre = await run("eval", join(demo, "base-model"), "--dataset_name", join(exported, "test.jsonl"), "--per_device_eval_batch_size", "50", "--device", "cpu", "--json");
+  assert.equal(pre.code, 0, pre.err);
+  const preResult = JSON.parse(pre.out) as { eval_loss: number; tokens: number };
+  assert.equal(preResult.tokens, splits[0]!.tokens);
+  assert.ok(Math.abs(preResult.eval_loss - splits[0]!.loss) < 1e-9, `${preResult.eval_loss} vs ${splits[0]!.loss}`);
+  const both = await run("eval", join(demo, "base-model"), ...common);
+  assert.match(both.out, /^train: eval_loss [\d.]+ +perplexity [\d.]+ +\(\d+ trained tokens in 1000 rows\)$/m);
+  assert.match(both.out, /^test: eval_loss /m);
+});
+
+test("eval --metric: the demo base model copies words (exact match 100%) and cannot reverse them (0%)", async () => {
+  const demo = join(import.meta.dirname, "../../examples/demo");
+  const rows = (await readFile(join(demo, "data", "test.jsonl"), "utf8")).trim().split("\n").slice(0, 20);
+  const copy = join(root, "copy");
+  const { mkdir } = await import("node:fs/promises");
+  await mkdir(copy, { recursive: true });
+  await writeFile(
+    join(copy, "test.jsonl"),
+    rows.map((l) => {
+      const word = (JSON.parse(l) as { messages: { content: string }[] }).messages[0]!.content.replace("reverse: ", "");
+      return JSON.stringify({ messages: [{ role: "user", content: `copy: ${word}` }, { role: "assistant", content: word }] });
+    }).join("\n") + "\n",
+  );
+  await writeFile(join(copy, "reverse-test.jsonl"), rows.join("\n") + "\n");
+  const copied = await run("eval", join(demo, "base-model"), "--dataset_name", join(copy, "test.jsonl"), "--splits", "train", "--device", "cpu", "--metric", "exact_match", "--max_new_tokens", "16");
+  assert.equal(copied.code, 0, copied.err);
+  assert.match(copied.out, /exact_match 100\.0% \(20 examples\)/);
+  const reversed = await run("eval", join(demo, "base-model"), "--dataset_name", join(copy, "reverse-test.jsonl"), "--splits", "train", "--device", "cpu", "--metric", "exact_match", "--max_new_tokens", "16");
+  assert.equal(reversed.code, 0, reversed.err);
+  assert.match(reversed.out, /exact_match 0\.0% \(20 examples\)/);
+  const bad = await run("eval", join(demo, "base-model"), "--dataset_name", join(copy, "test.jsonl"), "--splits", "train", "--metric", "bleu");
+  assert.equal(bad.code, 1);
+  assert.match(bad.err, /--metric must be exact_match or contains/);
+});

@@ -1,6 +1,8 @@
 // `tuna data`: prepares the dataset exactly as `tuna train` with the same flags would (same cache), prints
 // per-split statistics as a table or JSON, and shows the first examples with their trained tokens marked.
 import { performance } from "node:perf_hooks";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { TRAIN_FIELDS, formatResolvedConfig, parseTrainArgs, type FieldName } from "../../config/index.ts";
 import { setupChatFormat } from "../../data/chat-format.ts";
 import { prepareDatasets, type PreparedSplit } from "../../data/prepare.ts";
@@ -47,6 +49,8 @@ function renderHelp(): string {
     "  --show N      print the first N examples of the train split, decoded token by token, trained tokens",
     "                marked: green on a terminal (dim = not trained), [[...]] otherwise",
     "  --no_cache    neither read nor write the prepared-data cache",
+    "  --export DIR  write each prepared split as DIR/<split>.jsonl: one row per document, {\"input_ids\", \"labels\"}",
+    "                (-100 where not trained), the pre-tokenized form tuna eval and transformers read",
     "",
     "Train flags that shape the data (every other `tuna train` flag is accepted too; see tuna train --help):",
     ...DATA_FLAGS.map((f) => `  --${f.padEnd(width)}${TRAIN_FIELDS[f].doc}`),
@@ -55,6 +59,8 @@ function renderHelp(): string {
 
 interface DataFlags {
   json: boolean;
+  /** Folder to write each prepared split into as pre-tokenized JSONL. */
+  exportDir: string | undefined;
   show: number | undefined;
   noCache: boolean;
   /** Everything else, for the train configuration parser. */
@@ -63,7 +69,7 @@ interface DataFlags {
 
 /** Takes --json, --show N and --no_cache out of the arguments; the rest are train flags. */
 function takeDataFlags(args: readonly string[]): DataFlags {
-  const flags: DataFlags = { json: false, show: undefined, noCache: false, trainArgs: [] };
+  const flags: DataFlags = { json: false, exportDir: undefined, show: undefined, noCache: false, trainArgs: [] };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
     if (arg === "--") {
@@ -77,6 +83,10 @@ function takeDataFlags(args: readonly string[]): DataFlags {
       if (inline !== undefined) throw new TunaError("CONFIG_INVALID", `--${name} takes no value, got "${arg}".`);
       if (name === "json") flags.json = true;
       else flags.noCache = true;
+    } else if (name === "export") {
+      const raw = inline ?? args[++i];
+      if (raw === undefined || raw.startsWith("--")) throw new TunaError("CONFIG_INVALID", "--export expects the folder to write <split>.jsonl files into.");
+      flags.exportDir = raw;
     } else if (name === "show") {
       const raw = inline ?? args[++i];
       if (raw === undefined || !/^\d+$/.test(raw) || Number(raw) < 1) {
@@ -133,6 +143,24 @@ function markStyle(output: CliOutput): MarkStyle {
   return tty && (process.env["NO_COLOR"] ?? "") === "" ? "ansi" : "brackets";
 }
 
+/** A prepared split as pre-tokenized JSONL: each document a row, labels -100 where it is not trained. */
+async function exportSplit(dir: string, split: PreparedSplit): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const lines: string[] = [];
+  for (const seq of split.sequences) {
+    let at = 0;
+    for (const length of seq.docLengths) {
+      const ids = Array.from(seq.inputIds.subarray(at, at + length));
+      const labels = ids.map((id, t) => (seq.trained[at + t] === 1 ? id : -100));
+      lines.push(JSON.stringify({ input_ids: ids, labels }));
+      at += length;
+    }
+  }
+  const path = join(dir, `${split.split}.jsonl`);
+  await writeFile(path, lines.join("\n") + "\n");
+  return path;
+}
+
 export async function dataCommand(args: string[], output: CliOutput): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
     output.out(renderHelp());
@@ -156,6 +184,9 @@ export async function dataCommand(args: string[], output: CliOutput): Promise<nu
   const splits = [...(await prepareDatasets({ ...options, useCache: !flags.noCache, onNotice: notice })).values()];
   output.err(`prepared ${splits.length} split(s) of ${c.dataset_name} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   const cache = flags.noCache ? null : options.cacheDir;
+  if (flags.exportDir !== undefined) {
+    for (const split of splits) output.err(`wrote ${await exportSplit(flags.exportDir, split)}`);
+  }
 
   let shown: { examples: ShownExample[]; tokenizer: LoadedTokenizer; split: string } | undefined;
   const wrapped = c.packing && c.packing_strategy === "wrapped";

@@ -1,5 +1,6 @@
-// `tuna eval <model> --dataset_name data.jsonl [--adapter DIR]`: the token-mean loss and perplexity
-// of a model (optionally with a PEFT adapter) over a pre-tokenized dataset, as transformers computes it.
+// `tuna eval <model> --dataset_name DATA [--adapter DIR]`: the token-mean loss and perplexity of a model
+// (optionally with a PEFT adapter) over a pre-tokenized JSONL file, as transformers computes it, or over any
+// dataset `tuna train` reads, prepared as it prepares it (per split; src/train/eval-dataset.ts).
 import { parseArgs } from "node:util";
 import { normalizeFlags } from "../flags.ts";
 import { TunaError, errorMessage } from "../../util/errors.ts";
@@ -10,13 +11,22 @@ import { openModelForUse } from "../../train/open-model.ts";
 import { createLlamaModel, forward, freeBatch, uploadBatch } from "../../model/llama/model.ts";
 import type { CliOutput } from "../output.ts";
 import { quantizeFromFlags } from "../quant-flags.ts";
+import { open } from "node:fs/promises";
+import { parseTrainArgs } from "../../config/index.ts";
+import { evaluateDataset, type GenerationMetric } from "../../train/eval-dataset.ts";
 
-const HELP = `usage: tuna eval <model folder | hub id> --dataset_name FILE.jsonl [options]
 
-Computes the loss (mean over all trained tokens of the dataset) and perplexity of a model.
-The dataset is JSONL with "input_ids" and optional "labels" (same length, -100 = ignored; the
-shift to next-token targets happens inside) and "attention_mask".
-  --dataset_name FILE            pre-tokenized JSONL
+const HELP = `usage: tuna eval <model folder | hub id> --dataset_name DATA [options]   (the model first)
+
+Computes the loss (mean over all trained tokens) and perplexity of a model. DATA is either pre-tokenized
+JSONL ("input_ids", optional "labels" (-100 = ignored; the shift happens inside) and "attention_mask"), or
+any dataset tuna train reads (a file, folder or hub id, any format): it is prepared as tuna train prepares
+it, with the same flags (--chat_template_format, --assistant_only_loss, --max_seq_length, --splits
+(default train,test), --packing off by default...), and each split is reported.
+  --dataset_name DATA            pre-tokenized JSONL, or a dataset as tuna train takes it
+  --metric exact_match|contains  also generate (greedy) for each example's prompt and compare with its
+                                 reference answer (last assistant turn, or the completion)
+  --max_new_tokens N             generation length for --metric (default 64)
   --adapter DIR                  a PEFT LoRA adapter folder to apply
   --per_device_eval_batch_size N rows per forward pass (default 8)
   --device auto|cpu|cuda         default auto
@@ -28,7 +38,102 @@ shift to next-token targets happens inside) and "attention_mask".
   --revision REV                 hub revision when <model> is a hub id
   --json                         print one JSON object`;
 
+/** Whether the file is JSONL whose first row holds input_ids (the pre-tokenized form). */
+async function isPretokenized(path: string): Promise<boolean> {
+  if (!/\.jsonl$/i.test(path)) return false;
+  let handle;
+  try {
+    handle = await open(path, "r");
+  } catch {
+    return true; // the pre-tokenized reader names the missing file
+  }
+  try {
+    const head = Buffer.alloc(64 * 1024);
+    const { bytesRead } = await handle.read(head, 0, head.length, 0);
+    const first = head.subarray(0, bytesRead).toString("utf8").split("\n").find((l) => l.trim() !== "");
+    if (first === undefined) return true;
+    try {
+      const row = JSON.parse(first) as unknown;
+      return typeof row === "object" && row !== null && "input_ids" in row;
+    } catch {
+      return true; // the pre-tokenized reader reports the bad line
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The flags only `tuna eval` has, taken out of args; the rest are tuna train's. */
+function evalOnlyFlags(args: string[]): { rest: string[]; adapter?: string; json: boolean; metric?: string; maxNewTokens: string } {
+  const rest: string[] = [];
+  const out: { adapter?: string; json: boolean; metric?: string; maxNewTokens: string } = { json: false, maxNewTokens: "64" };
+  for (let i = 0; i < args.length; i++) {
+    const [flag, inline] = args[i]!.split(/=(.*)/s, 2) as [string, string | undefined];
+    const name = flag.replace(/^--?/, "").replaceAll("-", "_");
+    const value = (): string => {
+      if (inline !== undefined) return inline;
+      const next = args[++i];
+      if (next === undefined) throw new TunaError("CONFIG_INVALID", `--${name} needs a value.\n\n${HELP}`);
+      return next;
+    };
+    if (name === "json" && flag.startsWith("-")) out.json = true;
+    else if (name === "adapter" && flag.startsWith("-")) out.adapter = value();
+    else if (name === "metric" && flag.startsWith("-")) out.metric = value();
+    else if (name === "max_new_tokens" && flag.startsWith("-")) out.maxNewTokens = value();
+    else rest.push(args[i]!);
+  }
+  return { rest, ...out };
+}
+
+/** Any dataset as tuna train reads it: each split's loss and perplexity, and the generation metric if asked. */
+async function evalDataset(model: string, args: string[], output: CliOutput): Promise<number> {
+  const own = evalOnlyFlags(args);
+  if (own.metric !== undefined && own.metric !== "exact_match" && own.metric !== "contains") throw new TunaError("CONFIG_INVALID", `--metric must be exact_match or contains, got "${own.metric}".`);
+  const maxNewTokens = Number(own.maxNewTokens);
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new TunaError("CONFIG_INVALID", `--max_new_tokens must be a positive integer, got "${own.maxNewTokens}".`);
+  // Any splits may be evaluated (tuna train insists on a training split): parsed beside a stand-in.
+  const splitsAt = own.rest.findIndex((a) => a === "--splits" || a.startsWith("--splits="));
+  const splitsValue = splitsAt < 0 ? undefined : own.rest[splitsAt]!.includes("=") ? own.rest[splitsAt]!.slice("--splits=".length) : own.rest[splitsAt + 1];
+  const trainArgs = splitsAt < 0 ? own.rest : own.rest.filter((_, i) => i !== splitsAt && (own.rest[splitsAt]!.includes("=") || i !== splitsAt + 1));
+  const resolved = await parseTrainArgs(["--model_name_or_path", model, ...trainArgs]);
+  const splits = splitsValue === undefined ? resolved.config.splits : splitsValue.split(",").map((x) => x.trim()).filter((x) => x !== "");
+  if (splits.length === 0) throw new TunaError("CONFIG_INVALID", `--splits ${String(splitsValue)}: give at least one split name.`);
+  const c = { ...resolved.config, splits };
+  const backend = createBackend(c.device, (m) => {
+    output.err(m);
+  });
+  const results = await evaluateDataset(backend, c, {
+    ...(own.adapter === undefined ? {} : { adapter: own.adapter }),
+    ...(own.metric === undefined ? {} : { metric: own.metric }),
+    maxNewTokens,
+    onNotice: (m) => {
+      output.err(m);
+    },
+  });
+  if (own.json) {
+    output.out(JSON.stringify({ model, adapter: own.adapter ?? null, dataset: c.dataset_name, splits: results }, null, 2));
+    return 0;
+  }
+  for (const r of results) {
+    const metric = r.metric === undefined ? "" : `  ${r.metric.name} ${(100 * r.metric.value).toFixed(1)}% (${r.metric.examples} examples)`;
+    output.out(`${r.split}: eval_loss ${r.loss.toFixed(6)}  perplexity ${r.perplexity.toFixed(4)}  (${r.tokens} trained tokens in ${r.examples} rows)${metric}`);
+  }
+  return 0;
+}
+
 export async function evalCommand(args: string[], output: CliOutput): Promise<number> {
+  if (args.includes("--help") || args.includes("-h")) {
+    output.out(HELP);
+    return 0;
+  }
+  // A dataset tuna train would read (not a pre-tokenized JSONL file) goes through the training data stage.
+  // The model is the first argument, as the usage line puts it (flags of tuna train follow).
+  const modelArg = args[0] !== undefined && !args[0].startsWith("-") ? args[0] : undefined;
+  const datasetAt = args.findIndex((a) => a === "--dataset_name" || a.startsWith("--dataset_name="));
+  const dataset = datasetAt < 0 ? undefined : args[datasetAt]!.includes("=") ? args[datasetAt]!.split("=").slice(1).join("=") : args[datasetAt + 1];
+  if (modelArg !== undefined && dataset !== undefined && !(await isPretokenized(dataset))) {
+    return evalDataset(modelArg, args.slice(1), output);
+  }
   let parsed;
   try {
     parsed = parseArgs({
