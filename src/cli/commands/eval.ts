@@ -13,7 +13,7 @@ import type { CliOutput } from "../output.ts";
 import { quantizeFromFlags } from "../quant-flags.ts";
 import { open } from "node:fs/promises";
 import { parseTrainArgs } from "../../config/index.ts";
-import { evaluateDataset, type GenerationMetric } from "../../train/eval-dataset.ts";
+import { evaluateDataset } from "../../train/eval-dataset.ts";
 
 
 const HELP = `usage: tuna eval <model folder | hub id> --dataset_name DATA [options]   (the model first)
