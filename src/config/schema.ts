@@ -205,7 +205,7 @@ export const TRAIN_FIELDS = {
     group: "training",
     choices: ["debug", "info", "warning", "error", "critical", "passive"],
     default: "passive",
-    doc: "Verbosity of tuna's progress output; passive = leave tuna's default level.",
+    doc: "Verbosity: debug also prints the configuration's non-default values at the start; passive = tuna's default.",
   }),
   eval_strategy: choiceField({
     group: "training",

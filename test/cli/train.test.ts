@@ -36,9 +36,12 @@ void test("--print_config prints the resolved configuration and exits 0", async 
   assert.deepEqual(output.stderr, []);
 });
 
-void test("without --print_config: the configuration goes to stderr, then the recipe runs (here: a model that does not exist)", async () => {
+void test("a plain run prints no configuration; --log_level debug prints what differs from the defaults, then the recipe runs (here: a model that does not exist)", async () => {
+  const plain = memoryOutput();
+  assert.equal(await main(["train", ...MODEL, "--output_dir", "/tmp/tuna-train-cli-test-missing"], plain), 1);
+  assert.doesNotMatch(plain.stderr.join("\n"), /configuration that differs/);
   const output = memoryOutput();
-  assert.equal(await main(["train", ...MODEL, "--output_dir", "/tmp/tuna-train-cli-test-missing"], output), 1);
+  assert.equal(await main(["train", ...MODEL, "--output_dir", "/tmp/tuna-train-cli-test-missing", "--log_level", "debug"], output), 1);
   const err = output.stderr.join("\n");
   assert.match(err, /^# tuna train: configuration that differs from the defaults/);
   assert.match(err, /^output_dir: +\/tmp\/tuna-train-cli-test-missing/m);

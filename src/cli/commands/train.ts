@@ -55,8 +55,9 @@ export async function runTrainingCommand(args: string[], output: CliOutput, obje
       launch.gpuIds === undefined || launch.gpuIds === "all" ? {} : { CUDA_VISIBLE_DEVICES: launch.gpuIds },
     );
   }
-  // Only what differs from the defaults: a short header keeps a later error in view.
-  output.err(formatResolvedConfig(resolved, { changedOnly: true }));
+  // The configuration is printed with --print_config (in full) or --log_level debug (what differs from the
+  // defaults); a plain run starts with its work.
+  if (resolved.config.log_level === "debug") output.err(formatResolvedConfig(resolved, { changedOnly: true }));
   const result = await runTraining(resolved, { out: (t) => { output.out(t); }, err: (t) => { output.err(t); }, progress: progressStream(output) }, objective);
   // In a distributed job rank 0 reports; the other ranks end quietly (with the same status).
   if (processPlace().rank !== 0) return result.interrupted === undefined ? 0 : signalExitCode(result.interrupted.signal);

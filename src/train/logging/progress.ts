@@ -31,7 +31,7 @@ export interface StepProgress {
 export interface ProgressDisplay {
   /** After each optimizer step: redraws the line on a TTY (throttled); nothing otherwise. */
   update(progress: StepProgress): void;
-  /** At each log event: a plain line when not a TTY; on a TTY train values feed the line and eval results print above it. */
+  /** At each log event: a plain line when not a TTY; on a TTY a line above the bar (whose values it updates). */
   log(entry: LogEntry): void;
   /** Ends the TTY line so later output starts on a fresh line. */
   finish(): void;
@@ -136,10 +136,7 @@ export function createProgressDisplay(stream: ProgressStream, options: ProgressO
           gradNorm: num("grad_norm") ?? latest.gradNorm,
           tokensPerSecond: num("tokens_per_second") ?? latest.tokensPerSecond,
         };
-        if (!isEval) {
-          draw();
-          return;
-        }
+        // Every log event leaves its line above the live bar, as HF prints its dicts above tqdm's.
         clearLine();
         stream.write(`step ${entry.step}/${total} | ${formatEntryValues(entry).join(" | ")}\n`);
         draw();

@@ -72,13 +72,16 @@ test("TTY: one line redrawn with \\r, throttled, with bar, metrics, elapsed<ETA"
   assert.equal(out.writes.at(-1), "\n");
 });
 
-test("TTY: eval results print above the bar; a shorter line blanks out the longer one before it", () => {
+test("TTY: every log event (train and eval) leaves a line above the bar; a shorter line blanks out the longer one before it", () => {
   const out = fakeStream(true);
   const clock = fakeClock();
   const progress = createProgressDisplay(out, { totalSteps: 100, now: clock.now });
   progress.update({ step: 0 });
   clock.advance(1000);
-  progress.log(TRAIN_LOG); // train logs feed the bar
+  const beforeTrain = out.writes.length;
+  progress.log(TRAIN_LOG); // a line of its own (as HF prints its dicts), and the bar takes its values
+  const trainLine = out.writes.slice(beforeTrain).find((w) => w.endsWith("\n"));
+  assert.ok(trainLine !== undefined && /loss 2\.3457/.test(trainLine), JSON.stringify(out.writes.slice(beforeTrain)));
   const barWithMetrics = out.writes.at(-1)!;
   assert.match(barWithMetrics, /loss 2\.3457 \| lr 2\.00e-4 \| gnorm 1\.235 \| 1234 tok\/s/);
   const before = out.writes.length;
