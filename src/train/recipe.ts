@@ -23,6 +23,8 @@ import { createCpuBackend } from "../backend/cpu/index.ts";
 import { optimizerOnDevice, optimizerOnHost, type OptimizerPlacement } from "./offload.ts";
 import { createLayerSharder } from "./sharded-layers.ts";
 import { dpoObjective } from "./dpo/setup.ts";
+import { renderModelCard } from "./model-card.ts";
+import { writeBytesAtomically } from "../io/safetensors/writer.ts";
 import { preparePreferenceSplits } from "../data/preference.ts";
 import { machineGroup, worldGroup } from "../dist/gather-group.ts";
 import { agreeOnEveryRank } from "../dist/agree.ts";
@@ -374,7 +376,10 @@ async function trainLocked(
     history: result.logHistory,
     summary,
   });
-  io.err(`saved to ${outputDir} (report.html, metrics.jsonl${tensorboard === undefined ? "" : ", runs/"})`);
+  // The model card, as the Trainer writes README.md into its output folder.
+  const card = renderModelCard({ config: c, objective, world: collective?.worldSize ?? 1, history: result.logHistory, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss });
+  await writeBytesAtomically(join(outputDir, "README.md"), new TextEncoder().encode(card));
+  io.err(`saved to ${outputDir} (README.md, report.html, metrics.jsonl${tensorboard === undefined ? "" : ", runs/"})`);
   return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss, logHistory: result.logHistory };
 }
 

@@ -78,6 +78,14 @@ test("tuna train end to end: adapter, tokenizer, checkpoints with rotation, metr
   assert.equal(runs.length, 1);
   assert.ok((await readdir(join(out, "runs", runs[0]!))).some((f) => f.startsWith("events.out.tfevents.")));
   assert.match(await readFile(join(out, "report.html"), "utf8"), /<svg/);
+  // The model card, as the Trainer writes it: hub metadata, results, hyperparameters, the results table.
+  const card = await readFile(join(out, "README.md"), "utf8");
+  const evalLosses = m.filter((e) => e.eval_loss !== undefined).map((e) => e.eval_loss!);
+  assert.match(card, /^---\nlibrary_name: peft\nbase_model: .*tiny-llama.*\ndatasets:\n- .*\ntags:\n- tuna\n- sft\n- lora\n---\n/);
+  assert.ok(card.includes(`- Loss: ${Number(evalLosses.at(-1)!.toPrecision(6))}`), card);
+  assert.match(card, /^- training_steps: 6$/m);
+  assert.match(card, /^\| Training Loss \| Epoch \| Step \| Validation Loss \|$/m);
+  assert.equal(card.split("\n").filter((l) => /^\| [\d.]+ \| [\d.]+ \| \d+ \| [\d.]+ \|$/.test(l)).length, 2, "one row per evaluation");
 
   const again = await run(flags(out, ["--max_steps", "6"]));
   assert.equal(again.code, 1);

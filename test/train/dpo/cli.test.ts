@@ -98,6 +98,9 @@ void test("tuna dpo: TRL's metrics in the logs (training and evaluation), loss l
   assert.ok((await stat(join(out, "adapter_model.safetensors"))).size > 0);
   const config = JSON.parse(await readFile(join(out, "adapter_config.json"), "utf8")) as { peft_type: string };
   assert.equal(config.peft_type, "LORA");
+  const card = await readFile(join(out, "README.md"), "utf8");
+  assert.match(card, /^tags:\n- tuna\n- dpo\n- lora$/m);
+  assert.match(card, /^- dpo: beta=0\.5, loss_type=sigmoid$/m);
 });
 
 void test("tuna dpo resumes from a checkpoint exactly (the reference is recomputed with the adapters off)", { timeout: 240_000 }, async () => {
