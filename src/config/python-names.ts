@@ -49,7 +49,6 @@ export const PYTHON_NAMES: Readonly<Record<string, PythonName>> = {
   dataloader_pin_memory: ignored("bool", DATALOADER),
   dataloader_persistent_workers: ignored("bool", DATALOADER),
   past_index: ignored("value", "not used by causal language models"),
-  run_name: ignored("value", "run tracking is not implemented yet; the run is named by output_dir"),
   disable_tqdm: ignored("bool", "the progress display draws only on a terminal"),
   remove_unused_columns: ignored("bool", "tuna reads only the columns of the dataset's format"),
   label_names: ignored("value", "the labels come from the dataset format"),

@@ -36,6 +36,9 @@ export const OPTIMIZER_MAPPING = {
 
 const OPTIMIZERS = Object.keys(OPTIMIZER_MAPPING) as [keyof typeof OPTIMIZER_MAPPING, ...(keyof typeof OPTIMIZER_MAPPING)[]];
 
+/** transformers' other report_to integrations: known, so that the error says why (validate.ts). */
+export const UNSUPPORTED_REPORTERS = ["wandb", "comet_ml", "clearml", "neptune", "dvclive", "azure_ml", "codecarbon", "flyte", "dagshub", "swanlab", "trackio"] as const;
+
 /** The DPO loss types tuna implements, and TRL's others (named in messages). */
 export const DPO_LOSS_TYPES = ["sigmoid", "ipo", "hinge", "robust"] as const;
 export const UNSUPPORTED_DPO_LOSS_TYPES = ["exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_pair", "discopop", "apo_zero", "apo_down", "sft"] as const;
@@ -60,7 +63,7 @@ const targetModulesField: FieldSpec<"all-linear" | string[]> = {
   fromFile: targetModulesValue,
 };
 
-const REPORTERS = ["none", "all", "tensorboard", "jsonl"] as const;
+const REPORTERS = ["none", "all", "tensorboard", "jsonl", "mlflow", ...UNSUPPORTED_REPORTERS] as const;
 const STRATEGIES = ["no", "steps", "epoch"] as const;
 
 export const TRAIN_FIELDS = {
@@ -237,8 +240,9 @@ export const TRAIN_FIELDS = {
     item: z.enum(REPORTERS),
     itemType: REPORTERS.join("|"),
     check: (items) => !(items.includes("none") && items.length > 1),
-    doc: "Where metrics go besides the console; all = tensorboard and jsonl.",
+    doc: "Where metrics go besides the console: tensorboard (output_dir/runs), jsonl (metrics.jsonl), mlflow (MLflow's file store: ./mlruns or MLFLOW_TRACKING_URI); all = tensorboard and jsonl, and mlflow when MLFLOW_TRACKING_URI is set.",
   }),
+  run_name: optionalTextField({ group: "training", doc: "The run's name for trackers (MLflow's run name); unset = output_dir's last folder." }),
   push_to_hub: boolField({ group: "training", default: false, doc: "Upload the result to the hub; accepted but not supported yet." }),
   config_file: optionalTextField({ group: "training", doc: "accelerate config (YAML): processes, mixed precision, DeepSpeed/FSDP sharding." }),
   device: choiceField({ group: "training", choices: ["auto", "cpu", "cuda"], default: "auto", doc: "Where to train; auto = CUDA when available." }),

@@ -1,5 +1,6 @@
 // Rules between fields (and between fields and the accelerate file) that no single field's type can
 // express, plus the list of accepted-but-unsupported features the train command refuses.
+import { UNSUPPORTED_REPORTERS } from "./schema.ts";
 import type { LaunchConfig } from "./accelerate.ts";
 import type { FieldName, TrainConfig } from "./schema.ts";
 
@@ -99,6 +100,14 @@ export function unsupportedFeatures(config: TrainConfig): string[] {
   const messages: string[] = [];
   if (config.push_to_hub) {
     messages.push("push_to_hub is not supported yet: tuna writes the adapter to output_dir; upload that folder yourself (e.g. `huggingface-cli upload`).");
+  }
+  const unsupported = config.report_to.filter((r) => (UNSUPPORTED_REPORTERS as readonly string[]).includes(r));
+  for (const r of unsupported) {
+    messages.push(
+      r === "wandb"
+        ? "report_to wandb is not supported: W&B's offline run files are its own protobuf record stream, which tuna cannot write faithfully. Use report_to tensorboard and `wandb sync --sync-tensorboard output_dir/runs`, or report_to mlflow."
+        : `report_to ${r} is not supported: tuna writes tensorboard, mlflow and jsonl; use one of them.`,
+    );
   }
   if (config.use_unsloth) {
     messages.push("use_unsloth is not supported: tuna has its own fused kernels, so unsloth is not needed; drop --use_unsloth.");

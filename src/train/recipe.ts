@@ -1,7 +1,7 @@
 // The `tuna train` recipe, top to bottom: check the output folder, load tokenizer and model, set up the
 // chat format, prepare the data, quantize and inject LoRA, train with logs and checkpoints, save.
 import { createHash } from "node:crypto";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { createBackend } from "../backend/factory.ts";
 import type { Backend } from "../backend/types.ts";
 import { describeLaunch, type LaunchConfig, type ResolvedTrainConfig, type TrainConfig } from "../config/index.ts";
@@ -24,6 +24,7 @@ import { optimizerOnDevice, optimizerOnHost, type OptimizerPlacement } from "./o
 import { createLayerSharder } from "./sharded-layers.ts";
 import { dpoObjective } from "./dpo/setup.ts";
 import { renderModelCard } from "./model-card.ts";
+import { createMlflowRun, mlflowRoot } from "./logging/mlflow.ts";
 import { writeBytesAtomically } from "../io/safetensors/writer.ts";
 import { preparePreferenceSplits } from "../data/preference.ts";
 import { machineGroup, worldGroup } from "../dist/gather-group.ts";
@@ -297,13 +298,18 @@ async function trainLocked(
     return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss: undefined, logHistory: result.logHistory, ...(interrupted === undefined ? {} : { interrupted }) };
   }
 
-  const reports = c.report_to.includes("all") ? ["tensorboard", "jsonl"] : c.report_to;
+  // all: every tracker tuna writes that is available (mlflow when a tracking URI is configured).
+  const reports = c.report_to.includes("all") ? ["tensorboard", "jsonl", ...((process.env["MLFLOW_TRACKING_URI"] ?? "") !== "" ? ["mlflow"] : [])] : c.report_to;
   const metrics = createMetricsJsonlWriter(metricsJsonlPath(outputDir), resume === undefined ? {} : { resumeAtStep: resume.globalStep });
   let tensorboard: TensorBoardWriter | undefined;
   if (reports.includes("tensorboard")) {
     tensorboard = createTensorBoardWriter(resolveLoggingDir(outputDir));
     tensorboard.addText("args", JSON.stringify(c, null, 2), 0);
   }
+  const mlflow = reports.includes("mlflow")
+    ? createMlflowRun({ root: mlflowRoot(), experiment: process.env["MLFLOW_EXPERIMENT_NAME"] ?? "Default", runName: c.run_name ?? basename(outputDir), params: c })
+    : undefined;
+  if (mlflow !== undefined) io.err(`mlflow: run ${mlflow.runId} in ${mlflow.dir}`);
   let progress: ReturnType<typeof createProgressDisplay> | undefined;
   const interrupts = watchInterrupts((text) => {
     io.err(text);
@@ -315,6 +321,7 @@ async function trainLocked(
     {
       onLog: (entry) => {
         metrics.append(entry);
+        mlflow?.logMetrics(entry);
         tensorboard?.addLogs(entry, entry.step);
         tensorboard?.flush();
         if (progress !== undefined) progress.log(entry);
@@ -339,14 +346,20 @@ async function trainLocked(
       ...job,
     },
     resume,
-  ).finally(() => {
-    interrupts.dispose();
-  });
+  )
+    .catch((e: unknown) => {
+      mlflow?.finish("FAILED");
+      throw e;
+    })
+    .finally(() => {
+      interrupts.dispose();
+    });
   progress?.finish();
   const signal = result.interrupted ? (interrupts.signal() ?? "SIGINT") : undefined;
   if (signal !== undefined) {
     tensorboard?.close();
     metrics.close();
+    mlflow?.finish("KILLED");
     const checkpoint = join(outputDir, checkpointName(result.globalStep));
     return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss: undefined, logHistory: result.logHistory, interrupted: { signal, checkpoint } };
   }
@@ -369,6 +382,8 @@ async function trainLocked(
   await writeJson(join(outputDir, "trainer_state.json"), { global_step: result.globalStep, log_history: result.logHistory, max_steps: result.globalStep });
   tensorboard?.addLogs({ step: result.globalStep, ...summary }, result.globalStep);
   tensorboard?.close();
+  mlflow?.logMetrics({ step: result.globalStep, ...summary });
+  mlflow?.finish("FINISHED");
   metrics.close();
   await writeReportHtml(join(outputDir, "report.html"), {
     title: `tuna ${objective === "dpo" ? "dpo" : "run"}: ${c.model_name_or_path} on ${c.dataset_name}`,
