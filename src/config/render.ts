@@ -35,7 +35,7 @@ function helpNotes(): string[] {
     "    FSDP sharding strategy/offload, MULTI_GPU, NO); its other keys are ignored. Its mixed_precision must",
     "    not contradict --bf16/--fp16; mixed_precision 'no' is overridden by them, as the Trainer does.",
     "  report_to: all = tensorboard and jsonl.",
-    "  push_to_hub and use_unsloth are accepted but not supported yet; the command says so and stops.",
+    "  use_unsloth is accepted but not supported; the command says so and stops.",
   ];
 }
 

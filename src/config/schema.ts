@@ -243,7 +243,15 @@ export const TRAIN_FIELDS = {
     doc: "Where metrics go besides the console: tensorboard (output_dir/runs), jsonl (metrics.jsonl), mlflow (MLflow's file store: ./mlruns or MLFLOW_TRACKING_URI); all = tensorboard and jsonl, and mlflow when MLFLOW_TRACKING_URI is set.",
   }),
   run_name: optionalTextField({ group: "training", doc: "The run's name for trackers (MLflow's run name); unset = output_dir's last folder." }),
-  push_to_hub: boolField({ group: "training", default: false, doc: "Upload the result to the hub; accepted but not supported yet." }),
+  push_to_hub: boolField({ group: "training", default: false, doc: "Upload the output folder to the hub repo hub_model_id (HF_TOKEN: a write token), as the Trainer does." }),
+  hub_model_id: optionalTextField({ group: "training", doc: "The hub repo to push to, as namespace/name (created when missing)." }),
+  hub_private_repo: boolField({ group: "training", default: false, doc: "Create the hub repo private." }),
+  hub_strategy: choiceField({
+    group: "training",
+    choices: ["every_save", "end", "checkpoint", "all_checkpoints"],
+    default: "every_save",
+    doc: "When to push: every_save (the model at each checkpoint, and at the end), end, checkpoint (also the latest checkpoint as last-checkpoint/), all_checkpoints (each checkpoint in its folder).",
+  }),
   config_file: optionalTextField({ group: "training", doc: "accelerate config (YAML): processes, mixed precision, DeepSpeed/FSDP sharding." }),
   device: choiceField({ group: "training", choices: ["auto", "cpu", "cuda"], default: "auto", doc: "Where to train; auto = CUDA when available." }),
 

@@ -98,8 +98,8 @@ export function checkConflicts(
 /** Features a valid configuration may ask for that this version of tuna cannot do, as messages. */
 export function unsupportedFeatures(config: TrainConfig): string[] {
   const messages: string[] = [];
-  if (config.push_to_hub) {
-    messages.push("push_to_hub is not supported yet: tuna writes the adapter to output_dir; upload that folder yourself (e.g. `huggingface-cli upload`).");
+  if (config.push_to_hub && (config.hub_model_id === undefined || !config.hub_model_id.includes("/"))) {
+    messages.push(`push_to_hub needs --hub_model_id namespace/name (the repo to push to)${config.hub_model_id === undefined ? "" : `; "${config.hub_model_id}" has no namespace`}.`);
   }
   const unsupported = config.report_to.filter((r) => (UNSUPPORTED_REPORTERS as readonly string[]).includes(r));
   for (const r of unsupported) {

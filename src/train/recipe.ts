@@ -24,6 +24,7 @@ import { optimizerOnDevice, optimizerOnHost, type OptimizerPlacement } from "./o
 import { createLayerSharder } from "./sharded-layers.ts";
 import { dpoObjective } from "./dpo/setup.ts";
 import { renderModelCard } from "./model-card.ts";
+import { hubPusher } from "./push.ts";
 import { createMlflowRun, mlflowRoot } from "./logging/mlflow.ts";
 import { writeBytesAtomically } from "../io/safetensors/writer.ts";
 import { preparePreferenceSplits } from "../data/preference.ts";
@@ -310,6 +311,9 @@ async function trainLocked(
     ? createMlflowRun({ root: mlflowRoot(), experiment: process.env["MLFLOW_EXPERIMENT_NAME"] ?? "Default", runName: c.run_name ?? basename(outputDir), params: c })
     : undefined;
   if (mlflow !== undefined) io.err(`mlflow: run ${mlflow.runId} in ${mlflow.dir}`);
+  const hub = hubPusher(c, outputDir, (m) => {
+    io.err(m);
+  });
   let progress: ReturnType<typeof createProgressDisplay> | undefined;
   const interrupts = watchInterrupts((text) => {
     io.err(text);
@@ -340,6 +344,7 @@ async function trainLocked(
         if (collective === undefined) await saveCheckpointAtomically(outputDir, step, lead);
         else await saveCheckpointTogether(outputDir, step, collective, { everyRank: rankPart(snap), lead });
         for (const removed of await rotateCheckpoints(outputDir, c.save_total_limit)) io.err(`removed ${removed} (save_total_limit ${c.save_total_limit})`);
+        await hub?.checkpoint(step);
       },
       // Ctrl-C in a distributed job reaches every rank (and the launcher); one process stops by itself.
       stopRequested: () => interrupts.signal() !== undefined,
@@ -395,6 +400,7 @@ async function trainLocked(
   const card = renderModelCard({ config: c, objective, world: collective?.worldSize ?? 1, history: result.logHistory, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss });
   await writeBytesAtomically(join(outputDir, "README.md"), new TextEncoder().encode(card));
   io.err(`saved to ${outputDir} (README.md, report.html, metrics.jsonl${tensorboard === undefined ? "" : ", runs/"})`);
+  await hub?.end();
   return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss, logHistory: result.logHistory };
 }
 

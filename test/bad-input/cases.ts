@@ -98,7 +98,7 @@ const configCases: BadInputCase[] = [
     code: 1,
     message: [/lora_rank/, /unknown\.yaml/],
   },
-  { name: "push_to_hub", area: "config", args: (d) => train(d, "--push_to_hub", "True"), code: 1, message: [/push_to_hub is not supported/] },
+  { name: "push_to_hub without a repo", area: "config", args: (d) => train(d, "--push_to_hub", "True"), code: 1, message: [/push_to_hub needs --hub_model_id namespace\/name/] },
   {
     name: "an accelerate config whose processes do not split over its machines",
     area: "config",

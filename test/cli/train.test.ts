@@ -50,8 +50,8 @@ void test("a plain run prints no configuration; --log_level debug prints what di
   assert.match(err, /tuna train: error \[(FILE_NOT_FOUND|HUB)\]/);
 });
 
-void test("push_to_hub and use_unsloth are accepted but refused with UNSUPPORTED", async () => {
-  for (const [flag, pattern] of [["--push_to_hub", /push_to_hub is not supported yet/], ["--use_unsloth", /use_unsloth is not supported/]] as const) {
+void test("push_to_hub without hub_model_id, and use_unsloth, are refused with UNSUPPORTED before anything runs", async () => {
+  for (const [flag, pattern] of [["--push_to_hub", /push_to_hub needs --hub_model_id namespace\/name/], ["--use_unsloth", /use_unsloth is not supported/]] as const) {
     const output = memoryOutput();
     await assert.rejects(trainCommand([...MODEL, flag, "True"], output), (e) => {
       assert.ok(isTunaError(e));

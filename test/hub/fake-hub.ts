@@ -29,11 +29,24 @@ export interface LoggedRequest {
   authorization: string | undefined;
 }
 
+/** What was pushed to a repo created through the fake hub (createRepo + commit). */
+export interface PushedRepo {
+  id: string;
+  private: boolean;
+  /** Each commit's title and the files it added, by path. */
+  commits: { title: string; files: Record<string, Buffer> }[];
+}
+
 export interface FakeHub {
   url: string;
   requests: LoggedRequest[];
+  /** Repos created and committed to, by id ("org/name"). Writes need `Authorization: Bearer <writeToken>`. */
+  pushed: Map<string, PushedRepo>;
   close(): Promise<void>;
 }
+
+/** The token the fake hub accepts for writes. */
+export const FAKE_WRITE_TOKEN = "hf_fake_write_token_0123456789";
 
 /** Git's blob id: sha1 over "blob <length>\0" and the content (the ETag the hub sends for non-LFS files). */
 export function gitBlobId(content: string | Buffer): string {
@@ -76,10 +89,20 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
   const revisionOk = (repo: FakeRepo, rev: string): boolean =>
     rev === repo.commit || rev === "main" || (repo.refs ?? []).includes(rev);
 
+  const pushed = new Map<string, PushedRepo>();
+  const uploaded = new Map<string, Buffer>();
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://localhost");
     const path = decodeURIComponent(url.pathname);
     requests.push({ method: req.method ?? "GET", path: `${path}${url.search}`, authorization: req.headers.authorization });
+    if (req.method === "POST" || req.method === "PUT") {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        handleWrite(req, res, path, Buffer.concat(chunks), `http://${req.headers.host ?? ""}`);
+      });
+      return;
+    }
 
     const cdn = /^\/cdn\/([0-9a-f]{64})$/.exec(path);
     if (cdn) {
@@ -170,11 +193,80 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
     return;
   });
 
+  // The write routes @huggingface/hub's createRepo and commit (useXet false) use: create, preupload, the LFS
+  // batch API with a basic PUT per object, and the NDJSON commit.
+  function handleWrite(req: IncomingMessage, res: ServerResponse, path: string, body: Buffer, base: string): void {
+    // LFS uploads go to the storage URL the batch answer gave (presigned, as on the real hub): no token.
+    const presigned = req.method === "PUT" && path.startsWith("/lfs-upload/");
+    if (!presigned && req.headers.authorization !== `Bearer ${FAKE_WRITE_TOKEN}`) {
+      sendJson(res, 401, { error: "Invalid credentials in Authorization header" });
+      return;
+    }
+    if (path === "/api/repos/create") {
+      const b = JSON.parse(body.toString("utf8")) as { name: string; organization: string; visibility?: string; type: string };
+      const id = `${b.organization}/${b.name}`;
+      if (pushed.has(id)) {
+        sendJson(res, 409, { error: "You already created this model repo", url: `${base}/${id}` });
+        return;
+      }
+      pushed.set(id, { id, private: b.visibility === "private", commits: [] });
+      sendJson(res, 200, { url: `${base}/${id}`, id: `id-${id}` });
+      return;
+    }
+    const preupload = /^\/api\/models\/([^/]+\/[^/]+)\/preupload\/main$/.exec(path);
+    if (preupload) {
+      const b = JSON.parse(body.toString("utf8")) as { files: { path: string; size: number }[] };
+      sendJson(res, 200, { files: b.files.map((f) => ({ path: f.path, uploadMode: f.path.endsWith(".safetensors") || f.size > 1_000_000 ? "lfs" : "regular" })) });
+      return;
+    }
+    const batch = /^\/([^/]+\/[^/]+)\.git\/info\/lfs\/objects\/batch$/.exec(path);
+    if (batch) {
+      const b = JSON.parse(body.toString("utf8")) as { objects: { oid: string; size: number }[] };
+      sendJson(res, 200, { transfer: "basic", objects: b.objects.map((o) => ({ oid: o.oid, size: o.size, actions: { upload: { href: `${base}/lfs-upload/${o.oid}` } } })) });
+      return;
+    }
+    const put = /^\/lfs-upload\/([0-9a-f]{64})$/.exec(path);
+    if (put && req.method === "PUT") {
+      if (sha256(body) !== put[1]) {
+        sendJson(res, 400, { error: "the uploaded bytes do not hash to the oid" });
+        return;
+      }
+      uploaded.set(put[1], body);
+      res.writeHead(200);
+      res.end();
+      return;
+    }
+    const commit = /^\/api\/models\/([^/]+\/[^/]+)\/commit\/main$/.exec(path);
+    const repo = commit ? pushed.get(commit[1]!) : undefined;
+    if (commit && repo !== undefined) {
+      const lines = body.toString("utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as { key: string; value: Record<string, string> });
+      const files: Record<string, Buffer> = {};
+      let title = "";
+      for (const line of lines) {
+        if (line.key === "header") title = line.value["summary"] ?? "";
+        else if (line.key === "file") files[line.value["path"]!] = Buffer.from(line.value["content"]!, "base64");
+        else if (line.key === "lfsFile") {
+          const blob = uploaded.get(line.value["oid"]!);
+          if (blob === undefined) {
+            sendJson(res, 400, { error: `LFS object ${line.value["oid"]} was never uploaded` });
+            return;
+          }
+          files[line.value["path"]!] = blob;
+        }
+      }
+      repo.commits.push({ title, files });
+      sendJson(res, 200, { commitOid: `c${repo.commits.length}`, commitUrl: `${base}/${repo.id}/commit/c${repo.commits.length}` });
+      return;
+    }
+    sendJson(res, 404, { error: `no write route for ${path}` });
+  }
+
   await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
     requests,
+    pushed,
     close: () =>
       new Promise<void>((done) => {
         server.closeAllConnections();
