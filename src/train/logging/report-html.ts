@@ -23,6 +23,16 @@ function seriesOf(history: readonly LogEntry[], key: string, name: string, color
   return markers === undefined ? { name, color, points } : { name, color, points, markers };
 }
 
+const RANK_COLORS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+
+/**
+ * A chart drawn twice, on a linear and on a log10 y axis; the page's "log scale" switch (CSS only, no
+ * script) shows one or the other.
+ */
+function scaled(spec: Parameters<typeof renderLineChart>[0]): string {
+  return `<div class="linear-y">${renderLineChart(spec)}</div><div class="log-y">${renderLineChart({ ...spec, title: `${spec.title}, log scale`, logY: true })}</div>`;
+}
+
 /**
  * The charts of the report, in page order: loss (train and eval), learning rate, grad norm; for preference
  * training (the log has DPO's rewards) the reward margin and the reward accuracy too.
@@ -45,16 +55,24 @@ export function reportCharts(history: readonly LogEntry[]): string[] {
           series: [seriesOf(history, "rewards/accuracies", "train", COLORS.train), seriesOf(history, "eval_rewards/accuracies", "eval", COLORS.eval, true)],
         }),
       ];
+  // Eval points are few and far apart; markers keep each one visible.
+  const lossSeries = [seriesOf(history, "loss", "train loss", COLORS.train), seriesOf(history, "eval_loss", "eval loss", COLORS.eval, true)];
+  const perRank = [...new Set(history.flatMap((e) => Object.keys(e).filter((k) => k.startsWith("peak_memory_gib_rank_"))))].sort();
+  const memory = history.some((e) => numberOf(e, "peak_memory_gib") !== undefined)
+    ? [
+        scaled({
+          title: "Peak memory (GiB)",
+          xLabel: "step",
+          integerX: true,
+          series: [seriesOf(history, "peak_memory_gib", perRank.length > 0 ? "largest rank" : "peak", COLORS.grad), ...perRank.map((k, i) => seriesOf(history, k, `rank ${k.slice("peak_memory_gib_rank_".length)}`, RANK_COLORS[i % RANK_COLORS.length]!))],
+        }),
+      ]
+    : [];
   return [
-    renderLineChart({
-      title: "Loss",
-      xLabel: "step",
-      integerX: true,
-      // Eval points are few and far apart; markers keep each one visible.
-      series: [seriesOf(history, "loss", "train loss", COLORS.train), seriesOf(history, "eval_loss", "eval loss", COLORS.eval, true)],
-    }),
+    scaled({ title: "Loss", xLabel: "step", integerX: true, series: lossSeries }),
     renderLineChart({ title: "Learning rate", xLabel: "step", integerX: true, series: [seriesOf(history, "learning_rate", "learning rate", COLORS.lr)] }),
     renderLineChart({ title: "Gradient norm (before clipping)", xLabel: "step", integerX: true, series: [seriesOf(history, "grad_norm", "grad norm", COLORS.grad)] }),
+    ...memory,
     ...dpo,
   ];
 }
@@ -95,6 +113,10 @@ th, td { text-align: left; padding: 3px 12px 3px 0; border-bottom: 1px solid #ee
 th { font-weight: 500; color: #555; white-space: nowrap; }
 td { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; word-break: break-all; }
 .empty { color: #888; }
+.log-y { display: none; }
+.log-scale:checked ~ .charts .log-y { display: block; }
+.log-scale:checked ~ .charts .linear-y { display: none; }
+label { font-size: 13px; color: #444; }
 `;
 
 /** The page as a string. Every value is escaped; nothing refers to another file or the network. */
@@ -116,6 +138,7 @@ export function renderReportHtml(input: ReportInput): string {
 <h1>${escapeXml(input.title)}</h1>
 <p class="subtitle">${escapeXml(subtitle)}</p>
 <h2>Curves</h2>
+<input type="checkbox" id="log-scale" class="log-scale"><label for="log-scale"> log scale (loss and memory)</label>
 <div class="charts">
 ${reportCharts(input.history).join("\n")}
 </div>

@@ -20,6 +20,8 @@ export interface LineChartSpec {
   series: readonly ChartSeries[];
   /** Integer x values (steps): ticks never fall between integers. */
   integerX?: boolean;
+  /** A log10 y axis (ticks at powers of ten); values <= 0 cannot be drawn there and show as gaps. */
+  logY?: boolean;
   width?: number;
   height?: number;
 }
@@ -66,6 +68,19 @@ export function niceAxis(lo: number, hi: number, count = 5, integer = false): Ax
   return { min: ticks[0]!, max: ticks[ticks.length - 1]!, ticks };
 }
 
+/** A log axis (in log10 units) from the decade at or below lo to the one at or above hi, a tick per decade. */
+function decades(lo: number, hi: number): Axis {
+  let first = Math.floor(lo);
+  let last = Math.ceil(hi);
+  if (first === last) {
+    first -= 1;
+    last += 1;
+  }
+  const ticks: number[] = [];
+  for (let d = first; d <= last; d++) ticks.push(d);
+  return { min: first, max: last, ticks };
+}
+
 const MARGIN = { left: 72, right: 20, top: 58, bottom: 46 };
 const FEW_POINTS = 60;
 
@@ -88,16 +103,20 @@ export function renderLineChart(spec: LineChartSpec): string {
     return out.join("\n");
   }
   const xAxis = niceAxis(Math.min(...allX), Math.max(...allX), 6, spec.integerX ?? false);
-  const ys = finite.map((p) => p.y);
-  const yAxis = ys.length > 0 ? niceAxis(Math.min(...ys), Math.max(...ys), 5) : niceAxis(0, 1, 5);
+  // On a log axis a value is placed by its log10; the axis spans whole decades.
+  const logY = spec.logY === true;
+  const toAxis = (y: number): number => (logY ? (y > 0 ? Math.log10(y) : Number.NaN) : y);
+  const ys = finite.map((p) => toAxis(p.y)).filter(Number.isFinite);
+  const yAxis = ys.length === 0 ? niceAxis(0, 1, 5) : logY ? decades(Math.min(...ys), Math.max(...ys)) : niceAxis(Math.min(...ys), Math.max(...ys), 5);
   const sx = (x: number): number => MARGIN.left + ((x - xAxis.min) / (xAxis.max - xAxis.min)) * plotW;
-  const sy = (y: number): number => MARGIN.top + plotH - ((y - yAxis.min) / (yAxis.max - yAxis.min)) * plotH;
+  const sy = (y: number): number => MARGIN.top + plotH - ((toAxis(y) - yAxis.min) / (yAxis.max - yAxis.min)) * plotH;
+  const tickY = (t: number): number => MARGIN.top + plotH - ((t - yAxis.min) / (yAxis.max - yAxis.min)) * plotH;
   const f = (v: number): string => v.toFixed(1);
 
   out.push(`<rect class="plot" x="${MARGIN.left}" y="${MARGIN.top}" width="${plotW}" height="${plotH}"/>`);
   for (const t of yAxis.ticks) {
-    out.push(`<line class="grid" x1="${MARGIN.left}" x2="${MARGIN.left + plotW}" y1="${f(sy(t))}" y2="${f(sy(t))}"/>`);
-    out.push(`<text class="tick" x="${MARGIN.left - 6}" y="${f(sy(t) + 4)}" text-anchor="end">${formatNumber(t)}</text>`);
+    out.push(`<line class="grid" x1="${MARGIN.left}" x2="${MARGIN.left + plotW}" y1="${f(tickY(t))}" y2="${f(tickY(t))}"/>`);
+    out.push(`<text class="tick" x="${MARGIN.left - 6}" y="${f(tickY(t) + 4)}" text-anchor="end">${formatNumber(logY ? 10 ** t : t)}</text>`);
   }
   for (const t of xAxis.ticks) {
     out.push(`<line class="grid" x1="${f(sx(t))}" x2="${f(sx(t))}" y1="${MARGIN.top}" y2="${MARGIN.top + plotH}"/>`);
@@ -110,7 +129,7 @@ export function renderLineChart(spec: LineChartSpec): string {
     // A non-finite value breaks the line, so a NaN step is a visible gap rather than a bridged segment.
     const runs: ChartPoint[][] = [[]];
     for (const p of points) {
-      if (Number.isFinite(p.y)) runs[runs.length - 1]!.push(p);
+      if (Number.isFinite(toAxis(p.y))) runs[runs.length - 1]!.push(p);
       else if (runs[runs.length - 1]!.length > 0) runs.push([]);
     }
     const coords = (p: ChartPoint): string => `${f(sx(p.x))},${f(sy(p.y))}`;
@@ -120,7 +139,7 @@ export function renderLineChart(spec: LineChartSpec): string {
     const markers = s.markers ?? points.length <= FEW_POINTS;
     for (const p of points) {
       const label = `${escapeXml(s.name)}, ${escapeXml(spec.xLabel)} ${formatNumber(p.x)}: ${formatNumber(p.y)}`;
-      if (!Number.isFinite(p.y)) {
+      if (!Number.isFinite(toAxis(p.y))) {
         const x = sx(p.x);
         const y = MARGIN.top + 6;
         out.push(`<path class="nonfinite" stroke="${s.color}" d="M${f(x - 4)},${f(y - 4)}L${f(x + 4)},${f(y + 4)}M${f(x - 4)},${f(y + 4)}L${f(x + 4)},${f(y - 4)}"><title>${label}</title></path>`);

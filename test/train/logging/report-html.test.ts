@@ -53,8 +53,14 @@ test("the report has one chart per curve group, with ticks, legends and axis lab
   const html = renderReportHtml(INPUT);
   checkBalanced(html);
   const charts = svgs(html);
-  assert.equal(charts.length, 3);
-  const [loss, lr, grad] = charts as [string, string, string];
+  // Loss twice (linear and log10 y, one shown by the CSS switch), learning rate, grad norm.
+  assert.equal(charts.length, 4);
+  const [loss, lossLog, lr, grad] = charts as [string, string, string, string];
+  assert.match(lossLog, />Loss, log scale</);
+  assert.match(lossLog, /class="tick"[^>]*>1</);
+  assert.match(lossLog, /class="tick"[^>]*>10</);
+  assert.match(html, /<input type="checkbox" id="log-scale" class="log-scale">/);
+  assert.match(html, /\.log-scale:checked ~ \.charts \.log-y \{ display: block; \}/);
   assert.match(loss, />Loss</);
   assert.match(loss, /train loss</);
   assert.match(loss, /eval loss</);
@@ -71,7 +77,7 @@ test("the report has one chart per curve group, with ticks, legends and axis lab
 });
 
 test("a NaN breaks the line into two pieces and is marked; the legend counts it", () => {
-  const grad = svgs(renderReportHtml(INPUT))[2]!;
+  const grad = svgs(renderReportHtml(INPUT))[3]!;
   assert.equal((grad.match(/<polyline /g) ?? []).length, 2); // steps 10-30 and 50-100
   assert.equal((grad.match(/class="nonfinite"/g) ?? []).length, 1);
   assert.match(grad, /grad norm \(1 non-finite, marked ×\)/);
@@ -111,7 +117,7 @@ test("a single point is drawn as a marker on axes widened around it; an empty hi
 
   const empty = renderReportHtml({ title: "t", config: {}, history: [], summary: {} });
   checkBalanced(empty);
-  assert.equal((empty.match(/no data logged/g) ?? []).length, 3);
+  assert.equal((empty.match(/no data logged/g) ?? []).length, 4);
   assert.match(empty, /no log entries/);
 });
 
@@ -179,10 +185,23 @@ void test("a DPO run's report adds the reward margin and reward accuracy curves 
   dpo.push({ step: 3, "eval_rewards/margins": 0.25, "eval_rewards/accuracies": 0.5 });
   const html = renderReportHtml(base(dpo));
   checkBalanced(html);
-  assert.equal(svgs(html).length, 5);
+  assert.equal(svgs(html).length, 6);
   assert.match(html, /Reward margin \(chosen - rejected\)/);
   assert.match(html, /Reward accuracy \(chosen above rejected\)/);
   const sft = renderReportHtml(base(sampleHistory()));
-  assert.equal(svgs(sft).length, 3);
+  assert.equal(svgs(sft).length, 4);
   assert.doesNotMatch(sft, /Reward margin/);
+});
+
+test("peak memory gets a chart (each rank's too in a job); a log y axis leaves out values it cannot place", () => {
+  const history: LogEntry[] = [1, 2, 3].map((step) => ({ step, epoch: step, loss: 1 / step, peak_memory_gib: 2 + step, peak_memory_gib_rank_0: 2 + step, peak_memory_gib_rank_1: 1 + step }));
+  const charts = svgs(renderReportHtml({ title: "t", config: {}, history, summary: {} }));
+  const memory = charts.find((c) => />Peak memory \(GiB\)</.test(c));
+  assert.ok(memory !== undefined);
+  assert.match(memory, /largest rank</);
+  assert.match(memory, /rank 1</);
+  const log = renderLineChart({ title: "t", xLabel: "step", logY: true, series: [{ name: "s", color: "#000", points: [{ x: 1, y: 0.01 }, { x: 2, y: 0 }, { x: 3, y: 100 }] }] });
+  assert.match(log, /class="tick"[^>]*>0\.01</);
+  assert.match(log, /class="tick"[^>]*>100</);
+  assert.equal((log.match(/class="nonfinite"/g) ?? []).length, 1, "0 has no place on a log axis");
 });
