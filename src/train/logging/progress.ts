@@ -145,7 +145,9 @@ export function createProgressDisplay(stream: ProgressStream, options: ProgressO
       const { elapsed, eta } = timing(entry.step);
       const pct = total > 0 ? ` (${Math.floor((100 * entry.step) / total)}%)` : "";
       const time = isEval ? [] : [`elapsed ${elapsed}`, `eta ${eta}`];
-      stream.write(`${[`step ${entry.step}/${total}${pct}`, ...formatEntryValues(entry), ...time].join(" | ")}\n`);
+      // Throughput as of the last step reported (the log line comes before that step's progress update).
+      const speed = !isEval && entry["tokens_per_second"] === undefined && latest.tokensPerSecond !== undefined ? [`${latest.tokensPerSecond.toFixed(0)} tok/s`] : [];
+      stream.write(`${[`step ${entry.step}/${total}${pct}`, ...formatEntryValues(entry), ...speed, ...time].join(" | ")}\n`);
     },
     finish() {
       if (!tty) return;

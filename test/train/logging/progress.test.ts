@@ -108,3 +108,14 @@ test("TTY: the line never reaches the terminal width (a wrapped line breaks \\r 
   progress.update({ step: 5, loss: 2, learningRate: 1e-4, gradNorm: 1, tokensPerSecond: 5000 });
   assert.equal(out.writes.at(-1), `\r${"   5/1000 [····················] 0% | loss 2.0000".slice(0, 39)}`);
 });
+
+test("not a TTY: a log line without tokens_per_second shows the throughput of the last reported step", () => {
+  const out = fakeStream(false);
+  const clock = fakeClock();
+  const progress = createProgressDisplay(out, { totalSteps: 10, now: clock.now });
+  progress.update({ step: 0 });
+  clock.advance(2000);
+  progress.update({ step: 2, loss: 1, tokensPerSecond: 512.4 });
+  progress.log({ step: 3, loss: 0.9, peak_memory_gib: 1.5 });
+  assert.match(out.writes[0]!, /^step 3\/10 \(30%\) \| loss 0\.9000 \| peak_memory_gib 1\.50 \| 512 tok\/s \| elapsed /);
+});
