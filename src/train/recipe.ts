@@ -1,7 +1,7 @@
 // The `tuna train` recipe, top to bottom: check the output folder, load tokenizer and model, set up the
 // chat format, prepare the data, quantize and inject LoRA, train with logs and checkpoints, save.
 import { createHash } from "node:crypto";
-import { basename, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { createBackend } from "../backend/factory.ts";
 import type { Backend } from "../backend/types.ts";
 import { describeLaunch, type LaunchConfig, type ResolvedTrainConfig, type TrainConfig } from "../config/index.ts";
@@ -23,10 +23,8 @@ import { createCpuBackend } from "../backend/cpu/index.ts";
 import { optimizerOnDevice, optimizerOnHost, type OptimizerPlacement } from "./offload.ts";
 import { createLayerSharder } from "./sharded-layers.ts";
 import { dpoObjective } from "./dpo/setup.ts";
-import { renderModelCard } from "./model-card.ts";
 import { hubPusher } from "./push.ts";
-import { createMlflowRun, mlflowRoot } from "./logging/mlflow.ts";
-import { writeBytesAtomically } from "../io/safetensors/writer.ts";
+import { openRunLog } from "./run-log.ts";
 import { preparePreferenceSplits } from "../data/preference.ts";
 import { machineGroup, worldGroup } from "../dist/gather-group.ts";
 import { agreeOnEveryRank } from "../dist/agree.ts";
@@ -34,10 +32,7 @@ import { formatMemorySize } from "../util/memory-size.ts";
 import type { ShardedLoad } from "../model/llama/frozen-shares.ts";
 import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
 import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, saveCheckpointTogether, writeJson } from "./checkpoint.ts";
-import { createMetricsJsonlWriter, metricsJsonlPath } from "./logging/metrics-jsonl.ts";
 import { createProgressDisplay, type ProgressStream } from "./logging/progress.ts";
-import { writeReportHtml } from "./logging/report-html.ts";
-import { createTensorBoardWriter, resolveLoggingDir, type TensorBoardWriter } from "./logging/tensorboard.ts";
 import { setUpTrainModel } from "./model-setup.ts";
 import { checkOutputDir, clearPreviousRun, lockOutputDir, refuseModelFolder } from "./output-dir.ts";
 import { watchInterrupts } from "./interrupt.ts";
@@ -299,18 +294,9 @@ async function trainLocked(
     return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss: undefined, logHistory: result.logHistory, ...(interrupted === undefined ? {} : { interrupted }) };
   }
 
-  // all: every tracker tuna writes that is available (mlflow when a tracking URI is configured).
-  const reports = c.report_to.includes("all") ? ["tensorboard", "jsonl", ...((process.env["MLFLOW_TRACKING_URI"] ?? "") !== "" ? ["mlflow"] : [])] : c.report_to;
-  const metrics = createMetricsJsonlWriter(metricsJsonlPath(outputDir), resume === undefined ? {} : { resumeAtStep: resume.globalStep });
-  let tensorboard: TensorBoardWriter | undefined;
-  if (reports.includes("tensorboard")) {
-    tensorboard = createTensorBoardWriter(resolveLoggingDir(outputDir));
-    tensorboard.addText("args", JSON.stringify(c, null, 2), 0);
-  }
-  const mlflow = reports.includes("mlflow")
-    ? createMlflowRun({ root: mlflowRoot(), experiment: process.env["MLFLOW_EXPERIMENT_NAME"] ?? "Default", runName: c.run_name ?? basename(outputDir), params: c })
-    : undefined;
-  if (mlflow !== undefined) io.err(`mlflow: run ${mlflow.runId} in ${mlflow.dir}`);
+  const runLog = openRunLog(c, outputDir, resume?.globalStep, (m) => {
+    io.err(m);
+  });
   const hub = hubPusher(c, outputDir, (m) => {
     io.err(m);
   });
@@ -324,10 +310,7 @@ async function trainLocked(
     settings,
     {
       onLog: (entry) => {
-        metrics.append(entry);
-        mlflow?.logMetrics(entry);
-        tensorboard?.addLogs(entry, entry.step);
-        tensorboard?.flush();
+        runLog.add(entry);
         if (progress !== undefined) progress.log(entry);
         else io.err(JSON.stringify(entry));
       },
@@ -353,7 +336,7 @@ async function trainLocked(
     resume,
   )
     .catch((e: unknown) => {
-      mlflow?.finish("FAILED");
+      runLog.stopped("FAILED");
       throw e;
     })
     .finally(() => {
@@ -362,9 +345,7 @@ async function trainLocked(
   progress?.finish();
   const signal = result.interrupted ? (interrupts.signal() ?? "SIGINT") : undefined;
   if (signal !== undefined) {
-    tensorboard?.close();
-    metrics.close();
-    mlflow?.finish("KILLED");
+    runLog.stopped("KILLED");
     const checkpoint = join(outputDir, checkpointName(result.globalStep));
     return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss: undefined, logHistory: result.logHistory, interrupted: { signal, checkpoint } };
   }
@@ -376,30 +357,8 @@ async function trainLocked(
     // (With sharded layers rank 0 cannot evaluate alone; the trainer's last evaluation is there then.)
     evalLoss = result.logHistory.filter((e) => "eval_loss" in e).at(-1)?.["eval_loss"] ?? (lockstep ? undefined : (await evaluate(trainingModel, evalSplit.sequences, settings)).loss);
   }
-  const summary = {
-    train_runtime: result.runtimeMs / 1000,
-    train_loss: result.trainLoss,
-    global_step: result.globalStep,
-    train_tokens_per_second: result.tokensSeen / (result.runtimeMs / 1000),
-    ...(evalLoss === undefined ? {} : { eval_loss: evalLoss, ...(objective === "dpo" ? {} : { eval_perplexity: Math.exp(evalLoss) }) }),
-  };
-  await writeJson(join(outputDir, "train_results.json"), summary);
-  await writeJson(join(outputDir, "trainer_state.json"), { global_step: result.globalStep, log_history: result.logHistory, max_steps: result.globalStep });
-  tensorboard?.addLogs({ step: result.globalStep, ...summary }, result.globalStep);
-  tensorboard?.close();
-  mlflow?.logMetrics({ step: result.globalStep, ...summary });
-  mlflow?.finish("FINISHED");
-  metrics.close();
-  await writeReportHtml(join(outputDir, "report.html"), {
-    title: `tuna ${objective === "dpo" ? "dpo" : "run"}: ${c.model_name_or_path} on ${c.dataset_name}`,
-    config: c,
-    history: result.logHistory,
-    summary,
-  });
-  // The model card, as the Trainer writes README.md into its output folder.
-  const card = renderModelCard({ config: c, objective, world: collective?.worldSize ?? 1, history: result.logHistory, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss });
-  await writeBytesAtomically(join(outputDir, "README.md"), new TextEncoder().encode(card));
-  io.err(`saved to ${outputDir} (README.md, report.html, metrics.jsonl${tensorboard === undefined ? "" : ", runs/"})`);
+  const written = await runLog.finished({ objective, world: collective?.worldSize ?? 1, history: result.logHistory, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss, runtimeMs: result.runtimeMs, tokensSeen: result.tokensSeen });
+  io.err(`saved to ${outputDir} (${written})`);
   await hub?.end();
   return { outputDir, globalStep: result.globalStep, trainLoss: result.trainLoss, evalLoss, logHistory: result.logHistory };
 }
