@@ -46,4 +46,5 @@ void test("tuna demo dpo: held-out preference accuracy from under 20% to over 90
   assert.ok(percent("after") > 90, r.stdout);
   const report = await readFile(join(out, "report.html"), "utf8");
   assert.match(report, /Reward margin/);
+  assert.match(report, /<th scope="row">heldout_preference_accuracy_after<\/th><td>(0\.9\d*|1)<\/td>/);
 });

@@ -17,6 +17,7 @@ import type { CliOutput } from "../output.ts";
 import { chatTemplateFor, openGenerationSession, type GenerationSession } from "./generate.ts";
 import { exactMatch } from "./demo.ts";
 import { withDpoDefaults } from "./dpo-config.ts";
+import { addDemoResults } from "../../train/demo-report.ts";
 import { progressStream } from "./train.ts";
 import type { Row } from "../../data/types.ts";
 
@@ -79,6 +80,12 @@ export async function dpoDemoCommand(args: string[], output: CliOutput): Promise
   for (let i = 0; i < Math.min(5, qa.length); i++) {
     output.out(`  ${qa[i]!.prompt.padEnd(20)} -> ${JSON.stringify(before.replies[i])} | ${JSON.stringify(after.replies[i])}   (chosen ${JSON.stringify(qa[i]!.answer)})`);
   }
-  output.out(`\nadapter, report.html (reward margin curve) and metrics.jsonl in ${result.outputDir}; total ${((performance.now() - started) / 1000).toFixed(0)} s.`);
+  await addDemoResults(result.outputDir, `tuna demo dpo: prefer reversing (${baseModel})`, resolved.config, result.logHistory, {
+    heldout_preference_accuracy_before: before.preference,
+    heldout_preference_accuracy_after: after.preference,
+    heldout_exact_match_before: before.accuracy,
+    heldout_exact_match_after: after.accuracy,
+  });
+  output.out(`\nadapter, report.html (reward margin curve, held-out results) and metrics.jsonl in ${result.outputDir}; total ${((performance.now() - started) / 1000).toFixed(0)} s.`);
   return 0;
 }

@@ -14,6 +14,7 @@ import type { CliOutput } from "../output.ts";
 import { chatTemplateFor, encodeChat, openGenerationSession, resolveFor, type GenerationSession } from "./generate.ts";
 import { progressStream } from "./train.ts";
 import { dpoDemoCommand } from "./demo-dpo.ts";
+import { addDemoResults } from "../../train/demo-report.ts";
 
 const HELP = `usage: tuna demo [--output_dir DIR] [--max_steps N] [any tuna train flag]
        tuna demo dpo [...]   (preference training; tuna demo dpo --help)
@@ -83,7 +84,8 @@ export async function demoCommand(args: string[], output: CliOutput): Promise<nu
     const r = rows[i]!;
     output.out(`  ${r.prompt.padEnd(20)} -> ${JSON.stringify(before.replies[i])} | ${JSON.stringify(after.replies[i])}   (expected ${JSON.stringify(r.answer)})`);
   }
-  output.out(`\nadapter, report.html and metrics.jsonl in ${result.outputDir}; total ${((performance.now() - started) / 1000).toFixed(0)} s.`);
+  await addDemoResults(result.outputDir, `tuna demo: reverse words (${baseModel})`, resolved.config, result.logHistory, { heldout_exact_match_before: before.accuracy, heldout_exact_match_after: after.accuracy });
+  output.out(`\nadapter, report.html (with the held-out accuracy) and metrics.jsonl in ${result.outputDir}; total ${((performance.now() - started) / 1000).toFixed(0)} s.`);
   output.out(`try it: npx tuna chat ${baseModel} --adapter ${result.outputDir}`);
   return 0;
 }
