@@ -58,3 +58,13 @@ void test("a model that is neither a folder nor a preset, and a bad budget, are 
   await assert.rejects(planCommand(["--model_name_or_path", "no-such-model", "--dataset_name", "x"], memoryOutput()), (e: unknown) => isTunaError(e) && /neither.*Presets: .*llama-2-70b/s.test(e.message));
   await assert.rejects(planCommand([...LORA_7B, "--budget_gib", "lots"], memoryOutput()), (e: unknown) => isTunaError(e) && /--budget_gib lots: expected a number > 0/.test(e.message));
 });
+
+void test("--dpo plans two sequences per pair: the activations of a DPO micro-batch are those of twice the sequences", async () => {
+  const withLength = (n: number): string[] => [...LORA_7B.map((f, i) => (LORA_7B[i - 1] === "--max_seq_length" ? String(n) : f)), "--use_4bit_quantization", "--gradient_checkpointing"];
+  const sft = await planJson(withLength(1024));
+  const dpo = await planJson([...withLength(1024), "--dpo"]);
+  const doubled = await planJson(withLength(2048));
+  const part = (p: PlanJson, name: string): number => p.parts.find((x) => x.name === name)!.bytes;
+  assert.equal(part(dpo, "activations"), part(doubled, "activations"));
+  assert.ok(part(dpo, "activations") > 1.9 * part(sft, "activations"));
+});

@@ -9,8 +9,9 @@ import { probeDriver } from "../../gpu/driver-probe.ts";
 import { planTraining, type PlanTarget } from "../../train/plan/from-config.ts";
 import { planTargetFor } from "../../train/plan/target.ts";
 import type { MemoryPlan } from "../../train/plan/memory.ts";
+import { withDpoDefaults } from "./dpo-config.ts";
 
-const HELP = `usage: tuna plan [tuna train flags] [--budget_gib N] [--world_size N] [--runtime_gib N] [--json]
+const HELP = `usage: tuna plan [tuna train flags] [--dpo] [--budget_gib N] [--world_size N] [--runtime_gib N] [--json]
 
 Predicts the peak device memory of rank 0 of the training run those flags describe (model folder or preset
 shape, LoRA/QLoRA, batch, sequence length, checkpointing, --config_file's processes and sharding), part by
@@ -18,6 +19,7 @@ part, and says which single change fits a smaller budget.
   --budget_gib N     the memory to fit (default: the GPU's, when one is found and --device is not cpu)
   --world_size N     ranks of the job (default: the --config_file's num_processes, else 1)
   --runtime_gib N    memory outside tuna's tensors on a GPU: CUDA context and libraries (default 0.5)
+  --dpo              plan the run as tuna dpo would make it (two sequences per pair, DPO's defaults)
   --json             one JSON object
 Presets (--model_name_or_path NAME without a folder of that name): llama-2-7b, llama-2-13b, llama-2-70b,
 llama-3-8b and the tiny test shapes.`;
@@ -37,7 +39,7 @@ function takeFlags(args: string[], names: readonly string[]): { rest: string[]; 
       rest.push(a);
       continue;
     }
-    if (name === "json") values.set(name, true);
+    if (name === "json" || name === "dpo") values.set(name, true);
     else if (inline !== undefined) values.set(name, inline);
     else {
       const next = args[i + 1];
@@ -94,8 +96,10 @@ export async function planCommand(args: string[], output: CliOutput): Promise<nu
     output.out(HELP);
     return 0;
   }
-  const { rest, values } = takeFlags(args, ["budget_gib", "world_size", "runtime_gib", "json"]);
-  const resolved = await parseTrainArgs(rest);
+  const { rest, values } = takeFlags(args, ["budget_gib", "world_size", "runtime_gib", "json", "dpo"]);
+  const dpo = values.get("dpo") === true;
+  const parsed = await parseTrainArgs(rest);
+  const resolved = dpo ? withDpoDefaults(parsed) : parsed;
   const c = resolved.config;
   const gpu = c.device === "cpu" ? undefined : firstGpu();
   if (c.device === "cuda" && gpu === undefined) output.err("note: no GPU found here; planning for --device cuda anyway (give --budget_gib to check a fit).");
@@ -103,7 +107,7 @@ export async function planCommand(args: string[], output: CliOutput): Promise<nu
   const runtimeBytes = (positiveNumber(values, "runtime_gib", false) ?? DEFAULT_RUNTIME_GIB) * GIB;
   const world = positiveNumber(values, "world_size", true);
   const { target, source, notes } = await planTargetFor(c, device, runtimeBytes);
-  const withWorld: PlanTarget = world === undefined ? target : { ...target, world };
+  const withWorld: PlanTarget = { ...target, ...(world === undefined ? {} : { world }), objective: dpo ? "dpo" : "sft" };
   const plan = (config: TrainConfig): MemoryPlan => planTraining(config, resolved.launch, withWorld);
   const result = plan(c);
   const budgetGib = positiveNumber(values, "budget_gib", false);

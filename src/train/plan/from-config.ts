@@ -14,6 +14,8 @@ export interface PlanTarget {
   /** Ranks of the job: the launch file's, unless given. */
   world?: number;
   runtimeBytes: number;
+  /** DPO: a micro-batch of B pairs holds 2B sequences (chosen and rejected side by side). */
+  objective?: "sft" | "dpo";
 }
 
 export function planInputFor(c: TrainConfig, launch: LaunchConfig | undefined, target: PlanTarget): MemoryPlanInput {
@@ -32,7 +34,7 @@ export function planInputFor(c: TrainConfig, launch: LaunchConfig | undefined, t
     quantize: q === null || q === undefined ? null : q.kind === "4bit" ? { kind: "4bit", ...(q.blocksize === undefined ? {} : { blocksize: q.blocksize }) } : { kind: "8bit" },
     activationDtype: target.device === "cuda" && c.bf16 ? "bf16" : "f32",
     checkpointing: c.gradient_checkpointing,
-    tokens: Math.max(c.per_device_train_batch_size * c.max_seq_length, evalTokens),
+    tokens: (target.objective === "dpo" ? 2 : 1) * Math.max(c.per_device_train_batch_size * c.max_seq_length, evalTokens),
     world,
     zeroStage: world > 1 ? stage : 0,
     parameterShards: world > 1 && lora !== null ? (parameters === "all" ? world : parameters === "machine" ? perMachine : 1) : 1,
