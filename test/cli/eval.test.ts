@@ -124,6 +124,9 @@ test("eval on a dataset as tuna train reads it (chat, assistant-only loss) = eva
   const preResult = JSON.parse(pre.out) as { eval_loss: number; tokens: number };
   assert.equal(preResult.tokens, splits[0]!.tokens);
   assert.ok(Math.abs(preResult.eval_loss - splits[0]!.loss) < 1e-9, `${preResult.eval_loss} vs ${splits[0]!.loss}`);
+  const flagsFirst = await run("eval", ...common, join(demo, "base-model"));
+  assert.equal(flagsFirst.code, 1);
+  assert.match(flagsFirst.err, /put the model first: tuna eval <model> --dataset_name/);
   const both = await run("eval", join(demo, "base-model"), ...common);
   assert.match(both.out, /^train: eval_loss [\d.]+ +perplexity [\d.]+ +\(\d+ trained tokens in 1000 rows\)$/m);
   assert.match(both.out, /^test: eval_loss /m);

@@ -131,7 +131,8 @@ export async function evalCommand(args: string[], output: CliOutput): Promise<nu
   const modelArg = args[0] !== undefined && !args[0].startsWith("-") ? args[0] : undefined;
   const datasetAt = args.findIndex((a) => a === "--dataset_name" || a.startsWith("--dataset_name="));
   const dataset = datasetAt < 0 ? undefined : args[datasetAt]!.includes("=") ? args[datasetAt]!.split("=").slice(1).join("=") : args[datasetAt + 1];
-  if (modelArg !== undefined && dataset !== undefined && !(await isPretokenized(dataset))) {
+  if (dataset !== undefined && !(await isPretokenized(dataset))) {
+    if (modelArg === undefined) throw new TunaError("CONFIG_INVALID", `${dataset} is a dataset to prepare as tuna train does; put the model first: tuna eval <model> --dataset_name ${dataset} [flags].`);
     return evalDataset(modelArg, args.slice(1), output);
   }
   let parsed;
