@@ -15,7 +15,7 @@ import type { BnbQuantizationConfig } from "../../hf/config.ts";
 import type { Projection } from "../../hf/weights.ts";
 import { f16ToF32Array, f32ToBf16Array } from "../../util/half.ts";
 import { TunaError } from "../../util/errors.ts";
-import { bytesOf } from "../../util/bytes.ts";
+import { bytesOf, uint16sOf } from "../../util/bytes.ts";
 import { numel } from "../../util/shape.ts";
 import type { LayerParams } from "./params.ts";
 
@@ -78,15 +78,9 @@ function padded(values: Float32Array | Uint16Array | Uint8Array, length: number)
   return bytesOf(out);
 }
 
-/** 16-bit elements as their bit patterns. */
-function halves(bytes: Uint8Array): Uint16Array {
-  const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
-  return new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
-}
-
 /** Stored elements (a float dtype) in the storage dtype: bf16 bits as they are when both are bf16. */
 function toStorage(bytes: Uint8Array, stored: WeightInfo["dtype"], storage: "f32" | "bf16"): Float32Array | Uint16Array {
-  if (storage === "bf16" && stored === "BF16") return halves(bytes);
+  if (storage === "bf16" && stored === "BF16") return uint16sOf(bytes);
   const values = decodeToFloat32(bytes, stored);
   return storage === "f32" ? values : f32ToBf16Array(values);
 }
@@ -162,7 +156,7 @@ export async function quantizedShares(
   // Up as stored (bf16 or f32; f16 widened to f32), zero-padded to whole blocks.
   const bf16 = info.dtype === "BF16";
   const x = be.alloc(bf16 ? "bf16" : "f32", [perRank], `${info.name} (share to quantize)`);
-  const values = bf16 ? halves(stored) : info.dtype === "F32" ? decodeToFloat32(stored, "F32") : f16ToF32Array(halves(stored));
+  const values = bf16 ? uint16sOf(stored) : info.dtype === "F32" ? decodeToFloat32(stored, "F32") : f16ToF32Array(uint16sOf(stored));
   const share = padded(values, perRank);
   be.upload(x, bf16 ? new Uint16Array(share.buffer) : new Float32Array(share.buffer));
   const packed = be.alloc("u8", [perRank / 2], `${info.name}.packed (share)`);

@@ -5,6 +5,7 @@ import type { WeightInfo, WeightSource } from "../../io/safetensors/checkpoint.t
 import { decodeToFloat32 } from "../../io/safetensors/convert.ts";
 import { f16ToF32Array, f32ToBf16Array } from "../../util/half.ts";
 import { TunaError } from "../../util/errors.ts";
+import { uint16sOf } from "../../util/bytes.ts";
 import { loraKey, loraLayout, tokenRowsKey, type LoraLayout } from "../../lora/layout.ts";
 import type { LoraSettings } from "../../lora/settings.ts";
 import type { SavedEmbeddings } from "../../lora/adapter-files.ts";
@@ -63,10 +64,7 @@ async function readF32(source: WeightSource, name: string, shape: readonly numbe
 /** A tensor stored as BF16, as its raw 16-bit patterns. */
 async function readBf16(source: WeightSource, name: string, shape: readonly number[]): Promise<Uint16Array> {
   infoOfShape(source, name, shape);
-  const bytes = await source.readTensor(name);
-  // A Uint16Array view needs an even byte offset; copy the rare unaligned buffer.
-  const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
-  return new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
+  return uint16sOf(await source.readTensor(name));
 }
 
 /** Trainable tensors in the exact order (and so offsets) of src/lora's flat layout. */
@@ -138,11 +136,6 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     placeholders.set(dtype, t);
     return t;
   };
-  const codeTable = (quantType: "nf4" | "fp4", name: string): Tensor => {
-    const code = backend.alloc("f32", [16], `${name}.code`);
-    backend.upload(code, code4bit(quantType));
-    return code;
-  };
   const shardedWeight = async (p: Projection, name: string, shape: [number, number]): Promise<{ dense: Tensor | null; quant: Quant4bitTensors | null }> => {
     if (shard === undefined) throw new TunaError("INTERNAL", "shardedWeight without a sharded load");
     const stored = cfg.quantization;
@@ -153,7 +146,7 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     };
     const fourBit = (r: { shares: FrozenShare[]; quantType: "nf4" | "fp4"; blocksize: number }): { dense: null; quant: Quant4bitTensors } => {
       shares.push(...r.shares);
-      return { dense: null, quant: { packed: placeholder("u8"), absmax: placeholder("f32"), code: codeTable(r.quantType, name), blocksize: r.blocksize } };
+      return { dense: null, quant: { packed: placeholder("u8"), absmax: placeholder("f32"), code: codeTable(backend, r.quantType, name), blocksize: r.blocksize } };
     };
     if (stored !== null && !stored.skipModules.some((m) => name.includes(m))) {
       if (stored.loadIn4bit) return fourBit(await prequantizedShares(source, name, p, stored, shape, shard));
@@ -271,9 +264,14 @@ async function quantizeOnBackend(
     const values = (await backend.download(absmax)) as Float32Array;
     backend.upload(absmax, dequantizeNestedAbsmax(doubleQuantizeAbsmax(values)));
   }
+  return { packed, absmax, code: codeTable(backend, q.quantType, name), blocksize };
+}
+
+/** The 16-value NF4 or FP4 code table of a 4-bit weight, on the backend. */
+function codeTable(backend: Backend, quantType: "nf4" | "fp4", name: string): Tensor {
   const code = backend.alloc("f32", [16], `${name}.code`);
-  backend.upload(code, code4bit(q.quantType));
-  return { packed, absmax, code, blocksize };
+  backend.upload(code, code4bit(quantType));
+  return code;
 }
 
 /** Packed codes (u8), absmax dequantized to f32 per block, and the code table, on the backend. */
@@ -283,7 +281,5 @@ function upload4bit(backend: Backend, q: Quantized4bit, name: string): Quant4bit
   const absmaxValues = absmaxOf(q);
   const absmax = backend.alloc("f32", [absmaxValues.length], `${name}.absmax`);
   backend.upload(absmax, absmaxValues);
-  const code = backend.alloc("f32", [16], `${name}.code`);
-  backend.upload(code, code4bit(q.quantType));
-  return { packed, absmax, code, blocksize: q.blocksize };
+  return { packed, absmax, code: codeTable(backend, q.quantType, name), blocksize: q.blocksize };
 }
