@@ -216,16 +216,22 @@ async function joinGroup(options: HostCollectiveOptions, identity: Record<string
   return memberCollective(options, socket, reader, timeoutMs);
 }
 
-/** What rank 0 runs: gather every rank's buffer for collective #seq, check, combine, answer. */
-function rootCollective(options: HostCollectiveOptions, peers: Peer[], timeoutMs: number): Collective {
-  // Calls run one after another in the order they were made (a prefetch may be in flight when the next call
-  // comes), as collectives on one stream do: every rank then carries them in the same sequence.
+/**
+ * Runs calls one after another in the order they were made (a prefetch may be in flight when the next call
+ * comes), as collectives on one stream do: every rank then carries them in the same sequence.
+ */
+function callsInOrder(): <T>(call: () => Promise<T>) => Promise<T> {
   let tail: Promise<unknown> = Promise.resolve();
-  const inOrder = <T>(call: () => Promise<T>): Promise<T> => {
+  return (call) => {
     const result = tail.then(call);
     tail = result.catch(() => undefined);
     return result;
   };
+}
+
+/** What rank 0 runs: gather every rank's buffer for collective #seq, check, combine, answer. */
+function rootCollective(options: HostCollectiveOptions, peers: Peer[], timeoutMs: number): Collective {
+  const inOrder = callsInOrder();
   let seq = 0;
   let broken: TunaError | undefined;
   const abortAll = (e: TunaError): never => {
@@ -327,14 +333,7 @@ function rootCollective(options: HostCollectiveOptions, peers: Peer[], timeoutMs
 
 /** What every other rank runs: send its buffer for collective #seq to rank 0 and wait for the result. */
 function memberCollective(options: HostCollectiveOptions, socket: Socket, reader: FrameReader, timeoutMs: number): Collective {
-  // Calls run one after another in the order they were made (a prefetch may be in flight when the next call
-  // comes), as collectives on one stream do: every rank then carries them in the same sequence.
-  let tail: Promise<unknown> = Promise.resolve();
-  const inOrder = <T>(call: () => Promise<T>): Promise<T> => {
-    const result = tail.then(call);
-    tail = result.catch(() => undefined);
-    return result;
-  };
+  const inOrder = callsInOrder();
   let seq = 0;
   let broken: TunaError | undefined;
   const exchange = async (op: number, payload: Uint8Array, waitMs = timeoutMs): Promise<Buffer> => {
