@@ -9,7 +9,7 @@ import { toModelBatch } from "../../data/batches.ts";
 import { preferenceText, tokenizePair } from "../../data/preference.ts";
 import { readDataFile } from "../../data/sources/file-rows.ts";
 import { asTrainingModel } from "../../model/llama/model.ts";
-import { pairsOf } from "../../train/dpo/objective.ts";
+import { pairsOf, sequenceLogp } from "../../train/dpo/objective.ts";
 import { runTraining } from "../../train/recipe.ts";
 import { signalExitCode } from "../../train/interrupt.ts";
 import { packageRoot } from "../../util/package-root.ts";
@@ -40,13 +40,7 @@ async function preferenceAccuracy(session: GenerationSession, rows: readonly Row
     const device = model.upload(batch);
     const r = await model.forward(device);
     model.free(device);
-    for (const p of pairsOf(batch)) {
-      let chosen = 0;
-      let rejected = 0;
-      for (let i = p.chosen[0]; i < p.chosen[1]; i++) chosen -= r.tokenLosses[i]!;
-      for (let i = p.rejected[0]; i < p.rejected[1]; i++) rejected -= r.tokenLosses[i]!;
-      if (chosen > rejected) preferred++;
-    }
+    for (const p of pairsOf(batch)) if (sequenceLogp(r.tokenLosses, p.chosen) > sequenceLogp(r.tokenLosses, p.rejected)) preferred++;
   }
   return preferred / rows.length;
 }

@@ -67,13 +67,20 @@ export function pairsOf(batch: Batch): PairSpans[] {
 }
 
 /** Sum of -token losses over rows [lo, hi): the sequence's log-probability of its trained tokens. */
-function logp(losses: Float32Array, [lo, hi]: readonly [number, number]): number {
+export function sequenceLogp(losses: Float32Array, [lo, hi]: readonly [number, number]): number {
   let s = 0;
   for (let i = lo; i < hi; i++) s -= losses[i]!;
   return s;
 }
 
 export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): TrainingModel {
+  // The trainer asks a batch's pairs twice (lossUnits, then upload): found once.
+  const found = new WeakMap<Batch, PairSpans[]>();
+  const pairsIn = (batch: Batch): PairSpans[] => {
+    let pairs = found.get(batch);
+    if (pairs === undefined) found.set(batch, (pairs = pairsOf(batch)));
+    return pairs;
+  };
   const pairsByBatch = new Map<UploadedBatch, PairSpans[]>();
   const spansByBatch = new Map<UploadedBatch, SpanScale[]>();
   const keys = s.rpoAlpha === undefined ? [...METRICS] : [...METRICS, "nll_loss"];
@@ -90,7 +97,7 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
       });
     }
     const ref = await inner.forward(batch, { adapters: false });
-    return pairs.map((p) => [logp(ref.tokenLosses, p.chosen), logp(ref.tokenLosses, p.rejected)]);
+    return pairs.map((p) => [sequenceLogp(ref.tokenLosses, p.chosen), sequenceLogp(ref.tokenLosses, p.rejected)]);
   };
 
   return {
@@ -104,10 +111,10 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
     },
     upload(batch) {
       const device = inner.upload(batch);
-      pairsByBatch.set(device, pairsOf(batch));
+      pairsByBatch.set(device, pairsIn(batch));
       return device;
     },
-    lossUnits: (batch) => pairsOf(batch).length,
+    lossUnits: (batch) => pairsIn(batch).length,
     async forward(batch: UploadedBatch, options: ForwardOptions = {}): Promise<ForwardResult> {
       const pairs = pairsByBatch.get(batch);
       if (pairs === undefined) throw new TunaError("INTERNAL", "a DPO forward of a batch this objective did not upload");
@@ -123,20 +130,21 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
       const ipo = s.lossType === "ipo";
       let lossSum = 0;
       const spans: SpanScale[] = [];
+      const policyLogps = pairs.map((p) => [sequenceLogp(policy.tokenLosses, p.chosen), sequenceLogp(policy.tokenLosses, p.rejected)] as const);
       // RPO: the chosen completions' mean token NLL over the micro-batch, weighted as P pair losses.
       let chosenTokens = 0;
       let chosenNll = 0;
-      for (const p of pairs) {
+      pairs.forEach((p, i) => {
         chosenTokens += p.chosenTokens;
-        chosenNll -= logp(policy.tokenLosses, p.chosen);
-      }
+        chosenNll -= policyLogps[i]![0];
+      });
       const rpoWeight = s.rpoAlpha === undefined || chosenTokens === 0 ? 0 : (s.rpoAlpha * pairs.length) / chosenTokens;
       const m = metrics[options.training === true ? "train" : "eval"];
       pairs.forEach((p, i) => {
         // IPO compares log-probabilities averaged over each completion's tokens (TRL divides by the token count).
         const nc = ipo ? Math.max(1, p.chosenTokens) : 1;
         const nr = ipo ? Math.max(1, p.rejectedTokens) : 1;
-        const logps = { chosen: logp(policy.tokenLosses, p.chosen) / nc, rejected: logp(policy.tokenLosses, p.rejected) / nr, refChosen: ref[i]![0] / nc, refRejected: ref[i]![1] / nr };
+        const logps = { chosen: policyLogps[i]![0] / nc, rejected: policyLogps[i]![1] / nr, refChosen: ref[i]![0] / nc, refRejected: ref[i]![1] / nr };
         const r = dpoPairLoss(logps, s);
         lossSum += r.loss;
         spans.push({ start: p.chosen[0], count: p.chosen[1] - p.chosen[0], scale: -r.dChosen / nc + rpoWeight }, { start: p.rejected[0], count: p.rejected[1] - p.rejected[0], scale: -r.dRejected / nr });
@@ -186,7 +194,7 @@ export async function precomputeReferenceLogps(inner: TrainingModel, batches: It
     const device = inner.upload(batch);
     try {
       const r = await inner.forward(device, referenceAdaptersOff ? { adapters: false } : {});
-      for (const p of pairs) out.set(p.key, [logp(r.tokenLosses, p.chosen), logp(r.tokenLosses, p.rejected)]);
+      for (const p of pairs) out.set(p.key, [sequenceLogp(r.tokenLosses, p.chosen), sequenceLogp(r.tokenLosses, p.rejected)]);
     } finally {
       inner.free(device);
     }
