@@ -11,6 +11,7 @@ import { detectFormat, formatOrigin, toExample } from "../data/formats.ts";
 import { prepareDatasets } from "../data/prepare.ts";
 import { loadDataset } from "../data/sources/load.ts";
 import { trainPrepareOptions } from "../data/train-options.ts";
+import { templateVariables } from "../data/tokenize.ts";
 import type { Example } from "../data/types.ts";
 import { generate } from "../model/generate.ts";
 import { GREEDY } from "../model/sampling.ts";
@@ -94,7 +95,7 @@ export async function evaluateDataset(
       let prompt: string;
       if (pa.messages !== undefined) {
         if (template === undefined) throw new TunaError("CONFIG_INVALID", `${formatOrigin(split.origins[i]!)} is a conversation but there is no chat template; set chat_template_format.`);
-        prompt = renderChatTemplate(template, pa.messages, { addGenerationPrompt: true, ...(chat.tokenizer.eosToken === undefined ? {} : { eosToken: chat.tokenizer.eosToken }), ...(chat.tokenizer.bosToken === undefined ? {} : { bosToken: chat.tokenizer.bosToken }) });
+        prompt = renderChatTemplate(template, pa.messages, { ...templateVariables(chat.tokenizer), addGenerationPrompt: true });
       } else {
         prompt = pa.text!;
       }

@@ -2,7 +2,7 @@
 // (optionally with a PEFT adapter) over a pre-tokenized JSONL file, as transformers computes it, or over any
 // dataset `tuna train` reads, prepared as it prepares it (per split; src/train/eval-dataset.ts).
 import { parseArgs } from "node:util";
-import { normalizeFlags } from "../flags.ts";
+import { normalizeFlags, takeOwnFlags } from "../flags.ts";
 import { TunaError, errorMessage } from "../../util/errors.ts";
 import { createBackend, type DeviceChoice } from "../../backend/factory.ts";
 import { readPretokenizedJsonl } from "../../data/pretokenized.ts";
@@ -63,39 +63,22 @@ async function isPretokenized(path: string): Promise<boolean> {
   }
 }
 
-/** The flags only `tuna eval` has, taken out of args; the rest are tuna train's. */
-function evalOnlyFlags(args: string[]): { rest: string[]; adapter?: string; json: boolean; metric?: string; maxNewTokens: string } {
-  const rest: string[] = [];
-  const out: { adapter?: string; json: boolean; metric?: string; maxNewTokens: string } = { json: false, maxNewTokens: "64" };
-  for (let i = 0; i < args.length; i++) {
-    const [flag, inline] = args[i]!.split(/=(.*)/s, 2) as [string, string | undefined];
-    const name = flag.replace(/^--?/, "").replaceAll("-", "_");
-    const value = (): string => {
-      if (inline !== undefined) return inline;
-      const next = args[++i];
-      if (next === undefined) throw new TunaError("CONFIG_INVALID", `--${name} needs a value.\n\n${HELP}`);
-      return next;
-    };
-    if (name === "json" && flag.startsWith("-")) out.json = true;
-    else if (name === "adapter" && flag.startsWith("-")) out.adapter = value();
-    else if (name === "metric" && flag.startsWith("-")) out.metric = value();
-    else if (name === "max_new_tokens" && flag.startsWith("-")) out.maxNewTokens = value();
-    else rest.push(args[i]!);
-  }
-  return { rest, ...out };
-}
-
 /** Any dataset as tuna train reads it: each split's loss and perplexity, and the generation metric if asked. */
 async function evalDataset(model: string, args: string[], output: CliOutput): Promise<number> {
-  const own = evalOnlyFlags(args);
-  if (own.metric !== undefined && own.metric !== "exact_match" && own.metric !== "contains") throw new TunaError("CONFIG_INVALID", `--metric must be exact_match or contains, got "${own.metric}".`);
-  const maxNewTokens = Number(own.maxNewTokens);
-  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new TunaError("CONFIG_INVALID", `--max_new_tokens must be a positive integer, got "${own.maxNewTokens}".`);
-  // Any splits may be evaluated (tuna train insists on a training split): parsed beside a stand-in.
-  const splitsAt = own.rest.findIndex((a) => a === "--splits" || a.startsWith("--splits="));
-  const splitsValue = splitsAt < 0 ? undefined : own.rest[splitsAt]!.includes("=") ? own.rest[splitsAt]!.slice("--splits=".length) : own.rest[splitsAt + 1];
-  const trainArgs = splitsAt < 0 ? own.rest : own.rest.filter((_, i) => i !== splitsAt && (own.rest[splitsAt]!.includes("=") || i !== splitsAt + 1));
-  const resolved = await parseTrainArgs(["--model_name_or_path", model, ...trainArgs]);
+  // tuna eval's own flags; --splits too, since any split may be evaluated (tuna train insists on a training split).
+  const { rest, values } = takeOwnFlags(args, { bools: ["json"], values: ["adapter", "metric", "max_new_tokens", "splits"] }, HELP);
+  const str = (name: string): string | undefined => {
+    const v = values.get(name);
+    return typeof v === "string" ? v : undefined;
+  };
+  const adapter = str("adapter");
+  const metric = str("metric");
+  if (metric !== undefined && metric !== "exact_match" && metric !== "contains") throw new TunaError("CONFIG_INVALID", `--metric must be exact_match or contains, got "${metric}".`);
+  const maxNewTokensText = str("max_new_tokens") ?? "64";
+  const maxNewTokens = Number(maxNewTokensText);
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new TunaError("CONFIG_INVALID", `--max_new_tokens must be a positive integer, got "${maxNewTokensText}".`);
+  const splitsValue = str("splits");
+  const resolved = await parseTrainArgs(["--model_name_or_path", model, ...rest]);
   const splits = splitsValue === undefined ? resolved.config.splits : splitsValue.split(",").map((x) => x.trim()).filter((x) => x !== "");
   if (splits.length === 0) throw new TunaError("CONFIG_INVALID", `--splits ${String(splitsValue)}: give at least one split name.`);
   const c = { ...resolved.config, splits };
@@ -103,15 +86,15 @@ async function evalDataset(model: string, args: string[], output: CliOutput): Pr
     output.err(m);
   });
   const results = await evaluateDataset(backend, c, {
-    ...(own.adapter === undefined ? {} : { adapter: own.adapter }),
-    ...(own.metric === undefined ? {} : { metric: own.metric }),
+    ...(adapter === undefined ? {} : { adapter }),
+    ...(metric === undefined ? {} : { metric }),
     maxNewTokens,
     onNotice: (m) => {
       output.err(m);
     },
   });
-  if (own.json) {
-    output.out(JSON.stringify({ model, adapter: own.adapter ?? null, dataset: c.dataset_name, splits: results }, null, 2));
+  if (values.get("json") === true) {
+    output.out(JSON.stringify({ model, adapter: adapter ?? null, dataset: c.dataset_name, splits: results }, null, 2));
     return 0;
   }
   for (const r of results) {

@@ -2,6 +2,7 @@
 // each rank of that training run, part by part, whether it fits the GPU (or the budget given), and which single
 // change would make it fit when it does not.
 import { TunaError } from "../../util/errors.ts";
+import { takeOwnFlags } from "../flags.ts";
 import type { CliOutput } from "../output.ts";
 import { parseTrainArgs, type TrainConfig } from "../../config/index.ts";
 import { findCudaLibraries } from "../../gpu/discover.ts";
@@ -26,30 +27,6 @@ llama-3-8b and the tiny test shapes.`;
 
 const DEFAULT_RUNTIME_GIB = 0.5;
 const GIB = 2 ** 30;
-
-/** Takes the plan's own flags out of args (both "--flag value" and "--flag=value"). */
-function takeFlags(args: string[], names: readonly string[]): { rest: string[]; values: Map<string, string | true> } {
-  const rest: string[] = [];
-  const values = new Map<string, string | true>();
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const [flag, inline] = a.split(/=(.*)/s, 2) as [string, string | undefined];
-    const name = flag.replace(/^--?/, "");
-    if (!a.startsWith("-") || !names.includes(name)) {
-      rest.push(a);
-      continue;
-    }
-    if (name === "json" || name === "dpo") values.set(name, true);
-    else if (inline !== undefined) values.set(name, inline);
-    else {
-      const next = args[i + 1];
-      if (next === undefined) throw new TunaError("CONFIG_INVALID", `--${name} needs a value.\n\n${HELP}`);
-      values.set(name, next);
-      i++;
-    }
-  }
-  return { rest, values };
-}
 
 function positiveNumber(values: Map<string, string | true>, name: string, integer: boolean): number | undefined {
   const raw = values.get(name);
@@ -96,7 +73,7 @@ export async function planCommand(args: string[], output: CliOutput): Promise<nu
     output.out(HELP);
     return 0;
   }
-  const { rest, values } = takeFlags(args, ["budget_gib", "world_size", "runtime_gib", "json", "dpo"]);
+  const { rest, values } = takeOwnFlags(args, { bools: ["json", "dpo"], values: ["budget_gib", "world_size", "runtime_gib"] }, HELP);
   const dpo = values.get("dpo") === true;
   const parsed = await parseTrainArgs(rest);
   const resolved = dpo ? withDpoDefaults(parsed) : parsed;
