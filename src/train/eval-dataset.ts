@@ -2,8 +2,6 @@
 // packed unless asked): the token-mean loss and perplexity of each split, and optionally a generation metric
 // against each example's reference answer (the last assistant turn, or the completion): exact match or
 // contains, greedy, as the demo measures.
-import { join } from "node:path";
-import { existsSync } from "node:fs";
 import type { Backend } from "../backend/types.ts";
 import type { TrainConfig } from "../config/index.ts";
 import { setupChatFormat } from "../data/chat-format.ts";
@@ -21,7 +19,7 @@ import { renderChatTemplate, type ChatMessage } from "../tokenizer/chat-template
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { TunaError } from "../util/errors.ts";
 import { createRng } from "../util/random.ts";
-import { openModelForUse } from "./open-model.ts";
+import { openModelForUse, tokenizerDirFor } from "./open-model.ts";
 import { quantizeOption } from "./model-setup.ts";
 import { evaluate } from "./trainer.ts";
 import { trainerSettings } from "./recipe.ts";
@@ -64,8 +62,7 @@ export async function evaluateDataset(
     ...(o.adapter === undefined ? {} : { adapterDir: o.adapter }),
     onNotice: o.onNotice,
   });
-  // An adapter trained with added chat tokens ships the tokenizer that knows them.
-  const tokenizerDir = o.adapter !== undefined && existsSync(join(o.adapter, "tokenizer.json")) ? o.adapter : opened.dir;
+  const tokenizerDir = tokenizerDirFor(opened.dir, o.adapter);
   const chat = setupChatFormat(await loadTokenizer(tokenizerDir), c.chat_template_format, opened.cfg.vocabSize, c.chat_template_file);
   const prepareOptions = trainPrepareOptions(c, { dir: tokenizerDir, vocabSize: opened.cfg.vocabSize });
   const splits = await prepareDatasets({ ...prepareOptions, useCache: false, onNotice: o.onNotice });

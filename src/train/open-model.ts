@@ -1,5 +1,7 @@
 // Opens a model for use (evaluation, generation): resolves a folder or hub id, reads the config and
 // an optional PEFT adapter, and loads everything onto a backend with the adapter's values in place.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import type { Backend } from "../backend/types.ts";
 import { resolveModelPath } from "../hub/resolve.ts";
 import { readAdapter, type LoraAdapter } from "../lora/adapter-files.ts";
@@ -51,4 +53,9 @@ export async function openModelForUse(
   } finally {
     await folder.weights.close();
   }
+}
+
+/** Where a model's tokenizer comes from: an adapter trained with added tokens ships the tokenizer that knows them. */
+export function tokenizerDirFor(modelDir: string, adapterDir: string | undefined): string {
+  return adapterDir !== undefined && existsSync(join(adapterDir, "tokenizer.json")) ? adapterDir : modelDir;
 }

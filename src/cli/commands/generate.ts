@@ -10,7 +10,7 @@ import { createRng } from "../../util/random.ts";
 import { readJsonFile } from "../../util/json-file.ts";
 import { createBackend, type DeviceChoice } from "../../backend/factory.ts";
 import { parseGenerationConfig, type GenerationConfig } from "../../hf/generation-config.ts";
-import { openModelForUse, type OpenedModel } from "../../train/open-model.ts";
+import { openModelForUse, tokenizerDirFor, type OpenedModel } from "../../train/open-model.ts";
 import { createLlamaModel } from "../../model/llama/model.ts";
 import { createDecoder, type Decoder } from "../../model/llama/decode.ts";
 import { createTextStream, generate, resolveGeneration, type GenerateResult, type GenerationOverrides, type ResolvedGeneration } from "../../model/generate.ts";
@@ -141,9 +141,7 @@ export async function openGenerationSession(
     ...(values.revision === undefined ? {} : { revision: values.revision }),
     ...(onNotice === undefined ? {} : { onNotice }),
   });
-  // An adapter trained with added tokens ships the tokenizer that knows them.
-  const adapterHasTokenizer = values.adapter !== undefined && existsSync(join(values.adapter, "tokenizer.json"));
-  const tokenizer = await loadTokenizer(adapterHasTokenizer ? values.adapter : opened.dir);
+  const tokenizer = await loadTokenizer(tokenizerDirFor(opened.dir, values.adapter));
   const genPath = join(opened.dir, "generation_config.json");
   const generationConfig = existsSync(genPath) ? parseGenerationConfig(await readJsonFile(genPath, "generation config"), genPath) : undefined;
   const model = createLlamaModel(backend, opened.params, { checkpointing: false, seed: 0 });

@@ -1,6 +1,5 @@
 // What the planner plans for: the model's config (a local folder, or a preset shape) with the vocabulary the
 // chat format will resize it to, as `tuna train` would see it. Only config.json and the tokenizer are read.
-import { stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { TrainConfig } from "../../config/index.ts";
 import { setupChatFormat } from "../../data/chat-format.ts";
@@ -9,21 +8,14 @@ import { readModelConfig } from "../../hf/folder.ts";
 import { MODEL_PRESETS, PRESET_NAMES } from "../../hf/presets.ts";
 import { loadTokenizer } from "../../tokenizer/load.ts";
 import { TunaError } from "../../util/errors.ts";
+import { isDir } from "../../util/fs-checks.ts";
 import type { PlanTarget } from "./from-config.ts";
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isDirectory();
-  } catch {
-    return false;
-  }
-}
 
 /** The plan target of a configuration; `notes` says what the plan could not know. */
 export async function planTargetFor(c: TrainConfig, device: "cpu" | "cuda", runtimeBytes: number): Promise<{ target: PlanTarget; source: string; notes: string[] }> {
   const name = c.model_name_or_path;
   const notes: string[] = [];
-  if (await isDirectory(resolve(name))) {
+  if (await isDir(resolve(name))) {
     const dir = resolve(name);
     const base = await readModelConfig(dir);
     const chat = setupChatFormat(await loadTokenizer(dir), c.chat_template_format, base.vocabSize, c.chat_template_file);
