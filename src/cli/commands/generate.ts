@@ -11,6 +11,7 @@ import { readJsonFile } from "../../util/json-file.ts";
 import { createBackend, type DeviceChoice } from "../../backend/factory.ts";
 import { parseGenerationConfig, type GenerationConfig } from "../../hf/generation-config.ts";
 import { openModelForUse, tokenizerDirFor, type OpenedModel } from "../../train/open-model.ts";
+import { templateVariables } from "../../data/tokenize.ts";
 import { createLlamaModel } from "../../model/llama/model.ts";
 import { createDecoder, type Decoder } from "../../model/llama/decode.ts";
 import { createTextStream, generate, resolveGeneration, type GenerateResult, type GenerationOverrides, type ResolvedGeneration } from "../../model/generate.ts";
@@ -169,13 +170,7 @@ export function chatTemplateFor(session: GenerationSession, file: string | undef
 /** Token ids of a conversation rendered with add_generation_prompt; the template places any BOS itself. */
 export function encodeChat(session: GenerationSession, template: string, messages: ChatMessage[]): number[] {
   const t = session.tokenizer;
-  const text = renderChatTemplate(template, messages, {
-    addGenerationPrompt: true,
-    ...(t.bosToken === undefined ? {} : { bosToken: t.bosToken }),
-    ...(t.eosToken === undefined ? {} : { eosToken: t.eosToken }),
-    ...(t.padToken === undefined ? {} : { padToken: t.padToken }),
-    ...(t.unkToken === undefined ? {} : { unkToken: t.unkToken }),
-  });
+  const text = renderChatTemplate(template, messages, { ...templateVariables(t), addGenerationPrompt: true });
   return t.encode(text, { addSpecialTokens: false });
 }
 
