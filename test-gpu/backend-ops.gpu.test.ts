@@ -102,6 +102,45 @@ void test("bias forward and backward", async () => {
   }
 });
 
+void test("DoRA row norms, forward (also into base) and backward (with and without dbase, written into lora and base)", async () => {
+  for (const dtype of FLOATS) {
+    for (const [N, F, C] of [
+      [7, 40, 33],
+      [300, 1100, 512],
+    ] as const) {
+      const r = rng(N + F);
+      const label = `dora ${N}x${F} (in ${C}) ${dtype}`;
+      record(
+        label,
+        await parity(
+          label,
+          {
+            w: floats(r, dtype, [F, C]),
+            norms: out(dtype, [F]),
+            y: floats(r, dtype, [N, F]),
+            base: floats(r, dtype, [N, F]),
+            lora: floats(r, dtype, [N, F]),
+            magnitude: floats(r, "f32", [F]),
+            dmagnitude: floats(r, "f32", [F]),
+            dmagnitude2: floats(r, "f32", [F]),
+            dy: floats(r, dtype, [N, F]),
+            dlora: out(dtype, [N, F]),
+          },
+          ["norms", "y", "base", "lora", "dmagnitude", "dmagnitude2", "dlora"],
+          (be, t) => {
+            be.rowNorms(t.norms!, t.w!);
+            be.doraForward(t.y!, t.base!, t.lora!, t.magnitude!, t.norms!);
+            be.doraBackward(t.dmagnitude!, t.dlora!, null, t.dy!, t.base!, t.lora!, t.magnitude!, t.norms!);
+            be.doraBackward(t.dmagnitude2!, t.lora!, t.base!, t.dy!, t.base!, t.lora!, t.magnitude!, t.norms!);
+            be.doraForward(t.base!, t.base!, t.dlora!, t.magnitude!, t.norms!);
+          },
+          tolFor(dtype),
+        ),
+      );
+    }
+  }
+});
+
 void test("RMSNorm forward and backward (with and without dweight, accumulate on and off)", async () => {
   for (const dtype of FLOATS) {
     for (const [N, C] of [

@@ -252,3 +252,47 @@ export function checkAdamwUpdate(params: TensorLike, grads: TensorLike, m: Tenso
 export function checkSumSquares(x: TensorLike): void {
   expectFloat("sumSquares", "x", x);
 }
+
+/** norms (R) and x (R, C) float; returns R and C. */
+export function checkRowNorms(norms: TensorLike, x: TensorLike): { rows: number; cols: number } {
+  const op = "rowNorms";
+  expectFloat(op, "norms", norms);
+  expectFloat(op, "x", x);
+  expectRank(op, "x", x, 2);
+  const [rows, cols] = x.shape as [number, number];
+  expectShape(op, "norms", norms, [rows]);
+  return { rows, cols };
+}
+
+/** y, base and lora (..., F) float of one shape; magnitude and norms (F) float; returns the rows and F. */
+export function checkDoraForward(y: TensorLike, base: TensorLike, lora: TensorLike, magnitude: TensorLike, norms: TensorLike): { rows: number; cols: number } {
+  const op = "doraForward";
+  for (const [what, t] of [["y", y], ["base", base], ["lora", lora], ["magnitude", magnitude], ["norms", norms]] as const) expectFloat(op, what, t);
+  const split = splitLastAxis(op, "y", y);
+  expectShape(op, "base", base, y.shape);
+  expectShape(op, "lora", lora, y.shape);
+  expectShape(op, "magnitude", magnitude, [split.cols]);
+  expectShape(op, "norms", norms, [split.cols]);
+  return split;
+}
+
+/** dy, base, lora, dlora and dbase (when given) (..., F) float of one shape; dmagnitude, magnitude and norms (F); returns the rows and F. */
+export function checkDoraBackward(
+  dmagnitude: TensorLike,
+  dlora: TensorLike,
+  dbase: TensorLike | null,
+  dy: TensorLike,
+  base: TensorLike,
+  lora: TensorLike,
+  magnitude: TensorLike,
+  norms: TensorLike,
+): { rows: number; cols: number } {
+  const op = "doraBackward";
+  const tensors: [string, TensorLike][] = [["dmagnitude", dmagnitude], ["dlora", dlora], ["dy", dy], ["base", base], ["lora", lora], ["magnitude", magnitude], ["norms", norms]];
+  if (dbase !== null) tensors.push(["dbase", dbase]);
+  for (const [what, t] of tensors) expectFloat(op, what, t);
+  const split = splitLastAxis(op, "dy", dy);
+  for (const [what, t] of [["dlora", dlora], ["base", base], ["lora", lora], ...(dbase === null ? [] : [["dbase", dbase]])] as [string, TensorLike][]) expectShape(op, what, t, dy.shape);
+  for (const [what, t] of [["dmagnitude", dmagnitude], ["magnitude", magnitude], ["norms", norms]] as const) expectShape(op, what, t, [split.cols]);
+  return split;
+}

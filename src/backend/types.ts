@@ -157,6 +157,20 @@ export interface Backend {
   /** out = x * mask / (1 - p) with mask u8 (same shape) 1 = keep; p = 0 copies. */
   dropoutApply(out: Tensor, x: Tensor, mask: Tensor, p: number): void;
 
+  /** norms (R, any float dtype) = the L2 norm of each row of x (R, C), summed in at least f32 and rounded once. */
+  rowNorms(norms: Tensor, x: Tensor): void;
+  /**
+   * DoRA's output (PEFT DoraLinearLayer.forward) with g = magnitude / norms per column (F):
+   * y (N, F) += (g - 1) * base + g * lora. y may be exactly base. magnitude and norms (F), any float dtype.
+   */
+  doraForward(y: Tensor, base: Tensor, lora: Tensor, magnitude: Tensor, norms: Tensor): void;
+  /**
+   * DoRA's backward with g = magnitude / norms (norms detached, as PEFT does): dmagnitude (F) += column sums of
+   * dy * (base + lora) / norms; dlora = g * dy; dbase = (g - 1) * dy when given. dlora may be exactly lora,
+   * dbase exactly base (each element is read before it is written).
+   */
+  doraBackward(dmagnitude: Tensor, dlora: Tensor, dbase: Tensor | null, dy: Tensor, base: Tensor, lora: Tensor, magnitude: Tensor, norms: Tensor): void;
+
   /**
    * Token losses of logits (N, V) against targets i32 (N); target -100 gives loss 0 and no gradient.
    * losses f32 (N). Returns nothing: callers reduce (token-mean over trained tokens).

@@ -5,6 +5,7 @@ import type { Backend } from "../types.ts";
 import { TunaError } from "../../util/errors.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
 import { attentionDecode } from "./attention-decode.ts";
+import { doraBackward, doraForward, rowNorms } from "./dora.ts";
 import { add, addBias, biasBackward, dropoutApply, dropoutMask, scale, swigluBackward, swigluForward } from "./elementwise.ts";
 import { embeddingBackward, embeddingForward } from "./embedding.ts";
 import { crossEntropyBackward, crossEntropyForward } from "./loss.ts";
@@ -68,6 +69,15 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
     },
     biasBackward: (dbias, dout) => {
       biasBackward(store, dbias, dout);
+    },
+    rowNorms: (norms, x) => {
+      rowNorms(store, norms, x);
+    },
+    doraForward: (y, base, lora, magnitude, norms) => {
+      doraForward(store, y, base, lora, magnitude, norms);
+    },
+    doraBackward: (dmagnitude, dlora, dbase, dy, base, lora, magnitude, norms) => {
+      doraBackward(store, dmagnitude, dlora, dbase, dy, base, lora, magnitude, norms);
     },
     rmsnormForward: (out, rstd, x, weight, eps) => {
       rmsnormForward(store, out, rstd, x, weight, eps);

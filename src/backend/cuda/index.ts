@@ -5,6 +5,7 @@ import type { Backend, DType, MatmulOptions, Tensor } from "../types.ts";
 import { TunaError } from "../../util/errors.ts";
 import { openCudaDevice } from "./device.ts";
 import { attentionBackward, attentionDecode, attentionForward } from "./ops/attention.ts";
+import { doraBackward, doraForward, rowNorms } from "./ops/dora.ts";
 import { add, addBias, biasBackward, dropoutApply, dropoutMask, scale, swigluBackward, swigluForward } from "./ops/elementwise.ts";
 import { embeddingBackward, embeddingForward } from "./ops/embedding.ts";
 import { crossEntropyBackward, crossEntropyForward } from "./ops/loss.ts";
@@ -226,6 +227,17 @@ export function createCudaBackend(options: CudaBackendOptions = {}): CudaBackend
     },
     biasBackward(dbias, dout) {
       biasBackward(dev, dt("biasBackward", dbias), dt("biasBackward", dout));
+    },
+    rowNorms(norms, x) {
+      rowNorms(dev, dt("rowNorms", norms), dt("rowNorms", x));
+    },
+    doraForward(y, base, lora, magnitude, norms) {
+      const op = "doraForward";
+      doraForward(dev, dt(op, y), dt(op, base), dt(op, lora), dt(op, magnitude), dt(op, norms));
+    },
+    doraBackward(dmagnitude, dlora, dbase, dy, base, lora, magnitude, norms) {
+      const op = "doraBackward";
+      doraBackward(dev, dt(op, dmagnitude), dt(op, dlora), dbase === null ? null : dt(op, dbase), dt(op, dy), dt(op, base), dt(op, lora), dt(op, magnitude), dt(op, norms));
     },
     rmsnormForward(out, rstd, x, weight, eps) {
       rmsnormForward(dev, dt("rmsnormForward", out), dt("rmsnormForward", rstd), dt("rmsnormForward", x), dt("rmsnormForward", weight), eps);

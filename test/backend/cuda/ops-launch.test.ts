@@ -8,6 +8,7 @@ import type { CudaDevice, DeviceTensor, Dim3, KernelArg } from "../../../src/bac
 import { DTYPE_BYTES } from "../../../src/backend/cuda/types.ts";
 import { isTunaError } from "../../../src/util/errors.ts";
 import { add, addBias, biasBackward, dropoutApply, dropoutMask, scale, swigluBackward, swigluForward } from "../../../src/backend/cuda/ops/elementwise.ts";
+import { doraBackward, doraForward, rowNorms } from "../../../src/backend/cuda/ops/dora.ts";
 import { embeddingBackward, embeddingForward } from "../../../src/backend/cuda/ops/embedding.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../../../src/backend/cuda/ops/loss.ts";
 import { convert, fill } from "../../../src/backend/cuda/ops/memory.ts";
@@ -155,6 +156,14 @@ void test("every wrapper launches kernels whose arguments match the C signatures
     dropoutMask(dev, tensor("u8", [N, C]), 0.1, [1, 2 ** 32 - 1]);
     addBias(dev, tensor(dt, [N, F]), tensor(dt, [F]));
     biasBackward(dev, tensor("f32", [F]), tensor(dt, [N, F]));
+    const norms = tensor(dt, [F]);
+    const magnitude = tensor("f32", [F]);
+    rowNorms(dev, norms, tensor(dt, [F, C]));
+    const base = tensor(dt, [N, F]);
+    const lora = tensor(dt, [N, F]);
+    doraForward(dev, base, base, lora, magnitude, norms);
+    doraBackward(dev, tensor("f32", [F]), lora, base, tensor(dt, [N, F]), base, lora, magnitude, norms);
+    doraBackward(dev, tensor("f32", [F]), tensor(dt, [N, F]), null, tensor(dt, [N, F]), base, lora, magnitude, norms);
     const logits = tensor(dt, [N, V]);
     const targets = tensor("i32", [N]);
     crossEntropyForward(dev, tensor("f32", [N]), logits, targets);
@@ -169,7 +178,7 @@ void test("every wrapper launches kernels whose arguments match the C signatures
     fill(dev, tensor(dt, [N, C]), 1);
     convert(dev, tensor("f32", [N, C]), tensor(dt, [N, C]));
     const kernels = new Set(f.launches.map((l) => l.kernel));
-    for (const file of ["embedding.cu", "norm.cu", "rope.cu", "elementwise.cu", "loss.cu", "quant.cu", "optimizer.cu", "memory.cu"]) {
+    for (const file of ["dora.cu", "embedding.cu", "norm.cu", "rope.cu", "elementwise.cu", "loss.cu", "quant.cu", "optimizer.cu", "memory.cu"]) {
       for (const k of signatures.get(file)!.keys()) {
         // fill_u32 only serves 4-byte patterns: the bf16 pass fills through fill_u16.
         // dequantize_4bit_bf16x32 is the bf16-only fast path.

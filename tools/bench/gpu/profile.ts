@@ -103,6 +103,21 @@ export function profilingBackend(device: BenchDevice): OpTimer {
         be.biasBackward(dbias, dout);
       });
     },
+    rowNorms: (norms, x) => {
+      timed("other ops", () => {
+        be.rowNorms(norms, x);
+      });
+    },
+    doraForward: (y, base, lora, magnitude, norms) => {
+      timed("other ops", () => {
+        be.doraForward(y, base, lora, magnitude, norms);
+      });
+    },
+    doraBackward: (dmagnitude, dlora, dbase, dy, base, lora, magnitude, norms) => {
+      timed("other ops", () => {
+        be.doraBackward(dmagnitude, dlora, dbase, dy, base, lora, magnitude, norms);
+      });
+    },
     rmsnormForward: (out, rstd, x, weight, eps) => {
       timed("other ops", () => {
         be.rmsnormForward(out, rstd, x, weight, eps);
