@@ -104,7 +104,6 @@ export const PYTHON_NAMES: Readonly<Record<string, PythonName>> = {
   torch_dtype: ignored("value", "the weights load as stored; bf16 / fp16 choose the compute dtype"),
   attn_implementation: ignored("value", "tuna uses its own flash attention (the same results as sdpa or flash_attention_2)"),
   // ---- peft LoraConfig
-  use_dora: refused("bool", "DoRA is not implemented yet; use LoRA (or --lora_r higher)"),
   lora_bias: refused("bool", "LoRA biases are not implemented"),
   fan_in_fan_out: refused("bool", "only Linear layers (not GPT-2's Conv1D) are adapted"),
   init_lora_weights: refused("value", "tuna initializes as PEFT's default (Kaiming-uniform A, zero B)"),

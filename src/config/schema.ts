@@ -80,6 +80,11 @@ export const TRAIN_FIELDS = {
   lora_r: intField({ group: "model", default: 64, min: 1, doc: "LoRA rank." }),
   lora_target_modules: targetModulesField,
   use_rslora: boolField({ group: "model", default: false, doc: "Rank-stabilized LoRA: scale the adapter by lora_alpha / sqrt(lora_r) instead of lora_alpha / lora_r (PEFT's use_rslora)." }),
+  use_dora: boolField({
+    group: "model",
+    default: false,
+    doc: "DoRA (PEFT's use_dora): each adapted layer's output is rescaled per output feature by a trained magnitude over the row norm of W + BA; saves lora_magnitude_vector beside lora_A/lora_B.",
+  }),
   use_nested_quant: boolField({ group: "model", default: false, doc: "Double quantization: also quantize the 4-bit quantization constants." }),
   bnb_4bit_compute_dtype: choiceField({
     group: "model",

@@ -46,6 +46,12 @@ const RULES: readonly Rule[] = [
     },
   },
   {
+    // PEFT's use_dora is a LoraConfig option: without adapters there is nothing for it to change.
+    fields: ["use_dora", "use_peft_lora"],
+    check: (c, _l, show) =>
+      c.use_dora && !c.use_peft_lora ? `${show("use_dora")} with ${show("use_peft_lora")}: DoRA is a kind of LoRA adapter; add --use_peft_lora True` : undefined,
+  },
+  {
     fields: ["splits"],
     check: (c, _l, show) => (hasSplit(c, "train") ? undefined : `${show("splits")}: there is no training split (a name containing train)`),
   },

@@ -90,7 +90,7 @@ export function adapterConfigJson(settings: LoraSettings): { [key: string]: PyJs
     task_type: settings.taskType,
     trainable_token_indices: tokenJson,
     use_bdlora: null,
-    use_dora: false,
+    use_dora: settings.useDora,
     use_qalora: false,
     use_rslora: settings.useRslora,
     velora_config: null,
@@ -104,7 +104,6 @@ export function serializeAdapterConfig(settings: LoraSettings): string {
 
 /** Variant features that change the math or the saved tensors, refused when set (key: why). */
 const UNSUPPORTED_WHEN_SET: Record<string, string> = {
-  use_dora: "DoRA",
   lora_bias: "a bias on lora_B",
   use_qalora: "QA-LoRA",
   layer_replication: "layer replication",
@@ -169,6 +168,7 @@ export function settingsFromAdapterConfig(json: unknown, cfg: ModelConfig, where
     return false;
   };
   const useRslora = bool("use_rslora");
+  const useDora = bool("use_dora");
   bool("fan_in_fan_out"); // PEFT resets it to false for nn.Linear targets, so it changes nothing here.
   const bias = get("bias") ?? "none";
   if (bias === "all" || bias === "lora_only") unsupported.push(`bias "${bias}" (saves base-layer biases; tuna supports "none")`);
@@ -254,6 +254,7 @@ export function settingsFromAdapterConfig(json: unknown, cfg: ModelConfig, where
     layersToTransform,
     layersPattern,
     useRslora,
+    useDora,
     bias: "none",
     taskType: "CAUSAL_LM",
     initLoraWeights: init as InitLoraWeights,

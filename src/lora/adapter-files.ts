@@ -11,7 +11,7 @@ import { openWeightsFile, type WeightSource } from "../io/safetensors/checkpoint
 import { writeBytesAtomically, writeSafetensors, type TensorToWrite } from "../io/safetensors/writer.ts";
 import { ADAPTER_CONFIG_FILE, serializeAdapterConfig, settingsFromAdapterConfig } from "./adapter-config.ts";
 import { allocateLoraParams, type LoraParams } from "./init.ts";
-import { embeddingKey, loraKey, loraLayout, tokenRowsKey } from "./layout.ts";
+import { embeddingKey, loraKey, loraLayout, magnitudeKey, tokenRowsKey } from "./layout.ts";
 import { embeddingModuleOf, type EmbeddingModule, type LoraSettings } from "./settings.ts";
 import { describeLinearModules, modelModuleNames } from "./targets.ts";
 
@@ -44,9 +44,10 @@ export async function writeAdapter(dir: string, adapter: LoraAdapter, options: {
   const dtype = DTYPES[options.dtype ?? "float32"];
   const { params, embeddings } = adapter;
   const tensors: TensorToWrite[] = [];
-  const add = (name: string, shape: [number, number], data: Float32Array): void => {
-    if (data.length !== shape[0] * shape[1]) {
-      throw new TunaError("INTERNAL", `adapter tensor ${name} has ${data.length} values, its shape [${shape.join(", ")}] needs ${shape[0] * shape[1]}`);
+  const add = (name: string, shape: [number, number] | [number], data: Float32Array): void => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    if (data.length !== size) {
+      throw new TunaError("INTERNAL", `adapter tensor ${name} has ${data.length} values, its shape [${shape.join(", ")}] needs ${size}`);
     }
     tensors.push({ name, dtype, shape, data: encodeFromFloat32(data, dtype) });
   };
@@ -55,6 +56,10 @@ export async function writeAdapter(dir: string, adapter: LoraAdapter, options: {
     if (t === undefined) throw new TunaError("INTERNAL", `the adapter has no tensors for ${m.name}`);
     add(loraKey(m.name, "A"), m.aShape, t.a);
     add(loraKey(m.name, "B"), m.bShape, t.b);
+    if (m.magnitudeOffset !== null) {
+      if (t.magnitude === null) throw new TunaError("INTERNAL", `the adapter has no DoRA magnitude for ${m.name}`);
+      add(magnitudeKey(m.name), [m.outFeatures], t.magnitude);
+    }
   }
   for (const t of params.layout.tokens) {
     const rows = params.tokenRows.get(t.module);
@@ -118,12 +123,15 @@ async function renameOrFail(from: string, to: string): Promise<void> {
 
 type KeyKind =
   | { kind: "lora"; module: string; which: "A" | "B" }
+  | { kind: "magnitude"; module: string }
   | { kind: "tokens"; module: EmbeddingModule }
   | { kind: "embedding"; module: EmbeddingModule }
   | { kind: "ignored" }
   | { kind: "unknown"; why: string };
 
 const LORA_KEY = /^base_model\.model\.(.+?)\.lora_(A|B)(?:\.[^.]+)?\.weight$/;
+// PEFT saves `<module>.lora_magnitude_vector`; older files keep the adapter name and the DoraLinearLayer's ".weight".
+const MAGNITUDE_KEY = /^base_model\.model\.(.+?)\.lora_magnitude_vector(?:\.(?!weight$)[^.]+)?(?:\.weight)?$/;
 const TOKENS_KEY = /^base_model\.model\.(.+)\.token_adapter\.trainable_tokens_(delta|original)(?:\.[^.]+)?$/;
 const EMBEDDING_KEY = /^base_model\.model\.(model\.embed_tokens|lm_head)(?:\.token_adapter\.base_layer)?\.weight$/;
 
@@ -131,6 +139,8 @@ const EMBEDDING_KEY = /^base_model\.model\.(model\.embed_tokens|lm_head)(?:\.tok
 function classifyKey(key: string): KeyKind {
   const lora = LORA_KEY.exec(key);
   if (lora?.[1] !== undefined) return { kind: "lora", module: lora[1], which: lora[2] === "A" ? "A" : "B" };
+  const magnitude = MAGNITUDE_KEY.exec(key);
+  if (magnitude?.[1] !== undefined) return { kind: "magnitude", module: magnitude[1] };
   const tokens = TOKENS_KEY.exec(key);
   if (tokens?.[1] !== undefined) {
     const module = embeddingModuleOf(tokens[1]);
@@ -140,7 +150,7 @@ function classifyKey(key: string): KeyKind {
   const embedding = EMBEDDING_KEY.exec(key);
   if (embedding?.[1] !== undefined) return { kind: "embedding", module: embedding[1] === "lm_head" ? "lm_head" : "embed_tokens" };
   if (!key.startsWith("base_model.model.")) return { kind: "unknown", why: "PEFT LoRA keys start with base_model.model." };
-  if (/\.lora_(embedding_[AB]|magnitude_vector)\b|\.lora_B\.bias$/.test(key)) return { kind: "unknown", why: "embedding LoRA, DoRA and lora_bias are not supported" };
+  if (/\.lora_embedding_[AB]\b|\.lora_B\.bias$/.test(key)) return { kind: "unknown", why: "embedding LoRA and lora_bias are not supported" };
   return { kind: "unknown", why: "it is not a lora_A / lora_B weight, trainable token rows or an embedding matrix" };
 }
 
@@ -243,6 +253,18 @@ async function readAdapterTensors(source: WeightSource, json: unknown, cfg: Mode
       claim(`${k.module}.lora_${k.which}`, name);
       const view = params.byModule.get(k.module);
       view?.[k.which === "A" ? "a" : "b"].set(await readFloatTensor(source, name, weightsPath));
+    } else if (k.kind === "magnitude") {
+      const m = layoutOf.get(k.module);
+      if (m === undefined || m.magnitudeOffset === null) {
+        const why = m === undefined ? `${ADAPTER_CONFIG_FILE}'s target_modules does not select that module` : `${ADAPTER_CONFIG_FILE} has no "use_dora": true`;
+        throw new TunaError("MODEL_INVALID", `${weightsPath}: tensor ${name} is DoRA's magnitude of ${k.module}, but ${why}.`);
+      }
+      const shape = source.info(name).shape;
+      if (shape.length !== 1 || shape[0] !== m.outFeatures) {
+        throw new TunaError("MODEL_INVALID", `${weightsPath}: tensor ${name} has shape ${shapeText(shape)}; DoRA's magnitude of ${k.module} needs [${m.outFeatures}] (its out_features).`);
+      }
+      claim(`${k.module}.lora_magnitude_vector`, name);
+      params.byModule.get(k.module)?.magnitude?.set(await readFloatTensor(source, name, weightsPath));
     } else if (k.kind === "tokens") {
       const t = params.layout.tokens.find((x) => x.module === k.module);
       if (t === undefined) {
@@ -257,7 +279,10 @@ async function readAdapterTensors(source: WeightSource, json: unknown, cfg: Mode
     }
   }
   const missing: string[] = [];
-  for (const m of params.layout.modules) for (const w of ["A", "B"] as const) if (!seen.has(`${m.name}.lora_${w}`)) missing.push(loraKey(m.name, w));
+  for (const m of params.layout.modules) {
+    for (const w of ["A", "B"] as const) if (!seen.has(`${m.name}.lora_${w}`)) missing.push(loraKey(m.name, w));
+    if (m.magnitudeOffset !== null && !seen.has(`${m.name}.lora_magnitude_vector`)) missing.push(magnitudeKey(m.name));
+  }
   for (const t of params.layout.tokens) if (!seen.has(`${t.module} token rows`)) missing.push(tokenRowsKey(t.module));
   if (missing.length > 0) {
     throw new TunaError(

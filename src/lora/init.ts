@@ -9,6 +9,8 @@ import type { EmbeddingModule, LoraSettings } from "./settings.ts";
 export interface LoraTensors {
   a: Float32Array; // (R, in)
   b: Float32Array; // (out, R)
+  /** DoRA's magnitude (out), or null without DoRA. */
+  magnitude: Float32Array | null;
 }
 
 export interface LoraParams {
@@ -29,6 +31,7 @@ export function allocateLoraParams(layout: LoraLayout): LoraParams {
     byModule.set(m.name, {
       a: flat.subarray(m.aOffset, m.aOffset + m.aShape[0] * m.aShape[1]),
       b: flat.subarray(m.bOffset, m.bOffset + m.bShape[0] * m.bShape[1]),
+      magnitude: m.magnitudeOffset === null ? null : flat.subarray(m.magnitudeOffset, m.magnitudeOffset + m.outFeatures),
     });
   }
   const tokenRows = new Map<EmbeddingModule, Float32Array>();
@@ -48,7 +51,8 @@ export function kaimingUniformBound(inFeatures: number): number {
  * New adapter parameters as PEFT's reset_lora_parameters makes them: B = 0, so the adapted model
  * starts equal to the base; A ~ U(-1/sqrt(in), 1/sqrt(in)) (init true) or N(0, (1/R)^2) ("gaussian").
  * Values come from `rng`, not torch's generator, so only the distributions match PEFT. Token rows
- * stay zero: fill them with copyTokenRows from the base embeddings.
+ * stay zero: fill them with copyTokenRows from the base embeddings. DoRA magnitudes stay zero too: they are the
+ * row norms of the base weights, computed where the weights are (initDoraMagnitudes, src/model/llama/dora.ts).
  */
 export function initLoraWeights(settings: LoraSettings, cfg: ModelConfig, rng: Rng): LoraParams {
   const mode = settings.initLoraWeights;

@@ -18,6 +18,8 @@ export interface LoraModuleLayout extends TargetModule {
   /** Element offsets into the flat buffer. */
   aOffset: number;
   bOffset: number;
+  /** DoRA's lora_magnitude_vector (out) offset, or null without DoRA. */
+  magnitudeOffset: number | null;
 }
 
 export interface TokenRowsLayout {
@@ -45,6 +47,11 @@ export function loraKey(moduleName: string, which: "A" | "B"): string {
   return `${ADAPTER_KEY_PREFIX}${moduleName}.lora_${which}.weight`;
 }
 
+/** The saved key of DoRA's magnitude vector (PEFT drops the ".weight" of its DoraLinearLayer on save). */
+export function magnitudeKey(moduleName: string): string {
+  return `${ADAPTER_KEY_PREFIX}${moduleName}.lora_magnitude_vector`;
+}
+
 /** The saved key of trainable token rows. */
 export function tokenRowsKey(module: EmbeddingModule): string {
   return `${ADAPTER_KEY_PREFIX}${EMBEDDING_MODULE_PATH[module]}.token_adapter.trainable_tokens_delta`;
@@ -65,6 +72,8 @@ export function loraLayout(settings: LoraSettings, cfg: ModelConfig): LoraLayout
     offset += r * inFeatures;
     const bOffset = offset;
     offset += out * r;
+    const magnitudeOffset = settings.useDora ? offset : null;
+    if (settings.useDora) offset += out;
     modules.push({
       ...target,
       r,
@@ -76,6 +85,7 @@ export function loraLayout(settings: LoraSettings, cfg: ModelConfig): LoraLayout
       bShape: [out, r],
       aOffset,
       bOffset,
+      magnitudeOffset,
     });
   }
   const tokens: TokenRowsLayout[] = [];

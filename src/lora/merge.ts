@@ -88,6 +88,24 @@ export function addLoraDelta(w: Float32Array, a: Float32Array, b: Float32Array, 
   }
 }
 
+/**
+ * PEFT's DoRA merge, after addLoraDelta made W + scaling * B A: each row is multiplied by magnitude / its L2
+ * norm (norm summed in float64, the factor rounded to float32 as PEFT's f32 division is, the row rounded once).
+ */
+export function applyDoraMagnitude(w: Float32Array, magnitude: Float32Array, shape: { out: number; in: number }): void {
+  const { out, in: inF } = shape;
+  if (w.length !== out * inF || magnitude.length !== out) {
+    throw new TunaError("INTERNAL", `applyDoraMagnitude: W ${w.length} and magnitude ${magnitude.length} values do not fit out ${out}, in ${inF}`);
+  }
+  for (let o = 0; o < out; o++) {
+    const row = w.subarray(o * inF, (o + 1) * inF);
+    let sum = 0;
+    for (const v of row) sum += v * v;
+    const factor = Math.fround(magnitude[o]! / Math.fround(Math.sqrt(sum)));
+    for (let i = 0; i < inF; i++) row[i] = row[i]! * factor;
+  }
+}
+
 /** The folder must not be OUT or inside it: replacing OUT would delete it. */
 function checkOutputPath(out: string, sources: { path: string; what: string }[]): void {
   for (const s of sources) {
@@ -130,7 +148,7 @@ interface MergePlan {
   cfg: ModelConfig; // the merged model's (vocabulary of the adapter)
   weights: ExpectedWeight[];
   replaced: Map<string, Float32Array>;
-  lora: Map<string, { module: LoraModuleLayout; a: Float32Array; b: Float32Array }>;
+  lora: Map<string, { module: LoraModuleLayout; a: Float32Array; b: Float32Array; magnitude: Float32Array | null }>;
   tokenRows: Map<string, { indices: number[]; rows: Float32Array }>;
 }
 
@@ -153,11 +171,11 @@ function planMerge(folder: ModelFolder, adapter: LoraAdapter, adapterDir: string
       }
     }
   }
-  const lora = new Map<string, { module: LoraModuleLayout; a: Float32Array; b: Float32Array }>();
+  const lora = new Map<string, { module: LoraModuleLayout; a: Float32Array; b: Float32Array; magnitude: Float32Array | null }>();
   for (const m of adapter.params.layout.modules) {
     const t = adapter.params.byModule.get(m.name);
     if (t === undefined) throw new TunaError("INTERNAL", `the adapter has no tensors for ${m.name}`);
-    lora.set(`${m.name}.weight`, { module: m, a: t.a, b: t.b });
+    lora.set(`${m.name}.weight`, { module: m, a: t.a, b: t.b, magnitude: t.magnitude });
   }
   const tokenRows = new Map<string, { indices: number[]; rows: Float32Array }>();
   for (const t of adapter.params.layout.tokens) {
@@ -204,6 +222,7 @@ async function mergedWeight(folder: ModelFolder, plan: MergePlan, w: ExpectedWei
   if (lora !== undefined) {
     const m = lora.module;
     addLoraDelta(values, lora.a, lora.b, { out: m.outFeatures, in: m.inFeatures, r: m.r }, m.scaling);
+    if (lora.magnitude !== null) applyDoraMagnitude(values, lora.magnitude, { out: m.outFeatures, in: m.inFeatures });
   }
   const rows = plan.tokenRows.get(w.name);
   if (rows !== undefined) {

@@ -38,6 +38,11 @@ export interface LoraSettings {
   layersToTransform: number[] | null;
   layersPattern: string[] | null;
   useRslora: boolean;
+  /**
+   * DoRA (PEFT use_dora): each adapted module's output is scaled per output feature by a trained magnitude
+   * over the detached row norm of W + scale * B A (src/model/llama/linear.ts).
+   */
+  useDora: boolean;
   bias: "none";
   taskType: "CAUSAL_LM";
   initLoraWeights: InitLoraWeights;
@@ -60,6 +65,7 @@ export interface LoraOptions {
   excludeModules?: string | readonly string[] | null;
   layersToTransform?: readonly number[] | null;
   useRslora?: boolean;
+  useDora?: boolean;
   initLoraWeights?: true | "gaussian";
   rankPattern?: Readonly<Record<string, number>> | null;
   alphaPattern?: Readonly<Record<string, number>> | null;
@@ -104,6 +110,7 @@ export function makeLoraSettings(options: LoraOptions, cfg: ModelConfig, where =
     layersToTransform: layers === null ? null : [...layers],
     layersPattern: null,
     useRslora: options.useRslora ?? false,
+    useDora: options.useDora ?? false,
     bias: "none",
     taskType: "CAUSAL_LM",
     initLoraWeights: options.initLoraWeights ?? true,

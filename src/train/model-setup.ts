@@ -50,6 +50,7 @@ export function trainLoraSettings(config: TrainConfig, cfg: ModelConfig, newToke
       alpha: config.lora_alpha,
       dropout: config.lora_dropout,
       useRslora: config.use_rslora,
+      useDora: config.use_dora,
       targetModules: config.lora_target_modules,
       trainableTokenIndices,
       baseModelNameOrPath: config.model_name_or_path,

@@ -34,6 +34,7 @@ import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
 import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, saveCheckpointTogether, writeJson } from "./checkpoint.ts";
 import { createProgressDisplay, type ProgressStream } from "./logging/progress.ts";
 import { setUpTrainModel } from "./model-setup.ts";
+import { initDoraMagnitudes } from "../model/llama/dora.ts";
 import { checkOutputDir, clearPreviousRun, lockOutputDir, refuseModelFolder } from "./output-dir.ts";
 import { watchInterrupts } from "./interrupt.ts";
 import { saveModelFiles } from "./save-model.ts";
@@ -246,6 +247,8 @@ async function trainLocked(
     model.residency = sharded;
     io.err(`ZeRO-3: this rank keeps ${formatMemorySize(sharded.bytesHeld)} of the ${formatMemorySize(sharded.bytesWhole)} of frozen layer weights.`);
   }
+  // DoRA's magnitudes start as the base weights' row norms (every rank of a sharded job gathers the layers together).
+  if (setup.lora?.useDora === true) await initDoraMagnitudes(backend, setup.params, model.linearScratch, model.residency);
 
   // DPO batches are padding-free: a pair's two documents side by side, never attending to each other.
   const settings = { ...trainerSettings(c, chat.tokenizer.padTokenId ?? chat.tokenizer.eosTokenId ?? 0), ...(objective === "dpo" ? { padded: false } : {}) };

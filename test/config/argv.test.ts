@@ -117,8 +117,9 @@ void test("Python-stack flags: ignored with a notice (their values consumed), or
     ["--do_train", "--dataloader_num_workers", "--torch_dtype", "--attn_implementation"],
   );
   assert.match(ok.notices[1]!, /no loader workers/);
-  const dora = await rejection(() => parseTrainArgs([...MODEL, "--use_dora", "True"]), "CONFIG_INVALID");
-  assert.match(dora, /--use_dora is a transformers\/TRL\/PEFT option tuna does not take: DoRA is not implemented yet/);
+  assert.equal((await parseTrainArgs([...MODEL, "--use_dora", "True"])).config.use_dora, true);
+  const loftq = await rejection(() => parseTrainArgs([...MODEL, "--loftq_config", "{}"]), "CONFIG_INVALID");
+  assert.match(loftq, /--loftq_config is a transformers\/TRL\/PEFT option tuna does not take: LoftQ is not implemented/);
   const start = await rejection(() => parseTrainArgs([...MODEL, "--eval_on_start"]), "CONFIG_INVALID");
   assert.match(start, /--eval_on_start .*run tuna eval on the base model/);
   const deepspeed = await rejection(() => parseTrainArgs([...MODEL, "--deepspeed", "ds.json"]), "CONFIG_INVALID");

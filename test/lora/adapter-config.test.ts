@@ -149,10 +149,10 @@ test("reading: malformed fields listed together; variants tuna lacks refused by 
     },
   );
   assert.throws(
-    () => settingsFromAdapterConfig({ peft_type: "LORA", use_dora: true, init_lora_weights: "pissa", modules_to_save: ["score"] }, cfg, "dora.json"),
+    () => settingsFromAdapterConfig({ peft_type: "LORA", use_qalora: true, init_lora_weights: "pissa", modules_to_save: ["score"] }, cfg, "dora.json"),
     (e: unknown) => {
       assert.ok(isTunaError(e) && e.code === "UNSUPPORTED", String(e));
-      for (const f of ["use_dora", "pissa", '"score"']) assert.ok(e.message.includes(f), `lacks "${f}": ${e.message}`);
+      for (const f of ["use_qalora", "pissa", '"score"']) assert.ok(e.message.includes(f), `lacks "${f}": ${e.message}`);
       return true;
     },
   );

@@ -101,7 +101,7 @@ test("PEFT's files: what the reader finds in them", async () => {
 });
 
 /** A hand-made adapter folder in the style of older PEFT versions (few config keys). */
-async function handMade(dir: string, config: Record<string, unknown>, tensors: Record<string, { shape: [number, number]; fill: (i: number) => number }>): Promise<string> {
+async function handMade(dir: string, config: Record<string, unknown>, tensors: Record<string, { shape: [number, number] | [number]; fill: (i: number) => number }>): Promise<string> {
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, "adapter_config.json"), JSON.stringify(config));
   await writeSafetensors(
@@ -110,7 +110,7 @@ async function handMade(dir: string, config: Record<string, unknown>, tensors: R
       name,
       dtype: "F32",
       shape: t.shape,
-      data: encodeFromFloat32(Float32Array.from({ length: t.shape[0] * t.shape[1] }, (_, i) => t.fill(i)), "F32"),
+      data: encodeFromFloat32(Float32Array.from({ length: t.shape.reduce((a, b) => a * b, 1) }, (_, i) => t.fill(i)), "F32"),
     })),
   );
   return dir;
@@ -149,6 +149,40 @@ test("a hand-made PEFT-style folder: full module names, keys with and without th
       assert.ok(down?.a.every((x) => x === 0.5) && down.b.every((x) => x === 2));
       assert.equal(adapter.params.layout.modules[1]?.scaling, 2);
     }
+  });
+});
+
+test("DoRA: lora_magnitude_vector read under PEFT's key and the older ones (adapter name, .weight); mismatches named", async () => {
+  const cfg = tinyLlama();
+  const dora = { ...HAND_CONFIG, use_dora: true };
+  await withTempDir(async (dir) => {
+    for (const suffix of ["", ".default", ".default.weight", ".weight"]) {
+      const folder = await handMade(join(dir, `dora${suffix}`), dora, {
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": { shape: [4, 16], fill: () => 1 },
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": { shape: [16, 4], fill: () => 1 },
+        [`base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector${suffix}`]: { shape: [16], fill: (i) => i + 0.5 },
+        "base_model.model.model.layers.1.mlp.down_proj.lora_A.weight": { shape: [4, 40], fill: () => 1 },
+        "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight": { shape: [16, 4], fill: () => 1 },
+        [`base_model.model.model.layers.1.mlp.down_proj.lora_magnitude_vector${suffix}`]: { shape: [16], fill: () => 3 },
+      });
+      const adapter = await readAdapter(folder, cfg);
+      assert.equal(adapter.settings.useDora, true, suffix);
+      assert.deepEqual(Array.from(adapter.params.byModule.get("model.layers.0.self_attn.q_proj")!.magnitude!.subarray(0, 3)), [0.5, 1.5, 2.5]);
+      assert.ok(adapter.params.byModule.get("model.layers.1.mlp.down_proj")!.magnitude!.every((v) => v === 3));
+    }
+    const ab = {
+      "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": { shape: [4, 16] as [number, number], fill: () => 1 },
+      "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": { shape: [16, 4] as [number, number], fill: () => 1 },
+      "base_model.model.model.layers.1.mlp.down_proj.lora_A.weight": { shape: [4, 40] as [number, number], fill: () => 1 },
+      "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight": { shape: [16, 4] as [number, number], fill: () => 1 },
+    };
+    const magnitude = "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector";
+    const notDora = await handMade(join(dir, "not-dora"), HAND_CONFIG, { ...ab, [magnitude]: { shape: [16], fill: () => 1 } });
+    await rejectsWith(readAdapter(notDora, cfg), "MODEL_INVALID", `tensor ${magnitude} is DoRA's magnitude`, 'has no "use_dora": true');
+    const missing = await handMade(join(dir, "missing"), dora, { ...ab, [magnitude]: { shape: [16], fill: () => 1 } });
+    await rejectsWith(readAdapter(missing, cfg), "MODEL_INVALID", "lacks 1 tensor(s)", "down_proj.lora_magnitude_vector");
+    const wrong = await handMade(join(dir, "wrong"), dora, { ...ab, [magnitude]: { shape: [8], fill: () => 1 } });
+    await rejectsWith(readAdapter(wrong, cfg), "MODEL_INVALID", `tensor ${magnitude} has shape [8]`, "needs [16]");
   });
 });
 

@@ -219,3 +219,30 @@ for (const kind of ["4bit", "8bit"] as const) {
     assert.ok(relativeError(await logits(out32, ids), expected) < 1e-5);
   });
 }
+
+test("DoRA: the adapter file (lora_magnitude_vector keys, use_dora) read back and merged computes the adapter model's logits", async () => {
+  const { dir: base, cfg } = await writeTiny({ ...TINY, model_type: "qwen2", tie_word_embeddings: false });
+  roots.push(dirname(base));
+  const settings = makeLoraSettings({ r: 3, alpha: 6, targetModules: ["q_proj", "v_proj", "down_proj"], useDora: true }, cfg);
+  const params = allocateLoraParams(loraLayout(settings, cfg));
+  const rng = createRng(9);
+  randomFill(params.flat, rng, 0.3);
+  // Magnitudes near the rows' norms (what training starts from), so the merged weights are of a normal size.
+  for (const t of params.byModule.values()) for (let i = 0; i < t.magnitude!.length; i++) t.magnitude![i] = 1 + 0.5 * rng.uniform();
+  const root = await tempRoot();
+  const adapter = join(root, "adapter");
+  await writeAdapter(adapter, { settings, params, embeddings: null });
+  const config = await readJson(join(adapter, "adapter_config.json"));
+  assert.equal(config["use_dora"], true);
+  const magnitude = await readTensor(join(adapter, "adapter_model.safetensors"), "base_model.model.model.layers.1.mlp.down_proj.lora_magnitude_vector");
+  assert.deepEqual(magnitude.shape, [cfg.hiddenSize]);
+  assert.deepEqual(magnitude.values, params.byModule.get("model.layers.1.mlp.down_proj")!.magnitude);
+
+  const ids = [3, 17, 40, 45, 9, 60, 2];
+  const expected = await logits(base, ids, adapter);
+  assert.ok(relativeError(await logits(base, ids), expected) > 1e-3, "the adapter must change the logits");
+  const out = join(root, "merged");
+  const result = await mergeAdapter(base, { adapterDir: adapter, outputDir: out, dtype: "float32" });
+  assert.equal(result.mergedModules, 2 * 3);
+  assert.ok(relativeError(await logits(out, ids), expected) < 1e-5);
+});

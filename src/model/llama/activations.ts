@@ -12,6 +12,8 @@ export interface LoraSlots {
   xd: Tensor | null; // (N, in) dropout(x), when dropout > 0
   /** Whether the last forward applied dropout (training) — the backward must match it. */
   dropoutApplied: boolean;
+  /** DoRA: flat (N * out) W dropout(x) and scale * B A dropout(x), kept for the backward; null for plain LoRA. */
+  dora: { base: Tensor; lora: Tensor } | null;
 }
 
 export interface BlockSlots {
@@ -66,7 +68,9 @@ export interface Activations {
 interface LoraShape {
   rank: number;
   inFeatures: number;
+  outFeatures: number;
   dropout: boolean;
+  dora: boolean;
 }
 
 /** The LoRA slot shapes a block needs: one layer's, or the union over layers for shared slots. */
@@ -80,7 +84,9 @@ function loraShapes(params: LlamaParams, layers: readonly number[]): Partial<Rec
       shapes[p] = {
         rank: Math.max(prev?.rank ?? 0, lin.lora.rank),
         inFeatures: lin.inFeatures,
+        outFeatures: lin.outFeatures,
         dropout: (prev?.dropout ?? false) || lin.lora.dropout > 0,
+        dora: (prev?.dora ?? false) || lin.lora.dora !== null,
       };
     }
   }
@@ -111,6 +117,7 @@ function allocBlock(
       mask: shape.dropout ? backend.alloc("u8", [N, shape.inFeatures], `act.${tag}.${p}.mask`) : null,
       xd: shape.dropout ? a([N, shape.inFeatures], `${p}.xd`) : null,
       dropoutApplied: false,
+      dora: shape.dora ? { base: a([N * shape.outFeatures], `${p}.dora_base`), lora: a([N * shape.outFeatures], `${p}.dora_lora`) } : null,
     };
   }
   return {
@@ -137,6 +144,7 @@ function blockTensors(b: BlockSlots): Tensor[] {
     out.push(s.xa);
     if (s.mask !== null) out.push(s.mask);
     if (s.xd !== null) out.push(s.xd);
+    if (s.dora !== null) out.push(s.dora.base, s.dora.lora);
   }
   return out;
 }
@@ -234,7 +242,13 @@ export function viewActivations(backend: Backend, root: Activations, N: number):
     for (const p of PROJECTIONS) {
       const s = b.lora[p];
       if (s === undefined) continue;
-      lora[p] = { xa: flat(s.xa), mask: s.mask === null ? null : rows(s.mask), xd: s.xd === null ? null : rows(s.xd), dropoutApplied: false };
+      lora[p] = {
+        xa: flat(s.xa),
+        mask: s.mask === null ? null : rows(s.mask),
+        xd: s.xd === null ? null : rows(s.xd),
+        dropoutApplied: false,
+        dora: s.dora === null ? null : { base: flat(s.dora.base), lora: flat(s.dora.lora) },
+      };
     }
     return {
       ln1: rows(b.ln1),

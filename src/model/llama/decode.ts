@@ -47,13 +47,15 @@ export interface Decoder {
   /** The output embedding, with trained token rows substituted as of createDecoder. */
   lmHead: Tensor;
   buffers: StepBuffers | null;
+  /** DoRA's row norms (weights only) are computed by the first call and reused by the next ones. */
+  doraNormsReady: boolean;
 }
 
 /** A decoder over `model` with room for `capacity` tokens (the cache grows on demand). */
 export function createDecoder(model: LlamaModel, capacity = 256): Decoder {
   const cfg = model.params.cfg;
   const cache: KvCache = { capacity: 0, length: 0, keys: [], values: [] };
-  const decoder: Decoder = { model, cache, tokens: [], lmHead: outputEmbedding(model.backend, model.params), buffers: null };
+  const decoder: Decoder = { model, cache, tokens: [], lmHead: outputEmbedding(model.backend, model.params), buffers: null, doraNormsReady: false };
   allocCache(model.backend, cfg, cache, Math.max(1, capacity));
   return decoder;
 }
@@ -176,7 +178,7 @@ export async function decodeForward(decoder: Decoder, ids: readonly number[]): P
         views.push(dst, src);
       });
     }
-    const scratch: LinearScratch = { dequant: model.dequantScratch };
+    const scratch: LinearScratch = { dequant: model.dequantScratch, reuseDoraNorms: decoder.doraNormsReady };
     const attentionScale = 1 / Math.sqrt(cfg.headDim);
     for (let l = 0; l < cfg.numLayers; l++) {
       const cached = {
@@ -209,10 +211,11 @@ export async function decodeForward(decoder: Decoder, ids: readonly number[]): P
     const logits = await be.downloadF32(buf.logits);
     cache.length = past + Q;
     decoder.tokens.push(...ids);
+    decoder.doraNormsReady = true;
     return logits;
   } finally {
     for (const v of views.reverse()) be.free(v);
-    for (const s of Object.values(lora)) be.free(s.xa);
+    for (const s of Object.values(lora)) for (const t of [s.xa, s.dora?.base, s.dora?.lora]) if (t !== undefined) be.free(t);
   }
 }
 
@@ -306,14 +309,27 @@ function freeBuffers(be: Backend, b: StepBuffers): void {
 
 /**
  * LoRA slots for Q tokens, one per projection shared by the layers (used one after another), sized for
- * the largest rank. Allocated per call and freed after it: linearForward takes views of them each time.
+ * the largest rank (and DoRA's two (Q, out) terms). Allocated per call and freed after it: linearForward
+ * takes views of them each time.
  */
 function loraSlots(be: Backend, params: LlamaParams, Q: number): Partial<Record<Projection, LoraSlots>> {
   const slots: Partial<Record<Projection, LoraSlots>> = {};
   for (const p of PROJECTIONS) {
     let rank = 0;
-    for (const layer of params.layers) rank = Math.max(rank, layer.proj[p].lora?.rank ?? 0);
-    if (rank > 0) slots[p] = { xa: be.alloc("f32", [Q * rank], `decode.${p}.xa`), mask: null, xd: null, dropoutApplied: false };
+    let dora = 0;
+    for (const layer of params.layers) {
+      const lin = layer.proj[p];
+      rank = Math.max(rank, lin.lora?.rank ?? 0);
+      if (lin.lora?.dora != null) dora = Math.max(dora, lin.outFeatures);
+    }
+    if (rank === 0) continue;
+    slots[p] = {
+      xa: be.alloc("f32", [Q * rank], `decode.${p}.xa`),
+      mask: null,
+      xd: null,
+      dropoutApplied: false,
+      dora: dora === 0 ? null : { base: be.alloc("f32", [Q * dora], `decode.${p}.dora_base`), lora: be.alloc("f32", [Q * dora], `decode.${p}.dora_lora`) },
+    };
   }
   return slots;
 }

@@ -6,7 +6,7 @@ import { decodeToFloat32 } from "../../io/safetensors/convert.ts";
 import { f16ToF32Array, f32ToBf16Array } from "../../util/half.ts";
 import { TunaError } from "../../util/errors.ts";
 import { uint16sOf } from "../../util/bytes.ts";
-import { loraKey, loraLayout, tokenRowsKey, type LoraLayout } from "../../lora/layout.ts";
+import { loraKey, loraLayout, magnitudeKey, tokenRowsKey, type LoraLayout } from "../../lora/layout.ts";
 import type { LoraSettings } from "../../lora/settings.ts";
 import type { SavedEmbeddings } from "../../lora/adapter-files.ts";
 import type { ModelConfig } from "../../hf/config.ts";
@@ -70,7 +70,10 @@ async function readBf16(source: WeightSource, name: string, shape: readonly numb
 /** Trainable tensors in the exact order (and so offsets) of src/lora's flat layout. */
 function loraSpecs(layout: LoraLayout): { name: string; shape: number[] }[] {
   const specs: { name: string; shape: number[] }[] = [];
-  for (const m of layout.modules) specs.push({ name: loraKey(m.name, "A"), shape: m.aShape }, { name: loraKey(m.name, "B"), shape: m.bShape });
+  for (const m of layout.modules) {
+    specs.push({ name: loraKey(m.name, "A"), shape: m.aShape }, { name: loraKey(m.name, "B"), shape: m.bShape });
+    if (m.magnitudeOffset !== null) specs.push({ name: magnitudeKey(m.name), shape: [m.outFeatures] });
+  }
   for (const t of layout.tokens) specs.push({ name: tokenRowsKey(t.module), shape: t.shape });
   return specs;
 }
@@ -198,7 +201,12 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
       if (m !== undefined) {
         const a = trainableView(trainable, loraKey(module, "A"));
         const b = trainableView(trainable, loraKey(module, "B"));
-        lora = { rank: m.r, scale: m.scaling, dropout: options.lora?.dropout ?? 0, A: a.param, B: b.param, dA: a.grad, dB: b.grad };
+        let dora = null;
+        if (m.magnitudeOffset !== null) {
+          const mag = trainableView(trainable, magnitudeKey(module));
+          dora = { magnitude: mag.param, dMagnitude: mag.grad, norms: backend.alloc(options.baseDtype, [out], `${module}.dora_norms`) };
+        }
+        lora = { rank: m.r, scale: m.scaling, dropout: options.lora?.dropout ?? 0, A: a.param, B: b.param, dA: a.grad, dB: b.grad, dora };
       }
       proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
     }

@@ -23,7 +23,7 @@ export interface LlamaModel {
   activationDtype: ActivationDtype;
   /** Rows of logits per chunk (tests force small chunks; default from logitsChunkRows). */
   logitsChunkRows: number | undefined;
-  /** Scratch for dequantized 4-bit weights, in the activation dtype (null when no weight is quantized). */
+  /** Scratch for dequantized 4-bit weights and DoRA's adapted weight, in the activation dtype (null when neither is used). */
   dequantScratch: Tensor | null;
   /** bf16 copy of the trainable buffer (bf16 activations only), refreshed at every forward. */
   lowpParams: Tensor | null;
@@ -60,9 +60,12 @@ export function createLlamaModel(backend: Backend, params: LlamaParams, options:
   const activationDtype = options.activationDtype ?? "f32";
   const invFreq = backend.alloc("f32", [params.cfg.headDim / 2], "rope.inv_freq");
   backend.upload(invFreq, ropeInvFreq(params.cfg));
+  // 4-bit weights are dequantized here per GEMM; DoRA builds its adapted weight W + s B A here for the row norms.
   let maxQuant = 0;
   for (const layer of params.layers) {
-    for (const lin of Object.values(layer.proj)) if (lin.quant !== null) maxQuant = Math.max(maxQuant, lin.inFeatures * lin.outFeatures);
+    for (const lin of Object.values(layer.proj)) {
+      if (lin.quant !== null || lin.lora?.dora != null) maxQuant = Math.max(maxQuant, lin.inFeatures * lin.outFeatures);
+    }
   }
   const dequantScratch = maxQuant > 0 ? backend.alloc(activationDtype, [maxQuant], "dequant.scratch") : null;
   // With bf16 activations the GEMMs read bf16 twins of the f32 trainable tensors (one conversion of the

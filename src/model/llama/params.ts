@@ -14,6 +14,16 @@ export interface LoraModule {
   B: Tensor; // (out, R)
   dA: Tensor;
   dB: Tensor;
+  /** DoRA's magnitude and the row norms of the adapted weight (PEFT use_dora), or null for plain LoRA. */
+  dora: DoraModule | null;
+}
+
+export interface DoraModule {
+  /** f32 (out): lora_magnitude_vector, a view of the trainable buffer, and its gradient. */
+  magnitude: Tensor;
+  dMagnitude: Tensor;
+  /** (out): ||W + scale * B A|| per row, computed in each forward and treated as a constant (as PEFT detaches it). */
+  norms: Tensor;
 }
 
 export interface Linear {

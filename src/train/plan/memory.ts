@@ -99,7 +99,7 @@ function activationBytes(cfg: ModelConfig, lora: LoraSettings | null, input: Mem
     for (const p of PROJECTIONS) {
       const { out, in: inF } = projectionShape(cfg, p);
       const m = layout?.modules.find((x) => x.layer === l && x.projection === p);
-      const loraModule = m === undefined || lora === null ? null : { rank: m.r, scale: m.scaling, dropout: lora.dropout, A: placeholder, B: placeholder, dA: placeholder, dB: placeholder };
+      const loraModule = m === undefined || lora === null ? null : { rank: m.r, scale: m.scaling, dropout: lora.dropout, A: placeholder, B: placeholder, dA: placeholder, dB: placeholder, dora: m.magnitudeOffset === null ? null : { magnitude: placeholder, dMagnitude: placeholder, norms: placeholder } };
       proj[p] = { module: "", inFeatures: inF, outFeatures: out, weight: null, quant: null, bias: null, dweight: null, dbias: null, lora: loraModule };
     }
     return { inputNorm: placeholder, postNorm: placeholder, dInputNorm: null, dPostNorm: null, proj };
@@ -175,9 +175,13 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
   const shardSize = input.zeroStage >= 1 ? Math.ceil(trainable / input.world) : trainable;
   add("optimizer", input.optimizerOffload ? 0 : 2 * block(4 * Math.max(1, shardSize)), input.optimizerOffload ? "AdamW moments in host memory (offload)" : `AdamW moments, f32${input.zeroStage >= 1 && input.world > 1 ? `, this rank's 1/${input.world}` : ""}`);
   const twin = input.activationDtype === "bf16" && trainable > 0 ? block(2 * trainable) : 0;
-  const dequant = maxQuantized > 0 ? block(maxQuantized * DTYPE_BYTES[input.activationDtype]) : 0;
+  // DoRA builds its adapted weight (out, in) in the same scratch, and keeps each module's row norms.
+  const doraModules = layout?.modules.filter((m) => m.magnitudeOffset !== null) ?? [];
+  const scratchWeight = Math.max(maxQuantized, ...doraModules.map((m) => m.outFeatures * m.inFeatures));
+  const dequant = scratchWeight > 0 ? block(scratchWeight * DTYPE_BYTES[input.activationDtype]) : 0;
+  const doraNorms = doraModules.reduce((sum, m) => sum + block(m.outFeatures * base), 0);
   const tokenRows = layout !== null && layout.tokens.length > 0 ? block(cfg.vocabSize * cfg.hiddenSize * base) + block(cfg.vocabSize * cfg.hiddenSize * 4) : 0;
-  add("scratch", twin + dequant + tokenRows + block((cfg.headDim / 2) * 4), "dequantized weight, bf16 twin of the trainable buffer, trained-token rows of lm_head, RoPE");
+  add("scratch", twin + dequant + tokenRows + doraNorms + block((cfg.headDim / 2) * 4), `dequantized weight, bf16 twin of the trainable buffer, trained-token rows of lm_head, RoPE${doraModules.length > 0 ? ", DoRA row norms" : ""}`);
   const acts = activationBytes(cfg, lora, input, block);
   add("activations", acts.all - acts.logits, `${input.tokens} tokens, ${input.activationDtype}, ${input.checkpointing ? "each layer's input kept (checkpointing)" : "every layer's"}`);
   add("logits chunk", acts.logits, "f32 logits of one chunk of rows");

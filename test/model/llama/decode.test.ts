@@ -103,6 +103,8 @@ const models: [string, HfConfigJson, Setup][] = [
   ["llama with trained token rows (tied)", TINY, { lora: { trainableTokenIndices: [5, 17, 40] } }],
   ["qwen2 with trained token rows of an untied lm_head", QWEN2, { lora: { trainableTokenIndices: { embed_tokens: [5, 17], lm_head: [40, 17] } } }],
   ["llama NF4 base (dequantized per GEMM)", TINY, { quantize: { kind: "4bit", quantType: "nf4", doubleQuant: true, blocksize: 64 } }],
+  ["qwen2 with DoRA (q/k/v biases, norms reused after the first call)", QWEN2, { lora: { useDora: true } }],
+  ["llama NF4 base with DoRA", TINY, { lora: { useDora: true }, quantize: { kind: "4bit", quantType: "nf4", doubleQuant: true, blocksize: 64 } }],
 ];
 
 for (const [name, config, setup] of models) {

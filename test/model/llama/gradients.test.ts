@@ -2,22 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { batchFromDocuments } from "../../../src/data/batch.ts";
 import { backward, forward, uploadBatch, type LlamaModel } from "../../../src/model/llama/model.ts";
+import { finiteDifferenceCheck, lossAndGrads } from "./gradient-check.ts";
 import { sampleDocs, tinyModel, writeTiny, TINY } from "./tiny-model.ts";
-
-async function lossAndGrads(model: LlamaModel, V: number): Promise<{ loss: number; grads: Float32Array }> {
-  const be = model.backend;
-  be.fill(model.params.trainable.grads, 0);
-  const batch = uploadBatch(model, batchFromDocuments(sampleDocs(V)));
-  const { lossSum, tokens } = await forward(model, batch, { training: true });
-  await backward(model, batch, 1 / tokens);
-  return { loss: lossSum / tokens, grads: await be.downloadF32(model.params.trainable.grads) };
-}
-
-async function lossOnly(model: LlamaModel, V: number): Promise<number> {
-  const batch = uploadBatch(model, batchFromDocuments(sampleDocs(V)));
-  const { lossSum, tokens } = await forward(model, batch, { training: true });
-  return lossSum / tokens;
-}
 
 test("gradient checkpointing gives bit-identical gradients, LoRA dropout included", async () => {
   const { dir, cfg } = await writeTiny();
@@ -29,39 +15,6 @@ test("gradient checkpointing gives bit-identical gradients, LoRA dropout include
   assert.deepEqual(b.grads, a.grads);
   assert.ok(a.grads.some((g) => g !== 0));
 });
-
-/**
- * Central differences of the f32 forward at a few parameters of every tensor. Step 1e-3 keeps the
- * curvature error small (at 1e-2 it reaches ~30% on LoRA B here); the f32 loss noise (~5e-7) over
- * 2e-3 is ~2.5e-4, hence 3e-4 absolute or 2% relative.
- */
-async function finiteDifferenceCheck(model: LlamaModel, V: number, picks: number): Promise<void> {
-  const be = model.backend;
-  const { grads } = await lossAndGrads(model, V);
-  const params = await be.downloadF32(model.params.trainable.params);
-  const step = 1e-3;
-  let checked = 0;
-  for (const entry of model.params.trainable.entries) {
-    for (let k = 0; k < picks; k++) {
-      const i = entry.offset + Math.floor(((k + 0.5) / picks) * entry.size);
-      const original = params[i]!;
-      params[i] = original + step;
-      be.upload(model.params.trainable.params, params);
-      const up = await lossOnly(model, V);
-      params[i] = original - step;
-      be.upload(model.params.trainable.params, params);
-      const down = await lossOnly(model, V);
-      params[i] = original;
-      be.upload(model.params.trainable.params, params);
-      const numeric = (up - down) / (2 * step);
-      const analytic = grads[i]!;
-      const ok = Math.abs(numeric - analytic) <= Math.max(3e-4, 0.02 * Math.abs(numeric));
-      assert.ok(ok, `${entry.name}[${i - entry.offset}]: analytic ${analytic} vs numeric ${numeric}`);
-      checked++;
-    }
-  }
-  assert.ok(checked > 0);
-}
 
 test("full fine-tuning: every weight's gradient (embedding tied to lm_head, norms, projections) matches finite differences", async () => {
   const { dir, cfg } = await writeTiny();
