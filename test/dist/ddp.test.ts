@@ -443,7 +443,7 @@ void test("two machines' launchers (--nnodes 2, --node_rank 0 and 1, 2 processes
   assert.ok("peak_memory_gib_rank_3" in logged, "four ranks logged");
 });
 
-void test("ZeRO-3 (QLoRA, 3 ranks): the frozen 4-bit layers sharded and gathered per layer; a whole epoch (ranks with fewer micro-batches at its end) and evaluation reproduce one process", { timeout: 240_000 }, async () => {
+void test("ZeRO-3 (QLoRA with DoRA, 3 ranks): the frozen 4-bit layers sharded and gathered per layer (DoRA's magnitudes from the gathered rows); a whole epoch (ranks with fewer micro-batches at its end) and evaluation reproduce one process", { timeout: 240_000 }, async () => {
   const { mkdir, writeFile } = await import("node:fs/promises");
   const data = join(tmp, "zero3-data");
   await mkdir(data, { recursive: true });
@@ -457,7 +457,7 @@ void test("ZeRO-3 (QLoRA, 3 ranks): the frozen 4-bit layers sharded and gathered
   const zeroFlags = (out: string, ga: number): string[] => [
     ...flags(out, ga).map((f) => (f.endsWith("chat-small.jsonl") ? data : f === "train" ? "train,test" : f)).filter((f, i, all) => f !== "--max_steps" && all[i - 1] !== "--max_steps"),
     "--num_train_epochs", "1", "--use_4bit_quantization", "--bnb_4bit_quant_type", "nf4", "--use_nested_quant",
-    "--eval_strategy", "epoch", "--per_device_eval_batch_size", "1",
+    "--eval_strategy", "epoch", "--per_device_eval_batch_size", "1", "--use_dora", "True",
   ];
   const single = join(tmp, "zero3-single");
   const one = spawnSync(process.execPath, ["bin/tuna.js", "train", ...zeroFlags(single, 3)], { cwd: root, encoding: "utf8", timeout: 170_000 });
@@ -480,6 +480,7 @@ void test("ZeRO-3 (QLoRA, 3 ranks): the frozen 4-bit layers sharded and gathered
   assert.ok(relative(evals(b)[0]!, evals(a)[0]!) < 1e-6, `eval ${evals(b)[0]!} vs ${evals(a)[0]!}`);
   const x = await readRun(single);
   const y = await readRun(out);
+  assert.equal([...y.adapter.keys()].filter((n) => n.endsWith(".lora_magnitude_vector")).length, 14, "DoRA's magnitudes are saved");
   for (const [name, values] of y.adapter) {
     const ref = x.adapter.get(name)!;
     let worst = 0;

@@ -151,3 +151,35 @@ test("bad training input: resume path that is not a checkpoint, unknown flag", a
   assert.equal(u.code, 1);
   assert.match(u.err, /--lora_r/);
 });
+
+test("DoRA end to end: lora_magnitude_vector saved, exact resume from a checkpoint, merge computes the adapter's logits", async () => {
+  const dora = ["--use_dora", "True", "--max_steps", "4", "--save_total_limit", "3"];
+  const straight = join(tmp, "dora");
+  const r = await run(flags(straight, dora));
+  assert.equal(r.code, 0, r.err);
+  const adapterConfig = JSON.parse(await readFile(join(straight, "adapter_config.json"), "utf8")) as Record<string, unknown>;
+  assert.equal(adapterConfig["use_dora"], true);
+  const { openWeightsFile } = await import("../../src/io/safetensors/checkpoint.ts");
+  const { decodeToFloat32 } = await import("../../src/io/safetensors/convert.ts");
+  const weights = await openWeightsFile(join(straight, "adapter_model.safetensors"));
+  const names = weights.names().filter((n) => n.endsWith(".lora_magnitude_vector"));
+  assert.equal(names.length, 2 * 7, "one magnitude per adapted module of the 2-layer model");
+  // Training moved the magnitudes away from the base rows' norms they start at (positive, of the weights' size).
+  const name = "base_model.model.model.layers.0.mlp.down_proj.lora_magnitude_vector";
+  const magnitude = decodeToFloat32(await weights.readTensor(name), weights.info(name).dtype);
+  await weights.close();
+  assert.ok(magnitude.every((v) => v > 0));
+  const m = await metrics(straight);
+  assert.ok(m.every((e) => e.loss === undefined || Number.isFinite(e.loss)));
+
+  const resumed = join(tmp, "dora-resumed");
+  const r2 = await run(flags(resumed, [...dora, "--resume_from_checkpoint", join(straight, "checkpoint-2")]));
+  assert.equal(r2.code, 0, r2.err);
+  const lossesAfter2 = (entries: Metric[]): (number | undefined)[] => entries.filter((e) => e.step > 2 && e.loss !== undefined).map((e) => e.loss);
+  assert.deepEqual(lossesAfter2(await metrics(resumed)), lossesAfter2(m));
+  assert.deepEqual(await readFile(join(resumed, "adapter_model.safetensors")), await readFile(join(straight, "adapter_model.safetensors")));
+
+  const merged = join(tmp, "dora-merged");
+  const mr = await runCli(["merge", join(root, "examples/tiny-llama"), "--adapter", straight, "--output_dir", merged, "--dtype", "float32"]);
+  assert.equal(mr.code, 0, mr.err);
+});

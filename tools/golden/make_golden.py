@@ -94,11 +94,15 @@ LORA_ALL = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear"
                 init_lora_weights=False)
 LORA_RS = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM",
                init_lora_weights=False, use_rslora=True)
+# DoRA: PEFT sets each magnitude to ||W + s B A|| at creation; the script then scales them by 1 +- 0.3 so the
+# factor magnitude / norm is not 1 and every term of DoRA's forward and backward is exercised.
+LORA_DORA = dict(LORA_ALL, use_dora=True)
 
 # case name -> (family, lora kwargs)
 CASES = {
     "llama": ("llama", LORA_ALL),
     "llama_rslora": ("llama", LORA_RS),
+    "llama_dora": ("llama", LORA_DORA),
     "llama3": ("llama3", LORA_ALL),
     "mistral": ("mistral", LORA_ALL),
     "qwen2": ("qwen2", LORA_ALL),
@@ -228,8 +232,10 @@ def make_data(fam):
 
 
 def peft_key(param_name):
-    # base_model.model.<path>.lora_A.default.weight -> base_model.model.<path>.lora_A.weight
-    return re.sub(r"\.(lora_[AB])\.default\.", r".\1.", param_name)
+    # base_model.model.<path>.lora_A.default.weight -> base_model.model.<path>.lora_A.weight;
+    # <path>.lora_magnitude_vector.default.weight -> <path>.lora_magnitude_vector (as PEFT saves DoRA's magnitude)
+    name = re.sub(r"\.lora_magnitude_vector\.default\.weight$", ".lora_magnitude_vector", param_name)
+    return re.sub(r"\.(lora_[AB])\.default\.", r".\1.", name)
 
 
 def lora_grads(model):
@@ -311,6 +317,14 @@ def run_case(case, out_dir, base_models, data):
     want = alpha / math.sqrt(r) if lora_kwargs.get("use_rslora") else alpha / r
     print(f"  lora scaling values: {scalings} (expected {want})")
     assert scalings == [want], "unexpected LoRA scaling"
+    if lora_kwargs.get("use_dora"):
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if ".lora_magnitude_vector." in n:
+                    p.mul_(1.0 + 0.3 * (2.0 * torch.rand_like(p) - 1.0))
+        magnitudes = sum(1 for n, _ in model.named_parameters() if ".lora_magnitude_vector." in n)
+        print(f"  DoRA magnitude vectors: {magnitudes} (scaled by 1 +- 0.3 after PEFT's init)")
+        assert magnitudes > 0
     nonzero_b = all(p.abs().sum() > 0 for n, p in model.named_parameters() if ".lora_B." in n)
     print(f"  every lora_B nonzero: {nonzero_b}")
     assert nonzero_b
@@ -323,7 +337,7 @@ def run_case(case, out_dir, base_models, data):
     adapter = load_file(os.path.join(adapter_dir, "adapter_model.safetensors"))
     with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
         acfg = json.load(f)
-    print(f"  adapter_config: r={acfg['r']} lora_alpha={acfg['lora_alpha']} use_rslora={acfg.get('use_rslora')} "
+    print(f"  adapter_config: r={acfg['r']} lora_alpha={acfg['lora_alpha']} use_rslora={acfg.get('use_rslora')} use_dora={acfg.get('use_dora')} "
           f"target_modules={sorted(acfg['target_modules']) if isinstance(acfg['target_modules'], list) else acfg['target_modules']}")
     print(f"  adapter tensors: {len(adapter)}, dtypes {sorted({str(v.dtype) for v in adapter.values()})}, first key {sorted(adapter)[0]}")
 

@@ -10,7 +10,7 @@ import { parseFlags } from "./generate.ts";
 const HELP = `usage: tuna merge <base model folder | hub id> --adapter DIR --output_dir OUT [options]
 
 Writes the base model with the LoRA adapter merged in (W + scale * B @ A, as PEFT's
-merge_and_unload) as a Hugging Face model folder: config.json, generation_config.json,
+merge_and_unload; a DoRA adapter's rows are then rescaled to magnitude / row norm) as a Hugging Face model folder: config.json, generation_config.json,
 model.safetensors (or shards + index) and the tokenizer (the adapter's, else the base's).
 A bitsandbytes 4-bit or 8-bit base is dequantized; the output is not quantized.
   --adapter DIR             the PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)

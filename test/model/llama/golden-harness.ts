@@ -9,7 +9,7 @@ import { parseModelConfig, type ModelConfig } from "../../../src/hf/config.ts";
 import { loadLlamaParams } from "../../../src/model/llama/load.ts";
 import { createLlamaModel, type LlamaModel } from "../../../src/model/llama/model.ts";
 import { readAdapter } from "../../../src/lora/adapter-files.ts";
-import { loraKey } from "../../../src/lora/layout.ts";
+import { loraKey, magnitudeKey } from "../../../src/lora/layout.ts";
 
 export const GOLDEN = new URL("../../golden/", import.meta.url).pathname;
 
@@ -45,7 +45,7 @@ export async function loadGoldenCase(c: CaseManifest, checkpointing: boolean): P
   const adapterDir = join(GOLDEN, c.adapter_dir);
   // readAdapter resolves target_modules against the model and lays the tensors out flat.
   const adapter = await readAdapter(adapterDir, cfg);
-  const adapterKeys = adapter.params.layout.modules.flatMap((m) => [loraKey(m.name, "A"), loraKey(m.name, "B")]);
+  const adapterKeys = adapter.params.layout.modules.flatMap((m) => [loraKey(m.name, "A"), loraKey(m.name, "B"), ...(m.magnitudeOffset === null ? [] : [magnitudeKey(m.name)])]);
   const weights = await openWeights(modelDir);
   const backend = createCpuBackend();
   const params = await loadLlamaParams(backend, cfg, weights, { mode: "lora", baseDtype: "f32", lora: adapter.settings });
