@@ -215,6 +215,9 @@ export async function train(
   let windowLoss = 0; // sum of step losses since the last log
   let windowSteps = 0;
   let windowGradNorm = 0;
+  // Tokens and wall time of the optimizer steps since the last log (evaluation and saving excluded): tokens_per_second.
+  let windowTokens = 0;
+  let windowMs = 0;
   let tokensSeen = 0;
   let lastLr = 0;
   // Every rank takes part: each holds its own moments; the hooks decide who writes what.
@@ -247,6 +250,7 @@ export async function train(
   const log = async (epoch: number): Promise<void> => {
     if (windowSteps === 0) return;
     const entry: LogEntry = { step: globalStep, epoch: round(epoch, 4), loss: windowLoss / windowSteps, grad_norm: windowGradNorm, learning_rate: lastLr };
+    if (windowMs > 0) entry.tokens_per_second = round(windowTokens / (windowMs / 1000), 1);
     const memory = model.backend.memoryStats?.();
     if (collective !== undefined && world > 1) {
       // Every rank's peak (the device's when the backend counts it, else the process's peak RSS): the job's
@@ -263,6 +267,8 @@ export async function train(
     hooks.onLog(entry);
     windowLoss = 0;
     windowSteps = 0;
+    windowTokens = 0;
+    windowMs = 0;
   };
   const runEval = async (epoch: number): Promise<void> => {
     // Every rank evaluates its share (all hold the same parameters); only rank 0's hooks log.
@@ -283,6 +289,7 @@ export async function train(
     const groups: BatchPlan[][] = [];
     for (let i = 0; i < plans.length; i += perStep) groups.push(plans.slice(i, i + perStep));
     for (let g = skipSteps; g < groups.length && globalStep < maxSteps; g++) {
+      const stepStarted = performance.now();
       const group = groups[g]!;
       const mine = group.filter((_, k) => k % world === rank);
       const batches = mine.map((plan) => toModelBatch(plan, data.train, s.padTokenId));
@@ -361,6 +368,8 @@ export async function train(
       windowLoss += stepLoss;
       windowSteps++;
       windowGradNorm = gradNorm;
+      windowTokens += stepTokens;
+      windowMs += performance.now() - stepStarted;
       const epochFloat = epoch + (g + 1) / groups.length;
       hooks.onProgress?.({
         step: globalStep,

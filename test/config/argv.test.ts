@@ -117,7 +117,8 @@ void test("Python-stack flags: ignored with a notice (their values consumed), or
     ["--do_train", "--dataloader_num_workers", "--torch_dtype", "--attn_implementation"],
   );
   assert.match(ok.notices[1]!, /no loader workers/);
-  assert.equal((await parseTrainArgs([...MODEL, "--use_dora", "True"])).config.use_dora, true);
+  assert.equal((await parseTrainArgs([...MODEL, "--use_peft_lora", "--use_dora", "True"])).config.use_dora, true);
+  assert.match(await rejection(() => parseTrainArgs([...MODEL, "--use_dora", "True"]), "CONFIG_INVALID"), /DoRA is a kind of LoRA adapter; add --use_peft_lora True/);
   const loftq = await rejection(() => parseTrainArgs([...MODEL, "--loftq_config", "{}"]), "CONFIG_INVALID");
   assert.match(loftq, /--loftq_config is a transformers\/TRL\/PEFT option tuna does not take: LoftQ is not implemented/);
   const start = await rejection(() => parseTrainArgs([...MODEL, "--eval_on_start"]), "CONFIG_INVALID");

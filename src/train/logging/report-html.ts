@@ -4,7 +4,7 @@ import { rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { TunaError, errorMessage } from "../../util/errors.ts";
 import { numberOf, type LogEntry } from "./log-entry.ts";
-import { escapeXml, renderLineChart, type ChartSeries } from "./svg-chart.ts";
+import { escapeXml, renderLineChart as renderChart, type ChartSeries, type LineChartSpec } from "./svg-chart.ts";
 
 export interface ReportInput {
   title: string;
@@ -23,14 +23,32 @@ function seriesOf(history: readonly LogEntry[], key: string, name: string, color
   return markers === undefined ? { name, color, points } : { name, color, points, markers };
 }
 
+/**
+ * The step at which each whole epoch ended: the first logged step whose epoch reached it (none for a run within
+ * one epoch, and none beyond 40 epochs, where the lines would hide the curves).
+ */
+export function epochMarks(history: readonly LogEntry[]): { x: number; epoch: number }[] {
+  const points = history.flatMap((e) => {
+    const epoch = numberOf(e, "epoch");
+    return epoch === undefined ? [] : [{ step: e.step, epoch }];
+  });
+  points.sort((a, b) => a.step - b.step);
+  const marks: { x: number; epoch: number }[] = [];
+  for (const p of points) {
+    const whole = Math.floor(p.epoch + 1e-9);
+    while (whole >= (marks.at(-1)?.epoch ?? 0) + 1 && marks.length <= 40) marks.push({ x: p.step, epoch: (marks.at(-1)?.epoch ?? 0) + 1 });
+  }
+  return marks.length > 40 ? [] : marks;
+}
+
 const RANK_COLORS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
 /**
  * A chart drawn twice, on a linear and on a log10 y axis; the page's "log scale" switch (CSS only, no
  * script) shows one or the other.
  */
-function scaled(spec: Parameters<typeof renderLineChart>[0]): string {
-  return `<div class="linear-y">${renderLineChart(spec)}</div><div class="log-y">${renderLineChart({ ...spec, title: `${spec.title}, log scale`, logY: true })}</div>`;
+function bothScales(spec: LineChartSpec): string {
+  return `<div class="linear-y">${renderChart(spec)}</div><div class="log-y">${renderChart({ ...spec, title: `${spec.title}, log scale`, logY: true })}</div>`;
 }
 
 /**
@@ -38,6 +56,9 @@ function scaled(spec: Parameters<typeof renderLineChart>[0]): string {
  * training (the log has DPO's rewards) the reward margin and the reward accuracy too.
  */
 export function reportCharts(history: readonly LogEntry[]): string[] {
+  const marks = epochMarks(history);
+  const renderLineChart = (spec: LineChartSpec): string => renderChart({ ...spec, epochMarks: marks });
+  const scaled = (spec: LineChartSpec): string => bothScales({ ...spec, epochMarks: marks });
   const preference = history.some((e) => numberOf(e, "rewards/margins") !== undefined);
   const dpo = !preference
     ? []
@@ -68,10 +89,14 @@ export function reportCharts(history: readonly LogEntry[]): string[] {
         }),
       ]
     : [];
+  const throughput = history.some((e) => numberOf(e, "tokens_per_second") !== undefined)
+    ? [scaled({ title: "Throughput (tokens/s, all ranks)", xLabel: "step", integerX: true, series: [seriesOf(history, "tokens_per_second", "tokens/s", COLORS.lr)] })]
+    : [];
   return [
     scaled({ title: "Loss", xLabel: "step", integerX: true, series: lossSeries }),
     renderLineChart({ title: "Learning rate", xLabel: "step", integerX: true, series: [seriesOf(history, "learning_rate", "learning rate", COLORS.lr)] }),
     renderLineChart({ title: "Gradient norm (before clipping)", xLabel: "step", integerX: true, series: [seriesOf(history, "grad_norm", "grad norm", COLORS.grad)] }),
+    ...throughput,
     ...memory,
     ...dpo,
   ];
@@ -102,6 +127,8 @@ h2 { font-size: 17px; margin: 28px 0 8px; border-bottom: 1px solid #ddd; padding
 .chart { width: 100%; height: auto; box-sizing: border-box; border: 1px solid #e3e3e3; border-radius: 4px; background: #fff; }
 .chart .plot { fill: #fcfcfc; stroke: #999; }
 .chart .grid { stroke: #e6e6e6; }
+.chart .epoch { stroke: #999; stroke-dasharray: 4 3; }
+.chart .epoch-label { font-size: 11px; fill: #777; }
 .chart .tick { font-size: 11px; fill: #555; }
 .chart .axis-label, .chart .legend { font-size: 12px; fill: #333; }
 .chart .chart-title { font-size: 14px; font-weight: 600; fill: #222; }

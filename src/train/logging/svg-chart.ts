@@ -22,6 +22,8 @@ export interface LineChartSpec {
   integerX?: boolean;
   /** A log10 y axis (ticks at powers of ten); values <= 0 cannot be drawn there and show as gaps. */
   logY?: boolean;
+  /** Where epochs end along x (the step that completed epoch `epoch`): a dashed line labelled "epoch N" each. */
+  epochMarks?: readonly { x: number; epoch: number }[];
   width?: number;
   height?: number;
 }
@@ -123,6 +125,11 @@ export function renderLineChart(spec: LineChartSpec): string {
     out.push(`<text class="tick" x="${f(sx(t))}" y="${MARGIN.top + plotH + 16}" text-anchor="middle">${formatNumber(t)}</text>`);
   }
   out.push(`<text class="axis-label" x="${MARGIN.left + plotW / 2}" y="${height - 8}" text-anchor="middle">${escapeXml(spec.xLabel)}</text>`);
+  for (const m of spec.epochMarks ?? []) {
+    if (!(m.x >= xAxis.min && m.x <= xAxis.max)) continue;
+    out.push(`<line class="epoch" x1="${f(sx(m.x))}" x2="${f(sx(m.x))}" y1="${MARGIN.top}" y2="${MARGIN.top + plotH}"><title>epoch ${m.epoch} ends at ${escapeXml(spec.xLabel)} ${formatNumber(m.x)}</title></line>`);
+    out.push(`<text class="epoch-label" x="${f(sx(m.x) - 3)}" y="${MARGIN.top + 12}" text-anchor="end">epoch ${m.epoch}</text>`);
+  }
 
   for (const s of spec.series) {
     const points = [...s.points].filter((p) => Number.isFinite(p.x)).sort((a, b) => a.x - b.x);

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { LogEntry } from "../../../src/train/logging/log-entry.ts";
-import { renderReportHtml, writeReportHtml, type ReportInput } from "../../../src/train/logging/report-html.ts";
+import { epochMarks, renderReportHtml, writeReportHtml, type ReportInput } from "../../../src/train/logging/report-html.ts";
 import { formatNumber, niceAxis, renderLineChart, thinRun } from "../../../src/train/logging/svg-chart.ts";
 import { isTunaError } from "../../../src/util/errors.ts";
 
@@ -53,9 +53,13 @@ test("the report has one chart per curve group, with ticks, legends and axis lab
   const html = renderReportHtml(INPUT);
   checkBalanced(html);
   const charts = svgs(html);
-  // Loss twice (linear and log10 y, one shown by the CSS switch), learning rate, grad norm.
-  assert.equal(charts.length, 4);
-  const [loss, lossLog, lr, grad] = charts as [string, string, string, string];
+  // Loss twice (linear and log10 y, one shown by the CSS switch), learning rate, grad norm, throughput twice.
+  assert.equal(charts.length, 6);
+  const [loss, lossLog, lr, grad, speed, speedLog] = charts as [string, string, string, string, string, string];
+  assert.match(speed, />Throughput \(tokens\/s, all ranks\)</);
+  assert.match(speedLog, />Throughput \(tokens\/s, all ranks\), log scale</);
+  // The one whole epoch ends at step 100: a dashed line on every chart.
+  for (const chart of charts) assert.match(chart, /<line class="epoch" [^>]*><title>epoch 1 ends at step 100<\/title><\/line>\n<text class="epoch-label"[^>]*>epoch 1</);
   assert.match(lossLog, />Loss, log scale</);
   assert.match(lossLog, /class="tick"[^>]*>1</);
   assert.match(lossLog, /class="tick"[^>]*>10</);
@@ -189,7 +193,7 @@ void test("a DPO run's report adds the reward margin and reward accuracy curves 
   assert.match(html, /Reward margin \(chosen - rejected\)/);
   assert.match(html, /Reward accuracy \(chosen above rejected\)/);
   const sft = renderReportHtml(base(sampleHistory()));
-  assert.equal(svgs(sft).length, 4);
+  assert.equal(svgs(sft).length, 6);
   assert.doesNotMatch(sft, /Reward margin/);
 });
 
@@ -204,4 +208,15 @@ test("peak memory gets a chart (each rank's too in a job); a log y axis leaves o
   assert.match(log, /class="tick"[^>]*>0\.01</);
   assert.match(log, /class="tick"[^>]*>100</);
   assert.equal((log.match(/class="nonfinite"/g) ?? []).length, 1, "0 has no place on a log axis");
+});
+
+void test("epoch marks: the first logged step at or past each whole epoch; none within one epoch or beyond 40", () => {
+  const log = (pairs: [number, number][]): LogEntry[] => pairs.map(([step, epoch]) => ({ step, epoch, loss: 1 }));
+  assert.deepEqual(epochMarks(log([[5, 0.4], [10, 0.8], [15, 1.2], [20, 1.6], [25, 2.0], [30, 2.4]])), [{ x: 15, epoch: 1 }, { x: 25, epoch: 2 }]);
+  // A log every 3 epochs still marks each epoch (at the step that passed it), in step order whatever the input order.
+  assert.deepEqual(epochMarks(log([[20, 6], [10, 3]])), [1, 2, 3, 4, 5, 6].map((e) => ({ x: e <= 3 ? 10 : 20, epoch: e })));
+  assert.deepEqual(epochMarks(log([[1, 0.25], [4, 0.9999]])), []);
+  assert.deepEqual(epochMarks(log([[1, 41]])), []);
+  // Float noise in the logged epoch (0.9999999999) does not miss the boundary; eval entries without an epoch are skipped.
+  assert.deepEqual(epochMarks([{ step: 3, epoch: 0.99999999999 }, { step: 3, eval_loss: 2 }]), [{ x: 3, epoch: 1 }]);
 });
