@@ -213,6 +213,8 @@ interface AttentionCase {
   H: number;
   KV: number;
   D: number;
+  /** Sliding window (HF sliding_window); absent = full causal. */
+  window?: number;
 }
 
 const ATTENTION_CASES: AttentionCase[] = [
@@ -223,6 +225,13 @@ const ATTENTION_CASES: AttentionCase[] = [
   { lengths: [300, 45, 211], H: 8, KV: 2, D: 128 },
   { lengths: [2048], H: 8, KV: 8, D: 128 },
   { lengths: [1000, 1000, 2096], H: 4, KV: 1, D: 128 },
+  // Sliding windows: shorter than a tile, not tile-aligned, longer than some documents; generic (D 32) and tensor-core paths.
+  { lengths: [17, 1, 40, 3], H: 4, KV: 2, D: 16, window: 5 },
+  { lengths: [130, 70], H: 8, KV: 1, D: 32, window: 33 },
+  { lengths: [64, 129, 200], H: 4, KV: 4, D: 64, window: 70 },
+  { lengths: [300, 45, 211], H: 8, KV: 2, D: 128, window: 100 },
+  { lengths: [2048], H: 8, KV: 8, D: 128, window: 1 },
+  { lengths: [1000, 1000, 2096], H: 4, KV: 1, D: 128, window: 257 },
 ];
 
 void test("flash attention forward and backward: causal, GQA, packed documents of uneven lengths", async () => {
@@ -233,7 +242,8 @@ void test("flash attention forward and backward: causal, GQA, packed documents o
       const N = c.lengths.reduce((a, b) => a + b, 0);
       const cu = [0];
       for (const n of c.lengths) cu.push(cu[cu.length - 1]! + n);
-      const label = `attention ${dtype} N=${N} docs=${c.lengths.length} H=${c.H} KV=${c.KV} D=${c.D}`;
+      const label = `attention ${dtype} N=${N} docs=${c.lengths.length} H=${c.H} KV=${c.KV} D=${c.D}${c.window === undefined ? "" : ` window=${c.window}`}`;
+      const options = c.window === undefined ? {} : { window: c.window };
       const specs: Record<string, TensorSpec> = {
         q: floats(r, dtype, [N, c.H, c.D]),
         k: floats(r, dtype, [N, c.KV, c.D]),
@@ -254,8 +264,8 @@ void test("flash attention forward and backward: causal, GQA, packed documents o
           ["out", "lse", "dq", "dk", "dv"],
           (be, t) => {
             const scale = 1 / Math.sqrt(c.D);
-            be.attentionForward(t.out!, t.lse!, t.q!, t.k!, t.v!, t.cu!, scale);
-            be.attentionBackward(t.dq!, t.dk!, t.dv!, t.dout!, t.q!, t.k!, t.v!, t.out!, t.lse!, t.cu!, scale);
+            be.attentionForward(t.out!, t.lse!, t.q!, t.k!, t.v!, t.cu!, scale, options);
+            be.attentionBackward(t.dq!, t.dk!, t.dv!, t.dout!, t.q!, t.k!, t.v!, t.out!, t.lse!, t.cu!, scale, options);
           },
           // bf16 gradients sum many rounded terms in another order than the f64 reference.
           dtype === "f32" ? 1e-4 : 2e-2,
@@ -267,14 +277,16 @@ void test("flash attention forward and backward: causal, GQA, packed documents o
 
 void test("attention against a KV cache (decode)", async () => {
   for (const dtype of FLOATS) {
-    for (const [Q, past, H, KV, D] of [
-      [1, 0, 4, 2, 16],
-      [1, 37, 8, 8, 128],
-      [5, 100, 8, 2, 64],
-    ] as [number, number, number, number, number][]) {
+    for (const [Q, past, H, KV, D, window] of [
+      [1, 0, 4, 2, 16, 0],
+      [1, 37, 8, 8, 128, 0],
+      [5, 100, 8, 2, 64, 0],
+      [1, 3000, 4, 1, 128, 1024],
+      [7, 90, 8, 2, 64, 16],
+    ] as [number, number, number, number, number, number][]) {
       const r = rng(Q + past);
       const Tmax = past + Q + 3;
-      const label = `decode ${dtype} Q=${Q} past=${past} H=${H} KV=${KV} D=${D}`;
+      const label = `decode ${dtype} Q=${Q} past=${past} H=${H} KV=${KV} D=${D}${window > 0 ? ` window=${window}` : ""}`;
       record(
         label,
         await parity(
@@ -282,7 +294,7 @@ void test("attention against a KV cache (decode)", async () => {
           { out: out(dtype, [Q, H, D]), q: floats(r, dtype, [Q, H, D]), kc: floats(r, dtype, [Tmax, KV, D]), vc: floats(r, dtype, [Tmax, KV, D]) },
           ["out"],
           (be, t) => {
-            be.attentionDecode(t.out!, t.q!, t.kc!, t.vc!, past, 1 / Math.sqrt(D));
+            be.attentionDecode(t.out!, t.q!, t.kc!, t.vc!, past, 1 / Math.sqrt(D), window > 0 ? { window } : {});
           },
           dtype === "f32" ? 1e-5 : tolFor(dtype),
         ),

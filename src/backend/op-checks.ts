@@ -296,3 +296,8 @@ export function checkDoraBackward(
   for (const [what, t] of [["dmagnitude", dmagnitude], ["magnitude", magnitude], ["norms", norms]] as const) expectShape(op, what, t, [split.cols]);
   return split;
 }
+
+/** A sliding window is a positive integer (a window of 1 attends to the token itself only). */
+export function checkAttentionWindow(op: string, window: number | undefined): void {
+  if (window !== undefined && !(Number.isSafeInteger(window) && window >= 1)) fail(op, `window is ${window}, expected a positive integer`);
+}

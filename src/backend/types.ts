@@ -67,6 +67,15 @@ export interface Quant4bitTensors {
   blocksize: number;
 }
 
+/** How far back attention reaches (every attention op takes it; absent fields keep full causal attention). */
+export interface AttentionOptions {
+  /**
+   * Sliding window (HF sliding_window): the query at position i attends keys at positions j with
+   * i - window < j <= i, i.e. itself and the window - 1 before it. A positive integer; absent = no window.
+   */
+  window?: number;
+}
+
 export interface Backend {
   readonly name: "cpu" | "cuda";
 
@@ -116,7 +125,7 @@ export interface Backend {
    * q (N, H, D), k/v (N, KV, D), cuSeqlens i32 (S+1) document boundaries (no attention across them).
    * out (N, H, D); lse f32 (N, H) log-sum-exp of the scaled scores, saved for backward.
    */
-  attentionForward(out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor, cuSeqlens: Tensor, scale: number): void;
+  attentionForward(out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor, cuSeqlens: Tensor, scale: number, options?: AttentionOptions): void;
   /** dq (N, H, D), dk/dv (N, KV, D) overwritten. */
   attentionBackward(
     dq: Tensor,
@@ -130,15 +139,16 @@ export interface Backend {
     lse: Tensor,
     cuSeqlens: Tensor,
     scale: number,
+    options?: AttentionOptions,
   ): void;
 
   /**
    * Attention of Q new tokens against a KV cache (incremental decoding; no backward). q (Q, H, D);
    * kCache/vCache (Tmax, KV, D) already hold the new tokens' keys and values at rows pastLength..
    * pastLength+Q-1. Query i sits at position pastLength + i and attends causally to cache rows
-   * [0, pastLength + i]; rows beyond pastLength + Q - 1 are not read. out (Q, H, D).
+   * [0, pastLength + i] (with a window, the last `window` of them); rows beyond pastLength + Q - 1 are not read. out (Q, H, D).
    */
-  attentionDecode(out: Tensor, q: Tensor, kCache: Tensor, vCache: Tensor, pastLength: number, scale: number): void;
+  attentionDecode(out: Tensor, q: Tensor, kCache: Tensor, vCache: Tensor, pastLength: number, scale: number, options?: AttentionOptions): void;
 
   /** out (N, F) = silu(gate) * up. */
   swigluForward(out: Tensor, gate: Tensor, up: Tensor): void;

@@ -41,8 +41,10 @@ export interface ModelConfig {
   oBias: boolean;
   /** Bias on gate/up/down (Llama's mlp_bias). */
   mlpBias: boolean;
-  /** Sliding-window attention size when the model uses it, else null. */
+  /** Sliding-window attention size when any layer uses it, else null. */
   slidingWindow: number | null;
+  /** Each layer's attention window (HF layer_types "sliding_attention"), or null for full causal attention. */
+  layerWindows: (number | null)[];
   bosTokenId: number | undefined;
   eosTokenIds: number[];
   padTokenId: number | undefined;
@@ -77,6 +79,8 @@ const rawConfigSchema = z.looseObject({
   mlp_bias: z.boolean().nullish(),
   sliding_window: positiveInt.nullish(),
   use_sliding_window: z.boolean().nullish(),
+  max_window_layers: z.number().int().nonnegative().nullish(),
+  layer_types: z.array(z.string()).nullish(),
   bos_token_id: tokenId,
   eos_token_id: z.union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative())]).nullish(),
   pad_token_id: tokenId,
@@ -150,6 +154,7 @@ function normalize(raw: RawConfig, spec: FamilySpec, where: string): ModelConfig
   // Mistral applies sliding_window whenever set (absent = the class default); Qwen2 only with use_sliding_window.
   const window = raw.sliding_window === undefined ? spec.defaults.slidingWindow : raw.sliding_window;
   const useSliding = family === "qwen2" ? raw.use_sliding_window === true : window !== null;
+  const layerWindows = parseLayerWindows(raw, family, useSliding ? window : null, problems);
   const eos = raw.eos_token_id;
   if (problems.length > 0) {
     throw new TunaError("MODEL_INVALID", `${where}: ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join("\n")}`);
@@ -175,13 +180,33 @@ function normalize(raw: RawConfig, spec: FamilySpec, where: string): ModelConfig
     qkvBias: spec.qkvBiasAlways || attentionBias,
     oBias: !spec.qkvBiasAlways && attentionBias,
     mlpBias: raw.mlp_bias ?? false,
-    slidingWindow: useSliding ? window : null,
+    slidingWindow: layerWindows.some((w) => w !== null) ? (useSliding ? window : null) : null,
+    layerWindows,
     bosTokenId: raw.bos_token_id ?? undefined,
     eosTokenIds: eos == null ? [] : Array.isArray(eos) ? eos : [eos],
     padTokenId: raw.pad_token_id ?? undefined,
     torchDtype: raw.torch_dtype ?? raw.dtype ?? undefined,
     quantization,
   };
+}
+
+/**
+ * Each layer's window, as transformers decides it: `layer_types` when config.json has it ("sliding_attention"
+ * layers get the window, "full_attention" ones none); else Qwen2 windows the layers from max_window_layers on
+ * (class default 28) and Mistral every layer. Other layer kinds (chunked, linear attention) are refused.
+ */
+function parseLayerWindows(raw: RawConfig, family: string, window: number | null, problems: string[]): (number | null)[] {
+  const L = raw.num_hidden_layers;
+  const types = raw.layer_types;
+  if (types != null) {
+    if (types.length !== L) problems.push(`layer_types has ${types.length} entries for ${L} layers`);
+    const unknown = [...new Set(types.filter((t) => t !== "sliding_attention" && t !== "full_attention"))];
+    if (unknown.length > 0) problems.push(`layer_types ${unknown.map((t) => JSON.stringify(t)).join(", ")} not supported (tuna implements "full_attention" and "sliding_attention")`);
+    return Array.from({ length: L }, (_, l) => (types[l] === "sliding_attention" ? window : null));
+  }
+  if (window === null) return Array.from({ length: L }, () => null);
+  const first = family === "qwen2" ? (raw.max_window_layers ?? 28) : 0;
+  return Array.from({ length: L }, (_, l) => (l >= first ? window : null));
 }
 
 function parseQuantizationConfig(q: Record<string, unknown>): BnbQuantizationConfig | string {

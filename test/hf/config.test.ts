@@ -33,7 +33,22 @@ test("Mistral applies its sliding window; Qwen2 only with use_sliding_window", (
   delete noKey["sliding_window"];
   assert.equal(parseModelConfig(noKey, "c").slidingWindow, 4096, "MistralConfig's class default applies when the key is absent");
   assert.equal(parseModelConfig(qwen2_05b, "c").slidingWindow, null);
-  assert.equal(parseModelConfig({ ...qwen2_05b, use_sliding_window: true }, "c").slidingWindow, 131072);
+  // Qwen2 windows only the layers from max_window_layers on: 24 of 24 layers means none.
+  assert.equal(parseModelConfig({ ...qwen2_05b, use_sliding_window: true }, "c").slidingWindow, null);
+  const qwen = parseModelConfig({ ...qwen2_05b, use_sliding_window: true, sliding_window: 4096, max_window_layers: 21 }, "c");
+  assert.equal(qwen.slidingWindow, 4096);
+  assert.deepEqual(qwen.layerWindows, [...Array<null>(21).fill(null), 4096, 4096, 4096]);
+  assert.deepEqual(parseModelConfig(mistral_7b_v01, "c").layerWindows, Array<number>(32).fill(4096));
+});
+
+test("layer_types (transformers 5, Gemma-style alternation) decides each layer's window; other layer kinds are refused", () => {
+  const types = Array.from({ length: 24 }, (_, l) => (l % 4 === 3 ? "full_attention" : "sliding_attention"));
+  const c = parseModelConfig({ ...qwen2_05b, use_sliding_window: true, sliding_window: 512, layer_types: types }, "c");
+  assert.deepEqual(c.layerWindows, types.map((t) => (t === "sliding_attention" ? 512 : null)));
+  // Without use_sliding_window Qwen2 has no window to apply, whatever layer_types says.
+  assert.deepEqual(parseModelConfig({ ...qwen2_05b, layer_types: types }, "c").layerWindows, Array<null>(24).fill(null));
+  assert.throws(() => parseModelConfig({ ...mistral_7b_v01, layer_types: ["chunked_attention", ...Array<string>(31).fill("full_attention")] }, "config.json"), /layer_types "chunked_attention" not supported/);
+  assert.throws(() => parseModelConfig({ ...mistral_7b_v01, layer_types: ["full_attention"] }, "config.json"), /layer_types has 1 entries for 32 layers/);
 });
 
 test("Qwen2: q/k/v bias always, o_proj none, tied embeddings", () => {

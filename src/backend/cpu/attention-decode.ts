@@ -1,15 +1,28 @@
 // Attention of new query tokens against a KV cache for the CPU backend (incremental decoding): the Q new
 // tokens sit at positions pastLength.. and see cache rows [0, pastLength + i]; scores and sums in float64.
-import type { Tensor } from "../types.ts";
+import type { AttentionOptions, Tensor } from "../types.ts";
+import { checkAttentionWindow } from "../op-checks.ts";
 import { describe, expectFinite, expectFloat, expectRank, expectShape, fail } from "../checks.ts";
 import { expectSeparate, outputFloats, readFloatsRange, writeFloats, type TensorStore } from "./store.ts";
 
 /**
  * out (Q, H, D) = softmax(scale * q k^T) v where query i attends cache rows [0, pastLength + i] of
- * kCache and vCache (Tmax, KV, D); rows past pastLength + Q - 1 are never read.
+ * kCache and vCache (Tmax, KV, D) (with a window, rows (pastLength + i - window, pastLength + i]); rows past
+ * pastLength + Q - 1 are never read.
  */
-export function attentionDecode(store: TensorStore, out: Tensor, q: Tensor, kCache: Tensor, vCache: Tensor, pastLength: number, scale: number): void {
+export function attentionDecode(
+  store: TensorStore,
+  out: Tensor,
+  q: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  pastLength: number,
+  scale: number,
+  options: AttentionOptions = {},
+): void {
   const op = "attentionDecode";
+  const { window } = options;
+  checkAttentionWindow(op, window);
   for (const [what, t] of [["out", out], ["q", q], ["kCache", kCache], ["vCache", vCache]] as const) {
     expectFloat(op, what, t);
     expectRank(op, what, t, 3);
@@ -42,11 +55,12 @@ export function attentionDecode(store: TensorStore, out: Tensor, q: Tensor, kCac
   const acc = new Float64Array(dim);
   for (let i = 0; i < nq; i++) {
     const last = pastLength + i;
+    const from = window === undefined ? 0 : Math.max(0, last - window + 1);
     for (let h = 0; h < heads; h++) {
       const qBase = (i * heads + h) * dim;
       const kvHead = Math.floor(h / group);
       let max = -Infinity;
-      for (let j = 0; j <= last; j++) {
+      for (let j = from; j <= last; j++) {
         const kBase = (j * kvHeads + kvHead) * dim;
         let dot = 0;
         for (let d = 0; d < dim; d++) dot += qv[qBase + d]! * kv[kBase + d]!;
@@ -56,7 +70,7 @@ export function attentionDecode(store: TensorStore, out: Tensor, q: Tensor, kCac
       }
       acc.fill(0);
       let sum = 0;
-      for (let j = 0; j <= last; j++) {
+      for (let j = from; j <= last; j++) {
         const p = Math.exp(scores[j]! - max);
         sum += p;
         const vBase = (j * kvHeads + kvHead) * dim;

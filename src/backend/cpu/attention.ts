@@ -1,6 +1,7 @@
 // Causal grouped-query attention over packed documents for the CPU backend, flash-attention style: one
 // row of scores at a time, lse saved by the forward, D_i = rowsum(dout * out) and dS = P * (dP - D_i) backward.
-import type { Tensor } from "../types.ts";
+import type { AttentionOptions, Tensor } from "../types.ts";
+import { checkAttentionWindow } from "../op-checks.ts";
 import { describe, expectDtype, expectFinite, expectFloat, expectRank, expectShape, fail } from "../checks.ts";
 import { expectSeparate, f32Data, i32Data, outputFloats, readFloats, writeFloats, type TensorStore, type Slot } from "./store.ts";
 
@@ -37,9 +38,26 @@ function checkLayout(store: TensorStore, op: string, q: Tensor, k: Tensor, v: Te
   return { n, heads, kvHeads, dim, bounds };
 }
 
-/** out (N, H, D) = softmax(scale * q k^T, causal within each document) v; lse f32 (N, H). */
-export function attentionForward(store: TensorStore, out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor, cuSeqlens: Tensor, scale: number): void {
+/** The first key position query i sees in a document starting at `start`: the window's start, or the document's. */
+function firstKey(i: number, start: number, window: number | undefined): number {
+  return window === undefined ? start : Math.max(start, i - window + 1);
+}
+
+/** out (N, H, D) = softmax(scale * q k^T, causal within each document, within the window if any) v; lse f32 (N, H). */
+export function attentionForward(
+  store: TensorStore,
+  out: Tensor,
+  lse: Tensor,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  cuSeqlens: Tensor,
+  scale: number,
+  options: AttentionOptions = {},
+): void {
   const op = "attentionForward";
+  const { window } = options;
+  checkAttentionWindow(op, window);
   const { n, heads, kvHeads, dim, bounds } = checkLayout(store, op, q, k, v, cuSeqlens);
   expectFloat(op, "out", out);
   expectShape(op, "out", out, q.shape);
@@ -65,8 +83,9 @@ export function attentionForward(store: TensorStore, out: Tensor, lse: Tensor, q
       for (let h = 0; h < heads; h++) {
         const qBase = (i * heads + h) * dim;
         const kvHead = Math.floor(h / group);
+        const from = firstKey(i, start, window);
         let max = -Infinity;
-        for (let j = start; j <= i; j++) {
+        for (let j = from; j <= i; j++) {
           const kBase = (j * kvHeads + kvHead) * dim;
           let dot = 0;
           for (let d = 0; d < dim; d++) dot += qv[qBase + d]! * kv[kBase + d]!;
@@ -76,7 +95,7 @@ export function attentionForward(store: TensorStore, out: Tensor, lse: Tensor, q
         }
         acc.fill(0);
         let sum = 0;
-        for (let j = start; j <= i; j++) {
+        for (let j = from; j <= i; j++) {
           const p = Math.exp(scores[j - start]! - max);
           sum += p;
           const vBase = (j * kvHeads + kvHead) * dim;
@@ -107,8 +126,11 @@ export function attentionBackward(
   lse: Tensor,
   cuSeqlens: Tensor,
   scale: number,
+  options: AttentionOptions = {},
 ): void {
   const op = "attentionBackward";
+  const { window } = options;
+  checkAttentionWindow(op, window);
   const { n, heads, kvHeads, dim, bounds } = checkLayout(store, op, q, k, v, cuSeqlens);
   for (const [what, t, like] of [["dq", dq, q], ["dk", dk, k], ["dv", dv, v], ["dout", dout, q], ["out", out, q]] as const) {
     expectFloat(op, what, t);
@@ -146,7 +168,7 @@ export function attentionBackward(
         let rowDot = 0; // D_i = dout_i . out_i
         for (let d = 0; d < dim; d++) rowDot += g[qBase + d]! * o[qBase + d]!;
         dqAcc.fill(0);
-        for (let j = start; j <= i; j++) {
+        for (let j = firstKey(i, start, window); j <= i; j++) {
           const kBase = (j * kvHeads + kvHead) * dim;
           let dot = 0;
           let dp = 0;

@@ -91,14 +91,14 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
     ropeBackward: (dx, positions, invFreq) => {
       ropeBackward(store, dx, positions, invFreq);
     },
-    attentionForward: (out, lse, q, k, v, cuSeqlens, s) => {
-      attentionForward(store, out, lse, q, k, v, cuSeqlens, s);
+    attentionForward: (out, lse, q, k, v, cuSeqlens, s, options) => {
+      attentionForward(store, out, lse, q, k, v, cuSeqlens, s, options);
     },
-    attentionBackward: (dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, s) => {
-      attentionBackward(store, dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, s);
+    attentionBackward: (dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, s, options) => {
+      attentionBackward(store, dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, s, options);
     },
-    attentionDecode: (out, q, kCache, vCache, pastLength, s) => {
-      attentionDecode(store, out, q, kCache, vCache, pastLength, s);
+    attentionDecode: (out, q, kCache, vCache, pastLength, s, options) => {
+      attentionDecode(store, out, q, kCache, vCache, pastLength, s, options);
     },
     swigluForward: (out, gate, up) => {
       swigluForward(store, out, gate, up);

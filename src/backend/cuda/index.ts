@@ -252,11 +252,11 @@ export function createCudaBackend(options: CudaBackendOptions = {}): CudaBackend
     ropeBackward(dx, positions, invFreq) {
       ropeBackward(dev, dt("ropeBackward", dx), dt("ropeBackward", positions), dt("ropeBackward", invFreq));
     },
-    attentionForward(out, lse, q, k, v, cuSeqlens, s) {
+    attentionForward(out, lse, q, k, v, cuSeqlens, s, options) {
       const op = "attentionForward";
-      attentionForward(dev, dt(op, out), dt(op, lse), dt(op, q), dt(op, k), dt(op, v), dt(op, cuSeqlens), hostSeqlens(cuSeqlens), s);
+      attentionForward(dev, dt(op, out), dt(op, lse), dt(op, q), dt(op, k), dt(op, v), dt(op, cuSeqlens), hostSeqlens(cuSeqlens), s, options);
     },
-    attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, s) {
+    attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, s, options) {
       const op = "attentionBackward";
       attentionBackward(
         dev,
@@ -272,11 +272,12 @@ export function createCudaBackend(options: CudaBackendOptions = {}): CudaBackend
         dt(op, cuSeqlens),
         hostSeqlens(cuSeqlens),
         s,
+        options,
       );
     },
-    attentionDecode(out, q, kCache, vCache, pastLength, s) {
+    attentionDecode(out, q, kCache, vCache, pastLength, s, options) {
       const op = "attentionDecode";
-      attentionDecode(dev, dt(op, out), dt(op, q), dt(op, kCache), dt(op, vCache), pastLength, s);
+      attentionDecode(dev, dt(op, out), dt(op, q), dt(op, kCache), dt(op, vCache), pastLength, s, options);
     },
     swigluForward(out, gate, up) {
       swigluForward(dev, dt("swigluForward", out), dt("swigluForward", gate), dt("swigluForward", up));

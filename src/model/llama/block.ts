@@ -1,6 +1,6 @@
 // One decoder block, forward and backward (the forward read in reverse):
 // x2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) ; out = x2 + down(silu(gate(ln2)) * up(ln2)).
-import type { Backend, Tensor } from "../../backend/types.ts";
+import type { AttentionOptions, Backend, Tensor } from "../../backend/types.ts";
 import type { Rng } from "../../util/random.ts";
 import type { ModelConfig } from "../../hf/config.ts";
 import type { BlockSlots } from "./activations.ts";
@@ -63,10 +63,17 @@ export function blockForwardWith(
   backend.add(out, out, s.x2);
 }
 
-/** The training forward: attention within each packed sequence, its log-sum-exp kept for the backward. */
+/** Layer l's attention reach: its sliding window (HF layer_types), if any. */
+export function attentionOptions(cfg: ModelConfig, l: number): AttentionOptions {
+  const window = cfg.layerWindows[l] ?? null;
+  return window === null ? {} : { window };
+}
+
+/** The training forward of layer l: attention within each packed sequence, its log-sum-exp kept for the backward. */
 export function blockForward(
   backend: Backend,
   cfg: ModelConfig,
+  l: number,
   layer: LayerParams,
   s: BlockSlots,
   x: Tensor,
@@ -77,7 +84,7 @@ export function blockForward(
 ): void {
   const scale = 1 / Math.sqrt(cfg.headDim);
   blockForwardWith(backend, cfg, layer, s, x, out, seq, (att, q, k, v) => {
-    backend.attentionForward(att, s.lse, q, k, v, seq.cuSeqlens, scale);
+    backend.attentionForward(att, s.lse, q, k, v, seq.cuSeqlens, scale, attentionOptions(cfg, l));
   }, scratch, rng);
 }
 
@@ -94,10 +101,11 @@ export interface BlockGradients extends LinearBackwardScratch {
   dx2: Tensor;
 }
 
-/** dx (N, C): on entry the gradient w.r.t. the block output, on exit w.r.t. its input x. */
+/** Layer l's backward. dx (N, C): on entry the gradient w.r.t. the block output, on exit w.r.t. its input x. */
 export function blockBackward(
   backend: Backend,
   cfg: ModelConfig,
+  l: number,
   layer: LayerParams,
   s: BlockSlots,
   x: Tensor,
@@ -129,6 +137,7 @@ export function blockBackward(
     s.lse,
     seq.cuSeqlens,
     1 / Math.sqrt(D),
+    attentionOptions(cfg, l),
   );
   backend.ropeBackward(heads(backend, g.dq, H, D), seq.positions, seq.invFreq);
   backend.ropeBackward(heads(backend, g.dk, KV, D), seq.positions, seq.invFreq);

@@ -5,7 +5,7 @@ import { TunaError } from "../../util/errors.ts";
 import type { ModelConfig } from "../../hf/config.ts";
 import { PROJECTIONS, type Projection } from "../../hf/weights.ts";
 import type { LoraSlots } from "./activations.ts";
-import { blockForwardWith } from "./block.ts";
+import { attentionOptions, blockForwardWith } from "./block.ts";
 import type { LinearScratch } from "./linear.ts";
 import type { LlamaModel } from "./model.ts";
 import type { LlamaParams } from "./params.ts";
@@ -201,7 +201,7 @@ export async function decodeForward(decoder: Decoder, ids: readonly number[]): P
       blockForwardWith(be, cfg, layer, slots, xs[l % 2]!, xs[(l + 1) % 2]!, step, (att, q, k, v) => {
         be.copy(cached.keys, k);
         be.copy(cached.values, v);
-        be.attentionDecode(att, q, kCache, vCache, past, attentionScale);
+        be.attentionDecode(att, q, kCache, vCache, past, attentionScale, attentionOptions(cfg, l));
       }, scratch, null);
     }
     const last = be.rows(xs[cfg.numLayers % 2]!, Q - 1, 1);
@@ -235,8 +235,8 @@ interface StepViews {
 }
 
 /**
- * HF computes RoPE for any position, but two schemes tuna implements only up to a length: dynamic NTK
- * scaling (recomputed past max_position_embeddings) and sliding-window attention (a window mask).
+ * HF computes RoPE for any position, but dynamic NTK scaling (recomputed past max_position_embeddings) tuna
+ * implements only up to that length.
  */
 function checkPositions(cfg: ModelConfig, total: number): void {
   if (cfg.ropeScaling.type === "dynamic" && total > cfg.maxPositionEmbeddings) {
@@ -244,10 +244,6 @@ function checkPositions(cfg: ModelConfig, total: number): void {
       "UNSUPPORTED",
       `${total} tokens exceed max_position_embeddings ${cfg.maxPositionEmbeddings}, beyond which dynamic RoPE scaling changes the frequencies; tuna does not implement that yet. Use a shorter prompt or fewer new tokens.`,
     );
-  }
-  const window = cfg.slidingWindow;
-  if (window !== null && total > window) {
-    throw new TunaError("UNSUPPORTED", `${total} tokens exceed the model's sliding_window ${window}, which tuna does not implement yet; use a shorter prompt or fewer new tokens.`);
   }
 }
 

@@ -124,17 +124,6 @@ export function uploadBatch(model: LlamaModel, batch: Batch): DeviceBatch {
     be.upload(t, data);
     return t;
   };
-  // Sliding-window attention (Mistral v0.1) equals full causal attention while no document is longer
-  // than the window; longer ones would need the window mask, which tuna does not implement yet.
-  const window = model.params.cfg.slidingWindow;
-  if (window !== null) {
-    for (let s = 0; s + 1 < batch.cuSeqlens.length; s++) {
-      const length = batch.cuSeqlens[s + 1]! - batch.cuSeqlens[s]!;
-      if (length > window) {
-        throw new TunaError("UNSUPPORTED", `a sequence of ${length} tokens exceeds the model's sliding_window ${window}; use max_seq_length <= ${window}.`);
-      }
-    }
-  }
   let trained = 0;
   for (const t of batch.targets) if (t !== IGNORE_INDEX) trained++;
   return {
@@ -241,7 +230,7 @@ async function forwardPass(model: LlamaModel, batch: DeviceBatch, options: Forwa
     const rng = model.lastForwardTraining ? model.dropoutRng : null;
     // Next: the following layer, or after the last one the same layer again, which the backward starts with.
     await model.residency?.acquire(l, l + 1 < cfg.numLayers ? l + 1 : options.training === true ? l : undefined);
-    blockForward(be, cfg, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, model.linearScratch, rng);
+    blockForward(be, cfg, l, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, model.linearScratch, rng);
     model.residency?.release(l);
   }
   be.rmsnormForward(acts.lnf, acts.rstdf, acts.xs[cfg.numLayers]!, params.norm, cfg.rmsNormEps);
@@ -305,9 +294,9 @@ export async function backward(model: LlamaModel, batch: DeviceBatch, gradScale:
       // Recompute block l from its saved input with the same dropout masks; its output xs[l+1] is
       // no longer needed (block l+1's backward is done), so it is rewritten with identical values.
       const rng = model.lastForwardTraining ? createRng(0, model.layerRngStates[l]) : null;
-      blockForward(be, cfg, layer, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, model.linearScratch, rng);
+      blockForward(be, cfg, l, layer, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, model.linearScratch, rng);
     }
-    blockBackward(be, cfg, layer, slots, acts.xs[l]!, acts.dx, batch, grads);
+    blockBackward(be, cfg, l, layer, slots, acts.xs[l]!, acts.dx, batch, grads);
     model.residency?.release(l);
     layerDone?.(l);
   }

@@ -15,13 +15,20 @@ interface Case {
   dim: number;
   /** How the n tokens arrive: chunk sizes summing to n (all 1 = token by token). */
   chunks: number[];
+  /** Sliding window; the cache rows that fall out of it are poisoned with NaN as decoding moves on. */
+  window?: number;
 }
+
+const opts = (c: Case): { window?: number } => (c.window === undefined ? {} : { window: c.window });
 
 const cases: Case[] = [
   { n: 6, heads: 1, kvHeads: 1, dim: 4, chunks: [1, 1, 1, 1, 1, 1] },
   { n: 9, heads: 4, kvHeads: 2, dim: 8, chunks: [1, 1, 1, 1, 1, 1, 1, 1, 1] },
   { n: 10, heads: 4, kvHeads: 1, dim: 6, chunks: [4, 1, 3, 1, 1] },
   { n: 12, heads: 6, kvHeads: 3, dim: 16, chunks: [12] },
+  { n: 11, heads: 4, kvHeads: 2, dim: 8, chunks: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], window: 3 },
+  { n: 13, heads: 2, kvHeads: 1, dim: 4, chunks: [5, 1, 4, 1, 2], window: 4 },
+  { n: 5, heads: 2, kvHeads: 2, dim: 4, chunks: [2, 1, 2], window: 1 },
 ];
 
 /** The reference: one document, causal, through the training op. */
@@ -35,6 +42,7 @@ function fullForward(qv: Float32Array, kv: Float32Array, vv: Float32Array, c: Ca
     tensorOf(be, [c.n, c.kvHeads, c.dim], vv),
     intsOf(be, [0, c.n]),
     scale,
+    opts(c),
   );
   return out;
 }
@@ -55,9 +63,15 @@ async function decodeInChunks(qv: Float32Array, kv: Float32Array, vv: Float32Arr
     be.copy(be.rows(kCache, past, q), be.rows(kAll, past, q));
     be.copy(be.rows(vCache, past, q), be.rows(vAll, past, q));
     const out = be.alloc(dtype, [q, c.heads, c.dim]);
-    be.attentionDecode(out, be.rows(qAll, past, q), kCache, vCache, past, scale);
+    be.attentionDecode(out, be.rows(qAll, past, q), kCache, vCache, past, scale, opts(c));
     result.set(await be.downloadF32(out), past * c.heads * c.dim);
     past += q;
+    // Rows no later query can see (every later position is >= past) must never be read again.
+    const stale = c.window === undefined ? 0 : Math.max(0, past - c.window + 1);
+    if (stale > 0) {
+      be.fill(be.rows(kCache, 0, stale), NaN);
+      be.fill(be.rows(vCache, 0, stale), NaN);
+    }
   }
   assert.equal(past, c.n);
   return result;

@@ -14,7 +14,16 @@ interface Case {
   heads: number;
   kvHeads: number;
   dim: number;
+  /** Sliding window: query i sees keys j with i - window < j <= i. */
+  window?: number;
 }
+
+/** Whether query i may see key j (positions within one document). */
+function visible(c: Case, i: number, j: number): boolean {
+  return j <= i && (c.window === undefined || j > i - c.window);
+}
+
+const opts = (c: Case): { window?: number } => (c.window === undefined ? {} : { window: c.window });
 
 /** For each document and head: S = scale * Q K^T (T x T), -inf above the diagonal, P = softmax(S), O = P V. */
 function naiveAttention(q: Float32Array, k: Float32Array, v: Float32Array, c: Case, scale: number): { out: Float64Array; lse: Float64Array } {
@@ -30,7 +39,7 @@ function naiveAttention(q: Float32Array, k: Float32Array, v: Float32Array, c: Ca
       const vAt = (t: number, d: number): number => v[((start + t) * c.kvHeads + g) * c.dim + d]!;
       const S = Array.from({ length: len }, (_, i) =>
         Array.from({ length: len }, (_, j) => {
-          if (j > i) return -Infinity;
+          if (!visible(c, i, j)) return -Infinity;
           let dot = 0;
           for (let d = 0; d < c.dim; d++) dot += qAt(i, d) * kAt(j, d);
           return Math.fround(scale) * dot;
@@ -72,7 +81,7 @@ function naiveAttentionBackward(q: Float32Array, k: Float32Array, v: Float32Arra
       const ki = (t: number, d: number): number => ((start + t) * c.kvHeads + g) * c.dim + d;
       const P = Array.from({ length: len }, (_, i) => {
         const row = Array.from({ length: len }, (_, j) => {
-          if (j > i) return -Infinity;
+          if (!visible(c, i, j)) return -Infinity;
           let dot = 0;
           for (let d = 0; d < c.dim; d++) dot += q[qi(i, d)]! * k[ki(j, d)]!;
           return s32 * dot;
@@ -118,6 +127,11 @@ const cases: Case[] = [
   { docs: [3, 1, 6, 2], heads: 4, kvHeads: 2, dim: 8 },
   { docs: [1, 7, 1], heads: 4, kvHeads: 1, dim: 5 },
   { docs: [40, 9], heads: 4, kvHeads: 4, dim: 16 },
+  // Sliding windows: shorter than some documents, a window of 1 (the token itself), one wider than every document.
+  { docs: [3, 1, 9, 2], heads: 4, kvHeads: 2, dim: 8, window: 3 },
+  { docs: [40, 9], heads: 4, kvHeads: 1, dim: 16, window: 7 },
+  { docs: [6], heads: 2, kvHeads: 2, dim: 4, window: 1 },
+  { docs: [5, 4], heads: 2, kvHeads: 1, dim: 4, window: 64 },
 ];
 
 void test("attentionForward matches masked softmax attention per document, lse included", async () => {
@@ -132,7 +146,7 @@ void test("attentionForward matches masked softmax attention per document, lse i
     const q = tensorOf(be, [n, c.heads, c.dim], qv);
     const k = tensorOf(be, [n, c.kvHeads, c.dim], kv);
     const v = tensorOf(be, [n, c.kvHeads, c.dim], vv);
-    be.attentionForward(out, lse, q, k, v, intsOf(be, cuSeqlensOf(c.docs)), scale);
+    be.attentionForward(out, lse, q, k, v, intsOf(be, cuSeqlensOf(c.docs)), scale, opts(c));
     const expected = naiveAttention(qv, kv, vv, c, scale);
     const label = JSON.stringify(c);
     // Both sides sum in float64; what is left is the final float32 rounding.
@@ -172,9 +186,9 @@ void test("attentionBackward matches the backward written out with explicit P an
     const v = tensorOf(be, [n, c.kvHeads, c.dim], vv);
     const out = be.alloc("f32", q.shape);
     const lse = be.alloc("f32", [n, c.heads]);
-    be.attentionForward(out, lse, q, k, v, bounds, scale);
+    be.attentionForward(out, lse, q, k, v, bounds, scale, opts(c));
     const [dq, dk, dv] = [q, k, v].map((t) => be.alloc("f32", t.shape)) as [Tensor, Tensor, Tensor];
-    be.attentionBackward(dq, dk, dv, tensorOf(be, q.shape, gv), q, k, v, out, lse, bounds, scale);
+    be.attentionBackward(dq, dk, dv, tensorOf(be, q.shape, gv), q, k, v, out, lse, bounds, scale, opts(c));
     const expected = naiveAttentionBackward(qv, kv, vv, gv, c, scale);
     // The backend recomputes P from the float32 lse and takes D_i from the float32 out: ~1e-7 relative each.
     const label = JSON.stringify(c);
@@ -193,14 +207,15 @@ async function attentionLoss(qv: Float32Array, kv: Float32Array, vv: Float32Arra
     tensorOf(be, [n, c.kvHeads, c.dim], kv),
     tensorOf(be, [n, c.kvHeads, c.dim], vv),
   ] as const;
-  be.attentionForward(tensors[0], tensors[1], tensors[2], tensors[3], tensors[4], bounds, scale);
+  be.attentionForward(tensors[0], tensors[1], tensors[2], tensors[3], tensors[4], bounds, scale, opts(c));
   const value = project(await be.downloadF32(tensors[0]), R);
   for (const t of tensors) be.free(t);
   return value;
 }
 
 void test("attentionBackward matches central differences for q, k and v (GQA, packed documents)", async () => {
-  for (const c of [{ docs: [2, 1, 3], heads: 4, kvHeads: 2, dim: 3 }, { docs: [1, 4], heads: 2, kvHeads: 1, dim: 4 }]) {
+  const small: Case[] = [{ docs: [2, 1, 3], heads: 4, kvHeads: 2, dim: 3 }, { docs: [1, 4], heads: 2, kvHeads: 1, dim: 4 }, { docs: [5, 2], heads: 2, kvHeads: 1, dim: 3, window: 2 }];
+  for (const c of small) {
     const n = c.docs.reduce((a, b) => a + b, 0);
     const qv = randn(r, n * c.heads * c.dim);
     const kv = randn(r, n * c.kvHeads * c.dim);
@@ -213,12 +228,12 @@ void test("attentionBackward matches central differences for q, k and v (GQA, pa
     const q = tensorOf(be, [n, c.heads, c.dim], qv);
     const k = tensorOf(be, [n, c.kvHeads, c.dim], kv);
     const v = tensorOf(be, [n, c.kvHeads, c.dim], vv);
-    be.attentionForward(out, lse, q, k, v, bounds, scale);
+    be.attentionForward(out, lse, q, k, v, bounds, scale, opts(c));
     const dq = be.alloc("f32", q.shape);
     const dk = be.alloc("f32", k.shape);
     const dv = be.alloc("f32", v.shape);
     be.fill(dk, 123); // overwritten, not accumulated
-    be.attentionBackward(dq, dk, dv, tensorOf(be, out.shape, R), q, k, v, out, lse, bounds, scale);
+    be.attentionBackward(dq, dk, dv, tensorOf(be, out.shape, R), q, k, v, out, lse, bounds, scale, opts(c));
     await checkGradient("q", qv, await be.downloadF32(dq), (x) => attentionLoss(x, kv, vv, R, c, bounds, scale));
     await checkGradient("k", kv, await be.downloadF32(dk), (x) => attentionLoss(qv, x, vv, R, c, bounds, scale));
     await checkGradient("v", vv, await be.downloadF32(dv), (x) => attentionLoss(qv, kv, x, R, c, bounds, scale));
@@ -235,4 +250,8 @@ void test("attention rejects bad cuSeqlens, head counts and shapes", () => {
   assertInternal(() => { be.attentionForward(out, lse, q, be.alloc("f32", [4, 3, 2]), be.alloc("f32", [4, 3, 2]), intsOf(be, [0, 4]), 1); }, "4 heads, not a multiple of the 3 kv heads");
   assertInternal(() => { be.attentionForward(out, be.alloc("f32", [4]), q, k, k, intsOf(be, [0, 4]), 1); }, "attentionForward: lse shape [4] does not match [4, 4]");
   assertInternal(() => { be.attentionForward(out, lse, q, k, be.alloc("f32", [4, 2, 3]), intsOf(be, [0, 4]), 1); }, "v shape [4, 2, 3] does not match [4, 2, 2]");
+  for (const window of [0, 2.5, -1]) {
+    assertInternal(() => { be.attentionForward(out, lse, q, k, k, intsOf(be, [0, 4]), 1, { window }); }, `attentionForward: window is ${window}, expected a positive integer`);
+  }
+  assertInternal(() => { be.attentionBackward(out, k, k, out, q, k, k, out, lse, intsOf(be, [0, 4]), 1, { window: 0 }); }, "attentionBackward: window is 0");
 });

@@ -166,9 +166,25 @@ void test("decodeForward rejects ids outside the vocabulary and an empty step, c
   assert.deepEqual(decoder.tokens, []);
 });
 
-void test("sliding-window models stop with a clear error beyond the window", async () => {
-  const { model } = await loadModel({ ...TINY, model_type: "mistral", sliding_window: 4 });
-  const decoder = createDecoder(model);
-  await decodeForward(decoder, [1, 2, 3, 4]);
-  await assert.rejects(decodeForward(decoder, [5]), /5 tokens exceed the model's sliding_window 4/);
+void test("sliding windows: decode parity beyond the window, and a token outside every window changes nothing", async () => {
+  // Mistral windows every layer; this Qwen2 alternates sliding and full layers through layer_types.
+  for (const config of [
+    { ...TINY, model_type: "mistral", sliding_window: 4 },
+    { ...QWEN2, use_sliding_window: true, sliding_window: 3, layer_types: ["sliding_attention", "full_attention"] },
+  ]) {
+    const { model, cfg } = await loadModel(config);
+    const ids = randomIds(cfg.vocabSize, 13, 21);
+    const expected = await fullLogits(model, ids);
+    const decoder = createDecoder(model, 2);
+    await checkChunks(decoder, ids, expected, [5, 1, 1, 3, 1, 2], `${config.model_type} window`);
+    freeDecoder(decoder);
+  }
+  // One Mistral layer with window 4: position 12 sees positions 9..12 only, so token 8 cannot matter, token 9 must.
+  const { model, cfg } = await loadModel({ ...TINY, model_type: "mistral", sliding_window: 4, num_hidden_layers: 1 });
+  const ids = randomIds(cfg.vocabSize, 13, 22);
+  const base = (await fullLogits(model, ids))[12]!;
+  const changed = (at: number): number[] => ids.map((id, i) => (i === at ? (id + 1) % cfg.vocabSize : id));
+  const logitsAt12 = async (at: number): Promise<Float32Array> => (await fullLogits(model, changed(at)))[12]!;
+  assert.deepEqual(await logitsAt12(8), base);
+  assert.ok(relErr(await logitsAt12(9), base) > 1e-4, "the oldest token inside the window matters");
 });

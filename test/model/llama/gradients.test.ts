@@ -154,3 +154,9 @@ test("a smaller batch after a larger one runs in views of the larger activations
   assert.equal(a.loss, b.loss);
   assert.deepEqual(a.grads, b.grads);
 });
+
+test("a sliding window shorter than the documents (Mistral, window 2): LoRA gradients match finite differences", async () => {
+  const { dir, cfg } = await writeTiny({ ...TINY, model_type: "mistral", sliding_window: 2 });
+  assert.deepEqual(cfg.layerWindows, [2, 2]);
+  await finiteDifferenceCheck(await tinyModel(dir, cfg, { mode: "lora", lora: { targetModules: ["q_proj", "k_proj", "v_proj"] } }), cfg.vocabSize, 3);
+});

@@ -138,19 +138,19 @@ export function profilingBackend(device: BenchDevice): OpTimer {
         be.ropeBackward(dx, positions, invFreq);
       });
     },
-    attentionForward: (out, lse, q, k, v, cuSeqlens, scale) => {
+    attentionForward: (out, lse, q, k, v, cuSeqlens, scale, options) => {
       timed("attention fwd", () => {
-        be.attentionForward(out, lse, q, k, v, cuSeqlens, scale);
+        be.attentionForward(out, lse, q, k, v, cuSeqlens, scale, options);
       });
     },
-    attentionBackward: (dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, scale) => {
+    attentionBackward: (dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, scale, options) => {
       timed("attention bwd", () => {
-        be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, scale);
+        be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, cuSeqlens, scale, options);
       });
     },
-    attentionDecode: (out, q, kCache, vCache, pastLength, scale) => {
+    attentionDecode: (out, q, kCache, vCache, pastLength, scale, options) => {
       timed("other ops", () => {
-        be.attentionDecode(out, q, kCache, vCache, pastLength, scale);
+        be.attentionDecode(out, q, kCache, vCache, pastLength, scale, options);
       });
     },
     swigluForward: (out, gate, up) => {

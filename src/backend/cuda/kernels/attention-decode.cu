@@ -7,20 +7,22 @@
 // The four warps merge through static shared memory (4 x 256 floats). With one split the block writes out;
 // otherwise it writes (acc[D], max, sum) to partial (Q * H, splits, D + 2), max in log2 units, and
 // attention_decode_combine (grid Q * H, 128 threads) merges the splits. A split with no visible row writes
-// max = -inf, sum = 0.
+// max = -inf, sum = 0. Sliding window (window > 0; 0 = none): query i sees rows (pastLength + i - window,
+// pastLength + i]; the splits cover rows from `base` (the first row any query of the call sees) on.
 #include "common.cuh"
 
 __device__ __forceinline__ float decodeInf() { return __int_as_float(0x7f800000); }
 
 extern "C" __global__ void __launch_bounds__(128)
     attention_decode(void* out, float* partial, const void* q, const void* kCache, const void* vCache, int dt,
-                     int heads, int kvHeads, int dim, int pastLength, int chunk, float scaleLog2) {
+                     int heads, int kvHeads, int dim, int pastLength, int chunk, float scaleLog2, int window, int base) {
   __shared__ float warpMaxS[4], warpSumS[4];
   __shared__ float warpAcc[4][256];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x, i = row / heads, h = row - i * heads, split = blockIdx.y;
   const int kvh = h / (heads / kvHeads);
-  const int start = split * chunk, end = min(start + chunk, pastLength + i + 1);
+  const int splitStart = base + split * chunk, end = min(splitStart + chunk, pastLength + i + 1);
+  const int start = window > 0 ? max(splitStart, pastLength + i - window + 1) : splitStart;
   const float inf = decodeInf();
 
   float qv[8], acc[8];

@@ -13,13 +13,15 @@
 // into dkAcc, dvAcc (N, KV, D), converted by attention_backward_dq like dq.
 // Shared: k, v (64, STR); q, dout (2, BQ, STR); dS^T (64, BQ + 8); lse, delta (2, BQ) f32:
 // 65536 bytes (D 64, BQ 64), 75264 bytes (D 128, BQ 32).
+// Sliding window (window > 0; 0 = none): query i sees keys j with i - window < j <= i; a key tile's query tiles
+// end after the last query that sees its last key, and the mask covers both edges.
 #include "attention-mma.cuh"
 
 template <int D, int BQ>
 __device__ __forceinline__ void attnBackwardMma(float* dqAcc, float* dkAcc, float* dvAcc, bf16* dk, bf16* dv,
                                                 const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
                                                 const float* lse, const float* delta, const int* tiles, int heads,
-                                                int kvHeads, int splits, float scaleLog2, float scale) {
+                                                int kvHeads, int splits, float scaleLog2, float scale, int window) {
   constexpr int BK = 64, STR = D + 8, SSTR = BQ + 8, ND = D / 8, KD = D / 16, QN = BQ / 8, QK = BQ / 16;
   // dQ (BQ x D) split over the 4 warps: QM row tiles of 16, each in QS column slices of DW.
   constexpr int QM = BQ / 16, QS = 4 / QM, DW = D / QS;
@@ -37,7 +39,9 @@ __device__ __forceinline__ void attnBackwardMma(float* dqAcc, float* dkAcc, floa
   const int docStart = tiles[3 * tile], docEnd = tiles[3 * tile + 1], kStart = tiles[3 * tile + 2];
   (void)docStart;
   const int partHeads = heads / kvHeads / splits, headBase = kvh * (heads / kvHeads) + part * partHeads;
-  const int nQ = (docEnd - kStart + BQ - 1) / BQ, nIter = partHeads * nQ;
+  // Queries that see a key of this tile: up to kStart + BK - 1 + window - 1 with a window.
+  const int qEnd = window > 0 ? min(docEnd, kStart + BK - 1 + window) : docEnd;
+  const int nQ = (qEnd - kStart + BQ - 1) / BQ, nIter = partHeads * nQ;
   const long long qRow = (long long)heads * D, kRow = (long long)kvHeads * D;
   const float inf = attnInf();
 
@@ -103,7 +107,7 @@ __device__ __forceinline__ void attnBackwardMma(float* dqAcc, float* dkAcc, floa
       }
     }
 
-    const bool needMask = qStart < kStart + BK;
+    const bool needMask = qStart < kStart + BK || (window > 0 && qStart + BQ - 1 - window >= kStart);
     unsigned pf[QK][4], df[QK][4];
 #pragma unroll
     for (int n = 0; n < QN; ++n) {
@@ -113,10 +117,10 @@ __device__ __forceinline__ void attnBackwardMma(float* dqAcc, float* dkAcc, floa
       float p00 = fastExp2(st[n][0] * scaleLog2 - lv.x), p01 = fastExp2(st[n][1] * scaleLog2 - lv.y);
       float p10 = fastExp2(st[n][2] * scaleLog2 - lv.x), p11 = fastExp2(st[n][3] * scaleLog2 - lv.y);
       if (needMask) {
-        if (j0 > i0) p00 = 0.0f;
-        if (j0 > i0 + 1) p01 = 0.0f;
-        if (j1 > i0) p10 = 0.0f;
-        if (j1 > i0 + 1) p11 = 0.0f;
+        if (j0 > i0 || (window > 0 && j0 <= i0 - window)) p00 = 0.0f;
+        if (j0 > i0 + 1 || (window > 0 && j0 <= i0 + 1 - window)) p01 = 0.0f;
+        if (j1 > i0 || (window > 0 && j1 <= i0 - window)) p10 = 0.0f;
+        if (j1 > i0 + 1 || (window > 0 && j1 <= i0 + 1 - window)) p11 = 0.0f;
       }
       pf[n >> 1][(n & 1) * 2] = packBf16(p00, p01);
       pf[n >> 1][(n & 1) * 2 + 1] = packBf16(p10, p11);
@@ -212,9 +216,9 @@ __device__ __forceinline__ void attnBackwardMma(float* dqAcc, float* dkAcc, floa
   extern "C" __global__ void __launch_bounds__(128)                                                            \
       NAME(float* dqAcc, float* dkAcc, float* dvAcc, bf16* dk, bf16* dv, const bf16* q, const bf16* k,          \
            const bf16* v, const bf16* dout, const float* lse, const float* delta, const int* tiles, int heads,  \
-           int kvHeads, int splits, float scaleLog2, float scale) {                                            \
+           int kvHeads, int splits, float scaleLog2, float scale, int window) {                                \
     attnBackwardMma<D, BQ>(dqAcc, dkAcc, dvAcc, dk, dv, q, k, v, dout, lse, delta, tiles, heads, kvHeads,      \
-                           splits, scaleLog2, scale);                                                          \
+                           splits, scaleLog2, scale, window);                                                  \
   }
 
 ATTN_BACKWARD(attention_backward_bf16_d64, 64, 64)

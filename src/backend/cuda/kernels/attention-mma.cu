@@ -16,6 +16,9 @@
 // wholly after its rows (the diagonal of a 128-row tile spans two key tiles) and masks only where a key can
 // pass a row. Shared: q (BQ, STR) + k, v (2, 64, STR) = (BQ + 256) * STR * 2 bytes: 46080 (D 64),
 // 104448 (D 128). Each warp's own q rows are reused to stage its output for 16-byte stores.
+// Sliding window (window > 0; 0 = none): query i sees keys j with i - window < j <= i. The key loop starts at
+// the tile holding the block's first visible key, a warp skips tiles wholly before its rows' windows, and the
+// mask covers both edges; a row may then see no key of a tile (its max stays -inf; exp2 gives 0 there).
 #include "attention-mma.cuh"
 
 // WARPS warps of MT m16 row tiles each (BQ = 16 MT WARPS); every K/V fragment a warp loads from shared feeds MT
@@ -24,7 +27,7 @@
 // they are re-read from shared per key tile, which frees registers for a second block.
 template <int D, int WARPS, int MT, bool Q_IN_REGS>
 __device__ __forceinline__ void attnForwardMma(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
-                                               const int* tiles, int heads, int kvHeads, float scaleLog2) {
+                                               const int* tiles, int heads, int kvHeads, float scaleLog2, int window) {
   constexpr int WR = 16 * MT, BQ = WR * WARPS, BK = 64, THREADS = 32 * WARPS, STR = D + 8, ND = D / 8, KD = D / 16,
                 NS = BK / 8;
   extern __shared__ __align__(16) unsigned char smemBytes[];
@@ -40,11 +43,13 @@ __device__ __forceinline__ void attnForwardMma(bf16* out, float* lse, const bf16
   const bf16* vSrc = v + (long long)kvh * D;
   // Key tiles up to the tile's last row in the document; qStart - docStart is a multiple of BQ, so of BK.
   const int nTiles = (qStart - docStart) / BK + (min(BQ, docEnd - qStart) + BK - 1) / BK;
+  // With a window the first tile is the one holding the block's first visible key.
+  const int tFirst = window > 0 ? max(0, qStart - window + 1 - docStart) / BK : 0;
   const float inf = attnInf();
 
   loadRows<D, STR, THREADS>(qs, q + (long long)h * D, qRow, qStart, BQ, docEnd);
-  loadRows<D, STR, THREADS>(ks, kSrc, kRow, docStart, BK, docEnd);
-  loadRows<D, STR, THREADS>(vs, vSrc, kRow, docStart, BK, docEnd);
+  loadRows<D, STR, THREADS>(ks + (tFirst & 1) * BK * STR, kSrc, kRow, docStart + tFirst * BK, BK, docEnd);
+  loadRows<D, STR, THREADS>(vs + (tFirst & 1) * BK * STR, vSrc, kRow, docStart + tFirst * BK, BK, docEnd);
   cpAsyncCommit();
 
   unsigned qf[Q_IN_REGS ? KD : 1][4];
@@ -59,10 +64,10 @@ __device__ __forceinline__ void attnForwardMma(bf16* out, float* lse, const bf16
   }
   const int warpRow = qStart + warp * WR;
 
-  for (int t = 0; t < nTiles; ++t) {
+  for (int t = tFirst; t < nTiles; ++t) {
     cpAsyncWaitAll();
     __syncthreads();  // tile t landed for everyone; everyone is done with tile t - 1's buffer
-    if (Q_IN_REGS && t == 0) {
+    if (Q_IN_REGS && t == tFirst) {
 #pragma unroll
       for (int kk = 0; kk < KD; ++kk) ldsm4(qf[kk], fragAddrA(qs, STR, warp * WR, kk * 16, lane));
     }
@@ -73,9 +78,11 @@ __device__ __forceinline__ void attnForwardMma(bf16* out, float* lse, const bf16
       cpAsyncCommit();
     }
     const int kStart = docStart + t * BK;
-    // Warp-uniform: a warp whose rows all precede the tile (causal) or lie past the document has nothing to add.
-    // Otherwise its first row sees key kStart (both are tile-aligned from docStart), so no row is fully masked.
+    // Warp-uniform: a warp whose rows all precede the tile (causal), lie past the document, or whose windows all
+    // start after the tile has nothing to add. Without a window its first row sees key kStart (both are
+    // tile-aligned from docStart), so no row is fully masked.
     if (kStart > warpRow + WR - 1 || warpRow >= docEnd) continue;
+    if (window > 0 && kStart + BK - 1 <= warpRow - window) continue;
     const bf16* kt = ks + (t & 1) * BK * STR;
     const bf16* vt = vs + (t & 1) * BK * STR;
 
@@ -109,14 +116,15 @@ __device__ __forceinline__ void attnForwardMma(bf16* out, float* lse, const bf16
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       const int row0 = warpRow + mt * 16 + g, row1 = row0 + 8;
-      const bool needMask = kStart + BK - 1 > warpRow + mt * 16;
+      const bool needMask = kStart + BK - 1 > warpRow + mt * 16 || (window > 0 && kStart <= warpRow + mt * 16 + 15 - window);
       float mx0 = -inf, mx1 = -inf;
 #pragma unroll
       for (int n = 0; n < NS; ++n) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           float x = s[mt][n][e] * scaleLog2;
-          if (needMask && kStart + n * 8 + 2 * c + (e & 1) > (e < 2 ? row0 : row1)) x = -inf;
+          const int key = kStart + n * 8 + 2 * c + (e & 1), row = e < 2 ? row0 : row1;
+          if (needMask && (key > row || (window > 0 && key <= row - window))) x = -inf;
           s[mt][n][e] = x;
         }
         mx0 = fmaxf(mx0, fmaxf(s[mt][n][0], s[mt][n][1]));
@@ -194,8 +202,8 @@ __device__ __forceinline__ void attnForwardMma(bf16* out, float* lse, const bf16
 #define ATTN_FORWARD(NAME, D, WARPS, MT, Q_IN_REGS, MIN_BLOCKS)                                                    \
   extern "C" __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS)                                         \
       NAME(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* tiles, int heads,     \
-           int kvHeads, float scaleLog2) {                                                                     \
-    attnForwardMma<D, WARPS, MT, Q_IN_REGS>(out, lse, q, k, v, tiles, heads, kvHeads, scaleLog2);             \
+           int kvHeads, float scaleLog2, int window) {                                                         \
+    attnForwardMma<D, WARPS, MT, Q_IN_REGS>(out, lse, q, k, v, tiles, heads, kvHeads, scaleLog2, window);     \
   }
 ATTN_FORWARD(attention_forward_bf16_d64, 64, 4, 1, true, 1)
 ATTN_FORWARD(attention_forward_bf16_d128, 128, 8, 1, false, 2)

@@ -15,6 +15,9 @@
 // Shared, f32: k and v (32, D + 1), dk and dv (32, D), q and dout (16, D), p and ds (16, 33), lse and delta
 // (16) = (160 D + 1152) * 4 bytes. dS is kept unscaled: dk is scaled once when written, dq in the convert.
 // attention_backward_delta: delta = rowsum(dout * out) in f32, one warp per (token, head).
+// Sliding window (window > 0; 0 = none): query i sees keys j with i - window < j <= i. The forward starts its key
+// loop at the tile's first visible key; the backward stops its query loop after the last query that sees the key
+// tile; both mask the rest.
 // attention_backward_dq: dq = scale * dqAcc, rounded to dq's dtype (also dk, dv of the split tensor-core backward).
 #include "common.cuh"
 
@@ -25,7 +28,7 @@ __device__ __forceinline__ float attnInf() { return __int_as_float(0x7f800000); 
 
 extern "C" __global__ void __launch_bounds__(128)
     attention_forward_generic(void* out, float* lse, const void* q, const void* k, const void* v, const int* tiles, int dt,
-                              int heads, int kvHeads, int dim, float scaleLog2) {
+                              int heads, int kvHeads, int dim, float scaleLog2, int window) {
   extern __shared__ float smem[];
   float* qs = smem;                   // (16, D)
   float* ks = qs + 16 * dim;          // (32, D + 1)
@@ -50,7 +53,8 @@ extern "C" __global__ void __launch_bounds__(128)
 #pragma unroll
     for (int t = 0; t < 8; ++t) o[r][t] = 0.0f;
   }
-  for (int kStart = docStart; kStart <= qLast; kStart += 32) {
+  const int kFirst = window > 0 ? max(docStart, qStart - window + 1) : docStart;
+  for (int kStart = kFirst; kStart <= qLast; kStart += 32) {
     __syncthreads();  // the previous tile's readers are done (and q is visible the first time)
     for (int idx = threadIdx.x; idx < 32 * dim; idx += blockDim.x) {
       const int r = idx / dim, d = idx - r * dim, j = kStart + r;
@@ -72,7 +76,7 @@ extern "C" __global__ void __launch_bounds__(128)
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
       const int i = qStart + warp * 4 + r;
-      const float x = (j <= i && i < docEnd) ? s[r] * scaleLog2 : -inf;
+      const float x = (j <= i && i < docEnd && (window <= 0 || j > i - window)) ? s[r] * scaleLog2 : -inf;
       const float mNew = fmaxf(m[r], warpMax(x));
       const float mUse = mNew == -inf ? 0.0f : mNew;  // a row with nothing visible yet stays at zero
       const float corr = exp2f(m[r] - mUse);
@@ -113,7 +117,7 @@ extern "C" __global__ void __launch_bounds__(128)
 extern "C" __global__ void __launch_bounds__(128)
     attention_backward_generic(float* dqAcc, void* dk, void* dv, const void* q, const void* k, const void* v,
                                const void* dout, const float* lse, const float* delta, const int* tiles, int dt,
-                               int heads, int kvHeads, int dim, float scaleLog2, float scale) {
+                               int heads, int kvHeads, int dim, float scaleLog2, float scale, int window) {
   extern __shared__ float smem[];
   const int kp = dim + 1;
   float* ks = smem;             // (32, D + 1)
@@ -143,9 +147,11 @@ extern "C" __global__ void __launch_bounds__(128)
     dvs[idx] = 0.0f;
   }
   const int j = kStart + lane;
+  // The last query that sees one of this tile's 32 keys is kStart + 31 + window - 1.
+  const int qEnd = window > 0 ? min(docEnd, kStart + 31 + window) : docEnd;
   for (int hh = 0; hh < group; ++hh) {
     const int h = kvh * group + hh;
-    for (int qStart = kStart; qStart < docEnd; qStart += 16) {
+    for (int qStart = kStart; qStart < qEnd; qStart += 16) {
       __syncthreads();  // readers of the previous query tile are done
       for (int idx = threadIdx.x; idx < 16 * dim; idx += blockDim.x) {
         const int r = idx / dim, d = idx - r * dim, i = qStart + r;
@@ -174,7 +180,7 @@ extern "C" __global__ void __launch_bounds__(128)
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         const int row = warp * 4 + r, i = qStart + row;
-        const float p = j <= i ? exp2f(s[r] * scaleLog2 - lseS[row]) : 0.0f;
+        const float p = (j <= i && (window <= 0 || j > i - window)) ? exp2f(s[r] * scaleLog2 - lseS[row]) : 0.0f;
         ps[row * 33 + lane] = p;
         dss[row * 33 + lane] = p * (dp[r] - dltS[row]);
       }

@@ -2,6 +2,8 @@
 // a KV cache (decode): argument checks, tile tables uploaded to scratch, the choice of kernel file and launch sizes.
 import { TunaError } from "../../../util/errors.ts";
 import { expectFinite, fail, sameShape } from "../../checks.ts";
+import type { AttentionOptions } from "../../types.ts";
+import { checkAttentionWindow } from "../../op-checks.ts";
 import type { CudaDevice, CudaFunction, DevicePtr, DeviceTensor, KernelArg } from "../types.ts";
 import { FLOAT_DTYPE_CODE } from "../types.ts";
 import {
@@ -98,7 +100,13 @@ function uploadTiles(dev: CudaDevice, tiles: Int32Array): DevicePtr {
   return ptr;
 }
 
-/** out (N, H, D) = softmax(scale q k^T, causal within each document) v; lse f32 (N, H) in natural log. */
+/** The kernels' window argument: the window, or 0 for full causal attention. */
+function windowArg(op: string, options: AttentionOptions): KernelArg {
+  checkAttentionWindow(op, options.window);
+  return { i32: options.window ?? 0 };
+}
+
+/** out (N, H, D) = softmax(scale q k^T, causal within each document, within the window if any) v; lse f32 (N, H) in natural log. */
 export function attentionForward(
   dev: CudaDevice,
   out: DeviceTensor,
@@ -109,8 +117,10 @@ export function attentionForward(
   cuSeqlens: DeviceTensor,
   cuSeqlensHost: Int32Array,
   scale: number,
+  options: AttentionOptions = {},
 ): void {
   const op = "attentionForward";
+  const window = windowArg(op, options);
   const layout = checkPacked(op, q, k, v, cuSeqlens, cuSeqlensHost);
   expectLike(op, "out", out, "q", q);
   expectLse(op, lse, layout);
@@ -127,8 +137,8 @@ export function attentionForward(
   const tensors: KernelArg[] = [{ ptr: out.ptr }, { ptr: lse.ptr }, { ptr: q.ptr }, { ptr: k.ptr }, { ptr: v.ptr }, { ptr: table }];
   const args: KernelArg[] =
     path === "mma"
-      ? [...tensors, { i32: heads }, { i32: kvHeads }, scaleLog2]
-      : [...tensors, { i32: dt }, { i32: heads }, { i32: kvHeads }, { i32: dim }, scaleLog2];
+      ? [...tensors, { i32: heads }, { i32: kvHeads }, scaleLog2, window]
+      : [...tensors, { i32: dt }, { i32: heads }, { i32: kvHeads }, { i32: dim }, scaleLog2, window];
   launchPlan(dev, plan, blocks, args);
   dev.free(table);
 }
@@ -151,8 +161,10 @@ export function attentionBackward(
   cuSeqlens: DeviceTensor,
   cuSeqlensHost: Int32Array,
   scale: number,
+  options: AttentionOptions = {},
 ): void {
   const op = "attentionBackward";
+  const window = windowArg(op, options);
   const layout = checkPacked(op, q, k, v, cuSeqlens, cuSeqlensHost);
   expectLike(op, "dq", dq, "q", q);
   expectLike(op, "dout", dout, "q", q);
@@ -211,8 +223,8 @@ export function attentionBackward(
   ];
   const args: KernelArg[] =
     path === "mma"
-      ? [...tensors, { i32: heads }, { i32: kvHeads }, { i32: splits }, scaleLog2, { f32: scale }]
-      : [...tensors, { i32: dt }, { i32: heads }, { i32: kvHeads }, { i32: dim }, scaleLog2, { f32: scale }];
+      ? [...tensors, { i32: heads }, { i32: kvHeads }, { i32: splits }, scaleLog2, { f32: scale }, window]
+      : [...tensors, { i32: dt }, { i32: heads }, { i32: kvHeads }, { i32: dim }, scaleLog2, { f32: scale }, window];
   launchPlan(dev, plan, blocks, args);
 
   // f32 accumulator -> dtype, times a scale: dq (and split dk) carry dS unscaled, dv needs none.
@@ -236,7 +248,7 @@ export function attentionBackward(
 
 /**
  * out (Q, H, D) = softmax(scale q k^T) v with query i seeing cache rows [0, pastLength + i] of kCache and
- * vCache (Tmax, KV, D); rows past pastLength + Q - 1 are never read.
+ * vCache (Tmax, KV, D) (with a window, the last `window` of them); rows past pastLength + Q - 1 are never read.
  */
 export function attentionDecode(
   dev: CudaDevice,
@@ -246,8 +258,10 @@ export function attentionDecode(
   vCache: DeviceTensor,
   pastLength: number,
   scale: number,
+  options: AttentionOptions = {},
 ): void {
   const op = "attentionDecode";
+  const window = windowArg(op, options);
   const layout = checkHeads(op, q, "kCache", kCache);
   expectLike(op, "vCache", vCache, "kCache", kCache);
   expectLike(op, "out", out, "q", q);
@@ -260,7 +274,9 @@ export function attentionDecode(
   if (layout.n === 0 || layout.heads === 0 || layout.dim === 0) return;
   const { n, heads, kvHeads, dim, dt } = layout;
   const rows = n * heads;
-  const { splits, chunk } = decodePlan(rows, pastLength + n, dev.multiprocessorCount);
+  // The splits cover the rows some query of this call sees: from the first query's window start on.
+  const base = options.window === undefined ? 0 : Math.max(0, pastLength - options.window + 1);
+  const { splits, chunk } = decodePlan(rows, pastLength + n - base, dev.multiprocessorCount);
   const module = dev.module("attention-decode.cu");
   const partial = splits > 1 ? dev.alloc(rows * splits * (dim + 2) * 4, "attention decode partials f32") : 0n;
   module
@@ -278,6 +294,8 @@ export function attentionDecode(
       { i32: pastLength },
       { i32: chunk },
       { f32: scale * Math.LOG2E },
+      window,
+      { i32: base },
     ]);
   if (splits > 1) {
     module
