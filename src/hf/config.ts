@@ -41,6 +41,8 @@ export interface ModelConfig {
   oBias: boolean;
   /** Bias on gate/up/down (Llama's mlp_bias). */
   mlpBias: boolean;
+  /** RMSNorm of each query and key head before RoPE (Qwen3's q_norm / k_norm). */
+  qkNorm: boolean;
   /** Sliding-window attention size when any layer uses it, else null. */
   slidingWindow: number | null;
   /** Each layer's attention window (HF layer_types "sliding_attention"), or null for full causal attention. */
@@ -120,8 +122,8 @@ function normalize(raw: RawConfig, spec: FamilySpec, where: string): ModelConfig
   const family = spec.family;
   const numHeads = raw.num_attention_heads;
   const numKvHeads = raw.num_key_value_heads ?? numHeads;
-  let headDim = raw.head_dim ?? 0;
-  if (raw.head_dim == null) {
+  let headDim = raw.head_dim ?? spec.defaults.headDim ?? 0;
+  if (raw.head_dim == null && spec.defaults.headDim === undefined) {
     if (raw.hidden_size % numHeads !== 0) {
       problems.push(`hidden_size ${raw.hidden_size} is not divisible by num_attention_heads ${numHeads} and head_dim is not set`);
     }
@@ -151,10 +153,10 @@ function normalize(raw: RawConfig, spec: FamilySpec, where: string): ModelConfig
     else quantization = q;
   }
 
-  // Mistral applies sliding_window whenever set (absent = the class default); Qwen2 only with use_sliding_window.
+  // Mistral applies sliding_window whenever set (absent = the class default); Qwen2/Qwen3 only with use_sliding_window.
   const window = raw.sliding_window === undefined ? spec.defaults.slidingWindow : raw.sliding_window;
-  const useSliding = family === "qwen2" ? raw.use_sliding_window === true : window !== null;
-  const layerWindows = parseLayerWindows(raw, family, useSliding ? window : null, problems);
+  const useSliding = spec.windows === "from-max-window-layers" ? raw.use_sliding_window === true : window !== null;
+  const layerWindows = parseLayerWindows(raw, spec, useSliding ? window : null, problems);
   const eos = raw.eos_token_id;
   if (problems.length > 0) {
     throw new TunaError("MODEL_INVALID", `${where}: ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join("\n")}`);
@@ -180,6 +182,7 @@ function normalize(raw: RawConfig, spec: FamilySpec, where: string): ModelConfig
     qkvBias: spec.qkvBiasAlways || attentionBias,
     oBias: !spec.qkvBiasAlways && attentionBias,
     mlpBias: raw.mlp_bias ?? false,
+    qkNorm: spec.qkNorm,
     slidingWindow: layerWindows.some((w) => w !== null) ? (useSliding ? window : null) : null,
     layerWindows,
     bosTokenId: raw.bos_token_id ?? undefined,
@@ -192,10 +195,10 @@ function normalize(raw: RawConfig, spec: FamilySpec, where: string): ModelConfig
 
 /**
  * Each layer's window, as transformers decides it: `layer_types` when config.json has it ("sliding_attention"
- * layers get the window, "full_attention" ones none); else Qwen2 windows the layers from max_window_layers on
+ * layers get the window, "full_attention" ones none); else Qwen2/Qwen3 window the layers from max_window_layers on
  * (class default 28) and Mistral every layer. Other layer kinds (chunked, linear attention) are refused.
  */
-function parseLayerWindows(raw: RawConfig, family: string, window: number | null, problems: string[]): (number | null)[] {
+function parseLayerWindows(raw: RawConfig, spec: FamilySpec, window: number | null, problems: string[]): (number | null)[] {
   const L = raw.num_hidden_layers;
   const types = raw.layer_types;
   if (types != null) {
@@ -205,7 +208,7 @@ function parseLayerWindows(raw: RawConfig, family: string, window: number | null
     return Array.from({ length: L }, (_, l) => (types[l] === "sliding_attention" ? window : null));
   }
   if (window === null) return Array.from({ length: L }, () => null);
-  const first = family === "qwen2" ? (raw.max_window_layers ?? 28) : 0;
+  const first = spec.windows === "from-max-window-layers" ? (raw.max_window_layers ?? 28) : 0;
   return Array.from({ length: L }, (_, l) => (l >= first ? window : null));
 }
 

@@ -1,13 +1,20 @@
 // The registry of supported decoder families: model_type -> what differs between them (biases,
 // HF config defaults). A literal map, per STYLE.md; adding a family starts here.
 
-export type ModelFamily = "llama" | "mistral" | "qwen2";
+export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3";
 
 export interface FamilySpec {
   family: ModelFamily;
   architecture: string;
   /** Qwen2 has q/k/v biases with no config flag; Llama/Mistral only via attention_bias. */
   qkvBiasAlways: boolean;
+  /** RMSNorm of each query and key head before RoPE (Qwen3's q_norm / k_norm, weight of head_dim). */
+  qkNorm: boolean;
+  /**
+   * Where sliding windows apply without layer_types: "every-layer" whenever sliding_window is set (Mistral);
+   * "from-max-window-layers" only with use_sliding_window, from layer max_window_layers on (Qwen2, Qwen3).
+   */
+  windows: "every-layer" | "from-max-window-layers";
   /** Defaults of the transformers config class, used when config.json omits a field. */
   defaults: {
     rmsNormEps: number;
@@ -16,6 +23,8 @@ export interface FamilySpec {
     tieWordEmbeddings: boolean;
     /** sliding_window when the key is absent (Mistral's class default); null = no window. */
     slidingWindow: number | null;
+    /** head_dim when config.json omits it: the class default (Qwen3: 128), else hidden_size / heads. */
+    headDim?: number;
   };
 }
 
@@ -24,19 +33,34 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     family: "llama",
     architecture: "LlamaForCausalLM",
     qkvBiasAlways: false,
+    qkNorm: false,
+    windows: "every-layer",
     defaults: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 2048, tieWordEmbeddings: false, slidingWindow: null },
   },
   mistral: {
     family: "mistral",
     architecture: "MistralForCausalLM",
     qkvBiasAlways: false,
+    qkNorm: false,
+    windows: "every-layer",
     defaults: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 4096 * 32, tieWordEmbeddings: false, slidingWindow: 4096 },
   },
   qwen2: {
     family: "qwen2",
     architecture: "Qwen2ForCausalLM",
     qkvBiasAlways: true,
+    qkNorm: false,
+    windows: "from-max-window-layers",
     defaults: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 32768, tieWordEmbeddings: false, slidingWindow: null },
+  },
+  // Qwen3 (dense): Qwen2's layout without the q/k/v biases (attention_bias, default false), with q_norm / k_norm.
+  qwen3: {
+    family: "qwen3",
+    architecture: "Qwen3ForCausalLM",
+    qkvBiasAlways: false,
+    qkNorm: true,
+    windows: "from-max-window-layers",
+    defaults: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 32768, tieWordEmbeddings: false, slidingWindow: null, headDim: 128 },
   },
 };
 

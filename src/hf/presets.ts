@@ -15,6 +15,26 @@ const llamaCommon = {
   torch_dtype: "bfloat16",
 };
 
+const qwen3Common = {
+  architectures: ["Qwen3ForCausalLM"],
+  model_type: "qwen3",
+  hidden_act: "silu",
+  initializer_range: 0.02,
+  attention_bias: false,
+  attention_dropout: 0.0,
+  bos_token_id: 151643,
+  eos_token_id: 151645,
+  head_dim: 128,
+  max_position_embeddings: 40960,
+  rms_norm_eps: 1e-6,
+  rope_scaling: null,
+  rope_theta: 1000000,
+  sliding_window: null,
+  use_sliding_window: false,
+  torch_dtype: "bfloat16",
+  vocab_size: 151936,
+};
+
 export const MODEL_PRESETS: Readonly<Record<string, HfConfigJson | undefined>> = {
   // Tiny shapes share Llama-2's 32000-token vocabulary so the shipped Llama-2 tokenizer fits them.
   "tiny-llama": {
@@ -130,6 +150,27 @@ export const MODEL_PRESETS: Readonly<Record<string, HfConfigJson | undefined>> =
     rms_norm_eps: 1e-5,
     rope_theta: 10000,
     rope_scaling: null,
+    tie_word_embeddings: false,
+  },
+  // Qwen3 dense, as published (Qwen/Qwen3-0.6B and Qwen/Qwen3-8B config.json).
+  "qwen3-0.6b": {
+    ...qwen3Common,
+    hidden_size: 1024,
+    intermediate_size: 3072,
+    num_hidden_layers: 28,
+    max_window_layers: 28,
+    num_attention_heads: 16,
+    num_key_value_heads: 8,
+    tie_word_embeddings: true,
+  },
+  "qwen3-8b": {
+    ...qwen3Common,
+    hidden_size: 4096,
+    intermediate_size: 12288,
+    num_hidden_layers: 36,
+    max_window_layers: 36,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
     tie_word_embeddings: false,
   },
   "llama-2-70b": {

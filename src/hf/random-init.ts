@@ -26,7 +26,7 @@ export interface RandomModelOptions {
 
 function fill(w: ExpectedWeight, rng: Rng, std: number, hfInit: boolean): Float32Array {
   const values = new Float32Array(numel(w.shape));
-  const isNorm = w.kind === "input_layernorm" || w.kind === "post_attention_layernorm" || w.kind === "norm";
+  const isNorm = w.kind === "input_layernorm" || w.kind === "post_attention_layernorm" || w.kind === "norm" || w.kind === "q_norm" || w.kind === "k_norm";
   for (let i = 0; i < values.length; i++) {
     if (isNorm) values[i] = hfInit ? 1 : 1 + 0.1 * rng.normal();
     else if (w.isBias) values[i] = hfInit ? 0 : std * rng.normal();

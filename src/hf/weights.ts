@@ -5,7 +5,7 @@ import { numel } from "../util/shape.ts";
 
 export const PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 export type Projection = (typeof PROJECTIONS)[number];
-export type ModuleKind = "embed_tokens" | Projection | "input_layernorm" | "post_attention_layernorm" | "norm" | "lm_head";
+export type ModuleKind = "embed_tokens" | Projection | "input_layernorm" | "q_norm" | "k_norm" | "post_attention_layernorm" | "norm" | "lm_head";
 
 export interface ExpectedWeight {
   name: string;
@@ -60,6 +60,11 @@ export function expectedWeights(cfg: ModelConfig): ExpectedWeight[] {
       const prefix = projectionPrefix(l, proj);
       out.push({ name: `${prefix}.weight`, shape: [o, i], kind: proj, quantizable: true, isBias: false });
       if (projectionHasBias(cfg, proj)) out.push({ name: `${prefix}.bias`, shape: [o], kind: proj, quantizable: false, isBias: true });
+      if (proj === "o_proj" && cfg.qkNorm) {
+        for (const norm of ["q_norm", "k_norm"] as const) {
+          out.push({ name: `model.layers.${l}.self_attn.${norm}.weight`, shape: [cfg.headDim], kind: norm, quantizable: false, isBias: false });
+        }
+      }
     }
     out.push({
       name: `model.layers.${l}.post_attention_layernorm.weight`,

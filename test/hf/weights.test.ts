@@ -13,6 +13,9 @@ test("parameter totals match the published model sizes", () => {
   // Llama-2-13b-hf 13,015,864,320 and Llama-2-70b-hf 68,976,648,192 (the safetensors index's total_size / 2).
   assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["llama-2-13b"], "c")).total, 13_015_864_320);
   assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["llama-2-70b"], "c")).total, 68_976_648_192);
+  // Qwen3-0.6B 596,049,920 (0.44B without the tied embedding) and Qwen3-8B 8,190,735,360: q/k norms included.
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["qwen3-0.6b"], "c")).total, 596_049_920);
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["qwen3-8b"], "c")).total, 8_190_735_360);
 });
 
 test("HF names and [out, in] shapes of one Qwen2 layer, with biases", () => {

@@ -34,6 +34,8 @@ from transformers import (
     MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 VOCAB = 256
@@ -88,6 +90,14 @@ FAMILIES = {
                     use_sliding_window=False, sliding_window=None, max_window_layers=2),
         rope=(1000000.0, None),
     ),
+    # Qwen3: q_norm / k_norm (1 + 0.1 N(0,1) like every norm here), head_dim 12 != hidden / heads, untied,
+    # sliding window 5 on layer 1 only (use_sliding_window with max_window_layers 1) so windows are checked too.
+    "qwen3": dict(
+        config_cls=Qwen3Config, model_cls=Qwen3ForCausalLM, seed=1005,
+        kwargs=dict(COMMON, num_key_value_heads=2, head_dim=12, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                    attention_bias=False, use_sliding_window=True, sliding_window=5, max_window_layers=1),
+        rope=(1000000.0, None),
+    ),
 }
 
 LORA_ALL = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM",
@@ -106,6 +116,7 @@ CASES = {
     "llama3": ("llama3", LORA_ALL),
     "mistral": ("mistral", LORA_ALL),
     "qwen2": ("qwen2", LORA_ALL),
+    "qwen3": ("qwen3", LORA_ALL),
 }
 
 TV_MAJOR = int(transformers.__version__.split(".")[0])

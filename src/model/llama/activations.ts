@@ -30,6 +30,8 @@ export interface BlockSlots {
   gate: Tensor; // (N, F)
   up: Tensor; // (N, F)
   h: Tensor; // (N, F) silu(gate) * up
+  /** Qwen3: q and k as projected (before the per-head norm) and the norms' f32 (N, heads) rstd; null without. */
+  qkNorm: { q: Tensor; k: Tensor; rstdQ: Tensor; rstdK: Tensor } | null;
   lora: Partial<Record<Projection, LoraSlots>>;
 }
 
@@ -62,6 +64,8 @@ export interface Activations {
   /** flat (N * max R) and (N, max in) scratch for the LoRA backward. */
   dxa: Tensor;
   dtmp: Tensor;
+  /** Qwen3: (N, KV*D) gradient of the keys before their per-head norm; null without q/k norms. */
+  dkRaw: Tensor | null;
   free(): void;
 }
 
@@ -134,12 +138,14 @@ function allocBlock(
     gate: a([N, F], "gate"),
     up: a([N, F], "up"),
     h: a([N, F], "h"),
+    qkNorm: cfg.qkNorm ? { q: a([N, qDim], "q_raw"), k: a([N, kvDim], "k_raw"), rstdQ: f32([N, cfg.numHeads], "rstd_q"), rstdK: f32([N, cfg.numKvHeads], "rstd_k") } : null,
     lora: slots,
   };
 }
 
 function blockTensors(b: BlockSlots): Tensor[] {
   const out = [b.ln1, b.rstd1, b.q, b.k, b.v, b.att, b.lse, b.x2, b.ln2, b.rstd2, b.gate, b.up, b.h];
+  if (b.qkNorm !== null) out.push(b.qkNorm.q, b.qkNorm.k, b.qkNorm.rstdQ, b.qkNorm.rstdK);
   for (const s of Object.values(b.lora)) {
     out.push(s.xa);
     if (s.mask !== null) out.push(s.mask);
@@ -217,10 +223,12 @@ export function allocActivations(backend: Backend, params: LlamaParams, N: numbe
     dh: a([N, F], "dh"),
     dxa: a([N * maxRank], "dxa"),
     dtmp: a([N, maxIn], "dtmp"),
+    dkRaw: cfg.qkNorm ? a([N, kvDim], "dk_raw") : null,
     free: () => {
       for (const t of [...acts.xs, acts.lnf, acts.rstdf, acts.logits, acts.losses, acts.dx, acts.dx2, acts.dln, acts.dq, acts.dk, acts.dv, acts.datt, acts.dgate, acts.dup, acts.dh, acts.dxa, acts.dtmp]) {
         backend.free(t);
       }
+      if (acts.dkRaw !== null) backend.free(acts.dkRaw);
       for (const b of blocks) for (const t of blockTensors(b)) backend.free(t);
     },
   };
@@ -264,6 +272,7 @@ export function viewActivations(backend: Backend, root: Activations, N: number):
       gate: rows(b.gate),
       up: rows(b.up),
       h: rows(b.h),
+      qkNorm: b.qkNorm === null ? null : { q: rows(b.qkNorm.q), k: rows(b.qkNorm.k), rstdQ: rows(b.qkNorm.rstdQ), rstdK: rows(b.qkNorm.rstdK) },
       lora,
     };
   };
@@ -289,6 +298,7 @@ export function viewActivations(backend: Backend, root: Activations, N: number):
     dh: rows(root.dh),
     dxa: flat(root.dxa),
     dtmp: rows(root.dtmp),
+    dkRaw: root.dkRaw === null ? null : rows(root.dkRaw),
     free: () => {
       root.free();
     },

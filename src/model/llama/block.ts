@@ -1,11 +1,13 @@
 // One decoder block, forward and backward (the forward read in reverse):
 // x2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) ; out = x2 + down(silu(gate(ln2)) * up(ln2)).
+// Qwen3 normalizes each query and key head (RMSNorm over head_dim, its own weight) before RoPE.
 import type { AttentionOptions, Backend, Tensor } from "../../backend/types.ts";
 import type { Rng } from "../../util/random.ts";
 import type { ModelConfig } from "../../hf/config.ts";
 import type { BlockSlots } from "./activations.ts";
 import { linearBackward, linearForward, type LinearBackwardScratch, type LinearScratch } from "./linear.ts";
 import type { LayerParams } from "./params.ts";
+import { TunaError } from "../../util/errors.ts";
 
 export interface SequenceInputs {
   positions: Tensor; // i32 (N)
@@ -15,6 +17,15 @@ export interface SequenceInputs {
 
 function heads(backend: Backend, t: Tensor, n: number, D: number): Tensor {
   return backend.view(t, [t.shape[0]!, n, D]);
+}
+
+/** (N, heads * D) as (N * heads, D): one row per head, as a per-head norm sees it. */
+function perHead(backend: Backend, t: Tensor, rows: number, D: number): Tensor {
+  return backend.view(t, [rows, D]);
+}
+
+function flat(backend: Backend, t: Tensor): Tensor {
+  return backend.view(t, [t.size]);
 }
 
 /**
@@ -45,9 +56,18 @@ export function blockForwardWith(
   const { numHeads: H, numKvHeads: KV, headDim: D } = cfg;
   const p = layer.proj;
   backend.rmsnormForward(s.ln1, s.rstd1, x, layer.inputNorm, cfg.rmsNormEps);
-  linearForward(backend, p.q_proj, s.q, s.ln1, s.lora.q_proj, scratch, rng);
-  linearForward(backend, p.k_proj, s.k, s.ln1, s.lora.k_proj, scratch, rng);
+  const norms = layer.qkNorm;
+  const raw = s.qkNorm;
+  if ((norms === null) !== (raw === null)) throw new TunaError("INTERNAL", "q/k norm weights and their activation slots must come together");
+  // With q/k norms the projections land in the raw slots and the normalized heads in s.q, s.k.
+  linearForward(backend, p.q_proj, raw?.q ?? s.q, s.ln1, s.lora.q_proj, scratch, rng);
+  linearForward(backend, p.k_proj, raw?.k ?? s.k, s.ln1, s.lora.k_proj, scratch, rng);
   linearForward(backend, p.v_proj, s.v, s.ln1, s.lora.v_proj, scratch, rng);
+  if (norms !== null && raw !== null) {
+    const N = x.shape[0]!;
+    backend.rmsnormForward(perHead(backend, s.q, N * H, D), flat(backend, raw.rstdQ), perHead(backend, raw.q, N * H, D), norms.q, cfg.rmsNormEps);
+    backend.rmsnormForward(perHead(backend, s.k, N * KV, D), flat(backend, raw.rstdK), perHead(backend, raw.k, N * KV, D), norms.k, cfg.rmsNormEps);
+  }
   const q = heads(backend, s.q, H, D);
   const k = heads(backend, s.k, KV, D);
   backend.ropeForward(q, rope.positions, rope.invFreq);
@@ -99,6 +119,8 @@ export interface BlockGradients extends LinearBackwardScratch {
   dh: Tensor;
   /** (N, C) scratch for the residual gradient inside the block. */
   dx2: Tensor;
+  /** Qwen3: (N, KV*D) gradient of the keys before their norm (the queries' goes to datt, free by then). */
+  dkRaw: Tensor | null;
 }
 
 /** Layer l's backward. dx (N, C): on entry the gradient w.r.t. the block output, on exit w.r.t. its input x. */
@@ -141,8 +163,21 @@ export function blockBackward(
   );
   backend.ropeBackward(heads(backend, g.dq, H, D), seq.positions, seq.invFreq);
   backend.ropeBackward(heads(backend, g.dk, KV, D), seq.positions, seq.invFreq);
-  linearBackward(backend, p.q_proj, g.dln, g.dq, s.ln1, s.lora.q_proj, g, false);
-  linearBackward(backend, p.k_proj, g.dln, g.dk, s.ln1, s.lora.k_proj, g, true);
+  let dq = g.dq;
+  let dk = g.dk;
+  const norms = layer.qkNorm;
+  const raw = s.qkNorm;
+  if (norms !== null && raw !== null) {
+    if (g.dkRaw === null) throw new TunaError("INTERNAL", "q/k norms need the dkRaw scratch");
+    const N = x.shape[0]!;
+    // datt was consumed by the attention backward: it takes the queries' gradient before their norm.
+    backend.rmsnormBackward(perHead(backend, g.datt, N * H, D), norms.dq, perHead(backend, g.dq, N * H, D), perHead(backend, raw.q, N * H, D), norms.q, flat(backend, raw.rstdQ), false);
+    backend.rmsnormBackward(perHead(backend, g.dkRaw, N * KV, D), norms.dk, perHead(backend, g.dk, N * KV, D), perHead(backend, raw.k, N * KV, D), norms.k, flat(backend, raw.rstdK), false);
+    dq = g.datt;
+    dk = g.dkRaw;
+  }
+  linearBackward(backend, p.q_proj, g.dln, dq, s.ln1, s.lora.q_proj, g, false);
+  linearBackward(backend, p.k_proj, g.dln, dk, s.ln1, s.lora.k_proj, g, true);
   linearBackward(backend, p.v_proj, g.dln, g.dv, s.ln1, s.lora.v_proj, g, true);
   backend.copy(dx, g.dx2);
   backend.rmsnormBackward(dx, layer.dInputNorm, g.dln, x, layer.inputNorm, s.rstd1, true);

@@ -37,6 +37,8 @@ interface StepBuffers {
   lnf: Tensor; // (1, C)
   rstdf: Tensor; // f32 (1)
   logits: Tensor; // f32 (1, V)
+  /** Qwen3: q and k before their per-head norms, and the norms' rstd (rows, heads). */
+  qkNorm: { q: Tensor; k: Tensor; rstdQ: Tensor; rstdK: Tensor } | null;
 }
 
 export interface Decoder {
@@ -162,6 +164,7 @@ export async function decodeForward(decoder: Decoder, ids: readonly number[]): P
       gate: take(buf.gate),
       up: take(buf.up),
       h: take(buf.h),
+      qkNorm: buf.qkNorm === null ? null : { q: take(buf.qkNorm.q), k: take(buf.qkNorm.k), rstdQ: take(buf.qkNorm.rstdQ), rstdK: take(buf.qkNorm.rstdK) },
       positions,
       invFreq: model.invFreq,
     };
@@ -230,6 +233,7 @@ interface StepViews {
   gate: Tensor;
   up: Tensor;
   h: Tensor;
+  qkNorm: { q: Tensor; k: Tensor; rstdQ: Tensor; rstdK: Tensor } | null;
   positions: Tensor; // i32 (Q) absolute positions past..past+Q-1
   invFreq: Tensor; // f32 (D/2)
 }
@@ -294,6 +298,7 @@ function buffersFor(decoder: Decoder, Q: number): StepBuffers {
     lnf: a([1, C], "lnf"),
     rstdf: a([1], "rstdf"),
     logits: a([1, cfg.vocabSize], "logits"),
+    qkNorm: cfg.qkNorm ? { q: a([rows, qDim], "q_raw"), k: a([rows, kvDim], "k_raw"), rstdQ: a([rows, cfg.numHeads], "rstd_q"), rstdK: a([rows, cfg.numKvHeads], "rstd_k") } : null,
   };
   decoder.buffers = buffers;
   return buffers;
@@ -301,6 +306,7 @@ function buffersFor(decoder: Decoder, Q: number): StepBuffers {
 
 function freeBuffers(be: Backend, b: StepBuffers): void {
   for (const t of [b.ids, b.positions, ...b.x, b.ln, b.rstd, b.q, b.k, b.v, b.att, b.x2, b.gate, b.up, b.h, b.lnf, b.rstdf, b.logits]) be.free(t);
+  if (b.qkNorm !== null) for (const t of Object.values(b.qkNorm)) be.free(t);
 }
 
 /**

@@ -172,6 +172,12 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
   for (let l = 0; l < cfg.numLayers; l++) {
     const inputNorm = await place(`model.layers.${l}.input_layernorm.weight`, [C]);
     const postNorm = await place(`model.layers.${l}.post_attention_layernorm.weight`, [C]);
+    let qkNorm: LayerParams["qkNorm"] = null;
+    if (cfg.qkNorm) {
+      const q = await place(`model.layers.${l}.self_attn.q_norm.weight`, [cfg.headDim]);
+      const k = await place(`model.layers.${l}.self_attn.k_norm.weight`, [cfg.headDim]);
+      qkNorm = { q: q.t, k: k.t, dq: q.d, dk: k.d };
+    }
     const proj = {} as Record<Projection, Linear>;
     for (const p of PROJECTIONS) {
       const module = projectionPrefix(l, p);
@@ -210,7 +216,7 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
       }
       proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
     }
-    layers.push({ inputNorm: inputNorm.t, postNorm: postNorm.t, dInputNorm: inputNorm.d, dPostNorm: postNorm.d, proj });
+    layers.push({ inputNorm: inputNorm.t, postNorm: postNorm.t, dInputNorm: inputNorm.d, dPostNorm: postNorm.d, qkNorm, proj });
     if (shard !== undefined) shard.keep(l, shares.splice(0));
   }
   const norm = await place("model.norm.weight", [C]);

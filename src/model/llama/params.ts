@@ -46,6 +46,8 @@ export interface LayerParams {
   postNorm: Tensor; // (C)
   dInputNorm: Tensor | null;
   dPostNorm: Tensor | null;
+  /** Qwen3's per-head RMSNorm weights of queries and keys (D), and their gradients (full fine-tuning); null without. */
+  qkNorm: { q: Tensor; k: Tensor; dq: Tensor | null; dk: Tensor | null } | null;
   proj: Record<Projection, Linear>;
 }
 

@@ -104,6 +104,7 @@ const models: [string, HfConfigJson, Setup][] = [
   ["qwen2 with trained token rows of an untied lm_head", QWEN2, { lora: { trainableTokenIndices: { embed_tokens: [5, 17], lm_head: [40, 17] } } }],
   ["llama NF4 base (dequantized per GEMM)", TINY, { quantize: { kind: "4bit", quantType: "nf4", doubleQuant: true, blocksize: 64 } }],
   ["qwen2 with DoRA (q/k/v biases, norms reused after the first call)", QWEN2, { lora: { useDora: true } }],
+  ["qwen3 (q/k norms, head_dim 12), untied", { ...TINY, model_type: "qwen3", head_dim: 12, tie_word_embeddings: false }, {}],
   ["llama NF4 base with DoRA", TINY, { lora: { useDora: true }, quantize: { kind: "4bit", quantType: "nf4", doubleQuant: true, blocksize: 64 } }],
 ];
 
@@ -176,7 +177,7 @@ void test("sliding windows: decode parity beyond the window, and a token outside
     const ids = randomIds(cfg.vocabSize, 13, 21);
     const expected = await fullLogits(model, ids);
     const decoder = createDecoder(model, 2);
-    await checkChunks(decoder, ids, expected, [5, 1, 1, 3, 1, 2], `${config.model_type} window`);
+    await checkChunks(decoder, ids, expected, [5, 1, 1, 3, 1, 2], `${String((config as HfConfigJson)["model_type"])} window`);
     freeDecoder(decoder);
   }
   // One Mistral layer with window 4: position 12 sees positions 9..12 only, so token 8 cannot matter, token 9 must.
