@@ -87,7 +87,9 @@ export function referenceLogits(cfg: ReferenceConfig, weights: Weights, ids: rea
   const T = ids.length;
   const embed = get(weights, "model.embed_tokens.weight");
   let x = new Float64Array(T * C);
-  ids.forEach((id, t) => x.set(embed.subarray(id * C, (id + 1) * C), t * C));
+  ids.forEach((id, t) => {
+    x.set(embed.subarray(id * C, (id + 1) * C), t * C);
+  });
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = (name: string): Float64Array => get(weights, `model.layers.${l}.${name}`);
     const b = (name: string): Float64Array | undefined => weights.get(`model.layers.${l}.${name}`);
