@@ -215,6 +215,8 @@ interface AttentionCase {
   D: number;
   /** Sliding window (HF sliding_window); absent = full causal. */
   window?: number;
+  /** Score soft-capping (Gemma 2's attn_logit_softcapping). */
+  softcap?: number;
 }
 
 const ATTENTION_CASES: AttentionCase[] = [
@@ -232,6 +234,10 @@ const ATTENTION_CASES: AttentionCase[] = [
   { lengths: [300, 45, 211], H: 8, KV: 2, D: 128, window: 100 },
   { lengths: [2048], H: 8, KV: 8, D: 128, window: 1 },
   { lengths: [1000, 1000, 2096], H: 4, KV: 1, D: 128, window: 257 },
+  // Soft-capped scores (Gemma 2: cap 50, windows 4096), small caps so the tanh bends the scores.
+  { lengths: [17, 1, 40, 3], H: 4, KV: 2, D: 16, softcap: 2 },
+  { lengths: [300, 45, 211], H: 8, KV: 2, D: 128, softcap: 3, window: 100 },
+  { lengths: [64, 129, 200], H: 4, KV: 4, D: 64, softcap: 5 },
 ];
 
 void test("flash attention forward and backward: causal, GQA, packed documents of uneven lengths", async () => {
@@ -242,8 +248,8 @@ void test("flash attention forward and backward: causal, GQA, packed documents o
       const N = c.lengths.reduce((a, b) => a + b, 0);
       const cu = [0];
       for (const n of c.lengths) cu.push(cu[cu.length - 1]! + n);
-      const label = `attention ${dtype} N=${N} docs=${c.lengths.length} H=${c.H} KV=${c.KV} D=${c.D}${c.window === undefined ? "" : ` window=${c.window}`}`;
-      const options = c.window === undefined ? {} : { window: c.window };
+      const label = `attention ${dtype} N=${N} docs=${c.lengths.length} H=${c.H} KV=${c.KV} D=${c.D}${c.window === undefined ? "" : ` window=${c.window}`}${c.softcap === undefined ? "" : ` softcap=${c.softcap}`}`;
+      const options = { ...(c.window === undefined ? {} : { window: c.window }), ...(c.softcap === undefined ? {} : { softcap: c.softcap }) };
       const specs: Record<string, TensorSpec> = {
         q: floats(r, dtype, [N, c.H, c.D]),
         k: floats(r, dtype, [N, c.KV, c.D]),
@@ -325,11 +331,18 @@ void test("SwiGLU, add (in place), scale and dropout", async () => {
           b: floats(r, dtype, shape),
           mask: { dtype: "u8", shape, data: mask },
           drop: out(dtype, shape),
+          gh: out(dtype, shape),
+          gdgate: out(dtype, shape),
+          gdup: out(dtype, shape),
+          capped: floats(r, dtype, shape, 40),
         },
-        ["h", "dgate", "dup", "a", "drop"],
+        ["h", "dgate", "dup", "a", "drop", "gh", "gdgate", "gdup", "capped"],
         (be, t) => {
           be.swigluForward(t.h!, t.gate!, t.up!);
           be.swigluBackward(t.dgate!, t.dup!, t.dout!, t.gate!, t.up!);
+          be.swigluForward(t.gh!, t.gate!, t.up!, "gelu_tanh");
+          be.swigluBackward(t.gdgate!, t.gdup!, t.dout!, t.gate!, t.up!, "gelu_tanh");
+          be.softcap(t.capped!, 30);
           be.add(t.a!, t.a!, t.b!);
           be.scale(t.a!, -0.3);
           be.dropoutApply(t.drop!, t.b!, t.mask!, 0.3);
@@ -364,11 +377,15 @@ void test("cross-entropy forward and in-place backward, ignored targets, large v
       label,
       await parity(
         label,
-        { logits: floats(r, "f32", [N, V], 4), targets: ints(targets), losses: out("f32", [N]) },
-        ["losses", "logits"],
+        { logits: floats(r, "f32", [N, V], 4), capped: floats(r, "f32", [N, V], 40), targets: ints(targets), losses: out("f32", [N]), cappedLosses: out("f32", [N]) },
+        ["losses", "logits", "cappedLosses", "capped"],
         (be, t) => {
           be.crossEntropyForward(t.losses!, t.logits!, t.targets!);
           be.crossEntropyBackward(t.logits!, t.logits!, t.targets!, 0.125);
+          // Gemma 2's final logit soft-capping: capped logits, then the backward through the cap.
+          be.softcap(t.capped!, 30);
+          be.crossEntropyForward(t.cappedLosses!, t.capped!, t.targets!);
+          be.crossEntropyBackward(t.capped!, t.capped!, t.targets!, 0.125, 30);
         },
         1e-5,
       ),

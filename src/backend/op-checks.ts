@@ -301,3 +301,14 @@ export function checkDoraBackward(
 export function checkAttentionWindow(op: string, window: number | undefined): void {
   if (window !== undefined && !(Number.isSafeInteger(window) && window >= 1)) fail(op, `window is ${window}, expected a positive integer`);
 }
+
+/** A soft-capping value is a positive finite number (absent: none). */
+export function checkSoftcap(op: string, cap: number | undefined): void {
+  if (cap !== undefined && !(Number.isFinite(cap) && cap > 0)) fail(op, `softcap is ${cap}, expected a positive number`);
+}
+
+/** x float; cap positive. */
+export function checkSoftcapOp(x: TensorLike, cap: number): void {
+  expectFloat("softcap", "x", x);
+  checkSoftcap("softcap", cap);
+}

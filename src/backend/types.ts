@@ -74,7 +74,15 @@ export interface AttentionOptions {
    * i - window < j <= i, i.e. itself and the window - 1 before it. A positive integer; absent = no window.
    */
   window?: number;
+  /**
+   * Score soft-capping (Gemma 2's attn_logit_softcapping): each scaled score s becomes cap * tanh(s / cap)
+   * before the mask and softmax. A positive number; absent = none.
+   */
+  softcap?: number;
 }
+
+/** The activation of the gated MLP: silu (SwiGLU; Llama, Qwen, Mistral) or tanh-approximated GELU (GeGLU; Gemma). */
+export type GatedActivation = "silu" | "gelu_tanh";
 
 export interface Backend {
   readonly name: "cpu" | "cuda";
@@ -150,10 +158,12 @@ export interface Backend {
    */
   attentionDecode(out: Tensor, q: Tensor, kCache: Tensor, vCache: Tensor, pastLength: number, scale: number, options?: AttentionOptions): void;
 
-  /** out (N, F) = silu(gate) * up. */
-  swigluForward(out: Tensor, gate: Tensor, up: Tensor): void;
+  /** out (N, F) = act(gate) * up, act silu (default) or gelu_tanh: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))). */
+  swigluForward(out: Tensor, gate: Tensor, up: Tensor, activation?: GatedActivation): void;
   /** dgate, dup (N, F) overwritten. */
-  swigluBackward(dgate: Tensor, dup: Tensor, dout: Tensor, gate: Tensor, up: Tensor): void;
+  swigluBackward(dgate: Tensor, dup: Tensor, dout: Tensor, gate: Tensor, up: Tensor, activation?: GatedActivation): void;
+  /** x = cap * tanh(x / cap) in place (Gemma 2's final_logit_softcapping on logits). */
+  softcap(x: Tensor, cap: number): void;
 
   /** out = a + b (same shape); out may alias a or b. */
   add(out: Tensor, a: Tensor, b: Tensor): void;
@@ -186,8 +196,12 @@ export interface Backend {
    * losses f32 (N). Returns nothing: callers reduce (token-mean over trained tokens).
    */
   crossEntropyForward(losses: Tensor, logits: Tensor, targets: Tensor): void;
-  /** dlogits (N, V) = (softmax(logits) - onehot(target)) * gradScale, zero rows for ignored targets. dlogits may be logits itself. */
-  crossEntropyBackward(dlogits: Tensor, logits: Tensor, targets: Tensor, gradScale: number): void;
+  /**
+   * dlogits (N, V) = (softmax(logits) - onehot(target)) * gradScale, zero rows for ignored targets. dlogits may be
+   * logits itself. With `softcap`, logits hold capped values y = cap * tanh(x / cap) and dlogits is the gradient
+   * with respect to the raw x: times (1 - (y / cap)^2).
+   */
+  crossEntropyBackward(dlogits: Tensor, logits: Tensor, targets: Tensor, gradScale: number, softcap?: number): void;
 
   /**
    * bitsandbytes quantize_4bit of x (n elements, any float dtype, read as float32) into packed u8

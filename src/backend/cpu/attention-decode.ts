@@ -1,7 +1,7 @@
 // Attention of new query tokens against a KV cache for the CPU backend (incremental decoding): the Q new
 // tokens sit at positions pastLength.. and see cache rows [0, pastLength + i]; scores and sums in float64.
 import type { AttentionOptions, Tensor } from "../types.ts";
-import { checkAttentionWindow } from "../op-checks.ts";
+import { checkAttentionWindow, checkSoftcap } from "../op-checks.ts";
 import { describe, expectFinite, expectFloat, expectRank, expectShape, fail } from "../checks.ts";
 import { expectSeparate, outputFloats, readFloatsRange, writeFloats, type TensorStore } from "./store.ts";
 
@@ -21,8 +21,10 @@ export function attentionDecode(
   options: AttentionOptions = {},
 ): void {
   const op = "attentionDecode";
-  const { window } = options;
+  const { window, softcap } = options;
   checkAttentionWindow(op, window);
+  checkSoftcap(op, softcap);
+  const cap = softcap === undefined ? 0 : Math.fround(softcap);
   for (const [what, t] of [["out", out], ["q", q], ["kCache", kCache], ["vCache", vCache]] as const) {
     expectFloat(op, what, t);
     expectRank(op, what, t, 3);
@@ -64,7 +66,8 @@ export function attentionDecode(
         const kBase = (j * kvHeads + kvHead) * dim;
         let dot = 0;
         for (let d = 0; d < dim; d++) dot += qv[qBase + d]! * kv[kBase + d]!;
-        const score = scale32 * dot;
+        const raw = scale32 * dot;
+        const score = cap > 0 ? cap * Math.tanh(raw / cap) : raw;
         scores[j] = score;
         if (score > max) max = score;
       }

@@ -1,7 +1,7 @@
 // Causal grouped-query attention over packed documents for the CPU backend, flash-attention style: one
 // row of scores at a time, lse saved by the forward, D_i = rowsum(dout * out) and dS = P * (dP - D_i) backward.
 import type { AttentionOptions, Tensor } from "../types.ts";
-import { checkAttentionWindow } from "../op-checks.ts";
+import { checkAttentionWindow, checkSoftcap } from "../op-checks.ts";
 import { describe, expectDtype, expectFinite, expectFloat, expectRank, expectShape, fail } from "../checks.ts";
 import { expectSeparate, f32Data, i32Data, outputFloats, readFloats, writeFloats, type TensorStore, type Slot } from "./store.ts";
 
@@ -56,8 +56,10 @@ export function attentionForward(
   options: AttentionOptions = {},
 ): void {
   const op = "attentionForward";
-  const { window } = options;
+  const { window, softcap } = options;
   checkAttentionWindow(op, window);
+  checkSoftcap(op, softcap);
+  const cap = softcap === undefined ? 0 : Math.fround(softcap);
   const { n, heads, kvHeads, dim, bounds } = checkLayout(store, op, q, k, v, cuSeqlens);
   expectFloat(op, "out", out);
   expectShape(op, "out", out, q.shape);
@@ -89,7 +91,8 @@ export function attentionForward(
           const kBase = (j * kvHeads + kvHead) * dim;
           let dot = 0;
           for (let d = 0; d < dim; d++) dot += qv[qBase + d]! * kv[kBase + d]!;
-          const score = scale32 * dot;
+          const raw = scale32 * dot;
+          const score = cap > 0 ? cap * Math.tanh(raw / cap) : raw;
           scores[j - start] = score;
           if (score > max) max = score;
         }
@@ -129,8 +132,10 @@ export function attentionBackward(
   options: AttentionOptions = {},
 ): void {
   const op = "attentionBackward";
-  const { window } = options;
+  const { window, softcap } = options;
   checkAttentionWindow(op, window);
+  checkSoftcap(op, softcap);
+  const cap = softcap === undefined ? 0 : Math.fround(softcap);
   const { n, heads, kvHeads, dim, bounds } = checkLayout(store, op, q, k, v, cuSeqlens);
   for (const [what, t, like] of [["dq", dq, q], ["dk", dk, k], ["dv", dv, v], ["dout", dout, q], ["out", out, q]] as const) {
     expectFloat(op, what, t);
@@ -176,8 +181,11 @@ export function attentionBackward(
             dot += qv[qBase + d]! * kv[kBase + d]!;
             dp += g[qBase + d]! * vv[kBase + d]!;
           }
-          const p = Math.exp(scale32 * dot - lseI);
-          const ds = p * (dp - rowDot) * scale32;
+          // With soft-capping the score is cap * tanh(raw / cap), whose slope is 1 - tanh^2.
+          const raw = scale32 * dot;
+          const t = cap > 0 ? Math.tanh(raw / cap) : 0;
+          const p = Math.exp((cap > 0 ? cap * t : raw) - lseI);
+          const ds = p * (dp - rowDot) * scale32 * (cap > 0 ? 1 - t * t : 1);
           for (let d = 0; d < dim; d++) {
             dqAcc[d] = dqAcc[d]! + ds * kv[kBase + d]!;
             dkAcc[kBase + d] = dkAcc[kBase + d]! + ds * qv[qBase + d]!;

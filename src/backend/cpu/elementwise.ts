@@ -1,9 +1,9 @@
 // Elementwise CPU ops: add, scale, dropout, SwiGLU and the bias pair. Each output element is computed in
 // float64 from float32 inputs (scalars rounded to float32 first) and rounded once; outputs may be exactly an input.
-import type { Tensor } from "../types.ts";
+import type { GatedActivation, Tensor } from "../types.ts";
 import { dropoutHash, dropoutThreshold } from "../../util/dropout-hash.ts";
 import { fail } from "../checks.ts";
-import { checkAdd, checkAddBias, checkBiasBackward, checkDropoutApply, checkDropoutMask, checkScale, checkSwigluBackward, checkSwigluForward } from "../op-checks.ts";
+import { checkAdd, checkAddBias, checkBiasBackward, checkDropoutApply, checkDropoutMask, checkScale, checkSoftcapOp, checkSwigluBackward, checkSwigluForward } from "../op-checks.ts";
 import { expectSeparate, outputFloats, readFloats, u8Data, writeFloats, type TensorStore } from "./store.ts";
 
 /** out = a + b (same shape); out may be a or b. */
@@ -66,8 +66,22 @@ export function dropoutApply(store: TensorStore, out: Tensor, x: Tensor, mask: T
   writeFloats(outSlot, o);
 }
 
-/** out = silu(gate) * up, silu(g) = g / (1 + exp(-g)). */
-export function swigluForward(store: TensorStore, out: Tensor, gate: Tensor, up: Tensor): void {
+const GELU_C = Math.sqrt(2 / Math.PI);
+const GELU_K = 0.044715;
+
+/** act(g) and act'(g) of the gated MLP, in float64. */
+function activationAndSlope(g: number, activation: GatedActivation): [number, number] {
+  if (activation === "silu") {
+    const sig = 1 / (1 + Math.exp(-g));
+    return [g * sig, sig * (1 + g * (1 - sig))];
+  }
+  // PyTorch's gelu(approximate="tanh"): 0.5 g (1 + tanh(u)), u = sqrt(2/pi) (g + 0.044715 g^3).
+  const t = Math.tanh(GELU_C * (g + GELU_K * g * g * g));
+  return [0.5 * g * (1 + t), 0.5 * (1 + t) + 0.5 * g * (1 - t * t) * GELU_C * (1 + 3 * GELU_K * g * g)];
+}
+
+/** out = act(gate) * up: silu(g) = g / (1 + exp(-g)) (SwiGLU), or tanh GELU (GeGLU). */
+export function swigluForward(store: TensorStore, out: Tensor, gate: Tensor, up: Tensor, activation: GatedActivation = "silu"): void {
   const op = "swigluForward";
   checkSwigluForward(out, gate, up);
   const outSlot = store.get(op, "out", out);
@@ -77,15 +91,12 @@ export function swigluForward(store: TensorStore, out: Tensor, gate: Tensor, up:
   const g = readFloats(gateSlot);
   const u = readFloats(upSlot);
   const o = outputFloats(outSlot, false);
-  for (let i = 0; i < o.length; i++) {
-    const gi = g[i]!;
-    o[i] = (gi / (1 + Math.exp(-gi))) * u[i]!;
-  }
+  for (let i = 0; i < o.length; i++) o[i] = activationAndSlope(g[i]!, activation)[0] * u[i]!;
   writeFloats(outSlot, o);
 }
 
-/** dgate = dout * up * sig(g) * (1 + g * (1 - sig(g))), dup = dout * silu(g); both overwritten. */
-export function swigluBackward(store: TensorStore, dgate: Tensor, dup: Tensor, dout: Tensor, gate: Tensor, up: Tensor): void {
+/** dgate = dout * up * act'(g), dup = dout * act(g); both overwritten. */
+export function swigluBackward(store: TensorStore, dgate: Tensor, dup: Tensor, dout: Tensor, gate: Tensor, up: Tensor, activation: GatedActivation = "silu"): void {
   const op = "swigluBackward";
   checkSwigluBackward(dgate, dup, dout, gate, up);
   const dgateSlot = store.get(op, "dgate", dgate);
@@ -101,10 +112,9 @@ export function swigluBackward(store: TensorStore, dgate: Tensor, dup: Tensor, d
   const dg = outputFloats(dgateSlot, false);
   const du = outputFloats(dupSlot, false);
   for (let i = 0; i < dg.length; i++) {
-    const gi = g[i]!;
-    const sig = 1 / (1 + Math.exp(-gi));
-    du[i] = d[i]! * gi * sig;
-    dg[i] = d[i]! * u[i]! * sig * (1 + gi * (1 - sig));
+    const [act, slope] = activationAndSlope(g[i]!, activation);
+    du[i] = d[i]! * act;
+    dg[i] = d[i]! * u[i]! * slope;
   }
   writeFloats(dgateSlot, dg);
   writeFloats(dupSlot, du);
@@ -142,4 +152,14 @@ export function biasBackward(store: TensorStore, dbias: Tensor, dout: Tensor): v
   const o = outputFloats(dbiasSlot, true);
   for (let j = 0; j < cols; j++) o[j] = o[j]! + sums[j]!;
   writeFloats(dbiasSlot, o);
+}
+
+/** x = cap * tanh(x / cap) in place, in float64 from the float32 value and cap. */
+export function softcap(store: TensorStore, x: Tensor, cap: number): void {
+  checkSoftcapOp(x, cap);
+  const slot = store.get("softcap", "x", x);
+  const c = Math.fround(cap);
+  const v = outputFloats(slot, true);
+  for (let i = 0; i < v.length; i++) v[i] = c * Math.tanh(v[i]! / c);
+  writeFloats(slot, v);
 }

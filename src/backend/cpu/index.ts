@@ -6,7 +6,7 @@ import { TunaError } from "../../util/errors.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
 import { attentionDecode } from "./attention-decode.ts";
 import { doraBackward, doraForward, rowNorms } from "./dora.ts";
-import { add, addBias, biasBackward, dropoutApply, dropoutMask, scale, swigluBackward, swigluForward } from "./elementwise.ts";
+import { add, addBias, biasBackward, dropoutApply, dropoutMask, scale, softcap, swigluBackward, swigluForward } from "./elementwise.ts";
 import { embeddingBackward, embeddingForward } from "./embedding.ts";
 import { crossEntropyBackward, crossEntropyForward } from "./loss.ts";
 import { matmul } from "./matmul.ts";
@@ -100,11 +100,14 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
     attentionDecode: (out, q, kCache, vCache, pastLength, s, options) => {
       attentionDecode(store, out, q, kCache, vCache, pastLength, s, options);
     },
-    swigluForward: (out, gate, up) => {
-      swigluForward(store, out, gate, up);
+    swigluForward: (out, gate, up, activation) => {
+      swigluForward(store, out, gate, up, activation);
     },
-    swigluBackward: (dgate, dup, dout, gate, up) => {
-      swigluBackward(store, dgate, dup, dout, gate, up);
+    swigluBackward: (dgate, dup, dout, gate, up, activation) => {
+      swigluBackward(store, dgate, dup, dout, gate, up, activation);
+    },
+    softcap: (x, cap) => {
+      softcap(store, x, cap);
     },
     add: (out, a, b) => {
       add(store, out, a, b);
@@ -121,8 +124,8 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
     crossEntropyForward: (losses, logits, targets) => {
       crossEntropyForward(store, losses, logits, targets);
     },
-    crossEntropyBackward: (dlogits, logits, targets, gradScale) => {
-      crossEntropyBackward(store, dlogits, logits, targets, gradScale);
+    crossEntropyBackward: (dlogits, logits, targets, gradScale, softcap) => {
+      crossEntropyBackward(store, dlogits, logits, targets, gradScale, softcap);
     },
     quantize4bit: (packed, absmax, x, quantType, blocksize) => {
       quantize4bit(store, packed, absmax, x, quantType, blocksize);

@@ -2,7 +2,7 @@
 // exp(x - max)); target -100 is ignored (loss 0, zero gradient row), any other target outside [0, V) is a bug.
 import type { Tensor } from "../types.ts";
 import { describe, fail } from "../checks.ts";
-import { checkCrossEntropyBackward, checkCrossEntropyForward } from "../op-checks.ts";
+import { checkCrossEntropyBackward, checkCrossEntropyForward, checkSoftcap } from "../op-checks.ts";
 import { expectSeparate, f32Data, i32Data, outputFloats, readFloats, writeFloats, type TensorStore } from "./store.ts";
 
 export const IGNORE_INDEX = -100;
@@ -49,8 +49,9 @@ export function crossEntropyForward(store: TensorStore, losses: Tensor, logits: 
  * dlogits (N, V) = (softmax(row) - onehot(target)) * gradScale with softmax = exp(x - max) / sum(exp(x - max));
  * zero rows for -100. dlogits may be logits itself.
  */
-export function crossEntropyBackward(store: TensorStore, dlogits: Tensor, logits: Tensor, targets: Tensor, gradScale: number): void {
+export function crossEntropyBackward(store: TensorStore, dlogits: Tensor, logits: Tensor, targets: Tensor, gradScale: number, softcap?: number): void {
   const op = "crossEntropyBackward";
+  checkSoftcap(op, softcap);
   const { rows, vocab } = checkCrossEntropyBackward(dlogits, logits, targets, gradScale);
   const t = targetValues(store, op, targets, vocab);
   const dSlot = store.get(op, "dlogits", dlogits);
@@ -77,7 +78,13 @@ export function crossEntropyBackward(store: TensorStore, dlogits: Tensor, logits
       exps[j] = e;
       sum += e;
     }
-    for (let j = 0; j < vocab; j++) d[base + j] = (exps[j]! / sum - (j === target ? 1 : 0)) * scale32;
+    if (softcap === undefined) {
+      for (let j = 0; j < vocab; j++) d[base + j] = (exps[j]! / sum - (j === target ? 1 : 0)) * scale32;
+    } else {
+      // Through y = cap * tanh(x / cap): dy/dx = 1 - (y / cap)^2.
+      const cap = Math.fround(softcap);
+      for (let j = 0; j < vocab; j++) d[base + j] = (exps[j]! / sum - (j === target ? 1 : 0)) * scale32 * (1 - (x[base + j]! / cap) ** 2);
+    }
   }
   writeFloats(dSlot, d);
 }

@@ -6,7 +6,7 @@ import { TunaError } from "../../util/errors.ts";
 import { openCudaDevice } from "./device.ts";
 import { attentionBackward, attentionDecode, attentionForward } from "./ops/attention.ts";
 import { doraBackward, doraForward, rowNorms } from "./ops/dora.ts";
-import { add, addBias, biasBackward, dropoutApply, dropoutMask, scale, swigluBackward, swigluForward } from "./ops/elementwise.ts";
+import { add, addBias, biasBackward, dropoutApply, dropoutMask, scale, softcap, swigluBackward, swigluForward } from "./ops/elementwise.ts";
 import { embeddingBackward, embeddingForward } from "./ops/embedding.ts";
 import { crossEntropyBackward, crossEntropyForward } from "./ops/loss.ts";
 import { convert, fill } from "./ops/memory.ts";
@@ -279,12 +279,15 @@ export function createCudaBackend(options: CudaBackendOptions = {}): CudaBackend
       const op = "attentionDecode";
       attentionDecode(dev, dt(op, out), dt(op, q), dt(op, kCache), dt(op, vCache), pastLength, s, options);
     },
-    swigluForward(out, gate, up) {
-      swigluForward(dev, dt("swigluForward", out), dt("swigluForward", gate), dt("swigluForward", up));
+    swigluForward(out, gate, up, activation) {
+      swigluForward(dev, dt("swigluForward", out), dt("swigluForward", gate), dt("swigluForward", up), activation);
     },
-    swigluBackward(dgate, dup, dout, gate, up) {
+    swigluBackward(dgate, dup, dout, gate, up, activation) {
       const op = "swigluBackward";
-      swigluBackward(dev, dt(op, dgate), dt(op, dup), dt(op, dout), dt(op, gate), dt(op, up));
+      swigluBackward(dev, dt(op, dgate), dt(op, dup), dt(op, dout), dt(op, gate), dt(op, up), activation);
+    },
+    softcap(x, cap) {
+      softcap(dev, dt("softcap", x), cap);
     },
     add(out, a, b) {
       add(dev, dt("add", out), dt("add", a), dt("add", b));
@@ -303,9 +306,9 @@ export function createCudaBackend(options: CudaBackendOptions = {}): CudaBackend
     crossEntropyForward(losses, logits, targets) {
       crossEntropyForward(dev, dt("crossEntropyForward", losses), dt("crossEntropyForward", logits), dt("crossEntropyForward", targets));
     },
-    crossEntropyBackward(dlogits, logits, targets, gradScale) {
+    crossEntropyBackward(dlogits, logits, targets, gradScale, softcap) {
       const op = "crossEntropyBackward";
-      crossEntropyBackward(dev, dt(op, dlogits), dt(op, logits), dt(op, targets), gradScale);
+      crossEntropyBackward(dev, dt(op, dlogits), dt(op, logits), dt(op, targets), gradScale, softcap);
     },
     quantize4bit(packed, absmax, x, quantType, blocksize) {
       const op = "quantize4bit";

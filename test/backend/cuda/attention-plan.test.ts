@@ -247,7 +247,7 @@ test("forward on bf16 D 128 launches the tensor-core kernel over (tile, head) wi
   assert.deepEqual(launch.grid, [2 * 8, 1, 1]);
   assert.deepEqual(launch.block, [256, 1, 1]);
   assert.equal(launch.sharedBytes, 104448);
-  assert.deepEqual(launch.args.slice(6), [{ i32: 8 }, { i32: 2 }, { f32: 0.125 * Math.LOG2E }, { i32: 0 }]);
+  assert.deepEqual(launch.args.slice(6), [{ i32: 8 }, { i32: 2 }, { f32: 0.125 * Math.LOG2E }, { i32: 0 }, { f32: 0 }]);
   assert.equal(rec.live.size, 0, "the tile table is freed");
 });
 
@@ -259,7 +259,7 @@ test("a misaligned bf16 tensor falls back to the generic kernel with the dtype c
   const launch = rec.launches[0]!;
   assert.equal(launch.kernel, "attention.cu:attention_forward_generic");
   assert.deepEqual(launch.grid, [2, 1, 1]);
-  assert.deepEqual(launch.args.slice(6), [{ i32: 1 }, { i32: 2 }, { i32: 1 }, { i32: 64 }, { f32: Math.LOG2E }, { i32: 0 }]);
+  assert.deepEqual(launch.args.slice(6), [{ i32: 1 }, { i32: 2 }, { i32: 1 }, { i32: 64 }, { f32: Math.LOG2E }, { i32: 0 }, { f32: 0 }]);
 });
 
 test("backward runs delta, the key-tile kernel over (tile, kv head) and the dq convert, and frees its scratch", () => {
@@ -301,7 +301,7 @@ test("a split GQA backward sums dk, dv in f32 scratch and converts them with dq"
   // Two key tiles (0, 64) x 2 kv heads x 4 splits (a 100-token batch is far below the GPU's share).
   const main = rec.launches[1]!;
   assert.deepEqual(main.grid, [2 * 2 * 4, 1, 1]);
-  assert.deepEqual(main.args.slice(12), [{ i32: 8 }, { i32: 2 }, { i32: 4 }, { f32: 0.25 * Math.LOG2E }, { f32: 0.25 }, { i32: 0 }]);
+  assert.deepEqual(main.args.slice(12), [{ i32: 8 }, { i32: 2 }, { i32: 4 }, { f32: 0.25 * Math.LOG2E }, { f32: 0.25 }, { i32: 0 }, { f32: 0 }]);
   const dkAcc = main.args[1]!;
   const dvAcc = main.args[2]!;
   assert.ok("ptr" in dkAcc && "ptr" in dvAcc);
@@ -339,7 +339,7 @@ test("decode splits long caches through the combine kernel and frees the partial
       ["attention-decode.cu:attention_decode_combine", [4, 1, 1]],
     ],
   );
-  assert.deepEqual(rec.launches[0]!.args.slice(9), [{ i32: 4000 }, { i32: 267 }, { f32: 0.125 * Math.LOG2E }, { i32: 0 }, { i32: 0 }]);
+  assert.deepEqual(rec.launches[0]!.args.slice(9), [{ i32: 4000 }, { i32: 267 }, { f32: 0.125 * Math.LOG2E }, { i32: 0 }, { i32: 0 }, { f32: 0 }]);
   assert.equal(rec.live.size, 0);
 
   const short = recordingDevice();
@@ -383,14 +383,14 @@ test("a sliding window reaches every kernel as its window argument; decode split
   const bounds = Int32Array.from([0, 100, 164]);
   const q = tensor("bf16", [164, 8, 128]);
   const kv = tensor("bf16", [164, 2, 128]);
-  attentionForward(rec.dev, q, tensor("f32", [164, 8]), q, kv, kv, tensor("i32", [3]), bounds, 0.125, { window: 33 });
-  assert.deepEqual(rec.launches[0]!.args.at(-1), { i32: 33 });
+  attentionForward(rec.dev, q, tensor("f32", [164, 8]), q, kv, kv, tensor("i32", [3]), bounds, 0.125, { window: 33, softcap: 50 });
+  assert.deepEqual(rec.launches[0]!.args.slice(-2), [{ i32: 33 }, { f32: 50 }]);
   const cache = tensor("bf16", [5000, 1, 64]);
   const one = tensor("bf16", [1, 4, 64]);
   const dec = recordingDevice();
   attentionDecode(dec.dev, one, one, cache, cache, 4000, 0.125, { window: 512 });
   // Rows 3489..4000 are the 512 the query sees: 2 splits of 256 from row 3489.
   assert.deepEqual(dec.launches[0]!.grid, [4, 2, 1]);
-  assert.deepEqual(dec.launches[0]!.args.slice(9), [{ i32: 4000 }, { i32: 256 }, { f32: 0.125 * Math.LOG2E }, { i32: 512 }, { i32: 3489 }]);
+  assert.deepEqual(dec.launches[0]!.args.slice(9), [{ i32: 4000 }, { i32: 256 }, { f32: 0.125 * Math.LOG2E }, { i32: 512 }, { i32: 3489 }, { f32: 0 }]);
   assert.throws(() => { attentionForward(rec.dev, q, tensor("f32", [164, 8]), q, kv, kv, tensor("i32", [3]), bounds, 0.125, { window: 0 }); }, /attentionForward: window is 0, expected a positive integer/);
 });

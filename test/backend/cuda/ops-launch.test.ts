@@ -7,7 +7,7 @@ import type { DType } from "../../../src/backend/types.ts";
 import type { CudaDevice, DeviceTensor, Dim3, KernelArg } from "../../../src/backend/cuda/types.ts";
 import { DTYPE_BYTES } from "../../../src/backend/cuda/types.ts";
 import { isTunaError } from "../../../src/util/errors.ts";
-import { add, addBias, biasBackward, dropoutApply, dropoutMask, scale, swigluBackward, swigluForward } from "../../../src/backend/cuda/ops/elementwise.ts";
+import { add, addBias, biasBackward, dropoutApply, dropoutMask, scale, softcap, swigluBackward, swigluForward } from "../../../src/backend/cuda/ops/elementwise.ts";
 import { doraBackward, doraForward, rowNorms } from "../../../src/backend/cuda/ops/dora.ts";
 import { embeddingBackward, embeddingForward } from "../../../src/backend/cuda/ops/embedding.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../../../src/backend/cuda/ops/loss.ts";
@@ -149,6 +149,8 @@ void test("every wrapper launches kernels whose arguments match the C signatures
     const gate = tensor(dt, [N, F]);
     const up = tensor(dt, [N, F]);
     swigluForward(dev, gate, gate, up);
+    swigluForward(dev, gate, gate, up, "gelu_tanh");
+    softcap(dev, tensor(dt, [N, V]), 30);
     swigluBackward(dev, tensor(dt, [N, F]), tensor(dt, [N, F]), tensor(dt, [N, F]), gate, up);
     add(dev, x, x, tensor("f32", [N, C]));
     scale(dev, x, 0.5);

@@ -103,6 +103,11 @@ export function profilingBackend(device: BenchDevice): OpTimer {
         be.biasBackward(dbias, dout);
       });
     },
+    softcap: (x, cap) => {
+      timed("other ops", () => {
+        be.softcap(x, cap);
+      });
+    },
     rowNorms: (norms, x) => {
       timed("other ops", () => {
         be.rowNorms(norms, x);
@@ -153,14 +158,14 @@ export function profilingBackend(device: BenchDevice): OpTimer {
         be.attentionDecode(out, q, kCache, vCache, pastLength, scale, options);
       });
     },
-    swigluForward: (out, gate, up) => {
+    swigluForward: (out, gate, up, activation) => {
       timed("other ops", () => {
-        be.swigluForward(out, gate, up);
+        be.swigluForward(out, gate, up, activation);
       });
     },
-    swigluBackward: (dgate, dup, dout, gate, up) => {
+    swigluBackward: (dgate, dup, dout, gate, up, activation) => {
       timed("other ops", () => {
-        be.swigluBackward(dgate, dup, dout, gate, up);
+        be.swigluBackward(dgate, dup, dout, gate, up, activation);
       });
     },
     add: (out, a, b) => {
@@ -193,9 +198,9 @@ export function profilingBackend(device: BenchDevice): OpTimer {
         be.crossEntropyForward(losses, logits, targets);
       });
     },
-    crossEntropyBackward: (dlogits, logits, targets, gradScale) => {
+    crossEntropyBackward: (dlogits, logits, targets, gradScale, softcap) => {
       timed("cross-entropy", () => {
-        be.crossEntropyBackward(dlogits, logits, targets, gradScale);
+        be.crossEntropyBackward(dlogits, logits, targets, gradScale, softcap);
       });
     },
     dequantize4bit: (out, q) => {

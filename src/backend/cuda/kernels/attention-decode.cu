@@ -10,12 +10,14 @@
 // max = -inf, sum = 0. Sliding window (window > 0; 0 = none): query i sees rows (pastLength + i - window,
 // pastLength + i]; the splits cover rows from `base` (the first row any query of the call sees) on.
 #include "common.cuh"
+#include "attention-score.cuh"
 
 __device__ __forceinline__ float decodeInf() { return __int_as_float(0x7f800000); }
 
 extern "C" __global__ void __launch_bounds__(128)
     attention_decode(void* out, float* partial, const void* q, const void* kCache, const void* vCache, int dt,
-                     int heads, int kvHeads, int dim, int pastLength, int chunk, float scaleLog2, int window, int base) {
+                     int heads, int kvHeads, int dim, int pastLength, int chunk, float scaleLog2, int window, int base,
+                     float softcap) {
   __shared__ float warpMaxS[4], warpSumS[4];
   __shared__ float warpAcc[4][256];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -41,7 +43,8 @@ extern "C" __global__ void __launch_bounds__(128)
       const int d = lane + 32 * t;
       if (d < dim) dot = fmaf(qv[t], ld(kCache, dt, base + d), dot);
     }
-    const float s = warpSum(dot) * scaleLog2;
+    float slope;
+    const float s = attnScoreLog2(warpSum(dot), scaleLog2, softcap, slope);
     const float mNew = fmaxf(m, s);
     const float corr = exp2f(m - mNew), p = exp2f(s - mNew);
     l = l * corr + p;

@@ -14,14 +14,16 @@
 // Shared: k, v (64, STR); q, dout (2, BQ, STR); dS^T (64, BQ + 8); lse, delta (2, BQ) f32:
 // 65536 bytes (D 64, BQ 64), 75264 bytes (D 128, BQ 32).
 // Sliding window (window > 0; 0 = none): query i sees keys j with i - window < j <= i; a key tile's query tiles
-// end after the last query that sees its last key, and the mask covers both edges.
+// end after the last query that sees its last key, and the mask covers both edges. Soft-capping (softcap > 0)
+// recomputes the capped scores and multiplies dS by the cap's slope.
 #include "attention-mma.cuh"
 
 template <int D, int BQ>
 __device__ __forceinline__ void attnBackwardMma(float* dqAcc, float* dkAcc, float* dvAcc, bf16* dk, bf16* dv,
                                                 const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
                                                 const float* lse, const float* delta, const int* tiles, int heads,
-                                                int kvHeads, int splits, float scaleLog2, float scale, int window) {
+                                                int kvHeads, int splits, float scaleLog2, float scale, int window,
+                                                float softcap) {
   constexpr int BK = 64, STR = D + 8, SSTR = BQ + 8, ND = D / 8, KD = D / 16, QN = BQ / 8, QK = BQ / 16;
   // dQ (BQ x D) split over the 4 warps: QM row tiles of 16, each in QS column slices of DW.
   constexpr int QM = BQ / 16, QS = 4 / QM, DW = D / QS;
@@ -114,8 +116,11 @@ __device__ __forceinline__ void attnBackwardMma(float* dqAcc, float* dkAcc, floa
       const int col = n * 8 + 2 * c, i0 = qStart + col;
       const float2 lv = *reinterpret_cast<const float2*>(lt + col);
       const float2 dl = *reinterpret_cast<const float2*>(dlt + col);
-      float p00 = fastExp2(st[n][0] * scaleLog2 - lv.x), p01 = fastExp2(st[n][1] * scaleLog2 - lv.y);
-      float p10 = fastExp2(st[n][2] * scaleLog2 - lv.x), p11 = fastExp2(st[n][3] * scaleLog2 - lv.y);
+      float c00, c01, c10, c11;  // the soft-cap's slope per score (1 without a cap)
+      float p00 = fastExp2(attnScoreLog2(st[n][0], scaleLog2, softcap, c00) - lv.x);
+      float p01 = fastExp2(attnScoreLog2(st[n][1], scaleLog2, softcap, c01) - lv.y);
+      float p10 = fastExp2(attnScoreLog2(st[n][2], scaleLog2, softcap, c10) - lv.x);
+      float p11 = fastExp2(attnScoreLog2(st[n][3], scaleLog2, softcap, c11) - lv.y);
       if (needMask) {
         if (j0 > i0 || (window > 0 && j0 <= i0 - window)) p00 = 0.0f;
         if (j0 > i0 + 1 || (window > 0 && j0 <= i0 + 1 - window)) p01 = 0.0f;
@@ -124,8 +129,8 @@ __device__ __forceinline__ void attnBackwardMma(float* dqAcc, float* dkAcc, floa
       }
       pf[n >> 1][(n & 1) * 2] = packBf16(p00, p01);
       pf[n >> 1][(n & 1) * 2 + 1] = packBf16(p10, p11);
-      df[n >> 1][(n & 1) * 2] = packBf16(p00 * (dpt[n][0] - dl.x), p01 * (dpt[n][1] - dl.y));
-      df[n >> 1][(n & 1) * 2 + 1] = packBf16(p10 * (dpt[n][2] - dl.x), p11 * (dpt[n][3] - dl.y));
+      df[n >> 1][(n & 1) * 2] = packBf16(p00 * (dpt[n][0] - dl.x) * c00, p01 * (dpt[n][1] - dl.y) * c01);
+      df[n >> 1][(n & 1) * 2 + 1] = packBf16(p10 * (dpt[n][2] - dl.x) * c10, p11 * (dpt[n][3] - dl.y) * c11);
     }
 #pragma unroll
     for (int kk = 0; kk < QK; ++kk) {
@@ -216,9 +221,9 @@ __device__ __forceinline__ void attnBackwardMma(float* dqAcc, float* dkAcc, floa
   extern "C" __global__ void __launch_bounds__(128)                                                            \
       NAME(float* dqAcc, float* dkAcc, float* dvAcc, bf16* dk, bf16* dv, const bf16* q, const bf16* k,          \
            const bf16* v, const bf16* dout, const float* lse, const float* delta, const int* tiles, int heads,  \
-           int kvHeads, int splits, float scaleLog2, float scale, int window) {                                \
+           int kvHeads, int splits, float scaleLog2, float scale, int window, float softcap) {                 \
     attnBackwardMma<D, BQ>(dqAcc, dkAcc, dvAcc, dk, dv, q, k, v, dout, lse, delta, tiles, heads, kvHeads,      \
-                           splits, scaleLog2, scale, window);                                                  \
+                           splits, scaleLog2, scale, window, softcap);                                         \
   }
 
 ATTN_BACKWARD(attention_backward_bf16_d64, 64, 64)

@@ -19,6 +19,7 @@
 // Sliding window (window > 0; 0 = none): query i sees keys j with i - window < j <= i. The key loop starts at
 // the tile holding the block's first visible key, a warp skips tiles wholly before its rows' windows, and the
 // mask covers both edges; a row may then see no key of a tile (its max stays -inf; exp2 gives 0 there).
+// Soft-capping (softcap > 0) caps each score before the mask (attnScoreLog2, common.cuh).
 #include "attention-mma.cuh"
 
 // WARPS warps of MT m16 row tiles each (BQ = 16 MT WARPS); every K/V fragment a warp loads from shared feeds MT
@@ -27,7 +28,8 @@
 // they are re-read from shared per key tile, which frees registers for a second block.
 template <int D, int WARPS, int MT, bool Q_IN_REGS>
 __device__ __forceinline__ void attnForwardMma(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
-                                               const int* tiles, int heads, int kvHeads, float scaleLog2, int window) {
+                                               const int* tiles, int heads, int kvHeads, float scaleLog2, int window,
+                                               float softcap) {
   constexpr int WR = 16 * MT, BQ = WR * WARPS, BK = 64, THREADS = 32 * WARPS, STR = D + 8, ND = D / 8, KD = D / 16,
                 NS = BK / 8;
   extern __shared__ __align__(16) unsigned char smemBytes[];
@@ -122,7 +124,8 @@ __device__ __forceinline__ void attnForwardMma(bf16* out, float* lse, const bf16
       for (int n = 0; n < NS; ++n) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          float x = s[mt][n][e] * scaleLog2;
+          float slope;
+          float x = attnScoreLog2(s[mt][n][e], scaleLog2, softcap, slope);
           const int key = kStart + n * 8 + 2 * c + (e & 1), row = e < 2 ? row0 : row1;
           if (needMask && (key > row || (window > 0 && key <= row - window))) x = -inf;
           s[mt][n][e] = x;
@@ -202,8 +205,9 @@ __device__ __forceinline__ void attnForwardMma(bf16* out, float* lse, const bf16
 #define ATTN_FORWARD(NAME, D, WARPS, MT, Q_IN_REGS, MIN_BLOCKS)                                                    \
   extern "C" __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS)                                         \
       NAME(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* tiles, int heads,     \
-           int kvHeads, float scaleLog2, int window) {                                                         \
-    attnForwardMma<D, WARPS, MT, Q_IN_REGS>(out, lse, q, k, v, tiles, heads, kvHeads, scaleLog2, window);     \
+           int kvHeads, float scaleLog2, int window, float softcap) {                                          \
+    attnForwardMma<D, WARPS, MT, Q_IN_REGS>(out, lse, q, k, v, tiles, heads, kvHeads, scaleLog2, window,      \
+                                            softcap);                                                          \
   }
 ATTN_FORWARD(attention_forward_bf16_d64, 64, 4, 1, true, 1)
 ATTN_FORWARD(attention_forward_bf16_d128, 128, 8, 1, false, 2)

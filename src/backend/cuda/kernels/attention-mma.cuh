@@ -9,6 +9,7 @@
 // So two C tiles of adjacent 8 columns, rounded to bf16, are one A fragment (how P and dS feed the next mma).
 #pragma once
 #include "attention-ptx.cuh"
+#include "attention-score.cuh"
 
 typedef __nv_bfloat16 bf16;
 

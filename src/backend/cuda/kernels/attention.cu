@@ -17,9 +17,11 @@
 // attention_backward_delta: delta = rowsum(dout * out) in f32, one warp per (token, head).
 // Sliding window (window > 0; 0 = none): query i sees keys j with i - window < j <= i. The forward starts its key
 // loop at the tile's first visible key; the backward stops its query loop after the last query that sees the key
-// tile; both mask the rest.
+// tile; both mask the rest. Soft-capping (softcap > 0) caps each score (attnScoreLog2); the backward multiplies dS
+// by the cap's slope.
 // attention_backward_dq: dq = scale * dqAcc, rounded to dq's dtype (also dk, dv of the split tensor-core backward).
 #include "common.cuh"
+#include "attention-score.cuh"
 
 #define ATTN_LN2 0.69314718055994530942f
 #define ATTN_LOG2E 1.44269504088896340736f
@@ -28,7 +30,7 @@ __device__ __forceinline__ float attnInf() { return __int_as_float(0x7f800000); 
 
 extern "C" __global__ void __launch_bounds__(128)
     attention_forward_generic(void* out, float* lse, const void* q, const void* k, const void* v, const int* tiles, int dt,
-                              int heads, int kvHeads, int dim, float scaleLog2, int window) {
+                              int heads, int kvHeads, int dim, float scaleLog2, int window, float softcap) {
   extern __shared__ float smem[];
   float* qs = smem;                   // (16, D)
   float* ks = qs + 16 * dim;          // (32, D + 1)
@@ -76,7 +78,8 @@ extern "C" __global__ void __launch_bounds__(128)
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
       const int i = qStart + warp * 4 + r;
-      const float x = (j <= i && i < docEnd && (window <= 0 || j > i - window)) ? s[r] * scaleLog2 : -inf;
+      float slope;
+      const float x = (j <= i && i < docEnd && (window <= 0 || j > i - window)) ? attnScoreLog2(s[r], scaleLog2, softcap, slope) : -inf;
       const float mNew = fmaxf(m[r], warpMax(x));
       const float mUse = mNew == -inf ? 0.0f : mNew;  // a row with nothing visible yet stays at zero
       const float corr = exp2f(m[r] - mUse);
@@ -117,7 +120,8 @@ extern "C" __global__ void __launch_bounds__(128)
 extern "C" __global__ void __launch_bounds__(128)
     attention_backward_generic(float* dqAcc, void* dk, void* dv, const void* q, const void* k, const void* v,
                                const void* dout, const float* lse, const float* delta, const int* tiles, int dt,
-                               int heads, int kvHeads, int dim, float scaleLog2, float scale, int window) {
+                               int heads, int kvHeads, int dim, float scaleLog2, float scale, int window,
+                               float softcap) {
   extern __shared__ float smem[];
   const int kp = dim + 1;
   float* ks = smem;             // (32, D + 1)
@@ -180,9 +184,10 @@ extern "C" __global__ void __launch_bounds__(128)
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         const int row = warp * 4 + r, i = qStart + row;
-        const float p = (j <= i && (window <= 0 || j > i - window)) ? exp2f(s[r] * scaleLog2 - lseS[row]) : 0.0f;
+        float slope = 1.0f;
+        const float p = (j <= i && (window <= 0 || j > i - window)) ? exp2f(attnScoreLog2(s[r], scaleLog2, softcap, slope) - lseS[row]) : 0.0f;
         ps[row * 33 + lane] = p;
-        dss[row * 33 + lane] = p * (dp[r] - dltS[row]);
+        dss[row * 33 + lane] = p * (dp[r] - dltS[row]) * slope;
       }
       __syncthreads();
       for (int idx = threadIdx.x; idx < 32 * dim; idx += blockDim.x) {

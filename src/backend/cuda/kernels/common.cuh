@@ -84,3 +84,4 @@ __device__ __forceinline__ double blockSumDouble(double v, double* scratch) {
   v = lane < warps ? scratch[lane] : 0.0;
   return warpSumDouble(v);
 }
+

@@ -1,4 +1,4 @@
-// Elementwise ops: add, scale, dropout, SwiGLU forward/backward, and the bias pair (addBias, biasBackward).
+// Elementwise ops: add, scale, dropout, SwiGLU/GeGLU forward/backward, soft-capping, and the bias pair (addBias, biasBackward).
 // Each element is loaded as f32 (ld), computed in f32 and stored once (st rounds to the output's dtype).
 // add, scale and dropout are single correctly rounded f32 operations, so they equal the CPU reference
 // exactly; SwiGLU uses expf (a few ulp from the reference's float64 exp).
@@ -50,23 +50,44 @@ extern "C" __global__ void dropout_apply(void* out, int outDt, const void* x, in
   }
 }
 
+// The gated MLP's activation and its slope: act 0 = silu (SwiGLU), 1 = tanh GELU (GeGLU, PyTorch's
+// gelu(approximate="tanh")): 0.5 g (1 + tanh(u)), u = sqrt(2/pi) (g + 0.044715 g^3).
+__device__ __forceinline__ void gatedActivation(float g, int act, float& value, float& slope) {
+  if (act == 0) {
+    const float sig = 1.0f / (1.0f + expf(-g));
+    value = g * sig;
+    slope = sig * (1.0f + g * (1.0f - sig));
+  } else {
+    const float c = 0.7978845608028654f, k = 0.044715f;
+    const float t = tanhf(c * (g + k * g * g * g));
+    value = 0.5f * g * (1.0f + t);
+    slope = 0.5f * (1.0f + t) + 0.5f * g * (1.0f - t * t) * c * (1.0f + 3.0f * k * g * g);
+  }
+}
+
 extern "C" __global__ void swiglu_forward(void* out, int outDt, const void* gate, int gateDt, const void* up, int upDt,
-                                          long long n) {
+                                          long long n, int act) {
   GRID_STRIDE(i, n) {
-    const float g = ld(gate, gateDt, i);
-    st(out, outDt, i, g / (1.0f + expf(-g)) * ld(up, upDt, i));
+    float value, slope;
+    gatedActivation(ld(gate, gateDt, i), act, value, slope);
+    st(out, outDt, i, value * ld(up, upDt, i));
   }
 }
 
 extern "C" __global__ void swiglu_backward(void* dgate, int dgateDt, void* dup, int dupDt, const void* dout, int doutDt,
-                                           const void* gate, int gateDt, const void* up, int upDt, long long n) {
+                                           const void* gate, int gateDt, const void* up, int upDt, long long n, int act) {
   GRID_STRIDE(i, n) {
-    const float g = ld(gate, gateDt, i);
     const float d = ld(dout, doutDt, i);
-    const float sig = 1.0f / (1.0f + expf(-g));
-    st(dup, dupDt, i, d * g * sig);
-    st(dgate, dgateDt, i, d * ld(up, upDt, i) * sig * (1.0f + g * (1.0f - sig)));
+    float value, slope;
+    gatedActivation(ld(gate, gateDt, i), act, value, slope);
+    st(dup, dupDt, i, d * value);
+    st(dgate, dgateDt, i, d * ld(up, upDt, i) * slope);
   }
+}
+
+// x = cap * tanh(x / cap) in place (logit soft-capping).
+extern "C" __global__ void softcap(void* x, int xDt, float cap, long long n) {
+  GRID_STRIDE(i, n) st(x, xDt, i, cap * tanhf(ld(x, xDt, i) / cap));
 }
 
 extern "C" __global__ void add_bias(void* out, int outDt, const void* bias, int biasDt, long long rows, int cols) {

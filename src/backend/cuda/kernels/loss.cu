@@ -57,7 +57,8 @@ extern "C" __global__ void cross_entropy_forward(float* losses, const void* logi
 }
 
 extern "C" __global__ void cross_entropy_backward(void* dlogits, int dlogitsDt, const void* logits, int logitsDt,
-                                                  const int* targets, long long rows, int vocab, float gradScale) {
+                                                  const int* targets, long long rows, int vocab, float gradScale,
+                                                  float softcap) {
   for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
     const int target = targets[r];
     const long long base = r * vocab;
@@ -70,8 +71,12 @@ extern "C" __global__ void cross_entropy_backward(void* dlogits, int dlogitsDt, 
     const bool bad = target < 0 || target >= vocab;
     const float invSum = 1.0f / s;
     for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
-      const float p = expf(ld(logits, logitsDt, base + j) - m) * invSum;
-      st(dlogits, dlogitsDt, base + j, bad ? TUNA_NAN : __fmul_rn(j == target ? p - 1.0f : p, gradScale));
+      const float y = ld(logits, logitsDt, base + j);
+      const float p = expf(y - m) * invSum;
+      float g = __fmul_rn(j == target ? p - 1.0f : p, gradScale);
+      // softcap > 0: the logits are capped y = cap tanh(x / cap); the gradient goes to x through 1 - (y / cap)^2.
+      if (softcap > 0.0f) g *= 1.0f - (y / softcap) * (y / softcap);
+      st(dlogits, dlogitsDt, base + j, bad ? TUNA_NAN : g);
     }
     // The next row's merge starts with a barrier, so no thread rewrites this row's shared slots early.
   }

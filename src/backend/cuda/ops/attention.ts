@@ -3,7 +3,7 @@
 import { TunaError } from "../../../util/errors.ts";
 import { expectFinite, fail, sameShape } from "../../checks.ts";
 import type { AttentionOptions } from "../../types.ts";
-import { checkAttentionWindow } from "../../op-checks.ts";
+import { checkAttentionWindow, checkSoftcap } from "../../op-checks.ts";
 import type { CudaDevice, CudaFunction, DevicePtr, DeviceTensor, KernelArg } from "../types.ts";
 import { FLOAT_DTYPE_CODE } from "../types.ts";
 import {
@@ -100,10 +100,11 @@ function uploadTiles(dev: CudaDevice, tiles: Int32Array): DevicePtr {
   return ptr;
 }
 
-/** The kernels' window argument: the window, or 0 for full causal attention. */
-function windowArg(op: string, options: AttentionOptions): KernelArg {
+/** The kernels' window argument (the window, or 0 for full causal attention) and soft-cap (0 for none). */
+function optionArgs(op: string, options: AttentionOptions): [KernelArg, KernelArg] {
   checkAttentionWindow(op, options.window);
-  return { i32: options.window ?? 0 };
+  checkSoftcap(op, options.softcap);
+  return [{ i32: options.window ?? 0 }, { f32: options.softcap ?? 0 }];
 }
 
 /** out (N, H, D) = softmax(scale q k^T, causal within each document, within the window if any) v; lse f32 (N, H) in natural log. */
@@ -120,7 +121,7 @@ export function attentionForward(
   options: AttentionOptions = {},
 ): void {
   const op = "attentionForward";
-  const window = windowArg(op, options);
+  const [window, softcap] = optionArgs(op, options);
   const layout = checkPacked(op, q, k, v, cuSeqlens, cuSeqlensHost);
   expectLike(op, "out", out, "q", q);
   expectLse(op, lse, layout);
@@ -137,8 +138,8 @@ export function attentionForward(
   const tensors: KernelArg[] = [{ ptr: out.ptr }, { ptr: lse.ptr }, { ptr: q.ptr }, { ptr: k.ptr }, { ptr: v.ptr }, { ptr: table }];
   const args: KernelArg[] =
     path === "mma"
-      ? [...tensors, { i32: heads }, { i32: kvHeads }, scaleLog2, window]
-      : [...tensors, { i32: dt }, { i32: heads }, { i32: kvHeads }, { i32: dim }, scaleLog2, window];
+      ? [...tensors, { i32: heads }, { i32: kvHeads }, scaleLog2, window, softcap]
+      : [...tensors, { i32: dt }, { i32: heads }, { i32: kvHeads }, { i32: dim }, scaleLog2, window, softcap];
   launchPlan(dev, plan, blocks, args);
   dev.free(table);
 }
@@ -164,7 +165,7 @@ export function attentionBackward(
   options: AttentionOptions = {},
 ): void {
   const op = "attentionBackward";
-  const window = windowArg(op, options);
+  const [window, softcap] = optionArgs(op, options);
   const layout = checkPacked(op, q, k, v, cuSeqlens, cuSeqlensHost);
   expectLike(op, "dq", dq, "q", q);
   expectLike(op, "dout", dout, "q", q);
@@ -223,8 +224,8 @@ export function attentionBackward(
   ];
   const args: KernelArg[] =
     path === "mma"
-      ? [...tensors, { i32: heads }, { i32: kvHeads }, { i32: splits }, scaleLog2, { f32: scale }, window]
-      : [...tensors, { i32: dt }, { i32: heads }, { i32: kvHeads }, { i32: dim }, scaleLog2, { f32: scale }, window];
+      ? [...tensors, { i32: heads }, { i32: kvHeads }, { i32: splits }, scaleLog2, { f32: scale }, window, softcap]
+      : [...tensors, { i32: dt }, { i32: heads }, { i32: kvHeads }, { i32: dim }, scaleLog2, { f32: scale }, window, softcap];
   launchPlan(dev, plan, blocks, args);
 
   // f32 accumulator -> dtype, times a scale: dq (and split dk) carry dS unscaled, dv needs none.
@@ -261,7 +262,7 @@ export function attentionDecode(
   options: AttentionOptions = {},
 ): void {
   const op = "attentionDecode";
-  const window = windowArg(op, options);
+  const [window, softcap] = optionArgs(op, options);
   const layout = checkHeads(op, q, "kCache", kCache);
   expectLike(op, "vCache", vCache, "kCache", kCache);
   expectLike(op, "out", out, "q", q);
@@ -296,6 +297,7 @@ export function attentionDecode(
       { f32: scale * Math.LOG2E },
       window,
       { i32: base },
+      softcap,
     ]);
   if (splits > 1) {
     module

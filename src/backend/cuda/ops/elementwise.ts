@@ -1,7 +1,8 @@
 // CUDA elementwise ops (kernels/elementwise.cu): add, scale, dropout, SwiGLU and the bias pair, with the CPU
 // backend's checks. biasBackward reduces through an f32 scratch of per-block column sums (deterministic).
 import type { CudaDevice, DeviceTensor } from "../types.ts";
-import { checkAdd, checkAddBias, checkBiasBackward, checkDropoutApply, checkDropoutMask, checkScale, checkSwigluBackward, checkSwigluForward } from "../../op-checks.ts";
+import { checkAdd, checkAddBias, checkBiasBackward, checkDropoutApply, checkDropoutMask, checkScale, checkSoftcapOp, checkSwigluBackward, checkSwigluForward } from "../../op-checks.ts";
+import type { GatedActivation } from "../../types.ts";
 import { expectSeparate, floatArgs, strideGrid, ptr } from "./device-checks.ts";
 
 import { dropoutThreshold } from "../../../util/dropout-hash.ts";
@@ -63,8 +64,10 @@ export function dropoutApply(dev: CudaDevice, out: DeviceTensor, x: DeviceTensor
   ]);
 }
 
-/** out = silu(gate) * up; out may be exactly gate or up. */
-export function swigluForward(dev: CudaDevice, out: DeviceTensor, gate: DeviceTensor, up: DeviceTensor): void {
+const ACTIVATION_CODE: Record<GatedActivation, number> = { silu: 0, gelu_tanh: 1 };
+
+/** out = act(gate) * up (silu, or tanh GELU); out may be exactly gate or up. */
+export function swigluForward(dev: CudaDevice, out: DeviceTensor, gate: DeviceTensor, up: DeviceTensor, activation: GatedActivation = "silu"): void {
   const op = "swigluForward";
   checkSwigluForward(out, gate, up);
   expectSeparate(op, [["out", out]], [["gate", gate], ["up", up]], true);
@@ -75,11 +78,20 @@ export function swigluForward(dev: CudaDevice, out: DeviceTensor, gate: DeviceTe
     ...floatArgs(op, "gate", gate),
     ...floatArgs(op, "up", up),
     { i64: n },
+    { i32: ACTIVATION_CODE[activation] },
   ]);
 }
 
-/** dgate = dout * up * sig(g) * (1 + g * (1 - sig(g))), dup = dout * silu(g); both overwritten, neither aliasing an input. */
-export function swigluBackward(dev: CudaDevice, dgate: DeviceTensor, dup: DeviceTensor, dout: DeviceTensor, gate: DeviceTensor, up: DeviceTensor): void {
+/** dgate = dout * up * act'(g), dup = dout * act(g); both overwritten, neither aliasing an input. */
+export function swigluBackward(
+  dev: CudaDevice,
+  dgate: DeviceTensor,
+  dup: DeviceTensor,
+  dout: DeviceTensor,
+  gate: DeviceTensor,
+  up: DeviceTensor,
+  activation: GatedActivation = "silu",
+): void {
   const op = "swigluBackward";
   checkSwigluBackward(dgate, dup, dout, gate, up);
   expectSeparate(op, [["dgate", dgate], ["dup", dup]], [["dout", dout], ["gate", gate], ["up", up]]);
@@ -92,7 +104,17 @@ export function swigluBackward(dev: CudaDevice, dgate: DeviceTensor, dup: Device
     ...floatArgs(op, "gate", gate),
     ...floatArgs(op, "up", up),
     { i64: n },
+    { i32: ACTIVATION_CODE[activation] },
   ]);
+}
+
+/** x = cap * tanh(x / cap) in place. */
+export function softcap(dev: CudaDevice, x: DeviceTensor, cap: number): void {
+  const op = "softcap";
+  checkSoftcapOp(x, cap);
+  const n = x.size;
+  if (n === 0) return;
+  dev.module("elementwise.cu").fn("softcap").launch([strideGrid(dev, n, BLOCK), 1, 1], [BLOCK, 1, 1], 0, [...floatArgs(op, "x", x), { f32: cap }, { i64: n }]);
 }
 
 /** out (..., F) += bias (F) broadcast over rows. */

@@ -1,7 +1,7 @@
 // CUDA token cross-entropy (kernels/loss.cu): per-row losses and the softmax gradient, one block per row,
 // with the CPU backend's checks except the per-target range check (targets stay on the device: a bad one gives NaN).
 import type { CudaDevice, DeviceTensor } from "../types.ts";
-import { checkCrossEntropyBackward, checkCrossEntropyForward } from "../../op-checks.ts";
+import { checkCrossEntropyBackward, checkCrossEntropyForward, checkSoftcap } from "../../op-checks.ts";
 import { expectInt32, expectSeparate, floatArgs, ptr, MAX_ROW_BLOCKS } from "./device-checks.ts";
 
 /** 1024 threads for LLM vocabularies (32k to 152k: ~150 logits a thread), fewer for small ones. */
@@ -26,8 +26,9 @@ export function crossEntropyForward(dev: CudaDevice, losses: DeviceTensor, logit
 }
 
 /** dlogits (N, V) = (softmax(row) - onehot(target)) * gradScale, zero rows for -100; dlogits may be exactly logits. */
-export function crossEntropyBackward(dev: CudaDevice, dlogits: DeviceTensor, logits: DeviceTensor, targets: DeviceTensor, gradScale: number): void {
+export function crossEntropyBackward(dev: CudaDevice, dlogits: DeviceTensor, logits: DeviceTensor, targets: DeviceTensor, gradScale: number, softcap?: number): void {
   const op = "crossEntropyBackward";
+  checkSoftcap(op, softcap);
   const { rows, vocab } = checkCrossEntropyBackward(dlogits, logits, targets, gradScale);
   expectInt32(op, "vocab", vocab);
   expectSeparate(op, [["dlogits", dlogits]], [["logits", logits]], true);
@@ -40,5 +41,6 @@ export function crossEntropyBackward(dev: CudaDevice, dlogits: DeviceTensor, log
     { i64: rows },
     { i32: vocab },
     { f32: gradScale },
+    { f32: softcap ?? 0 },
   ]);
 }
