@@ -29,7 +29,8 @@ export interface ModelConfig {
   numHeads: number; // H
   numKvHeads: number; // KV
   headDim: number; // D
-  hiddenAct: "silu";
+  /** The gated MLP's activation: silu (SwiGLU) or tanh GELU (Gemma's gelu_pytorch_tanh, GeGLU). */
+  hiddenAct: "silu" | "gelu_tanh";
   maxPositionEmbeddings: number;
   rmsNormEps: number;
   ropeTheta: number;
@@ -41,8 +42,21 @@ export interface ModelConfig {
   oBias: boolean;
   /** Bias on gate/up/down (Llama's mlp_bias). */
   mlpBias: boolean;
-  /** RMSNorm of each query and key head before RoPE (Qwen3's q_norm / k_norm). */
+  /** RMSNorm of each query and key head before RoPE (Qwen3's and Gemma 3's q_norm / k_norm). */
   qkNorm: boolean;
+  /** Gemma: every RMSNorm weight w is applied as (1 + w). */
+  normPlusOne: boolean;
+  /** Gemma: embeddings multiplied by sqrt(hidden_size) (rounded to the activations' dtype, as HF does). */
+  embedScale: boolean;
+  /** Gemma 2/3: RMSNorm on the attention output and on the MLP output before each residual add. */
+  sandwichNorms: boolean;
+  /** The attention scale: 1 / sqrt(head_dim), or Gemma's query_pre_attn_scalar ** -0.5. */
+  attentionScale: number;
+  /** Gemma 2: attention scores and final logits soft-capped, cap * tanh(x / cap); null = none. */
+  attnSoftcap: number | null;
+  finalSoftcap: number | null;
+  /** Gemma 3: the sliding layers' RoPE base (default rope, no scaling); null = every layer uses ropeTheta / ropeScaling. */
+  localRopeTheta: number | null;
   /** Sliding-window attention size when any layer uses it, else null. */
   slidingWindow: number | null;
   /** Each layer's attention window (HF layer_types "sliding_attention"), or null for full causal attention. */
@@ -70,6 +84,12 @@ const rawConfigSchema = z.looseObject({
   num_key_value_heads: positiveInt.nullish(),
   head_dim: positiveInt.nullish(),
   hidden_act: z.string().nullish(),
+  hidden_activation: z.string().nullish(),
+  query_pre_attn_scalar: z.number().positive().nullish(),
+  attn_logit_softcapping: z.number().positive().nullish(),
+  final_logit_softcapping: z.number().positive().nullish(),
+  rope_local_base_freq: z.number().positive().nullish(),
+  sliding_window_pattern: positiveInt.nullish(),
   max_position_embeddings: positiveInt.nullish(),
   rms_norm_eps: z.number().positive().nullish(),
   rope_theta: z.number().positive().nullish(),
@@ -133,14 +153,27 @@ function normalize(raw: RawConfig, spec: FamilySpec, where: string): ModelConfig
     problems.push(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
   }
   if (headDim % 2 !== 0) problems.push(`head_dim ${headDim} must be even for rotary embeddings`);
-  const act = raw.hidden_act ?? "silu";
-  if (act !== "silu") problems.push(`hidden_act "${act}" is not supported (tuna implements silu / SwiGLU)`);
+  const gemma = spec.gemma;
+  const actName = raw.hidden_activation ?? raw.hidden_act ?? (gemma !== null ? "gelu_pytorch_tanh" : "silu");
+  const hiddenAct = actName === "silu" ? "silu" : actName === "gelu_pytorch_tanh" || actName === "gelu_new" ? "gelu_tanh" : null;
+  if (hiddenAct === null) problems.push(`hidden_act "${actName}" is not supported (tuna implements silu / SwiGLU and gelu_pytorch_tanh / GeGLU)`);
   if (raw.partial_rotary_factor != null && raw.partial_rotary_factor !== 1) {
     problems.push(`partial_rotary_factor ${raw.partial_rotary_factor} is not supported (only 1.0)`);
   }
 
-  // transformers v5 may move rope_theta / rope_scaling into rope_parameters; accept both forms.
-  const ropeParams = raw.rope_parameters ?? undefined;
+  // transformers v5 may move rope_theta / rope_scaling into rope_parameters; accept both forms. Gemma 3 there
+  // holds one set per layer type: the global layers' scaling, and the sliding layers' base.
+  const perLayerType = raw.rope_parameters?.["full_attention"];
+  const localParams = raw.rope_parameters?.["sliding_attention"];
+  const ropeParams = isRecord(perLayerType) ? perLayerType : (raw.rope_parameters ?? undefined);
+  let localRopeTheta: number | null = null;
+  if (gemma?.localRope === true) {
+    const fromParams = isRecord(localParams) ? localParams["rope_theta"] : undefined;
+    if (isRecord(localParams) && (localParams["rope_type"] ?? "default") !== "default") {
+      problems.push(`rope_parameters.sliding_attention.rope_type ${JSON.stringify(localParams["rope_type"])} is not supported (the sliding layers use default RoPE)`);
+    }
+    localRopeTheta = raw.rope_local_base_freq ?? (typeof fromParams === "number" ? fromParams : 10000);
+  }
   const ropeThetaFromParams = typeof ropeParams?.["rope_theta"] === "number" ? ropeParams["rope_theta"] : undefined;
   const ropeTheta = raw.rope_theta ?? ropeThetaFromParams ?? spec.defaults.ropeTheta;
   const rope = parseRopeScaling(raw.rope_scaling ?? ropeParams ?? null);
@@ -173,7 +206,7 @@ function normalize(raw: RawConfig, spec: FamilySpec, where: string): ModelConfig
     numHeads,
     numKvHeads,
     headDim,
-    hiddenAct: "silu",
+    hiddenAct: hiddenAct ?? "silu",
     maxPositionEmbeddings: raw.max_position_embeddings ?? spec.defaults.maxPositionEmbeddings,
     rmsNormEps: raw.rms_norm_eps ?? spec.defaults.rmsNormEps,
     ropeTheta,
@@ -183,6 +216,13 @@ function normalize(raw: RawConfig, spec: FamilySpec, where: string): ModelConfig
     oBias: !spec.qkvBiasAlways && attentionBias,
     mlpBias: raw.mlp_bias ?? false,
     qkNorm: spec.qkNorm,
+    normPlusOne: gemma !== null,
+    embedScale: gemma !== null,
+    sandwichNorms: gemma?.sandwichNorms === true,
+    attentionScale: gemma !== null ? (raw.query_pre_attn_scalar ?? 256) ** -0.5 : 1 / Math.sqrt(headDim),
+    attnSoftcap: gemma?.softcaps === true ? (raw.attn_logit_softcapping ?? null) : null,
+    finalSoftcap: gemma?.softcaps === true ? (raw.final_logit_softcapping ?? null) : null,
+    localRopeTheta,
     slidingWindow: layerWindows.some((w) => w !== null) ? (useSliding ? window : null) : null,
     layerWindows,
     bosTokenId: raw.bos_token_id ?? undefined,
@@ -208,6 +248,10 @@ function parseLayerWindows(raw: RawConfig, spec: FamilySpec, window: number | nu
     return Array.from({ length: L }, (_, l) => (types[l] === "sliding_attention" ? window : null));
   }
   if (window === null) return Array.from({ length: L }, () => null);
+  // transformers' defaults: Gemma 2 slides on even layers, Gemma 3 on all but every sliding_window_pattern-th.
+  if (spec.windows === "gemma2-alternating") return Array.from({ length: L }, (_, l) => (l % 2 === 0 ? window : null));
+  const pattern = raw.sliding_window_pattern ?? 6;
+  if (spec.windows === "gemma3-pattern") return Array.from({ length: L }, (_, l) => ((l + 1) % pattern !== 0 ? window : null));
   const first = spec.windows === "from-max-window-layers" ? (raw.max_window_layers ?? 28) : 0;
   return Array.from({ length: L }, (_, l) => (l >= first ? window : null));
 }
@@ -234,4 +278,8 @@ function parseQuantizationConfig(q: Record<string, unknown>): BnbQuantizationCon
     quantStorage: typeof q["bnb_4bit_quant_storage"] === "string" ? q["bnb_4bit_quant_storage"] : undefined,
     skipModules: Array.isArray(skip) ? skip.filter((s): s is string => typeof s === "string") : [],
   };
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }

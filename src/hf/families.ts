@@ -1,7 +1,7 @@
 // The registry of supported decoder families: model_type -> what differs between them (biases,
 // HF config defaults). A literal map, per STYLE.md; adding a family starts here.
 
-export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3";
+export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3";
 
 export interface FamilySpec {
   family: ModelFamily;
@@ -14,7 +14,14 @@ export interface FamilySpec {
    * Where sliding windows apply without layer_types: "every-layer" whenever sliding_window is set (Mistral);
    * "from-max-window-layers" only with use_sliding_window, from layer max_window_layers on (Qwen2, Qwen3).
    */
-  windows: "every-layer" | "from-max-window-layers";
+  windows: "every-layer" | "from-max-window-layers" | "gemma2-alternating" | "gemma3-pattern";
+  /**
+   * Gemma's differences from the Llama block, when the family has them: RMSNorm applied as (1 + weight),
+   * embeddings scaled by sqrt(hidden_size), norms after attention and after the MLP too ("sandwich"), the
+   * attention scale from query_pre_attn_scalar, soft-capping of scores and logits from the config, and
+   * (Gemma 3) a separate RoPE base for the sliding layers.
+   */
+  gemma: { sandwichNorms: true; softcaps: boolean; localRope: boolean } | null;
   /** Defaults of the transformers config class, used when config.json omits a field. */
   defaults: {
     rmsNormEps: number;
@@ -35,6 +42,7 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     qkvBiasAlways: false,
     qkNorm: false,
     windows: "every-layer",
+    gemma: null,
     defaults: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 2048, tieWordEmbeddings: false, slidingWindow: null },
   },
   mistral: {
@@ -43,6 +51,7 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     qkvBiasAlways: false,
     qkNorm: false,
     windows: "every-layer",
+    gemma: null,
     defaults: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 4096 * 32, tieWordEmbeddings: false, slidingWindow: 4096 },
   },
   qwen2: {
@@ -51,6 +60,7 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     qkvBiasAlways: true,
     qkNorm: false,
     windows: "from-max-window-layers",
+    gemma: null,
     defaults: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 32768, tieWordEmbeddings: false, slidingWindow: null },
   },
   // Qwen3 (dense): Qwen2's layout without the q/k/v biases (attention_bias, default false), with q_norm / k_norm.
@@ -60,7 +70,28 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     qkvBiasAlways: false,
     qkNorm: true,
     windows: "from-max-window-layers",
+    gemma: null,
     defaults: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 32768, tieWordEmbeddings: false, slidingWindow: null, headDim: 128 },
+  },
+  // Gemma 2: sliding and global layers alternating (even layers slide), scores and logits soft-capped.
+  gemma2: {
+    family: "gemma2",
+    architecture: "Gemma2ForCausalLM",
+    qkvBiasAlways: false,
+    qkNorm: false,
+    windows: "gemma2-alternating",
+    gemma: { sandwichNorms: true, softcaps: true, localRope: false },
+    defaults: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 8192, tieWordEmbeddings: true, slidingWindow: 4096, headDim: 256 },
+  },
+  // Gemma 3 (text; model_type gemma3_text): q/k norms, every sixth layer global, a local RoPE base for the others.
+  gemma3_text: {
+    family: "gemma3",
+    architecture: "Gemma3ForCausalLM",
+    qkvBiasAlways: false,
+    qkNorm: true,
+    windows: "gemma3-pattern",
+    gemma: { sandwichNorms: true, softcaps: true, localRope: true },
+    defaults: { rmsNormEps: 1e-6, ropeTheta: 1000000, maxPositionEmbeddings: 131072, tieWordEmbeddings: true, slidingWindow: 4096, headDim: 256 },
   },
 };
 

@@ -24,11 +24,14 @@ export interface RandomModelOptions {
   maxShardBytes?: number;
 }
 
-function fill(w: ExpectedWeight, rng: Rng, std: number, hfInit: boolean): Float32Array {
+const NORM_KINDS = new Set<string>(["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "norm", "q_norm", "k_norm"]);
+
+/** `unit` is the stored value of a norm weight that scales by 1: 1, or 0 where the weight is applied as 1 + w (Gemma). */
+function fill(w: ExpectedWeight, rng: Rng, std: number, hfInit: boolean, unit: number): Float32Array {
   const values = new Float32Array(numel(w.shape));
-  const isNorm = w.kind === "input_layernorm" || w.kind === "post_attention_layernorm" || w.kind === "norm" || w.kind === "q_norm" || w.kind === "k_norm";
+  const isNorm = NORM_KINDS.has(w.kind);
   for (let i = 0; i < values.length; i++) {
-    if (isNorm) values[i] = hfInit ? 1 : 1 + 0.1 * rng.normal();
+    if (isNorm) values[i] = hfInit ? unit : unit + 0.1 * rng.normal();
     else if (w.isBias) values[i] = hfInit ? 0 : std * rng.normal();
     else values[i] = std * rng.normal();
   }
@@ -52,7 +55,7 @@ export async function writeRandomModel(dir: string, config: HfConfigJson, option
     name: w.name,
     dtype: options.dtype,
     shape: w.shape,
-    data: toBytes(fill(w, rng, std, hfInit), options.dtype),
+    data: toBytes(fill(w, rng, std, hfInit, cfg.normPlusOne ? 0 : 1), options.dtype),
   }));
   await mkdir(dir, { recursive: true });
   const torchDtype = options.dtype === "F32" ? "float32" : "bfloat16";

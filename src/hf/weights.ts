@@ -5,7 +5,17 @@ import { numel } from "../util/shape.ts";
 
 export const PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 export type Projection = (typeof PROJECTIONS)[number];
-export type ModuleKind = "embed_tokens" | Projection | "input_layernorm" | "q_norm" | "k_norm" | "post_attention_layernorm" | "norm" | "lm_head";
+export type ModuleKind =
+  | "embed_tokens"
+  | Projection
+  | "input_layernorm"
+  | "q_norm"
+  | "k_norm"
+  | "post_attention_layernorm"
+  | "pre_feedforward_layernorm"
+  | "post_feedforward_layernorm"
+  | "norm"
+  | "lm_head";
 
 export interface ExpectedWeight {
   name: string;
@@ -66,13 +76,9 @@ export function expectedWeights(cfg: ModelConfig): ExpectedWeight[] {
         }
       }
     }
-    out.push({
-      name: `model.layers.${l}.post_attention_layernorm.weight`,
-      shape: [C],
-      kind: "post_attention_layernorm",
-      quantizable: false,
-      isBias: false,
-    });
+    // Gemma 2/3 norm the attention output (post_attention_layernorm) and the MLP's input and output.
+    const norms = cfg.sandwichNorms ? (["post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"] as const) : (["post_attention_layernorm"] as const);
+    for (const kind of norms) out.push({ name: `model.layers.${l}.${kind}.weight`, shape: [C], kind, quantizable: false, isBias: false });
   }
   out.push({ name: "model.norm.weight", shape: [C], kind: "norm", quantizable: false, isBias: false });
   if (!cfg.tieWordEmbeddings) out.push({ name: "lm_head.weight", shape: [cfg.vocabSize, C], kind: "lm_head", quantizable: false, isBias: false });

@@ -1,4 +1,5 @@
-// A decoder forward written out plainly in float64 from HF's modeling code (Llama, Mistral, Qwen2, Qwen3), for
+// A decoder forward written out plainly in float64 from HF's modeling code (Llama, Mistral, Qwen2, Qwen3, Gemma 2
+// and Gemma 3 text), for
 // tests of model families whose transformers dumps are not made yet: no backend, no tuna model code, only the
 // config fields it is given and the weights by their HF names. Default RoPE only (theta^(-2i/D)).
 import { openWeights } from "../../src/io/safetensors/checkpoint.ts";
@@ -19,6 +20,16 @@ export interface ReferenceConfig {
   qkNorm: boolean;
   /** Each layer's sliding window, or null. */
   layerWindows: (number | null)[];
+  // Gemma (Gemma2/Gemma3 modeling code): norms as x * (1 + w), embeddings times sqrt(hidden), norms on the
+  // attention and MLP outputs, gelu(approximate="tanh"), the attention scale, soft-caps, local RoPE base.
+  normPlusOne: boolean;
+  embedScale: boolean;
+  sandwichNorms: boolean;
+  hiddenAct: "silu" | "gelu_tanh";
+  attentionScale: number;
+  attnSoftcap: number | null;
+  finalSoftcap: number | null;
+  localRopeTheta: number | null;
 }
 
 type Weights = Map<string, Float64Array>;
@@ -51,17 +62,19 @@ function linear(x: Float64Array, T: number, inF: number, w: Float64Array, bias: 
   return y;
 }
 
-/** RMSNorm over rows of width n: x / sqrt(mean(x^2) + eps) * weight. */
-function rmsnorm(x: Float64Array, n: number, weight: Float64Array, eps: number): Float64Array {
+/** RMSNorm over rows of width n: x / sqrt(mean(x^2) + eps) * weight (Gemma: * (1 + weight)). */
+function rmsnorm(x: Float64Array, n: number, weight: Float64Array, eps: number, plusOne = false): Float64Array {
   const y = new Float64Array(x.length);
   for (let r = 0; r < x.length / n; r++) {
     let ss = 0;
     for (let i = 0; i < n; i++) ss += x[r * n + i]! ** 2;
     const inv = 1 / Math.sqrt(ss / n + eps);
-    for (let i = 0; i < n; i++) y[r * n + i] = x[r * n + i]! * inv * weight[i]!;
+    for (let i = 0; i < n; i++) y[r * n + i] = x[r * n + i]! * inv * (plusOne ? 1 + weight[i]! : weight[i]!);
   }
   return y;
 }
+
+const geluTanh = (x: number): number => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
 
 /** HF apply_rotary_pos_emb with rotate_half, in place on (T, heads, D) at positions 0..T-1. */
 function rope(x: Float64Array, T: number, heads: number, D: number, theta: number): void {
@@ -90,20 +103,23 @@ export function referenceLogits(cfg: ReferenceConfig, weights: Weights, ids: rea
   ids.forEach((id, t) => {
     x.set(embed.subarray(id * C, (id + 1) * C), t * C);
   });
+  if (cfg.embedScale) x = x.map((v) => v * Math.fround(Math.sqrt(C)));
+  const norm = (v: Float64Array, n: number, w: Float64Array): Float64Array => rmsnorm(v, n, w, cfg.rmsNormEps, cfg.normPlusOne);
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = (name: string): Float64Array => get(weights, `model.layers.${l}.${name}`);
     const b = (name: string): Float64Array | undefined => weights.get(`model.layers.${l}.${name}`);
-    const h1 = rmsnorm(x, C, p("input_layernorm.weight"), cfg.rmsNormEps);
+    const h1 = norm(x, C, p("input_layernorm.weight"));
     let q = linear(h1, T, C, p("self_attn.q_proj.weight"), b("self_attn.q_proj.bias"));
     let k = linear(h1, T, C, p("self_attn.k_proj.weight"), b("self_attn.k_proj.bias"));
     const v = linear(h1, T, C, p("self_attn.v_proj.weight"), b("self_attn.v_proj.bias"));
     if (cfg.qkNorm) {
-      q = rmsnorm(q, D, p("self_attn.q_norm.weight"), cfg.rmsNormEps);
-      k = rmsnorm(k, D, p("self_attn.k_norm.weight"), cfg.rmsNormEps);
+      q = norm(q, D, p("self_attn.q_norm.weight"));
+      k = norm(k, D, p("self_attn.k_norm.weight"));
     }
-    rope(q, T, H, D, cfg.ropeTheta);
-    rope(k, T, KV, D, cfg.ropeTheta);
     const window = cfg.layerWindows[l] ?? null;
+    const theta = window !== null && cfg.localRopeTheta !== null ? cfg.localRopeTheta : cfg.ropeTheta;
+    rope(q, T, H, D, theta);
+    rope(k, T, KV, D, theta);
     const att = new Float64Array(T * H * D);
     for (let h = 0; h < H; h++) {
       const g = Math.floor(h / (H / KV));
@@ -116,7 +132,8 @@ export function referenceLogits(cfg: ReferenceConfig, weights: Weights, ids: rea
           }
           let s = 0;
           for (let d = 0; d < D; d++) s += q[(i * H + h) * D + d]! * k[(j * KV + g) * D + d]!;
-          scores.push(s / Math.sqrt(D));
+          const scaled = s * cfg.attentionScale;
+          scores.push(cfg.attnSoftcap === null ? scaled : cfg.attnSoftcap * Math.tanh(scaled / cfg.attnSoftcap));
         }
         const max = Math.max(...scores);
         const e = scores.map((s) => Math.exp(s - max));
@@ -128,16 +145,20 @@ export function referenceLogits(cfg: ReferenceConfig, weights: Weights, ids: rea
         }
       }
     }
-    const o = linear(att, T, H * D, p("self_attn.o_proj.weight"), b("self_attn.o_proj.bias"));
+    let o = linear(att, T, H * D, p("self_attn.o_proj.weight"), b("self_attn.o_proj.bias"));
+    if (cfg.sandwichNorms) o = norm(o, C, p("post_attention_layernorm.weight"));
     const x2 = x.map((val, i) => val + o[i]!);
-    const h2 = rmsnorm(x2, C, p("post_attention_layernorm.weight"), cfg.rmsNormEps);
+    const h2 = norm(x2, C, p(cfg.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"));
     const gate = linear(h2, T, C, p("mlp.gate_proj.weight"), b("mlp.gate_proj.bias"));
     const up = linear(h2, T, C, p("mlp.up_proj.weight"), b("mlp.up_proj.bias"));
-    const act = gate.map((gv, i) => (gv / (1 + Math.exp(-gv))) * up[i]!);
-    const down = linear(act, T, F, p("mlp.down_proj.weight"), b("mlp.down_proj.bias"));
+    const act = gate.map((gv, i) => (cfg.hiddenAct === "silu" ? gv / (1 + Math.exp(-gv)) : geluTanh(gv)) * up[i]!);
+    let down = linear(act, T, F, p("mlp.down_proj.weight"), b("mlp.down_proj.bias"));
+    if (cfg.sandwichNorms) down = norm(down, C, p("post_feedforward_layernorm.weight"));
     x = x2.map((val, i) => val + down[i]!);
   }
-  const final = rmsnorm(x, C, get(weights, "model.norm.weight"), cfg.rmsNormEps);
+  const final = norm(x, C, get(weights, "model.norm.weight"));
   const head = cfg.tieWordEmbeddings ? embed : get(weights, "lm_head.weight");
-  return linear(final, T, C, head, undefined);
+  const logits = linear(final, T, C, head, undefined);
+  const cap = cfg.finalSoftcap;
+  return cap === null ? logits : logits.map((v) => cap * Math.tanh(v / cap));
 }

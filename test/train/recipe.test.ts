@@ -186,17 +186,20 @@ test("DoRA end to end: lora_magnitude_vector saved, exact resume from a checkpoi
   assert.equal(mr.code, 0, mr.err);
 });
 
-test("Qwen3 end to end: a tiny Qwen3 (q/k norms, windowed layer) trains with QLoRA, generates with its adapter, merges", async () => {
+for (const [family, extra] of [
+  ["qwen3", { architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", head_dim: 16, use_sliding_window: true, sliding_window: 16, max_window_layers: 1 }],
+  ["gemma2", { architectures: ["Gemma2ForCausalLM"], model_type: "gemma2", head_dim: 16, query_pre_attn_scalar: 16, sliding_window: 16, attn_logit_softcapping: 50, final_logit_softcapping: 30 }],
+] as const) test(`${family} end to end: a tiny ${family} trains with QLoRA, generates with its adapter, merges`, async () => {
   const { copyFile, mkdir, readFile: read } = await import("node:fs/promises");
   const { writeRandomModel } = await import("../../src/hf/random-init.ts");
   const base = JSON.parse(await read(join(root, "examples/tiny-llama/config.json"), "utf8")) as Record<string, unknown>;
-  const model = join(tmp, "tiny-qwen3");
+  const model = join(tmp, `tiny-${family}`);
   await mkdir(model, { recursive: true });
-  // The tiny Llama's shapes and vocabulary (so its tokenizer fits), as a Qwen3 with a sliding window on layer 1.
-  const config = { ...base, architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", head_dim: 16, use_sliding_window: true, sliding_window: 16, max_window_layers: 1 };
+  // The tiny Llama's shapes and vocabulary (so its tokenizer fits) in the family's layout, windows shorter than the data.
+  const config = { ...base, ...extra };
   await writeRandomModel(model, config, { seed: 5, dtype: "BF16" });
   for (const f of ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]) await copyFile(join(root, "examples/tiny-llama", f), join(model, f));
-  const out = join(tmp, "qwen3-run");
+  const out = join(tmp, `${family}-run`);
   const args = flags(out, ["--max_steps", "3", "--use_4bit_quantization", "--use_nested_quant"]).map((f) => (f === join(root, "examples/tiny-llama") ? model : f));
   const r = await run(args);
   assert.equal(r.code, 0, r.err);
@@ -205,9 +208,9 @@ test("Qwen3 end to end: a tiny Qwen3 (q/k norms, windowed layer) trains with QLo
   assert.ok(losses.every(Number.isFinite));
   const g = await runCli(["generate", model, "--adapter", out, "--prompt", "hello", "--max_new_tokens", "4"]);
   assert.equal(g.code, 0, g.err);
-  const merged = join(tmp, "qwen3-merged");
+  const merged = join(tmp, `${family}-merged`);
   const m = await runCli(["merge", model, "--adapter", out, "--output_dir", merged]);
   assert.equal(m.code, 0, m.err);
   const mergedConfig = JSON.parse(await read(join(merged, "config.json"), "utf8")) as Record<string, unknown>;
-  assert.equal(mergedConfig["model_type"], "qwen3");
+  assert.equal(mergedConfig["model_type"], family);
 });

@@ -36,6 +36,10 @@ from transformers import (
     Qwen2ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3TextConfig,
+    Gemma3ForCausalLM,
 )
 
 VOCAB = 256
@@ -98,6 +102,24 @@ FAMILIES = {
                     attention_bias=False, use_sliding_window=True, sliding_window=5, max_window_layers=1),
         rope=(1000000.0, None),
     ),
+    # Gemma 2: norms applied as 1 + w (so w ~ 0.1 N(0,1) here), GeGLU, soft-capped scores and logits (small caps
+    # so the tanh bends them), query_pre_attn_scalar 6 (not head_dim), window 5 on the even layers, tied head.
+    "gemma2": dict(
+        config_cls=Gemma2Config, model_cls=Gemma2ForCausalLM, seed=1006, norm_unit=0.0,
+        kwargs=dict(COMMON, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                    hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=6, sliding_window=5,
+                    attn_logit_softcapping=3.0, final_logit_softcapping=5.0),
+        rope=(10000.0, None),
+    ),
+    # Gemma 3 text: q/k norms (1 + w), layer 0 sliding (window 5, local RoPE base 100), layer 1 global
+    # (sliding_window_pattern 2), no soft-caps.
+    "gemma3": dict(
+        config_cls=Gemma3TextConfig, model_cls=Gemma3ForCausalLM, seed=1007, norm_unit=0.0,
+        kwargs=dict(COMMON, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                    hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=16, sliding_window=5,
+                    sliding_window_pattern=2, rope_local_base_freq=100.0),
+        rope=(1000000.0, None),
+    ),
 }
 
 LORA_ALL = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM",
@@ -117,6 +139,8 @@ CASES = {
     "mistral": ("mistral", LORA_ALL),
     "qwen2": ("qwen2", LORA_ALL),
     "qwen3": ("qwen3", LORA_ALL),
+    "gemma2": ("gemma2", LORA_ALL),
+    "gemma3": ("gemma3", LORA_ALL),
 }
 
 TV_MAJOR = int(transformers.__version__.split(".")[0])
@@ -182,7 +206,7 @@ def build_model(fam):
     with torch.no_grad():
         for name, p in model.named_parameters():  # tied lm_head/embed_tokens is listed once
             if "norm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+                p.copy_(spec.get("norm_unit", 1.0) + 0.1 * torch.randn_like(p))
             elif name.endswith(".bias"):
                 p.copy_(0.02 * torch.randn_like(p))
             else:
@@ -317,8 +341,16 @@ def run_case(case, out_dir, base_models, data):
         print("  model.safetensors dtypes:", sorted({str(v.dtype) for v in saved.values()}))
     model_rel = f"{fam}/model"
 
+    # The global layers' frequencies (Gemma 3's local ones live in another module; transformers 5 may keep one
+    # buffer per layer type): compared when the model has the plain buffer, reported otherwise.
     rotary = base.model.rotary_emb
-    check(f"{case}.rope_inv_freq_vs_formula", rotary.inv_freq.float(), expected_inv_freq(fam), 1e-6)
+    inv_freq = getattr(rotary, "inv_freq", None)
+    if inv_freq is None:
+        inv_freq = getattr(rotary, "full_attention_inv_freq", None)
+    if inv_freq is not None:
+        check(f"{case}.rope_inv_freq_vs_formula", inv_freq.float(), expected_inv_freq(fam), 1e-6)
+    else:
+        print(f"  {case}: rotary_emb has no inv_freq buffer ({sorted(n for n, _ in rotary.named_buffers())}); not compared")
 
     torch.manual_seed(FAMILIES[fam]["seed"] + (100 if case != fam else 50))
     model = get_peft_model(copy.deepcopy(base), LoraConfig(**lora_kwargs))
@@ -382,7 +414,7 @@ def run_case(case, out_dir, base_models, data):
         with model.disable_adapter():
             base_logits = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
     tensors = dict(padded)
-    tensors.update(logits=logits_a, loss=out.loss.detach(), logits_base=base_logits, **{"rope.inv_freq": rotary.inv_freq.float()})
+    tensors.update(logits=logits_a, loss=out.loss.detach(), logits_base=base_logits, **({} if inv_freq is None else {"rope.inv_freq": inv_freq.float()}))
     tensors.update({f"grad.{k}": v for k, v in grads_a.items()})
     if want_hidden:
         for i, h in enumerate(out.hidden_states):

@@ -32,6 +32,8 @@ export interface BlockSlots {
   h: Tensor; // (N, F) silu(gate) * up
   /** Qwen3: q and k as projected (before the per-head norm) and the norms' f32 (N, heads) rstd; null without. */
   qkNorm: { q: Tensor; k: Tensor; rstdQ: Tensor; rstdK: Tensor } | null;
+  /** Gemma 2/3: the attention and MLP outputs before their norms, and the norms' f32 (N) rstd; null without. */
+  sandwich: { o: Tensor; rstdO: Tensor; down: Tensor; rstdDown: Tensor } | null;
   lora: Partial<Record<Projection, LoraSlots>>;
 }
 
@@ -139,6 +141,7 @@ function allocBlock(
     up: a([N, F], "up"),
     h: a([N, F], "h"),
     qkNorm: cfg.qkNorm ? { q: a([N, qDim], "q_raw"), k: a([N, kvDim], "k_raw"), rstdQ: f32([N, cfg.numHeads], "rstd_q"), rstdK: f32([N, cfg.numKvHeads], "rstd_k") } : null,
+    sandwich: cfg.sandwichNorms ? { o: a([N, C], "o_raw"), rstdO: f32([N], "rstd_o"), down: a([N, C], "down_raw"), rstdDown: f32([N], "rstd_down") } : null,
     lora: slots,
   };
 }
@@ -146,6 +149,7 @@ function allocBlock(
 function blockTensors(b: BlockSlots): Tensor[] {
   const out = [b.ln1, b.rstd1, b.q, b.k, b.v, b.att, b.lse, b.x2, b.ln2, b.rstd2, b.gate, b.up, b.h];
   if (b.qkNorm !== null) out.push(b.qkNorm.q, b.qkNorm.k, b.qkNorm.rstdQ, b.qkNorm.rstdK);
+  if (b.sandwich !== null) out.push(b.sandwich.o, b.sandwich.rstdO, b.sandwich.down, b.sandwich.rstdDown);
   for (const s of Object.values(b.lora)) {
     out.push(s.xa);
     if (s.mask !== null) out.push(s.mask);
@@ -273,6 +277,7 @@ export function viewActivations(backend: Backend, root: Activations, N: number):
       up: rows(b.up),
       h: rows(b.h),
       qkNorm: b.qkNorm === null ? null : { q: rows(b.qkNorm.q), k: rows(b.qkNorm.k), rstdQ: rows(b.qkNorm.rstdQ), rstdK: rows(b.qkNorm.rstdK) },
+      sandwich: b.sandwich === null ? null : { o: rows(b.sandwich.o), rstdO: rows(b.sandwich.rstdO), down: rows(b.sandwich.down), rstdDown: rows(b.sandwich.rstdDown) },
       lora,
     };
   };

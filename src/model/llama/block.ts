@@ -1,6 +1,8 @@
 // One decoder block, forward and backward (the forward read in reverse):
 // x2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) ; out = x2 + down(silu(gate(ln2)) * up(ln2)).
-// Qwen3 normalizes each query and key head (RMSNorm over head_dim, its own weight) before RoPE.
+// Qwen3 and Gemma 3 normalize each query and key head (RMSNorm over head_dim, its own weight) before RoPE.
+// Gemma 2/3 also norm the attention and MLP outputs before each residual add ("sandwich" norms), use GeGLU,
+// their own attention scale and (Gemma 2) soft-capped scores: x2 = x + n(o(att)); out = x2 + n(down(...)).
 import type { AttentionOptions, Backend, Tensor } from "../../backend/types.ts";
 import type { Rng } from "../../util/random.ts";
 import type { ModelConfig } from "../../hf/config.ts";
@@ -73,20 +75,25 @@ export function blockForwardWith(
   backend.ropeForward(q, rope.positions, rope.invFreq);
   backend.ropeForward(k, rope.positions, rope.invFreq);
   attend(heads(backend, s.att, H, D), q, k, heads(backend, s.v, KV, D));
-  linearForward(backend, p.o_proj, s.x2, s.att, s.lora.o_proj, scratch, rng);
+  const sandwich = layer.sandwich;
+  const pre = s.sandwich;
+  if ((sandwich === null) !== (pre === null)) throw new TunaError("INTERNAL", "sandwich norm weights and their activation slots must come together");
+  linearForward(backend, p.o_proj, pre?.o ?? s.x2, s.att, s.lora.o_proj, scratch, rng);
+  if (sandwich !== null && pre !== null) backend.rmsnormForward(s.x2, pre.rstdO, pre.o, sandwich.attnOut, cfg.rmsNormEps);
   backend.add(s.x2, s.x2, x);
   backend.rmsnormForward(s.ln2, s.rstd2, s.x2, layer.postNorm, cfg.rmsNormEps);
   linearForward(backend, p.gate_proj, s.gate, s.ln2, s.lora.gate_proj, scratch, rng);
   linearForward(backend, p.up_proj, s.up, s.ln2, s.lora.up_proj, scratch, rng);
-  backend.swigluForward(s.h, s.gate, s.up);
-  linearForward(backend, p.down_proj, out, s.h, s.lora.down_proj, scratch, rng);
+  backend.swigluForward(s.h, s.gate, s.up, cfg.hiddenAct);
+  linearForward(backend, p.down_proj, pre?.down ?? out, s.h, s.lora.down_proj, scratch, rng);
+  if (sandwich !== null && pre !== null) backend.rmsnormForward(out, pre.rstdDown, pre.down, sandwich.mlpOut, cfg.rmsNormEps);
   backend.add(out, out, s.x2);
 }
 
-/** Layer l's attention reach: its sliding window (HF layer_types), if any. */
+/** Layer l's attention reach and shape: its sliding window (HF layer_types) and score soft-cap, if any. */
 export function attentionOptions(cfg: ModelConfig, l: number): AttentionOptions {
   const window = cfg.layerWindows[l] ?? null;
-  return window === null ? {} : { window };
+  return { ...(window === null ? {} : { window }), ...(cfg.attnSoftcap === null ? {} : { softcap: cfg.attnSoftcap }) };
 }
 
 /** The training forward of layer l: attention within each packed sequence, its log-sum-exp kept for the backward. */
@@ -102,7 +109,7 @@ export function blockForward(
   scratch: LinearScratch,
   rng: Rng | null,
 ): void {
-  const scale = 1 / Math.sqrt(cfg.headDim);
+  const scale = cfg.attentionScale;
   blockForwardWith(backend, cfg, layer, s, x, out, seq, (att, q, k, v) => {
     backend.attentionForward(att, s.lse, q, k, v, seq.cuSeqlens, scale, attentionOptions(cfg, l));
   }, scratch, rng);
@@ -137,16 +144,29 @@ export function blockBackward(
 ): void {
   const { numHeads: H, numKvHeads: KV, headDim: D } = cfg;
   const p = layer.proj;
-  // out = x2 + down(h): the residual passes dx through to x2 unchanged.
-  linearBackward(backend, p.down_proj, g.dh, dx, s.h, s.lora.down_proj, g, false);
-  backend.swigluBackward(g.dgate, g.dup, g.dh, s.gate, s.up);
+  // out = x2 + down(h) (Gemma: + n(down(h))): the residual passes dx through to x2 unchanged.
+  const sandwich = layer.sandwich;
+  const pre = s.sandwich;
+  let dDown = dx;
+  if (sandwich !== null && pre !== null) {
+    // dx2 is free until the residual's copy below: it takes the gradient of down(h) before its norm.
+    backend.rmsnormBackward(g.dx2, sandwich.dMlpOut, dx, pre.down, sandwich.mlpOut, pre.rstdDown, false);
+    dDown = g.dx2;
+  }
+  linearBackward(backend, p.down_proj, g.dh, dDown, s.h, s.lora.down_proj, g, false);
+  backend.swigluBackward(g.dgate, g.dup, g.dh, s.gate, s.up, cfg.hiddenAct);
   linearBackward(backend, p.gate_proj, g.dln, g.dgate, s.ln2, s.lora.gate_proj, g, false);
   linearBackward(backend, p.up_proj, g.dln, g.dup, s.ln2, s.lora.up_proj, g, true);
   // dx2 = dx + rmsnorm_backward(dln)
   backend.copy(g.dx2, dx);
   backend.rmsnormBackward(g.dx2, layer.dPostNorm, g.dln, s.x2, layer.postNorm, s.rstd2, true);
-  // x2 = x + o(att)
-  linearBackward(backend, p.o_proj, g.datt, g.dx2, s.att, s.lora.o_proj, g, false);
+  // x2 = x + o(att) (Gemma: + n(o(att))); dln is free until the q/k/v backward refills it.
+  let dO = g.dx2;
+  if (sandwich !== null && pre !== null) {
+    backend.rmsnormBackward(g.dln, sandwich.dAttnOut, g.dx2, pre.o, sandwich.attnOut, pre.rstdO, false);
+    dO = g.dln;
+  }
+  linearBackward(backend, p.o_proj, g.datt, dO, s.att, s.lora.o_proj, g, false);
   backend.attentionBackward(
     heads(backend, g.dq, H, D),
     heads(backend, g.dk, KV, D),
@@ -158,7 +178,7 @@ export function blockBackward(
     heads(backend, s.att, H, D),
     s.lse,
     seq.cuSeqlens,
-    1 / Math.sqrt(D),
+    cfg.attentionScale,
     attentionOptions(cfg, l),
   );
   backend.ropeBackward(heads(backend, g.dq, H, D), seq.positions, seq.invFreq);

@@ -7,7 +7,7 @@ import { PROJECTIONS, type Projection } from "../../hf/weights.ts";
 import type { LoraSlots } from "./activations.ts";
 import { attentionOptions, blockForwardWith } from "./block.ts";
 import type { LinearScratch } from "./linear.ts";
-import type { LlamaModel } from "./model.ts";
+import { embeddingScale, refreshNormPlusOne, type LlamaModel } from "./model.ts";
 import type { LlamaParams } from "./params.ts";
 
 /** Keys and values of the tokens seen so far, one (Tmax, KV, D) pair per layer, rows 0..length-1 in use. */
@@ -39,6 +39,8 @@ interface StepBuffers {
   logits: Tensor; // f32 (1, V)
   /** Qwen3: q and k before their per-head norms, and the norms' rstd (rows, heads). */
   qkNorm: { q: Tensor; k: Tensor; rstdQ: Tensor; rstdK: Tensor } | null;
+  /** Gemma 2/3: attention and MLP outputs before their norms, and the norms' rstd (rows). */
+  sandwich: { o: Tensor; rstdO: Tensor; down: Tensor; rstdDown: Tensor } | null;
 }
 
 export interface Decoder {
@@ -165,10 +167,12 @@ export async function decodeForward(decoder: Decoder, ids: readonly number[]): P
       up: take(buf.up),
       h: take(buf.h),
       qkNorm: buf.qkNorm === null ? null : { q: take(buf.qkNorm.q), k: take(buf.qkNorm.k), rstdQ: take(buf.qkNorm.rstdQ), rstdK: take(buf.qkNorm.rstdK) },
+      sandwich: buf.sandwich === null ? null : { o: take(buf.sandwich.o), rstdO: take(buf.sandwich.rstdO), down: take(buf.sandwich.down), rstdDown: take(buf.sandwich.rstdDown) },
       positions,
       invFreq: model.invFreq,
     };
     const xs = [take(buf.x[0]), take(buf.x[1])] as const;
+    refreshNormPlusOne(model);
     be.embeddingForward(xs[0], idsT, params.embed);
     const embedRows = params.embedRows;
     if (embedRows !== null) {
@@ -182,7 +186,9 @@ export async function decodeForward(decoder: Decoder, ids: readonly number[]): P
       });
     }
     const scratch: LinearScratch = { dequant: model.dequantScratch, reuseDoraNorms: decoder.doraNormsReady };
-    const attentionScale = 1 / Math.sqrt(cfg.headDim);
+    const embedScale = embeddingScale(model);
+    if (embedScale !== 1) be.scale(xs[0], embedScale);
+    const attentionScale = cfg.attentionScale;
     for (let l = 0; l < cfg.numLayers; l++) {
       const cached = {
         keys: be.rows(cache.keys[l]!, past, Q),
@@ -201,7 +207,7 @@ export async function decodeForward(decoder: Decoder, ids: readonly number[]): P
         rstd2: step.rstd,
         lora: Object.fromEntries(PROJECTIONS.filter((p) => layer.proj[p].lora !== null && lora[p] !== undefined).map((p) => [p, lora[p]!])),
       };
-      blockForwardWith(be, cfg, layer, slots, xs[l % 2]!, xs[(l + 1) % 2]!, step, (att, q, k, v) => {
+      blockForwardWith(be, cfg, layer, slots, xs[l % 2]!, xs[(l + 1) % 2]!, { positions: step.positions, invFreq: model.layerInvFreq[l]! }, (att, q, k, v) => {
         be.copy(cached.keys, k);
         be.copy(cached.values, v);
         be.attentionDecode(att, q, kCache, vCache, past, attentionScale, attentionOptions(cfg, l));
@@ -211,6 +217,7 @@ export async function decodeForward(decoder: Decoder, ids: readonly number[]): P
     views.push(last);
     be.rmsnormForward(buf.lnf, buf.rstdf, last, params.norm, cfg.rmsNormEps);
     be.matmul(buf.logits, buf.lnf, decoder.lmHead, { transB: true });
+    if (cfg.finalSoftcap !== null) be.softcap(buf.logits, cfg.finalSoftcap);
     const logits = await be.downloadF32(buf.logits);
     cache.length = past + Q;
     decoder.tokens.push(...ids);
@@ -234,6 +241,7 @@ interface StepViews {
   up: Tensor;
   h: Tensor;
   qkNorm: { q: Tensor; k: Tensor; rstdQ: Tensor; rstdK: Tensor } | null;
+  sandwich: { o: Tensor; rstdO: Tensor; down: Tensor; rstdDown: Tensor } | null;
   positions: Tensor; // i32 (Q) absolute positions past..past+Q-1
   invFreq: Tensor; // f32 (D/2)
 }
@@ -299,6 +307,7 @@ function buffersFor(decoder: Decoder, Q: number): StepBuffers {
     rstdf: a([1], "rstdf"),
     logits: a([1, cfg.vocabSize], "logits"),
     qkNorm: cfg.qkNorm ? { q: a([rows, qDim], "q_raw"), k: a([rows, kvDim], "k_raw"), rstdQ: a([rows, cfg.numHeads], "rstd_q"), rstdK: a([rows, cfg.numKvHeads], "rstd_k") } : null,
+    sandwich: cfg.sandwichNorms ? { o: a([rows, C], "o_raw"), rstdO: a([rows], "rstd_o"), down: a([rows, C], "down_raw"), rstdDown: a([rows], "rstd_down") } : null,
   };
   decoder.buffers = buffers;
   return buffers;
@@ -307,6 +316,7 @@ function buffersFor(decoder: Decoder, Q: number): StepBuffers {
 function freeBuffers(be: Backend, b: StepBuffers): void {
   for (const t of [b.ids, b.positions, ...b.x, b.ln, b.rstd, b.q, b.k, b.v, b.att, b.x2, b.gate, b.up, b.h, b.lnf, b.rstdf, b.logits]) be.free(t);
   if (b.qkNorm !== null) for (const t of Object.values(b.qkNorm)) be.free(t);
+  if (b.sandwich !== null) for (const t of Object.values(b.sandwich)) be.free(t);
 }
 
 /**

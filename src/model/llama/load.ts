@@ -166,16 +166,50 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     return { dense: placeholder(options.baseDtype), quant: null };
   };
 
+  // Gemma applies every norm weight w as 1 + w: frozen norms are stored that way; trained ones keep w in the
+  // trainable buffer and get a computed copy (params.normPlusOne).
+  const normPlusOne: LlamaParams["normPlusOne"] = [];
+  const ones = new Map<number, Tensor>();
+  const placeNorm = async (name: string, shape: number[]): Promise<{ t: Tensor; d: Tensor | null }> => {
+    if (!cfg.normPlusOne) return place(name, shape);
+    const values = await readF32(source, name, shape);
+    if (full) {
+      const { param, grad } = trainableView(trainable, name);
+      backend.upload(param, values);
+      const effective = backend.alloc("f32", shape, `${name} (1 + w)`);
+      const size = shape[0]!;
+      let one = ones.get(size);
+      if (one === undefined) {
+        one = backend.alloc("f32", [size], `ones (${size})`);
+        backend.fill(one, 1);
+        ones.set(size, one);
+      }
+      normPlusOne.push({ effective, trained: param, ones: one });
+      return { t: effective, d: grad };
+    }
+    const plusOne = values.map((v) => v + 1);
+    const t = backend.alloc(options.baseDtype, shape, name);
+    backend.upload(t, options.baseDtype === "f32" ? plusOne : f32ToBf16Array(plusOne));
+    return { t, d: null };
+  };
+
   const C = cfg.hiddenSize;
   const embed = await place("model.embed_tokens.weight", [cfg.vocabSize, C]);
   const layers: LayerParams[] = [];
   for (let l = 0; l < cfg.numLayers; l++) {
-    const inputNorm = await place(`model.layers.${l}.input_layernorm.weight`, [C]);
-    const postNorm = await place(`model.layers.${l}.post_attention_layernorm.weight`, [C]);
+    const inputNorm = await placeNorm(`model.layers.${l}.input_layernorm.weight`, [C]);
+    // The pre-MLP norm: Llama's post_attention_layernorm, Gemma 2/3's pre_feedforward_layernorm.
+    const postNorm = await placeNorm(`model.layers.${l}.${cfg.sandwichNorms ? "pre_feedforward_layernorm" : "post_attention_layernorm"}.weight`, [C]);
+    let sandwich: LayerParams["sandwich"] = null;
+    if (cfg.sandwichNorms) {
+      const attnOut = await placeNorm(`model.layers.${l}.post_attention_layernorm.weight`, [C]);
+      const mlpOut = await placeNorm(`model.layers.${l}.post_feedforward_layernorm.weight`, [C]);
+      sandwich = { attnOut: attnOut.t, mlpOut: mlpOut.t, dAttnOut: attnOut.d, dMlpOut: mlpOut.d };
+    }
     let qkNorm: LayerParams["qkNorm"] = null;
     if (cfg.qkNorm) {
-      const q = await place(`model.layers.${l}.self_attn.q_norm.weight`, [cfg.headDim]);
-      const k = await place(`model.layers.${l}.self_attn.k_norm.weight`, [cfg.headDim]);
+      const q = await placeNorm(`model.layers.${l}.self_attn.q_norm.weight`, [cfg.headDim]);
+      const k = await placeNorm(`model.layers.${l}.self_attn.k_norm.weight`, [cfg.headDim]);
       qkNorm = { q: q.t, k: k.t, dq: q.d, dk: k.d };
     }
     const proj = {} as Record<Projection, Linear>;
@@ -216,10 +250,10 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
       }
       proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
     }
-    layers.push({ inputNorm: inputNorm.t, postNorm: postNorm.t, dInputNorm: inputNorm.d, dPostNorm: postNorm.d, qkNorm, proj });
+    layers.push({ inputNorm: inputNorm.t, postNorm: postNorm.t, dInputNorm: inputNorm.d, dPostNorm: postNorm.d, qkNorm, sandwich, proj });
     if (shard !== undefined) shard.keep(l, shares.splice(0));
   }
-  const norm = await place("model.norm.weight", [C]);
+  const norm = await placeNorm("model.norm.weight", [C]);
   const lmHead = cfg.tieWordEmbeddings ? embed : await place("lm_head.weight", [cfg.vocabSize, C]);
 
   const rows = (module: "embed_tokens" | "lm_head"): TokenRows | null => {
@@ -246,6 +280,7 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     effectiveLmHead: lmHeadRows === null ? null : backend.alloc(lmHead.t.dtype, [cfg.vocabSize, C], "lm_head.effective"),
     lmHeadGradScratch: lmHeadRows === null ? null : backend.alloc("f32", [cfg.vocabSize, C], "lm_head.grad_scratch"),
     trainable,
+    normPlusOne,
   };
 }
 

@@ -11,11 +11,14 @@ import type { LlamaParams, TokenRows } from "./params.ts";
 import type { ForwardOptions, ForwardResult, LayerResidency, SpanScale, TrainingModel, UploadedBatch } from "../types.ts";
 import { ropeInvFreq } from "./rope-freqs.ts";
 import { PROJECTIONS } from "../../hf/weights.ts";
+import { bf16BitsToF32, f32ToBf16Bits } from "../../util/half.ts";
 
 export interface LlamaModel {
   backend: Backend;
   params: LlamaParams;
   invFreq: Tensor; // f32 (D/2)
+  /** Each layer's RoPE frequencies: invFreq, or (Gemma 3's sliding layers) the local base's. */
+  layerInvFreq: Tensor[];
   checkpointing: boolean;
   /** Dropout masks come from here; each layer's starting state is kept so recomputation matches. */
   dropoutRng: Rng;
@@ -58,8 +61,16 @@ export interface LlamaModelOptions {
 
 export function createLlamaModel(backend: Backend, params: LlamaParams, options: LlamaModelOptions): LlamaModel {
   const activationDtype = options.activationDtype ?? "f32";
-  const invFreq = backend.alloc("f32", [params.cfg.headDim / 2], "rope.inv_freq");
-  backend.upload(invFreq, ropeInvFreq(params.cfg));
+  const cfg = params.cfg;
+  const invFreq = backend.alloc("f32", [cfg.headDim / 2], "rope.inv_freq");
+  backend.upload(invFreq, ropeInvFreq(cfg));
+  // Gemma 3: the sliding layers rotate with their own base and no scaling.
+  let localInvFreq: Tensor | null = null;
+  if (cfg.localRopeTheta !== null) {
+    localInvFreq = backend.alloc("f32", [cfg.headDim / 2], "rope.inv_freq.local");
+    backend.upload(localInvFreq, ropeInvFreq({ ...cfg, ropeTheta: cfg.localRopeTheta, ropeScaling: { type: "default" } }));
+  }
+  const layerInvFreq = cfg.layerWindows.map((w) => (w !== null && localInvFreq !== null ? localInvFreq : invFreq));
   // 4-bit weights are dequantized here per GEMM; DoRA builds its adapted weight W + s B A here for the row norms.
   let maxQuant = 0;
   for (const layer of params.layers) {
@@ -82,6 +93,7 @@ export function createLlamaModel(backend: Backend, params: LlamaParams, options:
     backend,
     params,
     invFreq,
+    layerInvFreq,
     checkpointing: options.checkpointing,
     dropoutRng: createRng(options.seed),
     activationDtype,
@@ -101,7 +113,7 @@ export function freeLlamaModel(model: LlamaModel): void {
   const be = model.backend;
   model.acts?.free();
   model.acts = null;
-  be.free(model.invFreq);
+  for (const t of new Set([model.invFreq, ...model.layerInvFreq])) be.free(t);
   if (model.dequantScratch !== null) be.free(model.dequantScratch);
   if (model.lowpParams !== null) be.free(model.lowpParams);
 }
@@ -216,12 +228,18 @@ async function forwardPass(model: LlamaModel, batch: DeviceBatch, options: Forwa
   const cfg = params.cfg;
   const acts = activationsFor(model, batch.N);
   if (model.lowpParams !== null) be.copy(model.lowpParams, params.trainable.params);
+  refreshNormPlusOne(model);
   be.embeddingForward(acts.xs[0]!, batch.ids, params.embed);
   const embedRows = params.embedRows;
   if (embedRows !== null) {
     for (const [p, j] of trainedRowPositions(embedRows, batch.hostIds)) be.copy(be.rows(acts.xs[0]!, p, 1), be.rows(embedRows.param, j, 1));
   }
+  // NEFTune's hook sees embed_tokens' output: Gemma 3's embedding module scales inside it, Gemma 2's model after it.
+  const embedScale = embeddingScale(model);
+  const scaledInModule = cfg.family === "gemma3";
+  if (embedScale !== 1 && scaledInModule) be.scale(acts.xs[0]!, embedScale);
   if (options.neftune !== undefined) addNeftuneNoise(model, acts, batch, options.neftune);
+  if (embedScale !== 1 && !scaledInModule) be.scale(acts.xs[0]!, embedScale);
   model.layerRngStates = [];
   model.lastForwardTraining = options.training === true;
   for (let l = 0; l < cfg.numLayers; l++) {
@@ -230,13 +248,14 @@ async function forwardPass(model: LlamaModel, batch: DeviceBatch, options: Forwa
     const rng = model.lastForwardTraining ? model.dropoutRng : null;
     // Next: the following layer, or after the last one the same layer again, which the backward starts with.
     await model.residency?.acquire(l, l + 1 < cfg.numLayers ? l + 1 : options.training === true ? l : undefined);
-    blockForward(be, cfg, l, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, model.linearScratch, rng);
+    blockForward(be, cfg, l, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, { ...batch, invFreq: model.layerInvFreq[l]! }, model.linearScratch, rng);
     model.residency?.release(l);
   }
   be.rmsnormForward(acts.lnf, acts.rstdf, acts.xs[cfg.numLayers]!, params.norm, cfg.rmsNormEps);
   const head = outputEmbedding(model);
   forEachLogitsChunk(be, acts, (chunk, start, rows, logits) => {
     be.matmul(logits, be.rows(acts.lnf, start, rows), head, { transB: true });
+    if (cfg.finalSoftcap !== null) be.softcap(logits, cfg.finalSoftcap);
     be.crossEntropyForward(be.rows(acts.losses, start, rows), logits, be.rows(batch.targets, start, rows));
     acts.logitsValidChunk = chunk;
   });
@@ -261,10 +280,14 @@ export async function backward(model: LlamaModel, batch: DeviceBatch, gradScale:
   forEachLogitsChunk(be, acts, (chunk, start, rows, logits) => {
     const lnf = be.rows(acts.lnf, start, rows);
     // The last forward chunk is still in the buffer; the others are recomputed (one extra (rows, C, V) GEMM).
-    if (acts.logitsValidChunk !== chunk) be.matmul(logits, lnf, head, { transB: true });
+    if (acts.logitsValidChunk !== chunk) {
+      be.matmul(logits, lnf, head, { transB: true });
+      if (cfg.finalSoftcap !== null) be.softcap(logits, cfg.finalSoftcap);
+    }
     acts.logitsValidChunk = -1;
     const dlogits = logits;
-    be.crossEntropyBackward(dlogits, logits, be.rows(batch.targets, start, rows), gradScale);
+    // With Gemma 2's final soft-cap the gradient goes on through the cap to the raw logits.
+    be.crossEntropyBackward(dlogits, logits, be.rows(batch.targets, start, rows), gradScale, cfg.finalSoftcap ?? undefined);
     // Each span's token losses weigh `scale` times as much (DPO: each sequence's weight in the pair loss).
     for (const s of spans ?? []) {
       const lo = Math.max(s.start, start);
@@ -294,12 +317,15 @@ export async function backward(model: LlamaModel, batch: DeviceBatch, gradScale:
       // Recompute block l from its saved input with the same dropout masks; its output xs[l+1] is
       // no longer needed (block l+1's backward is done), so it is rewritten with identical values.
       const rng = model.lastForwardTraining ? createRng(0, model.layerRngStates[l]) : null;
-      blockForward(be, cfg, l, layer, slots, acts.xs[l]!, acts.xs[l + 1]!, batch, model.linearScratch, rng);
+      blockForward(be, cfg, l, layer, slots, acts.xs[l]!, acts.xs[l + 1]!, { ...batch, invFreq: model.layerInvFreq[l]! }, model.linearScratch, rng);
     }
-    blockBackward(be, cfg, l, layer, slots, acts.xs[l]!, acts.dx, batch, grads);
+    blockBackward(be, cfg, l, layer, slots, acts.xs[l]!, acts.dx, { ...batch, invFreq: model.layerInvFreq[l]! }, grads);
     model.residency?.release(l);
     layerDone?.(l);
   }
+  // Gemma's embedding scale is a factor on the looked-up rows: their gradient carries it too.
+  const embedScale = embeddingScale(model);
+  if (embedScale !== 1) be.scale(acts.dx, embedScale);
   if (params.dEmbed !== null) be.embeddingBackward(params.dEmbed, acts.dx, batch.ids);
   const embedRows = params.embedRows;
   if (embedRows !== null) {
@@ -308,6 +334,22 @@ export async function backward(model: LlamaModel, batch: DeviceBatch, gradScale:
       be.add(g, g, be.rows(acts.dx, p, 1));
     }
   }
+}
+
+/**
+ * Gemma's factor on the embeddings: sqrt(hidden_size) as a tensor of the activations' dtype (HF builds it with the
+ * hidden states' dtype, so bf16 rounds it); 1 for the other families.
+ */
+export function embeddingScale(model: { params: LlamaParams; activationDtype: ActivationDtype }): number {
+  const cfg = model.params.cfg;
+  if (!cfg.embedScale) return 1;
+  const value = Math.sqrt(cfg.hiddenSize);
+  return model.activationDtype === "bf16" ? bf16BitsToF32(f32ToBf16Bits(value)) : Math.fround(value);
+}
+
+/** Gemma's trained norm weights w are computed with as 1 + w: the copies the model reads are refreshed here. */
+export function refreshNormPlusOne(model: { backend: Backend; params: LlamaParams }): void {
+  for (const n of model.params.normPlusOne) model.backend.add(n.effective, n.trained, n.ones);
 }
 
 /**

@@ -48,6 +48,11 @@ export interface LayerParams {
   dPostNorm: Tensor | null;
   /** Qwen3's per-head RMSNorm weights of queries and keys (D), and their gradients (full fine-tuning); null without. */
   qkNorm: { q: Tensor; k: Tensor; dq: Tensor | null; dk: Tensor | null } | null;
+  /**
+   * Gemma 2/3: the norms of the attention output (HF post_attention_layernorm) and of the MLP output
+   * (post_feedforward_layernorm), applied before each residual add; postNorm is then pre_feedforward_layernorm.
+   */
+  sandwich: { attnOut: Tensor; mlpOut: Tensor; dAttnOut: Tensor | null; dMlpOut: Tensor | null } | null;
   proj: Record<Projection, Linear>;
 }
 
@@ -69,6 +74,11 @@ export interface LlamaParams {
   effectiveLmHead: Tensor | null;
   lmHeadGradScratch: Tensor | null;
   trainable: TrainableBuffers;
+  /**
+   * Gemma's (1 + w) norms under full fine-tuning: the norm tensors the model computes with (`effective`) are
+   * refreshed from the trained w before each forward (refreshNormPlusOne); frozen ones are stored as 1 + w.
+   */
+  normPlusOne: { effective: Tensor; trained: Tensor; ones: Tensor }[];
 }
 
 /** Replacement rows for some token ids: the rows are trained, the rest of the matrix stays frozen. */

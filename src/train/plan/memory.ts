@@ -102,7 +102,7 @@ function activationBytes(cfg: ModelConfig, lora: LoraSettings | null, input: Mem
       const loraModule = m === undefined || lora === null ? null : { rank: m.r, scale: m.scaling, dropout: lora.dropout, A: placeholder, B: placeholder, dA: placeholder, dB: placeholder, dora: m.magnitudeOffset === null ? null : { magnitude: placeholder, dMagnitude: placeholder, norms: placeholder } };
       proj[p] = { module: "", inFeatures: inF, outFeatures: out, weight: null, quant: null, bias: null, dweight: null, dbias: null, lora: loraModule };
     }
-    return { inputNorm: placeholder, postNorm: placeholder, dInputNorm: null, dPostNorm: null, qkNorm: cfg.qkNorm ? { q: placeholder, k: placeholder, dq: null, dk: null } : null, proj };
+    return { inputNorm: placeholder, postNorm: placeholder, dInputNorm: null, dPostNorm: null, qkNorm: cfg.qkNorm ? { q: placeholder, k: placeholder, dq: null, dk: null } : null, sandwich: cfg.sandwichNorms ? { attnOut: placeholder, mlpOut: placeholder, dAttnOut: null, dMlpOut: null } : null, proj };
   });
   const params = { cfg, layers } as unknown as LlamaParams;
   const acts = allocActivations(backend, params, input.tokens, { checkpointing: input.checkpointing, dtype: input.activationDtype });

@@ -105,6 +105,12 @@ const models: [string, HfConfigJson, Setup][] = [
   ["llama NF4 base (dequantized per GEMM)", TINY, { quantize: { kind: "4bit", quantType: "nf4", doubleQuant: true, blocksize: 64 } }],
   ["qwen2 with DoRA (q/k/v biases, norms reused after the first call)", QWEN2, { lora: { useDora: true } }],
   ["qwen3 (q/k norms, head_dim 12), untied", { ...TINY, model_type: "qwen3", head_dim: 12, tie_word_embeddings: false }, {}],
+  [
+    "gemma2 (soft-caps, sandwich norms, GeGLU, alternating window 3)",
+    { ...TINY, model_type: "gemma2", head_dim: 8, query_pre_attn_scalar: 6, sliding_window: 3, attn_logit_softcapping: 2, final_logit_softcapping: 3 },
+    {},
+  ],
+  ["gemma3 text (q/k norms, local RoPE base), NF4 base", { ...TINY, model_type: "gemma3_text", head_dim: 8, sliding_window: 3, sliding_window_pattern: 2, rope_local_base_freq: 100 }, { quantize: { kind: "4bit", quantType: "nf4", doubleQuant: true, blocksize: 64 } }],
   ["llama NF4 base with DoRA", TINY, { lora: { useDora: true }, quantize: { kind: "4bit", quantType: "nf4", doubleQuant: true, blocksize: 64 } }],
 ];
 

@@ -14,6 +14,31 @@ import { finiteDifferenceCheck } from "./gradient-check.ts";
 import { TINY, tinyModel, writeTiny } from "./tiny-model.ts";
 
 const QWEN3: HfConfigJson = { ...TINY, model_type: "qwen3", head_dim: 12, tie_word_embeddings: true };
+// Gemma 2 with every feature biting at this size: small soft-caps, a window shorter than the documents, a
+// query_pre_attn_scalar that is not head_dim.
+const GEMMA2: HfConfigJson = {
+  ...TINY,
+  model_type: "gemma2",
+  head_dim: 8,
+  query_pre_attn_scalar: 6,
+  sliding_window: 3,
+  attn_logit_softcapping: 2,
+  final_logit_softcapping: 3,
+  hidden_activation: "gelu_pytorch_tanh",
+  rms_norm_eps: 1e-6,
+};
+// Gemma 3 text: q/k norms, layer 0 sliding (window 3, local RoPE base 100) and layer 1 global (base 1e6).
+const GEMMA3: HfConfigJson = {
+  ...TINY,
+  model_type: "gemma3_text",
+  head_dim: 8,
+  query_pre_attn_scalar: 8,
+  sliding_window: 3,
+  sliding_window_pattern: 2,
+  rope_theta: 1000000,
+  rope_local_base_freq: 100,
+  rms_norm_eps: 1e-6,
+};
 
 function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let num = 0;
@@ -45,6 +70,8 @@ const CASES: [string, HfConfigJson][] = [
   ["mistral, window 3 on every layer", { ...TINY, model_type: "mistral", sliding_window: 3 }],
   ["qwen3 (tied, head_dim 12 != hidden / heads)", QWEN3],
   ["qwen3 untied, MQA, attention_bias, window 4 on layer 1", { ...QWEN3, tie_word_embeddings: false, num_key_value_heads: 1, attention_bias: true, use_sliding_window: true, sliding_window: 4, max_window_layers: 1 }],
+  ["gemma2 (sandwich norms, 1 + w, GeGLU, soft-capped scores and logits, alternating window)", GEMMA2],
+  ["gemma3 text (q/k norms, sliding layer with its own RoPE base, global layer)", GEMMA3],
 ];
 
 for (const [what, config] of CASES) {
@@ -65,4 +92,34 @@ void test("Qwen3: LoRA gradients through the q/k norms, and full fine-tuning of 
   const { dir, cfg } = await writeTiny({ ...QWEN3, tie_word_embeddings: false }, 4);
   await finiteDifferenceCheck(await tinyModel(dir, cfg, { mode: "lora", lora: { targetModules: ["q_proj", "k_proj", "o_proj"] } }), cfg.vocabSize, 3);
   await finiteDifferenceCheck(await tinyModel(dir, cfg, { mode: "full" }), cfg.vocabSize, 2);
+});
+
+void test("Gemma's configs: layer windows as transformers sets them, the attention scale, soft-caps, GeGLU, tied head", () => {
+  const g2 = parseModelConfig({ ...GEMMA2, num_hidden_layers: 4 }, "gemma2");
+  assert.deepEqual(g2.layerWindows, [3, null, 3, null]);
+  assert.equal(g2.attentionScale, 6 ** -0.5);
+  assert.deepEqual([g2.attnSoftcap, g2.finalSoftcap, g2.hiddenAct, g2.normPlusOne, g2.embedScale, g2.sandwichNorms, g2.tieWordEmbeddings], [2, 3, "gelu_tanh", true, true, true, true]);
+  assert.equal(g2.localRopeTheta, null);
+  const g3 = parseModelConfig({ ...GEMMA3, num_hidden_layers: 12, sliding_window_pattern: undefined }, "gemma3");
+  assert.deepEqual(g3.layerWindows, [3, 3, 3, 3, 3, null, 3, 3, 3, 3, 3, null], "every sixth layer is global by default");
+  assert.deepEqual([g3.qkNorm, g3.localRopeTheta, g3.attnSoftcap, g3.finalSoftcap], [true, 100, null, null]);
+  // transformers 5 writes one rope_parameters set per layer type.
+  const nested = parseModelConfig(
+    { ...GEMMA3, rope_theta: undefined, rope_local_base_freq: undefined, rope_parameters: { full_attention: { rope_type: "linear", factor: 8, rope_theta: 1000000 }, sliding_attention: { rope_type: "default", rope_theta: 10000 } } },
+    "gemma3",
+  );
+  assert.deepEqual([nested.ropeTheta, nested.ropeScaling, nested.localRopeTheta], [1000000, { type: "linear", factor: 8 }, 10000]);
+  const names = expectedWeights(g2).map((w) => w.name);
+  for (const n of ["post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"]) assert.ok(names.includes(`model.layers.1.${n}.weight`), n);
+  assert.ok(!names.includes("lm_head.weight"));
+  assert.throws(() => parseModelConfig({ ...GEMMA2, hidden_activation: "gelu" }, "gemma2"), /hidden_act "gelu" is not supported/);
+  assert.throws(() => parseModelConfig({ ...GEMMA2, model_type: "gemma3" }, "gemma3"), /model_type "gemma3" is not supported/);
+});
+
+void test("Gemma 2 and 3: LoRA and full fine-tuning gradients (norms trained as w, computed as 1 + w) match central differences", async () => {
+  for (const config of [GEMMA2, GEMMA3]) {
+    const { dir, cfg } = await writeTiny(config, 6);
+    await finiteDifferenceCheck(await tinyModel(dir, cfg, { mode: "lora", lora: { targetModules: ["q_proj", "o_proj", "gate_proj", "down_proj"] } }), cfg.vocabSize, 3);
+    await finiteDifferenceCheck(await tinyModel(dir, cfg, { mode: "full" }), cfg.vocabSize, 2);
+  }
 });
