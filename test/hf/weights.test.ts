@@ -16,6 +16,9 @@ test("parameter totals match the published model sizes", () => {
   // Qwen3-0.6B 596,049,920 (0.44B without the tied embedding) and Qwen3-8B 8,190,735,360: q/k norms included.
   assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["qwen3-0.6b"], "c")).total, 596_049_920);
   assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["qwen3-8b"], "c")).total, 8_190_735_360);
+  // gemma-2-2b 2,614,341,888 (four norms a layer, tied head) and gemma-3-1b 999,885,952 (with q/k norms).
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["gemma-2-2b"], "c")).total, 2_614_341_888);
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["gemma-3-1b"], "c")).total, 999_885_952);
 });
 
 test("HF names and [out, in] shapes of one Qwen2 layer, with biases", () => {
