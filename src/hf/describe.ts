@@ -21,6 +21,10 @@ export interface ModelDescription {
   tieWordEmbeddings: boolean;
   attentionBias: { qkv: boolean; o: boolean };
   slidingWindow: number | null;
+  /** How many layers use the window. */
+  slidingLayers: number;
+  /** Family features beyond the Llama block, as short phrases (q/k norms, Gemma's norms and soft-caps...). */
+  features: string[];
   parameters: { total: number; byKind: Partial<Record<ModuleKind, number>>; linear: number };
   memory: { bf16Bytes: number; nf4Bytes: number; nf4DoubleQuantBytes: number };
   quantization: ModelConfig["quantization"];
@@ -46,6 +50,8 @@ export function describeModel(cfg: ModelConfig, check?: WeightCheck & { files: n
     tieWordEmbeddings: cfg.tieWordEmbeddings,
     attentionBias: { qkv: cfg.qkvBias, o: cfg.oBias },
     slidingWindow: cfg.slidingWindow,
+    slidingLayers: cfg.layerWindows.filter((w) => w !== null).length,
+    features: familyFeatures(cfg),
     parameters: { total: counts.total, byKind: counts.byKind, linear: counts.quantizable },
     memory: estimateWeightMemory(cfg),
     quantization: cfg.quantization,
@@ -59,4 +65,19 @@ export function describeModel(cfg: ModelConfig, check?: WeightCheck & { files: n
     };
   }
   return description;
+}
+
+/** What the family adds to the Llama block, in words, for `tuna inspect`. */
+function familyFeatures(cfg: ModelConfig): string[] {
+  const out: string[] = [];
+  if (cfg.qkNorm) out.push("q/k norms");
+  if (cfg.normPlusOne) out.push("(1 + w) norms");
+  if (cfg.sandwichNorms) out.push("norms after attention and MLP");
+  if (cfg.embedScale) out.push("embeddings x sqrt(hidden)");
+  if (cfg.hiddenAct === "gelu_tanh") out.push("GeGLU (tanh GELU)");
+  if (Math.abs(cfg.attentionScale - 1 / Math.sqrt(cfg.headDim)) > 1e-12) out.push(`attention scale ${cfg.attentionScale.toPrecision(4)}`);
+  if (cfg.attnSoftcap !== null) out.push(`score soft-cap ${cfg.attnSoftcap}`);
+  if (cfg.finalSoftcap !== null) out.push(`logit soft-cap ${cfg.finalSoftcap}`);
+  if (cfg.localRopeTheta !== null) out.push(`local RoPE base ${cfg.localRopeTheta}`);
+  return out;
 }

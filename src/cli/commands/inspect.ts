@@ -103,7 +103,8 @@ function renderText(r: InspectResult): string {
       ["rms_norm_eps", String(m.rmsNormEps)],
       ["tied embeddings", yesNo(m.tieWordEmbeddings)],
       ["attention bias", `q/k/v ${yesNo(m.attentionBias.qkv)}, o ${yesNo(m.attentionBias.o)}`],
-      ["sliding window", m.slidingWindow === null ? "none" : String(m.slidingWindow)],
+      ["sliding window", m.slidingWindow === null ? "none" : `${m.slidingWindow} (${m.slidingLayers} of ${m.layers} layers)`],
+      ...(m.features.length === 0 ? [] : [["family features", m.features.join(", ")] as [string, string]]),
     ]),
   );
   lines.push(`parameters: ${formatCount(m.parameters.total)} (${m.parameters.total.toLocaleString("en-US")})`);
