@@ -44,6 +44,8 @@ export interface ModelConfig {
   mlpBias: boolean;
   /** RMSNorm of each query and key head before RoPE (Qwen3's and Gemma 3's q_norm / k_norm). */
   qkNorm: boolean;
+  /** Phi-3: q/k/v stored as one qkv_proj and gate/up as one gate_up_proj (PEFT adapts the fused modules). */
+  fusedProjections: boolean;
   /** Gemma: every RMSNorm weight w is applied as (1 + w). */
   normPlusOne: boolean;
   /** Gemma: embeddings multiplied by sqrt(hidden_size) (rounded to the activations' dtype, as HF does). */
@@ -216,6 +218,7 @@ function normalize(raw: RawConfig, spec: FamilySpec, where: string): ModelConfig
     oBias: !spec.qkvBiasAlways && attentionBias,
     mlpBias: raw.mlp_bias ?? false,
     qkNorm: spec.qkNorm,
+    fusedProjections: spec.fusedProjections,
     normPlusOne: gemma !== null,
     embedScale: gemma !== null,
     sandwichNorms: gemma?.sandwichNorms === true,

@@ -1,7 +1,7 @@
 // The registry of supported decoder families: model_type -> what differs between them (biases,
 // HF config defaults). A literal map, per STYLE.md; adding a family starts here.
 
-export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3";
+export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "phi3";
 
 export interface FamilySpec {
   family: ModelFamily;
@@ -10,6 +10,8 @@ export interface FamilySpec {
   qkvBiasAlways: boolean;
   /** RMSNorm of each query and key head before RoPE (Qwen3's q_norm / k_norm, weight of head_dim). */
   qkNorm: boolean;
+  /** Phi-3's fused qkv_proj and gate_up_proj (src/hf/weights.ts linearModules). */
+  fusedProjections: boolean;
   /**
    * Where sliding windows apply without layer_types: "every-layer" whenever sliding_window is set (Mistral);
    * "from-max-window-layers" only with use_sliding_window, from layer max_window_layers on (Qwen2, Qwen3).
@@ -40,6 +42,7 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     family: "llama",
     architecture: "LlamaForCausalLM",
     qkvBiasAlways: false,
+    fusedProjections: false,
     qkNorm: false,
     windows: "every-layer",
     gemma: null,
@@ -49,6 +52,7 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     family: "mistral",
     architecture: "MistralForCausalLM",
     qkvBiasAlways: false,
+    fusedProjections: false,
     qkNorm: false,
     windows: "every-layer",
     gemma: null,
@@ -58,6 +62,7 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     family: "qwen2",
     architecture: "Qwen2ForCausalLM",
     qkvBiasAlways: true,
+    fusedProjections: false,
     qkNorm: false,
     windows: "from-max-window-layers",
     gemma: null,
@@ -68,6 +73,7 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     family: "qwen3",
     architecture: "Qwen3ForCausalLM",
     qkvBiasAlways: false,
+    fusedProjections: false,
     qkNorm: true,
     windows: "from-max-window-layers",
     gemma: null,
@@ -78,6 +84,7 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     family: "gemma2",
     architecture: "Gemma2ForCausalLM",
     qkvBiasAlways: false,
+    fusedProjections: false,
     qkNorm: false,
     windows: "gemma2-alternating",
     gemma: { sandwichNorms: true, softcaps: true, localRope: false },
@@ -88,10 +95,22 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     family: "gemma3",
     architecture: "Gemma3ForCausalLM",
     qkvBiasAlways: false,
+    fusedProjections: false,
     qkNorm: true,
     windows: "gemma3-pattern",
     gemma: { sandwichNorms: true, softcaps: true, localRope: true },
     defaults: { rmsNormEps: 1e-6, ropeTheta: 1000000, maxPositionEmbeddings: 131072, tieWordEmbeddings: true, slidingWindow: 4096, headDim: 256 },
+  },
+  // Phi-3 / Phi-4 (model_type phi3): the Llama block with q/k/v and gate/up each stored as one fused linear.
+  phi3: {
+    family: "phi3",
+    architecture: "Phi3ForCausalLM",
+    qkvBiasAlways: false,
+    fusedProjections: true,
+    qkNorm: false,
+    windows: "every-layer",
+    gemma: null,
+    defaults: { rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: 4096, tieWordEmbeddings: false, slidingWindow: null },
   },
 };
 

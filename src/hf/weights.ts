@@ -3,11 +3,55 @@
 import type { ModelConfig } from "./config.ts";
 import { numel } from "../util/shape.ts";
 
+/** The projections the decoder block computes with, whatever modules the checkpoint stores them in. */
 export const PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 export type Projection = (typeof PROJECTIONS)[number];
+
+/** The nn.Linear modules of a layer as the checkpoint (and PEFT) name them: the projections, or Phi-3's fused ones. */
+export type LinearName = Projection | "qkv_proj" | "gate_up_proj";
+
+/**
+ * One nn.Linear of a decoder layer: its HF name, shape, and the projections it computes as row ranges of its
+ * output (one for most modules; q, k, v for Phi-3's qkv_proj and gate, up for its gate_up_proj).
+ */
+export interface LinearModule {
+  name: LinearName;
+  block: "self_attn" | "mlp";
+  out: number;
+  in: number;
+  parts: { projection: Projection; start: number; rows: number }[];
+}
+
+/** A layer's linear modules in HF order: Phi-3 fuses q/k/v and gate/up, the others keep the seven projections. */
+export function linearModules(cfg: ModelConfig): LinearModule[] {
+  const part = (projection: Projection, start = 0): { projection: Projection; start: number; rows: number } => ({ projection, start, rows: projectionShape(cfg, projection).out });
+  const single = (p: Projection): LinearModule => ({ name: p, block: p === "gate_proj" || p === "up_proj" || p === "down_proj" ? "mlp" : "self_attn", ...projectionShape(cfg, p), parts: [part(p)] });
+  if (!cfg.fusedProjections) return PROJECTIONS.map(single);
+  const q = projectionShape(cfg, "q_proj").out;
+  const kv = projectionShape(cfg, "k_proj").out;
+  const F = cfg.intermediateSize;
+  return [
+    { name: "qkv_proj", block: "self_attn", out: q + 2 * kv, in: cfg.hiddenSize, parts: [part("q_proj"), part("k_proj", q), part("v_proj", q + kv)] },
+    single("o_proj"),
+    { name: "gate_up_proj", block: "mlp", out: 2 * F, in: cfg.hiddenSize, parts: [part("gate_proj"), part("up_proj", F)] },
+    single("down_proj"),
+  ];
+}
+
+/** The linear module that computes a projection (itself, or Phi-3's fused module holding it). */
+export function linearOf(cfg: ModelConfig, projection: Projection): LinearModule {
+  const m = linearModules(cfg).find((x) => x.parts.some((p) => p.projection === projection));
+  if (m === undefined) throw new Error(`no linear module computes ${projection}`);
+  return m;
+}
+
+/** The full module name of a layer's linear, e.g. model.layers.0.self_attn.qkv_proj. */
+export function linearPrefix(layer: number, m: LinearModule): string {
+  return `model.layers.${layer}.${m.block}.${m.name}`;
+}
 export type ModuleKind =
   | "embed_tokens"
-  | Projection
+  | LinearName
   | "input_layernorm"
   | "q_norm"
   | "k_norm"
@@ -65,12 +109,11 @@ export function expectedWeights(cfg: ModelConfig): ExpectedWeight[] {
   ];
   for (let l = 0; l < cfg.numLayers; l++) {
     out.push({ name: `model.layers.${l}.input_layernorm.weight`, shape: [C], kind: "input_layernorm", quantizable: false, isBias: false });
-    for (const proj of PROJECTIONS) {
-      const { out: o, in: i } = projectionShape(cfg, proj);
-      const prefix = projectionPrefix(l, proj);
-      out.push({ name: `${prefix}.weight`, shape: [o, i], kind: proj, quantizable: true, isBias: false });
-      if (projectionHasBias(cfg, proj)) out.push({ name: `${prefix}.bias`, shape: [o], kind: proj, quantizable: false, isBias: true });
-      if (proj === "o_proj" && cfg.qkNorm) {
+    for (const m of linearModules(cfg)) {
+      const prefix = linearPrefix(l, m);
+      out.push({ name: `${prefix}.weight`, shape: [m.out, m.in], kind: m.name, quantizable: true, isBias: false });
+      if (projectionHasBias(cfg, m.parts[0]!.projection)) out.push({ name: `${prefix}.bias`, shape: [m.out], kind: m.name, quantizable: false, isBias: true });
+      if (m.name === "o_proj" && cfg.qkNorm) {
         for (const norm of ["q_norm", "k_norm"] as const) {
           out.push({ name: `model.layers.${l}.self_attn.${norm}.weight`, shape: [cfg.headDim], kind: norm, quantizable: false, isBias: false });
         }

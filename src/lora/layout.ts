@@ -1,7 +1,8 @@
 // Where each LoRA tensor sits in the one flat trainable-parameter buffer, the key it is saved under
 // in adapter_model.safetensors, the trainable/all parameter counts and PEFT's printout of them.
 import type { ModelConfig } from "../hf/config.ts";
-import { countParameters, projectionShape } from "../hf/weights.ts";
+import { TunaError } from "../util/errors.ts";
+import { countParameters, linearModules } from "../hf/weights.ts";
 import { groupThousands, pythonFixed } from "./python-format.ts";
 import { moduleAlpha, moduleRank, loraScaling, type EmbeddingModule, type LoraSettings } from "./settings.ts";
 import type { TargetModule } from "./targets.ts";
@@ -67,7 +68,9 @@ export function loraLayout(settings: LoraSettings, cfg: ModelConfig): LoraLayout
   const modules: LoraModuleLayout[] = [];
   for (const target of settings.targetModules) {
     const r = moduleRank(settings, target.name);
-    const { out, in: inFeatures } = projectionShape(cfg, target.projection);
+    const linear = linearModules(cfg).find((m) => m.name === target.linear);
+    if (linear === undefined) throw new TunaError("INTERNAL", `${target.name}: ${target.linear} is not a linear module of this model`);
+    const { out, in: inFeatures } = linear;
     const aOffset = offset;
     offset += r * inFeatures;
     const bOffset = offset;

@@ -2,7 +2,7 @@
 // all-linear), exclude_modules, layers_to_transform, and its rank_pattern / alpha_pattern lookup.
 import { TunaError } from "../util/errors.ts";
 import type { ModelConfig } from "../hf/config.ts";
-import { PROJECTIONS, projectionPrefix, type Projection } from "../hf/weights.ts";
+import { linearModules, linearPrefix, type LinearName } from "../hf/weights.ts";
 
 /** What the user or adapter_config.json asked for, kept so it can be written back the way PEFT does. */
 export type TargetModulesSpec =
@@ -22,24 +22,25 @@ export interface TargetFilters {
   layersPattern?: readonly string[] | null;
 }
 
-/** One adapted projection. */
+/** One adapted linear module. */
 export interface TargetModule {
   /** Full module name relative to the CausalLM, e.g. "model.layers.0.self_attn.q_proj". */
   name: string;
   layer: number;
-  projection: Projection;
+  /** The module's name in its layer (a projection, or Phi-3's fused qkv_proj / gate_up_proj). */
+  linear: LinearName;
 }
 
 export interface ResolvedTargets {
-  /** In model order: layer by layer, projections in PROJECTIONS order. */
+  /** In model order: layer by layer, the family's linear modules in HF order. */
   modules: TargetModule[];
-  /** For each layer, the projections that get LoRA. */
-  byLayer: Projection[][];
+  /** For each layer, the linear modules that get LoRA. */
+  byLayer: LinearName[][];
 }
 
-type ModuleRole = { role: "projection"; layer: number; projection: Projection } | { role: "lm_head" | "embed_tokens" | "other" };
+type ModuleRole = { role: "projection"; layer: number; linear: LinearName } | { role: "lm_head" | "embed_tokens" | "other" };
 
-/** Every named module of a Llama/Mistral/Qwen2 CausalLM (torch named_modules(), root excluded). */
+/** Every named module of a supported CausalLM (torch named_modules(), root excluded). */
 export function modelModuleNames(cfg: ModelConfig): Map<string, ModuleRole> {
   const out = new Map<string, ModuleRole>();
   const other = { role: "other" } as const;
@@ -50,12 +51,13 @@ export function modelModuleNames(cfg: ModelConfig): Map<string, ModuleRole> {
     const layer = `model.layers.${l}`;
     out.set(layer, other);
     out.set(`${layer}.self_attn`, other);
-    for (const p of PROJECTIONS.slice(0, 4)) out.set(projectionPrefix(l, p), { role: "projection", layer: l, projection: p });
     out.set(`${layer}.mlp`, other);
-    for (const p of PROJECTIONS.slice(4)) out.set(projectionPrefix(l, p), { role: "projection", layer: l, projection: p });
+    for (const m of linearModules(cfg)) out.set(linearPrefix(l, m), { role: "projection", layer: l, linear: m.name });
+    if (cfg.qkNorm) for (const n of ["q_norm", "k_norm"]) out.set(`${layer}.self_attn.${n}`, other);
     out.set(`${layer}.mlp.act_fn`, other);
     out.set(`${layer}.input_layernorm`, other);
     out.set(`${layer}.post_attention_layernorm`, other);
+    if (cfg.sandwichNorms) for (const n of ["pre_feedforward_layernorm", "post_feedforward_layernorm"]) out.set(`${layer}.${n}`, other);
   }
   out.set("model.norm", other);
   out.set("model.rotary_emb", other);
@@ -98,8 +100,8 @@ function layerIndexOf(key: string, patterns: readonly string[] | null | undefine
 /** The linear modules' names, for error messages: short names and one full-name example. */
 export function describeLinearModules(cfg: ModelConfig): string {
   return (
-    `its linear modules are ${PROJECTIONS.join(", ")} in every layer ` +
-    `(full names like ${projectionPrefix(0, "q_proj")} ... model.layers.${cfg.numLayers - 1}.mlp.down_proj) and lm_head`
+    `its linear modules are ${linearModules(cfg).map((m) => m.name).join(", ")} in every layer ` +
+    `(full names like ${linearPrefix(0, linearModules(cfg)[0]!)} ... model.layers.${cfg.numLayers - 1}.mlp.down_proj) and lm_head`
   );
 }
 
@@ -156,7 +158,7 @@ export function resolveTargetModules(
     throw new TunaError(
       "UNSUPPORTED",
       `${where} ${describeSpec(spec)} selects ${unsupported.join(", ")}: LoRA on the embedding or the output head is not ` +
-        `supported by tuna yet; target the decoder projections instead (${PROJECTIONS.join(", ")}).`,
+        `supported by tuna yet; target the decoder projections instead (${linearModules(cfg).map((m) => m.name).join(", ")}).`,
     );
   }
   const unknown = spec.kind === "names" ? spec.names.filter((t) => !used.has(t)) : [];
@@ -173,11 +175,11 @@ export function resolveTargetModules(
     );
   }
   const modules: TargetModule[] = [];
-  const byLayer: Projection[][] = Array.from({ length: cfg.numLayers }, () => []);
+  const byLayer: LinearName[][] = Array.from({ length: cfg.numLayers }, () => []);
   for (const [key, role] of universe) {
     if (role.role !== "projection" || !chosen.has(key)) continue;
-    modules.push({ name: key, layer: role.layer, projection: role.projection });
-    byLayer[role.layer]?.push(role.projection);
+    modules.push({ name: key, layer: role.layer, linear: role.linear });
+    byLayer[role.layer]?.push(role.linear);
   }
   return { modules, byLayer };
 }

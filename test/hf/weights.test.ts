@@ -19,6 +19,9 @@ test("parameter totals match the published model sizes", () => {
   // gemma-2-2b 2,614,341,888 (four norms a layer, tied head) and gemma-3-1b 999,885,952 (with q/k norms).
   assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["gemma-2-2b"], "c")).total, 2_614_341_888);
   assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["gemma-3-1b"], "c")).total, 999_885_952);
+  // Phi-3-mini-4k 3,821,079,552 and Phi-4 14,659,507,200 (fused qkv_proj and gate_up_proj).
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["phi-3-mini-4k"], "c")).total, 3_821_079_552);
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["phi-4"], "c")).total, 14_659_507_200);
 });
 
 test("HF names and [out, in] shapes of one Qwen2 layer, with biases", () => {

@@ -125,7 +125,7 @@ test("reading: defaults for missing fields, unknown keys ignored, every file PEF
   const minimal = settingsFromAdapterConfig({ peft_type: "LORA", some_future_field: { x: 1 } }, cfg, "minimal");
   // Missing target_modules: PEFT's default for llama is q_proj, v_proj; r and lora_alpha default to 8.
   assert.deepEqual(
-    minimal.targetModules.map((m) => m.projection),
+    minimal.targetModules.map((m) => m.linear),
     ["q_proj", "v_proj", "q_proj", "v_proj"],
   );
   assert.deepEqual([minimal.r, minimal.alpha, minimal.dropout, minimal.initLoraWeights], [8, 8, 0, true]);

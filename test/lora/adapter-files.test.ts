@@ -234,7 +234,7 @@ test("writing into an existing folder keeps its other files and replaces the ada
     await writeAdapter(dir, { settings: secondSettings, params: initLoraWeights(secondSettings, cfg, createRng(2)), embeddings: null });
     assert.deepEqual((await readdir(dir)).sort(), ["adapter_config.json", "adapter_model.safetensors", "trainer_state.json"]);
     const back = await readAdapter(dir, cfg);
-    assert.deepEqual(back.settings.targetModules.map((m) => m.projection), ["v_proj", "v_proj"]);
+    assert.deepEqual(back.settings.targetModules.map((m) => m.linear), ["v_proj", "v_proj"]);
     assert.equal(back.settings.r, 4);
   });
 });

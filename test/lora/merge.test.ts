@@ -246,3 +246,24 @@ test("DoRA: the adapter file (lora_magnitude_vector keys, use_dora) read back an
   assert.equal(result.mergedModules, 2 * 3);
   assert.ok(relativeError(await logits(out, ids), expected) < 1e-5);
 });
+
+test("Phi-3: an adapter on the fused qkv_proj / gate_up_proj (with DoRA) merges into the fused weights and computes the adapter's logits", async () => {
+  const { dir: base, cfg } = await writeTiny({ ...TINY, model_type: "phi3", tie_word_embeddings: false });
+  roots.push(dirname(base));
+  const settings = makeLoraSettings({ r: 3, alpha: 6, targetModules: "all-linear", useDora: true }, cfg);
+  const params = allocateLoraParams(loraLayout(settings, cfg));
+  const rng = createRng(13);
+  randomFill(params.flat, rng, 0.3);
+  for (const t of params.byModule.values()) for (let i = 0; i < t.magnitude!.length; i++) t.magnitude![i] = 1 + 0.5 * rng.uniform();
+  const root = await tempRoot();
+  const adapter = join(root, "adapter");
+  await writeAdapter(adapter, { settings, params, embeddings: null });
+  const a = await readTensor(join(adapter, "adapter_model.safetensors"), "base_model.model.model.layers.0.self_attn.qkv_proj.lora_B.weight");
+  assert.deepEqual(a.shape, [64, 3]);
+  const ids = [3, 17, 40, 45, 9, 60, 2];
+  const expected = await logits(base, ids, adapter);
+  assert.ok(relativeError(await logits(base, ids), expected) > 1e-3, "the adapter must change the logits");
+  const out = join(root, "merged");
+  await mergeAdapter(base, { adapterDir: adapter, outputDir: out, dtype: "float32" });
+  assert.ok(relativeError(await logits(out, ids), expected) < 1e-5);
+});

@@ -43,7 +43,7 @@ test("a list matches short names, dotted suffixes and full module names", () => 
   assert.deepEqual(short.byLayer[7], ["q_proj", "v_proj"]);
   const full = resolveTargetModules(["model.layers.0.self_attn.q_proj", "layers.3.mlp.down_proj"], llama7b);
   assert.deepEqual(
-    full.modules.map((m) => [m.name, m.layer, m.projection]),
+    full.modules.map((m) => [m.name, m.layer, m.linear]),
     [
       ["model.layers.0.self_attn.q_proj", 0, "q_proj"],
       ["model.layers.3.mlp.down_proj", 3, "down_proj"],

@@ -62,6 +62,13 @@ function linear(x: Float64Array, T: number, inF: number, w: Float64Array, bias: 
   return y;
 }
 
+/** Columns [start, start + n) of a (T, width) matrix: Phi-3's fused outputs split as its modeling code slices them. */
+function columns(x: Float64Array, T: number, width: number, start: number, n: number): Float64Array {
+  const y = new Float64Array(T * n);
+  for (let t = 0; t < T; t++) y.set(x.subarray(t * width + start, t * width + start + n), t * n);
+  return y;
+}
+
 /** RMSNorm over rows of width n: x / sqrt(mean(x^2) + eps) * weight (Gemma: * (1 + weight)). */
 function rmsnorm(x: Float64Array, n: number, weight: Float64Array, eps: number, plusOne = false): Float64Array {
   const y = new Float64Array(x.length);
@@ -109,9 +116,21 @@ export function referenceLogits(cfg: ReferenceConfig, weights: Weights, ids: rea
     const p = (name: string): Float64Array => get(weights, `model.layers.${l}.${name}`);
     const b = (name: string): Float64Array | undefined => weights.get(`model.layers.${l}.${name}`);
     const h1 = norm(x, C, p("input_layernorm.weight"));
-    let q = linear(h1, T, C, p("self_attn.q_proj.weight"), b("self_attn.q_proj.bias"));
-    let k = linear(h1, T, C, p("self_attn.k_proj.weight"), b("self_attn.k_proj.bias"));
-    const v = linear(h1, T, C, p("self_attn.v_proj.weight"), b("self_attn.v_proj.bias"));
+    let q: Float64Array;
+    let k: Float64Array;
+    let v: Float64Array;
+    if (weights.has(`model.layers.${l}.self_attn.qkv_proj.weight`)) {
+      // Phi-3: qkv = qkv_proj(x); q, k, v = its first H*D, next KV*D and last KV*D columns.
+      const qkv = linear(h1, T, C, p("self_attn.qkv_proj.weight"), undefined);
+      const width = (H + 2 * KV) * D;
+      q = columns(qkv, T, width, 0, H * D);
+      k = columns(qkv, T, width, H * D, KV * D);
+      v = columns(qkv, T, width, (H + KV) * D, KV * D);
+    } else {
+      q = linear(h1, T, C, p("self_attn.q_proj.weight"), b("self_attn.q_proj.bias"));
+      k = linear(h1, T, C, p("self_attn.k_proj.weight"), b("self_attn.k_proj.bias"));
+      v = linear(h1, T, C, p("self_attn.v_proj.weight"), b("self_attn.v_proj.bias"));
+    }
     if (cfg.qkNorm) {
       q = norm(q, D, p("self_attn.q_norm.weight"));
       k = norm(k, D, p("self_attn.k_norm.weight"));
@@ -149,8 +168,17 @@ export function referenceLogits(cfg: ReferenceConfig, weights: Weights, ids: rea
     if (cfg.sandwichNorms) o = norm(o, C, p("post_attention_layernorm.weight"));
     const x2 = x.map((val, i) => val + o[i]!);
     const h2 = norm(x2, C, p(cfg.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"));
-    const gate = linear(h2, T, C, p("mlp.gate_proj.weight"), b("mlp.gate_proj.bias"));
-    const up = linear(h2, T, C, p("mlp.up_proj.weight"), b("mlp.up_proj.bias"));
+    let gate: Float64Array;
+    let up: Float64Array;
+    if (weights.has(`model.layers.${l}.mlp.gate_up_proj.weight`)) {
+      // Phi-3: gate, up = gate_up_proj(x).chunk(2, dim=-1).
+      const both = linear(h2, T, C, p("mlp.gate_up_proj.weight"), undefined);
+      gate = columns(both, T, 2 * F, 0, F);
+      up = columns(both, T, 2 * F, F, F);
+    } else {
+      gate = linear(h2, T, C, p("mlp.gate_proj.weight"), b("mlp.gate_proj.bias"));
+      up = linear(h2, T, C, p("mlp.up_proj.weight"), b("mlp.up_proj.bias"));
+    }
     const act = gate.map((gv, i) => (cfg.hiddenAct === "silu" ? gv / (1 + Math.exp(-gv)) : geluTanh(gv)) * up[i]!);
     let down = linear(act, T, F, p("mlp.down_proj.weight"), b("mlp.down_proj.bias"));
     if (cfg.sandwichNorms) down = norm(down, C, p("post_feedforward_layernorm.weight"));

@@ -189,6 +189,7 @@ test("DoRA end to end: lora_magnitude_vector saved, exact resume from a checkpoi
 for (const [family, extra] of [
   ["qwen3", { architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", head_dim: 16, use_sliding_window: true, sliding_window: 16, max_window_layers: 1 }],
   ["gemma2", { architectures: ["Gemma2ForCausalLM"], model_type: "gemma2", head_dim: 16, query_pre_attn_scalar: 16, sliding_window: 16, attn_logit_softcapping: 50, final_logit_softcapping: 30 }],
+  ["phi3", { architectures: ["Phi3ForCausalLM"], model_type: "phi3", tie_word_embeddings: false, sliding_window: 16 }],
 ] as const) test(`${family} end to end: a tiny ${family} trains with QLoRA, generates with its adapter, merges`, async () => {
   const { copyFile, mkdir, readFile: read } = await import("node:fs/promises");
   const { writeRandomModel } = await import("../../src/hf/random-init.ts");

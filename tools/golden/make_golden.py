@@ -40,6 +40,8 @@ from transformers import (
     Gemma2ForCausalLM,
     Gemma3TextConfig,
     Gemma3ForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
 )
 
 VOCAB = 256
@@ -120,6 +122,13 @@ FAMILIES = {
                     sliding_window_pattern=2, rope_local_base_freq=100.0),
         rope=(1000000.0, None),
     ),
+    # Phi-3: fused qkv_proj and gate_up_proj (PEFT adapts the fused modules), GQA 4/2, window 5 on every layer.
+    "phi3": dict(
+        config_cls=Phi3Config, model_cls=Phi3ForCausalLM, seed=1008,
+        kwargs=dict(COMMON, num_key_value_heads=2, rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=5,
+                    resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0, original_max_position_embeddings=128),
+        rope=(10000.0, None),
+    ),
 }
 
 LORA_ALL = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM",
@@ -141,6 +150,7 @@ CASES = {
     "qwen3": ("qwen3", LORA_ALL),
     "gemma2": ("gemma2", LORA_ALL),
     "gemma3": ("gemma3", LORA_ALL),
+    "phi3": ("phi3", LORA_ALL),
 }
 
 TV_MAJOR = int(transformers.__version__.split(".")[0])

@@ -77,6 +77,8 @@ interface LoraShape {
   outFeatures: number;
   dropout: boolean;
   dora: boolean;
+  /** The projection whose dropped input this one shares (a fused module's later part), or null. */
+  inputOf: Projection | null;
 }
 
 /** The LoRA slot shapes a block needs: one layer's, or the union over layers for shared slots. */
@@ -93,6 +95,7 @@ function loraShapes(params: LlamaParams, layers: readonly number[]): Partial<Rec
         outFeatures: lin.outFeatures,
         dropout: (prev?.dropout ?? false) || lin.lora.dropout > 0,
         dora: (prev?.dora ?? false) || lin.lora.dora !== null,
+        inputOf: lin.lora.inputOf,
       };
     }
   }
@@ -117,6 +120,18 @@ function allocBlock(
   for (const p of PROJECTIONS) {
     const shape = lora[p];
     if (shape === undefined) continue;
+    // Parts of a fused module (Phi-3) drop out the input once: they share the first part's mask and xd.
+    const owner = shape.inputOf === null ? undefined : slots[shape.inputOf];
+    if (owner !== undefined) {
+      slots[p] = {
+        xa: a([N * shape.rank], `${p}.xa`),
+        mask: owner.mask,
+        xd: owner.xd,
+        dropoutApplied: false,
+        dora: shape.dora ? { base: a([N * shape.outFeatures], `${p}.dora_base`), lora: a([N * shape.outFeatures], `${p}.dora_lora`) } : null,
+      };
+      continue;
+    }
     // xa is flat so a module of smaller rank than the slot can view its first N*R elements.
     slots[p] = {
       xa: a([N * shape.rank], `${p}.xa`),
@@ -146,6 +161,7 @@ function allocBlock(
   };
 }
 
+/** The tensors a block's slots own, each once (a fused module's parts share the first part's mask and xd). */
 function blockTensors(b: BlockSlots): Tensor[] {
   const out = [b.ln1, b.rstd1, b.q, b.k, b.v, b.att, b.lse, b.x2, b.ln2, b.rstd2, b.gate, b.up, b.h];
   if (b.qkNorm !== null) out.push(b.qkNorm.q, b.qkNorm.k, b.qkNorm.rstdQ, b.qkNorm.rstdK);
@@ -156,7 +172,7 @@ function blockTensors(b: BlockSlots): Tensor[] {
     if (s.xd !== null) out.push(s.xd);
     if (s.dora !== null) out.push(s.dora.base, s.dora.lora);
   }
-  return out;
+  return [...new Set(out)];
 }
 
 /** Storage of activations and their gradients: f32 (the exact reference) or bf16 (as a bf16 HF model computes). */

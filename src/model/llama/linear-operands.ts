@@ -54,6 +54,8 @@ export function adapterInput(backend: Backend, lora: LoraModule, x: Tensor, slot
   slots.dropoutApplied = false;
   if (rng === null || lora.dropout <= 0 || slots.mask === null || slots.xd === null) return x;
   slots.dropoutApplied = true;
+  // A later part of a fused module (Phi-3): its slots share the first part's mask and dropped input, drawn already.
+  if (lora.inputOf !== null) return slots.xd;
   const seed: [number, number] = [Math.floor(rng.uniform() * 2 ** 32), Math.floor(rng.uniform() * 2 ** 32)];
   backend.dropoutMask(slots.mask, lora.dropout, seed);
   backend.dropoutApply(slots.xd, x, slots.mask, lora.dropout);

@@ -10,7 +10,7 @@ import { loraKey, loraLayout, magnitudeKey, tokenRowsKey, type LoraLayout } from
 import type { LoraSettings } from "../../lora/settings.ts";
 import type { SavedEmbeddings } from "../../lora/adapter-files.ts";
 import type { ModelConfig } from "../../hf/config.ts";
-import { PROJECTIONS, expectedWeights, projectionPrefix, projectionShape, type Projection } from "../../hf/weights.ts";
+import { PROJECTIONS, expectedWeights, linearModules, linearOf, linearPrefix, projectionPrefix, projectionShape, type LinearModule, type Projection } from "../../hf/weights.ts";
 import type { Linear, LayerParams, LlamaParams, TokenRows } from "./params.ts";
 import { createTrainableBuffers, trainableView } from "../trainable.ts";
 import type { Quant4bitTensors } from "../../backend/types.ts";
@@ -193,6 +193,73 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     return { t, d: null };
   };
 
+  /**
+   * Phi-3's fused qkv_proj / gate_up_proj as the projections the block computes: each part's frozen rows as its
+   * own tensor (4-bit and 8-bit quantized per part: the blocks are the same as the whole's when the part's size
+   * is a multiple of the block), trained weights as row views of the fused one, and LoRA as PEFT holds it on the
+   * fused module: one A (and dropout mask) for all parts, B and DoRA's magnitude by rows.
+   */
+  const fusedLinears = async (l: number, m: LinearModule): Promise<[Projection, Linear][]> => {
+    const module = linearPrefix(l, m);
+    const name = `${module}.weight`;
+    const what = `${source.dir}: ${name}`;
+    if (shard !== undefined) throw new TunaError("UNSUPPORTED", `${what}: ZeRO-3 / FSDP parameter sharding of fused projections (${m.name}) is not implemented yet; use ZeRO-2 or DDP for this model.`);
+    if (cfg.quantization !== null && !cfg.quantization.skipModules.some((s) => name.includes(s))) {
+      throw new TunaError("UNSUPPORTED", `${what}: a pre-quantized bitsandbytes checkpoint with fused projections (${m.name}) is not supported yet; load the bf16 model with --use_4bit_quantization instead.`);
+    }
+    if (source.names().includes(`${module}.bias`)) throw new TunaError("UNSUPPORTED", `${what}: a bias on the fused ${m.name} is not supported.`);
+    const info = infoOfShape(source, name, [m.out, m.in]);
+    const fusedView = full ? trainableView(trainable, name) : null;
+    const bytes = fusedView === null ? await source.readTensor(name) : null;
+    if (fusedView !== null) backend.upload(fusedView.param, decodeToFloat32(await source.readTensor(name), info.dtype));
+    const elementBytes = info.dtype === "F32" ? 4 : 2;
+    const lm = byModule.get(module);
+    const out: [Projection, Linear][] = [];
+    for (const [i, part] of m.parts.entries()) {
+      const shape: [number, number] = [part.rows, m.in];
+      let weight: Tensor | null = null;
+      let dweight: Tensor | null = null;
+      let quant: Quant4bitTensors | null = null;
+      if (fusedView !== null) {
+        weight = backend.rows(fusedView.param, part.start, part.rows);
+        dweight = backend.rows(fusedView.grad, part.start, part.rows);
+      } else if (bytes !== null) {
+        const slice = bytes.subarray(part.start * m.in * elementBytes, (part.start + part.rows) * m.in * elementBytes);
+        const q = options.quantize;
+        if (q?.kind === "4bit") quant = await quantizeOnBackend(backend, slice, info.dtype, shape, q, `${what} rows ${part.start}..`, `${module}.${part.projection}`);
+        else if (q?.kind === "8bit") weight = await uploadDense(dequantizeInt8Rowwise(quantizeInt8Rowwise(slice, info.dtype, part.rows, m.in, what)), `${module}.${part.projection}`, shape);
+        else weight = await uploadDense(decodeToFloat32(slice, info.dtype), `${module}.${part.projection}`, shape);
+      }
+      let lora: Linear["lora"] = null;
+      if (lm !== undefined) {
+        const a = trainableView(trainable, loraKey(module, "A"));
+        const b = trainableView(trainable, loraKey(module, "B"));
+        let dora = null;
+        if (lm.magnitudeOffset !== null) {
+          const mag = trainableView(trainable, magnitudeKey(module));
+          dora = {
+            magnitude: backend.rows(mag.param, part.start, part.rows),
+            dMagnitude: backend.rows(mag.grad, part.start, part.rows),
+            norms: backend.alloc(options.baseDtype, [part.rows], `${module}.${part.projection}.dora_norms`),
+          };
+        }
+        lora = {
+          rank: lm.r,
+          scale: lm.scaling,
+          dropout: options.lora?.dropout ?? 0,
+          A: a.param,
+          B: backend.rows(b.param, part.start, part.rows),
+          dA: a.grad,
+          dB: backend.rows(b.grad, part.start, part.rows),
+          dora,
+          inputOf: i === 0 ? null : m.parts[0]!.projection,
+        };
+      }
+      out.push([part.projection, { module: `${module}[${part.projection}]`, inFeatures: m.in, outFeatures: part.rows, weight, quant, bias: null, dweight, dbias: null, lora }]);
+    }
+    return out;
+  };
+
   const C = cfg.hiddenSize;
   const embed = await place("model.embed_tokens.weight", [cfg.vocabSize, C]);
   const layers: LayerParams[] = [];
@@ -213,7 +280,11 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
       qkNorm = { q: q.t, k: k.t, dq: q.d, dk: k.d };
     }
     const proj = {} as Record<Projection, Linear>;
+    for (const fused of linearModules(cfg).filter((x) => x.parts.length > 1)) {
+      for (const [p, lin] of await fusedLinears(l, fused)) proj[p] = lin;
+    }
     for (const p of PROJECTIONS) {
+      if (linearOf(cfg, p).parts.length > 1) continue;
       const module = projectionPrefix(l, p);
       const { out, in: inF } = projectionShape(cfg, p);
       const hasBias = p === "o_proj" ? cfg.oBias : p === "q_proj" || p === "k_proj" || p === "v_proj" ? cfg.qkvBias : cfg.mlpBias;
@@ -246,7 +317,7 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
           const mag = trainableView(trainable, magnitudeKey(module));
           dora = { magnitude: mag.param, dMagnitude: mag.grad, norms: backend.alloc(options.baseDtype, [out], `${module}.dora_norms`) };
         }
-        lora = { rank: m.r, scale: m.scaling, dropout: options.lora?.dropout ?? 0, A: a.param, B: b.param, dA: a.grad, dB: b.grad, dora };
+        lora = { rank: m.r, scale: m.scaling, dropout: options.lora?.dropout ?? 0, A: a.param, B: b.param, dA: a.grad, dB: b.grad, dora, inputOf: null };
       }
       proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
     }

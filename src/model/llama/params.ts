@@ -16,6 +16,11 @@ export interface LoraModule {
   dB: Tensor;
   /** DoRA's magnitude and the row norms of the adapted weight (PEFT use_dora), or null for plain LoRA. */
   dora: DoraModule | null;
+  /**
+   * A part of a fused module (Phi-3's k and v of qkv_proj, up of gate_up_proj): A is shared with the first part,
+   * and so is the dropped-out input — this names that part, whose forward draws the mask; null otherwise.
+   */
+  inputOf: Projection | null;
 }
 
 export interface DoraModule {

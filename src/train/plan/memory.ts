@@ -7,7 +7,7 @@
 // the `runtime` part, given by the caller.
 import { DTYPE_BYTES, type Backend, type DType, type Tensor } from "../../backend/types.ts";
 import type { ModelConfig } from "../../hf/config.ts";
-import { PROJECTIONS, expectedWeights, projectionShape, type Projection } from "../../hf/weights.ts";
+import { PROJECTIONS, expectedWeights, linearOf, projectionShape, type Projection } from "../../hf/weights.ts";
 import { loraLayout } from "../../lora/layout.ts";
 import type { LoraSettings } from "../../lora/settings.ts";
 import { allocActivations, type ActivationDtype } from "../../model/llama/activations.ts";
@@ -98,8 +98,9 @@ function activationBytes(cfg: ModelConfig, lora: LoraSettings | null, input: Mem
     const proj = {} as Record<Projection, Linear>;
     for (const p of PROJECTIONS) {
       const { out, in: inF } = projectionShape(cfg, p);
-      const m = layout?.modules.find((x) => x.layer === l && x.projection === p);
-      const loraModule = m === undefined || lora === null ? null : { rank: m.r, scale: m.scaling, dropout: lora.dropout, A: placeholder, B: placeholder, dA: placeholder, dB: placeholder, dora: m.magnitudeOffset === null ? null : { magnitude: placeholder, dMagnitude: placeholder, norms: placeholder } };
+      const linear = linearOf(cfg, p).name;
+      const m = layout?.modules.find((x) => x.layer === l && x.linear === linear);
+      const loraModule = m === undefined || lora === null ? null : { rank: m.r, scale: m.scaling, dropout: lora.dropout, A: placeholder, B: placeholder, dA: placeholder, dB: placeholder, dora: m.magnitudeOffset === null ? null : { magnitude: placeholder, dMagnitude: placeholder, norms: placeholder }, inputOf: linearOf(cfg, p).parts[0]!.projection === p ? null : linearOf(cfg, p).parts[0]!.projection };
       proj[p] = { module: "", inFeatures: inF, outFeatures: out, weight: null, quant: null, bias: null, dweight: null, dbias: null, lora: loraModule };
     }
     return { inputNorm: placeholder, postNorm: placeholder, dInputNorm: null, dPostNorm: null, qkNorm: cfg.qkNorm ? { q: placeholder, k: placeholder, dq: null, dk: null } : null, sandwich: cfg.sandwichNorms ? { attnOut: placeholder, mlpOut: placeholder, dAttnOut: null, dMlpOut: null } : null, proj };
@@ -129,7 +130,8 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
   for (const w of expectedWeights(cfg)) {
     const n = w.shape.reduce((a, b) => a * b, 1);
     if (full) continue;
-    if (!(PROJECTIONS as readonly string[]).includes(w.kind)) {
+    // Linear weights and biases (Phi-3's fused ones too) are layer weights; the rest are embeddings and norms.
+    if (!(w.quantizable || w.isBias)) {
       if (w.kind === "embed_tokens" || w.kind === "lm_head") embeddings += block(n * base);
       else norms += block(n * base);
       continue;

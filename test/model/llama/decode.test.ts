@@ -110,6 +110,7 @@ const models: [string, HfConfigJson, Setup][] = [
     { ...TINY, model_type: "gemma2", head_dim: 8, query_pre_attn_scalar: 6, sliding_window: 3, attn_logit_softcapping: 2, final_logit_softcapping: 3 },
     {},
   ],
+  ["phi3 (fused qkv_proj / gate_up_proj), NF4 base, DoRA", { ...TINY, model_type: "phi3", tie_word_embeddings: false }, { lora: { useDora: true }, quantize: { kind: "4bit", quantType: "nf4", doubleQuant: true, blocksize: 64 } }],
   ["gemma3 text (q/k norms, local RoPE base), NF4 base", { ...TINY, model_type: "gemma3_text", head_dim: 8, sliding_window: 3, sliding_window_pattern: 2, rope_local_base_freq: 100 }, { quantize: { kind: "4bit", quantType: "nf4", doubleQuant: true, blocksize: 64 } }],
   ["llama NF4 base with DoRA", TINY, { lora: { useDora: true }, quantize: { kind: "4bit", quantType: "nf4", doubleQuant: true, blocksize: 64 } }],
 ];

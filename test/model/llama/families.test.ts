@@ -11,6 +11,8 @@ import { expectedWeights } from "../../../src/hf/weights.ts";
 import { forward, lastLogits, uploadBatch } from "../../../src/model/llama/model.ts";
 import { referenceLogits, readWeights, type ReferenceConfig } from "../reference-forward.ts";
 import { finiteDifferenceCheck } from "./gradient-check.ts";
+import { makeLoraSettings } from "../../../src/lora/settings.ts";
+import { loraLayout } from "../../../src/lora/layout.ts";
 import { TINY, tinyModel, writeTiny } from "./tiny-model.ts";
 
 const QWEN3: HfConfigJson = { ...TINY, model_type: "qwen3", head_dim: 12, tie_word_embeddings: true };
@@ -72,6 +74,7 @@ const CASES: [string, HfConfigJson][] = [
   ["qwen3 untied, MQA, attention_bias, window 4 on layer 1", { ...QWEN3, tie_word_embeddings: false, num_key_value_heads: 1, attention_bias: true, use_sliding_window: true, sliding_window: 4, max_window_layers: 1 }],
   ["gemma2 (sandwich norms, 1 + w, GeGLU, soft-capped scores and logits, alternating window)", GEMMA2],
   ["gemma3 text (q/k norms, sliding layer with its own RoPE base, global layer)", GEMMA3],
+  ["phi3 (fused qkv_proj and gate_up_proj, window 4)", { ...TINY, model_type: "phi3", tie_word_embeddings: false, sliding_window: 4 }],
 ];
 
 for (const [what, config] of CASES) {
@@ -122,4 +125,27 @@ void test("Gemma 2 and 3: LoRA and full fine-tuning gradients (norms trained as 
     await finiteDifferenceCheck(await tinyModel(dir, cfg, { mode: "lora", lora: { targetModules: ["q_proj", "o_proj", "gate_proj", "down_proj"] } }), cfg.vocabSize, 3);
     await finiteDifferenceCheck(await tinyModel(dir, cfg, { mode: "full" }), cfg.vocabSize, 2);
   }
+});
+
+const PHI3: HfConfigJson = { ...TINY, model_type: "phi3", tie_word_embeddings: false };
+
+void test("Phi-3: fused qkv_proj and gate_up_proj are the checkpoint's and PEFT's modules; all-linear targets them", () => {
+  const c = parseModelConfig(PHI3, "phi3");
+  const weights = new Map(expectedWeights(c).map((w) => [w.name, w.shape]));
+  assert.deepEqual(weights.get("model.layers.0.self_attn.qkv_proj.weight"), [(4 + 2 * 2) * 8, 32]);
+  assert.deepEqual(weights.get("model.layers.1.mlp.gate_up_proj.weight"), [2 * 48, 32]);
+  assert.equal(weights.has("model.layers.0.self_attn.q_proj.weight"), false);
+  const lora = makeLoraSettings({ r: 2, alpha: 4, targetModules: "all-linear" }, c);
+  assert.deepEqual(lora.targetModules.filter((m) => m.layer === 0).map((m) => m.linear), ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]);
+  const layout = loraLayout(lora, c);
+  const qkv = layout.modules.find((m) => m.name === "model.layers.0.self_attn.qkv_proj")!;
+  assert.deepEqual([qkv.aShape, qkv.bShape], [[2, 32], [64, 2]]);
+  assert.throws(() => makeLoraSettings({ r: 2, alpha: 4, targetModules: ["q_proj"] }, c), /qkv_proj, o_proj, gate_up_proj, down_proj/);
+});
+
+void test("Phi-3: LoRA on the fused modules (one dropout mask for q, k, v), DoRA, and full fine-tuning match central differences", async () => {
+  const { dir, cfg } = await writeTiny(PHI3, 7);
+  await finiteDifferenceCheck(await tinyModel(dir, cfg, { mode: "lora", lora: { dropout: 0.3 } }), cfg.vocabSize, 3, 5);
+  await finiteDifferenceCheck(await tinyModel(dir, cfg, { mode: "lora", lora: { useDora: true, targetModules: ["qkv_proj", "gate_up_proj"] } }), cfg.vocabSize, 3);
+  await finiteDifferenceCheck(await tinyModel(dir, cfg, { mode: "full" }), cfg.vocabSize, 2);
 });
