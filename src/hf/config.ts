@@ -2,7 +2,7 @@
 // every field that changes the math, with HF's defaults applied and inconsistencies reported together.
 import { z } from "zod";
 import { TunaError } from "../util/errors.ts";
-import { MODEL_FAMILIES, SUPPORTED_MODEL_TYPES, type FamilySpec, type ModelFamily } from "./families.ts";
+import { MODEL_FAMILIES, SUPPORTED_MODEL_TYPES, type FamilySpec, type ModelFamily, KNOWN_UNSUPPORTED } from "./families.ts";
 import { parseRopeScaling, type RopeScaling } from "./rope-config.ts";
 
 export interface BnbQuantizationConfig {
@@ -126,9 +126,10 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
   }
   const spec = MODEL_FAMILIES[modelType];
   if (spec === undefined) {
+    const why = KNOWN_UNSUPPORTED[modelType];
     throw new TunaError(
       "MODEL_UNSUPPORTED",
-      `${where}: model_type "${modelType}" is not supported by tuna; supported: ${SUPPORTED_MODEL_TYPES.join(", ")}.`,
+      `${where}: model_type "${modelType}" is not supported by tuna${why === undefined ? "" : ` (${why})`}; supported: ${SUPPORTED_MODEL_TYPES.join(", ")}.`,
     );
   }
   const parsed = rawConfigSchema.safeParse(json);

@@ -114,4 +114,26 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
   },
 };
 
+/**
+ * What is missing for model types people try that tuna does not load yet, so the refusal says why and what to use
+ * (mixture-of-experts layers, multimodal wrappers, other attention kinds).
+ */
+export const KNOWN_UNSUPPORTED: Readonly<Record<string, string | undefined>> = {
+  mixtral: "mixture-of-experts MLP layers are not implemented",
+  qwen2_moe: "mixture-of-experts MLP layers are not implemented",
+  qwen3_moe: "mixture-of-experts MLP layers are not implemented",
+  phimoe: "mixture-of-experts MLP layers are not implemented",
+  deepseek_v2: "mixture-of-experts layers and multi-head latent attention are not implemented",
+  deepseek_v3: "mixture-of-experts layers and multi-head latent attention are not implemented",
+  llama4: "Llama 4 is multimodal with mixture-of-experts layers and chunked attention, none implemented",
+  gemma3: "this is the multimodal Gemma 3 (Gemma3ForConditionalGeneration); its text model (model_type gemma3_text, e.g. google/gemma-3-1b-pt) is supported",
+  gemma: "Gemma 1 (exact GELU) is not implemented; Gemma 2 (gemma2) and Gemma 3 text (gemma3_text) are",
+  qwen2_vl: "vision-language models are not implemented; the text-only Qwen2/Qwen3 models are supported",
+  mllama: "vision-language models are not implemented",
+  phi: "Phi-1/Phi-2 (parallel attention and MLP, partial rotary) are not implemented; Phi-3/Phi-4 (phi3) are",
+  phi3small: "Phi-3-small's block-sparse attention is not implemented",
+  gpt2: "GPT-2's Conv1D layers and learned positions are not implemented",
+  falcon: "Falcon's parallel attention layers are not implemented",
+};
+
 export const SUPPORTED_MODEL_TYPES: readonly string[] = Object.keys(MODEL_FAMILIES);

@@ -149,3 +149,22 @@ void test("Phi-3: LoRA on the fused modules (one dropout mask for q, k, v), DoRA
   await finiteDifferenceCheck(await tinyModel(dir, cfg, { mode: "lora", lora: { useDora: true, targetModules: ["qkv_proj", "gate_up_proj"] } }), cfg.vocabSize, 3);
   await finiteDifferenceCheck(await tinyModel(dir, cfg, { mode: "full" }), cfg.vocabSize, 2);
 });
+
+void test("architectures still unsupported are refused saying what is missing and listing what is supported", () => {
+  for (const [type, missing] of [
+    ["qwen3_moe", "mixture-of-experts"],
+    ["gemma3", "its text model (model_type gemma3_text"],
+    ["llama4", "chunked attention"],
+    ["some_new_model", ""],
+  ] as const) {
+    assert.throws(() => parseModelConfig({ ...TINY, model_type: type }, "config.json"), (e: unknown) => {
+      const message = (e as Error).message;
+      assert.ok(message.includes(`model_type "${type}" is not supported`) && message.includes(missing), message);
+      assert.ok(message.includes("supported: llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3"), message);
+      return true;
+    });
+  }
+  // Features a supported family may carry that tuna lacks: refused by name, never loaded partially.
+  assert.throws(() => parseModelConfig({ ...TINY, model_type: "phi3", partial_rotary_factor: 0.75 }, "config.json"), /partial_rotary_factor 0.75 is not supported/);
+  assert.throws(() => parseModelConfig({ ...TINY, model_type: "phi3", rope_scaling: { type: "longrope", short_factor: [1], long_factor: [1] } }, "config.json"), /rope_scaling type "longrope" is not supported/);
+});
