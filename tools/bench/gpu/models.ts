@@ -41,6 +41,13 @@ interface BenchModel {
 export const BENCH_MODELS: Readonly<Record<string, BenchModel | undefined>> = {
   "llama2-7b": { preset: "llama-2-7b", peer: "llama2-7b" },
   "llama3-8b": { preset: "llama-3-8b", peer: "llama3-8b" },
+  // The newer families at published shapes (tuna only: hf_baseline.py builds Llama configs). Phi-3's fused
+  // projections load from bf16 only (modes lora and qlora-quantize), not from a pre-quantized checkpoint yet.
+  "qwen3-8b": { preset: "qwen3-8b", peer: null },
+  "gemma2-2b": { preset: "gemma-2-2b", peer: null },
+  "gemma3-1b": { preset: "gemma-3-1b", peer: null },
+  "phi3-mini": { preset: "phi-3-mini-4k", peer: null },
+  "phi4": { preset: "phi-4", peer: null },
   // For CPU runs and tests: 2 layers, C=64, GQA 4/2, tied embeddings, vocabulary 32000.
   tiny: { preset: "tiny-llama", peer: null },
 };
