@@ -204,13 +204,23 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
     const name = `${module}.weight`;
     const what = `${source.dir}: ${name}`;
     if (shard !== undefined) throw new TunaError("UNSUPPORTED", `${what}: ZeRO-3 / FSDP parameter sharding of fused projections (${m.name}) is not implemented yet; use ZeRO-2 or DDP for this model.`);
-    if (cfg.quantization !== null && !cfg.quantization.skipModules.some((s) => name.includes(s))) {
-      throw new TunaError("UNSUPPORTED", `${what}: a pre-quantized bitsandbytes checkpoint with fused projections (${m.name}) is not supported yet; load the bf16 model with --use_4bit_quantization instead.`);
+    // A pre-quantized fused weight is cut at its parts' rows: whole 4-bit blocks of the flattened weight each.
+    let prequantized: { packed: Uint8Array; absmax: Float32Array; quantType: "nf4" | "fp4"; blocksize: number } | null = null;
+    const stored = cfg.quantization;
+    if (stored !== null && !stored.skipModules.some((s) => name.includes(s))) {
+      if (!stored.loadIn4bit) throw new TunaError("UNSUPPORTED", `${what}: a pre-quantized 8-bit checkpoint with fused projections (${m.name}) is not supported yet; load the bf16 model with --use_8bit_quantization instead.`);
+      const q = await readQuantized4bit(source, name, stored, [m.out, m.in]);
+      const misaligned = m.parts.find((p) => (p.start * m.in) % q.blocksize !== 0 || (p.rows * m.in) % q.blocksize !== 0);
+      if (misaligned !== undefined) {
+        throw new TunaError("UNSUPPORTED", `${what}: the ${misaligned.projection} rows of ${m.name} do not start on a ${q.blocksize}-element 4-bit block; load the bf16 model with --use_4bit_quantization instead.`);
+      }
+      prequantized = { packed: q.packed, absmax: absmaxOf(q), quantType: q.quantType, blocksize: q.blocksize };
     }
     if (source.names().includes(`${module}.bias`)) throw new TunaError("UNSUPPORTED", `${what}: a bias on the fused ${m.name} is not supported.`);
-    const info = infoOfShape(source, name, [m.out, m.in]);
+    // (A pre-quantized weight is stored packed: its shape was checked by readQuantized4bit.)
+    const info = prequantized === null ? infoOfShape(source, name, [m.out, m.in]) : source.info(name);
     const fusedView = full ? trainableView(trainable, name) : null;
-    const bytes = fusedView === null ? await source.readTensor(name) : null;
+    const bytes = fusedView === null && prequantized === null ? await source.readTensor(name) : null;
     if (fusedView !== null) backend.upload(fusedView.param, decodeToFloat32(await source.readTensor(name), info.dtype));
     const elementBytes = info.dtype === "F32" ? 4 : 2;
     const lm = byModule.get(module);
@@ -223,6 +233,14 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
       if (fusedView !== null) {
         weight = backend.rows(fusedView.param, part.start, part.rows);
         dweight = backend.rows(fusedView.grad, part.start, part.rows);
+      } else if (prequantized !== null) {
+        const first = part.start * m.in;
+        const n = part.rows * m.in;
+        const packed = backend.alloc("u8", [n / 2], `${module}.${part.projection}.packed`);
+        backend.upload(packed, prequantized.packed.subarray(first / 2, (first + n) / 2));
+        const absmax = backend.alloc("f32", [n / prequantized.blocksize], `${module}.${part.projection}.absmax`);
+        backend.upload(absmax, prequantized.absmax.subarray(first / prequantized.blocksize, (first + n) / prequantized.blocksize));
+        quant = { packed, absmax, code: codeTable(backend, prequantized.quantType, name), blocksize: prequantized.blocksize };
       } else if (bytes !== null) {
         const slice = bytes.subarray(part.start * m.in * elementBytes, (part.start + part.rows) * m.in * elementBytes);
         const q = options.quantize;

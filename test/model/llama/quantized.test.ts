@@ -14,7 +14,7 @@ import { createLlamaModel, forward, lastLogits, uploadBatch } from "../../../src
 import { dequantizeQuantized4bit, quantizedTensorsToWrite } from "../../../src/quant/bnb-checkpoint.ts";
 import { quantizeTensor4bit } from "../../../src/quant/quantize-model.ts";
 import { dequantizeInt8Rowwise, quantizeInt8Rowwise } from "../../../src/quant/int8.ts";
-import { sampleDocs, writeTiny } from "./tiny-model.ts";
+import { TINY, sampleDocs, writeTiny } from "./tiny-model.ts";
 
 async function logitsOf(dir: string, cfg: ModelConfig, options: Partial<LoadOptions>): Promise<Float32Array> {
   const backend = createCpuBackend();
@@ -53,8 +53,9 @@ test("QLoRA base: NF4 with double quant computes exactly with dequantize(quantiz
   assert.notDeepEqual(await logitsOf(dir, cfg, {}), quantized);
 });
 
-test("a bitsandbytes pre-quantized checkpoint loads to the same model as quantizing at load", async () => {
-  const { dir, cfg } = await writeTiny();
+for (const [what, config] of [["llama", TINY], ["phi3 (fused qkv_proj / gate_up_proj cut into their parts' blocks)", { ...TINY, model_type: "phi3", tie_word_embeddings: false }]] as const)
+test(`a bitsandbytes pre-quantized checkpoint loads to the same model as quantizing at load: ${what}`, async () => {
+  const { dir, cfg } = await writeTiny(config);
   const opts = { quantType: "fp4" as const, doubleQuant: false };
   const prequant = join(dirname(dir), "prequant");
   await mkdir(prequant);
