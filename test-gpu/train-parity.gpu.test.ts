@@ -12,7 +12,7 @@ import { memoryOutput } from "../src/cli/output.ts";
 import { createCpuBackend } from "../src/backend/cpu/index.ts";
 import { batchFromDocuments } from "../src/data/batch.ts";
 import { openModelForUse } from "../src/train/open-model.ts";
-import { createLlamaModel, forward, lastLogits, uploadBatch } from "../src/model/llama/model.ts";
+import { createCausalLm, forward, lastLogits, uploadBatch } from "../src/model/causal-lm/model.ts";
 import { packageRoot } from "../src/util/package-root.ts";
 
 const root = packageRoot(import.meta.url);
@@ -101,7 +101,7 @@ void test("the GPU-trained adapter loads in PEFT with the same logits (python3 +
   assert.ok(gpuAdapter !== "", "the f32 GPU run must have produced an adapter");
   const backend = createCpuBackend();
   const opened = await openModelForUse(backend, MODEL, { adapterDir: gpuAdapter, baseDtype: "f32" });
-  const model = createLlamaModel(backend, opened.params, { checkpointing: false, seed: 0 });
+  const model = createCausalLm(backend, opened.params, { checkpointing: false, seed: 0 });
   const V = opened.cfg.vocabSize;
   const ids = [V - 8, 5, 9, 14, V - 7, 20, 21, 22, V - 6, 30, 31];
   await forward(model, uploadBatch(model, batchFromDocuments([{ inputIds: ids }])));

@@ -1,5 +1,5 @@
 // The quantization flags that eval, generate and chat share, and what they ask the model loader for.
-import type { LoadOptions } from "../model/llama/load.ts";
+import type { LoadOptions } from "../model/causal-lm/load.ts";
 
 export interface QuantFlags {
   use_4bit_quantization?: boolean;

@@ -52,7 +52,7 @@ export function kaimingUniformBound(inFeatures: number): number {
  * starts equal to the base; A ~ U(-1/sqrt(in), 1/sqrt(in)) (init true) or N(0, (1/R)^2) ("gaussian").
  * Values come from `rng`, not torch's generator, so only the distributions match PEFT. Token rows
  * stay zero: fill them with copyTokenRows from the base embeddings. DoRA magnitudes stay zero too: they are the
- * row norms of the base weights, computed where the weights are (initDoraMagnitudes, src/model/llama/dora.ts).
+ * row norms of the base weights, computed where the weights are (initDoraMagnitudes, src/model/causal-lm/dora.ts).
  */
 export function initLoraWeights(settings: LoraSettings, cfg: ModelConfig, rng: Rng): LoraParams {
   const mode = settings.initLoraWeights;

@@ -40,7 +40,7 @@ export interface LoraSettings {
   useRslora: boolean;
   /**
    * DoRA (PEFT use_dora): each adapted module's output is scaled per output feature by a trained magnitude
-   * over the detached row norm of W + scale * B A (src/model/llama/linear.ts).
+   * over the detached row norm of W + scale * B A (src/model/causal-lm/linear.ts).
    */
   useDora: boolean;
   bias: "none";

@@ -3,7 +3,7 @@
 import { TunaError } from "../util/errors.ts";
 import type { Rng } from "../util/random.ts";
 import type { GenerationConfig } from "../hf/generation-config.ts";
-import { decodeForward, reserveCache, truncateCache, type Decoder } from "./llama/decode.ts";
+import { decodeForward, reserveCache, truncateCache, type Decoder } from "./causal-lm/decode.ts";
 import { checkSamplingSettings, pickNextToken, type SamplingSettings } from "./sampling.ts";
 
 export interface GenerateOptions {

@@ -13,8 +13,8 @@ import { templateVariables } from "../data/tokenize.ts";
 import type { Example } from "../data/types.ts";
 import { generate } from "../model/generate.ts";
 import { GREEDY } from "../model/sampling.ts";
-import { createDecoder } from "../model/llama/decode.ts";
-import { asTrainingModel, createLlamaModel } from "../model/llama/model.ts";
+import { createDecoder } from "../model/causal-lm/decode.ts";
+import { asTrainingModel, createCausalLm } from "../model/causal-lm/model.ts";
 import { renderChatTemplate, type ChatMessage } from "../tokenizer/chat-template.ts";
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { TunaError } from "../util/errors.ts";
@@ -66,7 +66,7 @@ export async function evaluateDataset(
   const chat = setupChatFormat(await loadTokenizer(tokenizerDir), c.chat_template_format, opened.cfg.vocabSize, c.chat_template_file);
   const prepareOptions = trainPrepareOptions(c, { dir: tokenizerDir, vocabSize: opened.cfg.vocabSize });
   const splits = await prepareDatasets({ ...prepareOptions, useCache: false, onNotice: o.onNotice });
-  const model = createLlamaModel(backend, opened.params, { checkpointing: false, seed: 0 });
+  const model = createCausalLm(backend, opened.params, { checkpointing: false, seed: 0 });
   const settings = trainerSettings(c, chat.tokenizer.padTokenId ?? chat.tokenizer.eosTokenId ?? 0);
   const out: SplitEvaluation[] = [];
   for (const [name, split] of splits) {

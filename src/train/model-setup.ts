@@ -11,13 +11,13 @@ import { countAllParameters, formatTrainableParameters, loraLayout } from "../lo
 import { makeLoraSettings, type LoraSettings } from "../lora/settings.ts";
 import type { ModelConfig } from "../hf/config.ts";
 import { countParameters } from "../hf/weights.ts";
-import { loadLlamaParams, type LoadOptions } from "../model/llama/load.ts";
-import type { LlamaParams } from "../model/llama/params.ts";
+import { loadCausalLmParams, type LoadOptions } from "../model/causal-lm/load.ts";
+import type { CausalLmParams } from "../model/causal-lm/params.ts";
 import { createRng } from "../util/random.ts";
 
 export interface TrainModel {
   cfg: ModelConfig;
-  params: LlamaParams;
+  params: CausalLmParams;
   lora: LoraSettings | null;
   /** Whole embedding matrices when the vocabulary was resized (saved with the adapter, as PEFT does). */
   embeddings: SavedEmbeddings | null;
@@ -88,7 +88,7 @@ export async function setUpTrainModel(
   }
   const lora = trainLoraSettings(config, cfg, tokens.newTokenIds);
   const quantize = quantizeOption(config);
-  const params = await loadLlamaParams(backend, cfg, source, {
+  const params = await loadCausalLmParams(backend, cfg, source, {
     mode: lora === null ? "full" : "lora",
     baseDtype: config.bf16 ? "bf16" : "f32",
     quantize,

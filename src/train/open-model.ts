@@ -8,13 +8,13 @@ import { readAdapter, type LoraAdapter } from "../lora/adapter-files.ts";
 import { adapterBaseWarning } from "../lora/base-model-match.ts";
 import { openModelFolder } from "../hf/folder.ts";
 import type { ModelConfig } from "../hf/config.ts";
-import { loadLlamaParams, type LoadOptions } from "../model/llama/load.ts";
-import type { LlamaParams } from "../model/llama/params.ts";
+import { loadCausalLmParams, type LoadOptions } from "../model/causal-lm/load.ts";
+import type { CausalLmParams } from "../model/causal-lm/params.ts";
 
 export interface OpenedModel {
   dir: string;
   cfg: ModelConfig;
-  params: LlamaParams;
+  params: CausalLmParams;
   adapter: LoraAdapter | null;
 }
 
@@ -42,7 +42,7 @@ export async function openModelForUse(
       // An adapter saved after resizing the vocabulary carries the whole new embedding matrices.
       if (adapter.embeddings !== null) cfg = { ...cfg, vocabSize: adapter.embeddings.vocabSize };
     }
-    const params = await loadLlamaParams(backend, cfg, folder.weights, {
+    const params = await loadCausalLmParams(backend, cfg, folder.weights, {
       mode: "lora",
       baseDtype: options.baseDtype,
       quantize: options.quantize ?? null,

@@ -12,7 +12,7 @@ import { trainPrepareOptions } from "../data/train-options.ts";
 import { setupChatFormat } from "../data/chat-format.ts";
 import { resolveModelPath } from "../hub/resolve.ts";
 import { openModelFolder } from "../hf/folder.ts";
-import { asTrainingModel, createLlamaModel } from "../model/llama/model.ts";
+import { asTrainingModel, createCausalLm } from "../model/causal-lm/model.ts";
 import { loadTokenizer } from "../tokenizer/load.ts";
 import { TunaError } from "../util/errors.ts";
 import { TUNA_VERSION } from "../util/version.ts";
@@ -29,12 +29,12 @@ import { preparePreferenceSplits } from "../data/preference.ts";
 import { machineGroup, worldGroup } from "../dist/gather-group.ts";
 import { agreeOnEveryRank } from "../dist/agree.ts";
 import { formatMemorySize } from "../util/memory-size.ts";
-import type { ShardedLoad } from "../model/llama/frozen-shares.ts";
+import type { ShardedLoad } from "../model/causal-lm/frozen-shares.ts";
 import { processPlace, type ProcessPlace } from "../dist/launch-env.ts";
 import { checkpointName, resolveResumePath, rotateCheckpoints, saveCheckpointAtomically, saveCheckpointTogether, writeJson } from "./checkpoint.ts";
 import { createProgressDisplay, type ProgressStream } from "./logging/progress.ts";
 import { setUpTrainModel } from "./model-setup.ts";
-import { initDoraMagnitudes } from "../model/llama/dora.ts";
+import { initDoraMagnitudes } from "../model/causal-lm/dora.ts";
 import { checkOutputDir, clearPreviousRun, lockOutputDir, refuseModelFolder } from "./output-dir.ts";
 import { watchInterrupts } from "./interrupt.ts";
 import { saveModelFiles } from "./save-model.ts";
@@ -239,7 +239,7 @@ async function trainLocked(
   const { chat, trainSplit, evalSplit, setup } = await modelAndData(backend, c, modelDir, io, member?.job.collective, objective, sharder?.load);
   // On the GPU a bf16 run keeps activations in bf16 as an HF bf16 model does; the CPU reference keeps f32.
   const activationDtype = backend.name === "cuda" && c.bf16 ? "bf16" : "f32";
-  const model = createLlamaModel(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed, activationDtype });
+  const model = createCausalLm(backend, setup.params, { checkpointing: c.gradient_checkpointing, seed: c.seed, activationDtype });
   io.out(setup.trainableLine);
   if (sharder !== undefined) {
     // The frozen base layers (sharded while loading) gathered per layer over the group's ranks.

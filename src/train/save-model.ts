@@ -9,13 +9,13 @@ import { writeAdapter } from "../lora/adapter-files.ts";
 import { allocateLoraParams } from "../lora/init.ts";
 import { loraLayout } from "../lora/layout.ts";
 import { readJsonFile } from "../util/json-file.ts";
-import type { LlamaModel } from "../model/llama/model.ts";
+import type { CausalLm } from "../model/causal-lm/model.ts";
 import type { LoadedTokenizer } from "../tokenizer/load.ts";
 import { saveTokenizer } from "../tokenizer/save.ts";
 import type { TrainModel } from "./model-setup.ts";
 
 export interface SaveInputs {
-  model: LlamaModel;
+  model: CausalLm;
   setup: TrainModel;
   /** The base model folder (its config.json and tokenizer files are the starting point). */
   modelDir: string;

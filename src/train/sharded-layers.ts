@@ -1,6 +1,6 @@
 // ZeRO-3 / FSDP FULL_SHARD for the frozen base of LoRA and QLoRA: each rank keeps 1/N of every layer's frozen
 // projection tensors (dense weights, 4-bit codes and absmax, biases) as raw bytes, read that way at load
-// (src/model/llama/frozen-shares.ts) and never converted on the way. When the model acquires a layer (forward,
+// (src/model/causal-lm/frozen-shares.ts) and never converted on the way. When the model acquires a layer (forward,
 // recompute, backward) the ranks all-gather its bytes, one collective a layer, into one of two reused sets of
 // whole tensors; the layer the model will use next is gathered into the other set while this one computes
 // (prefetch). Release points the layer at placeholders again, so a use outside acquire/release fails loudly.
@@ -11,8 +11,8 @@
 import { DTYPE_BYTES, type Backend, type Tensor } from "../backend/types.ts";
 import type { GatherGroup } from "../dist/gather-group.ts";
 import type { LayerResidency } from "../model/types.ts";
-import type { LayerParams } from "../model/llama/params.ts";
-import { setFrozen, type FrozenShare, type ShardedLoad } from "../model/llama/frozen-shares.ts";
+import type { LayerParams } from "../model/causal-lm/params.ts";
+import { setFrozen, type FrozenShare, type ShardedLoad } from "../model/causal-lm/frozen-shares.ts";
 import { TunaError } from "../util/errors.ts";
 
 export interface ShardedLayers extends LayerResidency {
@@ -34,7 +34,7 @@ interface SlotLayout {
 }
 
 /**
- * Receives the shares of a sharded load (loadLlamaParams' `shard`), then makes the layers usable again,
+ * Receives the shares of a sharded load (loadCausalLmParams' `shard`), then makes the layers usable again,
  * gathered over the group's ranks (`residency`).
  */
 export interface LayerSharder {

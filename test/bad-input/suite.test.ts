@@ -8,7 +8,7 @@ import { cp, lstat, mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { runCliWithEnv } from "../cli/run-cli.ts";
-import { GOLDEN } from "../model/llama/golden-harness.ts";
+import { GOLDEN } from "../model/causal-lm/golden-harness.ts";
 import { startFakeHub, type FakeHub } from "../hub/fake-hub.ts";
 import { CASES, type CaseDirs } from "./cases.ts";
 

@@ -11,8 +11,8 @@ import { runChat } from "../../src/cli/commands/chat.ts";
 import { memoryOutput } from "../../src/cli/output.ts";
 import { createBackend } from "../../src/backend/factory.ts";
 import { openModelForUse } from "../../src/train/open-model.ts";
-import { createLlamaModel } from "../../src/model/llama/model.ts";
-import { createDecoder } from "../../src/model/llama/decode.ts";
+import { createCausalLm } from "../../src/model/causal-lm/model.ts";
+import { createDecoder } from "../../src/model/causal-lm/decode.ts";
 import { generate } from "../../src/model/generate.ts";
 import { GREEDY } from "../../src/model/sampling.ts";
 import { renderChatTemplate, type ChatMessage } from "../../src/tokenizer/chat-template.ts";
@@ -46,7 +46,7 @@ async function referenceReply(messages: ChatMessage[], maxNewTokens: number): Pr
   const backend = createBackend("cpu");
   const opened = await openModelForUse(backend, example, { baseDtype: "f32" });
   const text = renderChatTemplate(tokenizer.chatTemplate!, messages, { addGenerationPrompt: true, bosToken: "<s>", eosToken: "</s>", unkToken: "<unk>" });
-  const decoder = createDecoder(createLlamaModel(backend, opened.params, { checkpointing: false, seed: 0 }));
+  const decoder = createDecoder(createCausalLm(backend, opened.params, { checkpointing: false, seed: 0 }));
   const r = await generate(decoder, tokenizer.encode(text, { addSpecialTokens: false }), { maxNewTokens, eosTokenIds: [2], sampling: GREEDY, rng: createRng(0) });
   return tokenizer.decode(r.finishReason === "eos" ? r.tokens.slice(0, -1) : r.tokens, { skipSpecialTokens: true });
 }

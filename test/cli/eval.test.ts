@@ -4,7 +4,7 @@ import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openWeightsFile } from "../../src/io/safetensors/checkpoint.ts";
-import { GOLDEN, readDump, readInts } from "../model/llama/golden-harness.ts";
+import { GOLDEN, readDump, readInts } from "../model/causal-lm/golden-harness.ts";
 import { runCli, type CliRun } from "./run-cli.ts";
 
 let root = "";

@@ -9,8 +9,8 @@ import { loadTokenizer, type LoadedTokenizer } from "../../src/tokenizer/load.ts
 import { createBackend } from "../../src/backend/factory.ts";
 import { readModelConfig } from "../../src/hf/folder.ts";
 import { openModelForUse } from "../../src/train/open-model.ts";
-import { createLlamaModel } from "../../src/model/llama/model.ts";
-import { createDecoder } from "../../src/model/llama/decode.ts";
+import { createCausalLm } from "../../src/model/causal-lm/model.ts";
+import { createDecoder } from "../../src/model/causal-lm/decode.ts";
 import { generate } from "../../src/model/generate.ts";
 import { writeAdapter } from "../../src/lora/adapter-files.ts";
 import { initLoraWeights } from "../../src/lora/init.ts";
@@ -162,7 +162,7 @@ void test("--adapter applies a PEFT adapter: the same draws as the library's dec
   assert.notDeepEqual(withAdapter.tokens, base.tokens);
   const backend = createBackend("cpu");
   const opened = await openModelForUse(backend, example, { baseDtype: "f32", adapterDir: adapter });
-  const decoder = createDecoder(createLlamaModel(backend, opened.params, { checkpointing: false, seed: 0 }));
+  const decoder = createDecoder(createCausalLm(backend, opened.params, { checkpointing: false, seed: 0 }));
   const sampling = { doSample: true, temperature: 1, topK: 50, topP: 1, repetitionPenalty: 1 };
   const r = await generate(decoder, tokenizer.encode("Tell me"), { maxNewTokens: 6, eosTokenIds: [2], sampling, rng: createRng(5) });
   assert.deepEqual(withAdapter.tokens, r.tokens);

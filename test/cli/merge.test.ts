@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseShardSize } from "../../src/cli/commands/merge.ts";
 import { openWeights } from "../../src/io/safetensors/checkpoint.ts";
-import { GOLDEN } from "../model/llama/golden-harness.ts";
-import { writeTiny } from "../model/llama/tiny-model.ts";
+import { GOLDEN } from "../model/causal-lm/golden-harness.ts";
+import { writeTiny } from "../model/causal-lm/tiny-model.ts";
 import { runCli, type CliRun } from "./run-cli.ts";
 
 const BASE = join(GOLDEN, "llama/model");

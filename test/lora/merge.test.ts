@@ -15,14 +15,14 @@ import { batchFromDocuments } from "../../src/data/batch.ts";
 import { parseModelConfig, type ModelConfig } from "../../src/hf/config.ts";
 import { expectedWeights } from "../../src/hf/weights.ts";
 import { openModelForUse } from "../../src/train/open-model.ts";
-import { createLlamaModel, forward, lastLogits, uploadBatch } from "../../src/model/llama/model.ts";
+import { createCausalLm, forward, lastLogits, uploadBatch } from "../../src/model/causal-lm/model.ts";
 import { mergeAdapter } from "../../src/lora/merge.ts";
 import { dequantizeQuantized4bit, quantizedTensorsToWrite } from "../../src/quant/bnb-checkpoint.ts";
 import { int8TensorsToWrite, quantizeInt8Rowwise } from "../../src/quant/int8.ts";
 import { quantizeTensor4bit } from "../../src/quant/quantize-model.ts";
 import { createRng } from "../../src/util/random.ts";
-import { GOLDEN, relativeError } from "../model/llama/golden-harness.ts";
-import { TINY, writeTiny } from "../model/llama/tiny-model.ts";
+import { GOLDEN, relativeError } from "../model/causal-lm/golden-harness.ts";
+import { TINY, writeTiny } from "../model/causal-lm/tiny-model.ts";
 
 const roots: string[] = [];
 after(async () => {
@@ -38,7 +38,7 @@ async function tempRoot(): Promise<string> {
 async function logits(modelDir: string, ids: number[], adapterDir?: string): Promise<Float32Array> {
   const backend = createCpuBackend();
   const opened = await openModelForUse(backend, modelDir, { baseDtype: "f32", ...(adapterDir === undefined ? {} : { adapterDir }) });
-  const model = createLlamaModel(backend, opened.params, { checkpointing: false, seed: 0 });
+  const model = createCausalLm(backend, opened.params, { checkpointing: false, seed: 0 });
   await forward(model, uploadBatch(model, batchFromDocuments([{ inputIds: ids }])));
   return lastLogits(model);
 }

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { openSafetensors } from "../../src/io/safetensors/reader.ts";
 import { firstNonFinite } from "../../src/io/safetensors/finite.ts";
 import { rewriteSafetensors } from "../io/safetensors/fixtures.ts";
-import { GOLDEN } from "./llama/golden-harness.ts";
+import { GOLDEN } from "./causal-lm/golden-harness.ts";
 import { runCli } from "../cli/run-cli.ts";
 import { openModelForUse } from "../../src/train/open-model.ts";
 import { createCpuBackend } from "../../src/backend/cpu/index.ts";

@@ -7,21 +7,21 @@ import { dirname } from "node:path";
 import { batchFromDocuments } from "../../src/data/batch.ts";
 import { createTextStream, generate, resolveGeneration, DEFAULT_MAX_NEW_TOKENS } from "../../src/model/generate.ts";
 import type { GenerationConfig } from "../../src/hf/generation-config.ts";
-import { createDecoder } from "../../src/model/llama/decode.ts";
-import { forward, freeBatch, lastLogits, uploadBatch, type LlamaModel } from "../../src/model/llama/model.ts";
+import { createDecoder } from "../../src/model/causal-lm/decode.ts";
+import { forward, freeBatch, lastLogits, uploadBatch, type CausalLm } from "../../src/model/causal-lm/model.ts";
 import { GREEDY, argmax } from "../../src/model/sampling.ts";
 import { createRng } from "../../src/util/random.ts";
-import { tinyModel, writeTiny } from "./llama/tiny-model.ts";
+import { tinyModel, writeTiny } from "./causal-lm/tiny-model.ts";
 
 let root = "";
-let model: LlamaModel;
+let model: CausalLm;
 const prompt = [1, 17, 42, 5, 63];
 
 after(async () => {
   if (root !== "") await rm(root, { recursive: true, force: true });
 });
 
-async function setup(): Promise<LlamaModel> {
+async function setup(): Promise<CausalLm> {
   if (root === "") {
     const { dir, cfg } = await writeTiny();
     root = dirname(dir);

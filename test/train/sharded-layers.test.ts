@@ -17,8 +17,8 @@ import { PROJECTIONS, expectedWeights } from "../../src/hf/weights.ts";
 import { openWeights } from "../../src/io/safetensors/checkpoint.ts";
 import { writeSafetensors, type TensorToWrite } from "../../src/io/safetensors/writer.ts";
 import { makeLoraSettings } from "../../src/lora/settings.ts";
-import { loadLlamaParams, type LoadOptions } from "../../src/model/llama/load.ts";
-import type { LayerParams, LlamaParams } from "../../src/model/llama/params.ts";
+import { loadCausalLmParams, type LoadOptions } from "../../src/model/causal-lm/load.ts";
+import type { LayerParams, CausalLmParams } from "../../src/model/causal-lm/params.ts";
 import { quantizedTensorsToWrite } from "../../src/quant/bnb-checkpoint.ts";
 import { quantizeTensor4bit } from "../../src/quant/quantize-model.ts";
 import { createLayerSharder, type ShardedLayers } from "../../src/train/sharded-layers.ts";
@@ -90,7 +90,7 @@ async function bytesOfLayer(be: Backend, layer: LayerParams): Promise<Map<string
 
 interface Rank {
   be: Backend;
-  params: LlamaParams;
+  params: CausalLmParams;
   sharded: ShardedLayers;
 }
 
@@ -103,7 +103,7 @@ async function loadRanks(dir: string, cfg: ModelConfig, world: number, options: 
       const collective = group(rank);
       const sharder = createLayerSharder(be, worldGroup(collective));
       const weights = await openWeights(dir);
-      const params = await loadLlamaParams(be, cfg, weights, { mode: "lora", lora, ...options, shard: sharder.load });
+      const params = await loadCausalLmParams(be, cfg, weights, { mode: "lora", lora, ...options, shard: sharder.load });
       await weights.close();
       return { be, params, sharded: sharder.residency(params.layers) };
     }),
@@ -128,7 +128,7 @@ for (const c of CASES) {
       if (c.prequantized !== undefined) ({ dir, cfg } = await writePrequantized(dir, cfg, c.prequantized.quantType, c.prequantized.doubleQuant));
       const be = createCpuBackend();
       const weights = await openWeights(dir);
-      const whole = await loadLlamaParams(be, cfg, weights, { mode: "lora", lora: makeLoraSettings({ r: 4, alpha: 8, dropout: 0, targetModules: "all-linear" }, cfg), ...c.options });
+      const whole = await loadCausalLmParams(be, cfg, weights, { mode: "lora", lora: makeLoraSettings({ r: 4, alpha: 8, dropout: 0, targetModules: "all-linear" }, cfg), ...c.options });
       await weights.close();
       const reference = await Promise.all(whole.layers.map((layer) => bytesOfLayer(be, layer)));
 

@@ -8,8 +8,8 @@ import { train, type LogEntry, type TrainerSettings } from "../../src/train/trai
 import { saveCheckpointAtomically, listCheckpoints } from "../../src/train/checkpoint.ts";
 import { readResumeState, writeTrainerFiles } from "../../src/train/state-files.ts";
 import { createRng } from "../../src/util/random.ts";
-import { tinyModel, writeTiny } from "../model/llama/tiny-model.ts";
-import { asTrainingModel, type LlamaModel } from "../../src/model/llama/model.ts";
+import { tinyModel, writeTiny } from "../model/causal-lm/tiny-model.ts";
+import { asTrainingModel, type CausalLm } from "../../src/model/causal-lm/model.ts";
 
 function sequences(V: number, count: number, seed: number): PackedSequence[] {
   const rng = createRng(seed);
@@ -45,7 +45,7 @@ function settings(over: Partial<TrainerSettings> = {}): TrainerSettings {
   };
 }
 
-async function freshModel(dropout = 0.1): Promise<{ model: LlamaModel; V: number }> {
+async function freshModel(dropout = 0.1): Promise<{ model: CausalLm; V: number }> {
   const { dir, cfg } = await writeTiny();
   return { model: await tinyModel(dir, cfg, { mode: "lora", lora: { dropout }, seed: 9 }), V: cfg.vocabSize };
 }
@@ -69,7 +69,7 @@ test("resume from a checkpoint continues exactly: the same losses as the uninter
   const s = settings({ numTrainEpochs: 3, save: { strategy: "steps", steps: 2 } });
   const full = await freshModel();
   const data = { train: sequences(full.V, 10, 2), eval: sequences(full.V, 3, 5) };
-  const hooksFor = (model: LlamaModel) => ({
+  const hooksFor = (model: CausalLm) => ({
     onLog: () => undefined,
     saveCheckpoint: async (step: number, snap: Parameters<typeof writeTrainerFiles>[3]) => {
       await saveCheckpointAtomically(out, step, (dir) =>

@@ -7,7 +7,7 @@ import { createCpuBackend } from "../../src/backend/cpu/index.ts";
 import { parseModelConfig } from "../../src/hf/config.ts";
 import { MODEL_PRESETS } from "../../src/hf/presets.ts";
 import { makeLoraSettings } from "../../src/lora/settings.ts";
-import { loadLlamaParams } from "../../src/model/llama/load.ts";
+import { loadCausalLmParams } from "../../src/model/causal-lm/load.ts";
 import { createLayerSharder } from "../../src/train/sharded-layers.ts";
 import { bnbNf4QuantizationConfig } from "./gpu/models.ts";
 import { createSyntheticPools, createSyntheticWeights } from "./gpu/synthetic-weights.ts";
@@ -30,7 +30,7 @@ const source = createSyntheticWeights(cfg, createSyntheticPools(64 * 2 ** 20, 0)
 // This process plays one rank: the all-gather (used by double quantization at load) is stood in by its own share repeated.
 const sharder = world > 1 ? createLayerSharder(be, { index: rank, size: world, allGather: (x) => Promise.resolve(repeat(x, world)) }) : undefined;
 const lora = makeLoraSettings({ r: 16, alpha: 32, dropout: 0, targetModules: "all-linear" }, cfg);
-await loadLlamaParams(be, cfg, source, {
+await loadCausalLmParams(be, cfg, source, {
   mode: "lora",
   lora,
   baseDtype: "bf16",

@@ -1,7 +1,7 @@
 // A quick greedy decoder for measuring the demo: every prompt of a set advances together, one full
 // forward per new token over the whole prefix (no KV cache; the prompts are ~40 tokens), argmax at the end.
 import { batchFromDocuments } from "../../src/data/batch.ts";
-import { forward, freeBatch, lastLogits, uploadBatch, type LlamaModel } from "../../src/model/llama/model.ts";
+import { forward, freeBatch, lastLogits, uploadBatch, type CausalLm } from "../../src/model/causal-lm/model.ts";
 import type { LoadedTokenizer } from "../../src/tokenizer/load.ts";
 import { TunaError } from "../../src/util/errors.ts";
 import { promptIds, type ChatRow } from "./tasks.ts";
@@ -12,7 +12,7 @@ export interface GreedyOptions {
 }
 
 /** Greedy continuations of each prompt, up to (not including) eos or maxNewTokens tokens. */
-export async function greedyGenerate(model: LlamaModel, prompts: readonly number[][], options: GreedyOptions): Promise<number[][]> {
+export async function greedyGenerate(model: CausalLm, prompts: readonly number[][], options: GreedyOptions): Promise<number[][]> {
   const V = model.params.cfg.vocabSize;
   const outputs: number[][] = prompts.map(() => []);
   const active = new Set(prompts.map((_, i) => i));
@@ -43,7 +43,7 @@ export interface Scored {
 }
 
 /** Exact-match accuracy of greedy answers on single-turn rows; returns every answer for inspection. */
-export async function exactMatch(model: LlamaModel, tok: LoadedTokenizer, rows: readonly ChatRow[], maxNewTokens = 16): Promise<{ accuracy: number; answers: Scored[] }> {
+export async function exactMatch(model: CausalLm, tok: LoadedTokenizer, rows: readonly ChatRow[], maxNewTokens = 16): Promise<{ accuracy: number; answers: Scored[] }> {
   const eosTokenId = tok.eosTokenId;
   if (eosTokenId === undefined) throw new TunaError("INTERNAL", "the demo tokenizer has no eos token");
   const prompts = rows.map((r) => promptIds(tok, r.messages[0]!.content));

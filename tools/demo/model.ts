@@ -9,8 +9,8 @@ import { initLoraWeights } from "../../src/lora/init.ts";
 import { makeLoraSettings, type LoraOptions } from "../../src/lora/settings.ts";
 import { parseModelConfig, type ModelConfig } from "../../src/hf/config.ts";
 import type { HfConfigJson } from "../../src/hf/presets.ts";
-import { loadLlamaParams } from "../../src/model/llama/load.ts";
-import { createLlamaModel, type LlamaModel } from "../../src/model/llama/model.ts";
+import { loadCausalLmParams } from "../../src/model/causal-lm/load.ts";
+import { createCausalLm, type CausalLm } from "../../src/model/causal-lm/model.ts";
 import { f32ToBf16Array } from "../../src/util/half.ts";
 import { TunaError } from "../../src/util/errors.ts";
 import { readJsonFile } from "../../src/util/json-file.ts";
@@ -57,17 +57,17 @@ export function demoConfigJson(tokenizerSize: number, shape: DemoShape): HfConfi
 export async function openDemoModel(
   dir: string,
   options: { mode: "full" } | { mode: "lora"; lora: LoraOptions; seed: number },
-): Promise<{ model: LlamaModel; cfg: ModelConfig }> {
+): Promise<{ model: CausalLm; cfg: ModelConfig }> {
   const backend = createCpuBackend({ threads: 1 });
   const weights = await openWeights(dir);
   try {
     const cfg = parseModelConfig(await readJsonFile(join(dir, "config.json"), "model config"), join(dir, "config.json"));
     const lora = options.mode === "lora" ? makeLoraSettings(options.lora, cfg) : undefined;
-    const params = await loadLlamaParams(backend, cfg, weights, { mode: options.mode, baseDtype: "f32", ...(lora === undefined ? {} : { lora }) });
+    const params = await loadCausalLmParams(backend, cfg, weights, { mode: options.mode, baseDtype: "f32", ...(lora === undefined ? {} : { lora }) });
     if (lora !== undefined && options.mode === "lora") {
       backend.upload(params.trainable.params, initLoraWeights(lora, cfg, createRng(options.seed)).flat);
     }
-    return { model: createLlamaModel(backend, params, { checkpointing: false, seed: 0 }), cfg };
+    return { model: createCausalLm(backend, params, { checkpointing: false, seed: 0 }), cfg };
   } finally {
     await weights.close();
   }
@@ -77,7 +77,7 @@ export async function openDemoModel(
  * Writes a fully trained model (mode "full": every weight is in the trainable buffer, by HF name) as
  * config.json, generation_config.json and model.safetensors. The tokenizer files are written separately.
  */
-export async function saveModelFolder(model: LlamaModel, dir: string, config: HfConfigJson, dtype: "F32" | "BF16"): Promise<void> {
+export async function saveModelFolder(model: CausalLm, dir: string, config: HfConfigJson, dtype: "F32" | "BF16"): Promise<void> {
   const trainable = model.params.trainable;
   if (model.params.dEmbed === null) throw new TunaError("INTERNAL", "saveModelFolder needs a model loaded for full training");
   const flat = await model.backend.downloadF32(trainable.params);

@@ -2,7 +2,7 @@
 // random-init base model, and the LoRA fine-tune that validates the demo (is reversal learnable fast?).
 import type { PackedSequence } from "../../src/data/types.ts";
 import type { LoraOptions } from "../../src/lora/settings.ts";
-import { asTrainingModel, type LlamaModel } from "../../src/model/llama/model.ts";
+import { asTrainingModel, type CausalLm } from "../../src/model/causal-lm/model.ts";
 import { train, type LogEntry, type TrainerSettings } from "../../src/train/trainer.ts";
 
 export interface RunSettings {
@@ -54,7 +54,7 @@ export function trainerSettings(run: RunSettings, padTokenId: number): TrainerSe
 
 /** Trains `model` in place on `sequences`; `onLog` sees the trainer's log lines. */
 export async function runTraining(
-  model: LlamaModel,
+  model: CausalLm,
   sequences: readonly PackedSequence[],
   settings: TrainerSettings,
   onLog: (entry: LogEntry) => void,

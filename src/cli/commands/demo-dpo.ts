@@ -8,7 +8,7 @@ import { parseTrainArgs } from "../../config/index.ts";
 import { toModelBatch } from "../../data/batches.ts";
 import { preferenceText, tokenizePair } from "../../data/preference.ts";
 import { readDataFile } from "../../data/sources/file-rows.ts";
-import { asTrainingModel } from "../../model/llama/model.ts";
+import { asTrainingModel } from "../../model/causal-lm/model.ts";
 import { pairsOf, sequenceLogp } from "../../train/dpo/objective.ts";
 import { runTraining } from "../../train/recipe.ts";
 import { signalExitCode } from "../../train/interrupt.ts";

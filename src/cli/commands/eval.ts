@@ -8,7 +8,7 @@ import { createBackend, type DeviceChoice } from "../../backend/factory.ts";
 import { readPretokenizedJsonl } from "../../data/pretokenized.ts";
 import { batchFromRows } from "../../data/batch.ts";
 import { openModelForUse } from "../../train/open-model.ts";
-import { createLlamaModel, forward, freeBatch, uploadBatch } from "../../model/llama/model.ts";
+import { createCausalLm, forward, freeBatch, uploadBatch } from "../../model/causal-lm/model.ts";
 import type { CliOutput } from "../output.ts";
 import { quantizeFromFlags } from "../quant-flags.ts";
 import { open } from "node:fs/promises";
@@ -171,7 +171,7 @@ export async function evalCommand(args: string[], output: CliOutput): Promise<nu
       output.err(m);
     },
   });
-  const model = createLlamaModel(backend, opened.params, { checkpointing: false, seed: 0 });
+  const model = createCausalLm(backend, opened.params, { checkpointing: false, seed: 0 });
   let lossSum = 0;
   let tokens = 0;
   for (let start = 0; start < rows.length; start += batchSize) {

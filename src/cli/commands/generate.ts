@@ -12,8 +12,8 @@ import { createBackend, type DeviceChoice } from "../../backend/factory.ts";
 import { parseGenerationConfig, type GenerationConfig } from "../../hf/generation-config.ts";
 import { openModelForUse, tokenizerDirFor, type OpenedModel } from "../../train/open-model.ts";
 import { templateVariables } from "../../data/tokenize.ts";
-import { createLlamaModel } from "../../model/llama/model.ts";
-import { createDecoder, type Decoder } from "../../model/llama/decode.ts";
+import { createCausalLm } from "../../model/causal-lm/model.ts";
+import { createDecoder, type Decoder } from "../../model/causal-lm/decode.ts";
 import { createTextStream, generate, resolveGeneration, type GenerateResult, type GenerationOverrides, type ResolvedGeneration } from "../../model/generate.ts";
 import { loadTokenizer, type LoadedTokenizer } from "../../tokenizer/load.ts";
 import { renderChatTemplate, type ChatMessage } from "../../tokenizer/chat-template.ts";
@@ -145,7 +145,7 @@ export async function openGenerationSession(
   const tokenizer = await loadTokenizer(tokenizerDirFor(opened.dir, values.adapter));
   const genPath = join(opened.dir, "generation_config.json");
   const generationConfig = existsSync(genPath) ? parseGenerationConfig(await readJsonFile(genPath, "generation config"), genPath) : undefined;
-  const model = createLlamaModel(backend, opened.params, { checkpointing: false, seed: 0 });
+  const model = createCausalLm(backend, opened.params, { checkpointing: false, seed: 0 });
   return { opened, tokenizer, generationConfig, decoder: createDecoder(model) };
 }
 

@@ -10,8 +10,8 @@ import type { ModelConfig } from "../../hf/config.ts";
 import { PROJECTIONS, expectedWeights, linearOf, projectionShape, type Projection } from "../../hf/weights.ts";
 import { loraLayout } from "../../lora/layout.ts";
 import type { LoraSettings } from "../../lora/settings.ts";
-import { allocActivations, type ActivationDtype } from "../../model/llama/activations.ts";
-import type { LayerParams, Linear, LlamaParams } from "../../model/llama/params.ts";
+import { allocActivations, type ActivationDtype } from "../../model/causal-lm/activations.ts";
+import type { LayerParams, Linear, CausalLmParams } from "../../model/causal-lm/params.ts";
 import { DEFAULT_BLOCKSIZE_4BIT } from "../../quant/blockwise.ts";
 import { TunaError } from "../../util/errors.ts";
 import { roundAllocationSize } from "../../backend/cuda/allocator.ts";
@@ -105,7 +105,7 @@ function activationBytes(cfg: ModelConfig, lora: LoraSettings | null, input: Mem
     }
     return { inputNorm: placeholder, postNorm: placeholder, dInputNorm: null, dPostNorm: null, qkNorm: cfg.qkNorm ? { q: placeholder, k: placeholder, dq: null, dk: null } : null, sandwich: cfg.sandwichNorms ? { attnOut: placeholder, mlpOut: placeholder, dAttnOut: null, dMlpOut: null } : null, proj };
   });
-  const params = { cfg, layers } as unknown as LlamaParams;
+  const params = { cfg, layers } as unknown as CausalLmParams;
   const acts = allocActivations(backend, params, input.tokens, { checkpointing: input.checkpointing, dtype: input.activationDtype });
   return { all: peak(), logits: block(acts.logits.size * DTYPE_BYTES[acts.logits.dtype]) };
 }

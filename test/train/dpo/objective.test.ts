@@ -5,10 +5,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { batchFromDocuments, type Batch } from "../../../src/data/batch.ts";
-import { asTrainingModel } from "../../../src/model/llama/model.ts";
+import { asTrainingModel } from "../../../src/model/causal-lm/model.ts";
 import { createRng } from "../../../src/util/random.ts";
 import { dpoTrainingModel, pairsOf, type DpoSettings } from "../../../src/train/dpo/objective.ts";
-import { tinyModel, writeTiny } from "../../model/llama/tiny-model.ts";
+import { tinyModel, writeTiny } from "../../model/causal-lm/tiny-model.ts";
 
 /** Two pairs: prompt tokens untrained (-100), completions trained; chosen then rejected. */
 function pairBatch(V: number): Batch {

@@ -8,9 +8,9 @@ import { batchFromRows, type Batch } from "../../../src/data/batch.ts";
 import { parseModelConfig, type ModelConfig } from "../../../src/hf/config.ts";
 import type { HfConfigJson } from "../../../src/hf/presets.ts";
 import { PROJECTIONS } from "../../../src/hf/weights.ts";
-import { loadLlamaParams } from "../../../src/model/llama/load.ts";
-import { backward, createLlamaModel, forward, freeBatch, freeLlamaModel, uploadBatch, type LlamaModel } from "../../../src/model/llama/model.ts";
-import type { LlamaParams } from "../../../src/model/llama/params.ts";
+import { loadCausalLmParams } from "../../../src/model/causal-lm/load.ts";
+import { backward, createCausalLm, forward, freeBatch, freeCausalLm, uploadBatch, type CausalLm } from "../../../src/model/causal-lm/model.ts";
+import type { CausalLmParams } from "../../../src/model/causal-lm/params.ts";
 import { clipGradients, createOptimizerState, optimizerStep, type AdamWSettings, type OptimizerState } from "../../../src/train/optimizer.ts";
 import { createDataParallel } from "../../../src/train/data-parallel.ts";
 import type { Collective } from "../../../src/dist/collective.ts";
@@ -92,7 +92,7 @@ export function randomBatch(vocabSize: number, seq: number, mbs: number, seed: n
 }
 
 /** One optimizer step as the trainer runs it with gradient accumulation 1; returns the mean token loss. */
-export async function trainStep(model: LlamaModel, batch: Batch, optimizer: OptimizerState, marks?: (phase: "forward" | "backward") => void, reduce?: () => Promise<void>): Promise<number> {
+export async function trainStep(model: CausalLm, batch: Batch, optimizer: OptimizerState, marks?: (phase: "forward" | "backward") => void, reduce?: () => Promise<void>): Promise<number> {
   const be = model.backend;
   const trainable = model.params.trainable;
   be.fill(trainable.grads, 0);
@@ -111,7 +111,7 @@ export async function trainStep(model: LlamaModel, batch: Batch, optimizer: Opti
 }
 
 /** Every tensor the loader allocated (views of the trainable buffers are freed with them). */
-export function freeParams(be: Backend, params: LlamaParams): void {
+export function freeParams(be: Backend, params: CausalLmParams): void {
   const owned = new Set<Tensor>([params.embed, params.norm, params.lmHead, params.trainable.params, params.trainable.grads]);
   for (const t of [params.effectiveLmHead, params.lmHeadGradScratch]) if (t !== null) owned.add(t);
   for (const layer of params.layers) {
@@ -130,7 +130,7 @@ function medianOf(values: readonly number[]): number {
   return sorted[Math.floor(sorted.length / 2)] ?? NaN;
 }
 
-async function profiledStep(device: BenchDevice, model: LlamaModel, batch: Batch, optimizer: OptimizerState): Promise<Breakdown> {
+async function profiledStep(device: BenchDevice, model: CausalLm, batch: Batch, optimizer: OptimizerState): Promise<Breakdown> {
   const timer = profilingBackend(device);
   const real = model.backend;
   model.backend = timer.backend;
@@ -154,7 +154,7 @@ async function profiledStep(device: BenchDevice, model: LlamaModel, batch: Batch
 
 interface Loaded {
   cfg: ModelConfig;
-  params: LlamaParams;
+  params: CausalLmParams;
   initial: Float32Array;
   loadSeconds: number;
   afterLoadInUse: number;
@@ -165,7 +165,7 @@ async function measure(device: BenchDevice, loaded: Loaded, gc: boolean, batch: 
   const { cfg, params } = loaded;
   // Each checkpointing setting starts from the same adapter weights.
   be.upload(params.trainable.params, loaded.initial);
-  const model = createLlamaModel(be, params, { checkpointing: gc, seed: o.seed, activationDtype: "bf16" });
+  const model = createCausalLm(be, params, { checkpointing: gc, seed: o.seed, activationDtype: "bf16" });
   const optimizer = createOptimizerState(be, params.trainable);
   const world = o.collective?.worldSize ?? 1;
   const parallel = o.collective === undefined ? undefined : createDataParallel(be, params.trainable, o.collective, 0);
@@ -214,7 +214,7 @@ async function measure(device: BenchDevice, loaded: Loaded, gc: boolean, batch: 
       breakdown,
     };
   } finally {
-    freeLlamaModel(model);
+    freeCausalLm(model);
     be.free(optimizer.m);
     be.free(optimizer.v);
   }
@@ -256,7 +256,7 @@ export async function runBenchGroup(device: BenchDevice, pools: SyntheticPools, 
     const lora = makeLoraSettings({ ...LORA, dropout: o.loraDropout ?? LORA.dropout }, cfg);
     const t0 = performance.now();
     const quantize = o.mode === "qlora-quantize" ? ({ kind: "4bit", quantType: "nf4", doubleQuant: true } as const) : null;
-    const params = await loadLlamaParams(be, cfg, source, { mode: "lora", lora, baseDtype: "bf16", quantize });
+    const params = await loadCausalLmParams(be, cfg, source, { mode: "lora", lora, baseDtype: "bf16", quantize });
     await source.close();
     const initial = initLoraWeights(lora, cfg, createRng(o.seed)).flat;
     be.upload(params.trainable.params, initial);

@@ -1,4 +1,4 @@
-// Builds LlamaParams on a backend from a checkpoint, one tensor at a time: frozen base weights in the
+// Builds CausalLmParams on a backend from a checkpoint, one tensor at a time: frozen base weights in the
 // chosen storage dtype; trainable tensors (LoRA per src/lora's layout, or every weight) in one flat f32 buffer.
 import type { Backend, Tensor } from "../../backend/types.ts";
 import type { WeightInfo, WeightSource } from "../../io/safetensors/checkpoint.ts";
@@ -11,7 +11,7 @@ import type { LoraSettings } from "../../lora/settings.ts";
 import type { SavedEmbeddings } from "../../lora/adapter-files.ts";
 import type { ModelConfig } from "../../hf/config.ts";
 import { PROJECTIONS, expectedWeights, linearModules, linearOf, linearPrefix, projectionPrefix, projectionShape, type LinearModule, type Projection } from "../../hf/weights.ts";
-import type { Linear, LayerParams, LlamaParams, TokenRows } from "./params.ts";
+import type { Linear, LayerParams, CausalLmParams, TokenRows } from "./params.ts";
 import { createTrainableBuffers, trainableView } from "../trainable.ts";
 import type { Quant4bitTensors } from "../../backend/types.ts";
 import { absmaxOf, readQuantized4bit, type Quantized4bit } from "../../quant/bnb-checkpoint.ts";
@@ -42,7 +42,7 @@ export interface LoadOptions {
   quantize?: { kind: "4bit"; quantType: "nf4" | "fp4"; doubleQuant: boolean; blocksize?: number } | { kind: "8bit" } | null;
   /**
    * ZeRO-3 / FSDP FULL_SHARD: the layers' frozen projection tensors are read as this rank's shares only
-   * (src/model/llama/frozen-shares.ts) and handed to `shard.keep`; the params hold placeholders for them.
+   * (src/model/causal-lm/frozen-shares.ts) and handed to `shard.keep`; the params hold placeholders for them.
    */
   shard?: ShardedLoad;
 }
@@ -78,7 +78,7 @@ function loraSpecs(layout: LoraLayout): { name: string; shape: number[] }[] {
   return specs;
 }
 
-export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source: WeightSource, options: LoadOptions): Promise<LlamaParams> {
+export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, source: WeightSource, options: LoadOptions): Promise<CausalLmParams> {
   const full = options.mode === "full";
   // LoRA mode without settings is a frozen model (evaluation of the base).
   const layout = full || options.lora === undefined ? null : loraLayout(options.lora, cfg);
@@ -168,7 +168,7 @@ export async function loadLlamaParams(backend: Backend, cfg: ModelConfig, source
 
   // Gemma applies every norm weight w as 1 + w: frozen norms are stored that way; trained ones keep w in the
   // trainable buffer and get a computed copy (params.normPlusOne).
-  const normPlusOne: LlamaParams["normPlusOne"] = [];
+  const normPlusOne: CausalLmParams["normPlusOne"] = [];
   const ones = new Map<number, Tensor>();
   const placeNorm = async (name: string, shape: number[]): Promise<{ t: Tensor; d: Tensor | null }> => {
     if (!cfg.normPlusOne) return place(name, shape);

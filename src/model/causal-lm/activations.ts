@@ -4,7 +4,7 @@ import type { Backend, Tensor } from "../../backend/types.ts";
 import { TunaError } from "../../util/errors.ts";
 import type { ModelConfig } from "../../hf/config.ts";
 import { PROJECTIONS, type Projection } from "../../hf/weights.ts";
-import type { LlamaParams } from "./params.ts";
+import type { CausalLmParams } from "./params.ts";
 
 export interface LoraSlots {
   xa: Tensor; // flat (N * R) dropout(x) @ A^T, viewed as (N, R) by the module
@@ -82,7 +82,7 @@ interface LoraShape {
 }
 
 /** The LoRA slot shapes a block needs: one layer's, or the union over layers for shared slots. */
-function loraShapes(params: LlamaParams, layers: readonly number[]): Partial<Record<Projection, LoraShape>> {
+function loraShapes(params: CausalLmParams, layers: readonly number[]): Partial<Record<Projection, LoraShape>> {
   const shapes: Partial<Record<Projection, LoraShape>> = {};
   for (const l of layers) {
     for (const p of PROJECTIONS) {
@@ -195,7 +195,7 @@ export interface ActivationOptions {
   logitsChunkRows?: number;
 }
 
-export function allocActivations(backend: Backend, params: LlamaParams, N: number, options: ActivationOptions): Activations {
+export function allocActivations(backend: Backend, params: CausalLmParams, N: number, options: ActivationOptions): Activations {
   const { checkpointing, dtype } = options;
   const cfg = params.cfg;
   const C = cfg.hiddenSize;

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { batchFromDocuments } from "../../../src/data/batch.ts";
-import { backward, forward, uploadBatch, type LlamaModel } from "../../../src/model/llama/model.ts";
+import { backward, forward, uploadBatch, type CausalLm } from "../../../src/model/causal-lm/model.ts";
 import { finiteDifferenceCheck, lossAndGrads } from "./gradient-check.ts";
 import { sampleDocs, tinyModel, writeTiny, TINY } from "./tiny-model.ts";
 
@@ -48,7 +48,7 @@ test("trainable token rows replace the embedding rows in the input and (tied) ou
   flat.set(embed.subarray(9 * C, 10 * C), rowsEntry.offset + C);
   withRows.backend.upload(withRows.params.trainable.params, flat);
   const docs = [{ inputIds: [3, 5, 7, 9, 11, 5] }];
-  const logits = async (m: LlamaModel): Promise<Float32Array> => {
+  const logits = async (m: CausalLm): Promise<Float32Array> => {
     await forward(m, uploadBatch(m, batchFromDocuments(docs)));
     return m.backend.downloadF32(m.acts!.logits);
   };
@@ -129,7 +129,7 @@ test("bf16 activations: the GEMMs' bf16 twins of the trainable tensors follow ev
 test("a smaller batch after a larger one runs in views of the larger activations, with identical results", async () => {
   const { dir, cfg } = await writeTiny();
   const small = (): { inputIds: number[]; labels: number[] }[] => sampleDocs(cfg.vocabSize, 9).slice(0, 2);
-  const run = async (model: LlamaModel, docs: { inputIds: number[]; labels: number[] }[]): Promise<{ loss: number; grads: Float32Array }> => {
+  const run = async (model: CausalLm, docs: { inputIds: number[]; labels: number[] }[]): Promise<{ loss: number; grads: Float32Array }> => {
     const be = model.backend;
     be.fill(model.params.trainable.grads, 0);
     const batch = uploadBatch(model, batchFromDocuments(docs));
@@ -149,7 +149,7 @@ test("a smaller batch after a larger one runs in views of the larger activations
   fresh.acts?.free();
   fresh.acts = null;
   const b = await run(fresh, small());
-  const actsOf = (m: LlamaModel): LlamaModel["acts"] => m.acts; // read after run() set it again
+  const actsOf = (m: CausalLm): CausalLm["acts"] => m.acts; // read after run() set it again
   assert.notEqual(actsOf(fresh)?.root, root);
   assert.equal(a.loss, b.loss);
   assert.deepEqual(a.grads, b.grads);

@@ -11,10 +11,10 @@ import type { HfConfigJson } from "../../../src/hf/presets.ts";
 import { PROJECTIONS } from "../../../src/hf/weights.ts";
 import { openWeights } from "../../../src/io/safetensors/checkpoint.ts";
 import { makeLoraSettings, type LoraOptions } from "../../../src/lora/settings.ts";
-import { initDoraMagnitudes } from "../../../src/model/llama/dora.ts";
-import { loadLlamaParams, type LoadOptions } from "../../../src/model/llama/load.ts";
-import { createLlamaModel, forward, lastLogits, uploadBatch, type LlamaModel } from "../../../src/model/llama/model.ts";
-import type { Linear } from "../../../src/model/llama/params.ts";
+import { initDoraMagnitudes } from "../../../src/model/causal-lm/dora.ts";
+import { loadCausalLmParams, type LoadOptions } from "../../../src/model/causal-lm/load.ts";
+import { createCausalLm, forward, lastLogits, uploadBatch, type CausalLm } from "../../../src/model/causal-lm/model.ts";
+import type { Linear } from "../../../src/model/causal-lm/params.ts";
 import { trainableView } from "../../../src/model/trainable.ts";
 import { createRng } from "../../../src/util/random.ts";
 import { finiteDifferenceCheck, lossAndGrads } from "./gradient-check.ts";
@@ -24,7 +24,7 @@ const QWEN2: HfConfigJson = { ...TINY, model_type: "qwen2", tie_word_embeddings:
 const NF4: LoadOptions["quantize"] = { kind: "4bit", quantType: "nf4", doubleQuant: true, blocksize: 64 };
 
 interface Built {
-  model: LlamaModel;
+  model: CausalLm;
   cfg: ModelConfig;
   dir: string;
 }
@@ -38,9 +38,9 @@ async function doraModel(config: HfConfigJson, options: { lora?: Partial<LoraOpt
   const backend = createCpuBackend({ threads: 1 });
   const weights = await openWeights(dir);
   const lora = makeLoraSettings({ r: 4, alpha: 8, dropout: 0, targetModules: "all-linear", useDora: true, ...options.lora }, cfg);
-  const params = await loadLlamaParams(backend, cfg, weights, { mode: "lora", baseDtype: "f32", lora, quantize: options.quantize ?? null });
+  const params = await loadCausalLmParams(backend, cfg, weights, { mode: "lora", baseDtype: "f32", lora, quantize: options.quantize ?? null });
   await weights.close();
-  const model = createLlamaModel(backend, params, { checkpointing: options.checkpointing ?? false, seed: 11, ...(options.activationDtype === undefined ? {} : { activationDtype: options.activationDtype }) });
+  const model = createCausalLm(backend, params, { checkpointing: options.checkpointing ?? false, seed: 11, ...(options.activationDtype === undefined ? {} : { activationDtype: options.activationDtype }) });
   await initDoraMagnitudes(backend, params, model.linearScratch, null);
   if (options.fresh !== true) {
     const values = await backend.downloadF32(params.trainable.params);
@@ -54,7 +54,7 @@ async function doraModel(config: HfConfigJson, options: { lora?: Partial<LoraOpt
   return { model, cfg, dir };
 }
 
-async function logits(model: LlamaModel, adapters = true): Promise<Float32Array> {
+async function logits(model: CausalLm, adapters = true): Promise<Float32Array> {
   await forward(model, uploadBatch(model, batchFromDocuments(sampleDocs(model.params.cfg.vocabSize))), { adapters });
   return lastLogits(model);
 }
@@ -94,11 +94,11 @@ function mergedByFormula(w: Float32Array, a: Float32Array, b: Float32Array, magn
 }
 
 /** A full fine-tuning model of the same folder whose projection weights are the DoRA model's merged ones. */
-async function mergedModel(built: Built): Promise<LlamaModel> {
+async function mergedModel(built: Built): Promise<CausalLm> {
   const { model, cfg, dir } = built;
   const be = model.backend;
   const weights = await openWeights(dir);
-  const params = await loadLlamaParams(be, cfg, weights, { mode: "full", baseDtype: "f32" });
+  const params = await loadCausalLmParams(be, cfg, weights, { mode: "full", baseDtype: "f32" });
   await weights.close();
   for (const [l, layer] of model.params.layers.entries()) {
     for (const p of PROJECTIONS) {
@@ -117,7 +117,7 @@ async function mergedModel(built: Built): Promise<LlamaModel> {
       be.upload(trainableView(params.trainable, `model.layers.${l}.${p === "q_proj" || p === "k_proj" || p === "v_proj" || p === "o_proj" ? "self_attn" : "mlp"}.${p}.weight`).param, merged);
     }
   }
-  return createLlamaModel(be, params, { checkpointing: false, seed: 0 });
+  return createCausalLm(be, params, { checkpointing: false, seed: 0 });
 }
 
 void test("DoRA at creation (B = 0, magnitude = ||W|| per row) computes exactly the base model", async () => {

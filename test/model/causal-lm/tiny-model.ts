@@ -7,8 +7,8 @@ import { createCpuBackend } from "../../../src/backend/cpu/index.ts";
 import { openWeights } from "../../../src/io/safetensors/checkpoint.ts";
 import { parseModelConfig, type ModelConfig } from "../../../src/hf/config.ts";
 import { writeRandomModel } from "../../../src/hf/random-init.ts";
-import { loadLlamaParams } from "../../../src/model/llama/load.ts";
-import { createLlamaModel, type LlamaModel } from "../../../src/model/llama/model.ts";
+import { loadCausalLmParams } from "../../../src/model/causal-lm/load.ts";
+import { createCausalLm, type CausalLm } from "../../../src/model/causal-lm/model.ts";
 import { makeLoraSettings, type LoraOptions } from "../../../src/lora/settings.ts";
 import { createRng } from "../../../src/util/random.ts";
 import type { HfConfigJson } from "../../../src/hf/presets.ts";
@@ -44,14 +44,14 @@ export async function tinyModel(
     activationDtype?: "f32" | "bf16";
     logitsChunkRows?: number;
   },
-): Promise<LlamaModel> {
+): Promise<CausalLm> {
   const backend = createCpuBackend();
   const weights = await openWeights(dir);
   const lora =
     options.mode === "lora"
       ? makeLoraSettings({ r: 4, alpha: 8, dropout: 0, targetModules: "all-linear", ...options.lora }, cfg)
       : undefined;
-  const params = await loadLlamaParams(backend, cfg, weights, { mode: options.mode, baseDtype: "f32", ...(lora === undefined ? {} : { lora }) });
+  const params = await loadCausalLmParams(backend, cfg, weights, { mode: options.mode, baseDtype: "f32", ...(lora === undefined ? {} : { lora }) });
   await weights.close();
   if (options.mode === "lora") {
     const rng = createRng(options.seed ?? 5);
@@ -59,7 +59,7 @@ export async function tinyModel(
     for (let i = 0; i < values.length; i++) values[i] = 0.2 * rng.normal();
     backend.upload(params.trainable.params, values);
   }
-  return createLlamaModel(backend, params, {
+  return createCausalLm(backend, params, {
     checkpointing: options.checkpointing ?? false,
     seed: 11,
     ...(options.activationDtype === undefined ? {} : { activationDtype: options.activationDtype }),

@@ -5,12 +5,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { batchFromDocuments } from "../../../src/data/batch.ts";
-import { backward, forward, uploadBatch, type LlamaModel } from "../../../src/model/llama/model.ts";
+import { backward, forward, uploadBatch, type CausalLm } from "../../../src/model/causal-lm/model.ts";
 import { PROJECTIONS } from "../../../src/hf/weights.ts";
 import type { Tensor } from "../../../src/backend/types.ts";
 import { sampleDocs, tinyModel, writeTiny } from "./tiny-model.ts";
 
-async function lossAndGrads(model: LlamaModel, V: number, layerDone?: (l: number) => void): Promise<{ loss: number; grads: Float32Array }> {
+async function lossAndGrads(model: CausalLm, V: number, layerDone?: (l: number) => void): Promise<{ loss: number; grads: Float32Array }> {
   const be = model.backend;
   be.fill(model.params.trainable.grads, 0);
   const batch = uploadBatch(model, batchFromDocuments(sampleDocs(V)));
@@ -20,7 +20,7 @@ async function lossAndGrads(model: LlamaModel, V: number, layerDone?: (l: number
 }
 
 /** A residency that keeps each layer's frozen weights NaN while the layer is released (they never change). */
-async function poisoning(model: LlamaModel, events: string[]): Promise<void> {
+async function poisoning(model: CausalLm, events: string[]): Promise<void> {
   const be = model.backend;
   const frozen = (l: number): Tensor[] => {
     const layer = model.params.layers[l]!;

@@ -6,8 +6,8 @@ import { createCpuBackend } from "../../../src/backend/cpu/index.ts";
 import { openWeights, type WeightSource } from "../../../src/io/safetensors/checkpoint.ts";
 import { decodeToFloat32 } from "../../../src/io/safetensors/convert.ts";
 import { parseModelConfig, type ModelConfig } from "../../../src/hf/config.ts";
-import { loadLlamaParams } from "../../../src/model/llama/load.ts";
-import { createLlamaModel, type LlamaModel } from "../../../src/model/llama/model.ts";
+import { loadCausalLmParams } from "../../../src/model/causal-lm/load.ts";
+import { createCausalLm, type CausalLm } from "../../../src/model/causal-lm/model.ts";
 import { readAdapter } from "../../../src/lora/adapter-files.ts";
 import { loraKey, magnitudeKey } from "../../../src/lora/layout.ts";
 
@@ -34,7 +34,7 @@ export async function readInts(source: WeightSource, name: string): Promise<{ va
 
 export interface LoadedCase {
   cfg: ModelConfig;
-  model: LlamaModel;
+  model: CausalLm;
   adapterKeys: string[];
 }
 
@@ -48,10 +48,10 @@ export async function loadGoldenCase(c: CaseManifest, checkpointing: boolean): P
   const adapterKeys = adapter.params.layout.modules.flatMap((m) => [loraKey(m.name, "A"), loraKey(m.name, "B"), ...(m.magnitudeOffset === null ? [] : [magnitudeKey(m.name)])]);
   const weights = await openWeights(modelDir);
   const backend = createCpuBackend();
-  const params = await loadLlamaParams(backend, cfg, weights, { mode: "lora", baseDtype: "f32", lora: adapter.settings });
+  const params = await loadCausalLmParams(backend, cfg, weights, { mode: "lora", baseDtype: "f32", lora: adapter.settings });
   await weights.close();
   backend.upload(params.trainable.params, adapter.params.flat);
-  return { cfg, model: createLlamaModel(backend, params, { checkpointing, seed: 0 }), adapterKeys };
+  return { cfg, model: createCausalLm(backend, params, { checkpointing, seed: 0 }), adapterKeys };
 }
 
 /** max |a - b| / max |b|: the relative error of a whole tensor. */

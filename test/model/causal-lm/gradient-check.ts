@@ -1,7 +1,7 @@
 // The loss and gradients of a tiny model on the sample documents, and central differences of its f32 forward.
 import assert from "node:assert/strict";
 import { batchFromDocuments } from "../../../src/data/batch.ts";
-import { backward, forward, uploadBatch, type LlamaModel } from "../../../src/model/llama/model.ts";
+import { backward, forward, uploadBatch, type CausalLm } from "../../../src/model/causal-lm/model.ts";
 import { createRng } from "../../../src/util/random.ts";
 import { sampleDocs } from "./tiny-model.ts";
 
@@ -9,7 +9,7 @@ import { sampleDocs } from "./tiny-model.ts";
  * With `dropoutSeed` the dropout stream restarts from that seed before every forward, so each forward (and the
  * finite differences' probes) draws the same masks.
  */
-export async function lossAndGrads(model: LlamaModel, V: number, dropoutSeed?: number): Promise<{ loss: number; grads: Float32Array }> {
+export async function lossAndGrads(model: CausalLm, V: number, dropoutSeed?: number): Promise<{ loss: number; grads: Float32Array }> {
   const be = model.backend;
   be.fill(model.params.trainable.grads, 0);
   if (dropoutSeed !== undefined) model.dropoutRng = createRng(dropoutSeed);
@@ -19,7 +19,7 @@ export async function lossAndGrads(model: LlamaModel, V: number, dropoutSeed?: n
   return { loss: lossSum / tokens, grads: await be.downloadF32(model.params.trainable.grads) };
 }
 
-async function lossOnly(model: LlamaModel, V: number, dropoutSeed?: number): Promise<number> {
+async function lossOnly(model: CausalLm, V: number, dropoutSeed?: number): Promise<number> {
   if (dropoutSeed !== undefined) model.dropoutRng = createRng(dropoutSeed);
   const batch = uploadBatch(model, batchFromDocuments(sampleDocs(V)));
   const { lossSum, tokens } = await forward(model, batch, { training: true });
@@ -32,7 +32,7 @@ async function lossOnly(model: LlamaModel, V: number, dropoutSeed?: number): Pro
  * 2e-3 is ~2.5e-4, hence 3e-4 absolute or 2% relative. DoRA's row norms are constants of the backward (PEFT
  * detaches them), so the probes keep the norms of the unperturbed parameters.
  */
-export async function finiteDifferenceCheck(model: LlamaModel, V: number, picks: number, dropoutSeed?: number): Promise<void> {
+export async function finiteDifferenceCheck(model: CausalLm, V: number, picks: number, dropoutSeed?: number): Promise<void> {
   const be = model.backend;
   const { grads } = await lossAndGrads(model, V, dropoutSeed);
   model.linearScratch.reuseDoraNorms = true;

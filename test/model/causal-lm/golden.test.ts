@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { openWeightsFile, type WeightSource } from "../../../src/io/safetensors/checkpoint.ts";
 import { batchFromDocuments, batchFromRows, type Batch } from "../../../src/data/batch.ts";
-import { backward, forward, lastLogits, uploadBatch } from "../../../src/model/llama/model.ts";
+import { backward, forward, lastLogits, uploadBatch } from "../../../src/model/causal-lm/model.ts";
 import { trainableView } from "../../../src/model/trainable.ts";
 import { GOLDEN, elementwiseRelativeError, goldenCases, loadGoldenCase, readDump, readInts, relativeError } from "./golden-harness.ts";
 

@@ -9,7 +9,7 @@ import { PROJECTIONS } from "../../hf/weights.ts";
 import type { LoraSlots } from "./activations.ts";
 import { loraBackward, type LinearBackwardScratch } from "./linear.ts";
 import { adapterInput, denseWeight, gemmOperand, sized, type LinearScratch } from "./linear-operands.ts";
-import type { DoraModule, Linear, LlamaParams, LoraModule } from "./params.ts";
+import type { DoraModule, Linear, CausalLmParams, LoraModule } from "./params.ts";
 import type { LayerResidency } from "../types.ts";
 
 function doraSlots(backend: Backend, lin: Linear, slots: LoraSlots, N: number): { base: Tensor; lora: Tensor } {
@@ -90,7 +90,7 @@ export function doraLinearBackward(
  * DoRA's magnitudes at creation: the row norms of the base weights (PEFT's ||W + s B A|| with B = 0), written
  * into the trainable buffer. Sharded layers are gathered one at a time, so every rank of the group calls this.
  */
-export async function initDoraMagnitudes(backend: Backend, params: LlamaParams, scratch: LinearScratch, residency: LayerResidency | null): Promise<void> {
+export async function initDoraMagnitudes(backend: Backend, params: CausalLmParams, scratch: LinearScratch, residency: LayerResidency | null): Promise<void> {
   for (let l = 0; l < params.layers.length; l++) {
     const layer = params.layers[l]!;
     if (!PROJECTIONS.some((p) => layer.proj[p].lora?.dora != null)) continue;

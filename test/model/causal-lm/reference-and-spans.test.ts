@@ -3,13 +3,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { batchFromDocuments, IGNORE_INDEX } from "../../../src/data/batch.ts";
-import { backward, forward, uploadBatch, type LlamaModel } from "../../../src/model/llama/model.ts";
+import { backward, forward, uploadBatch, type CausalLm } from "../../../src/model/causal-lm/model.ts";
 import type { SpanScale } from "../../../src/model/types.ts";
 import { sampleDocs, tinyModel, writeTiny } from "./tiny-model.ts";
 
 const docs = (V: number): { inputIds: number[]; labels: number[] }[] => sampleDocs(V).slice(0, 2);
 
-async function grads(model: LlamaModel, d: { inputIds: number[]; labels: number[] }[], spans?: SpanScale[]): Promise<Float32Array> {
+async function grads(model: CausalLm, d: { inputIds: number[]; labels: number[] }[], spans?: SpanScale[]): Promise<Float32Array> {
   const be = model.backend;
   be.fill(model.params.trainable.grads, 0);
   const batch = uploadBatch(model, batchFromDocuments(d));

@@ -8,7 +8,7 @@ import { batchFromDocuments } from "../../../src/data/batch.ts";
 import type { HfConfigJson } from "../../../src/hf/presets.ts";
 import { parseModelConfig } from "../../../src/hf/config.ts";
 import { expectedWeights } from "../../../src/hf/weights.ts";
-import { forward, lastLogits, uploadBatch } from "../../../src/model/llama/model.ts";
+import { forward, lastLogits, uploadBatch } from "../../../src/model/causal-lm/model.ts";
 import { referenceLogits, readWeights, type ReferenceConfig } from "../reference-forward.ts";
 import { finiteDifferenceCheck } from "./gradient-check.ts";
 import { makeLoraSettings } from "../../../src/lora/settings.ts";

@@ -9,9 +9,9 @@ import { openWeights } from "../../../src/io/safetensors/checkpoint.ts";
 import type { ModelConfig } from "../../../src/hf/config.ts";
 import type { HfConfigJson } from "../../../src/hf/presets.ts";
 import { batchFromDocuments } from "../../../src/data/batch.ts";
-import { PREFILL_CHUNK, createDecoder, decodeForward, freeDecoder, truncateCache, type Decoder } from "../../../src/model/llama/decode.ts";
-import { loadLlamaParams, type LoadOptions } from "../../../src/model/llama/load.ts";
-import { createLlamaModel, forward, freeBatch, lastLogits, uploadBatch, type LlamaModel } from "../../../src/model/llama/model.ts";
+import { PREFILL_CHUNK, createDecoder, decodeForward, freeDecoder, truncateCache, type Decoder } from "../../../src/model/causal-lm/decode.ts";
+import { loadCausalLmParams, type LoadOptions } from "../../../src/model/causal-lm/load.ts";
+import { createCausalLm, forward, freeBatch, lastLogits, uploadBatch, type CausalLm } from "../../../src/model/causal-lm/model.ts";
 import { makeLoraSettings, type LoraOptions } from "../../../src/lora/settings.ts";
 import { createRng } from "../../../src/util/random.ts";
 import { TINY, writeTiny } from "./tiny-model.ts";
@@ -37,22 +37,22 @@ interface Setup {
 }
 
 /** The tiny model with a random adapter (B nonzero), loaded like tiny-model.ts but with the load options under test. */
-async function loadModel(config: HfConfigJson, setup: Setup = {}, seed = 5): Promise<{ model: LlamaModel; cfg: ModelConfig }> {
+async function loadModel(config: HfConfigJson, setup: Setup = {}, seed = 5): Promise<{ model: CausalLm; cfg: ModelConfig }> {
   const { dir, cfg } = await writeTiny(config);
   folders.push(dir);
   const backend = createCpuBackend({ threads: 1 });
   const weights = await openWeights(dir);
   const lora = makeLoraSettings({ r: 4, alpha: 8, dropout: 0, targetModules: "all-linear", ...setup.lora }, cfg);
-  const params = await loadLlamaParams(backend, cfg, weights, { mode: "lora", baseDtype: "f32", lora, quantize: setup.quantize ?? null });
+  const params = await loadCausalLmParams(backend, cfg, weights, { mode: "lora", baseDtype: "f32", lora, quantize: setup.quantize ?? null });
   await weights.close();
   const rng = createRng(seed);
   const values = Float32Array.from({ length: params.trainable.total }, () => 0.2 * rng.normal());
   backend.upload(params.trainable.params, values);
-  return { model: createLlamaModel(backend, params, { checkpointing: false, seed: 11 }), cfg };
+  return { model: createCausalLm(backend, params, { checkpointing: false, seed: 11 }), cfg };
 }
 
 /** The training forward over one document: logits (T, V) as rows. */
-async function fullLogits(model: LlamaModel, ids: number[]): Promise<Float32Array[]> {
+async function fullLogits(model: CausalLm, ids: number[]): Promise<Float32Array[]> {
   const batch = uploadBatch(model, batchFromDocuments([{ inputIds: ids }]));
   await forward(model, batch);
   const all = await lastLogits(model);

@@ -9,8 +9,8 @@ import { encodeFromFloat32, decodeToFloat32 } from "../../../src/io/safetensors/
 import { parseModelConfig, type ModelConfig } from "../../../src/hf/config.ts";
 import { expectedWeights } from "../../../src/hf/weights.ts";
 import { batchFromDocuments } from "../../../src/data/batch.ts";
-import { loadLlamaParams, type LoadOptions } from "../../../src/model/llama/load.ts";
-import { createLlamaModel, forward, lastLogits, uploadBatch } from "../../../src/model/llama/model.ts";
+import { loadCausalLmParams, type LoadOptions } from "../../../src/model/causal-lm/load.ts";
+import { createCausalLm, forward, lastLogits, uploadBatch } from "../../../src/model/causal-lm/model.ts";
 import { dequantizeQuantized4bit, quantizedTensorsToWrite } from "../../../src/quant/bnb-checkpoint.ts";
 import { quantizeTensor4bit } from "../../../src/quant/quantize-model.ts";
 import { dequantizeInt8Rowwise, quantizeInt8Rowwise } from "../../../src/quant/int8.ts";
@@ -19,9 +19,9 @@ import { TINY, sampleDocs, writeTiny } from "./tiny-model.ts";
 async function logitsOf(dir: string, cfg: ModelConfig, options: Partial<LoadOptions>): Promise<Float32Array> {
   const backend = createCpuBackend();
   const weights = await openWeights(dir);
-  const params = await loadLlamaParams(backend, cfg, weights, { mode: "lora", baseDtype: "f32", ...options });
+  const params = await loadCausalLmParams(backend, cfg, weights, { mode: "lora", baseDtype: "f32", ...options });
   await weights.close();
-  const model = createLlamaModel(backend, params, { checkpointing: false, seed: 0 });
+  const model = createCausalLm(backend, params, { checkpointing: false, seed: 0 });
   await forward(model, uploadBatch(model, batchFromDocuments(sampleDocs(cfg.vocabSize))));
   return lastLogits(model);
 }

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
-import { ropeInvFreq } from "../../../src/model/llama/rope-freqs.ts";
+import { ropeInvFreq } from "../../../src/model/causal-lm/rope-freqs.ts";
 import { parseModelConfig } from "../../../src/hf/config.ts";
 import { openWeightsFile } from "../../../src/io/safetensors/checkpoint.ts";
 import { decodeToFloat32 } from "../../../src/io/safetensors/convert.ts";

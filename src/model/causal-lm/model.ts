@@ -1,4 +1,5 @@
-// The Llama-family causal LM on a backend: forward to token losses, backward into the trainable
+// The decoder-only causal LM every supported family shares (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3: each a
+// declaration in src/hf/families.ts of the features it switches on) on a backend: forward to token losses, backward into the trainable
 // gradient buffer, with optional gradient checkpointing (recompute each block from its saved input).
 import type { Backend, Tensor } from "../../backend/types.ts";
 import { createRng, type Rng } from "../../util/random.ts";
@@ -7,15 +8,15 @@ import { IGNORE_INDEX, type Batch } from "../../data/batch.ts";
 import { allocActivations, viewActivations, type ActivationDtype, type Activations } from "./activations.ts";
 import { blockBackward, blockForward, type SequenceInputs } from "./block.ts";
 import type { LinearScratch } from "./linear.ts";
-import type { LlamaParams, TokenRows } from "./params.ts";
+import type { CausalLmParams, TokenRows } from "./params.ts";
 import type { ForwardOptions, ForwardResult, LayerResidency, SpanScale, TrainingModel, UploadedBatch } from "../types.ts";
 import { ropeInvFreq } from "./rope-freqs.ts";
 import { PROJECTIONS } from "../../hf/weights.ts";
 import { bf16BitsToF32, f32ToBf16Bits } from "../../util/half.ts";
 
-export interface LlamaModel {
+export interface CausalLm {
   backend: Backend;
-  params: LlamaParams;
+  params: CausalLmParams;
   invFreq: Tensor; // f32 (D/2)
   /** Each layer's RoPE frequencies: invFreq, or (Gemma 3's sliding layers) the local base's. */
   layerInvFreq: Tensor[];
@@ -51,7 +52,7 @@ export interface DeviceBatch extends SequenceInputs {
   trainedTokens: number;
 }
 
-export interface LlamaModelOptions {
+export interface CausalLmOptions {
   checkpointing: boolean;
   seed: number;
   /** Activation storage (default f32, the exact reference; bf16 halves activation memory as HF bf16 does). */
@@ -59,7 +60,7 @@ export interface LlamaModelOptions {
   logitsChunkRows?: number;
 }
 
-export function createLlamaModel(backend: Backend, params: LlamaParams, options: LlamaModelOptions): LlamaModel {
+export function createCausalLm(backend: Backend, params: CausalLmParams, options: CausalLmOptions): CausalLm {
   const activationDtype = options.activationDtype ?? "f32";
   const cfg = params.cfg;
   const invFreq = backend.alloc("f32", [cfg.headDim / 2], "rope.inv_freq");
@@ -109,7 +110,7 @@ export function createLlamaModel(backend: Backend, params: LlamaParams, options:
 }
 
 /** Frees what the model allocated beside its params (activations, scratch, the bf16 twin buffer). */
-export function freeLlamaModel(model: LlamaModel): void {
+export function freeCausalLm(model: CausalLm): void {
   const be = model.backend;
   model.acts?.free();
   model.acts = null;
@@ -118,7 +119,7 @@ export function freeLlamaModel(model: LlamaModel): void {
   if (model.lowpParams !== null) be.free(model.lowpParams);
 }
 
-export function uploadBatch(model: LlamaModel, batch: Batch): DeviceBatch {
+export function uploadBatch(model: CausalLm, batch: Batch): DeviceBatch {
   const be = model.backend;
   const N = batch.ids.length;
   const V = model.params.cfg.vocabSize;
@@ -151,7 +152,7 @@ export function uploadBatch(model: LlamaModel, batch: Batch): DeviceBatch {
   };
 }
 
-export function freeBatch(model: LlamaModel, b: DeviceBatch): void {
+export function freeBatch(model: CausalLm, b: DeviceBatch): void {
   for (const t of [b.ids, b.targets, b.positions, b.cuSeqlens]) model.backend.free(t);
 }
 
@@ -159,7 +160,7 @@ export function freeBatch(model: LlamaModel, b: DeviceBatch): void {
  * Activations for N tokens: the current set, a view of the first N rows of a larger one, or a new
  * allocation when N is the largest so far (packed batches vary in length; the set only grows).
  */
-function activationsFor(model: LlamaModel, N: number): Activations {
+function activationsFor(model: CausalLm, N: number): Activations {
   if (model.acts !== null && model.acts.N === N) return model.acts;
   if (model.acts !== null && model.acts.root.N >= N) {
     model.acts = viewActivations(model.backend, model.acts.root, N);
@@ -176,8 +177,8 @@ function activationsFor(model: LlamaModel, N: number): Activations {
 
 export type { ForwardOptions } from "../types.ts";
 
-/** The Llama model behind the trainer's model interface. */
-export function asTrainingModel(model: LlamaModel): TrainingModel {
+/** The causal LM behind the trainer's model interface. */
+export function asTrainingModel(model: CausalLm): TrainingModel {
   // Every UploadedBatch the trainer hands back is one this adapter made.
   const own = (b: UploadedBatch): DeviceBatch => b as DeviceBatch;
   return {
@@ -199,7 +200,7 @@ export function asTrainingModel(model: LlamaModel): TrainingModel {
 }
 
 /** Runs the forward pass; returns the sum of token losses (f64) and the number of trained tokens. */
-export async function forward(model: LlamaModel, batch: DeviceBatch, options: ForwardOptions = {}): Promise<ForwardResult> {
+export async function forward(model: CausalLm, batch: DeviceBatch, options: ForwardOptions = {}): Promise<ForwardResult> {
   if (options.adapters !== false) return forwardPass(model, batch, options);
   // PEFT's disable_adapter (DPO's reference): the base alone, with no dropout or noise. The LoRA modules and
   // trained token rows are detached for this pass; the activations are sized with them first, so the next
@@ -222,7 +223,7 @@ export async function forward(model: LlamaModel, batch: DeviceBatch, options: Fo
   }
 }
 
-async function forwardPass(model: LlamaModel, batch: DeviceBatch, options: ForwardOptions): Promise<ForwardResult> {
+async function forwardPass(model: CausalLm, batch: DeviceBatch, options: ForwardOptions): Promise<ForwardResult> {
   const be = model.backend;
   const { params } = model;
   const cfg = params.cfg;
@@ -269,7 +270,7 @@ async function forwardPass(model: LlamaModel, batch: DeviceBatch, options: Forwa
  * Backward of the last forward: gradients of (gradScale * sum of token losses) accumulate into the
  * trainable gradient buffer. gradScale = 1 / (trained tokens over all accumulated micro-batches).
  */
-export async function backward(model: LlamaModel, batch: DeviceBatch, gradScale: number, layerDone?: (layer: number) => void, spans?: readonly SpanScale[]): Promise<void> {
+export async function backward(model: CausalLm, batch: DeviceBatch, gradScale: number, layerDone?: (layer: number) => void, spans?: readonly SpanScale[]): Promise<void> {
   const be = model.backend;
   const { params } = model;
   const cfg = params.cfg;
@@ -340,7 +341,7 @@ export async function backward(model: LlamaModel, batch: DeviceBatch, gradScale:
  * Gemma's factor on the embeddings: sqrt(hidden_size) as a tensor of the activations' dtype (HF builds it with the
  * hidden states' dtype, so bf16 rounds it); 1 for the other families.
  */
-export function embeddingScale(model: { params: LlamaParams; activationDtype: ActivationDtype }): number {
+export function embeddingScale(model: { params: CausalLmParams; activationDtype: ActivationDtype }): number {
   const cfg = model.params.cfg;
   if (!cfg.embedScale) return 1;
   const value = Math.sqrt(cfg.hiddenSize);
@@ -348,7 +349,7 @@ export function embeddingScale(model: { params: LlamaParams; activationDtype: Ac
 }
 
 /** Gemma's trained norm weights w are computed with as 1 + w: the copies the model reads are refreshed here. */
-export function refreshNormPlusOne(model: { backend: Backend; params: LlamaParams }): void {
+export function refreshNormPlusOne(model: { backend: Backend; params: CausalLmParams }): void {
   for (const n of model.params.normPlusOne) model.backend.add(n.effective, n.trained, n.ones);
 }
 
@@ -356,7 +357,7 @@ export function refreshNormPlusOne(model: { backend: Backend; params: LlamaParam
  * transformers' neftune_post_forward_hook: L is the length of the row the token sits in (the padded
  * length of a padded batch, the whole flat row of a padding-free one), d the hidden size.
  */
-function addNeftuneNoise(model: LlamaModel, acts: Activations, batch: DeviceBatch, neftune: { alpha: number; rng: Rng }): void {
+function addNeftuneNoise(model: CausalLm, acts: Activations, batch: DeviceBatch, neftune: { alpha: number; rng: Rng }): void {
   const C = model.params.cfg.hiddenSize;
   const noise = new Float32Array(batch.N * C);
   for (const [start, length] of batch.rowSpans) {
@@ -379,7 +380,7 @@ function trainedRowPositions(rows: TokenRows, ids: Int32Array): [number, number]
 }
 
 /** The lm_head the logits use: the frozen matrix, or a copy with the trained rows substituted. */
-function outputEmbedding(model: LlamaModel): Tensor {
+function outputEmbedding(model: CausalLm): Tensor {
   const { params } = model;
   const rows = params.lmHeadRows;
   if (rows === null || params.effectiveLmHead === null) return params.lmHead;
@@ -405,7 +406,7 @@ function forEachLogitsChunk(be: Backend, acts: Activations, body: (chunk: number
  * Logits of the last forward, f32 (N, V), for tests and evaluation. Only a batch whose logits fit in one
  * chunk keeps them all (the forward keeps one chunk of rows at a time).
  */
-export async function lastLogits(model: LlamaModel): Promise<Float32Array> {
+export async function lastLogits(model: CausalLm): Promise<Float32Array> {
   const acts = model.acts;
   if (acts === null || acts.logitsValidChunk !== 0) throw new TunaError("INTERNAL", "no forward has run, or the backward has used the logits");
   if (acts.logits.shape[0]! < acts.N) {

@@ -1,4 +1,4 @@
-// The parameters of a Llama-family model on a backend: frozen base weights (dense or 4-bit), and the
+// The parameters of a causal LM of any supported family on a backend: frozen base weights (dense or 4-bit), and the
 // trainable ones (LoRA A/B, or every weight for full fine-tuning) as named views of the flat buffer of
 // src/model/trainable.ts.
 import type { Quant4bitTensors, Tensor } from "../../backend/types.ts";
@@ -61,7 +61,7 @@ export interface LayerParams {
   proj: Record<Projection, Linear>;
 }
 
-export interface LlamaParams {
+export interface CausalLmParams {
   cfg: ModelConfig;
   embed: Tensor; // (V, C)
   dEmbed: Tensor | null;

@@ -1,4 +1,4 @@
-// Incremental forward of the Llama-family model for generation: a per-layer KV cache, new tokens at
+// Incremental forward of the causal LM for generation: a per-layer KV cache, new tokens at
 // absolute positions after the cached ones, and the logits of the last new token only (no backward).
 import type { Backend, Tensor } from "../../backend/types.ts";
 import { TunaError } from "../../util/errors.ts";
@@ -7,8 +7,8 @@ import { PROJECTIONS, type Projection } from "../../hf/weights.ts";
 import type { LoraSlots } from "./activations.ts";
 import { attentionOptions, blockForwardWith } from "./block.ts";
 import type { LinearScratch } from "./linear.ts";
-import { embeddingScale, refreshNormPlusOne, type LlamaModel } from "./model.ts";
-import type { LlamaParams } from "./params.ts";
+import { embeddingScale, refreshNormPlusOne, type CausalLm } from "./model.ts";
+import type { CausalLmParams } from "./params.ts";
 
 /** Keys and values of the tokens seen so far, one (Tmax, KV, D) pair per layer, rows 0..length-1 in use. */
 export interface KvCache {
@@ -44,7 +44,7 @@ interface StepBuffers {
 }
 
 export interface Decoder {
-  model: LlamaModel;
+  model: CausalLm;
   cache: KvCache;
   /** The token ids whose keys and values are cached, in order (cache.length of them). */
   tokens: number[];
@@ -56,7 +56,7 @@ export interface Decoder {
 }
 
 /** A decoder over `model` with room for `capacity` tokens (the cache grows on demand). */
-export function createDecoder(model: LlamaModel, capacity = 256): Decoder {
+export function createDecoder(model: CausalLm, capacity = 256): Decoder {
   const cfg = model.params.cfg;
   const cache: KvCache = { capacity: 0, length: 0, keys: [], values: [] };
   const decoder: Decoder = { model, cache, tokens: [], lmHead: outputEmbedding(model.backend, model.params), buffers: null, doraNormsReady: false };
@@ -260,7 +260,7 @@ function checkPositions(cfg: ModelConfig, total: number): void {
 }
 
 /** The lm_head the logits use: the frozen matrix, or (with trained token rows) params.effectiveLmHead filled now. */
-function outputEmbedding(be: Backend, params: LlamaParams): Tensor {
+function outputEmbedding(be: Backend, params: CausalLmParams): Tensor {
   const rows = params.lmHeadRows;
   const effective = params.effectiveLmHead;
   if (rows === null || effective === null) return params.lmHead;
@@ -324,7 +324,7 @@ function freeBuffers(be: Backend, b: StepBuffers): void {
  * the largest rank (and DoRA's two (Q, out) terms). Allocated per call and freed after it: linearForward
  * takes views of them each time.
  */
-function loraSlots(be: Backend, params: LlamaParams, Q: number): Partial<Record<Projection, LoraSlots>> {
+function loraSlots(be: Backend, params: CausalLmParams, Q: number): Partial<Record<Projection, LoraSlots>> {
   const slots: Partial<Record<Projection, LoraSlots>> = {};
   for (const p of PROJECTIONS) {
     let rank = 0;

@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { batchFromDocuments, batchFromRows, type Batch } from "../../../src/data/batch.ts";
-import { forward, freeBatch, uploadBatch } from "../../../src/model/llama/model.ts";
+import { forward, freeBatch, uploadBatch } from "../../../src/model/causal-lm/model.ts";
 import { createRng } from "../../../src/util/random.ts";
 import { tinyModel, writeTiny } from "./tiny-model.ts";
 
