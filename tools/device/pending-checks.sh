@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Everything the CPU-only sessions left for the GPU machine, in one device call (device time is scarce: see
+# ../shared/device/README.md for bringing Node there; run from the checkout after `npm run build:gpu` here and
+# copying dist/ + src/ + tools/ + test/ + examples/ + bin/). Outputs go to $OUT (the device tool's folder) when set.
+#   bash tools/device/pending-checks.sh
+# 1. The golden dumps with the cases added since they were made (llama_dora, qwen3, gemma2, gemma3, phi3), packed
+#    for `rm -rf test/golden && tar -C test -xf golden.tar` here; test/model/causal-lm/golden.test.ts then checks
+#    every case the manifest lists.
+# 2. The DPO dumps (issue 14).
+# 3. Every backend op on the GPU against the CPU reference: DoRA ops, GeGLU, soft-caps, windowed and soft-capped
+#    attention (forward, backward, decode) are new since the last GPU run.
+# 4. The GPU training, end-to-end and parity tests; 5. the distributed checks.
+set -u
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/tuna-pending}"
+mkdir -p "$OUT"
+status=0
+run() { echo "== $*"; "$@" || { echo "FAILED: $*"; status=1; }; }
+
+run python3 tools/golden/make_golden.py --out /tmp/golden
+tar -C /tmp -cf "$OUT/golden.tar" golden && cp /tmp/golden/make_golden.log "$OUT/" 2>/dev/null
+run python3 tools/golden/make_dpo_golden.py --golden /tmp/golden --out /tmp/dpo
+tar -C /tmp -cf "$OUT/dpo.tar" dpo 2>/dev/null
+run node --test dist/test-gpu/backend-ops.gpu.test.mjs
+run node --test dist/test-gpu/train-parity.gpu.test.mjs dist/test-gpu/train-e2e.gpu.test.mjs dist/test-gpu/cuda-runtime.gpu.test.mjs dist/test-gpu/doctor.gpu.test.mjs
+run bash tools/device/distributed-checks.sh
+exit $status
