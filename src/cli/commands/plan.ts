@@ -2,6 +2,7 @@
 // each rank of that training run, part by part, whether it fits the GPU (or the budget given), and which single
 // change would make it fit when it does not.
 import { TunaError } from "../../util/errors.ts";
+import { PRESET_NAMES } from "../../hf/presets.ts";
 import { takeOwnFlags } from "../flags.ts";
 import type { CliOutput } from "../output.ts";
 import { parseTrainArgs, type TrainConfig } from "../../config/index.ts";
@@ -22,8 +23,8 @@ part, and says which single change fits a smaller budget.
   --runtime_gib N    memory outside tuna's tensors on a GPU: CUDA context and libraries (default 0.5)
   --dpo              plan the run as tuna dpo would make it (two sequences per pair, DPO's defaults)
   --json             one JSON object
-Presets (--model_name_or_path NAME without a folder of that name): llama-2-7b, llama-2-13b, llama-2-70b,
-llama-3-8b and the tiny test shapes.`;
+Presets (--model_name_or_path NAME without a folder of that name): ${PRESET_NAMES.filter((n) => !n.startsWith("tiny-")).join(", ")}
+and the tiny test shapes.`;
 
 const DEFAULT_RUNTIME_GIB = 0.5;
 const GIB = 2 ** 30;
