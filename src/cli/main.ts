@@ -14,6 +14,7 @@ import { launchCommand } from "./commands/launch.ts";
 import { mergeCommand } from "./commands/merge.ts";
 import { planCommand } from "./commands/plan.ts";
 import { dpoCommand } from "./commands/dpo.ts";
+import { serveCommand } from "./commands/serve.ts";
 import { safeText } from "../util/safe-text.ts";
 import { TUNA_VERSION } from "../util/version.ts";
 
@@ -33,6 +34,7 @@ const COMMANDS: Record<string, CommandEntry> = {
   generate: { run: generateCommand, summary: "generate text from a prompt with a model (+ optional PEFT adapter), greedy or sampled" },
   chat: { run: chatCommand, summary: "chat with a model (+ optional PEFT adapter) through its chat template, on stdin" },
   merge: { run: mergeCommand, summary: "merge a PEFT LoRA adapter into its base model and save a Hugging Face model folder" },
+  serve: { run: serveCommand, summary: "serve a model and its adapters over HTTP with the OpenAI API (chat and completions, streaming)" },
   inspect: { run: inspectCommand, summary: "describe a model folder or hub id: architecture, parameters, memory, tokenizer" },
   doctor: { run: doctorCommand, summary: "check Node, CPU, GPU driver and CUDA libraries, and give a verdict" },
   plan: { run: planCommand, summary: "predict a training run's peak device memory per rank, part by part, and what fits a budget" },

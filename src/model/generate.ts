@@ -18,6 +18,11 @@ export interface GenerateOptions {
   maxPositions?: number;
   /** Called with each new token as soon as it is chosen, the final eos included. */
   onToken?: (token: number) => void;
+  /**
+   * Let Node's event loop run between tokens (a server: other requests, client disconnects). On the CPU a step's
+   * awaits resolve at once, so without this one generation holds the loop from its first token to its last.
+   */
+  yieldBetweenTokens?: boolean;
 }
 
 export interface GenerateResult {
@@ -92,6 +97,11 @@ export async function generate(decoder: Decoder, prompt: readonly number[], opti
       break;
     }
     if (result.tokens.length >= maxNewTokens) break;
+    if (options.yieldBetweenTokens === true) {
+      await new Promise<void>((resolve) => {
+        setImmediate(resolve);
+      });
+    }
     logits = await decodeForward(decoder, [next]);
     result.decodeSteps++;
   }

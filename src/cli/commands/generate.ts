@@ -70,7 +70,7 @@ Greedy unless --do_sample or --temperature > 0 (or the model's generation_config
 ${SHARED_HELP}
   --json                         print one JSON object instead of streaming`;
 
-type SharedValues = { [K in keyof typeof SHARED_OPTIONS]?: (typeof SHARED_OPTIONS)[K]["type"] extends "string" ? string : boolean };
+export type SharedValues = { [K in keyof typeof SHARED_OPTIONS]?: (typeof SHARED_OPTIONS)[K]["type"] extends "string" ? string : boolean };
 
 
 export function parseFlags<O extends Record<string, { type: "string" | "boolean"; short?: string; default?: string | boolean }>>(args: string[], options: O, help: string) {

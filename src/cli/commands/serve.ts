@@ -1,0 +1,167 @@
+// `tuna serve <model> [--adapter NAME=DIR ...]`: the OpenAI API subset over HTTP (src/serve/server.ts) for the
+// base model and each adapter, selected by the request's "model". Binds to 127.0.0.1 unless told otherwise.
+import type { AddressInfo } from "node:net";
+import type { Server } from "node:http";
+import { TunaError, errorMessage } from "../../util/errors.ts";
+import type { CliOutput } from "../output.ts";
+import { createServeServer } from "../../serve/server.ts";
+import type { ServedModel } from "../../serve/run-request.ts";
+import { SHARED_HELP, SHARED_OPTIONS, openGenerationSession, parseFlags, sharedSettings, type SharedValues } from "./generate.ts";
+import { readChatTemplateFile } from "../../data/chat-format.ts";
+
+const HELP = `usage: tuna serve <model folder | hub id> [--adapter NAME=DIR ...] [options]
+
+Serves the model over HTTP with the OpenAI API: GET /v1/models, POST /v1/completions and
+/v1/chat/completions (streaming with server-sent events or not; temperature, top_p, max_tokens, stop, seed),
+GET /health. Requests choose the base (by --served_model_name) or an adapter (by its NAME) with "model".
+One request generates at a time; the others wait in a queue of --max_queue (more get HTTP 429).
+Each adapter is served from its own copy of the base for now (batching several adapters over one base on
+the GPU is not implemented yet).
+  --adapter NAME=DIR             a PEFT LoRA adapter served as NAME (repeat for more)
+  --served_model_name NAME       the base model's name in requests (default: the model argument)
+  --host HOST                    the address to bind (default 127.0.0.1: this machine only)
+  --port N                       the port (default 8000; 0 picks a free one)
+  --api_key KEY                  require "Authorization: Bearer KEY" (default: the TUNA_API_KEY variable, else none)
+  --max_queue N                  requests that may wait (default 64)
+  --chat_template FILE           a Jinja chat template, for models whose tokenizer has none
+${SHARED_HELP.split("\n").filter((l) => !l.trimStart().startsWith("--adapter ")).join("\n")}`;
+
+const OPTIONS = {
+  ...SHARED_OPTIONS,
+  adapter: { type: "string", multiple: true },
+  served_model_name: { type: "string" },
+  host: { type: "string", default: "127.0.0.1" },
+  port: { type: "string", default: "8000" },
+  api_key: { type: "string" },
+  max_queue: { type: "string", default: "64" },
+} as const;
+
+export interface ServeStart {
+  model: string;
+  adapters: { name: string; dir: string }[];
+  values: SharedValues;
+  servedModelName?: string;
+  host: string;
+  port: number;
+  apiKey?: string;
+  maxQueue: number;
+  onNotice: (message: string) => void;
+}
+
+export interface RunningServer {
+  server: Server;
+  url: string;
+  models: string[];
+  close(): Promise<void>;
+}
+
+/** Loads the base and every adapter (an adapter that fails is reported and answered with 503) and listens. */
+export async function startServe(s: ServeStart): Promise<RunningServer> {
+  const problems: string[] = [];
+  const shared = sharedSettings(s.values, problems);
+  if (problems.length > 0) throw new TunaError("CONFIG_INVALID", `${problems.join("; ")}.`);
+  const template = s.values.chat_template === undefined ? undefined : readChatTemplateFile(s.values.chat_template);
+  const open = async (name: string, adapter: string | undefined): Promise<ServedModel> => {
+    const values: SharedValues = { ...s.values };
+    Reflect.deleteProperty(values, "adapter");
+    const session = await openGenerationSession(s.model, adapter === undefined ? values : { ...values, adapter }, shared.device, s.onNotice);
+    return { name, session, chatTemplate: template ?? session.tokenizer.chatTemplate };
+  };
+  const baseName = s.servedModelName ?? s.model;
+  const models = [await open(baseName, undefined)];
+  const failed = new Map<string, string>();
+  for (const a of s.adapters) {
+    try {
+      models.push(await open(a.name, a.dir));
+    } catch (e) {
+      failed.set(a.name, errorMessage(e));
+      s.onNotice(`warning: adapter ${a.name} (${a.dir}) failed to load and is answered with HTTP 503: ${errorMessage(e)}`);
+    }
+  }
+  const server = createServeServer({
+    models,
+    failed,
+    maxQueue: s.maxQueue,
+    ...(s.apiKey === undefined ? {} : { apiKey: s.apiKey }),
+    onError: (m) => {
+      s.onNotice(`error: ${m}`);
+    },
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (e) => {
+      reject(new TunaError("CONFIG_INVALID", `cannot listen on ${s.host}:${s.port}: ${errorMessage(e)}; choose another --port or --host.`, { cause: e }));
+    });
+    server.listen(s.port, s.host, () => {
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  return {
+    server,
+    url: `http://${host}:${address.port}`,
+    models: models.map((m) => m.name),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => {
+          resolve();
+        });
+      }),
+  };
+}
+
+function count(raw: string, flag: string, min: number, problems: string[]): number {
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < min) problems.push(`--${flag} must be an integer >= ${min}, got "${raw}"`);
+  return n;
+}
+
+export async function serveCommand(args: string[], output: CliOutput): Promise<number> {
+  const { values, positionals } = parseFlags(args, OPTIONS, HELP);
+  if (values.help === true) {
+    output.out(HELP);
+    return 0;
+  }
+  const problems: string[] = [];
+  if (positionals.length !== 1) problems.push("give exactly one model (folder or hub id)");
+  const adapters = (values.adapter ?? []).map((spec) => {
+    const at = spec.indexOf("=");
+    if (at <= 0 || at === spec.length - 1) problems.push(`--adapter takes NAME=DIR, got "${spec}"`);
+    return { name: spec.slice(0, at), dir: spec.slice(at + 1) };
+  });
+  const names = adapters.map((a) => a.name);
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup !== undefined) problems.push(`--adapter name "${dup}" is given twice`);
+  const port = count(values.port, "port", 0, problems);
+  const maxQueue = count(values.max_queue, "max_queue", 0, problems);
+  if (problems.length > 0) throw new TunaError("CONFIG_INVALID", `${problems.join("; ")}.\n\n${HELP}`);
+  const apiKey = values.api_key ?? process.env["TUNA_API_KEY"];
+  const shared: SharedValues = { ...values, adapter: undefined };
+  const running = await startServe({
+    model: positionals[0]!,
+    adapters,
+    values: shared,
+    ...(values.served_model_name === undefined ? {} : { servedModelName: values.served_model_name }),
+    host: values.host,
+    port,
+    ...(apiKey === undefined || apiKey === "" ? {} : { apiKey }),
+    maxQueue,
+    onNotice: (m) => {
+      output.err(m);
+    },
+  });
+  output.err(`tuna serve: listening on ${running.url} (models: ${running.models.join(", ")}${apiKey === undefined || apiKey === "" ? "" : "; API key required"}); Ctrl-C stops.`);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      resolve();
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+  await running.close();
+  output.err("tuna serve: stopped.");
+  return 0;
+}

@@ -1,0 +1,123 @@
+// The OpenAI API subset `tuna serve` speaks: request bodies of /v1/completions and /v1/chat/completions parsed and
+// checked (each problem an HTTP 400 in OpenAI's error shape), and the error type every handler throws.
+import { z } from "zod";
+import type { ChatMessage } from "../tokenizer/chat-template.ts";
+
+/** An error answered as OpenAI answers it: {"error": {"message", "type", "param", "code"}} with this status. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type: "invalid_request_error" | "authentication_error" | "rate_limit_error" | "server_error" | "not_found_error",
+    readonly code: string | null = null,
+    readonly param: string | null = null,
+  ) {
+    super(message);
+  }
+
+  body(): string {
+    return JSON.stringify({ error: { message: this.message, type: this.type, param: this.param, code: this.code } });
+  }
+}
+
+/** What one generation request asks, whichever endpoint it came through. */
+export interface GenerationRequest {
+  kind: "completion" | "chat";
+  model: string;
+  prompt: string | null;
+  messages: ChatMessage[] | null;
+  /** null: the model's default (generation_config.json's max_new_tokens, else 128). */
+  maxTokens: number | null;
+  temperature: number;
+  topP: number;
+  stop: string[];
+  seed: number;
+  stream: boolean;
+}
+
+const stop = z.union([z.string(), z.array(z.string()).max(4)]).nullish();
+const common = {
+  model: z.string().min(1),
+  max_tokens: z.number().int().min(0).nullish(),
+  max_completion_tokens: z.number().int().min(0).nullish(),
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().gt(0).max(1).nullish(),
+  n: z.number().int().nullish(),
+  stop,
+  seed: z.number().int().nullish(),
+  stream: z.boolean().nullish(),
+};
+
+const completionSchema = z.looseObject({ ...common, prompt: z.string() });
+const chatSchema = z.looseObject({
+  ...common,
+  messages: z
+    .array(
+      z.looseObject({
+        role: z.enum(["system", "user", "assistant", "developer"]),
+        // Text, or OpenAI's content parts of type "text" (other kinds are refused below).
+        content: z.union([z.string(), z.array(z.looseObject({ type: z.string(), text: z.string().optional() }))]),
+      }),
+    )
+    .min(1),
+});
+
+function invalid(error: z.ZodError): HttpError {
+  const issue = error.issues[0];
+  const param = issue?.path.join(".") ?? null;
+  return new HttpError(400, `invalid request: ${param === null || param === "" ? "" : `${param}: `}${issue?.message ?? "malformed body"}`, "invalid_request_error", "invalid_value", param || null);
+}
+
+/** Parses a request body (already JSON-decoded) for the endpoint; HttpError 400 says what is wrong. */
+type ChatBody = z.infer<typeof chatSchema>;
+
+function chatMessages(b: ChatBody): ChatMessage[] {
+  return b.messages.map((m, i) => {
+    const content =
+      typeof m.content === "string"
+        ? m.content
+        : m.content
+            .map((part, j) => {
+              if (part.type !== "text" || part.text === undefined) {
+                throw new HttpError(400, `messages[${i}].content[${j}]: only text parts are supported, not ${JSON.stringify(part.type)}`, "invalid_request_error", "unsupported_value", `messages.${i}.content`);
+              }
+              return part.text;
+            })
+            .join("");
+    // OpenAI's "developer" role is the system role of older models.
+    return { role: m.role === "developer" ? "system" : m.role, content };
+  });
+}
+
+/** Parses a request body (already JSON-decoded) for the endpoint; HttpError 400 says what is wrong. */
+export function parseGenerationRequest(kind: "completion" | "chat", body: unknown): GenerationRequest {
+  let prompt: string | null = null;
+  let messages: ChatMessage[] | null = null;
+  let b: z.infer<typeof completionSchema> | ChatBody;
+  if (kind === "completion") {
+    const parsed = completionSchema.safeParse(body);
+    if (!parsed.success) throw invalid(parsed.error);
+    b = parsed.data;
+    prompt = parsed.data.prompt;
+  } else {
+    const parsed = chatSchema.safeParse(body);
+    if (!parsed.success) throw invalid(parsed.error);
+    b = parsed.data;
+    messages = chatMessages(parsed.data);
+  }
+  if (b.n != null && b.n !== 1) throw new HttpError(400, "n must be 1: tuna serve returns one choice per request", "invalid_request_error", "unsupported_value", "n");
+  const stops = b.stop == null ? [] : typeof b.stop === "string" ? [b.stop] : b.stop;
+  if (stops.some((s) => s.length === 0)) throw new HttpError(400, "stop sequences must not be empty", "invalid_request_error", "invalid_value", "stop");
+  return {
+    kind,
+    model: b.model,
+    prompt,
+    messages,
+    maxTokens: b.max_completion_tokens ?? b.max_tokens ?? (kind === "completion" ? 16 : null),
+    temperature: b.temperature ?? 1,
+    topP: b.top_p ?? 1,
+    stop: stops,
+    seed: b.seed ?? 0,
+    stream: b.stream ?? false,
+  };
+}
