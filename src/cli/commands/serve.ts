@@ -9,6 +9,9 @@ import type { ServedModel } from "../../serve/run-request.ts";
 import { SHARED_HELP, SHARED_OPTIONS, openGenerationSession, parseFlags, sharedSettings, type SharedValues } from "./generate.ts";
 import { readChatTemplateFile } from "../../data/chat-format.ts";
 
+/** The shared generation flags that choose how the model is loaded (the rest are per request here). */
+const MODEL_FLAGS = ["device", "bf16", "use_4bit_quantization", "bnb_4bit_quant_type", "use_nested_quant", "use_8bit_quantization", "revision"];
+
 const HELP = `usage: tuna serve <model folder | hub id> [--adapter NAME=DIR ...] [options]
 
 Serves the model over HTTP with the OpenAI API: GET /v1/models, POST /v1/completions and
@@ -24,10 +27,19 @@ the GPU is not implemented yet).
   --api_key KEY                  require "Authorization: Bearer KEY" (default: the TUNA_API_KEY variable, else none)
   --max_queue N                  requests that may wait (default 64)
   --chat_template FILE           a Jinja chat template, for models whose tokenizer has none
-${SHARED_HELP.split("\n").filter((l) => !l.trimStart().startsWith("--adapter ")).join("\n")}`;
+${SHARED_HELP.split("\n").filter((l) => MODEL_FLAGS.some((f) => l.trimStart().startsWith(`--${f} `))).join("\n")}
+Sampling (temperature, top_p, max_tokens, stop, seed) comes with each request, as the OpenAI API has it.`;
 
 const OPTIONS = {
-  ...SHARED_OPTIONS,
+  chat_template: SHARED_OPTIONS.chat_template,
+  device: SHARED_OPTIONS.device,
+  bf16: SHARED_OPTIONS.bf16,
+  use_4bit_quantization: SHARED_OPTIONS.use_4bit_quantization,
+  bnb_4bit_quant_type: SHARED_OPTIONS.bnb_4bit_quant_type,
+  use_nested_quant: SHARED_OPTIONS.use_nested_quant,
+  use_8bit_quantization: SHARED_OPTIONS.use_8bit_quantization,
+  revision: SHARED_OPTIONS.revision,
+  help: SHARED_OPTIONS.help,
   adapter: { type: "string", multiple: true },
   served_model_name: { type: "string" },
   host: { type: "string", default: "127.0.0.1" },
