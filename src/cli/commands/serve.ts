@@ -6,7 +6,13 @@ import { TunaError, errorMessage } from "../../util/errors.ts";
 import type { CliOutput } from "../output.ts";
 import { createServeServer } from "../../serve/server.ts";
 import type { ServedModel } from "../../serve/run-request.ts";
-import { SHARED_HELP, SHARED_OPTIONS, openGenerationSession, parseFlags, sharedSettings, type SharedValues } from "./generate.ts";
+import { SHARED_HELP, SHARED_OPTIONS, openGenerationSession, parseFlags, sharedSettings, type GenerationSession, type SharedValues } from "./generate.ts";
+import { readAdapter, type LoraAdapter } from "../../lora/adapter-files.ts";
+import { withAdapter } from "../../model/causal-lm/lora-views.ts";
+import { createCausalLm } from "../../model/causal-lm/model.ts";
+import { createDecoder } from "../../model/causal-lm/decode.ts";
+import { loadTokenizer } from "../../tokenizer/load.ts";
+import { tokenizerDirFor } from "../../train/open-model.ts";
 import { readChatTemplateFile } from "../../data/chat-format.ts";
 
 /** The shared generation flags that choose how the model is loaded (the rest are per request here). */
@@ -18,8 +24,9 @@ Serves the model over HTTP with the OpenAI API: GET /v1/models, POST /v1/complet
 /v1/chat/completions (streaming with server-sent events or not; temperature, top_p, max_tokens, stop, seed),
 GET /health. Requests choose the base (by --served_model_name) or an adapter (by its NAME) with "model".
 One request generates at a time; the others wait in a queue of --max_queue (more get HTTP 429).
-Each adapter is served from its own copy of the base for now (batching several adapters over one base on
-the GPU is not implemented yet).
+The adapters share the base's weights in memory (one copy of the base, small LoRA tensors per adapter; an
+adapter that trained embedding rows gets its own copy). Batching requests of several adapters together on
+the GPU is not implemented yet.
   --adapter NAME=DIR             a PEFT LoRA adapter served as NAME (repeat for more)
   --served_model_name NAME       the base model's name in requests (default: the model argument)
   --host HOST                    the address to bind (default 127.0.0.1: this machine only)
@@ -73,18 +80,19 @@ export async function startServe(s: ServeStart): Promise<RunningServer> {
   const shared = sharedSettings(s.values, problems);
   if (problems.length > 0) throw new TunaError("CONFIG_INVALID", `${problems.join("; ")}.`);
   const template = s.values.chat_template === undefined ? undefined : readChatTemplateFile(s.values.chat_template);
-  const open = async (name: string, adapter: string | undefined): Promise<ServedModel> => {
-    const values: SharedValues = { ...s.values };
-    Reflect.deleteProperty(values, "adapter");
-    const session = await openGenerationSession(s.model, adapter === undefined ? values : { ...values, adapter }, shared.device, s.onNotice);
-    return { name, session, chatTemplate: template ?? session.tokenizer.chatTemplate };
-  };
+  const values: SharedValues = { ...s.values };
+  Reflect.deleteProperty(values, "adapter");
+  const served = (name: string, session: GenerationSession): ServedModel => ({ name, session, chatTemplate: template ?? session.tokenizer.chatTemplate });
+  const base = await openGenerationSession(s.model, values, shared.device, s.onNotice);
   const baseName = s.servedModelName ?? s.model;
-  const models = [await open(baseName, undefined)];
+  const models = [served(baseName, base)];
   const failed = new Map<string, string>();
   for (const a of s.adapters) {
     try {
-      models.push(await open(a.name, a.dir));
+      const adapter = await readAdapter(a.dir, base.opened.cfg);
+      const shares = adapter.embeddings === null && adapter.settings.trainableTokens === null && adapter.settings.modulesToSave === null;
+      // An adapter that trained embedding rows (added chat tokens) carries its own embeddings: it loads on its own.
+      models.push(served(a.name, shares ? await adapterSession(base, adapter, a.dir, values.bf16 === true ? "bf16" : "f32") : await openGenerationSession(s.model, { ...values, adapter: a.dir }, shared.device, s.onNotice)));
     } catch (e) {
       failed.set(a.name, errorMessage(e));
       s.onNotice(`warning: adapter ${a.name} (${a.dir}) failed to load and is answered with HTTP 503: ${errorMessage(e)}`);
@@ -121,6 +129,16 @@ export async function startServe(s: ServeStart): Promise<RunningServer> {
         });
       }),
   };
+}
+
+/** A session over the base session's weights with `adapter` attached (its own LoRA tensors, decoder and tokenizer). */
+async function adapterSession(base: GenerationSession, adapter: LoraAdapter, dir: string, normsDtype: "f32" | "bf16"): Promise<GenerationSession> {
+  const backend = base.decoder.model.backend;
+  const params = withAdapter(backend, base.opened.params, adapter.settings, normsDtype);
+  backend.upload(params.trainable.params, adapter.params.flat);
+  const tokenizer = await loadTokenizer(tokenizerDirFor(base.opened.dir, dir));
+  const model = createCausalLm(backend, params, { checkpointing: false, seed: 0 });
+  return { opened: { ...base.opened, params, adapter }, tokenizer, generationConfig: base.generationConfig, decoder: createDecoder(model) };
 }
 
 function count(raw: string, flag: string, min: number, problems: string[]): number {

@@ -6,13 +6,14 @@ import { decodeToFloat32 } from "../../io/safetensors/convert.ts";
 import { f16ToF32Array, f32ToBf16Array } from "../../util/half.ts";
 import { TunaError } from "../../util/errors.ts";
 import { uint16sOf } from "../../util/bytes.ts";
-import { loraKey, loraLayout, magnitudeKey, tokenRowsKey, type LoraLayout } from "../../lora/layout.ts";
+import { loraLayout, tokenRowsKey } from "../../lora/layout.ts";
 import type { LoraSettings } from "../../lora/settings.ts";
 import type { SavedEmbeddings } from "../../lora/adapter-files.ts";
 import type { ModelConfig } from "../../hf/config.ts";
 import { PROJECTIONS, expectedWeights, linearModules, linearOf, linearPrefix, projectionPrefix, projectionShape, type LinearModule, type Projection } from "../../hf/weights.ts";
 import type { Linear, LayerParams, CausalLmParams, TokenRows } from "./params.ts";
 import { createTrainableBuffers, trainableView } from "../trainable.ts";
+import { loraModuleViews, loraSpecs } from "./lora-views.ts";
 import type { Quant4bitTensors } from "../../backend/types.ts";
 import { absmaxOf, readQuantized4bit, type Quantized4bit } from "../../quant/bnb-checkpoint.ts";
 import { code4bit } from "../../quant/codes.ts";
@@ -65,17 +66,6 @@ async function readF32(source: WeightSource, name: string, shape: readonly numbe
 async function readBf16(source: WeightSource, name: string, shape: readonly number[]): Promise<Uint16Array> {
   infoOfShape(source, name, shape);
   return uint16sOf(await source.readTensor(name));
-}
-
-/** Trainable tensors in the exact order (and so offsets) of src/lora's flat layout. */
-function loraSpecs(layout: LoraLayout): { name: string; shape: number[] }[] {
-  const specs: { name: string; shape: number[] }[] = [];
-  for (const m of layout.modules) {
-    specs.push({ name: loraKey(m.name, "A"), shape: m.aShape }, { name: loraKey(m.name, "B"), shape: m.bShape });
-    if (m.magnitudeOffset !== null) specs.push({ name: magnitudeKey(m.name), shape: [m.outFeatures] });
-  }
-  for (const t of layout.tokens) specs.push({ name: tokenRowsKey(t.module), shape: t.shape });
-  return specs;
 }
 
 export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, source: WeightSource, options: LoadOptions): Promise<CausalLmParams> {
@@ -248,31 +238,7 @@ export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, sou
         else if (q?.kind === "8bit") weight = await uploadDense(dequantizeInt8Rowwise(quantizeInt8Rowwise(slice, info.dtype, part.rows, m.in, what)), `${module}.${part.projection}`, shape);
         else weight = await uploadDense(decodeToFloat32(slice, info.dtype), `${module}.${part.projection}`, shape);
       }
-      let lora: Linear["lora"] = null;
-      if (lm !== undefined) {
-        const a = trainableView(trainable, loraKey(module, "A"));
-        const b = trainableView(trainable, loraKey(module, "B"));
-        let dora = null;
-        if (lm.magnitudeOffset !== null) {
-          const mag = trainableView(trainable, magnitudeKey(module));
-          dora = {
-            magnitude: backend.rows(mag.param, part.start, part.rows),
-            dMagnitude: backend.rows(mag.grad, part.start, part.rows),
-            norms: backend.alloc(options.baseDtype, [part.rows], `${module}.${part.projection}.dora_norms`),
-          };
-        }
-        lora = {
-          rank: lm.r,
-          scale: lm.scaling,
-          dropout: options.lora?.dropout ?? 0,
-          A: a.param,
-          B: backend.rows(b.param, part.start, part.rows),
-          dA: a.grad,
-          dB: backend.rows(b.grad, part.start, part.rows),
-          dora,
-          inputOf: i === 0 ? null : m.parts[0]!.projection,
-        };
-      }
+      const lora = lm === undefined ? null : loraModuleViews(backend, trainable, lm, part, i === 0 ? null : m.parts[0]!.projection, options.lora?.dropout ?? 0, options.baseDtype);
       out.push([part.projection, { module: `${module}[${part.projection}]`, inFeatures: m.in, outFeatures: part.rows, weight, quant, bias: null, dweight, dbias: null, lora }]);
     }
     return out;
@@ -326,17 +292,7 @@ export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, sou
         if (hasBias) bias = await place(`${module}.bias`, [out]);
       }
       const m = byModule.get(module);
-      let lora: Linear["lora"] = null;
-      if (m !== undefined) {
-        const a = trainableView(trainable, loraKey(module, "A"));
-        const b = trainableView(trainable, loraKey(module, "B"));
-        let dora = null;
-        if (m.magnitudeOffset !== null) {
-          const mag = trainableView(trainable, magnitudeKey(module));
-          dora = { magnitude: mag.param, dMagnitude: mag.grad, norms: backend.alloc(options.baseDtype, [out], `${module}.dora_norms`) };
-        }
-        lora = { rank: m.r, scale: m.scaling, dropout: options.lora?.dropout ?? 0, A: a.param, B: b.param, dA: a.grad, dB: b.grad, dora, inputOf: null };
-      }
+      const lora = m === undefined ? null : loraModuleViews(backend, trainable, m, { projection: p, start: 0, rows: out }, null, options.lora?.dropout ?? 0, options.baseDtype);
       proj[p] = { module, inFeatures: inF, outFeatures: out, weight: weight.t, quant, bias: bias?.t ?? null, dweight: weight.d, dbias: bias?.d ?? null, lora };
     }
     layers.push({ inputNorm: inputNorm.t, postNorm: postNorm.t, dInputNorm: inputNorm.d, dPostNorm: postNorm.d, qkNorm, sandwich, proj });
