@@ -89,8 +89,38 @@ function chatMessages(b: ChatBody): ChatMessage[] {
   });
 }
 
+/**
+ * Request fields tuna serve does not implement: refused by name rather than ignored, since each changes what
+ * the client gets back (null and false mean "off" and pass).
+ */
+const UNSUPPORTED_FIELDS: Readonly<Record<string, string>> = {
+  logprobs: "log-probabilities are not returned",
+  top_logprobs: "log-probabilities are not returned",
+  echo: "the prompt is not echoed",
+  best_of: "one candidate is generated",
+  suffix: "insertion is not supported",
+  tools: "tool calling is not supported",
+  tool_choice: "tool calling is not supported",
+  functions: "function calling is not supported",
+  function_call: "function calling is not supported",
+  response_format: "structured output is not supported",
+  logit_bias: "logit biases are not supported",
+  presence_penalty: "presence penalties are not supported",
+  frequency_penalty: "frequency penalties are not supported",
+};
+
+function refuseUnsupported(body: unknown): void {
+  if (typeof body !== "object" || body === null) return;
+  for (const [field, why] of Object.entries(UNSUPPORTED_FIELDS)) {
+    const value = (body as Record<string, unknown>)[field];
+    if (value === undefined || value === null || value === false || value === 0 || (Array.isArray(value) && value.length === 0)) continue;
+    throw new HttpError(400, `${field} is not supported by tuna serve: ${why}`, "invalid_request_error", "unsupported_parameter", field);
+  }
+}
+
 /** Parses a request body (already JSON-decoded) for the endpoint; HttpError 400 says what is wrong. */
 export function parseGenerationRequest(kind: "completion" | "chat", body: unknown): GenerationRequest {
+  refuseUnsupported(body);
   let prompt: string | null = null;
   let messages: ChatMessage[] | null = null;
   let b: z.infer<typeof completionSchema> | ChatBody;

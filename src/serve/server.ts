@@ -22,6 +22,8 @@ export interface ServeOptions {
   maxBodyBytes?: number;
   /** Told about each request's failure that is the server's fault. */
   onError?: (message: string) => void;
+  /** One line per request when it ends: method, path, status, milliseconds (an access log). */
+  onRequest?: (line: string) => void;
 }
 
 const MAX_BODY = 1 << 20;
@@ -137,6 +139,10 @@ export function createServeServer(options: ServeOptions): Server {
 
   return createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://localhost");
+    const started = performance.now();
+    res.on("close", () => {
+      options.onRequest?.(`${req.method ?? "?"} ${url.pathname} ${res.statusCode}${res.writableFinished ? "" : " (client gone)"} ${(performance.now() - started).toFixed(0)} ms`);
+    });
     const handle = async (): Promise<void> => {
       if (req.method === "GET" && url.pathname === "/health") {
         send(res, 200, JSON.stringify({ status: "ok" }));

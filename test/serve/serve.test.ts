@@ -74,6 +74,8 @@ void test("GET /v1/models lists the base and the adapters that loaded; the broke
   assert.ok(notices.some((n) => n.includes("adapter broken") && n.includes("HTTP 503")), notices.join("\n"));
   const health = await fetch(`${server.url}/health`);
   assert.deepEqual(await health.json(), { status: "ok" });
+  // Each request leaves an access-log line.
+  assert.ok(notices.some((n) => /^GET \/v1\/models 200 \d+ ms$/.test(n)), notices.join("\n"));
 });
 
 void test("two adapters asked at once answer as tuna's own greedy generation does for each; the adapters differ", async () => {
@@ -151,6 +153,8 @@ void test("bad requests are HTTP errors in OpenAI's shape: unknown or broken mod
   await assert.rejects(client.chat.completions.create({ model: "tiny", messages, temperature: 3 }), (e: unknown) => e instanceof OpenAI.BadRequestError && /temperature/.test(e.message));
   await assert.rejects(client.completions.create({ model: "tiny", prompt: "hi", max_tokens: 100_000 }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.code === "context_length_exceeded");
   assert.equal((await fetch(`${server.url}/v2/anything`)).status, 404);
+  await assert.rejects(client.chat.completions.create({ model: "tiny", messages, logprobs: true }), (e: unknown) => e instanceof OpenAI.BadRequestError && /logprobs is not supported by tuna serve/.test(e.message));
+  await assert.rejects(client.chat.completions.create({ model: "tiny", messages, tools: [{ type: "function", function: { name: "f" } }] }), (e: unknown) => e instanceof OpenAI.BadRequestError && /tools is not supported/.test(e.message));
   // And still serving.
   assert.ok((await client.completions.create({ model: "tiny", prompt: "hi", max_tokens: 1 })).choices.length === 1);
 });

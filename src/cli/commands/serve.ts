@@ -106,6 +106,9 @@ export async function startServe(s: ServeStart): Promise<RunningServer> {
     onError: (m) => {
       s.onNotice(`error: ${m}`);
     },
+    onRequest: (line) => {
+      s.onNotice(line);
+    },
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", (e) => {
