@@ -43,6 +43,7 @@ const CASES: { label: string; flags: string[]; world?: { processes: number; shar
   { label: "LoRA r 16, gradient checkpointing, batch 4, no packing (every row cut to 16 tokens)", flags: ["--use_peft_lora", "--lora_r", "16", "--gradient_checkpointing", "--per_device_train_batch_size", "4", "--packing", "false", "--max_seq_length", "16"] },
   { label: "QLoRA NF4 + double quant, bf16 base", flags: ["--use_peft_lora", "--use_4bit_quantization", "--use_nested_quant", "--bf16", "--lora_dropout", "0"] },
   { label: "8-bit base", flags: ["--use_peft_lora", "--use_8bit_quantization"] },
+  { label: "DoRA with dropout (the weight scratch, the two kept terms per module, the row norms)", flags: ["--use_peft_lora", "--use_dora", "True"] },
   { label: "full fine-tuning, batch 2", flags: ["--per_device_train_batch_size", "2"] },
   { label: "evaluation batch larger than the training batch", flags: ["--use_peft_lora", "--per_device_train_batch_size", "2", "--splits", "train,test", "--eval_strategy", "steps", "--eval_steps", "1", "--per_device_eval_batch_size", "6"] },
   { label: "ZeRO-2 on 3 ranks (optimizer shard)", flags: ["--use_peft_lora", "--per_device_train_batch_size", "2"], world: { processes: 3, sharding: "deepspeed_config:\n  zero_stage: 2\ndistributed_type: DEEPSPEED" } },
