@@ -592,3 +592,39 @@ void test("machines that hold different files under the same model path (another
     assert.doesNotMatch(r.err, /step 1\//);
   }
 });
+
+void test("ZeRO-3 with Phi-3's fused qkv_proj / gate_up_proj (NF4 at load): each part sharded as a row range, the same run as one process", { timeout: 240_000 }, async () => {
+  const { copyFile, mkdir, writeFile } = await import("node:fs/promises");
+  const { writeRandomModel } = await import("../../src/hf/random-init.ts");
+  const model = join(tmp, "tiny-phi3");
+  await mkdir(model, { recursive: true });
+  const base = JSON.parse(await readFile(join(root, "examples/tiny-llama/config.json"), "utf8")) as Record<string, unknown>;
+  await writeRandomModel(model, { ...base, architectures: ["Phi3ForCausalLM"], model_type: "phi3", tie_word_embeddings: false }, { seed: 8, dtype: "BF16" });
+  for (const f of ["tokenizer.json", "tokenizer_config.json"]) await copyFile(join(root, "examples/tiny-llama", f), join(model, f));
+  const config = join(tmp, "zero3-phi3.yaml");
+  await writeFile(config, `compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 3\nnum_processes: 2\nmain_process_port: ${await freePort()}\n`);
+  const phiFlags = (out: string, ga: number): string[] => [
+    ...flags(out, ga).map((f) => (f === join(root, "examples/tiny-llama") ? model : f)),
+    "--use_4bit_quantization", "--lora_target_modules", "all-linear", "--max_steps", "3",
+  ];
+  const single = join(tmp, "zero3-phi3-single");
+  const one = spawnSync(process.execPath, ["bin/tuna.js", "train", ...phiFlags(single, 2)], { cwd: root, encoding: "utf8", timeout: 170_000 });
+  assert.equal(one.status, 0, one.stderr);
+  const out = join(tmp, "zero3-phi3");
+  const r = spawnSync(process.execPath, ["bin/tuna.js", "train", "--config_file", config, ...phiFlags(out, 1)], { cwd: root, encoding: "utf8", timeout: 170_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /ZeRO-3: this rank keeps/);
+  const x = await readRun(single);
+  const y = await readRun(out);
+  assert.equal(y.metrics.length, x.metrics.length);
+  y.metrics.forEach((m, i) => {
+    assert.ok(relative(m.loss, x.metrics[i]!.loss) < 1e-6, `step ${m.step}: ${m.loss} vs ${x.metrics[i]!.loss}`);
+  });
+  assert.ok([...y.adapter.keys()].some((k) => k.endsWith("qkv_proj.lora_B.weight")));
+  for (const [name, values] of y.adapter) {
+    const ref = x.adapter.get(name)!;
+    let worst = 0;
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(values[i]! - ref[i]!));
+    assert.ok(worst < 1e-6, `${name} differs by ${worst}`);
+  }
+});

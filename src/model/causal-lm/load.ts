@@ -69,6 +69,7 @@ async function readBf16(source: WeightSource, name: string, shape: readonly numb
 }
 
 export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, source: WeightSource, options: LoadOptions): Promise<CausalLmParams> {
+  const baseSource = source;
   const full = options.mode === "full";
   // LoRA mode without settings is a frozen model (evaluation of the base).
   const layout = full || options.lora === undefined ? null : loraLayout(options.lora, cfg);
@@ -129,7 +130,7 @@ export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, sou
     placeholders.set(dtype, t);
     return t;
   };
-  const shardedWeight = async (p: Projection, name: string, shape: [number, number]): Promise<{ dense: Tensor | null; quant: Quant4bitTensors | null }> => {
+  const shardedWeight = async (p: Projection, name: string, shape: [number, number], source: WeightSource = baseSource): Promise<{ dense: Tensor | null; quant: Quant4bitTensors | null }> => {
     if (shard === undefined) throw new TunaError("INTERNAL", "shardedWeight without a sharded load");
     const stored = cfg.quantization;
     const q = options.quantize;
@@ -193,7 +194,22 @@ export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, sou
     const module = linearPrefix(l, m);
     const name = `${module}.weight`;
     const what = `${source.dir}: ${name}`;
-    if (shard !== undefined) throw new TunaError("UNSUPPORTED", `${what}: ZeRO-3 / FSDP parameter sharding of fused projections (${m.name}) is not implemented yet; use ZeRO-2 or DDP for this model.`);
+    if (shard !== undefined) {
+      // ZeRO-3: each part is sharded as a tensor of its own, read as a row range of the fused weight.
+      if (cfg.quantization !== null && !cfg.quantization.skipModules.some((s) => name.includes(s))) {
+        throw new TunaError("UNSUPPORTED", `${what}: ZeRO-3 / FSDP sharding of a pre-quantized fused ${m.name} is not implemented yet; shard the bf16 model with --use_4bit_quantization instead.`);
+      }
+      if (source.names().includes(`${module}.bias`)) throw new TunaError("UNSUPPORTED", `${what}: a bias on the fused ${m.name} is not supported.`);
+      const lm = byModule.get(module);
+      const out: [Projection, Linear][] = [];
+      for (const [i, part] of m.parts.entries()) {
+        const partName = `${module}.${part.projection}.weight`;
+        const sharded = await shardedWeight(part.projection, partName, [part.rows, m.in], rowsOfTensor(source, name, partName, part.start, part.rows, m.in));
+        const lora = lm === undefined ? null : loraModuleViews(backend, trainable, lm, part, i === 0 ? null : m.parts[0]!.projection, options.lora?.dropout ?? 0, options.baseDtype);
+        out.push([part.projection, { module: `${module}[${part.projection}]`, inFeatures: m.in, outFeatures: part.rows, weight: sharded.dense, quant: sharded.quant, bias: null, dweight: null, dbias: null, lora }]);
+      }
+      return out;
+    }
     // A pre-quantized fused weight is cut at its parts' rows: whole 4-bit blocks of the flattened weight each.
     let prequantized: { packed: Uint8Array; absmax: Float32Array; quantType: "nf4" | "fp4"; blocksize: number } | null = null;
     const stored = cfg.quantization;
@@ -376,4 +392,26 @@ function upload4bit(backend: Backend, q: Quantized4bit, name: string): Quant4bit
   const absmax = backend.alloc("f32", [absmaxValues.length], `${name}.absmax`);
   backend.upload(absmax, absmaxValues);
   return { packed, absmax, code: codeTable(backend, q.quantType, name), blocksize: q.blocksize };
+}
+
+/**
+ * Rows [start, start + rows) of the (?, cols) tensor `name` as a tensor `partName` of its own: what the sharded
+ * load of a part of a fused weight reads (its ranges are ranges of the fused tensor's elements).
+ */
+function rowsOfTensor(source: WeightSource, name: string, partName: string, start: number, rows: number, cols: number): WeightSource {
+  const info = source.info(name);
+  const elementBytes = info.byteLength / info.shape.reduce((a, b) => a * b, 1);
+  const first = start * cols;
+  const partInfo = { ...info, name: partName, shape: [rows, cols], byteOffset: info.byteOffset + first * elementBytes, byteLength: rows * cols * elementBytes };
+  const own = (n: string): boolean => n === partName;
+  return {
+    dir: source.dir,
+    files: source.files,
+    names: () => [...source.names(), partName].sort(),
+    has: (n) => own(n) || source.has(n),
+    info: (n) => (own(n) ? partInfo : source.info(n)),
+    readTensor: (n, o) => (own(n) ? source.readTensorRange(name, first, first + rows * cols, o) : source.readTensor(n, o)),
+    readTensorRange: (n, a, b, o) => (own(n) ? source.readTensorRange(name, first + a, first + b, o) : source.readTensorRange(n, a, b, o)),
+    close: () => source.close(),
+  };
 }
