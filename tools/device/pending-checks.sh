@@ -9,7 +9,7 @@
 # 2. The DPO dumps (issue 14).
 # 3. Every backend op on the GPU against the CPU reference: DoRA ops, GeGLU, soft-caps, windowed and soft-capped
 #    attention (forward, backward, decode) are new since the last GPU run.
-# 4. The GPU training, end-to-end and parity tests; 5. the distributed checks.
+# 4. The GPU training, end-to-end and parity tests; 5. the distributed checks; 6. MLflow's reader on tuna's files.
 set -u
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/tuna-pending}"
@@ -23,5 +23,12 @@ run python3 tools/golden/make_dpo_golden.py --golden /tmp/golden --out /tmp/dpo
 tar -C /tmp -cf "$OUT/dpo.tar" dpo 2>/dev/null
 run node --test dist/test-gpu/backend-ops.gpu.test.mjs
 run node --test dist/test-gpu/train-parity.gpu.test.mjs dist/test-gpu/train-e2e.gpu.test.mjs dist/test-gpu/cuda-runtime.gpu.test.mjs dist/test-gpu/doctor.gpu.test.mjs
+# 6. MLflow's own client reads a tuna run's file store (issue 15).
+rm -rf /tmp/tuna-mlflow && mkdir -p /tmp/tuna-mlflow
+MLFLOW_TRACKING_URI=/tmp/tuna-mlflow/mlruns run node bin/tuna.js train --model_name_or_path examples/tiny-llama \
+  --dataset_name test/fixtures/chat-small.jsonl --splits train,test --test_split_ratio 0.25 --chat_template_format chatml \
+  --use_peft_lora --lora_r 4 --max_seq_length 48 --packing --max_steps 4 --logging_steps 1 --eval_strategy steps \
+  --eval_steps 2 --save_strategy no --report_to mlflow --run_name mlflow-check --device cpu --output_dir /tmp/tuna-mlflow/run
+run python3 tools/device/check_mlflow.py /tmp/tuna-mlflow/mlruns /tmp/tuna-mlflow/run
 run bash tools/device/distributed-checks.sh
 exit $status
