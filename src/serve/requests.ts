@@ -33,6 +33,8 @@ export interface GenerationRequest {
   stop: string[];
   seed: number;
   stream: boolean;
+  /** stream_options.include_usage: a last chunk with the token counts (and no choices). */
+  streamUsage: boolean;
 }
 
 const stop = z.union([z.string(), z.array(z.string()).max(4)]).nullish();
@@ -46,6 +48,7 @@ const common = {
   stop,
   seed: z.number().int().nullish(),
   stream: z.boolean().nullish(),
+  stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
 };
 
 const completionSchema = z.looseObject({ ...common, prompt: z.string() });
@@ -149,5 +152,6 @@ export function parseGenerationRequest(kind: "completion" | "chat", body: unknow
     stop: stops,
     seed: b.seed ?? 0,
     stream: b.stream ?? false,
+    streamUsage: b.stream_options?.include_usage === true,
   };
 }

@@ -134,6 +134,10 @@ export function createServeServer(options: ServeOptions): Server {
     });
     if (state.first && kind === "chat") event(chunkBody(request, id, created, "", null, true));
     event(chunkBody(request, id, created, null, result.finishReason, false));
+    if (request.streamUsage) {
+      const usage = { prompt_tokens: result.promptTokens, completion_tokens: result.completionTokens, total_tokens: result.promptTokens + result.completionTokens };
+      event({ id, object: request.kind === "chat" ? "chat.completion.chunk" : "text_completion", created, model: request.model, choices: [], usage });
+    }
     if (!client.gone) res.end("data: [DONE]\n\n");
   };
 

@@ -105,6 +105,11 @@ void test("streaming chat: the deltas add up to the non-streamed answer, the las
   assert.equal(role, "assistant");
   assert.equal(text, whole.choices[0]!.message.content);
   assert.equal(finish, whole.choices[0]!.finish_reason);
+  // stream_options.include_usage: a last chunk without choices carries the token counts.
+  const counted = await client.chat.completions.create({ model: "alpha", messages, temperature: 0, max_completion_tokens: 12, stream: true, stream_options: { include_usage: true } });
+  let usage: OpenAI.CompletionUsage | null | undefined;
+  for await (const chunk of counted) usage = chunk.usage ?? usage;
+  assert.deepEqual(usage, whole.usage);
 });
 
 void test("completions: the prompt continued, a stop sequence ends the text before it, sampling with a seed repeats", async () => {
