@@ -148,9 +148,9 @@ void test("RMSNorm forward and backward (with and without dweight, accumulate on
       [33, 4096],
       [130, 96],
     ] as [number, number][]) {
-      for (const accumulate of [false, true]) {
+      for (const [accumulate, plusOne] of [[false, false], [true, false], [true, true]] as const) {
         const r = rng(N + C);
-        const label = `rmsnorm ${dtype} ${N}x${C} acc=${accumulate}`;
+        const label = `rmsnorm ${dtype} ${N}x${C} acc=${accumulate}${plusOne ? " plusOne (Gemma)" : ""}`;
         record(
           label,
           await parity(
@@ -166,8 +166,8 @@ void test("RMSNorm forward and backward (with and without dweight, accumulate on
             },
             ["out", "rstd", "dx", "dw"],
             (be, t) => {
-              be.rmsnormForward(t.out!, t.rstd!, t.x!, t.w!, 1e-5);
-              be.rmsnormBackward(t.dx!, accumulate ? t.dw! : null, t.dout!, t.x!, t.w!, t.rstd!, accumulate);
+              be.rmsnormForward(t.out!, t.rstd!, t.x!, t.w!, 1e-5, { plusOne });
+              be.rmsnormBackward(t.dx!, accumulate ? t.dw! : null, t.dout!, t.x!, t.w!, t.rstd!, accumulate, { plusOne });
             },
             tolFor(dtype),
           ),

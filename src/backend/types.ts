@@ -81,6 +81,11 @@ export interface AttentionOptions {
   softcap?: number;
 }
 
+/** Gemma's RMSNorm: the weight w is applied as (1 + w), in f32 with the normalized value (no cast between). */
+export interface RmsnormOptions {
+  plusOne?: boolean;
+}
+
 /** The activation of the gated MLP: silu (SwiGLU; Llama, Qwen, Mistral) or tanh-approximated GELU (GeGLU; Gemma). */
 export type GatedActivation = "silu" | "gelu_tanh";
 
@@ -115,10 +120,13 @@ export interface Backend {
   /** dbias (F) += column sums of dout (N, F). */
   biasBackward(dbias: Tensor, dout: Tensor): void;
 
-  /** out (N, C) = x / rms(x) * weight ; rstd f32 (N) saved for backward. HF order: normalize in f32, cast, then scale. */
-  rmsnormForward(out: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, eps: number): void;
+  /**
+   * out (N, C) = x / rms(x) * weight ; rstd f32 (N) saved for backward. HF Llama's order: normalize in f32, cast,
+   * then scale. With plusOne, Gemma's: out = x / rms(x) * (1 + weight), all in f32, cast once.
+   */
+  rmsnormForward(out: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, eps: number, options?: RmsnormOptions): void;
   /** dx (N, C) = (or += when accumulate) ; dweight (C) += when given. */
-  rmsnormBackward(dx: Tensor, dweight: Tensor | null, dout: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, accumulate: boolean): void;
+  rmsnormBackward(dx: Tensor, dweight: Tensor | null, dout: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, accumulate: boolean, options?: RmsnormOptions): void;
 
   /**
    * In-place rotary embedding on x (N, heads, D), half-split pairing (j with j + D/2) as HF's

@@ -79,11 +79,11 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
     doraBackward: (dmagnitude, dlora, dbase, dy, base, lora, magnitude, norms) => {
       doraBackward(store, dmagnitude, dlora, dbase, dy, base, lora, magnitude, norms);
     },
-    rmsnormForward: (out, rstd, x, weight, eps) => {
-      rmsnormForward(store, out, rstd, x, weight, eps);
+    rmsnormForward: (out, rstd, x, weight, eps, options) => {
+      rmsnormForward(store, out, rstd, x, weight, eps, options);
     },
-    rmsnormBackward: (dx, dweight, dout, x, weight, rstd, accumulate) => {
-      rmsnormBackward(store, dx, dweight, dout, x, weight, rstd, accumulate);
+    rmsnormBackward: (dx, dweight, dout, x, weight, rstd, accumulate, options) => {
+      rmsnormBackward(store, dx, dweight, dout, x, weight, rstd, accumulate, options);
     },
     ropeForward: (x, positions, invFreq) => {
       ropeForward(store, x, positions, invFreq);

@@ -1,6 +1,6 @@
 // RMSNorm for the CPU backend, in HF LlamaRMSNorm's order: rstd = 1/sqrt(mean(x^2) + eps) in float32,
 // n = float32(x * rstd) cast to x's dtype, THEN out = n * weight. Sums run in float64.
-import type { DType, Tensor } from "../types.ts";
+import type { DType, RmsnormOptions, Tensor } from "../types.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../../util/half.ts";
 import { checkRmsnormBackward, checkRmsnormForward } from "../op-checks.ts";
 import { expectSeparate, f32Data, outputFloats, readFloats, writeFloats, type Slot, type TensorStore } from "./store.ts";
@@ -12,8 +12,16 @@ function castTo(dtype: DType): (v: number) => number {
   return Math.fround;
 }
 
-/** out (..., C) = cast(x * rstd) * weight; rstd f32 (...) saved for the backward. */
-export function rmsnormForward(store: TensorStore, out: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, eps: number): void {
+/**
+ * The factor a row's element is multiplied by and the normalized value it multiplies: Llama's cast(x * rstd) and w,
+ * or (plusOne, Gemma's) float32(x * rstd) and float32(1 + w).
+ */
+function normTerms(dtype: DType, plusOne: boolean): { n: (v: number) => number; w: (v: number) => number } {
+  return plusOne ? { n: Math.fround, w: (v) => Math.fround(1 + v) } : { n: castTo(dtype), w: (v) => v };
+}
+
+/** out (..., C) = cast(x * rstd) * weight (plusOne: x * rstd * (1 + weight)); rstd f32 (...) saved for the backward. */
+export function rmsnormForward(store: TensorStore, out: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, eps: number, options: RmsnormOptions = {}): void {
   const op = "rmsnormForward";
   const { rows, cols } = checkRmsnormForward(out, rstd, x, weight, eps);
   const outSlot = store.get(op, "out", out);
@@ -25,7 +33,7 @@ export function rmsnormForward(store: TensorStore, out: Tensor, rstd: Tensor, x:
   const w = readFloats(weightSlot);
   const r = f32Data(op, "rstd", rstdSlot);
   const o = outputFloats(outSlot, false);
-  const cast = castTo(x.dtype);
+  const terms = normTerms(x.dtype, options.plusOne === true);
   const eps32 = Math.fround(eps);
   for (let row = 0; row < rows; row++) {
     const base = row * cols;
@@ -33,7 +41,7 @@ export function rmsnormForward(store: TensorStore, out: Tensor, rstd: Tensor, x:
     for (let j = 0; j < cols; j++) sumSquares += xv[base + j]! * xv[base + j]!;
     const rs = Math.fround(1 / Math.sqrt(sumSquares / cols + eps32));
     r[row] = rs;
-    for (let j = 0; j < cols; j++) o[base + j] = cast(xv[base + j]! * rs) * w[j]!;
+    for (let j = 0; j < cols; j++) o[base + j] = terms.n(xv[base + j]! * rs) * terms.w(w[j]!);
   }
   writeFloats(outSlot, o);
 }
@@ -51,6 +59,7 @@ export function rmsnormBackward(
   weight: Tensor,
   rstd: Tensor,
   accumulate: boolean,
+  options: RmsnormOptions = {},
 ): void {
   const op = "rmsnormBackward";
   const { rows, cols } = checkRmsnormBackward(dx, dweight, dout, x, weight, rstd);
@@ -67,19 +76,19 @@ export function rmsnormBackward(
   const w = readFloats(weightSlot);
   const r = f32Data(op, "rstd", rstdSlot);
   const o = outputFloats(dxSlot, accumulate);
-  const cast = castTo(x.dtype);
+  const terms = normTerms(x.dtype, options.plusOne === true);
   const dw = new Float64Array(dweightSlot === null ? 0 : cols);
   for (let row = 0; row < rows; row++) {
     const base = row * cols;
     const rs = r[row]!;
     let dot = 0;
-    for (let j = 0; j < cols; j++) dot += d[base + j]! * w[j]! * xv[base + j]! * rs;
+    for (let j = 0; j < cols; j++) dot += d[base + j]! * terms.w(w[j]!) * xv[base + j]! * rs;
     const meanDot = dot / cols;
     for (let j = 0; j < cols; j++) {
-      const v = rs * (d[base + j]! * w[j]! - xv[base + j]! * rs * meanDot);
+      const v = rs * (d[base + j]! * terms.w(w[j]!) - xv[base + j]! * rs * meanDot);
       o[base + j] = accumulate ? o[base + j]! + v : v;
     }
-    if (dweightSlot !== null) for (let j = 0; j < cols; j++) dw[j] = dw[j]! + d[base + j]! * cast(xv[base + j]! * rs);
+    if (dweightSlot !== null) for (let j = 0; j < cols; j++) dw[j] = dw[j]! + d[base + j]! * terms.n(xv[base + j]! * rs);
   }
   writeFloats(dxSlot, o);
   if (dweightSlot !== null) {

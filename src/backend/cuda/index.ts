@@ -239,12 +239,12 @@ export function createCudaBackend(options: CudaBackendOptions = {}): CudaBackend
       const op = "doraBackward";
       doraBackward(dev, dt(op, dmagnitude), dt(op, dlora), dbase === null ? null : dt(op, dbase), dt(op, dy), dt(op, base), dt(op, lora), dt(op, magnitude), dt(op, norms));
     },
-    rmsnormForward(out, rstd, x, weight, eps) {
-      rmsnormForward(dev, dt("rmsnormForward", out), dt("rmsnormForward", rstd), dt("rmsnormForward", x), dt("rmsnormForward", weight), eps);
+    rmsnormForward(out, rstd, x, weight, eps, options) {
+      rmsnormForward(dev, dt("rmsnormForward", out), dt("rmsnormForward", rstd), dt("rmsnormForward", x), dt("rmsnormForward", weight), eps, options);
     },
-    rmsnormBackward(dx, dweight, dout, x, weight, rstd, accumulate) {
+    rmsnormBackward(dx, dweight, dout, x, weight, rstd, accumulate, options) {
       const op = "rmsnormBackward";
-      rmsnormBackward(dev, dt(op, dx), dweight === null ? null : dt(op, dweight), dt(op, dout), dt(op, x), dt(op, weight), dt(op, rstd), accumulate);
+      rmsnormBackward(dev, dt(op, dx), dweight === null ? null : dt(op, dweight), dt(op, dout), dt(op, x), dt(op, weight), dt(op, rstd), accumulate, options);
     },
     ropeForward(x, positions, invFreq) {
       ropeForward(dev, dt("ropeForward", x), dt("ropeForward", positions), dt("ropeForward", invFreq));

@@ -3,7 +3,7 @@
 // Qwen3 and Gemma 3 normalize each query and key head (RMSNorm over head_dim, its own weight) before RoPE.
 // Gemma 2/3 also norm the attention and MLP outputs before each residual add ("sandwich" norms), use GeGLU,
 // their own attention scale and (Gemma 2) soft-capped scores: x2 = x + n(o(att)); out = x2 + n(down(...)).
-import type { AttentionOptions, Backend, Tensor } from "../../backend/types.ts";
+import type { AttentionOptions, Backend, RmsnormOptions, Tensor } from "../../backend/types.ts";
 import type { Rng } from "../../util/random.ts";
 import type { ModelConfig } from "../../hf/config.ts";
 import type { BlockSlots } from "./activations.ts";
@@ -57,7 +57,7 @@ export function blockForwardWith(
 ): void {
   const { numHeads: H, numKvHeads: KV, headDim: D } = cfg;
   const p = layer.proj;
-  backend.rmsnormForward(s.ln1, s.rstd1, x, layer.inputNorm, cfg.rmsNormEps);
+  backend.rmsnormForward(s.ln1, s.rstd1, x, layer.inputNorm, cfg.rmsNormEps, normOptions(cfg));
   const norms = layer.qkNorm;
   const raw = s.qkNorm;
   if ((norms === null) !== (raw === null)) throw new TunaError("INTERNAL", "q/k norm weights and their activation slots must come together");
@@ -67,8 +67,8 @@ export function blockForwardWith(
   linearForward(backend, p.v_proj, s.v, s.ln1, s.lora.v_proj, scratch, rng);
   if (norms !== null && raw !== null) {
     const N = x.shape[0]!;
-    backend.rmsnormForward(perHead(backend, s.q, N * H, D), flat(backend, raw.rstdQ), perHead(backend, raw.q, N * H, D), norms.q, cfg.rmsNormEps);
-    backend.rmsnormForward(perHead(backend, s.k, N * KV, D), flat(backend, raw.rstdK), perHead(backend, raw.k, N * KV, D), norms.k, cfg.rmsNormEps);
+    backend.rmsnormForward(perHead(backend, s.q, N * H, D), flat(backend, raw.rstdQ), perHead(backend, raw.q, N * H, D), norms.q, cfg.rmsNormEps, normOptions(cfg));
+    backend.rmsnormForward(perHead(backend, s.k, N * KV, D), flat(backend, raw.rstdK), perHead(backend, raw.k, N * KV, D), norms.k, cfg.rmsNormEps, normOptions(cfg));
   }
   const q = heads(backend, s.q, H, D);
   const k = heads(backend, s.k, KV, D);
@@ -79,16 +79,23 @@ export function blockForwardWith(
   const pre = s.sandwich;
   if ((sandwich === null) !== (pre === null)) throw new TunaError("INTERNAL", "sandwich norm weights and their activation slots must come together");
   linearForward(backend, p.o_proj, pre?.o ?? s.x2, s.att, s.lora.o_proj, scratch, rng);
-  if (sandwich !== null && pre !== null) backend.rmsnormForward(s.x2, pre.rstdO, pre.o, sandwich.attnOut, cfg.rmsNormEps);
+  if (sandwich !== null && pre !== null) backend.rmsnormForward(s.x2, pre.rstdO, pre.o, sandwich.attnOut, cfg.rmsNormEps, normOptions(cfg));
   backend.add(s.x2, s.x2, x);
-  backend.rmsnormForward(s.ln2, s.rstd2, s.x2, layer.postNorm, cfg.rmsNormEps);
+  backend.rmsnormForward(s.ln2, s.rstd2, s.x2, layer.postNorm, cfg.rmsNormEps, normOptions(cfg));
   linearForward(backend, p.gate_proj, s.gate, s.ln2, s.lora.gate_proj, scratch, rng);
   linearForward(backend, p.up_proj, s.up, s.ln2, s.lora.up_proj, scratch, rng);
   backend.swigluForward(s.h, s.gate, s.up, cfg.hiddenAct);
   linearForward(backend, p.down_proj, pre?.down ?? out, s.h, s.lora.down_proj, scratch, rng);
-  if (sandwich !== null && pre !== null) backend.rmsnormForward(out, pre.rstdDown, pre.down, sandwich.mlpOut, cfg.rmsNormEps);
+  if (sandwich !== null && pre !== null) backend.rmsnormForward(out, pre.rstdDown, pre.down, sandwich.mlpOut, cfg.rmsNormEps, normOptions(cfg));
   backend.add(out, out, s.x2);
 }
+
+/** How the family applies its norm weights: Gemma's as (1 + w), in f32 (RmsnormOptions.plusOne). */
+export function normOptions(cfg: ModelConfig): RmsnormOptions {
+  return cfg.normPlusOne ? PLUS_ONE : {};
+}
+
+const PLUS_ONE: RmsnormOptions = { plusOne: true };
 
 /** Layer l's attention reach and shape: its sliding window (HF layer_types) and score soft-cap, if any. */
 export function attentionOptions(cfg: ModelConfig, l: number): AttentionOptions {
@@ -150,7 +157,7 @@ export function blockBackward(
   let dDown = dx;
   if (sandwich !== null && pre !== null) {
     // dx2 is free until the residual's copy below: it takes the gradient of down(h) before its norm.
-    backend.rmsnormBackward(g.dx2, sandwich.dMlpOut, dx, pre.down, sandwich.mlpOut, pre.rstdDown, false);
+    backend.rmsnormBackward(g.dx2, sandwich.dMlpOut, dx, pre.down, sandwich.mlpOut, pre.rstdDown, false, normOptions(cfg));
     dDown = g.dx2;
   }
   linearBackward(backend, p.down_proj, g.dh, dDown, s.h, s.lora.down_proj, g, false);
@@ -159,11 +166,11 @@ export function blockBackward(
   linearBackward(backend, p.up_proj, g.dln, g.dup, s.ln2, s.lora.up_proj, g, true);
   // dx2 = dx + rmsnorm_backward(dln)
   backend.copy(g.dx2, dx);
-  backend.rmsnormBackward(g.dx2, layer.dPostNorm, g.dln, s.x2, layer.postNorm, s.rstd2, true);
+  backend.rmsnormBackward(g.dx2, layer.dPostNorm, g.dln, s.x2, layer.postNorm, s.rstd2, true, normOptions(cfg));
   // x2 = x + o(att) (Gemma: + n(o(att))); dln is free until the q/k/v backward refills it.
   let dO = g.dx2;
   if (sandwich !== null && pre !== null) {
-    backend.rmsnormBackward(g.dln, sandwich.dAttnOut, g.dx2, pre.o, sandwich.attnOut, pre.rstdO, false);
+    backend.rmsnormBackward(g.dln, sandwich.dAttnOut, g.dx2, pre.o, sandwich.attnOut, pre.rstdO, false, normOptions(cfg));
     dO = g.dln;
   }
   linearBackward(backend, p.o_proj, g.datt, dO, s.att, s.lora.o_proj, g, false);
@@ -191,8 +198,8 @@ export function blockBackward(
     if (g.dkRaw === null) throw new TunaError("INTERNAL", "q/k norms need the dkRaw scratch");
     const N = x.shape[0]!;
     // datt was consumed by the attention backward: it takes the queries' gradient before their norm.
-    backend.rmsnormBackward(perHead(backend, g.datt, N * H, D), norms.dq, perHead(backend, g.dq, N * H, D), perHead(backend, raw.q, N * H, D), norms.q, flat(backend, raw.rstdQ), false);
-    backend.rmsnormBackward(perHead(backend, g.dkRaw, N * KV, D), norms.dk, perHead(backend, g.dk, N * KV, D), perHead(backend, raw.k, N * KV, D), norms.k, flat(backend, raw.rstdK), false);
+    backend.rmsnormBackward(perHead(backend, g.datt, N * H, D), norms.dq, perHead(backend, g.dq, N * H, D), perHead(backend, raw.q, N * H, D), norms.q, flat(backend, raw.rstdQ), false, normOptions(cfg));
+    backend.rmsnormBackward(perHead(backend, g.dkRaw, N * KV, D), norms.dk, perHead(backend, g.dk, N * KV, D), perHead(backend, raw.k, N * KV, D), norms.k, flat(backend, raw.rstdK), false, normOptions(cfg));
     dq = g.datt;
     dk = g.dkRaw;
   }
@@ -200,5 +207,5 @@ export function blockBackward(
   linearBackward(backend, p.k_proj, g.dln, dk, s.ln1, s.lora.k_proj, g, true);
   linearBackward(backend, p.v_proj, g.dln, g.dv, s.ln1, s.lora.v_proj, g, true);
   backend.copy(dx, g.dx2);
-  backend.rmsnormBackward(dx, layer.dInputNorm, g.dln, x, layer.inputNorm, s.rstd1, true);
+  backend.rmsnormBackward(dx, layer.dInputNorm, g.dln, x, layer.inputNorm, s.rstd1, true, normOptions(cfg));
 }

@@ -5,9 +5,9 @@ import { TunaError } from "../../util/errors.ts";
 import type { ModelConfig } from "../../hf/config.ts";
 import { PROJECTIONS, type Projection } from "../../hf/weights.ts";
 import type { LoraSlots } from "./activations.ts";
-import { attentionOptions, blockForwardWith } from "./block.ts";
+import { attentionOptions, blockForwardWith, normOptions } from "./block.ts";
 import type { LinearScratch } from "./linear.ts";
-import { embeddingScale, refreshNormPlusOne, type CausalLm } from "./model.ts";
+import { embeddingScale, type CausalLm } from "./model.ts";
 import type { CausalLmParams } from "./params.ts";
 
 /** Keys and values of the tokens seen so far, one (Tmax, KV, D) pair per layer, rows 0..length-1 in use. */
@@ -172,7 +172,6 @@ export async function decodeForward(decoder: Decoder, ids: readonly number[]): P
       invFreq: model.invFreq,
     };
     const xs = [take(buf.x[0]), take(buf.x[1])] as const;
-    refreshNormPlusOne(model);
     be.embeddingForward(xs[0], idsT, params.embed);
     const embedRows = params.embedRows;
     if (embedRows !== null) {
@@ -215,7 +214,7 @@ export async function decodeForward(decoder: Decoder, ids: readonly number[]): P
     }
     const last = be.rows(xs[cfg.numLayers % 2]!, Q - 1, 1);
     views.push(last);
-    be.rmsnormForward(buf.lnf, buf.rstdf, last, params.norm, cfg.rmsNormEps);
+    be.rmsnormForward(buf.lnf, buf.rstdf, last, params.norm, cfg.rmsNormEps, normOptions(cfg));
     be.matmul(buf.logits, buf.lnf, decoder.lmHead, { transB: true });
     if (cfg.finalSoftcap !== null) be.softcap(buf.logits, cfg.finalSoftcap);
     const logits = await be.downloadF32(buf.logits);

@@ -157,32 +157,8 @@ export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, sou
     return { dense: placeholder(options.baseDtype), quant: null };
   };
 
-  // Gemma applies every norm weight w as 1 + w: frozen norms are stored that way; trained ones keep w in the
-  // trainable buffer and get a computed copy (params.normPlusOne).
-  const normPlusOne: CausalLmParams["normPlusOne"] = [];
-  const ones = new Map<number, Tensor>();
-  const placeNorm = async (name: string, shape: number[]): Promise<{ t: Tensor; d: Tensor | null }> => {
-    if (!cfg.normPlusOne) return place(name, shape);
-    const values = await readF32(source, name, shape);
-    if (full) {
-      const { param, grad } = trainableView(trainable, name);
-      backend.upload(param, values);
-      const effective = backend.alloc("f32", shape, `${name} (1 + w)`);
-      const size = shape[0]!;
-      let one = ones.get(size);
-      if (one === undefined) {
-        one = backend.alloc("f32", [size], `ones (${size})`);
-        backend.fill(one, 1);
-        ones.set(size, one);
-      }
-      normPlusOne.push({ effective, trained: param, ones: one });
-      return { t: effective, d: grad };
-    }
-    const plusOne = values.map((v) => v + 1);
-    const t = backend.alloc(options.baseDtype, shape, name);
-    backend.upload(t, options.baseDtype === "f32" ? plusOne : f32ToBf16Array(plusOne));
-    return { t, d: null };
-  };
+  // Norm weights load as stored; Gemma's are applied as 1 + w by the norm op itself (RmsnormOptions.plusOne).
+  const placeNorm = place;
 
   /**
    * Phi-3's fused qkv_proj / gate_up_proj as the projections the block computes: each part's frozen rows as its
@@ -341,7 +317,6 @@ export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, sou
     effectiveLmHead: lmHeadRows === null ? null : backend.alloc(lmHead.t.dtype, [cfg.vocabSize, C], "lm_head.effective"),
     lmHeadGradScratch: lmHeadRows === null ? null : backend.alloc("f32", [cfg.vocabSize, C], "lm_head.grad_scratch"),
     trainable,
-    normPlusOne,
   };
 }
 

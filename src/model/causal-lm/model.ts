@@ -6,7 +6,7 @@ import { createRng, type Rng } from "../../util/random.ts";
 import { TunaError } from "../../util/errors.ts";
 import { IGNORE_INDEX, type Batch } from "../../data/batch.ts";
 import { allocActivations, viewActivations, type ActivationDtype, type Activations } from "./activations.ts";
-import { blockBackward, blockForward, type SequenceInputs } from "./block.ts";
+import { blockBackward, blockForward, normOptions, type SequenceInputs } from "./block.ts";
 import type { LinearScratch } from "./linear.ts";
 import type { CausalLmParams, TokenRows } from "./params.ts";
 import type { ForwardOptions, ForwardResult, LayerResidency, SpanScale, TrainingModel, UploadedBatch } from "../types.ts";
@@ -229,7 +229,6 @@ async function forwardPass(model: CausalLm, batch: DeviceBatch, options: Forward
   const cfg = params.cfg;
   const acts = activationsFor(model, batch.N);
   if (model.lowpParams !== null) be.copy(model.lowpParams, params.trainable.params);
-  refreshNormPlusOne(model);
   be.embeddingForward(acts.xs[0]!, batch.ids, params.embed);
   const embedRows = params.embedRows;
   if (embedRows !== null) {
@@ -252,7 +251,7 @@ async function forwardPass(model: CausalLm, batch: DeviceBatch, options: Forward
     blockForward(be, cfg, l, params.layers[l]!, slots, acts.xs[l]!, acts.xs[l + 1]!, { ...batch, invFreq: model.layerInvFreq[l]! }, model.linearScratch, rng);
     model.residency?.release(l);
   }
-  be.rmsnormForward(acts.lnf, acts.rstdf, acts.xs[cfg.numLayers]!, params.norm, cfg.rmsNormEps);
+  be.rmsnormForward(acts.lnf, acts.rstdf, acts.xs[cfg.numLayers]!, params.norm, cfg.rmsNormEps, normOptions(cfg));
   const head = outputEmbedding(model);
   forEachLogitsChunk(be, acts, (chunk, start, rows, logits) => {
     be.matmul(logits, be.rows(acts.lnf, start, rows), head, { transB: true });
@@ -308,7 +307,7 @@ export async function backward(model: CausalLm, batch: DeviceBatch, gradScale: n
       be.add(g, g, be.rows(params.lmHeadGradScratch!, id, 1));
     });
   }
-  be.rmsnormBackward(acts.dx, params.dNorm, acts.dln, acts.xs[cfg.numLayers]!, params.norm, acts.rstdf, false);
+  be.rmsnormBackward(acts.dx, params.dNorm, acts.dln, acts.xs[cfg.numLayers]!, params.norm, acts.rstdf, false, normOptions(cfg));
   const grads = { ...acts, ...model.linearScratch };
   for (let l = cfg.numLayers - 1; l >= 0; l--) {
     const layer = params.layers[l]!;
@@ -346,11 +345,6 @@ export function embeddingScale(model: { params: CausalLmParams; activationDtype:
   if (!cfg.embedScale) return 1;
   const value = Math.sqrt(cfg.hiddenSize);
   return model.activationDtype === "bf16" ? bf16BitsToF32(f32ToBf16Bits(value)) : Math.fround(value);
-}
-
-/** Gemma's trained norm weights w are computed with as 1 + w: the copies the model reads are refreshed here. */
-export function refreshNormPlusOne(model: { backend: Backend; params: CausalLmParams }): void {
-  for (const n of model.params.normPlusOne) model.backend.add(n.effective, n.trained, n.ones);
 }
 
 /**

@@ -79,11 +79,6 @@ export interface CausalLmParams {
   effectiveLmHead: Tensor | null;
   lmHeadGradScratch: Tensor | null;
   trainable: TrainableBuffers;
-  /**
-   * Gemma's (1 + w) norms under full fine-tuning: the norm tensors the model computes with (`effective`) are
-   * refreshed from the trained w before each forward (refreshNormPlusOne); frozen ones are stored as 1 + w.
-   */
-  normPlusOne: { effective: Tensor; trained: Tensor; ones: Tensor }[];
 }
 
 /** Replacement rows for some token ids: the rows are trained, the rest of the matrix stays frozen. */

@@ -128,3 +128,38 @@ void test("rmsnormBackward matches central differences for x and weight, and acc
   be.rmsnormBackward(dx, null, dout, x, w, rstd, false);
   assertUlps(await be.downloadF32(dx), dxv, 0, "dx overwritten");
 });
+
+void test("plusOne (Gemma): out = x * rstd * (1 + w) in float32, cast once; dx and dweight match central differences", async () => {
+  const rows = 3;
+  const cols = 8;
+  const xv = randnBf16(r, rows * cols);
+  const wv = randn(r, cols, 0.2);
+  // bf16 x: no cast between the normalization and the weight, one rounding of the product.
+  const out = be.alloc("bf16", [rows, cols]);
+  be.rmsnormForward(out, be.alloc("f32", [rows]), tensorOf(be, [rows, cols], xv, "bf16"), tensorOf(be, [cols], wv), 1e-6, { plusOne: true });
+  const expected: number[] = [];
+  for (let i = 0; i < rows; i++) {
+    let ss = 0;
+    for (let j = 0; j < cols; j++) ss += xv[i * cols + j]! ** 2;
+    const rs = Math.fround(1 / Math.sqrt(ss / cols + Math.fround(1e-6)));
+    for (let j = 0; j < cols; j++) expected.push(toBf16(Math.fround(xv[i * cols + j]! * rs) * Math.fround(1 + wv[j]!)));
+  }
+  assert.deepEqual(Array.from(await be.downloadF32(out)), expected);
+  // f32 gradients through (1 + w).
+  const R = randn(r, rows * cols);
+  const loss = async (x: Float32Array, w: Float32Array): Promise<number> => {
+    const o = be.alloc("f32", [rows, cols]);
+    be.rmsnormForward(o, be.alloc("f32", [rows]), tensorOf(be, [rows, cols], x), tensorOf(be, [cols], w), 1e-6, { plusOne: true });
+    return project(await be.downloadF32(o), R);
+  };
+  const x = tensorOf(be, [rows, cols], xv);
+  const w = tensorOf(be, [cols], wv);
+  const rstd = be.alloc("f32", [rows]);
+  be.rmsnormForward(be.alloc("f32", [rows, cols]), rstd, x, w, 1e-6, { plusOne: true });
+  const dx = be.alloc("f32", [rows, cols]);
+  const dw = be.alloc("f32", [cols]);
+  be.fill(dw, 0);
+  be.rmsnormBackward(dx, dw, tensorOf(be, [rows, cols], R), x, w, rstd, false, { plusOne: true });
+  await checkGradient("x", xv, await be.downloadF32(dx), (v) => loss(v, wv), 2e-3, 1e-3);
+  await checkGradient("w", wv, await be.downloadF32(dw), (v) => loss(xv, v), 2e-3, 1e-3);
+});

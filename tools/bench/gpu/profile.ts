@@ -123,14 +123,14 @@ export function profilingBackend(device: BenchDevice): OpTimer {
         be.doraBackward(dmagnitude, dlora, dbase, dy, base, lora, magnitude, norms);
       });
     },
-    rmsnormForward: (out, rstd, x, weight, eps) => {
+    rmsnormForward: (out, rstd, x, weight, eps, options) => {
       timed("other ops", () => {
-        be.rmsnormForward(out, rstd, x, weight, eps);
+        be.rmsnormForward(out, rstd, x, weight, eps, options);
       });
     },
-    rmsnormBackward: (dx, dweight, dout, x, weight, rstd, accumulate) => {
+    rmsnormBackward: (dx, dweight, dout, x, weight, rstd, accumulate, options) => {
       timed("other ops", () => {
-        be.rmsnormBackward(dx, dweight, dout, x, weight, rstd, accumulate);
+        be.rmsnormBackward(dx, dweight, dout, x, weight, rstd, accumulate, options);
       });
     },
     ropeForward: (x, positions, invFreq) => {

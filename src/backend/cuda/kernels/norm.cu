@@ -9,8 +9,10 @@
 // order (in double) and adds the total into dweight once.
 #include "common.cuh"
 
+// plusOne (Gemma): out = x * rs * (1 + w) in f32, rounded once; the backward alike with n unrounded.
 extern "C" __global__ void rmsnorm_forward(void* out, int outDt, float* rstd, const void* x, int xDt,
-                                           const void* weight, int weightDt, long long rows, int cols, float eps) {
+                                           const void* weight, int weightDt, long long rows, int cols, float eps,
+                                           int plusOne) {
   __shared__ float scratch[32];
   for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
     const long long base = r * cols;
@@ -24,8 +26,10 @@ extern "C" __global__ void rmsnorm_forward(void* out, int outDt, float* rstd, co
     const float rs = (float)(1.0 / sqrt((double)sumSquares / cols + (double)eps));
     if (threadIdx.x == 0) rstd[r] = rs;
     for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-      const float n = roundTo(xDt, __fmul_rn(ld(x, xDt, base + j), rs));
-      st(out, outDt, base + j, __fmul_rn(n, ld(weight, weightDt, j)));
+      const float raw = __fmul_rn(ld(x, xDt, base + j), rs);
+      const float n = plusOne ? raw : roundTo(xDt, raw);
+      const float w = plusOne ? __fadd_rn(1.0f, ld(weight, weightDt, j)) : ld(weight, weightDt, j);
+      st(out, outDt, base + j, __fmul_rn(n, w));
     }
   }
 }
@@ -34,7 +38,7 @@ extern "C" __global__ void rmsnorm_forward(void* out, int outDt, float* rstd, co
 // launch carries cols * 4 bytes of dynamic shared memory.
 extern "C" __global__ void rmsnorm_backward(void* dx, int dxDt, float* dweightPartials, const void* dout, int doutDt,
                                             const void* x, int xDt, const void* weight, int weightDt, const float* rstd,
-                                            long long rows, int cols, int accumulate) {
+                                            long long rows, int cols, int accumulate, int plusOne) {
   extern __shared__ float dweightShared[];
   __shared__ float scratch[32];
   const bool wantDweight = dweightPartials != nullptr;
@@ -45,17 +49,20 @@ extern "C" __global__ void rmsnorm_backward(void* dx, int dxDt, float* dweightPa
     const float rs = rstd[r];
     float dot = 0.0f;
     for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-      const float g = ld(dout, doutDt, base + j) * ld(weight, weightDt, j);
+      const float w = plusOne ? __fadd_rn(1.0f, ld(weight, weightDt, j)) : ld(weight, weightDt, j);
+      const float g = ld(dout, doutDt, base + j) * w;
       dot = fmaf(g, ld(x, xDt, base + j) * rs, dot);
     }
     const float meanDot = blockSum(dot, scratch) / cols;
     for (int j = threadIdx.x; j < cols; j += blockDim.x) {
       const float d = ld(dout, doutDt, base + j);
       const float xv = ld(x, xDt, base + j);
-      float v = rs * (d * ld(weight, weightDt, j) - xv * rs * meanDot);
+      const float w = plusOne ? __fadd_rn(1.0f, ld(weight, weightDt, j)) : ld(weight, weightDt, j);
+      float v = rs * (d * w - xv * rs * meanDot);
       if (accumulate) v = __fadd_rn(ld(dx, dxDt, base + j), v);
       st(dx, dxDt, base + j, v);
-      if (wantDweight) dweightShared[j] = fmaf(d, roundTo(xDt, __fmul_rn(xv, rs)), dweightShared[j]);
+      const float n = __fmul_rn(xv, rs);
+      if (wantDweight) dweightShared[j] = fmaf(d, plusOne ? n : roundTo(xDt, n), dweightShared[j]);
     }
   }
   if (wantDweight)

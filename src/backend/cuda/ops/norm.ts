@@ -1,6 +1,7 @@
 // CUDA RMSNorm forward/backward (kernels/norm.cu) in HF LlamaRMSNorm's order, with the CPU backend's checks.
 // The backward's dweight goes through an f32 scratch of per-block partial rows, reduced in a fixed order.
 import type { CudaDevice, DeviceTensor } from "../types.ts";
+import type { RmsnormOptions } from "../../types.ts";
 import { fail } from "../../checks.ts";
 import { checkRmsnormBackward, checkRmsnormForward } from "../../op-checks.ts";
 import { expectSeparate, floatArgs, ptr, rowBlock, MAX_ROW_BLOCKS } from "./device-checks.ts";
@@ -10,7 +11,7 @@ const DEFAULT_SHARED_BYTES = 48 * 1024;
 const MAX_SHARED_BYTES = 227 * 1024;
 
 /** out (..., C) = cast(x * rstd) * weight; rstd f32 (...) saved for the backward. */
-export function rmsnormForward(dev: CudaDevice, out: DeviceTensor, rstd: DeviceTensor, x: DeviceTensor, weight: DeviceTensor, eps: number): void {
+export function rmsnormForward(dev: CudaDevice, out: DeviceTensor, rstd: DeviceTensor, x: DeviceTensor, weight: DeviceTensor, eps: number, options: RmsnormOptions = {}): void {
   const op = "rmsnormForward";
   const { rows, cols } = checkRmsnormForward(out, rstd, x, weight, eps);
   expectSeparate(op, [["out", out], ["rstd", rstd]], [["x", x], ["weight", weight]]);
@@ -25,6 +26,7 @@ export function rmsnormForward(dev: CudaDevice, out: DeviceTensor, rstd: DeviceT
     { i64: rows },
     { i32: cols },
     { f32: eps },
+    { i32: options.plusOne === true ? 1 : 0 },
   ]);
 }
 
@@ -41,6 +43,7 @@ export function rmsnormBackward(
   weight: DeviceTensor,
   rstd: DeviceTensor,
   accumulate: boolean,
+  options: RmsnormOptions = {},
 ): void {
   const op = "rmsnormBackward";
   const { rows, cols } = checkRmsnormBackward(dx, dweight, dout, x, weight, rstd);
@@ -57,6 +60,7 @@ export function rmsnormBackward(
     { i64: rows },
     { i32: cols },
     { i32: accumulate ? 1 : 0 },
+    { i32: options.plusOne === true ? 1 : 0 },
   ];
   if (dweight === null) {
     const grid = Math.min(rows, MAX_ROW_BLOCKS);
