@@ -26,7 +26,7 @@ export interface GenerationRequest {
   model: string;
   prompt: string | null;
   messages: ChatMessage[] | null;
-  /** null: the model's default (generation_config.json's max_new_tokens, else 128). */
+  /** null (a chat request without max_tokens): up to the end of the model's context. */
   maxTokens: number | null;
   temperature: number;
   topP: number;

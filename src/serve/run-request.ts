@@ -48,8 +48,9 @@ export async function runRequest(model: ServedModel, req: GenerationRequest, onT
   const session = model.session;
   const context = session.opened.cfg.maxPositionEmbeddings;
   const resolved = resolveFor(session, {});
-  const maxTokens = req.maxTokens ?? resolved.maxNewTokens;
-  if (prompt.length + maxTokens > context) {
+  // Without max_tokens a chat answer may run to the end of the context, as OpenAI's API has it.
+  const maxTokens = req.maxTokens ?? context - prompt.length;
+  if (prompt.length + maxTokens > context || prompt.length >= context) {
     throw new HttpError(
       400,
       `this model's maximum context length is ${context} tokens; the request has ${prompt.length} prompt tokens and asks for ${maxTokens} more. Shorten the prompt or lower max_tokens.`,
