@@ -13,6 +13,13 @@ test("parameter totals match the published model sizes", () => {
   // Llama-2-13b-hf 13,015,864,320 and Llama-2-70b-hf 68,976,648,192 (the safetensors index's total_size / 2).
   assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["llama-2-13b"], "c")).total, 13_015_864_320);
   assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["llama-2-70b"], "c")).total, 68_976_648_192);
+  // Llama-3.1-8B 8,030,261,248, Llama-3.2-1B 1,235,814,400 and 3B 3,212,749,824 (tied), Mistral-7B-v0.3 7,248,023,552,
+  // Qwen2.5-7B 7,615,616,512 (q/k/v biases).
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["llama-3.1-8b"], "c")).total, 8_030_261_248);
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["llama-3.2-1b"], "c")).total, 1_235_814_400);
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["llama-3.2-3b"], "c")).total, 3_212_749_824);
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["mistral-7b-v0.3"], "c")).total, 7_248_023_552);
+  assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["qwen2.5-7b"], "c")).total, 7_615_616_512);
   // Qwen3-0.6B 596,049,920 (0.44B without the tied embedding) and Qwen3-8B 8,190,735,360: q/k norms included.
   assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["qwen3-0.6b"], "c")).total, 596_049_920);
   assert.equal(countParameters(parseModelConfig(MODEL_PRESETS["qwen3-8b"], "c")).total, 8_190_735_360);
