@@ -90,7 +90,8 @@ export function projectionShape(cfg: ModelConfig, proj: Projection): { out: numb
   }
 }
 
-function projectionHasBias(cfg: ModelConfig, proj: Projection): boolean {
+/** Whether a projection has a bias: Llama's attention_bias / mlp_bias, Qwen2's q/k/v. */
+export function projectionHasBias(cfg: ModelConfig, proj: Projection): boolean {
   if (proj === "o_proj") return cfg.oBias;
   if (proj === "q_proj" || proj === "k_proj" || proj === "v_proj") return cfg.qkvBias;
   return cfg.mlpBias;

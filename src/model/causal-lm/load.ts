@@ -10,7 +10,7 @@ import { loraLayout, tokenRowsKey } from "../../lora/layout.ts";
 import type { LoraSettings } from "../../lora/settings.ts";
 import type { SavedEmbeddings } from "../../lora/adapter-files.ts";
 import type { ModelConfig } from "../../hf/config.ts";
-import { PROJECTIONS, expectedWeights, linearModules, linearOf, linearPrefix, projectionPrefix, projectionShape, type LinearModule, type Projection } from "../../hf/weights.ts";
+import { expectedWeights, linearModules, linearPrefix, projectionHasBias, type LinearModule, type Projection } from "../../hf/weights.ts";
 import type { Linear, LayerParams, CausalLmParams, TokenRows } from "./params.ts";
 import { createTrainableBuffers, trainableView } from "../trainable.ts";
 import { loraModuleViews, loraSpecs } from "./lora-views.ts";
@@ -157,9 +157,6 @@ export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, sou
     return { dense: placeholder(options.baseDtype), quant: null };
   };
 
-  // Norm weights load as stored; Gemma's are applied as 1 + w by the norm op itself (RmsnormOptions.plusOne).
-  const placeNorm = place;
-
   /**
    * Phi-3's fused qkv_proj / gate_up_proj as the projections the block computes: each part's frozen rows as its
    * own tensor (4-bit and 8-bit quantized per part: the blocks are the same as the whole's when the part's size
@@ -170,68 +167,70 @@ export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, sou
     const module = linearPrefix(l, m);
     const name = `${module}.weight`;
     const what = `${source.dir}: ${name}`;
+    if (source.has(`${module}.bias`)) throw new TunaError("UNSUPPORTED", `${what}: a bias on the fused ${m.name} is not supported.`);
+    const stored = cfg.quantization;
+    const prequantizedFused = stored !== null && !stored.skipModules.some((s) => name.includes(s));
+    // Each part's frozen tensors (or trained row views): ZeRO-3 shares of the part read as a row range of the fused
+    // weight; else the part's rows of a pre-quantized fused weight (whole 4-bit blocks of the flattened weight each),
+    // or of the stored one, quantized at load as asked.
+    let frozen: (i: number) => Promise<Pick<Linear, "weight" | "dweight" | "quant">>;
     if (shard !== undefined) {
-      // ZeRO-3: each part is sharded as a tensor of its own, read as a row range of the fused weight.
-      if (cfg.quantization !== null && !cfg.quantization.skipModules.some((s) => name.includes(s))) {
+      if (prequantizedFused) {
         throw new TunaError("UNSUPPORTED", `${what}: ZeRO-3 / FSDP sharding of a pre-quantized fused ${m.name} is not implemented yet; shard the bf16 model with --use_4bit_quantization instead.`);
       }
-      if (source.names().includes(`${module}.bias`)) throw new TunaError("UNSUPPORTED", `${what}: a bias on the fused ${m.name} is not supported.`);
-      const lm = byModule.get(module);
-      const out: [Projection, Linear][] = [];
-      for (const [i, part] of m.parts.entries()) {
+      frozen = async (i) => {
+        const part = m.parts[i]!;
         const partName = `${module}.${part.projection}.weight`;
         const sharded = await shardedWeight(part.projection, partName, [part.rows, m.in], rowsOfTensor(source, name, partName, part.start, part.rows, m.in));
-        const lora = lm === undefined ? null : loraModuleViews(backend, trainable, lm, part, i === 0 ? null : m.parts[0]!.projection, options.lora?.dropout ?? 0, options.baseDtype);
-        out.push([part.projection, { module: `${module}[${part.projection}]`, inFeatures: m.in, outFeatures: part.rows, weight: sharded.dense, quant: sharded.quant, bias: null, dweight: null, dbias: null, lora }]);
-      }
-      return out;
-    }
-    // A pre-quantized fused weight is cut at its parts' rows: whole 4-bit blocks of the flattened weight each.
-    let prequantized: { packed: Uint8Array; absmax: Float32Array; quantType: "nf4" | "fp4"; blocksize: number } | null = null;
-    const stored = cfg.quantization;
-    if (stored !== null && !stored.skipModules.some((s) => name.includes(s))) {
+        return { weight: sharded.dense, dweight: null, quant: sharded.quant };
+      };
+    } else if (prequantizedFused) {
       if (!stored.loadIn4bit) throw new TunaError("UNSUPPORTED", `${what}: a pre-quantized 8-bit checkpoint with fused projections (${m.name}) is not supported yet; load the bf16 model with --use_8bit_quantization instead.`);
       const q = await readQuantized4bit(source, name, stored, [m.out, m.in]);
       const misaligned = m.parts.find((p) => (p.start * m.in) % q.blocksize !== 0 || (p.rows * m.in) % q.blocksize !== 0);
       if (misaligned !== undefined) {
         throw new TunaError("UNSUPPORTED", `${what}: the ${misaligned.projection} rows of ${m.name} do not start on a ${q.blocksize}-element 4-bit block; load the bf16 model with --use_4bit_quantization instead.`);
       }
-      prequantized = { packed: q.packed, absmax: absmaxOf(q), quantType: q.quantType, blocksize: q.blocksize };
-    }
-    if (source.names().includes(`${module}.bias`)) throw new TunaError("UNSUPPORTED", `${what}: a bias on the fused ${m.name} is not supported.`);
-    // (A pre-quantized weight is stored packed: its shape was checked by readQuantized4bit.)
-    const info = prequantized === null ? infoOfShape(source, name, [m.out, m.in]) : source.info(name);
-    const fusedView = full ? trainableView(trainable, name) : null;
-    const bytes = fusedView === null && prequantized === null ? await source.readTensor(name) : null;
-    if (fusedView !== null) backend.upload(fusedView.param, decodeToFloat32(await source.readTensor(name), info.dtype));
-    const elementBytes = info.dtype === "F32" ? 4 : 2;
-    const lm = byModule.get(module);
-    const out: [Projection, Linear][] = [];
-    for (const [i, part] of m.parts.entries()) {
-      const shape: [number, number] = [part.rows, m.in];
-      let weight: Tensor | null = null;
-      let dweight: Tensor | null = null;
-      let quant: Quant4bitTensors | null = null;
-      if (fusedView !== null) {
-        weight = backend.rows(fusedView.param, part.start, part.rows);
-        dweight = backend.rows(fusedView.grad, part.start, part.rows);
-      } else if (prequantized !== null) {
+      const absmaxValues = absmaxOf(q);
+      frozen = (i) => {
+        const part = m.parts[i]!;
         const first = part.start * m.in;
         const n = part.rows * m.in;
         const packed = backend.alloc("u8", [n / 2], `${module}.${part.projection}.packed`);
-        backend.upload(packed, prequantized.packed.subarray(first / 2, (first + n) / 2));
-        const absmax = backend.alloc("f32", [n / prequantized.blocksize], `${module}.${part.projection}.absmax`);
-        backend.upload(absmax, prequantized.absmax.subarray(first / prequantized.blocksize, (first + n) / prequantized.blocksize));
-        quant = { packed, absmax, code: codeTable(backend, prequantized.quantType, name), blocksize: prequantized.blocksize };
-      } else if (bytes !== null) {
-        const slice = bytes.subarray(part.start * m.in * elementBytes, (part.start + part.rows) * m.in * elementBytes);
-        const q = options.quantize;
-        if (q?.kind === "4bit") quant = await quantizeOnBackend(backend, slice, info.dtype, shape, q, `${what} rows ${part.start}..`, `${module}.${part.projection}`);
-        else if (q?.kind === "8bit") weight = await uploadDense(dequantizeInt8Rowwise(quantizeInt8Rowwise(slice, info.dtype, part.rows, m.in, what)), `${module}.${part.projection}`, shape);
-        else weight = await uploadDense(decodeToFloat32(slice, info.dtype), `${module}.${part.projection}`, shape);
+        backend.upload(packed, q.packed.subarray(first / 2, (first + n) / 2));
+        const absmax = backend.alloc("f32", [n / q.blocksize], `${module}.${part.projection}.absmax`);
+        backend.upload(absmax, absmaxValues.subarray(first / q.blocksize, (first + n) / q.blocksize));
+        return Promise.resolve({ weight: null, dweight: null, quant: { packed, absmax, code: codeTable(backend, q.quantType, name), blocksize: q.blocksize } });
+      };
+    } else {
+      const info = infoOfShape(source, name, [m.out, m.in]);
+      const bytes = await source.readTensor(name);
+      if (full) {
+        const { param, grad } = trainableView(trainable, name);
+        backend.upload(param, decodeToFloat32(bytes, info.dtype));
+        frozen = (i) => {
+          const part = m.parts[i]!;
+          return Promise.resolve({ weight: backend.rows(param, part.start, part.rows), dweight: backend.rows(grad, part.start, part.rows), quant: null });
+        };
+      } else {
+        const elementBytes = info.dtype === "F32" ? 4 : 2;
+        frozen = async (i) => {
+          const part = m.parts[i]!;
+          const shape: [number, number] = [part.rows, m.in];
+          const partName = `${module}.${part.projection}`;
+          const slice = bytes.subarray(part.start * m.in * elementBytes, (part.start + part.rows) * m.in * elementBytes);
+          const q = options.quantize;
+          if (q?.kind === "4bit") return { weight: null, dweight: null, quant: await quantizeOnBackend(backend, slice, info.dtype, shape, q, `${what} rows ${part.start}..`, partName) };
+          const values = q?.kind === "8bit" ? dequantizeInt8Rowwise(quantizeInt8Rowwise(slice, info.dtype, part.rows, m.in, what)) : decodeToFloat32(slice, info.dtype);
+          return { weight: await uploadDense(values, partName, shape), dweight: null, quant: null };
+        };
       }
+    }
+    const lm = byModule.get(module);
+    const out: [Projection, Linear][] = [];
+    for (const [i, part] of m.parts.entries()) {
       const lora = lm === undefined ? null : loraModuleViews(backend, trainable, lm, part, i === 0 ? null : m.parts[0]!.projection, options.lora?.dropout ?? 0, options.baseDtype);
-      out.push([part.projection, { module: `${module}[${part.projection}]`, inFeatures: m.in, outFeatures: part.rows, weight, quant, bias: null, dweight, dbias: null, lora }]);
+      out.push([part.projection, { module: `${module}[${part.projection}]`, inFeatures: m.in, outFeatures: part.rows, ...(await frozen(i)), bias: null, dbias: null, lora }]);
     }
     return out;
   };
@@ -240,30 +239,31 @@ export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, sou
   const embed = await place("model.embed_tokens.weight", [cfg.vocabSize, C]);
   const layers: LayerParams[] = [];
   for (let l = 0; l < cfg.numLayers; l++) {
-    const inputNorm = await placeNorm(`model.layers.${l}.input_layernorm.weight`, [C]);
+    const inputNorm = await place(`model.layers.${l}.input_layernorm.weight`, [C]);
     // The pre-MLP norm: Llama's post_attention_layernorm, Gemma 2/3's pre_feedforward_layernorm.
-    const postNorm = await placeNorm(`model.layers.${l}.${cfg.sandwichNorms ? "pre_feedforward_layernorm" : "post_attention_layernorm"}.weight`, [C]);
+    const postNorm = await place(`model.layers.${l}.${cfg.sandwichNorms ? "pre_feedforward_layernorm" : "post_attention_layernorm"}.weight`, [C]);
     let sandwich: LayerParams["sandwich"] = null;
     if (cfg.sandwichNorms) {
-      const attnOut = await placeNorm(`model.layers.${l}.post_attention_layernorm.weight`, [C]);
-      const mlpOut = await placeNorm(`model.layers.${l}.post_feedforward_layernorm.weight`, [C]);
+      const attnOut = await place(`model.layers.${l}.post_attention_layernorm.weight`, [C]);
+      const mlpOut = await place(`model.layers.${l}.post_feedforward_layernorm.weight`, [C]);
       sandwich = { attnOut: attnOut.t, mlpOut: mlpOut.t, dAttnOut: attnOut.d, dMlpOut: mlpOut.d };
     }
     let qkNorm: LayerParams["qkNorm"] = null;
     if (cfg.qkNorm) {
-      const q = await placeNorm(`model.layers.${l}.self_attn.q_norm.weight`, [cfg.headDim]);
-      const k = await placeNorm(`model.layers.${l}.self_attn.k_norm.weight`, [cfg.headDim]);
+      const q = await place(`model.layers.${l}.self_attn.q_norm.weight`, [cfg.headDim]);
+      const k = await place(`model.layers.${l}.self_attn.k_norm.weight`, [cfg.headDim]);
       qkNorm = { q: q.t, k: k.t, dq: q.d, dk: k.d };
     }
     const proj = {} as Record<Projection, Linear>;
-    for (const fused of linearModules(cfg).filter((x) => x.parts.length > 1)) {
-      for (const [p, lin] of await fusedLinears(l, fused)) proj[p] = lin;
-    }
-    for (const p of PROJECTIONS) {
-      if (linearOf(cfg, p).parts.length > 1) continue;
-      const module = projectionPrefix(l, p);
-      const { out, in: inF } = projectionShape(cfg, p);
-      const hasBias = p === "o_proj" ? cfg.oBias : p === "q_proj" || p === "k_proj" || p === "v_proj" ? cfg.qkvBias : cfg.mlpBias;
+    for (const linear of linearModules(cfg)) {
+      if (linear.parts.length > 1) {
+        for (const [p, lin] of await fusedLinears(l, linear)) proj[p] = lin;
+        continue;
+      }
+      const p = linear.parts[0]!.projection;
+      const module = linearPrefix(l, linear);
+      const { out, in: inF } = linear;
+      const hasBias = projectionHasBias(cfg, p);
       // The frozen (or, full fine-tuning, trained) weight and bias: this rank's shares when sharded.
       type Placed = { t: Tensor | null; d: Tensor | null };
       let weight: Placed;
@@ -290,7 +290,7 @@ export async function loadCausalLmParams(backend: Backend, cfg: ModelConfig, sou
     layers.push({ inputNorm: inputNorm.t, postNorm: postNorm.t, dInputNorm: inputNorm.d, dPostNorm: postNorm.d, qkNorm, sandwich, proj });
     if (shard !== undefined) shard.keep(l, shares.splice(0));
   }
-  const norm = await placeNorm("model.norm.weight", [C]);
+  const norm = await place("model.norm.weight", [C]);
   const lmHead = cfg.tieWordEmbeddings ? embed : await place("lm_head.weight", [cfg.vocabSize, C]);
 
   const rows = (module: "embed_tokens" | "lm_head"): TokenRows | null => {
