@@ -23,7 +23,7 @@ export interface FamilySpec {
    * attention scale from query_pre_attn_scalar, soft-capping of scores and logits from the config, and
    * (Gemma 3) a separate RoPE base for the sliding layers.
    */
-  gemma: { sandwichNorms: true; softcaps: boolean; localRope: boolean } | null;
+  gemma: { softcaps: boolean; localRope: boolean } | null;
   /** Defaults of the transformers config class, used when config.json omits a field. */
   defaults: {
     rmsNormEps: number;
@@ -87,7 +87,7 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     fusedProjections: false,
     qkNorm: false,
     windows: "gemma2-alternating",
-    gemma: { sandwichNorms: true, softcaps: true, localRope: false },
+    gemma: { softcaps: true, localRope: false },
     defaults: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 8192, tieWordEmbeddings: true, slidingWindow: 4096, headDim: 256 },
   },
   // Gemma 3 (text; model_type gemma3_text): q/k norms, every sixth layer global, a local RoPE base for the others.
@@ -98,7 +98,7 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     fusedProjections: false,
     qkNorm: true,
     windows: "gemma3-pattern",
-    gemma: { sandwichNorms: true, softcaps: true, localRope: true },
+    gemma: { softcaps: true, localRope: true },
     defaults: { rmsNormEps: 1e-6, ropeTheta: 1000000, maxPositionEmbeddings: 131072, tieWordEmbeddings: true, slidingWindow: 4096, headDim: 256 },
   },
   // Phi-3 / Phi-4 (model_type phi3): the Llama block with q/k/v and gate/up each stored as one fused linear.

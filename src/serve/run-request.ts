@@ -1,8 +1,7 @@
 // One request's generation on a served model: the prompt (text, or messages through the chat template), the
 // sampling the request asks for, stop sequences, the context bound, and a way to stop early when the client
 // goes away. Text is handed out as it is decoded (for server-sent events) and returned whole.
-import { generate } from "../model/generate.ts";
-import { createTextStream } from "../model/generate.ts";
+import { createTextStream, generate } from "../model/generate.ts";
 import { renderChatTemplate } from "../tokenizer/chat-template.ts";
 import { templateVariables } from "../data/tokenize.ts";
 import { createRng } from "../util/random.ts";

@@ -9,6 +9,7 @@ import { TunaError, errorMessage } from "../../util/errors.ts";
 import { createRng } from "../../util/random.ts";
 import { readJsonFile } from "../../util/json-file.ts";
 import { createBackend, type DeviceChoice } from "../../backend/factory.ts";
+import type { Backend } from "../../backend/types.ts";
 import { parseGenerationConfig, type GenerationConfig } from "../../hf/generation-config.ts";
 import { openModelForUse, tokenizerDirFor, type OpenedModel } from "../../train/open-model.ts";
 import { templateVariables } from "../../data/tokenize.ts";
@@ -142,7 +143,15 @@ export async function openGenerationSession(
     ...(values.revision === undefined ? {} : { revision: values.revision }),
     ...(onNotice === undefined ? {} : { onNotice }),
   });
-  const tokenizer = await loadTokenizer(tokenizerDirFor(opened.dir, values.adapter));
+  return sessionOver(backend, opened, values.adapter);
+}
+
+/**
+ * The session of weights already on `backend` (`tuna serve` attaches adapters to one base): the tokenizer (the
+ * adapter's when it ships one), the model's generation defaults, a model and its decoder.
+ */
+export async function sessionOver(backend: Backend, opened: OpenedModel, adapterDir: string | undefined): Promise<GenerationSession> {
+  const tokenizer = await loadTokenizer(tokenizerDirFor(opened.dir, adapterDir));
   const genPath = join(opened.dir, "generation_config.json");
   const generationConfig = existsSync(genPath) ? parseGenerationConfig(await readJsonFile(genPath, "generation config"), genPath) : undefined;
   const model = createCausalLm(backend, opened.params, { checkpointing: false, seed: 0 });

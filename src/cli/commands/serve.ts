@@ -6,13 +6,9 @@ import { TunaError, errorMessage } from "../../util/errors.ts";
 import type { CliOutput } from "../output.ts";
 import { createServeServer } from "../../serve/server.ts";
 import type { ServedModel } from "../../serve/run-request.ts";
-import { SHARED_HELP, SHARED_OPTIONS, openGenerationSession, parseFlags, sharedSettings, type GenerationSession, type SharedValues } from "./generate.ts";
+import { SHARED_HELP, SHARED_OPTIONS, openGenerationSession, parseFlags, sessionOver, sharedSettings, type GenerationSession, type SharedValues } from "./generate.ts";
 import { readAdapter, type LoraAdapter } from "../../lora/adapter-files.ts";
 import { withAdapter } from "../../model/causal-lm/lora-views.ts";
-import { createCausalLm } from "../../model/causal-lm/model.ts";
-import { createDecoder } from "../../model/causal-lm/decode.ts";
-import { loadTokenizer } from "../../tokenizer/load.ts";
-import { tokenizerDirFor } from "../../train/open-model.ts";
 import { readChatTemplateFile } from "../../data/chat-format.ts";
 
 /** The shared generation flags that choose how the model is loaded (the rest are per request here). */
@@ -135,13 +131,11 @@ export async function startServe(s: ServeStart): Promise<RunningServer> {
 }
 
 /** A session over the base session's weights with `adapter` attached (its own LoRA tensors, decoder and tokenizer). */
-async function adapterSession(base: GenerationSession, adapter: LoraAdapter, dir: string, normsDtype: "f32" | "bf16"): Promise<GenerationSession> {
+function adapterSession(base: GenerationSession, adapter: LoraAdapter, dir: string, normsDtype: "f32" | "bf16"): Promise<GenerationSession> {
   const backend = base.decoder.model.backend;
   const params = withAdapter(backend, base.opened.params, adapter.settings, normsDtype);
   backend.upload(params.trainable.params, adapter.params.flat);
-  const tokenizer = await loadTokenizer(tokenizerDirFor(base.opened.dir, dir));
-  const model = createCausalLm(backend, params, { checkpointing: false, seed: 0 });
-  return { opened: { ...base.opened, params, adapter }, tokenizer, generationConfig: base.generationConfig, decoder: createDecoder(model) };
+  return sessionOver(backend, { ...base.opened, params, adapter }, dir);
 }
 
 function count(raw: string, flag: string, min: number, problems: string[]): number {

@@ -122,21 +122,11 @@ function allocBlock(
     if (shape === undefined) continue;
     // Parts of a fused module (Phi-3) drop out the input once: they share the first part's mask and xd.
     const owner = shape.inputOf === null ? undefined : slots[shape.inputOf];
-    if (owner !== undefined) {
-      slots[p] = {
-        xa: a([N * shape.rank], `${p}.xa`),
-        mask: owner.mask,
-        xd: owner.xd,
-        dropoutApplied: false,
-        dora: shape.dora ? { base: a([N * shape.outFeatures], `${p}.dora_base`), lora: a([N * shape.outFeatures], `${p}.dora_lora`) } : null,
-      };
-      continue;
-    }
     // xa is flat so a module of smaller rank than the slot can view its first N*R elements.
     slots[p] = {
       xa: a([N * shape.rank], `${p}.xa`),
-      mask: shape.dropout ? backend.alloc("u8", [N, shape.inFeatures], `act.${tag}.${p}.mask`) : null,
-      xd: shape.dropout ? a([N, shape.inFeatures], `${p}.xd`) : null,
+      mask: owner !== undefined ? owner.mask : shape.dropout ? backend.alloc("u8", [N, shape.inFeatures], `act.${tag}.${p}.mask`) : null,
+      xd: owner !== undefined ? owner.xd : shape.dropout ? a([N, shape.inFeatures], `${p}.xd`) : null,
       dropoutApplied: false,
       dora: shape.dora ? { base: a([N * shape.outFeatures], `${p}.dora_base`), lora: a([N * shape.outFeatures], `${p}.dora_lora`) } : null,
     };
