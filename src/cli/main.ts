@@ -12,6 +12,7 @@ import { chatCommand } from "./commands/chat.ts";
 import { dataCommand } from "./commands/data.ts";
 import { launchCommand } from "./commands/launch.ts";
 import { mergeCommand } from "./commands/merge.ts";
+import { exportCommand } from "./commands/export.ts";
 import { planCommand } from "./commands/plan.ts";
 import { dpoCommand } from "./commands/dpo.ts";
 import { serveCommand } from "./commands/serve.ts";
@@ -34,6 +35,7 @@ const COMMANDS: Record<string, CommandEntry> = {
   generate: { run: generateCommand, summary: "generate text from a prompt with a model (+ optional PEFT adapter), greedy or sampled" },
   chat: { run: chatCommand, summary: "chat with a model (+ optional PEFT adapter) through its chat template, on stdin" },
   merge: { run: mergeCommand, summary: "merge a PEFT LoRA adapter into its base model and save a Hugging Face model folder" },
+  export: { run: exportCommand, summary: "write a model (+ optional PEFT adapter, merged) as a GGUF file for llama.cpp: f16, bf16, q8_0, q4_k_m" },
   serve: { run: serveCommand, summary: "serve a model and its adapters over HTTP with the OpenAI API (chat and completions, streaming)" },
   inspect: { run: inspectCommand, summary: "describe a model folder or hub id: architecture, parameters, memory, tokenizer" },
   doctor: { run: doctorCommand, summary: "check Node, CPU, GPU driver and CUDA libraries, and give a verdict" },

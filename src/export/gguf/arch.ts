@@ -1,0 +1,142 @@
+// A Hugging Face decoder as llama.cpp's GGUF architectures describe it (what conversion/llama.py and
+// qwen.py in llama.cpp's converter write): the architecture name, its hyperparameter keys, and each tensor's
+// GGUF name, ggml shape and row order (Llama's q/k rows permuted from HF's rotate-half RoPE layout to
+// llama.cpp's interleaved one).
+import { TunaError } from "../../util/errors.ts";
+import { gguf, type GgufValue } from "../../io/gguf/format.ts";
+import type { ModelConfig } from "../../hf/config.ts";
+import type { ExpectedWeight } from "../../hf/weights.ts";
+
+export type GgufArchName = "llama" | "qwen2" | "qwen3";
+
+/** HF model_type -> GGUF architecture. Mistral is "llama" in GGUF, as llama.cpp's converter writes it. */
+const ARCHS: Record<string, GgufArchName | undefined> = { llama: "llama", mistral: "llama", qwen2: "qwen2", qwen3: "qwen3" };
+
+export function ggufArchOf(cfg: ModelConfig): GgufArchName {
+  const arch = ARCHS[cfg.modelType];
+  if (arch === undefined) {
+    throw new TunaError(
+      "UNSUPPORTED",
+      `GGUF export of ${cfg.modelType} models is not available yet (supported: ${Object.keys(ARCHS).join(", ")}); ` +
+        `merge the adapter with \`tuna merge\` and convert the folder with llama.cpp's convert_hf_to_gguf.py meanwhile.`,
+    );
+  }
+  return arch;
+}
+
+/** HF layer-module names -> GGUF tensor names (gguf-py's tensor_mapping for these architectures). */
+const LAYER_NAMES: Record<string, string> = {
+  input_layernorm: "attn_norm",
+  "self_attn.q_proj": "attn_q",
+  "self_attn.k_proj": "attn_k",
+  "self_attn.v_proj": "attn_v",
+  "self_attn.o_proj": "attn_output",
+  "self_attn.q_norm": "attn_q_norm",
+  "self_attn.k_norm": "attn_k_norm",
+  post_attention_layernorm: "ffn_norm",
+  "mlp.gate_proj": "ffn_gate",
+  "mlp.up_proj": "ffn_up",
+  "mlp.down_proj": "ffn_down",
+};
+
+export function ggufTensorName(hfName: string): string {
+  if (hfName === "model.embed_tokens.weight") return "token_embd.weight";
+  if (hfName === "model.norm.weight") return "output_norm.weight";
+  if (hfName === "lm_head.weight") return "output.weight";
+  const m = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(hfName);
+  const mapped = m === null ? undefined : LAYER_NAMES[m[2]!];
+  if (m === null || mapped === undefined) throw new TunaError("INTERNAL", `no GGUF name for the tensor ${hfName}`);
+  return `blk.${m[1]}.${mapped}.${m[3]}`;
+}
+
+/**
+ * Rows of an HF q/k projection (or its bias) reordered for llama.cpp's LLAMA architecture, which rotates
+ * interleaved pairs: within each head, row i*2 + j of the output is row j*(D/2) + i of the input
+ * (convert_hf_to_gguf's LlamaModel.permute).
+ */
+export function permuteRotaryRows(values: Float32Array, heads: number, rowLength: number): Float32Array {
+  const rows = values.length / rowLength;
+  const D = rows / heads;
+  const out = new Float32Array(values.length);
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < D / 2; i++) {
+      for (let j = 0; j < 2; j++) {
+        const src = (h * D + j * (D / 2) + i) * rowLength;
+        out.set(values.subarray(src, src + rowLength), (h * D + i * 2 + j) * rowLength);
+      }
+    }
+  }
+  return out;
+}
+
+/** The inverse of permuteRotaryRows (reading a GGUF back into HF's layout). */
+export function unpermuteRotaryRows(values: Float32Array, heads: number, rowLength: number): Float32Array {
+  const rows = values.length / rowLength;
+  const D = rows / heads;
+  const out = new Float32Array(values.length);
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < D / 2; i++) {
+      for (let j = 0; j < 2; j++) {
+        const src = (h * D + i * 2 + j) * rowLength;
+        out.set(values.subarray(src, src + rowLength), (h * D + j * (D / 2) + i) * rowLength);
+      }
+    }
+  }
+  return out;
+}
+
+/** The heads a q/k weight's rows are permuted by in `arch`, or null when the tensor keeps HF's row order. */
+export function rotaryHeadsOf(arch: GgufArchName, cfg: ModelConfig, hfName: string): number | null {
+  if (arch !== "llama") return null; // qwen2/qwen3 use llama.cpp's NEOX rotation, HF's own layout
+  if (/\.self_attn\.q_proj\.(weight|bias)$/.test(hfName)) return cfg.numHeads;
+  if (/\.self_attn\.k_proj\.(weight|bias)$/.test(hfName)) return cfg.numKvHeads;
+  return null;
+}
+
+/** The tensors the GGUF file holds, in HF's order, without a tied lm_head (llama.cpp reuses token_embd). */
+export function exportedWeights(weights: readonly ExpectedWeight[], cfg: ModelConfig): ExpectedWeight[] {
+  return weights.filter((w) => !(w.name === "lm_head.weight" && cfg.tieWordEmbeddings));
+}
+
+/** llama3 RoPE's per-frequency divisors, as llama.cpp's converter writes them into rope_freqs.weight. */
+export function llama3RopeFactors(cfg: ModelConfig): Float32Array | null {
+  const s = cfg.ropeScaling;
+  if (s.type !== "llama3") return null;
+  const dim = cfg.headDim;
+  const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+  const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+  const f = Math.fround; // torch computes these in float32
+  const out = new Float32Array(dim / 2);
+  for (let i = 0; i < dim / 2; i++) {
+    const freq = f(1 / f(cfg.ropeTheta ** f((2 * i) / dim)));
+    const wavelen = f((2 * Math.PI) / freq);
+    if (wavelen < highWavelen) out[i] = 1;
+    else if (wavelen > lowWavelen) out[i] = s.factor;
+    else {
+      const smooth = f(f(f(s.originalMaxPositionEmbeddings / wavelen) - s.lowFreqFactor) / f(s.highFreqFactor - s.lowFreqFactor));
+      out[i] = f(1 / f(f(f(1 - smooth) / s.factor) + smooth));
+    }
+  }
+  return out;
+}
+
+/** The architecture's hyperparameters (`<arch>.*` keys) as llama.cpp's converter writes them. */
+export function archMetadata(arch: GgufArchName, cfg: ModelConfig): [string, GgufValue][] {
+  const k = (key: string): string => `${arch}.${key}`;
+  const out: [string, GgufValue][] = [
+    [k("block_count"), gguf.u32(cfg.numLayers)],
+    [k("context_length"), gguf.u32(cfg.maxPositionEmbeddings)],
+    [k("embedding_length"), gguf.u32(cfg.hiddenSize)],
+    [k("feed_forward_length"), gguf.u32(cfg.intermediateSize)],
+    [k("attention.head_count"), gguf.u32(cfg.numHeads)],
+    [k("attention.head_count_kv"), gguf.u32(cfg.numKvHeads)],
+    [k("rope.freq_base"), gguf.f32(cfg.ropeTheta)],
+    [k("attention.layer_norm_rms_epsilon"), gguf.f32(cfg.rmsNormEps)],
+  ];
+  const s = cfg.ropeScaling;
+  if (s.type === "linear") out.push([k("rope.scaling.type"), gguf.str("linear")], [k("rope.scaling.factor"), gguf.f32(s.factor)]);
+  // head_dim is written whenever it differs from hidden / heads (llama.cpp derives it otherwise).
+  if (cfg.headDim !== cfg.hiddenSize / cfg.numHeads) out.push([k("attention.key_length"), gguf.u32(cfg.headDim)], [k("attention.value_length"), gguf.u32(cfg.headDim)]);
+  if (arch === "llama") out.push([k("vocab_size"), gguf.u32(cfg.vocabSize)], [k("rope.dimension_count"), gguf.u32(cfg.headDim)]);
+  return out;
+}
