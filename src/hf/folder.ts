@@ -1,5 +1,6 @@
 // Opens a Hugging Face model folder: config.json (required), generation_config.json (optional) and
-// the safetensors weights, checked against the config. The tokenizer is loaded separately.
+// the safetensors weights, checked against the config; or a .gguf file (src/gguf/model-source.ts).
+// The tokenizer is loaded separately.
 import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { TunaError } from "../util/errors.ts";
@@ -9,6 +10,7 @@ import { parseModelConfig, type ModelConfig } from "./config.ts";
 import { parseGenerationConfig, type GenerationConfig } from "./generation-config.ts";
 import { checkWeights, type WeightCheck } from "./check-weights.ts";
 import { pathExists } from "../util/fs-checks.ts";
+import { isGgufPath, openGgufModel } from "../gguf/model-source.ts";
 
 export interface ModelFolder {
   dir: string;
@@ -43,7 +45,16 @@ export async function openModelFolder(path: string): Promise<ModelFolder> {
   } catch (e) {
     throw new TunaError("FILE_NOT_FOUND", `model folder not found: ${dir}`, { cause: e });
   }
-  if (!isDir) throw new TunaError("MODEL_INVALID", `${dir} is a file; a model is a folder holding config.json and *.safetensors.`);
+  if (!isDir && isGgufPath(dir)) {
+    const gguf = await openGgufModel(dir);
+    try {
+      return { dir, config: gguf.config, generationConfig: undefined, weights: gguf.weights, weightCheck: checkWeights(gguf.config, gguf.weights) };
+    } catch (e) {
+      await gguf.weights.close();
+      throw e;
+    }
+  }
+  if (!isDir) throw new TunaError("MODEL_INVALID", `${dir} is a file; a model is a folder holding config.json and *.safetensors (or a .gguf file).`);
   const config = await readModelConfig(dir);
   const genPath = join(dir, "generation_config.json");
   const generationConfig = (await pathExists(genPath)) ? parseGenerationConfig(await readJsonFile(genPath, "generation config"), genPath) : undefined;

@@ -45,7 +45,7 @@ function existingParent(arg: string): string | undefined {
 export function localPathFor(arg: string, kind: RepoKind, allowFile: boolean): string | undefined {
   const path = resolve(expandHome(arg));
   if (existsSync(path)) {
-    if (allowFile || statSync(path).isDirectory()) return path;
+    if (allowFile || statSync(path).isDirectory() || (kind === "model" && path.toLowerCase().endsWith(".gguf"))) return path;
     throw new TunaError(
       "MODEL_INVALID",
       `${arg} is a file; a ${kind} must be a folder (with config.json, tokenizer files and *.safetensors) or a hub id.`,

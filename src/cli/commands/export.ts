@@ -2,8 +2,8 @@
 // adapter merged in) as one GGUF file for llama.cpp, Ollama, LM Studio and the like.
 import { TunaError } from "../../util/errors.ts";
 import { resolveModelPath } from "../../hub/resolve.ts";
-import { exportGguf } from "../../export/gguf/export.ts";
-import { GGUF_OUT_TYPES, type GgufOutType } from "../../export/gguf/tensor-types.ts";
+import { exportGguf } from "../../gguf/export.ts";
+import { GGUF_OUT_TYPES, type GgufOutType } from "../../gguf/tensor-types.ts";
 import type { CliOutput } from "../output.ts";
 import { parseFlags } from "./generate.ts";
 

@@ -2,10 +2,10 @@
 // qwen.py in llama.cpp's converter write): the architecture name, its hyperparameter keys, and each tensor's
 // GGUF name, ggml shape and row order (Llama's q/k rows permuted from HF's rotate-half RoPE layout to
 // llama.cpp's interleaved one).
-import { TunaError } from "../../util/errors.ts";
-import { gguf, type GgufValue } from "../../io/gguf/format.ts";
-import type { ModelConfig } from "../../hf/config.ts";
-import type { ExpectedWeight } from "../../hf/weights.ts";
+import { TunaError } from "../util/errors.ts";
+import { gguf, type GgufValue } from "../io/gguf/format.ts";
+import type { ModelConfig } from "../hf/config.ts";
+import type { ExpectedWeight } from "../hf/weights.ts";
 
 export type GgufArchName = "llama" | "qwen2" | "qwen3";
 

@@ -3,6 +3,7 @@
 // structs of that release's include/llama.h. Loads a GGUF, tokenizes, runs a forward pass for logits, and
 // quantizes with llama.cpp's own quantizer. A test helper only; tuna does not depend on llama.cpp.
 import koffi from "koffi";
+import type { LibraryHandle } from "koffi";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { existsSync } from "node:fs";
@@ -20,7 +21,7 @@ export function llamaCppDir(): string | null {
 }
 
 // include/llama.h of the release the package ships (llama.cpp "v0.5.0" in node-llama-cpp 3.22.1).
-const ModelParams = koffi.struct("tuna_llama_model_params", {
+koffi.struct("tuna_llama_model_params", {
   devices: "void *",
   tensor_buft_overrides: "void *",
   n_gpu_layers: "int32_t",
@@ -39,7 +40,7 @@ const ModelParams = koffi.struct("tuna_llama_model_params", {
   no_alloc: "bool",
   load_mtp: "bool",
 });
-const ContextParams = koffi.struct("tuna_llama_context_params", {
+koffi.struct("tuna_llama_context_params", {
   n_ctx: "uint32_t",
   n_batch: "uint32_t",
   n_ubatch: "uint32_t",
@@ -78,7 +79,7 @@ const ContextParams = koffi.struct("tuna_llama_context_params", {
   n_samplers: "size_t",
   ctx_other: "void *",
 });
-const Batch = koffi.struct("tuna_llama_batch", {
+koffi.struct("tuna_llama_batch", {
   n_tokens: "int32_t",
   token: "void *",
   embd: "void *",
@@ -87,7 +88,7 @@ const Batch = koffi.struct("tuna_llama_batch", {
   seq_id: "void *",
   logits: "void *",
 });
-const QuantizeParams = koffi.struct("tuna_llama_model_quantize_params", {
+koffi.struct("tuna_llama_model_quantize_params", {
   nthread: "int32_t",
   ftype: "int",
   output_tensor_type: "int",
@@ -155,10 +156,6 @@ function bind(): Api {
     logitsIth: lib.func("float *llama_get_logits_ith(void *ctx, int32_t i)"),
     quantize: lib.func("uint32_t llama_model_quantize(const char *inp, const char *out, tuna_llama_model_quantize_params *params)"),
   };
-  void Batch;
-  void ModelParams;
-  void ContextParams;
-  void QuantizeParams;
   return api;
 }
 
@@ -175,7 +172,7 @@ export interface LlamaCppModel {
 
 export function loadLlamaCpp(path: string): LlamaCppModel {
   const a = bind();
-  const params = { ...a.modelDefaults(), n_gpu_layers: 0 };
+  const params: Record<string, unknown> = { ...a.modelDefaults(), n_gpu_layers: 0 };
   const model = a.load(path, params);
   if (model === null) throw failure(`could not load ${path}`);
   const vocab = a.vocab(model);
@@ -189,13 +186,13 @@ export function loadLlamaCpp(path: string): LlamaCppModel {
       return [...out.subarray(0, n)];
     },
     logits(tokens) {
-      const ctxParams = { ...a.contextDefaults(), n_ctx: Math.max(64, tokens.length), n_batch: Math.max(64, tokens.length), n_ubatch: Math.max(64, tokens.length), n_threads: 2, n_threads_batch: 2, no_perf: true };
+      const ctxParams: Record<string, unknown> = { ...a.contextDefaults(), n_ctx: Math.max(64, tokens.length), n_batch: Math.max(64, tokens.length), n_ubatch: Math.max(64, tokens.length), n_threads: 2, n_threads_batch: 2, no_perf: true, type_k: 0, type_v: 0, flash_attn_type: 0 }; // f32 KV cache, plain attention
       const ctx = a.initContext(model, ctxParams);
       if (ctx === null) throw failure("could not create a context");
       try {
         // A batch of one sequence (positions and sequence id left to llama.cpp) asking for every position's logits.
-        const tokenMem = koffi.alloc("int32_t", tokens.length);
-        const flagMem = koffi.alloc("int8_t", tokens.length);
+        const tokenMem: unknown = koffi.alloc("int32_t", tokens.length);
+        const flagMem: unknown = koffi.alloc("int8_t", tokens.length);
         koffi.encode(tokenMem, "int32_t", tokens, tokens.length);
         koffi.encode(flagMem, "int8_t", new Array<number>(tokens.length).fill(1), tokens.length);
         const batch = { n_tokens: tokens.length, token: tokenMem, embd: null, pos: null, n_seq_id: null, seq_id: null, logits: flagMem };
@@ -214,14 +211,42 @@ export function loadLlamaCpp(path: string): LlamaCppModel {
         a.freeContext(ctx);
       }
     },
-    free: () => a.freeModel(model),
+    free: () => {
+      a.freeModel(model);
+    },
   };
+}
+
+let ggmlBase: LibraryHandle | null = null;
+function base(): LibraryHandle {
+  bind();
+  ggmlBase ??= koffi.load(join(llamaCppDir()!, "libggml-base.so"));
+  return ggmlBase;
+}
+
+const GGML_TYPE_CODES: Record<string, number> = { Q8_0: 8, Q5_0: 6, Q4_K: 12, Q5_K: 13, Q6_K: 14 };
+
+/** ggml's own ggml_quantize_chunk (no importance matrix): rows of `rowLength` values in `type`. */
+export function ggmlQuantize(type: string, values: Float32Array, rowLength: number, bytes: number): Uint8Array {
+  const fn = base().func("size_t ggml_quantize_chunk(int type, const float *src, _Out_ uint8_t *dst, int64_t start, int64_t nrows, int64_t n_per_row, const float *imatrix)");
+  const out = new Uint8Array(bytes);
+  const written = fn(GGML_TYPE_CODES[type]!, values, out, 0, values.length / rowLength, rowLength, null) as number;
+  if (written !== bytes) throw new Error(`ggml_quantize_chunk wrote ${written} bytes, expected ${bytes}`);
+  return out;
+}
+
+/** ggml's dequantize_row_<type> over `count` values. */
+export function ggmlDequantize(type: string, bytes: Uint8Array, count: number): Float32Array {
+  const fn = base().func(`void dequantize_row_${type.toLowerCase().replace("_k", "_K")}(const uint8_t *x, _Out_ float *y, int64_t k)`);
+  const out = new Float32Array(count);
+  fn(bytes, out, count);
+  return out;
 }
 
 /** llama.cpp's quantizer (what `llama-quantize IN OUT TYPE` runs), single-threaded, no importance matrix. */
 export function quantizeWithLlamaCpp(input: string, output: string, ftype: number): void {
   const a = bind();
-  const params = { ...a.quantizeDefaults(), ftype, nthread: 1 };
+  const params: Record<string, unknown> = { ...a.quantizeDefaults(), ftype, nthread: 1 };
   const status = a.quantize(input, output, params);
   if (status !== 0) throw failure(`llama_model_quantize returned ${status}`);
 }

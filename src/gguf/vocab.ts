@@ -7,9 +7,9 @@
 //   merges as the BPE does (llama.cpp's own converter writes -1000 for every token of such a file);
 // - a character-level BPE without merges or normalizer (tuna's demo tokenizer): written as byte-level BPE.
 // Token types as llama.cpp's converter sets them. Anything else is refused, saying what it is.
-import { TunaError } from "../../util/errors.ts";
-import { gguf, type GgufValue } from "../../io/gguf/format.ts";
-import type { LoadedTokenizer } from "../../tokenizer/load.ts";
+import { TunaError } from "../util/errors.ts";
+import { gguf, type GgufValue } from "../io/gguf/format.ts";
+import type { LoadedTokenizer } from "../tokenizer/load.ts";
 
 const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
 
@@ -73,7 +73,7 @@ export function ggufVocab(json: Json, tokenizer: LoadedTokenizer, vocabSize: num
   if (model === null || model["type"] !== "BPE") {
     throw new TunaError(
       "UNSUPPORTED",
-      `${where}: a ${String(model?.["type"] ?? "unknown")} tokenizer cannot be exported to GGUF by tuna yet (BPE tokenizers can: byte-level like Llama 3 / Qwen, or SentencePiece-style like Llama 2 / Mistral).`,
+      `${where}: a ${typeof model?.["type"] === "string" ? model["type"] : "unknown"} tokenizer cannot be exported to GGUF by tuna yet (BPE tokenizers can: byte-level like Llama 3 / Qwen, or SentencePiece-style like Llama 2 / Mistral).`,
     );
   }
   const vocab = obj(model["vocab"]) ?? {};

@@ -2,7 +2,7 @@
 // (1-D tensors and norms stay F32; Q8_0 needs rows of 32), for q4_k_m as llama.cpp's quantizer chooses
 // (llama-quant.cpp's llama_tensor_get_type for LLAMA_FTYPE_MOSTLY_Q4_K_M on a dense model, with its
 // fallbacks for rows that are not whole blocks), so the file equals `llama-quantize <f32.gguf> Q4_K_M`.
-import { blockOf, type GgmlTypeName } from "../../io/gguf/format.ts";
+import { blockOf, type GgmlTypeName } from "../io/gguf/format.ts";
 
 export const GGUF_OUT_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_k_m"] as const;
 export type GgufOutType = (typeof GGUF_OUT_TYPES)[number];
