@@ -20,6 +20,19 @@ export interface GgufFile {
 
 const KIND_BY_CODE = new Map<number, keyof typeof GGUF_VALUE_TYPES>(Object.entries(GGUF_VALUE_TYPES).map(([k, v]) => [v, k as keyof typeof GGUF_VALUE_TYPES]));
 
+/**
+ * The shortest decimal that rounds to the same float32: a file's 1e-5 is stored as 9.99999974e-6, and the
+ * config it came from said 1e-5 (what transformers and llama.cpp both mean by it).
+ */
+export function shortestFloat32(v: number): number {
+  if (!Number.isFinite(v) || v === 0) return v;
+  for (let digits = 1; digits <= 9; digits++) {
+    const d = Number(v.toPrecision(digits));
+    if (Math.fround(d) === v) return d;
+  }
+  return v;
+}
+
 /** Reads forward through the file in chunks; every read is bounded by the file's size. */
 class Cursor {
   private chunk = new Uint8Array(0);
@@ -81,7 +94,7 @@ class Cursor {
       case "int32":
         return (await this.take(4)).getInt32(0, true);
       case "float32":
-        return (await this.take(4)).getFloat32(0, true);
+        return shortestFloat32((await this.take(4)).getFloat32(0, true));
       case "float64":
         return (await this.take(8)).getFloat64(0, true);
       case "uint64":
