@@ -46,7 +46,8 @@ export interface GgufExportResult {
   notes: string[];
 }
 
-async function checkOutput(out: string, overwrite: boolean, sources: { path: string; what: string }[]): Promise<void> {
+/** The output may not lie inside a source folder, may not be a folder, and replaces a file only with overwrite. */
+export async function checkOutput(out: string, overwrite: boolean, sources: { path: string; what: string }[]): Promise<void> {
   for (const s of sources) {
     if (isInside(s.path, out)) throw new TunaError("CONFIG_INVALID", `the output ${out} is inside the ${s.what} ${s.path}; write the GGUF file elsewhere.`);
   }

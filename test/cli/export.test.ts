@@ -80,3 +80,22 @@ test("a .gguf file is a model: tuna inspect reads its architecture from the meta
   assert.match(r.out, /llama/);
   assert.match(r.out, /2 layers|layers\s+2|num_hidden_layers/i);
 });
+
+test("--adapter_only: needs --adapter; a DoRA adapter is refused with the merged export as the way out", async () => {
+  assert.match((await run("export", DEMO, "--format", "gguf", "--output", join(root, "a.gguf"), "--adapter_only")).err, /--adapter_only needs --adapter DIR/);
+  const { writeAdapter } = await import("../../src/lora/adapter-files.ts");
+  const { allocateLoraParams } = await import("../../src/lora/init.ts");
+  const { loraLayout } = await import("../../src/lora/layout.ts");
+  const { makeLoraSettings } = await import("../../src/lora/settings.ts");
+  const { readModelConfig } = await import("../../src/hf/folder.ts");
+  const cfg = await readModelConfig(DEMO);
+  const settings = makeLoraSettings({ r: 2, alpha: 4, targetModules: ["q_proj"], useDora: true }, cfg);
+  const dora = join(root, "dora");
+  await writeAdapter(dora, { settings, params: allocateLoraParams(loraLayout(settings, cfg)), embeddings: null });
+  const r = await run("export", DEMO, "--adapter", dora, "--adapter_only", "--format", "gguf", "--output", join(root, "dora.gguf"));
+  assert.equal(r.code, 1);
+  assert.match(r.err, /UNSUPPORTED.*is a DoRA adapter.*export the merged model instead/);
+  const merged = await run("export", DEMO, "--adapter", dora, "--format", "gguf", "--output", join(root, "dora-merged.gguf"));
+  assert.equal(merged.code, 0, merged.err);
+  assert.match(merged.out, /1 LoRA module\(s\) merged|2 LoRA module\(s\) merged/);
+});

@@ -10,6 +10,7 @@ import { dirname, join } from "node:path";
 import { createCpuBackend } from "../../src/backend/cpu/index.ts";
 import { batchFromDocuments } from "../../src/data/batch.ts";
 import { exportGguf } from "../../src/gguf/export.ts";
+import { exportGgufLora } from "../../src/gguf/export-lora.ts";
 import { openGguf } from "../../src/io/gguf/reader.ts";
 import { writeAdapter } from "../../src/lora/adapter-files.ts";
 import { allocateLoraParams } from "../../src/lora/init.ts";
@@ -68,9 +69,9 @@ async function modelFolder(config: HfConfigJson, tokenizer: "llama2" | "llama3" 
 }
 
 /** A random LoRA adapter (B nonzero) on every linear of `base`. */
-async function randomAdapter(base: string, config: HfConfigJson, seed = 3): Promise<string> {
+async function randomAdapter(base: string, config: HfConfigJson, seed = 3, options: Partial<Parameters<typeof makeLoraSettings>[0]> = {}): Promise<string> {
   const cfg = parseModelConfig(config, "test");
-  const settings = makeLoraSettings({ r: 4, alpha: 8, targetModules: "all-linear" }, cfg);
+  const settings = makeLoraSettings({ r: 4, alpha: 8, targetModules: "all-linear", ...options }, cfg);
   const params = allocateLoraParams(loraLayout(settings, cfg));
   const rng = createRng(seed);
   for (let i = 0; i < params.flat.length; i++) params.flat[i] = 0.2 * rng.normal();
@@ -103,10 +104,10 @@ function relativeDiff(a: Float32Array[], b: Float32Array[]): number {
   return num / den;
 }
 
-function llamaCppLogits(file: string, ids: number[]): Float32Array[] {
+function llamaCppLogits(file: string, ids: number[], lora?: string): Float32Array[] {
   const m = loadLlamaCpp(file);
   try {
-    return m.logits(ids);
+    return m.logits(ids, lora);
   } finally {
     m.free();
   }
@@ -277,4 +278,24 @@ test("the shipped demo model: llama.cpp tokenizes its chat turns as tuna does an
   }
   const diff = relativeDiff(llamaCppLogits(file, ids), await tunaLogits(demo, ids));
   assert.ok(diff < 1e-4, `relative difference ${diff}`);
+});
+
+test("--adapter_only: llama.cpp applies the GGUF LoRA adapter on the base's GGUF and computes tuna's adapter logits (rsLoRA and rank patterns folded in)", { skip }, async () => {
+  for (const [what, config, options] of [
+    ["llama, plain LoRA", SMALL, {}],
+    ["llama, rsLoRA with a rank pattern", SMALL, { useRslora: true, rankPattern: { q_proj: 8 }, targetModules: ["q_proj", "k_proj", "v_proj", "down_proj"] }],
+    ["qwen2", { ...SMALL, model_type: "qwen2" }, { r: 32, alpha: 16 }],
+  ] as const) {
+    const base = await modelFolder(config, "llama2");
+    const adapter = await randomAdapter(base, config, 5, options);
+    const baseFile = join(dirname(base), "base.gguf");
+    const loraFile = join(dirname(base), "lora.gguf");
+    await exportGguf(base, { output: baseFile, outType: "f32" });
+    const r = await exportGgufLora(base, { adapterDir: adapter, output: loraFile, outType: "f32" });
+    assert.equal(r.architecture, config.model_type === "qwen2" ? "qwen2" : "llama");
+    const expected = await tunaLogits(base, IDS, adapter);
+    const diff = relativeDiff(llamaCppLogits(baseFile, IDS, loraFile), expected);
+    assert.ok(diff < 1e-4, `${what}: relative difference ${diff}`);
+    assert.ok(relativeDiff(llamaCppLogits(baseFile, IDS), expected) > 1e-3, `${what}: the adapter changes the logits`);
+  }
 });

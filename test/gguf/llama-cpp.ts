@@ -121,6 +121,8 @@ interface Api {
   decode: (c: unknown, batch: Record<string, unknown>) => number;
   logitsIth: (c: unknown, i: number) => unknown;
   quantize: (inp: string, out: string, params: Record<string, unknown>) => number;
+  loraInit: (m: unknown, path: string) => unknown;
+  setLoras: (c: unknown, adapters: unknown[], n: number, scales: Float32Array) => number;
 }
 
 let api: Api | null = null;
@@ -155,6 +157,8 @@ function bind(): Api {
     decode: lib.func("int32_t llama_decode(void *ctx, tuna_llama_batch batch)"),
     logitsIth: lib.func("float *llama_get_logits_ith(void *ctx, int32_t i)"),
     quantize: lib.func("uint32_t llama_model_quantize(const char *inp, const char *out, tuna_llama_model_quantize_params *params)"),
+    loraInit: lib.func("void *llama_adapter_lora_init(void *model, const char *path)"),
+    setLoras: lib.func("int32_t llama_set_adapters_lora(void *ctx, void **adapters, size_t n, float *scales)"),
   };
   return api;
 }
@@ -165,8 +169,8 @@ function failure(what: string): Error {
 
 export interface LlamaCppModel {
   tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): number[];
-  /** Logits of every position of one sequence, each a Float32Array of the vocabulary. */
-  logits(tokens: number[]): Float32Array[];
+  /** Logits of every position of one sequence, each a Float32Array of the vocabulary; `lora`: a GGUF LoRA adapter applied at scale 1. */
+  logits(tokens: number[], lora?: string): Float32Array[];
   free(): void;
 }
 
@@ -185,11 +189,16 @@ export function loadLlamaCpp(path: string): LlamaCppModel {
       if (n < 0) throw failure(`tokenize needs ${-n} tokens`);
       return [...out.subarray(0, n)];
     },
-    logits(tokens) {
+    logits(tokens, lora) {
       const ctxParams: Record<string, unknown> = { ...a.contextDefaults(), n_ctx: Math.max(64, tokens.length), n_batch: Math.max(64, tokens.length), n_ubatch: Math.max(64, tokens.length), n_threads: 2, n_threads_batch: 2, no_perf: true, type_k: 0, type_v: 0, flash_attn_type: 0 }; // f32 KV cache, plain attention
       const ctx = a.initContext(model, ctxParams);
       if (ctx === null) throw failure("could not create a context");
       try {
+        if (lora !== undefined) {
+          const adapter = a.loraInit(model, lora);
+          if (adapter === null) throw failure(`could not load the LoRA adapter ${lora}`);
+          if (a.setLoras(ctx, [adapter], 1, Float32Array.of(1)) !== 0) throw failure("llama_set_adapters_lora failed");
+        }
         // A batch of one sequence (positions and sequence id left to llama.cpp) asking for every position's logits.
         const tokenMem: unknown = koffi.alloc("int32_t", tokens.length);
         const flagMem: unknown = koffi.alloc("int8_t", tokens.length);

@@ -3,6 +3,7 @@
 import { TunaError } from "../../util/errors.ts";
 import { resolveModelPath } from "../../hub/resolve.ts";
 import { exportGguf } from "../../gguf/export.ts";
+import { exportGgufLora } from "../../gguf/export-lora.ts";
 import { GGUF_OUT_TYPES, type GgufOutType } from "../../gguf/tensor-types.ts";
 import type { CliOutput } from "../output.ts";
 import { parseFlags } from "./generate.ts";
@@ -15,6 +16,9 @@ the weights. Architectures: Llama (and Llama 3.x RoPE), Mistral, Qwen2/2.5, Qwen
   --format gguf             the output format (GGUF is the one there is)
   --output FILE             the .gguf file to write; it appears only when complete
   --adapter DIR             a PEFT LoRA/DoRA adapter folder to merge in first
+  --adapter_only            with --adapter: write the adapter alone as a GGUF LoRA adapter, for
+                            llama.cpp's --lora on top of the base's GGUF (LoRA, rsLoRA and rank/alpha
+                            patterns; not DoRA or trained embeddings); --outtype f32, f16, bf16 or q8_0
   --outtype T               f16 (default), bf16, f32, q8_0 as llama.cpp's converter writes them, or
                             q4_k_m: llama.cpp's Q4_K_M mixture (Q4_K with Q6_K for the output,
                             half of attn_v and ffn_down), byte for byte what llama-quantize makes
@@ -27,6 +31,7 @@ const OPTIONS = {
   format: { type: "string" },
   output: { type: "string" },
   adapter: { type: "string" },
+  adapter_only: { type: "boolean" },
   outtype: { type: "string" },
   name: { type: "string" },
   overwrite: { type: "boolean" },
@@ -52,9 +57,22 @@ export async function exportCommand(args: string[], output: CliOutput): Promise<
   if (values.output === undefined) problems.push("--output is required");
   const outType = (values.outtype ?? "f16").toLowerCase();
   if (!isOutType(outType)) problems.push(`--outtype must be one of ${GGUF_OUT_TYPES.join(", ")}, got "${values.outtype ?? ""}"`);
+  if (values.adapter_only === true && values.adapter === undefined) problems.push("--adapter_only needs --adapter DIR");
   if (problems.length > 0 || !isOutType(outType)) throw new TunaError("CONFIG_INVALID", `${problems.join("; ")}.\n\n${HELP}`);
 
   const base = await resolveModelPath(positionals[0]!, values.revision === undefined ? {} : { revision: values.revision });
+  if (values.adapter_only === true) {
+    const lora = await exportGgufLora(base, {
+      adapterDir: values.adapter!,
+      output: values.output!,
+      outType,
+      overwrite: values.overwrite === true,
+      ...(values.name === undefined ? {} : { name: values.name }),
+    });
+    if (values.json === true) output.out(JSON.stringify({ base, adapter: values.adapter, outtype: outType, ...lora }, null, 2));
+    else output.out(`wrote ${lora.output} (${(lora.bytes / 2 ** 20).toFixed(1)} MiB; GGUF LoRA adapter for ${lora.architecture}, ${lora.modules} module(s), alpha ${lora.alpha})`);
+    return 0;
+  }
   const result = await exportGguf(base, {
     output: values.output!,
     outType,
