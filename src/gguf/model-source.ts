@@ -1,11 +1,11 @@
 // A GGUF file as a model tuna can open: the HF config its metadata implies and a WeightSource that serves
 // the tensors under their HF names as float32 (dequantized, llama's q/k rows put back in HF's order), so
 // generate, chat, serve, eval and training take a .gguf where they take a model folder.
-import { basename } from "node:path";
 import { TunaError } from "../util/errors.ts";
 import { encodeFromFloat32 } from "../io/safetensors/convert.ts";
 import type { WeightInfo, WeightSource } from "../io/safetensors/checkpoint.ts";
 import { openGguf, metadataReader, type GgufFile } from "../io/gguf/reader.ts";
+export { isGgufPath } from "../io/gguf/reader.ts";
 import { decodeGgml } from "../io/gguf/quants.ts";
 import { parseModelConfig, type ModelConfig } from "../hf/config.ts";
 import { expectedWeights } from "../hf/weights.ts";
@@ -117,8 +117,4 @@ export async function openGgufModel(path: string): Promise<GgufModel> {
     await file.close();
     throw e;
   }
-}
-
-export function isGgufPath(path: string): boolean {
-  return basename(path).toLowerCase().endsWith(".gguf");
 }

@@ -11,12 +11,12 @@ import { TunaError } from "../util/errors.ts";
 import { gguf, type GgufValue } from "../io/gguf/format.ts";
 import type { LoadedTokenizer } from "../tokenizer/load.ts";
 
-const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
+export const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
 
 type Json = Record<string, unknown>;
 
 /** llama.cpp's pre-tokenizer names (llama-vocab.cpp) for the Split regexes of the byte-level tokenizers tuna trains. */
-const PRE_TOKENIZERS: { name: string; pattern: string }[] = [
+export const PRE_TOKENIZERS: { name: string; pattern: string }[] = [
   { name: "llama-bpe", pattern: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" },
   { name: "qwen2", pattern: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" },
 ];

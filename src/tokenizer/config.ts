@@ -58,7 +58,11 @@ export async function readTokenizerSettings(folder: string): Promise<TokenizerSe
   const configPath = join(folder, "tokenizer_config.json");
   const config = (await readJsonObject(configPath, "tokenizer config")) ?? {};
   const map = (await readJsonObject(join(folder, "special_tokens_map.json"), "special tokens map")) ?? {};
+  return tokenizerSettingsOf(config, map, await readChatTemplates(folder, config.chat_template, configPath));
+}
 
+/** The settings of tokenizer_config.json (`config`) over special_tokens_map.json (`map`), with the chat templates found. */
+export function tokenizerSettingsOf(config: JsonObject, map: JsonObject, chatTemplates: Record<string, string>): TokenizerSettings {
   const isSpecialKey = (key: string): boolean => (SPECIAL_TOKEN_KEYS as readonly string[]).includes(key);
   const merged: JsonObject = Object.fromEntries(Object.entries(config).filter(([key]) => !isSpecialKey(key)));
   const special: Partial<Record<SpecialTokenKey, string>> = {};
@@ -74,8 +78,6 @@ export async function readTokenizerSettings(folder: string): Promise<TokenizerSe
       : [];
   const additionalSpecialTokens = additional.map(specialTokenText).filter((t): t is string => t !== undefined);
   merged.additional_special_tokens = additionalSpecialTokens;
-
-  const chatTemplates = await readChatTemplates(folder, config.chat_template, configPath);
   const settings: TokenizerSettings = { config: merged, special, additionalSpecialTokens, chatTemplates };
   if (chatTemplates.default !== undefined) settings.chatTemplate = chatTemplates.default;
   return settings;

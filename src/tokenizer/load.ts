@@ -5,7 +5,9 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import { existsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { TunaError, errorMessage } from "../util/errors.ts";
-import { readJsonObject, readTokenizerSettings } from "./config.ts";
+import { readJsonObject, readTokenizerSettings, tokenizerSettingsOf } from "./config.ts";
+import { isGgufPath } from "../io/gguf/reader.ts";
+import { tokenizerFilesFromGguf } from "../gguf/tokenizer-json.ts";
 import type { JsonObject, TokenizerSettings } from "./config.ts";
 import { createWordEncoder } from "./fast-encode.ts";
 import type { WordEncoder } from "./fast-encode.ts";
@@ -91,18 +93,30 @@ function addedTokenList(json: JsonObject, path: string): { id: number; content: 
   });
 }
 
-/** Load the tokenizer of a model folder; FILE_NOT_FOUND without tokenizer.json, FILE_FORMAT when it is broken. */
+/**
+ * Load the tokenizer of a model folder (or of a .gguf file, rebuilt from its metadata by src/gguf/tokenizer-json.ts);
+ * FILE_NOT_FOUND without tokenizer.json, FILE_FORMAT when it is broken.
+ */
 export async function loadTokenizer(dir: string): Promise<LoadedTokenizer> {
   const folder = resolve(dir);
+  if (isGgufPath(folder) && existsSync(folder) && statSync(folder).isFile()) {
+    const { tokenizerJson, tokenizerConfig } = await tokenizerFilesFromGguf(folder);
+    const templates: Record<string, string> = typeof tokenizerConfig.chat_template === "string" ? { default: tokenizerConfig.chat_template } : {};
+    return tokenizerFromJson(tokenizerJson, tokenizerSettingsOf(tokenizerConfig, {}, templates), folder);
+  }
   const jsonPath = join(folder, "tokenizer.json");
   if (!existsSync(jsonPath)) throw missingTokenizerError(folder);
   const json = (await readJsonObject(jsonPath, "tokenizer"))!;
+  return tokenizerFromJson(json, await readTokenizerSettings(folder), jsonPath);
+}
+
+/** A tokenizer from the contents of tokenizer.json (`json`, read from `jsonPath`) and the folder's settings. */
+function tokenizerFromJson(json: JsonObject, settings: TokenizerSettings, jsonPath: string): LoadedTokenizer {
   const model = json.model;
   if (typeof model !== "object" || model === null || Array.isArray(model)) {
     throw new TunaError("FILE_FORMAT", `${jsonPath} has no "model" object; it is not a tokenizers file.`);
   }
   const addedTokens = addedTokenList(json, jsonPath);
-  const settings = await readTokenizerSettings(folder);
 
   const vocabTokens = modelVocabTokens(model as JsonObject);
   const facts = {

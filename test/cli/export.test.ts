@@ -99,3 +99,15 @@ test("--adapter_only: needs --adapter; a DoRA adapter is refused with the merged
   assert.equal(merged.code, 0, merged.err);
   assert.match(merged.out, /1 LoRA module\(s\) merged|2 LoRA module\(s\) merged/);
 });
+
+test("tuna generate takes the .gguf file: the same greedy text as from the model folder", async () => {
+  const file = join(root, "gen.gguf");
+  assert.equal((await run("export", DEMO, "--format", "gguf", "--output", file, "--outtype", "f32")).code, 0);
+  const args = ["--chat", "--prompt", "reverse: apple tree stone", "--max_new_tokens", "16", "--json"];
+  const fromFolder = await run("generate", DEMO, ...args);
+  const fromGguf = await run("generate", file, ...args);
+  assert.equal(fromFolder.code, 0, fromFolder.err);
+  assert.equal(fromGguf.code, 0, fromGguf.err);
+  const text = (r: CliRun): unknown => (JSON.parse(r.out) as { text: unknown; tokens?: unknown }).text;
+  assert.equal(text(fromGguf), text(fromFolder));
+});

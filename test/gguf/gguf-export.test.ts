@@ -299,3 +299,25 @@ test("--adapter_only: llama.cpp applies the GGUF LoRA adapter on the base's GGUF
     assert.ok(relativeDiff(llamaCppLogits(baseFile, IDS), expected) > 1e-3, `${what}: the adapter changes the logits`);
   }
 });
+
+test("a .gguf file's tokenizer, rebuilt by tuna from the metadata, encodes and decodes as the tokenizer it was written from", { skip: false }, async () => {
+  const cases: ["llama2" | "llama3" | "qwen3", number][] = [
+    ["llama2", 32000],
+    ["llama3", 128256],
+    ["qwen3", 151669],
+  ];
+  for (const [tokenizer, vocab] of cases) {
+    const base = await modelFolder({ ...SMALL, vocab_size: vocab, hidden_size: 16, intermediate_size: 32, num_attention_heads: 2, num_key_value_heads: 1, num_hidden_layers: 1 }, tokenizer);
+    const file = join(dirname(base), "model.gguf");
+    await exportGguf(base, { output: file, outType: "f16" });
+    const original = await loadTokenizer(base);
+    const rebuilt = await loadTokenizer(file);
+    assert.equal(rebuilt.chatTemplate, original.chatTemplate, `${tokenizer}: chat template`);
+    assert.deepEqual([rebuilt.bosTokenId, rebuilt.eosTokenId, rebuilt.addBosToken, rebuilt.addEosToken], [original.bosTokenId, original.eosTokenId, original.addBosToken, original.addEosToken], `${tokenizer}: special tokens`);
+    for (const text of TEXTS) {
+      const ids = original.encode(text, { addSpecialTokens: true });
+      assert.deepEqual(rebuilt.encode(text, { addSpecialTokens: true }), ids, `${tokenizer}: ${JSON.stringify(text)}`);
+      assert.equal(rebuilt.decode(ids, { skipSpecialTokens: true }), original.decode(ids, { skipSpecialTokens: true }), `${tokenizer}: decoding ${JSON.stringify(text)}`);
+    }
+  }
+});

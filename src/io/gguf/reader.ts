@@ -6,6 +6,11 @@ import { TunaError } from "../../util/errors.ts";
 import { fsError, readFully } from "../safetensors/fs-errors.ts";
 import { GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VALUE_TYPES, ggmlTensorBytes, ggmlTypeName, type GgufScalarKind, type GgufTensorInfo, type GgufValue } from "./format.ts";
 
+/** A path that names a GGUF file (by its extension, as llama.cpp's tools name them). */
+export function isGgufPath(path: string): boolean {
+  return path.toLowerCase().endsWith(".gguf");
+}
+
 export interface GgufFile {
   readonly path: string;
   readonly version: number;
