@@ -9,16 +9,18 @@ const LAYERS = {
   gpu: ["util"],
   hub: ["util"],
   config: ["util"],
-  tokenizer: ["util"],
+  tokenizer: ["util", "io"],
   hf: ["util", "io"],
   quant: ["util", "io", "hf"],
   backend: ["util", "io", "gpu", "quant"],
   lora: ["util", "io", "hf", "quant"],
   data: ["util", "config", "hub", "tokenizer"],
   model: ["util", "io", "hf", "quant", "backend", "lora", "data"],
+  gguf: ["util", "io", "hf", "lora", "tokenizer"],
+  serve: ["util", "tokenizer", "hf", "data", "model", "train"],
   dist: ["util", "io", "gpu", "config", "backend"],
   train: ["util", "io", "gpu", "hub", "config", "tokenizer", "hf", "quant", "backend", "lora", "data", "model", "dist"],
-  cli: ["util", "io", "gpu", "hub", "config", "tokenizer", "hf", "quant", "backend", "lora", "data", "model", "dist", "train"],
+  cli: ["util", "io", "gpu", "hub", "config", "tokenizer", "hf", "quant", "backend", "lora", "data", "model", "dist", "train", "gguf", "serve"],
 };
 const FOLDERS = Object.keys(LAYERS);
 

@@ -10,7 +10,7 @@ import { readAdapter } from "../lora/adapter-files.ts";
 import { gguf, type GgmlTypeName, type GgufValue } from "../io/gguf/format.ts";
 import { encodeGgml } from "../io/gguf/quants.ts";
 import { writeGguf, type GgufTensorToWrite } from "../io/gguf/writer.ts";
-import { ggufArchOf, ggufTensorName, permuteRotaryRows, rotaryHeadsOf } from "./arch.ts";
+import { ggufArchOf, ggufTensorName, permuteRotaryRows, rotaryHeadsOf } from "../hf/gguf-arch.ts";
 import { checkOutput } from "./export.ts";
 import type { GgufOutType } from "./tensor-types.ts";
 

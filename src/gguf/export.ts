@@ -15,7 +15,7 @@ import { mergedWeight, planMerge } from "../lora/merged-weights.ts";
 import { gguf, type GgmlTypeName, type GgufValue } from "../io/gguf/format.ts";
 import { encodeGgml } from "../io/gguf/quants.ts";
 import { writeGguf, type GgufTensorToWrite } from "../io/gguf/writer.ts";
-import { archMetadata, exportedWeights, ggufArchOf, ggufTensorName, llama3RopeFactors, permuteRotaryRows, rotaryHeadsOf } from "./arch.ts";
+import { archMetadata, exportedWeights, ggufArchOf, ggufTensorName, llama3RopeFactors, permuteRotaryRows, rotaryHeadsOf } from "../hf/gguf-arch.ts";
 import { FILE_TYPES, tensorTypes, type GgufOutType } from "./tensor-types.ts";
 import { ggufVocab } from "./vocab.ts";
 

@@ -10,16 +10,11 @@
 import { TunaError } from "../util/errors.ts";
 import { gguf, type GgufValue } from "../io/gguf/format.ts";
 import type { LoadedTokenizer } from "../tokenizer/load.ts";
+import { PRE_TOKENIZERS, TOKEN_TYPE } from "../tokenizer/gguf-tokenizer.ts";
 
-export const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
 
 type Json = Record<string, unknown>;
 
-/** llama.cpp's pre-tokenizer names (llama-vocab.cpp) for the Split regexes of the byte-level tokenizers tuna trains. */
-export const PRE_TOKENIZERS: { name: string; pattern: string }[] = [
-  { name: "llama-bpe", pattern: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" },
-  { name: "qwen2", pattern: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" },
-];
 
 function obj(v: unknown): Json | null {
   return typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Json) : null;

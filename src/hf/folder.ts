@@ -1,5 +1,5 @@
 // Opens a Hugging Face model folder: config.json (required), generation_config.json (optional) and
-// the safetensors weights, checked against the config; or a .gguf file (src/gguf/model-source.ts).
+// the safetensors weights, checked against the config; or a .gguf file (src/hf/gguf-model.ts).
 // The tokenizer is loaded separately.
 import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -10,7 +10,7 @@ import { parseModelConfig, type ModelConfig } from "./config.ts";
 import { parseGenerationConfig, type GenerationConfig } from "./generation-config.ts";
 import { checkWeights, type WeightCheck } from "./check-weights.ts";
 import { pathExists } from "../util/fs-checks.ts";
-import { isGgufPath, openGgufModel } from "../gguf/model-source.ts";
+import { isGgufPath, openGgufModel } from "./gguf-model.ts";
 
 export interface ModelFolder {
   dir: string;

@@ -5,8 +5,7 @@ import { createTextStream, generate } from "../model/generate.ts";
 import { renderChatTemplate } from "../tokenizer/chat-template.ts";
 import { templateVariables } from "../data/tokenize.ts";
 import { createRng } from "../util/random.ts";
-import type { GenerationSession } from "../cli/commands/generate.ts";
-import { resolveFor } from "../cli/commands/generate.ts";
+import { resolveFor, type GenerationSession } from "../train/generation-session.ts";
 import { HttpError, type GenerationRequest } from "./requests.ts";
 import { createStopText } from "./stop-text.ts";
 

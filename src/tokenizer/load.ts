@@ -7,7 +7,7 @@ import { join, resolve } from "node:path";
 import { TunaError, errorMessage } from "../util/errors.ts";
 import { readJsonObject, readTokenizerSettings, tokenizerSettingsOf } from "./config.ts";
 import { isGgufPath } from "../io/gguf/reader.ts";
-import { tokenizerFilesFromGguf } from "../gguf/tokenizer-json.ts";
+import { tokenizerFilesFromGguf } from "./gguf-tokenizer.ts";
 import type { JsonObject, TokenizerSettings } from "./config.ts";
 import { createWordEncoder } from "./fast-encode.ts";
 import type { WordEncoder } from "./fast-encode.ts";
@@ -94,7 +94,7 @@ function addedTokenList(json: JsonObject, path: string): { id: number; content: 
 }
 
 /**
- * Load the tokenizer of a model folder (or of a .gguf file, rebuilt from its metadata by src/gguf/tokenizer-json.ts);
+ * Load the tokenizer of a model folder (or of a .gguf file, rebuilt from its metadata by gguf-tokenizer.ts);
  * FILE_NOT_FOUND without tokenizer.json, FILE_FORMAT when it is broken.
  */
 export async function loadTokenizer(dir: string): Promise<LoadedTokenizer> {

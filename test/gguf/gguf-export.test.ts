@@ -138,7 +138,7 @@ async function exportUnpermuted(base: string): Promise<string> {
   const cfg = parseModelConfig(JSON.parse(await readFile(join(base, "config.json"), "utf8")), "test");
   const gg = await openGguf(file);
   const bytes = new Uint8Array(await readFile(file));
-  const { unpermuteRotaryRows } = await import("../../src/gguf/arch.ts");
+  const { unpermuteRotaryRows } = await import("../../src/hf/gguf-arch.ts");
   for (const t of gg.tensors) {
     const heads = t.name.endsWith("attn_q.weight") ? cfg.numHeads : t.name.endsWith("attn_k.weight") ? cfg.numKvHeads : 0;
     if (heads === 0) continue;

@@ -13,7 +13,8 @@ import { allocateLoraParams } from "../../src/lora/init.ts";
 import { loraLayout } from "../../src/lora/layout.ts";
 import { makeLoraSettings } from "../../src/lora/settings.ts";
 import { createRng } from "../../src/util/random.ts";
-import { encodeChat, openGenerationSession, replyText, runGeneration } from "../../src/cli/commands/generate.ts";
+import { openGenerationSession, runGeneration } from "../../src/cli/commands/generate.ts";
+import { encodeChat, replyText } from "../../src/train/generation-session.ts";
 import { GREEDY } from "../../src/model/sampling.ts";
 import { startServe, type RunningServer } from "../../src/cli/commands/serve.ts";
 

@@ -5,7 +5,8 @@ import type { Readable } from "node:stream";
 import { TunaError } from "../../util/errors.ts";
 import type { ChatMessage } from "../../tokenizer/chat-template.ts";
 import type { CliOutput } from "../output.ts";
-import { SHARED_HELP, SHARED_OPTIONS, chatTemplateFor, encodeChat, openGenerationSession, parseFlags, replyText, resolveFor, runGeneration, sharedSettings, streamWriter } from "./generate.ts";
+import { SHARED_HELP, SHARED_OPTIONS, openGenerationSession, parseFlags, runGeneration, sharedSettings, streamWriter } from "./generate.ts";
+import { chatTemplateFor, encodeChat, replyText, resolveFor } from "../../train/generation-session.ts";
 
 const HELP = `usage: tuna chat <model folder | hub id> [options]
 

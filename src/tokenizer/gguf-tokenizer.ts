@@ -6,7 +6,15 @@
 // Control tokens become special added tokens, user-defined ones plain added tokens.
 import { TunaError } from "../util/errors.ts";
 import { metadataReader, openGguf } from "../io/gguf/reader.ts";
-import { PRE_TOKENIZERS, TOKEN_TYPE } from "./vocab.ts";
+
+/** tokenizer.ggml.token_type values (llama.cpp's llama_token_type). */
+export const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
+
+/** llama.cpp's pre-tokenizer names (llama-vocab.cpp) for the Split regexes of the byte-level tokenizers tuna trains. */
+export const PRE_TOKENIZERS: { name: string; pattern: string }[] = [
+  { name: "llama-bpe", pattern: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" },
+  { name: "qwen2", pattern: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" },
+];
 
 type Json = Record<string, unknown>;
 
@@ -24,7 +32,7 @@ function mergesFromScores(tokens: string[], scores: number[], normal: (id: numbe
   const merges: { left: string; right: string; score: number; order: number }[] = [];
   let order = 0;
   for (const [piece, id] of ids) {
-    const chars = [...piece];
+    const chars = Array.from(piece); // code points, as Python slices the piece
     const local: { left: string; right: string; l: number; r: number }[] = [];
     for (let i = 1; i < chars.length; i++) {
       const left = chars.slice(0, i).join("");

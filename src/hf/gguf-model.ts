@@ -7,9 +7,9 @@ import type { WeightInfo, WeightSource } from "../io/safetensors/checkpoint.ts";
 import { openGguf, metadataReader, type GgufFile } from "../io/gguf/reader.ts";
 export { isGgufPath } from "../io/gguf/reader.ts";
 import { decodeGgml } from "../io/gguf/quants.ts";
-import { parseModelConfig, type ModelConfig } from "../hf/config.ts";
-import { expectedWeights } from "../hf/weights.ts";
-import { ggufTensorName, rotaryHeadsOf, unpermuteRotaryRows, type GgufArchName } from "./arch.ts";
+import { parseModelConfig, type ModelConfig } from "./config.ts";
+import { expectedWeights } from "./weights.ts";
+import { ggufTensorName, rotaryHeadsOf, unpermuteRotaryRows, type GgufArchName } from "./gguf-arch.ts";
 
 const READABLE: Record<string, GgufArchName> = { llama: "llama", qwen2: "qwen2", qwen3: "qwen3" };
 

@@ -4,8 +4,8 @@
 // llama.cpp's interleaved one).
 import { TunaError } from "../util/errors.ts";
 import { gguf, type GgufValue } from "../io/gguf/format.ts";
-import type { ModelConfig } from "../hf/config.ts";
-import type { ExpectedWeight } from "../hf/weights.ts";
+import type { ModelConfig } from "./config.ts";
+import type { ExpectedWeight } from "./weights.ts";
 
 export type GgufArchName = "llama" | "qwen2" | "qwen3";
 
