@@ -29,6 +29,17 @@ export function linearForward(
   const N = x.shape[0]!;
   backend.matmul(y, x, denseWeight(backend, lin, scratch), { transB: true });
   if (lin.bias !== null) backend.addBias(y, lin.bias);
+  if (lin.loraRows !== undefined && slots !== undefined) {
+    for (const g of lin.loraRows) {
+      const xs = backend.rows(x, g.first, g.count);
+      const ys = backend.rows(y, g.first, g.count);
+      const xa = sized(backend, slots.xa, [g.count, g.lora.rank]);
+      backend.matmul(xa, xs, gemmOperand(scratch, g.lora.A), { transB: true });
+      backend.matmul(ys, xa, gemmOperand(scratch, g.lora.B), { transB: true, alpha: g.lora.scale, accumulate: true });
+      backend.free(ys);
+      backend.free(xs);
+    }
+  }
   if (lora === null || slots === undefined) return;
   const xd = adapterInput(backend, lora, x, slots, rng);
   const xa = sized(backend, slots.xa, [N, lora.rank]);

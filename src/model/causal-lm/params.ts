@@ -44,6 +44,18 @@ export interface Linear {
   dweight: Tensor | null;
   dbias: Tensor | null;
   lora: LoraModule | null;
+  /**
+   * Batched decoding of several adapters over one base (decode-batch.ts): each group of rows gets its own
+   * adapter's B A on top of the base output. Absent everywhere else.
+   */
+  loraRows?: readonly LoraRowGroup[];
+}
+
+/** Rows first..first+count-1 of a batched step belong to a sequence (or run of sequences) with this adapter. */
+export interface LoraRowGroup {
+  first: number;
+  count: number;
+  lora: LoraModule;
 }
 
 export interface LayerParams {
