@@ -1,13 +1,10 @@
-// One request's generation on a served model: the prompt (text, or messages through the chat template), the
-// sampling the request asks for, stop sequences, the context bound, and a way to stop early when the client
-// goes away. Text is handed out as it is decoded (for server-sent events) and returned whole.
-import { createTextStream, generate } from "../model/generate.ts";
+// A request on a served model made ready to generate: the prompt (text, or messages through the chat
+// template), the sampling it asks for and the context bound. The batcher (batcher.ts) runs it.
+import type { SamplingSettings } from "../model/sampling.ts";
 import { renderChatTemplate } from "../tokenizer/chat-template.ts";
 import { templateVariables } from "../data/tokenize.ts";
-import { createRng } from "../util/random.ts";
 import { resolveFor, type GenerationSession } from "../train/generation-session.ts";
 import { HttpError, type GenerationRequest } from "./requests.ts";
-import { createStopText } from "./stop-text.ts";
 
 /** A model the server answers for: a generation session (base, or base + one adapter) and its chat template. */
 export interface ServedModel {
@@ -22,9 +19,6 @@ export interface RunResult {
   promptTokens: number;
   completionTokens: number;
 }
-
-/** Thrown inside the token callback to end generation early; never leaves runRequest. */
-class EndGeneration extends Error {}
 
 /** The prompt's token ids, with the errors a client can fix as HTTP 400. */
 export function promptIds(model: ServedModel, req: GenerationRequest): number[] {
@@ -41,11 +35,18 @@ export function promptIds(model: ServedModel, req: GenerationRequest): number[] 
   return ids;
 }
 
-export async function runRequest(model: ServedModel, req: GenerationRequest, onText: (text: string) => void, aborted: () => boolean): Promise<RunResult> {
+/** What a request's generation needs, checked: its prompt, token budget and sampling. Client errors are HttpError 400. */
+export interface PlannedRequest {
+  prompt: number[];
+  maxTokens: number;
+  sampling: SamplingSettings;
+  eosTokenIds: readonly number[];
+}
+
+export function planRequest(model: ServedModel, req: GenerationRequest): PlannedRequest {
   const prompt = promptIds(model, req);
   const session = model.session;
   const context = session.opened.cfg.maxPositionEmbeddings;
-  const resolved = resolveFor(session, {});
   // Without max_tokens a chat answer may run to the end of the context, as OpenAI's API has it.
   const maxTokens = req.maxTokens ?? context - prompt.length;
   if (prompt.length + maxTokens > context || prompt.length >= context) {
@@ -59,45 +60,5 @@ export async function runRequest(model: ServedModel, req: GenerationRequest, onT
   }
   const greedy = req.temperature === 0;
   const sampling = { doSample: !greedy, temperature: greedy ? 1 : req.temperature, topK: 0, topP: req.topP, repetitionPenalty: 1 };
-  const eos = new Set(resolved.eosTokenIds);
-  const stream = createTextStream((ids) => session.tokenizer.decode(ids, { skipSpecialTokens: true }));
-  const stops = createStopText(req.stop);
-  let text = "";
-  let completionTokens = 0;
-  const state = { stopped: false };
-  const emit = (piece: string): void => {
-    if (piece.length === 0) return;
-    text += piece;
-    onText(piece);
-  };
-  if (maxTokens === 0) return { text: "", finishReason: "length", promptTokens: prompt.length, completionTokens: 0 };
-  try {
-    const result = await generate(session.decoder, prompt, {
-      maxNewTokens: maxTokens,
-      eosTokenIds: resolved.eosTokenIds,
-      sampling,
-      rng: createRng(req.seed),
-      maxPositions: context,
-      yieldBetweenTokens: true,
-      onToken: (token) => {
-        if (aborted()) throw new EndGeneration("client gone");
-        if (eos.has(token)) return;
-        completionTokens++;
-        const out = stops.push(stream.push(token));
-        emit(out.emit);
-        if (out.stopped) {
-          state.stopped = true;
-          throw new EndGeneration("stop sequence");
-        }
-      },
-    });
-    const rest = stops.push(stream.flush());
-    emit(rest.emit);
-    if (rest.stopped) return { text, finishReason: "stop", promptTokens: prompt.length, completionTokens };
-    emit(stops.flush());
-    return { text, finishReason: result.finishReason === "eos" ? "stop" : "length", promptTokens: prompt.length, completionTokens };
-  } catch (e) {
-    if (!(e instanceof EndGeneration)) throw e;
-    return { text, finishReason: state.stopped ? "stop" : "length", promptTokens: prompt.length, completionTokens };
-  }
+  return { prompt, maxTokens, sampling, eosTokenIds: resolveFor(session, {}).eosTokenIds };
 }

@@ -1,13 +1,13 @@
 // `tuna serve`'s HTTP server (Node's own http module): the OpenAI API subset — GET /v1/models, POST
 // /v1/completions and /v1/chat/completions (JSON or server-sent events), GET /health — over the served models.
-// One generation runs at a time (a bounded queue holds the rest); every failure is an HTTP error in OpenAI's
-// shape and the server goes on serving. A client that goes away mid-stream stops its generation.
+// Requests generate together (continuous batching, batcher.ts; a bounded queue holds the rest); every failure is
+// an HTTP error in OpenAI's shape and the server goes on serving. A client that goes away stops its generation.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { randomUUID, timingSafeEqual } from "node:crypto";
-import { errorMessage } from "../util/errors.ts";
+import { TunaError, errorMessage } from "../util/errors.ts";
 import { HttpError, parseGenerationRequest, type GenerationRequest } from "./requests.ts";
-import { createWorkQueue } from "./queue.ts";
-import { runRequest, type RunResult, type ServedModel } from "./run-request.ts";
+import { createBatcher, type Batcher } from "./batcher.ts";
+import type { RunResult, ServedModel } from "./run-request.ts";
 
 export interface ServeOptions {
   /** Models by the name requests select them with; the first is the base. */
@@ -16,7 +16,9 @@ export interface ServeOptions {
   failed?: ReadonlyMap<string, string>;
   /** Bearer token clients must send; undefined = none needed. */
   apiKey?: string;
-  /** Requests that may wait for the one running (more get 429). */
+  /** Requests that generate together (continuous batching). */
+  maxBatch: number;
+  /** Requests that may wait for a place in the batch (more get 429). */
   maxQueue: number;
   /** Largest request body accepted, in bytes. */
   maxBodyBytes?: number;
@@ -84,9 +86,16 @@ function chunkBody(req: GenerationRequest, id: string, created: number, text: st
   return { id, object: "chat.completion.chunk", created, model: req.model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] };
 }
 
-export function createServeServer(options: ServeOptions): Server {
+export function createServeServer(options: ServeOptions): Server & { batcher: Batcher } {
   const byName = new Map(options.models.map((m) => [m.name, m]));
-  const queue = createWorkQueue(options.maxQueue);
+  const base = options.models[0];
+  if (base === undefined) throw new TunaError("INTERNAL", "createServeServer needs at least the base model");
+  const batcher = createBatcher({
+    base: base.session.decoder.model,
+    maxBatch: options.maxBatch,
+    maxQueue: options.maxQueue,
+    ...(options.onError === undefined ? {} : { onError: options.onError }),
+  });
   const limit = options.maxBodyBytes ?? MAX_BODY;
 
   const generateFor = async (kind: "completion" | "chat", req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -104,7 +113,7 @@ export function createServeServer(options: ServeOptions): Server {
     const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     if (!request.stream) {
-      const result = await queue.run(() => runRequest(model, request, () => undefined, () => client.gone));
+      const result = await batcher.submit(model, request, () => undefined, () => client.gone);
       send(res, 200, JSON.stringify(completionBody(request, id, created, result)));
       return;
     }
@@ -112,26 +121,22 @@ export function createServeServer(options: ServeOptions): Server {
     const event = (data: unknown): void => {
       if (!client.gone) res.write(`data: ${JSON.stringify(data)}\n\n`);
     };
-    const result = await queue.run(async () => {
-      // Headers only once the request runs: a refusal (queue full, context too long) is still a plain HTTP error.
-      const started = (): void => {
-        if (res.headersSent) return;
-        res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
-      };
-      return runRequest(
-        model,
-        request,
-        (text) => {
-          started();
-          event(chunkBody(request, id, created, text, null, state.first));
-          state.first = false;
-        },
-        () => client.gone,
-      ).then((r) => {
+    // Headers only once text comes: a refusal (queue full, context too long) is still a plain HTTP error.
+    const started = (): void => {
+      if (res.headersSent) return;
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+    };
+    const result = await batcher.submit(
+      model,
+      request,
+      (text) => {
         started();
-        return r;
-      });
-    });
+        event(chunkBody(request, id, created, text, null, state.first));
+        state.first = false;
+      },
+      () => client.gone,
+    );
+    started();
     if (state.first && kind === "chat") event(chunkBody(request, id, created, "", null, true));
     event(chunkBody(request, id, created, null, result.finishReason, false));
     if (request.streamUsage) {
@@ -141,7 +146,7 @@ export function createServeServer(options: ServeOptions): Server {
     if (!client.gone) res.end("data: [DONE]\n\n");
   };
 
-  return createServer((req, res) => {
+  const server = createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://localhost");
     const started = performance.now();
     res.on("close", () => {
@@ -174,4 +179,5 @@ export function createServeServer(options: ServeOptions): Server {
       send(res, error.status, error.body(), headers);
     });
   });
+  return Object.assign(server, { batcher });
 }

@@ -81,7 +81,11 @@ void test("GET /v1/models lists the base and the adapters that loaded; the broke
 
 void test("two adapters asked at once answer as tuna's own greedy generation does for each; the adapters differ", async () => {
   const ask = (model: string): Promise<OpenAI.Chat.Completions.ChatCompletion> => client.chat.completions.create({ model, messages, temperature: 0, max_completion_tokens: 12 });
+  const before = { ...server.server.batcher.stats };
   const [a, b, base] = await Promise.all([ask("alpha"), ask("beta"), ask("tiny")]);
+  // They generated together: steps with the three adapters' rows in one batch.
+  assert.equal(server.server.batcher.stats.largestBatch, 3);
+  assert.ok(server.server.batcher.stats.rows - before.rows > server.server.batcher.stats.steps - before.steps, "some steps decoded several rows");
   assert.equal(a.choices[0]!.message.content, await expectedReply(adapters[0]!.dir));
   assert.equal(b.choices[0]!.message.content, await expectedReply(adapters[1]!.dir));
   assert.equal(base.choices[0]!.message.content, await expectedReply(undefined));
@@ -166,18 +170,18 @@ void test("bad requests are HTTP errors in OpenAI's shape: unknown or broken mod
 });
 
 void test("an API key is required when set; a full queue answers 429", async () => {
-  const keyed = await startServe({ model: MODEL, adapters: [], values: { device: "cpu", seed: "0" }, servedModelName: "tiny", host: "127.0.0.1", port: 0, apiKey: "s3cret", maxQueue: 0, onNotice: () => undefined });
+  const keyed = await startServe({ model: MODEL, adapters: [], values: { device: "cpu", seed: "0" }, servedModelName: "tiny", host: "127.0.0.1", port: 0, apiKey: "s3cret", maxBatch: 2, maxQueue: 0, onNotice: () => undefined });
   try {
     const wrong = new OpenAI({ baseURL: `${keyed.url}/v1`, apiKey: "nope", maxRetries: 0 });
     await assert.rejects(wrong.models.list(), (e: unknown) => e instanceof OpenAI.AuthenticationError);
     const right = new OpenAI({ baseURL: `${keyed.url}/v1`, apiKey: "s3cret", maxRetries: 0 });
     assert.equal((await right.models.list()).data.length, 1);
-    // max_queue 0: while one request runs, the others arriving with it are refused at once (429), not queued.
+    // max_batch 2, max_queue 0: while two requests run, the others arriving with them are refused at once (429), not queued.
     const results = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => right.completions.create({ model: "tiny", prompt: `request ${i}`, temperature: 0, max_tokens: 20 })));
     const refused = results.filter((r) => r.status === "rejected");
-    assert.ok(results.some((r) => r.status === "fulfilled"), "one request runs");
+    assert.ok(results.some((r) => r.status === "fulfilled"), "requests run");
     assert.ok(refused.length > 0, "the others are refused");
-    for (const r of refused) assert.ok(r.reason instanceof OpenAI.RateLimitError && /--max_queue 0/.test(r.reason.message), String(r.reason));
+    for (const r of refused) assert.ok(r.reason instanceof OpenAI.RateLimitError && /--max_batch 2.*--max_queue 0/.test(r.reason.message), String(r.reason));
   } finally {
     await keyed.close();
   }

@@ -1,7 +1,6 @@
 // `tuna serve <model> [--adapter NAME=DIR ...]`: the OpenAI API subset over HTTP (src/serve/server.ts) for the
 // base model and each adapter, selected by the request's "model". Binds to 127.0.0.1 unless told otherwise.
 import type { AddressInfo } from "node:net";
-import type { Server } from "node:http";
 import { TunaError, errorMessage } from "../../util/errors.ts";
 import type { CliOutput } from "../output.ts";
 import { createServeServer } from "../../serve/server.ts";
@@ -20,16 +19,18 @@ const HELP = `usage: tuna serve <model folder | hub id> [--adapter NAME=DIR ...]
 Serves the model over HTTP with the OpenAI API: GET /v1/models, POST /v1/completions and
 /v1/chat/completions (streaming with server-sent events or not; temperature, top_p, max_tokens, stop, seed),
 GET /health. Requests choose the base (by --served_model_name) or an adapter (by its NAME) with "model".
-One request generates at a time; the others wait in a queue of --max_queue (more get HTTP 429).
-The adapters share the base's weights in memory (one copy of the base, small LoRA tensors per adapter; an
-adapter that trained embedding rows gets its own copy). Batching requests of several adapters together on
-the GPU is not implemented yet.
+Up to --max_batch requests generate together (continuous batching: a request joins when a place frees and
+leaves when done; requests for different adapters share the base's GEMMs in one batch, each adapter adding
+its own LoRA product to its rows); others wait in a queue of --max_queue (more get HTTP 429). The adapters
+share the base's weights in memory (one copy of the base, small LoRA tensors per adapter; a DoRA adapter or
+one that trained embedding rows decodes beside the batch, the latter with its own copy).
   --adapter NAME=DIR             a PEFT LoRA adapter served as NAME (repeat for more)
   --served_model_name NAME       the base model's name in requests (default: the model argument)
   --host HOST                    the address to bind (default 127.0.0.1: this machine only)
   --port N                       the port (default 8000; 0 picks a free one)
   --api_key KEY                  require "Authorization: Bearer KEY" (default: the TUNA_API_KEY variable, else none)
-  --max_queue N                  requests that may wait (default 64)
+  --max_batch N                  requests that generate together (default 16)
+  --max_queue N                  requests that may wait for a place (default 64)
   --chat_template FILE           a Jinja chat template, for models whose tokenizer has none
 ${SHARED_HELP.split("\n").filter((l) => MODEL_FLAGS.some((f) => l.trimStart().startsWith(`--${f} `))).join("\n")}
 Sampling (temperature, top_p, max_tokens, stop, seed) comes with each request, as the OpenAI API has it.`;
@@ -49,6 +50,7 @@ const OPTIONS = {
   host: { type: "string", default: "127.0.0.1" },
   port: { type: "string", default: "8000" },
   api_key: { type: "string" },
+  max_batch: { type: "string", default: "16" },
   max_queue: { type: "string", default: "64" },
 } as const;
 
@@ -60,12 +62,14 @@ export interface ServeStart {
   host: string;
   port: number;
   apiKey?: string;
+  /** Requests generating together (default 16). */
+  maxBatch?: number;
   maxQueue: number;
   onNotice: (message: string) => void;
 }
 
 export interface RunningServer {
-  server: Server;
+  server: ReturnType<typeof createServeServer>;
   url: string;
   models: string[];
   close(): Promise<void>;
@@ -98,6 +102,7 @@ export async function startServe(s: ServeStart): Promise<RunningServer> {
   const server = createServeServer({
     models,
     failed,
+    maxBatch: s.maxBatch ?? 16,
     maxQueue: s.maxQueue,
     ...(s.apiKey === undefined ? {} : { apiKey: s.apiKey }),
     onError: (m) => {
@@ -163,6 +168,7 @@ export async function serveCommand(args: string[], output: CliOutput): Promise<n
   if (dup !== undefined) problems.push(`--adapter name "${dup}" is given twice`);
   const port = count(values.port, "port", 0, problems);
   const maxQueue = count(values.max_queue, "max_queue", 0, problems);
+  const maxBatch = count(values.max_batch, "max_batch", 1, problems);
   if (problems.length > 0) throw new TunaError("CONFIG_INVALID", `${problems.join("; ")}.\n\n${HELP}`);
   const apiKey = values.api_key ?? process.env["TUNA_API_KEY"];
   const shared: SharedValues = { ...values, adapter: undefined };
@@ -174,6 +180,7 @@ export async function serveCommand(args: string[], output: CliOutput): Promise<n
     host: values.host,
     port,
     ...(apiKey === undefined || apiKey === "" ? {} : { apiKey }),
+    maxBatch,
     maxQueue,
     onNotice: (m) => {
       output.err(m);
