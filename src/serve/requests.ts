@@ -25,6 +25,8 @@ export interface GenerationRequest {
   kind: "completion" | "chat";
   model: string;
   prompt: string | null;
+  /** /v1/completions with the prompt given as token ids (OpenAI's API allows an array of integers). */
+  promptIds: number[] | null;
   messages: ChatMessage[] | null;
   /** null (a chat request without max_tokens): up to the end of the model's context. */
   maxTokens: number | null;
@@ -35,6 +37,8 @@ export interface GenerationRequest {
   stream: boolean;
   /** stream_options.include_usage: a last chunk with the token counts (and no choices). */
   streamUsage: boolean;
+  /** vLLM's ignore_eos extension: generate max_tokens tokens whatever comes (benchmarks). */
+  ignoreEos: boolean;
 }
 
 const stop = z.union([z.string(), z.array(z.string()).max(4)]).nullish();
@@ -49,9 +53,10 @@ const common = {
   seed: z.number().int().nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
+  ignore_eos: z.boolean().nullish(),
 };
 
-const completionSchema = z.looseObject({ ...common, prompt: z.string() });
+const completionSchema = z.looseObject({ ...common, prompt: z.union([z.string(), z.array(z.number().int().min(0)).min(1)]) });
 const chatSchema = z.looseObject({
   ...common,
   messages: z
@@ -125,13 +130,15 @@ function refuseUnsupported(body: unknown): void {
 export function parseGenerationRequest(kind: "completion" | "chat", body: unknown): GenerationRequest {
   refuseUnsupported(body);
   let prompt: string | null = null;
+  let promptIds: number[] | null = null;
   let messages: ChatMessage[] | null = null;
   let b: z.infer<typeof completionSchema> | ChatBody;
   if (kind === "completion") {
     const parsed = completionSchema.safeParse(body);
     if (!parsed.success) throw invalid(parsed.error);
     b = parsed.data;
-    prompt = parsed.data.prompt;
+    if (typeof parsed.data.prompt === "string") prompt = parsed.data.prompt;
+    else promptIds = parsed.data.prompt;
   } else {
     const parsed = chatSchema.safeParse(body);
     if (!parsed.success) throw invalid(parsed.error);
@@ -145,6 +152,7 @@ export function parseGenerationRequest(kind: "completion" | "chat", body: unknow
     kind,
     model: b.model,
     prompt,
+    promptIds,
     messages,
     maxTokens: b.max_completion_tokens ?? b.max_tokens ?? (kind === "completion" ? 16 : null),
     temperature: b.temperature ?? 1,
@@ -153,5 +161,6 @@ export function parseGenerationRequest(kind: "completion" | "chat", body: unknow
     seed: b.seed ?? 0,
     stream: b.stream ?? false,
     streamUsage: b.stream_options?.include_usage === true,
+    ignoreEos: b.ignore_eos === true,
   };
 }

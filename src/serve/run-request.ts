@@ -30,6 +30,12 @@ export function promptIds(model: ServedModel, req: GenerationRequest): number[] 
     const text = renderChatTemplate(model.chatTemplate, req.messages, { ...templateVariables(t), addGenerationPrompt: true });
     return t.encode(text, { addSpecialTokens: false });
   }
+  if (req.promptIds !== null) {
+    const V = model.session.opened.cfg.vocabSize;
+    const bad = req.promptIds.find((id) => id >= V);
+    if (bad !== undefined) throw new HttpError(400, `prompt token ${bad} is outside the model's vocabulary of ${V}`, "invalid_request_error", "invalid_value", "prompt");
+    return req.promptIds;
+  }
   const ids = t.encode(req.prompt ?? "");
   if (ids.length === 0) throw new HttpError(400, "the prompt has no tokens", "invalid_request_error", "invalid_value", "prompt");
   return ids;
@@ -60,5 +66,5 @@ export function planRequest(model: ServedModel, req: GenerationRequest): Planned
   }
   const greedy = req.temperature === 0;
   const sampling = { doSample: !greedy, temperature: greedy ? 1 : req.temperature, topK: 0, topP: req.topP, repetitionPenalty: 1 };
-  return { prompt, maxTokens, sampling, eosTokenIds: resolveFor(session, {}).eosTokenIds };
+  return { prompt, maxTokens, sampling, eosTokenIds: req.ignoreEos ? [] : resolveFor(session, {}).eosTokenIds };
 }
