@@ -10,6 +10,7 @@
 # 3. Every backend op on the GPU against the CPU reference: DoRA ops, GeGLU, soft-caps, windowed and soft-capped
 #    attention (forward, backward, decode) are new since the last GPU run.
 # 4. The GPU training, end-to-end and parity tests; 5. the distributed checks; 6. MLflow's reader on tuna's files.
+# 7. tuna serve's continuous batching on the GPU against transformers' batched generate (issue 17), same call.
 set -u
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/tuna-pending}"
@@ -31,4 +32,8 @@ MLFLOW_TRACKING_URI=/tmp/tuna-mlflow/mlruns run node bin/tuna.js train --model_n
   --eval_steps 2 --save_strategy no --report_to mlflow --run_name mlflow-check --device cpu --output_dir /tmp/tuna-mlflow/run
 run python3 tools/device/check_mlflow.py /tmp/tuna-mlflow/mlruns /tmp/tuna-mlflow/run
 run bash tools/device/distributed-checks.sh
+# 7. Issue 17's throughput run: a 7B shape, 64 requests of 512 + 256 tokens; the peer in the same call.
+run npx tsx tools/bench/serve-throughput.ts --preset llama-2-7b --requests 64 --prompt_tokens 512 --output_tokens 256 --max_batch 64 --device cuda --bf16 | tee "$OUT/serve-throughput.txt"
+run npx tsx tools/bench/serve-throughput.ts --preset llama-2-7b --requests 64 --prompt_tokens 512 --output_tokens 256 --max_batch 64 --adapters 2 --device cuda --bf16 | tee -a "$OUT/serve-throughput.txt"
+run python3 tools/bench/hf_generate_throughput.py --preset llama-2-7b --requests 64 --prompt_tokens 512 --output_tokens 256 | tee -a "$OUT/serve-throughput.txt"
 exit $status
