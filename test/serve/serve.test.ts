@@ -191,11 +191,11 @@ void test("completions take the prompt as token ids (as OpenAI's API allows); ig
   const session = await openGenerationSession(MODEL, { device: "cpu", seed: "0" }, "cpu");
   const ids = session.tokenizer.encode("The tuna swims");
   const byText = await client.completions.create({ model: "tiny", prompt: "The tuna swims", temperature: 0, max_tokens: 8 });
-  const byIds = await client.completions.create({ model: "tiny", prompt: ids as unknown as string, temperature: 0, max_tokens: 8 });
+  const byIds = await client.completions.create({ model: "tiny", prompt: ids, temperature: 0, max_tokens: 8 });
   assert.equal(byIds.choices[0]!.text, byText.choices[0]!.text);
   assert.equal(byIds.usage?.prompt_tokens, ids.length);
   const long = await client.completions.create({ model: "tiny", prompt: "x", temperature: 0, max_tokens: 40, ignore_eos: true } as OpenAI.Completions.CompletionCreateParamsNonStreaming);
   assert.equal(long.usage?.completion_tokens, 40);
   assert.equal(long.choices[0]!.finish_reason, "length");
-  await assert.rejects(client.completions.create({ model: "tiny", prompt: [1, 10 ** 7] as unknown as string }), (e: unknown) => e instanceof OpenAI.BadRequestError && /outside the model's vocabulary/.test(e.message));
+  await assert.rejects(client.completions.create({ model: "tiny", prompt: [1, 10 ** 7] }), (e: unknown) => e instanceof OpenAI.BadRequestError && /outside the model's vocabulary/.test(e.message));
 });
