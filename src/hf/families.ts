@@ -1,5 +1,6 @@
 // The registry of supported decoder families: model_type -> what differs between them (biases,
-// HF config defaults). A literal map, per STYLE.md; adding a family starts here.
+// HF config defaults). A literal map, per STYLE.md; adding a family starts here, and its decoder block is
+// registered in src/model/causal-lm/blocks.ts (FAMILY_BLOCKS).
 
 export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "phi3";
 

@@ -1,48 +1,17 @@
-// One decoder block, forward and backward (the forward read in reverse):
-// x2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) ; out = x2 + down(silu(gate(ln2)) * up(ln2)).
-// Qwen3 and Gemma 3 normalize each query and key head (RMSNorm over head_dim, its own weight) before RoPE.
-// Gemma 2/3 also norm the attention and MLP outputs before each residual add ("sandwich" norms), use GeGLU,
-// their own attention scale and (Gemma 2) soft-capped scores: x2 = x + n(o(att)); out = x2 + n(down(...)).
-import type { AttentionOptions, Backend, RmsnormOptions, Tensor } from "../../backend/types.ts";
+// One decoder block as the model runs it: the family's block (blocks.ts) in training, with the attention step
+// of packed sequences, or in KV-cache decoding with the attention step the decoder gives.
+import type { Backend, Tensor } from "../../backend/types.ts";
 import type { Rng } from "../../util/random.ts";
 import type { ModelConfig } from "../../hf/config.ts";
 import type { BlockSlots } from "./activations.ts";
-import { linearBackward, linearForward, type LinearBackwardScratch, type LinearScratch } from "./linear.ts";
+import { blockOf } from "./blocks.ts";
+import type { LinearScratch } from "./linear.ts";
 import type { LayerParams } from "./params.ts";
-import { TunaError } from "../../util/errors.ts";
+import { attentionOptions, type Attend, type BlockForwardSlots, type BlockGradients, type SequenceInputs } from "./sublayers.ts";
 
-export interface SequenceInputs {
-  positions: Tensor; // i32 (N)
-  cuSeqlens: Tensor; // i32 (S+1)
-  invFreq: Tensor; // f32 (D/2)
-}
+export { attentionOptions, normOptions, type BlockGradients, type SequenceInputs } from "./sublayers.ts";
 
-function heads(backend: Backend, t: Tensor, n: number, D: number): Tensor {
-  return backend.view(t, [t.shape[0]!, n, D]);
-}
-
-/** (N, heads * D) as (N * heads, D): one row per head, as a per-head norm sees it. */
-function perHead(backend: Backend, t: Tensor, rows: number, D: number): Tensor {
-  return backend.view(t, [rows, D]);
-}
-
-function flat(backend: Backend, t: Tensor): Tensor {
-  return backend.view(t, [t.size]);
-}
-
-/**
- * The attention step of a block: q and k after RoPE, v, and the output att as (tokens, heads, D) views.
- * Training attends within each packed sequence; decoding attends to the KV cache (decode.ts).
- */
-export type Attend = (att: Tensor, q: Tensor, k: Tensor, v: Tensor) => void;
-
-/** What the forward writes. Training keeps every slot for the backward; decoding may alias ln1/ln2 and rstd1/rstd2. */
-export type BlockForwardSlots = Omit<BlockSlots, "lse">;
-
-/**
- * out (N, C) = block(x (N, C)) with the given attention step, filling `s`; out may not alias x. The one
- * block implementation: training (blockForward below) and KV-cache decoding both run it.
- */
+/** out (N, C) = block(x (N, C)) with the given attention step (decoding attends to its KV cache), filling `s`. */
 export function blockForwardWith(
   backend: Backend,
   cfg: ModelConfig,
@@ -55,52 +24,7 @@ export function blockForwardWith(
   scratch: LinearScratch,
   rng: Rng | null,
 ): void {
-  const { numHeads: H, numKvHeads: KV, headDim: D } = cfg;
-  const p = layer.proj;
-  backend.rmsnormForward(s.ln1, s.rstd1, x, layer.inputNorm, cfg.rmsNormEps, normOptions(cfg));
-  const norms = layer.qkNorm;
-  const raw = s.qkNorm;
-  if ((norms === null) !== (raw === null)) throw new TunaError("INTERNAL", "q/k norm weights and their activation slots must come together");
-  // With q/k norms the projections land in the raw slots and the normalized heads in s.q, s.k.
-  linearForward(backend, p.q_proj, raw?.q ?? s.q, s.ln1, s.lora.q_proj, scratch, rng);
-  linearForward(backend, p.k_proj, raw?.k ?? s.k, s.ln1, s.lora.k_proj, scratch, rng);
-  linearForward(backend, p.v_proj, s.v, s.ln1, s.lora.v_proj, scratch, rng);
-  if (norms !== null && raw !== null) {
-    const N = x.shape[0]!;
-    backend.rmsnormForward(perHead(backend, s.q, N * H, D), flat(backend, raw.rstdQ), perHead(backend, raw.q, N * H, D), norms.q, cfg.rmsNormEps, normOptions(cfg));
-    backend.rmsnormForward(perHead(backend, s.k, N * KV, D), flat(backend, raw.rstdK), perHead(backend, raw.k, N * KV, D), norms.k, cfg.rmsNormEps, normOptions(cfg));
-  }
-  const q = heads(backend, s.q, H, D);
-  const k = heads(backend, s.k, KV, D);
-  backend.ropeForward(q, rope.positions, rope.invFreq);
-  backend.ropeForward(k, rope.positions, rope.invFreq);
-  attend(heads(backend, s.att, H, D), q, k, heads(backend, s.v, KV, D));
-  const sandwich = layer.sandwich;
-  const pre = s.sandwich;
-  if ((sandwich === null) !== (pre === null)) throw new TunaError("INTERNAL", "sandwich norm weights and their activation slots must come together");
-  linearForward(backend, p.o_proj, pre?.o ?? s.x2, s.att, s.lora.o_proj, scratch, rng);
-  if (sandwich !== null && pre !== null) backend.rmsnormForward(s.x2, pre.rstdO, pre.o, sandwich.attnOut, cfg.rmsNormEps, normOptions(cfg));
-  backend.add(s.x2, s.x2, x);
-  backend.rmsnormForward(s.ln2, s.rstd2, s.x2, layer.postNorm, cfg.rmsNormEps, normOptions(cfg));
-  linearForward(backend, p.gate_proj, s.gate, s.ln2, s.lora.gate_proj, scratch, rng);
-  linearForward(backend, p.up_proj, s.up, s.ln2, s.lora.up_proj, scratch, rng);
-  backend.swigluForward(s.h, s.gate, s.up, cfg.hiddenAct);
-  linearForward(backend, p.down_proj, pre?.down ?? out, s.h, s.lora.down_proj, scratch, rng);
-  if (sandwich !== null && pre !== null) backend.rmsnormForward(out, pre.rstdDown, pre.down, sandwich.mlpOut, cfg.rmsNormEps, normOptions(cfg));
-  backend.add(out, out, s.x2);
-}
-
-/** How the family applies its norm weights: Gemma's as (1 + w), in f32 (RmsnormOptions.plusOne). */
-export function normOptions(cfg: ModelConfig): RmsnormOptions {
-  return cfg.normPlusOne ? PLUS_ONE : {};
-}
-
-const PLUS_ONE: RmsnormOptions = { plusOne: true };
-
-/** Layer l's attention reach and shape: its sliding window (HF layer_types) and score soft-cap, if any. */
-export function attentionOptions(cfg: ModelConfig, l: number): AttentionOptions {
-  const window = cfg.layerWindows[l] ?? null;
-  return { ...(window === null ? {} : { window }), ...(cfg.attnSoftcap === null ? {} : { softcap: cfg.attnSoftcap }) };
+  blockOf(cfg).forward(backend, cfg, layer, s, x, out, rope, attend, scratch, rng);
 }
 
 /** The training forward of layer l: attention within each packed sequence, its log-sum-exp kept for the backward. */
@@ -117,95 +41,12 @@ export function blockForward(
   rng: Rng | null,
 ): void {
   const scale = cfg.attentionScale;
-  blockForwardWith(backend, cfg, layer, s, x, out, seq, (att, q, k, v) => {
+  blockOf(cfg).forward(backend, cfg, layer, s, x, out, seq, (att, q, k, v) => {
     backend.attentionForward(att, s.lse, q, k, v, seq.cuSeqlens, scale, attentionOptions(cfg, l));
   }, scratch, rng);
 }
 
-export interface BlockGradients extends LinearBackwardScratch {
-  dln: Tensor; // (N, C)
-  dq: Tensor;
-  dk: Tensor;
-  dv: Tensor;
-  datt: Tensor;
-  dgate: Tensor;
-  dup: Tensor;
-  dh: Tensor;
-  /** (N, C) scratch for the residual gradient inside the block. */
-  dx2: Tensor;
-  /** Qwen3: (N, KV*D) gradient of the keys before their norm (the queries' goes to datt, free by then). */
-  dkRaw: Tensor | null;
-}
-
 /** Layer l's backward. dx (N, C): on entry the gradient w.r.t. the block output, on exit w.r.t. its input x. */
-export function blockBackward(
-  backend: Backend,
-  cfg: ModelConfig,
-  l: number,
-  layer: LayerParams,
-  s: BlockSlots,
-  x: Tensor,
-  dx: Tensor,
-  seq: SequenceInputs,
-  g: BlockGradients,
-): void {
-  const { numHeads: H, numKvHeads: KV, headDim: D } = cfg;
-  const p = layer.proj;
-  // out = x2 + down(h) (Gemma: + n(down(h))): the residual passes dx through to x2 unchanged.
-  const sandwich = layer.sandwich;
-  const pre = s.sandwich;
-  let dDown = dx;
-  if (sandwich !== null && pre !== null) {
-    // dx2 is free until the residual's copy below: it takes the gradient of down(h) before its norm.
-    backend.rmsnormBackward(g.dx2, sandwich.dMlpOut, dx, pre.down, sandwich.mlpOut, pre.rstdDown, false, normOptions(cfg));
-    dDown = g.dx2;
-  }
-  linearBackward(backend, p.down_proj, g.dh, dDown, s.h, s.lora.down_proj, g, false);
-  backend.swigluBackward(g.dgate, g.dup, g.dh, s.gate, s.up, cfg.hiddenAct);
-  linearBackward(backend, p.gate_proj, g.dln, g.dgate, s.ln2, s.lora.gate_proj, g, false);
-  linearBackward(backend, p.up_proj, g.dln, g.dup, s.ln2, s.lora.up_proj, g, true);
-  // dx2 = dx + rmsnorm_backward(dln)
-  backend.copy(g.dx2, dx);
-  backend.rmsnormBackward(g.dx2, layer.dPostNorm, g.dln, s.x2, layer.postNorm, s.rstd2, true, normOptions(cfg));
-  // x2 = x + o(att) (Gemma: + n(o(att))); dln is free until the q/k/v backward refills it.
-  let dO = g.dx2;
-  if (sandwich !== null && pre !== null) {
-    backend.rmsnormBackward(g.dln, sandwich.dAttnOut, g.dx2, pre.o, sandwich.attnOut, pre.rstdO, false, normOptions(cfg));
-    dO = g.dln;
-  }
-  linearBackward(backend, p.o_proj, g.datt, dO, s.att, s.lora.o_proj, g, false);
-  backend.attentionBackward(
-    heads(backend, g.dq, H, D),
-    heads(backend, g.dk, KV, D),
-    heads(backend, g.dv, KV, D),
-    heads(backend, g.datt, H, D),
-    heads(backend, s.q, H, D),
-    heads(backend, s.k, KV, D),
-    heads(backend, s.v, KV, D),
-    heads(backend, s.att, H, D),
-    s.lse,
-    seq.cuSeqlens,
-    cfg.attentionScale,
-    attentionOptions(cfg, l),
-  );
-  backend.ropeBackward(heads(backend, g.dq, H, D), seq.positions, seq.invFreq);
-  backend.ropeBackward(heads(backend, g.dk, KV, D), seq.positions, seq.invFreq);
-  let dq = g.dq;
-  let dk = g.dk;
-  const norms = layer.qkNorm;
-  const raw = s.qkNorm;
-  if (norms !== null && raw !== null) {
-    if (g.dkRaw === null) throw new TunaError("INTERNAL", "q/k norms need the dkRaw scratch");
-    const N = x.shape[0]!;
-    // datt was consumed by the attention backward: it takes the queries' gradient before their norm.
-    backend.rmsnormBackward(perHead(backend, g.datt, N * H, D), norms.dq, perHead(backend, g.dq, N * H, D), perHead(backend, raw.q, N * H, D), norms.q, flat(backend, raw.rstdQ), false, normOptions(cfg));
-    backend.rmsnormBackward(perHead(backend, g.dkRaw, N * KV, D), norms.dk, perHead(backend, g.dk, N * KV, D), perHead(backend, raw.k, N * KV, D), norms.k, flat(backend, raw.rstdK), false, normOptions(cfg));
-    dq = g.datt;
-    dk = g.dkRaw;
-  }
-  linearBackward(backend, p.q_proj, g.dln, dq, s.ln1, s.lora.q_proj, g, false);
-  linearBackward(backend, p.k_proj, g.dln, dk, s.ln1, s.lora.k_proj, g, true);
-  linearBackward(backend, p.v_proj, g.dln, g.dv, s.ln1, s.lora.v_proj, g, true);
-  backend.copy(dx, g.dx2);
-  backend.rmsnormBackward(dx, layer.dInputNorm, g.dln, x, layer.inputNorm, s.rstd1, true, normOptions(cfg));
+export function blockBackward(backend: Backend, cfg: ModelConfig, l: number, layer: LayerParams, s: BlockSlots, x: Tensor, dx: Tensor, seq: SequenceInputs, g: BlockGradients): void {
+  blockOf(cfg).backward(backend, cfg, l, layer, s, x, dx, seq, g);
 }

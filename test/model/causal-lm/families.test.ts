@@ -168,3 +168,13 @@ void test("architectures still unsupported are refused saying what is missing an
   assert.throws(() => parseModelConfig({ ...TINY, model_type: "phi3", partial_rotary_factor: 0.75 }, "config.json"), /partial_rotary_factor 0.75 is not supported/);
   assert.throws(() => parseModelConfig({ ...TINY, model_type: "phi3", rope_scaling: { type: "longrope", short_factor: [1], long_factor: [1] } }, "config.json"), /rope_scaling type "longrope" is not supported/);
 });
+
+void test("every supported family registers a block implementation: Gemma's sandwich block, the pre-norm block for the others", async () => {
+  const { MODEL_FAMILIES } = await import("../../../src/hf/families.ts");
+  const { FAMILY_BLOCKS, preNormBlock, sandwichBlock } = await import("../../../src/model/causal-lm/blocks.ts");
+  for (const [type, spec] of Object.entries(MODEL_FAMILIES)) {
+    if (spec === undefined) continue;
+    const block = FAMILY_BLOCKS[spec.family];
+    assert.equal(block, spec.gemma !== null ? sandwichBlock : preNormBlock, type);
+  }
+});
