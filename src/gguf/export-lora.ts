@@ -47,7 +47,7 @@ export async function exportGgufLora(baseDir: string, options: { adapterDir: str
   for (const m of adapter.params.layout.modules) {
     const t = adapter.params.byModule.get(m.name);
     if (t === undefined) throw new TunaError("INTERNAL", `the adapter has no tensors for ${m.name}`);
-    const name = ggufTensorName(`${m.name}.weight`);
+    const name = ggufTensorName(`${m.name}.weight`, arch);
     // llama.cpp applies (alpha / r) * B A; PEFT applies m.scaling * B A.
     const fold = (m.scaling * m.r) / alpha;
     const heads = rotaryHeadsOf(arch, cfg, `${m.name}.weight`);

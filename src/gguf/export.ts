@@ -15,7 +15,7 @@ import { mergedWeight, planMerge } from "../lora/merged-weights.ts";
 import { gguf, type GgmlTypeName, type GgufValue } from "../io/gguf/format.ts";
 import { encodeGgml } from "../io/gguf/quants.ts";
 import { writeGguf, type GgufTensorToWrite } from "../io/gguf/writer.ts";
-import { archMetadata, exportedWeights, ggufArchOf, ggufTensorName, llama3RopeFactors, permuteRotaryRows, rotaryHeadsOf } from "../hf/gguf-arch.ts";
+import { archMetadata, exportedWeights, ggufArchOf, ggufTensorName, ggufValues, llama3RopeFactors, permuteRotaryRows, rotaryHeadsOf } from "../hf/gguf-arch.ts";
 import { FILE_TYPES, tensorTypes, type GgufOutType } from "./tensor-types.ts";
 import { ggufVocab } from "./vocab.ts";
 
@@ -88,7 +88,7 @@ export async function exportGguf(baseDir: string, options: GgufExportOptions): P
     const ropeFactors = llama3RopeFactors(cfg);
     const described = [
       ...(ropeFactors === null ? [] : [{ name: "rope_freqs.weight", ne: [ropeFactors.length] }]),
-      ...weights.map((w) => ({ name: ggufTensorName(w.name), ne: [...w.shape].reverse() })),
+      ...weights.map((w) => ({ name: ggufTensorName(w.name, arch), ne: [...w.shape].reverse() })),
     ];
     const types = tensorTypes(options.outType, described, { numLayers: cfg.numLayers, is70b: cfg.numLayers === 80 && cfg.numHeads !== cfg.numKvHeads });
     const tensors: GgufTensorToWrite[] = described.map((t, i) => {
@@ -100,7 +100,7 @@ export async function exportGguf(baseDir: string, options: GgufExportOptions): P
         type,
         data: async () => {
           if (hf === undefined) return encodeGgml(ropeFactors!, ropeFactors!.length, type);
-          let values = await mergedWeight(folder, plan, hf);
+          let values = ggufValues(arch, hf.name, await mergedWeight(folder, plan, hf));
           const rowLength = hf.shape.length === 2 ? hf.shape[1]! : 1;
           const heads = rotaryHeadsOf(arch, cfg, hf.name);
           if (heads !== null) values = permuteRotaryRows(values, heads, rowLength);
@@ -119,8 +119,8 @@ export async function exportGguf(baseDir: string, options: GgufExportOptions): P
       ...vocab.metadata,
     ]);
     const notes: string[] = [];
-    if (cfg.layerWindows.some((w) => w !== null) && arch === "llama") {
-      notes.push(`llama.cpp's llama architecture attends to the whole context; this model's sliding window of ${cfg.slidingWindow} tokens is not applied there.`);
+    if (cfg.layerWindows.some((w) => w !== null) && (arch === "llama" || arch === "phi3")) {
+      notes.push(`llama.cpp's ${arch} architecture attends to the whole context; this model's sliding window of ${cfg.slidingWindow} tokens is not applied there.`);
     }
     if (cfg.ropeScaling.type === "dynamic") notes.push("llama.cpp has no dynamic NTK RoPE scaling; up to max_position_embeddings it equals transformers.");
     const { bytes } = await writeGguf(out, metadata, tensors, options.onTensor);

@@ -7,10 +7,10 @@ import { gguf, type GgufValue } from "../io/gguf/format.ts";
 import type { ModelConfig } from "./config.ts";
 import type { ExpectedWeight } from "./weights.ts";
 
-export type GgufArchName = "llama" | "qwen2" | "qwen3";
+export type GgufArchName = "llama" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "phi3";
 
 /** HF model_type -> GGUF architecture. Mistral is "llama" in GGUF, as llama.cpp's converter writes it. */
-const ARCHS: Record<string, GgufArchName | undefined> = { llama: "llama", mistral: "llama", qwen2: "qwen2", qwen3: "qwen3" };
+const ARCHS: Record<string, GgufArchName | undefined> = { llama: "llama", mistral: "llama", qwen2: "qwen2", qwen3: "qwen3", gemma2: "gemma2", gemma3_text: "gemma3", phi3: "phi3" };
 
 export function ggufArchOf(cfg: ModelConfig): GgufArchName {
   const arch = ARCHS[cfg.modelType];
@@ -21,12 +21,36 @@ export function ggufArchOf(cfg: ModelConfig): GgufArchName {
         `merge the adapter with \`tuna merge\` and convert the folder with llama.cpp's convert_hf_to_gguf.py meanwhile.`,
     );
   }
+  if ((arch === "gemma2" || arch === "gemma3") && !cfg.tieWordEmbeddings) {
+    throw new TunaError("UNSUPPORTED", `this ${cfg.modelType} model has its own lm_head (tie_word_embeddings false); llama.cpp's ${arch} always reuses the input embedding, so GGUF export stops here.`);
+  }
+  if (arch === "gemma2" || arch === "gemma3") {
+    // llama.cpp does not read query_pre_attn_scalar: it scales queries by 1/sqrt(hidden/heads) for the 27B
+    // shapes (46 / 62 layers) and by 1/sqrt(head_dim) otherwise, which the published checkpoints agree with.
+    const big = cfg.numLayers === (arch === "gemma2" ? 46 : 62);
+    const assumed = 1 / Math.sqrt(big ? cfg.hiddenSize / cfg.numHeads : cfg.headDim);
+    if (Math.abs(assumed - cfg.attentionScale) > 1e-6 * assumed) {
+      throw new TunaError(
+        "UNSUPPORTED",
+        `this ${cfg.modelType} model scales attention by ${cfg.attentionScale} (query_pre_attn_scalar), but llama.cpp assumes ${assumed} for a ${cfg.numLayers}-layer ${arch} ` +
+          `and would compute another model; GGUF export stops here.`,
+      );
+    }
+  }
   return arch;
+}
+
+function isGemma(arch: GgufArchName): boolean {
+  return arch === "gemma2" || arch === "gemma3";
 }
 
 /** HF layer-module names -> GGUF tensor names (gguf-py's tensor_mapping for these architectures). */
 const LAYER_NAMES: Record<string, string> = {
   input_layernorm: "attn_norm",
+  "self_attn.qkv_proj": "attn_qkv",
+  "mlp.gate_up_proj": "ffn_up",
+  pre_feedforward_layernorm: "ffn_norm",
+  post_feedforward_layernorm: "post_ffw_norm",
   "self_attn.q_proj": "attn_q",
   "self_attn.k_proj": "attn_k",
   "self_attn.v_proj": "attn_v",
@@ -39,12 +63,13 @@ const LAYER_NAMES: Record<string, string> = {
   "mlp.down_proj": "ffn_down",
 };
 
-export function ggufTensorName(hfName: string): string {
+/** The GGUF name of an HF tensor in `arch` (Gemma's post_attention_layernorm is the attention output's norm). */
+export function ggufTensorName(hfName: string, arch: GgufArchName): string {
   if (hfName === "model.embed_tokens.weight") return "token_embd.weight";
   if (hfName === "model.norm.weight") return "output_norm.weight";
   if (hfName === "lm_head.weight") return "output.weight";
   const m = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(hfName);
-  const mapped = m === null ? undefined : LAYER_NAMES[m[2]!];
+  const mapped = m === null ? undefined : isGemma(arch) && m[2] === "post_attention_layernorm" ? "post_attention_norm" : LAYER_NAMES[m[2]!];
   if (m === null || mapped === undefined) throw new TunaError("INTERNAL", `no GGUF name for the tensor ${hfName}`);
   return `blk.${m[1]}.${mapped}.${m[3]}`;
 }
@@ -93,6 +118,15 @@ export function rotaryHeadsOf(arch: GgufArchName, cfg: ModelConfig, hfName: stri
   return null;
 }
 
+/**
+ * A tensor's values as the GGUF stores them: Gemma's RMSNorm weights w are applied as (1 + w) by transformers
+ * and stored as 1 + w for llama.cpp (its converter's norm_shift), in float32 as Gemma's norm computes it.
+ */
+export function ggufValues(arch: GgufArchName, hfName: string, values: Float32Array): Float32Array {
+  if (!isGemma(arch) || !hfName.endsWith("norm.weight")) return values;
+  return values.map((v) => v + 1);
+}
+
 /** The tensors the GGUF file holds, in HF's order, without a tied lm_head (llama.cpp reuses token_embd). */
 export function exportedWeights(weights: readonly ExpectedWeight[], cfg: ModelConfig): ExpectedWeight[] {
   return weights.filter((w) => !(w.name === "lm_head.weight" && cfg.tieWordEmbeddings));
@@ -138,5 +172,17 @@ export function archMetadata(arch: GgufArchName, cfg: ModelConfig): [string, Ggu
   // head_dim is written whenever it differs from hidden / heads (llama.cpp derives it otherwise).
   if (cfg.headDim !== cfg.hiddenSize / cfg.numHeads) out.push([k("attention.key_length"), gguf.u32(cfg.headDim)], [k("attention.value_length"), gguf.u32(cfg.headDim)]);
   if (arch === "llama") out.push([k("vocab_size"), gguf.u32(cfg.vocabSize)], [k("rope.dimension_count"), gguf.u32(cfg.headDim)]);
+  if (arch === "phi3") out.push([k("rope.dimension_count"), gguf.u32(cfg.headDim)]);
+  if (isGemma(arch)) {
+    // The converter writes head_dim for Gemma always (above only when it differs from hidden / heads).
+    if (cfg.headDim === cfg.hiddenSize / cfg.numHeads) out.push([k("attention.key_length"), gguf.u32(cfg.headDim)], [k("attention.value_length"), gguf.u32(cfg.headDim)]);
+    if (cfg.attnSoftcap !== null) out.push([k("attn_logit_softcapping"), gguf.f32(cfg.attnSoftcap)]);
+    if (cfg.finalSoftcap !== null) out.push([k("final_logit_softcapping"), gguf.f32(cfg.finalSoftcap)]);
+    if (cfg.localRopeTheta !== null) out.push([k("rope.freq_base_swa"), gguf.f32(cfg.localRopeTheta)]);
+  }
+  if (cfg.slidingWindow !== null && arch !== "llama") {
+    // Which layers slide, layer by layer (llama.cpp reads a bool array here as well as a period).
+    out.push([k("attention.sliding_window"), gguf.u32(cfg.slidingWindow)], [k("attention.sliding_window_pattern"), { kind: "array", itemKind: "bool", values: cfg.layerWindows.map((w) => w !== null) }]);
+  }
   return out;
 }

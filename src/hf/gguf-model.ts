@@ -11,7 +11,8 @@ import { parseModelConfig, type ModelConfig } from "./config.ts";
 import { expectedWeights } from "./weights.ts";
 import { ggufTensorName, rotaryHeadsOf, unpermuteRotaryRows, type GgufArchName } from "./gguf-arch.ts";
 
-const READABLE: Record<string, GgufArchName> = { llama: "llama", qwen2: "qwen2", qwen3: "qwen3" };
+type ReadableArch = Extract<GgufArchName, "llama" | "qwen2" | "qwen3">;
+const READABLE: Record<string, ReadableArch | undefined> = { llama: "llama", qwen2: "qwen2", qwen3: "qwen3" };
 
 export interface GgufModel {
   file: GgufFile;
@@ -23,7 +24,7 @@ export interface GgufModel {
 }
 
 /** The HF config.json fields the file's metadata and tensors imply. */
-function configFromMetadata(file: GgufFile, arch: GgufArchName): Record<string, unknown> {
+function configFromMetadata(file: GgufFile, arch: ReadableArch): Record<string, unknown> {
   const m = metadataReader(file);
   const k = (key: string): string => `${arch}.${key}`;
   const has = (name: string): boolean => file.tensors.some((t) => t.name === name);
@@ -81,7 +82,7 @@ export async function openGgufModel(path: string): Promise<GgufModel> {
     const byGguf = new Map(file.tensors.map((t) => [t.name, t]));
     const hfNames = new Map<string, string>(); // HF name -> GGUF name, for the tensors the file has
     for (const w of expectedWeights(config)) {
-      const g = ggufTensorName(w.name);
+      const g = ggufTensorName(w.name, arch);
       if (byGguf.has(g)) hfNames.set(w.name, g);
     }
     const infoOf = (name: string): WeightInfo => {

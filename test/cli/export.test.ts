@@ -62,14 +62,20 @@ test("bad flags are refused with every problem named; an existing file is kept w
   assert.match((await run("export", DEMO, "--format", "gguf", "--output", join(DEMO, "inside.gguf"))).err, /inside the base model folder/);
 });
 
-test("an architecture without a GGUF writer is refused naming the supported ones, and nothing is written", async () => {
-  const { dir } = await writeTiny({ ...TINY, model_type: "gemma2", head_dim: 8, query_pre_attn_scalar: 8 });
-  const out = join(root, "gemma.gguf");
-  const r = await run("export", dir, "--format", "gguf", "--output", out);
-  await rm(dirname(dir), { recursive: true, force: true });
-  assert.equal(r.code, 1);
-  assert.match(r.err, /UNSUPPORTED.*GGUF export of gemma2 models is not available yet \(supported: llama, mistral, qwen2, qwen3\)/);
-  await assert.rejects(readFile(out));
+test("a Gemma that llama.cpp would compute differently is refused, saying why, and nothing is written", async () => {
+  for (const [config, why] of [
+    [{ ...TINY, model_type: "gemma2", head_dim: 8, query_pre_attn_scalar: 32 }, /scales attention by 0\.17677.*llama\.cpp assumes 0\.35355/],
+    [{ ...TINY, model_type: "gemma2", head_dim: 8, query_pre_attn_scalar: 8, tie_word_embeddings: false }, /has its own lm_head.*always reuses the input embedding/],
+  ] as const) {
+    const { dir } = await writeTiny(config);
+    const out = join(root, "gemma.gguf");
+    const r = await run("export", dir, "--format", "gguf", "--output", out);
+    await rm(dirname(dir), { recursive: true, force: true });
+    assert.equal(r.code, 1);
+    assert.match(r.err, /UNSUPPORTED/);
+    assert.match(r.err, why);
+    await assert.rejects(readFile(out));
+  }
 });
 
 test("a .gguf file is a model: tuna inspect reads its architecture from the metadata", async () => {

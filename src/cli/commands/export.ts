@@ -12,7 +12,7 @@ const HELP = `usage: tuna export <base model folder | hub id> --format gguf --ou
 
 Writes the model, with a PEFT LoRA adapter merged in when --adapter is given (as \`tuna merge\` does),
 as one GGUF v3 file that llama.cpp loads: architecture metadata, the tokenizer and chat template, and
-the weights. Architectures: Llama (and Llama 3.x RoPE), Mistral, Qwen2/2.5, Qwen3.
+the weights. Architectures: Llama (and Llama 3.x RoPE), Mistral, Qwen2/2.5, Qwen3, Gemma 2, Gemma 3, Phi-3/4.
   --format gguf             the output format (GGUF is the one there is)
   --output FILE             the .gguf file to write; it appears only when complete
   --adapter DIR             a PEFT LoRA/DoRA adapter folder to merge in first
