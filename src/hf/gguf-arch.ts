@@ -127,6 +127,12 @@ export function ggufValues(arch: GgufArchName, hfName: string, values: Float32Ar
   return values.map((v) => v + 1);
 }
 
+/** The inverse of ggufValues: a tensor read from a GGUF file back in transformers' terms. */
+export function readValues(arch: GgufArchName, hfName: string, values: Float32Array): Float32Array {
+  if (!isGemma(arch) || !hfName.endsWith("norm.weight")) return values;
+  return values.map((v) => v - 1);
+}
+
 /** The tensors the GGUF file holds, in HF's order, without a tied lm_head (llama.cpp reuses token_embd). */
 export function exportedWeights(weights: readonly ExpectedWeight[], cfg: ModelConfig): ExpectedWeight[] {
   return weights.filter((w) => !(w.name === "lm_head.weight" && cfg.tieWordEmbeddings));
@@ -135,6 +141,7 @@ export function exportedWeights(weights: readonly ExpectedWeight[], cfg: ModelCo
 /** llama3 RoPE's per-frequency divisors, as llama.cpp's converter writes them into rope_freqs.weight. */
 export function llama3RopeFactors(cfg: ModelConfig): Float32Array | null {
   const s = cfg.ropeScaling;
+  if (s.type === "factors") return Float32Array.from(s.factors); // read from a GGUF file: written back as they came
   if (s.type !== "llama3") return null;
   const dim = cfg.headDim;
   const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;

@@ -9,10 +9,18 @@ export { isGgufPath } from "../io/gguf/reader.ts";
 import { decodeGgml } from "../io/gguf/quants.ts";
 import { parseModelConfig, type ModelConfig } from "./config.ts";
 import { expectedWeights } from "./weights.ts";
-import { ggufTensorName, rotaryHeadsOf, unpermuteRotaryRows, type GgufArchName } from "./gguf-arch.ts";
+import { ggufTensorName, readValues, rotaryHeadsOf, unpermuteRotaryRows, type GgufArchName } from "./gguf-arch.ts";
 
-type ReadableArch = Extract<GgufArchName, "llama" | "qwen2" | "qwen3">;
-const READABLE: Record<string, ReadableArch | undefined> = { llama: "llama", qwen2: "qwen2", qwen3: "qwen3" };
+const READABLE: Record<string, GgufArchName | undefined> = { llama: "llama", qwen2: "qwen2", qwen3: "qwen3", gemma2: "gemma2", gemma3: "gemma3", phi3: "phi3" };
+/** The transformers model_type and class of each architecture read. */
+const HF_NAMES: Record<GgufArchName, [string, string]> = {
+  llama: ["llama", "LlamaForCausalLM"],
+  qwen2: ["qwen2", "Qwen2ForCausalLM"],
+  qwen3: ["qwen3", "Qwen3ForCausalLM"],
+  gemma2: ["gemma2", "Gemma2ForCausalLM"],
+  gemma3: ["gemma3_text", "Gemma3ForCausalLM"],
+  phi3: ["phi3", "Phi3ForCausalLM"],
+};
 
 export interface GgufModel {
   file: GgufFile;
@@ -24,13 +32,10 @@ export interface GgufModel {
 }
 
 /** The HF config.json fields the file's metadata and tensors imply. */
-function configFromMetadata(file: GgufFile, arch: ReadableArch): Record<string, unknown> {
+function configFromMetadata(file: GgufFile, arch: GgufArchName): Record<string, unknown> {
   const m = metadataReader(file);
   const k = (key: string): string => `${arch}.${key}`;
   const has = (name: string): boolean => file.tensors.some((t) => t.name === name);
-  if (has("rope_freqs.weight")) {
-    throw new TunaError("UNSUPPORTED", `${file.path} carries per-frequency RoPE factors (rope_freqs.weight, Llama 3.1+ scaling); tuna cannot read those from GGUF yet. Use the Hugging Face folder of the model.`);
-  }
   const embd = file.tensors.find((t) => t.name === "token_embd.weight");
   if (embd === undefined) throw new TunaError("MODEL_INVALID", `${file.path} has no token_embd.weight; it is not a decoder model tuna can read.`);
   const hidden = m.num(k("embedding_length"));
@@ -42,8 +47,8 @@ function configFromMetadata(file: GgufFile, arch: ReadableArch): Record<string, 
   }
   const special = (name: string): number | undefined => m.optNum(`tokenizer.ggml.${name}_token_id`);
   const json: Record<string, unknown> = {
-    architectures: [{ llama: "LlamaForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM" }[arch]],
-    model_type: arch,
+    architectures: [HF_NAMES[arch][1]],
+    model_type: HF_NAMES[arch][0],
     vocab_size: embd.ne[1],
     hidden_size: hidden,
     intermediate_size: m.num(k("feed_forward_length")),
@@ -65,6 +70,28 @@ function configFromMetadata(file: GgufFile, arch: ReadableArch): Record<string, 
     json["attention_bias"] = has("blk.0.attn_q.bias");
     json["mlp_bias"] = has("blk.0.ffn_gate.bias");
   }
+  const window = m.optNum(k("attention.sliding_window"));
+  const pattern = m.array(k("attention.sliding_window_pattern"));
+  if (window !== undefined && window > 0) {
+    json["sliding_window"] = window;
+    // Which layers slide: the per-layer flags tuna writes, else llama.cpp's period (every n-th layer global).
+    const period = pattern === undefined ? (arch === "gemma2" ? 2 : arch === "gemma3" ? 6 : 1) : typeof pattern[0] === "boolean" ? 0 : Number(pattern[0]);
+    const slides = (l: number): boolean => (pattern !== undefined && typeof pattern[0] === "boolean" ? pattern[l] === true : period > 0 && l % period < period - 1);
+    if (arch !== "phi3") json["layer_types"] = Array.from({ length: json["num_hidden_layers"] as number }, (_, l) => (slides(l) ? "sliding_attention" : "full_attention"));
+  }
+  if (arch === "gemma2" || arch === "gemma3") {
+    // llama.cpp's query scale for these shapes (gguf-arch.ts refuses to write others): 1/sqrt(head_dim), or
+    // 1/sqrt(hidden / heads) for the 27B layer counts.
+    const big = (json["num_hidden_layers"] as number) === (arch === "gemma2" ? 46 : 62);
+    json["query_pre_attn_scalar"] = big ? hidden / heads : headDim;
+    json["hidden_activation"] = "gelu_pytorch_tanh";
+    const attnCap = m.optNum(k("attn_logit_softcapping"));
+    const finalCap = m.optNum(k("final_logit_softcapping"));
+    json["attn_logit_softcapping"] = attnCap ?? null;
+    json["final_logit_softcapping"] = finalCap ?? null;
+    const local = m.optNum(k("rope.freq_base_swa"));
+    if (arch === "gemma3") json["rope_local_base_freq"] = local ?? 10000;
+  }
   return json;
 }
 
@@ -78,7 +105,13 @@ export async function openGgufModel(path: string): Promise<GgufModel> {
       throw new TunaError("MODEL_UNSUPPORTED", `${path} holds a "${archName}" model; tuna reads GGUF files of the ${Object.keys(READABLE).join(", ")} architectures.`);
     }
     const configJson = configFromMetadata(file, arch);
-    const config = parseModelConfig(configJson, path);
+    let config = parseModelConfig(configJson, path);
+    // Llama 3.x scaling arrives as its per-frequency divisors (rope_freqs.weight), which RoPE applies as given.
+    const factors = file.tensors.find((t) => t.name === "rope_freqs.weight");
+    if (factors !== undefined) {
+      if (factors.ne.length !== 1 || factors.ne[0] !== config.headDim / 2) throw new TunaError("MODEL_INVALID", `${path}: rope_freqs.weight has shape [${factors.ne.join(", ")}], not [${config.headDim / 2}].`);
+      config = { ...config, ropeScaling: { type: "factors", factors: [...decodeGgml(await file.readTensor(factors.name), factors.ne[0]!, factors.type)] } };
+    }
     const byGguf = new Map(file.tensors.map((t) => [t.name, t]));
     const hfNames = new Map<string, string>(); // HF name -> GGUF name, for the tensors the file has
     for (const w of expectedWeights(config)) {
@@ -95,7 +128,7 @@ export async function openGgufModel(path: string): Promise<GgufModel> {
     const read = async (name: string): Promise<Uint8Array> => {
       const info = infoOf(name);
       const t = byGguf.get(hfNames.get(name)!)!;
-      let values = decodeGgml(await file.readTensor(t.name), info.byteLength / 4, t.type);
+      let values = readValues(arch, name, decodeGgml(await file.readTensor(t.name), info.byteLength / 4, t.type));
       const heads = rotaryHeadsOf(arch, config, name);
       if (heads !== null) values = unpermuteRotaryRows(values, heads, info.shape.length === 2 ? info.shape[1]! : 1);
       if (values.some((v) => !Number.isFinite(v))) throw new TunaError("MODEL_INVALID", `${path}: tensor ${t.name} holds NaN or infinite values.`);

@@ -6,7 +6,10 @@ export type RopeScaling =
   | { type: "linear"; factor: number }
   // Dynamic NTK changes nothing up to max_position_embeddings (transformers recomputes only beyond it).
   | { type: "dynamic"; factor: number }
-  | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+  | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
+  // Per-frequency divisors given as numbers (a GGUF file's rope_freqs.weight, which llama3 scaling writes);
+  // never parsed from config.json.
+  | { type: "factors"; factors: number[] };
 
 const SUPPORTED = ["default", "linear", "dynamic", "llama3"];
 

@@ -151,7 +151,7 @@ async function exportUnpermuted(base: string): Promise<string> {
   return file;
 }
 
-test("qwen2 (q/k/v biases), qwen3 (q_norm/k_norm), llama with biases and llama3 RoPE, phi3, gemma2, gemma3: llama.cpp equals tuna", { skip }, async () => {
+test("qwen2 (q/k/v biases), qwen3 (q_norm/k_norm), llama with biases and llama3 RoPE, phi3, gemma2, gemma3: llama.cpp equals tuna, and tuna reads the file back", { skip }, async () => {
   const cases: [string, HfConfigJson][] = [
     ["qwen2", { ...SMALL, model_type: "qwen2" }],
     ["qwen3", { ...SMALL, model_type: "qwen3", head_dim: 16 }],
@@ -168,7 +168,11 @@ test("qwen2 (q/k/v biases), qwen3 (q_norm/k_norm), llama with biases and llama3 
     const base = await modelFolder(config, "llama2");
     const file = join(dirname(base), "model.gguf");
     await exportGguf(base, { output: file, outType: "f32" });
-    const diff = relativeDiff(llamaCppLogits(file, IDS), await tunaLogits(base, IDS));
+    const expected = await tunaLogits(base, IDS);
+    // tuna reads its own file back to the same model.
+    const roundTrip = relativeDiff(await tunaLogits(file, IDS), expected);
+    assert.ok(roundTrip < 1e-6, `${what}: read back by tuna, relative difference ${roundTrip}`);
+    const diff = relativeDiff(llamaCppLogits(file, IDS), expected);
     // llama.cpp's CPU GELU looks its value up in a table of f16 inputs and outputs (ggml-cpu vec.h,
     // GGML_GELU_FP16): ~1e-3 relative per activation for Gemma's GeGLU.
     const tolerance = String(config.model_type).startsWith("gemma") ? 2e-3 : 1e-4;

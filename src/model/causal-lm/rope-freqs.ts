@@ -1,5 +1,6 @@
 // The rotary inverse frequencies as transformers computes them (modeling_rope_utils.py), in float32:
-// default, linear, dynamic (unchanged up to max_position_embeddings) and llama3 scaling.
+// default, linear, dynamic (unchanged up to max_position_embeddings) and llama3 scaling; and explicit
+// per-frequency factors read from a GGUF file.
 import type { ModelConfig } from "../../hf/config.ts";
 
 const f = Math.fround;
@@ -21,6 +22,10 @@ export function ropeInvFreq(cfg: ModelConfig): Float32Array {
       return inv;
     case "linear":
       for (let j = 0; j < half; j++) inv[j] = f(inv[j]! / s.factor);
+      return inv;
+    case "factors":
+      // llama.cpp divides each frequency by its factor (ggml_rope_ext's freq_factors), as llama3 scaling amounts to.
+      for (let j = 0; j < half; j++) inv[j] = f(inv[j]! / (s.factors[j] ?? 1));
       return inv;
     case "llama3": {
       const lowWavelen = f(s.originalMaxPositionEmbeddings / s.lowFreqFactor);
