@@ -110,7 +110,7 @@ export async function openGgufModel(path: string): Promise<GgufModel> {
     const factors = file.tensors.find((t) => t.name === "rope_freqs.weight");
     if (factors !== undefined) {
       if (factors.ne.length !== 1 || factors.ne[0] !== config.headDim / 2) throw new TunaError("MODEL_INVALID", `${path}: rope_freqs.weight has shape [${factors.ne.join(", ")}], not [${config.headDim / 2}].`);
-      config = { ...config, ropeScaling: { type: "factors", factors: [...decodeGgml(await file.readTensor(factors.name), factors.ne[0]!, factors.type)] } };
+      config = { ...config, ropeScaling: { type: "factors", factors: [...decodeGgml(await file.readTensor(factors.name), factors.ne[0], factors.type)] } };
     }
     const byGguf = new Map(file.tensors.map((t) => [t.name, t]));
     const hfNames = new Map<string, string>(); // HF name -> GGUF name, for the tensors the file has
