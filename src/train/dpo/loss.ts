@@ -5,14 +5,22 @@
 //   robust   (-(1 - e) log sigmoid(beta z) + e log sigmoid(-beta z)) / (1 - 2e)
 //   hinge    relu(1 - beta z)
 //   ipo      (z - 1 / (2 beta))^2, on log-probabilities averaged over each completion's tokens
+//   exo_pair s(u) (log s(u) - log(1 - e)) + s(-u) (log s(-u) - log e), u = beta z (e = 1e-3 when 0)  (EXO)
+//   nca_pair -log s(rc) - log s(-rc) / 2 - log s(-rr) / 2, rc / rr the chosen / rejected rewards   (NCA)
+//   sppo_hard (a - 1/(2 beta))^2 + (b + 1/(2 beta))^2, a / b the chosen / rejected log-ratios     (SPPO)
+//   apo_zero 1 - s(beta a) + s(beta b)                                                          (APO)
+//   apo_down s(beta a) + 1 - s(beta z)
+//   discopop -log s(u) (1 - m) + exp(-u) m, m = s(u / tau), tau = discopop_tau                   (DiscoPOP)
 // Rewards are beta x (policy - reference) log-probabilities, as TRL logs them.
 
-export type DpoLossType = "sigmoid" | "ipo" | "hinge" | "robust";
+export type DpoLossType = "sigmoid" | "ipo" | "hinge" | "robust" | "exo_pair" | "nca_pair" | "sppo_hard" | "apo_zero" | "apo_down" | "discopop";
 
 export interface DpoLossSettings {
   lossType: DpoLossType;
   beta: number;
   labelSmoothing: number;
+  /** DiscoPOP's temperature (TRL's discopop_tau, default 0.05). */
+  discopopTau?: number;
 }
 
 /** Log-probabilities of one pair's completions under the policy and the reference (0 when reference-free). */
@@ -41,10 +49,36 @@ export function sigmoid(x: number): number {
   return x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x));
 }
 
+/** sigmoid'(x) = s(x) s(-x). */
+function dsigmoid(x: number): number {
+  return sigmoid(x) * sigmoid(-x);
+}
+
 export function dpoPairLoss(p: PairLogps, s: DpoLossSettings): PairLoss {
   const { beta, labelSmoothing: e } = s;
-  const z = p.chosen - p.refChosen - (p.rejected - p.refRejected);
+  const a = p.chosen - p.refChosen;
+  const b = p.rejected - p.refRejected;
+  const z = a - b;
   const bz = beta * z;
+  const rewards = { chosenReward: beta * a, rejectedReward: beta * b };
+  // The losses of one log-ratio each: their own derivatives for chosen and rejected.
+  switch (s.lossType) {
+    case "nca_pair":
+      return {
+        loss: -logSigmoid(beta * a) - 0.5 * logSigmoid(-beta * a) - 0.5 * logSigmoid(-beta * b),
+        dChosen: beta * (-sigmoid(-beta * a) + 0.5 * sigmoid(beta * a)),
+        dRejected: beta * 0.5 * sigmoid(beta * b),
+        ...rewards,
+      };
+    case "sppo_hard":
+      return { loss: (a - 0.5 / beta) ** 2 + (b + 0.5 / beta) ** 2, dChosen: 2 * (a - 0.5 / beta), dRejected: 2 * (b + 0.5 / beta), ...rewards };
+    case "apo_zero":
+      return { loss: 1 - sigmoid(beta * a) + sigmoid(beta * b), dChosen: -beta * dsigmoid(beta * a), dRejected: beta * dsigmoid(beta * b), ...rewards };
+    case "apo_down":
+      return { loss: sigmoid(beta * a) + 1 - sigmoid(bz), dChosen: beta * (dsigmoid(beta * a) - dsigmoid(bz)), dRejected: beta * dsigmoid(bz), ...rewards };
+    default:
+      break;
+  }
   let loss: number;
   let dz: number;
   switch (s.lossType) {
@@ -66,6 +100,21 @@ export function dpoPairLoss(p: PairLogps, s: DpoLossSettings): PairLoss {
       dz = 2 * d;
       break;
     }
+    case "exo_pair": {
+      // TRL replaces a label_smoothing of 0 by 1e-3 for EXO.
+      const eps = e === 0 ? 1e-3 : e;
+      loss = sigmoid(bz) * (logSigmoid(bz) - Math.log(1 - eps)) + sigmoid(-bz) * (logSigmoid(-bz) - Math.log(eps));
+      dz = beta * dsigmoid(bz) * (bz + Math.log(eps / (1 - eps)));
+      break;
+    }
+    case "discopop": {
+      const tau = s.discopopTau ?? 0.05;
+      const m = sigmoid(bz / tau);
+      const dm = dsigmoid(bz / tau) / tau;
+      loss = -logSigmoid(bz) * (1 - m) + Math.exp(-bz) * m;
+      dz = beta * (-sigmoid(-bz) * (1 - m) + logSigmoid(bz) * dm - Math.exp(-bz) * m + Math.exp(-bz) * dm);
+      break;
+    }
   }
-  return { loss, dChosen: dz, dRejected: -dz, chosenReward: beta * (p.chosen - p.refChosen), rejectedReward: beta * (p.rejected - p.refRejected) };
+  return { loss, dChosen: dz, dRejected: -dz, ...rewards };
 }

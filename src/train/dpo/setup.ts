@@ -15,7 +15,7 @@ import { dpoTrainingModel, precomputeReferenceLogps, type DpoSettings } from "./
 export const REFERENCE_LOGPS_FILE = "dpo_reference_logps.json";
 
 export function dpoSettingsOf(c: TrainConfig): DpoSettings {
-  return { lossType: c.loss_type, beta: c.beta, labelSmoothing: c.label_smoothing, referenceFree: c.reference_free, rpoAlpha: c.rpo_alpha };
+  return { lossType: c.loss_type, beta: c.beta, labelSmoothing: c.label_smoothing, discopopTau: c.discopop_tau, referenceFree: c.reference_free, rpoAlpha: c.rpo_alpha };
 }
 
 export async function dpoObjective(

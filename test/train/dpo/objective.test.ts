@@ -32,6 +32,12 @@ const CASES: [string, DpoSettings][] = [
   ["hinge", { lossType: "hinge", beta: 0.1, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
   ["ipo", { lossType: "ipo", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
   ["sigmoid, reference-free", { lossType: "sigmoid", beta: 0.05, labelSmoothing: 0, referenceFree: true, rpoAlpha: undefined }],
+  ["exo_pair", { lossType: "exo_pair", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
+  ["nca_pair", { lossType: "nca_pair", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
+  ["sppo_hard", { lossType: "sppo_hard", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
+  ["apo_zero", { lossType: "apo_zero", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
+  ["apo_down", { lossType: "apo_down", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
+  ["discopop", { lossType: "discopop", beta: 0.5, labelSmoothing: 0, discopopTau: 0.05, referenceFree: false, rpoAlpha: undefined }],
 ];
 
 for (const [label, settings] of CASES) {
