@@ -11,7 +11,7 @@ import { noPacking, packBfd, packWrapped } from "./pack.ts";
 import { loadDataset } from "./sources/load.ts";
 import { TOKENIZE_JOB_URL, tokenizeChunk, type TokenizerRecipe } from "./tokenize-job.ts";
 import type { Example, PackedSequence, SplitRows, SplitStats, TokenizedExample } from "./types.ts";
-import { runInWorkers } from "./worker-pool.ts";
+import { runInWorkers } from "../util/worker-pool.ts";
 
 export interface DataOptions {
   datasetName: string;

@@ -4,7 +4,7 @@ import { loadTokenizer } from "../tokenizer/load.ts";
 import { setupChatFormat, type ChatFormat } from "./chat-format.ts";
 import { tokenizeExample, type TokenizeContext } from "./tokenize.ts";
 import type { Example, TokenizedExample } from "./types.ts";
-import { registerWorkerJobs } from "./worker-pool.ts";
+import { registerWorkerJobs } from "../util/worker-pool.ts";
 
 export const TOKENIZE_JOB_URL = import.meta.url;
 

@@ -14,6 +14,7 @@ import { adapterBaseWarning } from "../lora/base-model-match.ts";
 import { mergedWeight, planMerge } from "../lora/merged-weights.ts";
 import { gguf, type GgmlTypeName, type GgufValue } from "../io/gguf/format.ts";
 import { encodeGgml } from "../io/gguf/quants.ts";
+import { encodeGgmlParallel } from "./quantize-job.ts";
 import { writeGguf, type GgufTensorToWrite } from "../io/gguf/writer.ts";
 import { archMetadata, exportedWeights, ggufArchOf, ggufTensorName, ggufValues, llama3RopeFactors, permuteRotaryRows, rotaryHeadsOf } from "../hf/gguf-arch.ts";
 import { FILE_TYPES, tensorTypes, type GgufOutType } from "./tensor-types.ts";
@@ -104,7 +105,7 @@ export async function exportGguf(baseDir: string, options: GgufExportOptions): P
           const rowLength = hf.shape.length === 2 ? hf.shape[1]! : 1;
           const heads = rotaryHeadsOf(arch, cfg, hf.name);
           if (heads !== null) values = permuteRotaryRows(values, heads, rowLength);
-          return encodeGgml(values, t.ne[0]!, type);
+          return encodeGgmlParallel(values, t.ne[0]!, type);
         },
       };
     });

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { build } from "esbuild";
-import { isPoolWorkerThread, runInWorkers } from "../../src/data/worker-pool.ts";
+import { isPoolWorkerThread, runInWorkers } from "../../src/util/worker-pool.ts";
 import { isTunaError } from "../../src/util/errors.ts";
 import { POOL_JOBS_URL, type delayedSquare, type sumChunk } from "./fixtures/pool-jobs.ts";
 

@@ -185,3 +185,15 @@ test("a writer that fails midway leaves no file at the target and no temporary f
   );
   assert.deepEqual(await readdir(root), []);
 });
+
+void test("K-quants on worker threads: the same bytes as one thread", async () => {
+  const { encodeGgmlParallel } = await import("../../src/gguf/quantize-job.ts");
+  const rng = createRng(8);
+  const x = Float32Array.from({ length: 820 * 1280 }, () => 0.02 * rng.normal()); // 820 rows of 5 blocks
+  for (const type of ["Q4_K", "Q6_K"] as const) {
+    const one = encodeGgml(x, 1024 + 256, type);
+    const many = await encodeGgmlParallel(x, 1024 + 256, type, 2);
+    assert.equal(many.length, one.length);
+    assert.equal(many.findIndex((v, i) => v !== one[i]), -1, `${type}: the threads' bytes differ`);
+  }
+});

@@ -19,7 +19,7 @@ import { TOKENIZE_JOB_URL, tokenizeChunk, type TokenizeChunk } from "../../src/d
 import { tokenizeExample } from "../../src/data/tokenize.ts";
 import { trainPrepareOptions } from "../../src/data/train-options.ts";
 import type { Example, TokenizedExample } from "../../src/data/types.ts";
-import { runInWorkers } from "../../src/data/worker-pool.ts";
+import { runInWorkers } from "../../src/util/worker-pool.ts";
 import { readModelConfig } from "../../src/hf/folder.ts";
 import { renderChatTemplate, type ChatMessage } from "../../src/tokenizer/chat-template.ts";
 import { loadTokenizer, type LoadedTokenizer } from "../../src/tokenizer/load.ts";

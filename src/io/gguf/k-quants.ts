@@ -10,6 +10,7 @@ export type KQuantType = (typeof K_QUANT_TYPES)[number];
 const QK_K = 256;
 const f = Math.fround;
 const GROUP_MAX_EPS = f(1e-15);
+const RDELTA = f(0.1); // 0.1f, the search step of both fits
 
 /** ggml's nearest_int: round to nearest, ties to even, through the 1.5 * 2^23 trick. */
 function nearestInt(x: number): number {
@@ -20,110 +21,141 @@ function toF16(x: number): number {
   return f32BitsToF16Bits(f32Bits(x));
 }
 
-/** make_qkx2_quants(n = 32, nmax, x, weights, L, &the_min, Laux, rmin, rdelta, nstep, use_mad = false): returns [scale, the_min]. */
-function makeQkx2Quants(nmax: number, x: Float32Array, weights: Float32Array, L: Uint8Array, Laux: Uint8Array, rmin: number, rdelta: number, nstep: number): [number, number] {
-  const n = x.length;
-  let min = x[0]!;
-  let max = x[0]!;
+// Scratch shared by the functions below (one quantization at a time: JavaScript is single-threaded), so the
+// hot loops allocate nothing; a block's values are read at an offset instead of through subarrays.
+const XM = new Float32Array(32); // x[i] - min of the block being fitted
+const LAUX = new Uint8Array(32);
+const WEIGHTS = new Float32Array(32);
+let fitScale = 0;
+let fitMin = 0;
+
+/**
+ * make_qkx2_quants(n = 32, nmax, x + xo, weights, L + lo, &the_min, Laux, rmin, rdelta, nstep, use_mad = false):
+ * sets fitScale and fitMin (the_min).
+ */
+function makeQkx2Quants(nmax: number, x: Float32Array, xo: number, weights: Float32Array, L: Uint8Array, lo: number, rmin: number, rdelta: number, nstep: number): void {
+  const n = 32;
+  let min = x[xo]!;
+  let max = x[xo]!;
   let sumW = weights[0]!;
-  let sumX = f(sumW * x[0]!);
+  let sumX = f(sumW * x[xo]!);
   for (let i = 1; i < n; i++) {
-    if (x[i]! < min) min = x[i]!;
-    if (x[i]! > max) max = x[i]!;
+    const xi = x[xo + i]!;
+    if (xi < min) min = xi;
+    if (xi > max) max = xi;
     const w = weights[i]!;
     sumW = f(sumW + w);
-    sumX = f(sumX + f(w * x[i]!));
+    sumX = f(sumX + f(w * xi));
   }
   if (min > 0) min = 0;
   if (max === min) {
-    L.fill(0, 0, n);
-    return [0, -min];
+    L.fill(0, lo, lo + n);
+    fitScale = 0;
+    fitMin = -min;
+    return;
   }
-  let iscale = f(nmax / f(max - min));
+  for (let i = 0; i < n; i++) XM[i] = x[xo + i]! - min; // float32 subtraction, as C's x[i] - min
+  let range = f(max - min);
+  let iscale = f(nmax / range);
   let scale = f(1 / iscale);
   let bestError = 0;
   for (let i = 0; i < n; i++) {
-    const l = nearestInt(f(iscale * f(x[i]! - min)));
-    L[i] = Math.max(0, Math.min(nmax, l));
-    const diff = f(f(f(scale * L[i]!) + min) - x[i]!);
+    const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * XM[i]!))));
+    L[lo + i] = l;
+    const diff = f(f(f(scale * l) + min) - x[xo + i]!);
     bestError = f(bestError + f(weights[i]! * f(diff * diff)));
   }
-  if (nstep < 1) return [scale, -min];
-  for (let is = 0; is <= nstep; is++) {
-    iscale = f(f(f(rmin + f(rdelta * is)) + nmax) / f(max - min));
-    let sumL = 0;
-    let sumL2 = 0;
-    let sumXl = 0;
-    for (let i = 0; i < n; i++) {
-      const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(x[i]! - min)))));
-      Laux[i] = l;
-      const w = weights[i]!;
-      sumL = f(sumL + f(w * l));
-      sumL2 = f(sumL2 + f(f(w * l) * l));
-      sumXl = f(sumXl + f(f(w * l) * x[i]!));
-    }
-    const D = f(f(sumW * sumL2) - f(sumL * sumL));
-    if (D > 0) {
-      let thisScale = f(f(f(sumW * sumXl) - f(sumX * sumL)) / D);
-      let thisMin = f(f(f(sumL2 * sumX) - f(sumL * sumXl)) / D);
-      if (thisMin > 0) {
-        thisMin = 0;
-        thisScale = f(sumXl / sumL2);
-      }
-      let curError = 0;
+  if (nstep >= 1) {
+    for (let is = 0; is <= nstep; is++) {
+      iscale = f(f(f(rmin + f(rdelta * is)) + nmax) / range);
+      let sumL = 0;
+      let sumL2 = 0;
+      let sumXl = 0;
       for (let i = 0; i < n; i++) {
-        const diff = f(f(f(thisScale * Laux[i]!) + thisMin) - x[i]!);
-        curError = f(curError + f(weights[i]! * f(diff * diff)));
+        const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * XM[i]!))));
+        LAUX[i] = l;
+        const wl = f(weights[i]! * l);
+        sumL = f(sumL + wl);
+        sumL2 = f(sumL2 + f(wl * l));
+        sumXl = f(sumXl + f(wl * x[xo + i]!));
       }
-      if (curError < bestError) {
-        L.set(Laux.subarray(0, n));
-        bestError = curError;
-        scale = thisScale;
-        min = thisMin;
+      const D = f(f(sumW * sumL2) - f(sumL * sumL));
+      if (D > 0) {
+        let thisScale = f(f(f(sumW * sumXl) - f(sumX * sumL)) / D);
+        let thisMin = f(f(f(sumL2 * sumX) - f(sumL * sumXl)) / D);
+        if (thisMin > 0) {
+          thisMin = 0;
+          thisScale = f(sumXl / sumL2);
+        }
+        let curError = 0;
+        for (let i = 0; i < n; i++) {
+          const diff = f(f(f(thisScale * LAUX[i]!) + thisMin) - x[xo + i]!);
+          curError = f(curError + f(weights[i]! * f(diff * diff)));
+        }
+        if (curError < bestError) {
+          L.set(LAUX, lo);
+          bestError = curError;
+          scale = thisScale;
+          min = thisMin;
+          // The next steps fit against the new min, as C's loop reads max - min and x[i] - min afresh.
+          range = f(max - min);
+          for (let i = 0; i < n; i++) XM[i] = x[xo + i]! - min;
+        }
       }
     }
   }
-  return [scale, -min];
+  fitScale = scale;
+  fitMin = -min;
 }
 
-/** make_qx_quants(n = 16, nmax, x, L, rmse_type = 1, qw = NULL). L holds l + nmax. */
-function makeQxQuants(nmax: number, x: Float32Array, L: Int8Array): number {
-  const n = x.length;
+const W16 = new Float32Array(16); // x[i]^2 of the 16 values being fitted
+let qxSumLx = 0;
+let qxSumL2 = 0;
+
+/** The sums of make_qx_quants for one iscale (into qxSumLx, qxSumL2), storing the levels when `store`. */
+function qxSums(nmax: number, x: Float32Array, xo: number, L: Int8Array, lo: number, iscale: number, store: boolean): void {
+  let sumlx = 0;
+  let suml2 = 0;
+  for (let i = 0; i < 16; i++) {
+    const xi = x[xo + i]!;
+    const l = Math.max(-nmax, Math.min(nmax - 1, nearestInt(f(iscale * xi))));
+    if (store) L[lo + i] = l + nmax;
+    const w = W16[i]!;
+    sumlx = f(sumlx + f(f(w * xi) * l));
+    suml2 = f(suml2 + f(f(w * l) * l));
+  }
+  qxSumLx = sumlx;
+  qxSumL2 = suml2;
+}
+
+/** make_qx_quants(n = 16, nmax, x + xo, L + lo, rmse_type = 1, qw = NULL). L holds l + nmax. */
+function makeQxQuants(nmax: number, x: Float32Array, xo: number, L: Int8Array, lo: number): number {
   let max = 0;
   let amax = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Math.abs(x[i]!);
+  for (let i = 0; i < 16; i++) {
+    const ax = Math.abs(x[xo + i]!);
     if (ax > amax) {
       amax = ax;
-      max = x[i]!;
+      max = x[xo + i]!;
     }
   }
   if (amax < GROUP_MAX_EPS) {
-    L.fill(0, 0, n);
+    L.fill(0, lo, lo + 16);
     return 0;
   }
-  const sums = (iscale: number, store: boolean): [number, number] => {
-    let sumlx = 0;
-    let suml2 = 0;
-    for (let i = 0; i < n; i++) {
-      const l = Math.max(-nmax, Math.min(nmax - 1, nearestInt(f(iscale * x[i]!))));
-      if (store) L[i] = l + nmax;
-      const w = f(x[i]! * x[i]!);
-      sumlx = f(sumlx + f(f(w * x[i]!) * l));
-      suml2 = f(suml2 + f(f(w * l) * l));
-    }
-    return [sumlx, suml2];
-  };
+  for (let i = 0; i < 16; i++) W16[i] = f(x[xo + i]! * x[xo + i]!);
   let iscale = f(-nmax / max);
-  let [sumlx, suml2] = sums(iscale, true);
-  let scale = suml2 !== 0 ? f(sumlx / suml2) : 0;
-  let best = f(scale * sumlx);
+  qxSums(nmax, x, xo, L, lo, iscale, true);
+  let scale = qxSumL2 !== 0 ? f(qxSumLx / qxSumL2) : 0;
+  let best = f(scale * qxSumLx);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
-    iscale = f(-f(nmax + f(f(0.1) * is)) / max);
-    [sumlx, suml2] = sums(iscale, false);
-    if (suml2 > 0 && f(sumlx * sumlx) > f(best * suml2)) {
-      sums(iscale, true);
+    iscale = f(-f(nmax + f(RDELTA * is)) / max);
+    qxSums(nmax, x, xo, L, lo, iscale, false);
+    if (qxSumL2 > 0 && f(qxSumLx * qxSumLx) > f(best * qxSumL2)) {
+      const sumlx = qxSumLx;
+      const suml2 = qxSumL2;
+      qxSums(nmax, x, xo, L, lo, iscale, true);
       scale = f(sumlx / suml2);
       best = f(scale * sumlx);
     }
@@ -136,25 +168,31 @@ function scaleMinK4(j: number, q: Uint8Array): [number, number] {
   return [(q[j + 4]! & 0xf) | ((q[j - 4]! >> 6) << 4), (q[j + 4]! >> 4) | ((q[j]! >> 6) << 4)];
 }
 
+const QKX_L = new Uint8Array(QK_K);
+const QKX_MINS = new Float32Array(8);
+const QKX_SCALES = new Float32Array(8);
+
 /**
  * One Q4_K (nmax 15, 144 bytes) or Q5_K (nmax 31, 176 bytes) block: d and dmin as f16, 12 bytes of 6-bit
  * scales and mins, for Q5_K 32 bytes of fifth bits, then 128 bytes of the low 4 bits.
  */
-function quantizeQkxBlock(nmax: 15 | 31, x: Float32Array, out: Uint8Array): void {
-  const L = new Uint8Array(QK_K);
-  const Laux = new Uint8Array(32);
-  const weights = new Float32Array(32);
-  const mins = new Float32Array(8);
-  const scales = new Float32Array(8);
+function quantizeQkxBlock(nmax: 15 | 31, x: Float32Array, xOff: number, out: Uint8Array): void {
+  const L = QKX_L;
+  const mins = QKX_MINS;
+  const scales = QKX_SCALES;
+  const weights = WEIGHTS;
   let maxScale = 0;
   let maxMin = 0;
   for (let j = 0; j < 8; j++) {
-    const xs = x.subarray(32 * j, 32 * j + 32);
+    const xo = xOff + 32 * j;
     let sumX2 = 0;
-    for (let l = 0; l < 32; l++) sumX2 = f(sumX2 + f(xs[l]! * xs[l]!));
+    for (let l = 0; l < 32; l++) sumX2 = f(sumX2 + f(x[xo + l]! * x[xo + l]!));
     const avX = f(Math.sqrt(f(sumX2 / 32)));
-    for (let l = 0; l < 32; l++) weights[l] = f(avX + Math.abs(xs[l]!));
-    const [scale, min] = nmax === 15 ? makeQkx2Quants(15, xs, weights, L.subarray(32 * j, 32 * j + 32), Laux, -1, f(0.1), 20) : makeQkx2Quants(31, xs, weights, L.subarray(32 * j, 32 * j + 32), Laux, -0.5, f(0.1), 15);
+    for (let l = 0; l < 32; l++) weights[l] = f(avX + Math.abs(x[xo + l]!));
+    if (nmax === 15) makeQkx2Quants(15, x, xo, weights, L, 32 * j, -1, RDELTA, 20);
+    else makeQkx2Quants(31, x, xo, weights, L, 32 * j, -0.5, RDELTA, 15);
+    const scale = fitScale;
+    const min = fitMin;
     scales[j] = scale;
     mins[j] = min;
     if (scale > maxScale) maxScale = scale;
@@ -189,7 +227,7 @@ function quantizeQkxBlock(nmax: 15 | 31, x: Float32Array, out: Uint8Array): void
     const d = f(d16 * s);
     if (d === 0) continue;
     const dm = f(dmin16 * m);
-    for (let ii = 0; ii < 32; ii++) L[32 * j + ii] = Math.max(0, Math.min(nmax, nearestInt(f(f(x[32 * j + ii]! + dm) / d))));
+    for (let ii = 0; ii < 32; ii++) L[32 * j + ii] = Math.max(0, Math.min(nmax, nearestInt(f(f(x[xOff + 32 * j + ii]! + dm) / d))));
   }
   if (nmax === 15) {
     const q = out.subarray(16, 144);
@@ -218,13 +256,16 @@ function quantizeQkxBlock(nmax: 15 | 31, x: Float32Array, out: Uint8Array): void
 }
 
 /** One Q6_K block (210 bytes: 128 bytes low 4 bits, 64 bytes high 2 bits, 16 int8 scales, d as f16). */
-function quantizeQ6KBlock(x: Float32Array, out: Uint8Array): void {
-  const L = new Int8Array(QK_K);
-  const scales = new Float32Array(16);
+const Q6_L = new Int8Array(QK_K);
+const Q6_SCALES = new Float32Array(16);
+
+function quantizeQ6KBlock(x: Float32Array, xOff: number, out: Uint8Array): void {
+  const L = Q6_L;
+  const scales = Q6_SCALES;
   let maxScale = 0;
   let maxAbsScale = 0;
   for (let ib = 0; ib < 16; ib++) {
-    const scale = makeQxQuants(32, x.subarray(16 * ib, 16 * ib + 16), L.subarray(16 * ib, 16 * ib + 16));
+    const scale = makeQxQuants(32, x, xOff + 16 * ib, L, 16 * ib);
     scales[ib] = scale;
     if (Math.abs(scale) > maxAbsScale) {
       maxAbsScale = Math.abs(scale);
@@ -243,7 +284,7 @@ function quantizeQ6KBlock(x: Float32Array, out: Uint8Array): void {
   for (let j = 0; j < 16; j++) {
     const d = f(d16 * sc[j]!);
     if (d === 0) continue;
-    for (let ii = 0; ii < 16; ii++) L[16 * j + ii] = Math.max(-32, Math.min(31, nearestInt(f(x[16 * j + ii]! / d)))) + 32;
+    for (let ii = 0; ii < 16; ii++) L[16 * j + ii] = Math.max(-32, Math.min(31, nearestInt(f(x[xOff + 16 * j + ii]! / d)))) + 32;
   }
   const ql = out.subarray(0, 128);
   const qh = out.subarray(128, 192);
@@ -266,8 +307,11 @@ export function quantizeKQuant(type: KQuantType, values: Float32Array): Uint8Arr
   const blocks = values.length / QK_K;
   const size = BLOCK_BYTES[type];
   const out = new Uint8Array(blocks * size);
-  const quantize = type === "Q4_K" ? quantizeQkxBlock.bind(null, 15) : type === "Q5_K" ? quantizeQkxBlock.bind(null, 31) : quantizeQ6KBlock;
-  for (let b = 0; b < blocks; b++) quantize(values.subarray(b * QK_K, (b + 1) * QK_K), out.subarray(b * size, (b + 1) * size));
+  for (let b = 0; b < blocks; b++) {
+    const block = out.subarray(b * size, (b + 1) * size);
+    if (type === "Q6_K") quantizeQ6KBlock(values, b * QK_K, block);
+    else quantizeQkxBlock(type === "Q4_K" ? 15 : 31, values, b * QK_K, block);
+  }
   return out;
 }
 

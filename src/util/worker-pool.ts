@@ -2,7 +2,7 @@
 // module that registered the job, from the .ts sources under tsx or from the esbuild bundle, alike.
 import { availableParallelism } from "node:os";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
-import { ERROR_CODES, TunaError, errorMessage, type ErrorCode } from "../util/errors.ts";
+import { ERROR_CODES, TunaError, errorMessage, type ErrorCode } from "./errors.ts";
 
 // How a job is found without importing anything by name: the module that defines a job calls
 // `registerWorkerJobs({ tokenizeChunk })` at its top level (a no-op outside pool workers) and exports its
