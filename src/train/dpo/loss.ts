@@ -11,9 +11,12 @@
 //   apo_zero 1 - s(beta a) + s(beta b)                                                          (APO)
 //   apo_down s(beta a) + 1 - s(beta z)
 //   discopop -log s(u) (1 - m) + exp(-u) m, m = s(u / tau), tau = discopop_tau                   (DiscoPOP)
+// and two losses over a whole micro-batch (dpoLosses), whose terms pair the i-th smallest of two sorted lists:
+//   aot_pair -(1 - e) log s(beta d_i) - e log s(-beta d_i), d_i = sorted(a)_i - sorted(b)_i            (AOT)
+//   aot      the same with d_i = sorted(chosen - rejected)_i - sorted(ref chosen - ref rejected)_i
 // Rewards are beta x (policy - reference) log-probabilities, as TRL logs them.
 
-export type DpoLossType = "sigmoid" | "ipo" | "hinge" | "robust" | "exo_pair" | "nca_pair" | "sppo_hard" | "apo_zero" | "apo_down" | "discopop";
+export type DpoLossType = "sigmoid" | "ipo" | "hinge" | "robust" | "exo_pair" | "nca_pair" | "sppo_hard" | "apo_zero" | "apo_down" | "discopop" | "aot" | "aot_pair";
 
 export interface DpoLossSettings {
   lossType: DpoLossType;
@@ -52,6 +55,45 @@ export function sigmoid(x: number): number {
 /** sigmoid'(x) = s(x) s(-x). */
 function dsigmoid(x: number): number {
   return sigmoid(x) * sigmoid(-x);
+}
+
+/** Indices 0..n-1 ordered by values (ascending; ties by index, as a stable sort leaves them). */
+function order(values: readonly number[]): number[] {
+  return values.map((_, i) => i).sort((i, j) => values[i]! - values[j]! || i - j);
+}
+
+/**
+ * The loss of every pair of a micro-batch. For the pair losses each is dpoPairLoss; for AOT the i-th term
+ * pairs the i-th smallest of two sorted lists, so pair j's derivatives are those of the terms its values
+ * landed in (losses[j] is then the j-th term: their sum is the micro-batch's loss either way).
+ */
+export function dpoLosses(pairs: readonly PairLogps[], s: DpoLossSettings): PairLoss[] {
+  if (s.lossType !== "aot" && s.lossType !== "aot_pair") return pairs.map((p) => dpoPairLoss(p, s));
+  const { beta, labelSmoothing: e } = s;
+  const pairwise = s.lossType === "aot_pair";
+  // aot_pair: chosen log-ratios vs rejected log-ratios; aot: policy margins vs reference margins.
+  const first = pairs.map((p) => (pairwise ? p.chosen - p.refChosen : p.chosen - p.rejected));
+  const second = pairs.map((p) => (pairwise ? p.rejected - p.refRejected : p.refChosen - p.refRejected));
+  const byFirst = order(first);
+  const bySecond = order(second);
+  const terms = pairs.map((_, i) => {
+    const bd = beta * (first[byFirst[i]!]! - second[bySecond[i]!]!);
+    return { loss: -(1 - e) * logSigmoid(bd) - e * logSigmoid(-bd), dDelta: beta * (-(1 - e) * sigmoid(-bd) + e * sigmoid(bd)) };
+  });
+  const dFirst = new Array<number>(pairs.length);
+  const dSecond = new Array<number>(pairs.length);
+  terms.forEach((t, i) => {
+    dFirst[byFirst[i]!] = t.dDelta;
+    dSecond[bySecond[i]!] = -t.dDelta;
+  });
+  return pairs.map((p, j) => ({
+    loss: terms[j]!.loss,
+    // aot_pair: first = chosen - ref, second = rejected - ref; aot: first = chosen - rejected (second has no policy term).
+    dChosen: dFirst[j]!,
+    dRejected: pairwise ? dSecond[j]! : -dFirst[j]!,
+    chosenReward: beta * (p.chosen - p.refChosen),
+    rejectedReward: beta * (p.rejected - p.refRejected),
+  }));
 }
 
 export function dpoPairLoss(p: PairLogps, s: DpoLossSettings): PairLoss {
@@ -107,6 +149,9 @@ export function dpoPairLoss(p: PairLogps, s: DpoLossSettings): PairLoss {
       dz = beta * dsigmoid(bz) * (bz + Math.log(eps / (1 - eps)));
       break;
     }
+    case "aot":
+    case "aot_pair":
+      throw new Error(`${s.lossType} is a loss over a micro-batch: use dpoLosses`);
     case "discopop": {
       const tau = s.discopopTau ?? 0.05;
       const m = sigmoid(bz / tau);

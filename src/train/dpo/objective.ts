@@ -7,7 +7,7 @@
 import type { Batch } from "../../data/batch.ts";
 import type { ForwardOptions, ForwardResult, SpanScale, TrainingModel, UploadedBatch } from "../../model/types.ts";
 import { TunaError } from "../../util/errors.ts";
-import { dpoPairLoss, type DpoLossSettings } from "./loss.ts";
+import { dpoLosses, type DpoLossSettings, type PairLogps } from "./loss.ts";
 
 export interface DpoSettings extends DpoLossSettings {
   /** No reference: its log-probabilities are 0. */
@@ -140,12 +140,17 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
       });
       const rpoWeight = s.rpoAlpha === undefined || chosenTokens === 0 ? 0 : (s.rpoAlpha * pairs.length) / chosenTokens;
       const m = metrics[options.training === true ? "train" : "eval"];
+      // IPO compares log-probabilities averaged over each completion's tokens (TRL divides by the token count).
+      const counts = pairs.map((p): [number, number] => (ipo ? [Math.max(1, p.chosenTokens), Math.max(1, p.rejectedTokens)] : [1, 1]));
+      const logpsOf: PairLogps[] = pairs.map((_, i) => {
+        const [nc, nr] = counts[i]!;
+        return { chosen: policyLogps[i]![0] / nc, rejected: policyLogps[i]![1] / nr, refChosen: ref[i]![0] / nc, refRejected: ref[i]![1] / nr };
+      });
+      const losses = dpoLosses(logpsOf, s);
       pairs.forEach((p, i) => {
-        // IPO compares log-probabilities averaged over each completion's tokens (TRL divides by the token count).
-        const nc = ipo ? Math.max(1, p.chosenTokens) : 1;
-        const nr = ipo ? Math.max(1, p.rejectedTokens) : 1;
-        const logps = { chosen: policyLogps[i]![0] / nc, rejected: policyLogps[i]![1] / nr, refChosen: ref[i]![0] / nc, refRejected: ref[i]![1] / nr };
-        const r = dpoPairLoss(logps, s);
+        const [nc, nr] = counts[i]!;
+        const logps = logpsOf[i]!;
+        const r = losses[i]!;
         lossSum += r.loss;
         spans.push({ start: p.chosen[0], count: p.chosen[1] - p.chosen[0], scale: -r.dChosen / nc + rpoWeight }, { start: p.rejected[0], count: p.rejected[1] - p.rejected[0], scale: -r.dRejected / nr });
         const add = (k: string, v: number): void => {

@@ -166,10 +166,10 @@ void test("tuna train refuses DPO settings; tuna dpo refuses packing and TRL los
   const packing = tuna(["dpo", ...flags(join(tmp, "x2"), ["--packing"])]);
   assert.notEqual(packing.status, 0);
   assert.match(packing.stderr, /tuna dpo does not pack pairs together/);
-  const aot = tuna(["dpo", ...flags(join(tmp, "x3"), ["--loss_type", "aot_pair"])]);
-  assert.notEqual(aot.status, 0);
-  assert.match(aot.stderr, /loss_type aot_pair is one of TRL's DPO losses that tuna does not implement .* tuna has sigmoid, ipo, hinge, robust, exo_pair, nca_pair/);
+  const bco = tuna(["dpo", ...flags(join(tmp, "x3"), ["--loss_type", "bco_pair"])]);
+  assert.notEqual(bco.status, 0);
+  assert.match(bco.stderr, /loss_type bco_pair is one of TRL's DPO losses that tuna does not implement .* tuna has sigmoid, ipo, hinge, robust, exo_pair, nca_pair/);
   const smoothing = tuna(["dpo", ...flags(join(tmp, "x4"), ["--loss_type", "hinge", "--label_smoothing", "0.1"])]);
   assert.notEqual(smoothing.status, 0);
-  assert.match(smoothing.stderr, /label_smoothing 0\.1 applies to the sigmoid, robust and exo_pair losses/);
+  assert.match(smoothing.stderr, /label_smoothing 0\.1 applies to the sigmoid, robust, exo_pair, aot and aot_pair losses/);
 });

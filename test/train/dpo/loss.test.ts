@@ -3,13 +3,13 @@
 // without label smoothing.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { dpoPairLoss, logSigmoid, type DpoLossType, type PairLogps } from "../../../src/train/dpo/loss.ts";
+import { dpoLosses, dpoPairLoss, logSigmoid, type DpoLossType, type PairLogps } from "../../../src/train/dpo/loss.ts";
 
 const softplus = (x: number): number => Math.log(1 + Math.exp(x));
 const sig = (x: number): number => 1 / (1 + Math.exp(-x));
 const logsig = (x: number): number => -softplus(-x);
 /** TRL's formulas, literally (softplus(-x) = -log sigmoid(x)). */
-function reference(type: DpoLossType, beta: number, ls: number, p: PairLogps): number {
+function reference(type: Exclude<DpoLossType, "aot" | "aot_pair">, beta: number, ls: number, p: PairLogps): number {
   const logits = p.chosen - p.rejected - (p.refChosen - p.refRejected);
   const chosenLogratios = p.chosen - p.refChosen;
   const rejectedLogratios = p.rejected - p.refRejected;
@@ -79,3 +79,39 @@ void test("log sigmoid stays finite far out in both directions", () => {
   assert.ok(Math.abs(logSigmoid(-800) + 800) < 1e-9);
   assert.ok(Math.abs(logSigmoid(0) - Math.log(0.5)) < 1e-15);
 });
+
+/** TRL's AOT losses, literally: sort two lists over the batch, pair the i-th of each. */
+function aotReference(type: "aot" | "aot_pair", beta: number, ls: number, pairs: PairLogps[]): number {
+  const first = pairs.map((p) => (type === "aot_pair" ? p.chosen - p.refChosen : p.chosen - p.rejected)).sort((x, y) => x - y);
+  const second = pairs.map((p) => (type === "aot_pair" ? p.rejected - p.refRejected : p.refChosen - p.refRejected)).sort((x, y) => x - y);
+  let sum = 0;
+  first.forEach((x, i) => {
+    const delta = x - second[i]!;
+    sum += -logsig(beta * delta) * (1 - ls) - logsig(-beta * delta) * ls;
+  });
+  return sum;
+}
+
+for (const type of ["aot", "aot_pair"] as const) {
+  void test(`${type}: the micro-batch's loss as TRL computes it (sorted lists paired), each pair's derivatives by central differences`, () => {
+    const batch: PairLogps[] = [...PAIRS, { chosen: -7, rejected: -9.5, refChosen: -8, refRejected: -8.25 }, { chosen: -20, rejected: -18, refChosen: -19, refRejected: -19.5 }];
+    for (const ls of [0, 0.1]) {
+      const s = { lossType: type, beta: 0.3, labelSmoothing: ls };
+      const total = (b: PairLogps[]): number => dpoLosses(b, s).reduce((n, r) => n + r.loss, 0);
+      const want = aotReference(type, 0.3, ls, batch);
+      assert.ok(Math.abs(total(batch) - want) < 1e-12 * Math.max(1, Math.abs(want)), `${total(batch)} vs ${want}`);
+      const losses = dpoLosses(batch, s);
+      const h = 1e-6;
+      batch.forEach((p, j) => {
+        for (const k of ["chosen", "rejected"] as const) {
+          const plus = batch.map((q, i) => (i === j ? { ...q, [k]: q[k] + h } : q));
+          const minus = batch.map((q, i) => (i === j ? { ...q, [k]: q[k] - h } : q));
+          const numeric = (total(plus) - total(minus)) / (2 * h);
+          const analytic = k === "chosen" ? losses[j]!.dChosen : losses[j]!.dRejected;
+          assert.ok(Math.abs(numeric - analytic) < 1e-6, `${type} pair ${j} d ${k}: ${analytic} vs ${numeric}`);
+        }
+        assert.equal(losses[j]!.chosenReward, 0.3 * (p.chosen - p.refChosen));
+      });
+    }
+  });
+}

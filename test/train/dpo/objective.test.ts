@@ -38,6 +38,8 @@ const CASES: [string, DpoSettings][] = [
   ["apo_zero", { lossType: "apo_zero", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
   ["apo_down", { lossType: "apo_down", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
   ["discopop", { lossType: "discopop", beta: 0.5, labelSmoothing: 0, discopopTau: 0.05, referenceFree: false, rpoAlpha: undefined }],
+  ["aot", { lossType: "aot", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
+  ["aot_pair with label smoothing 0.1", { lossType: "aot_pair", beta: 0.5, labelSmoothing: 0.1, referenceFree: false, rpoAlpha: undefined }],
 ];
 
 for (const [label, settings] of CASES) {
