@@ -3,10 +3,12 @@
 // token of all running requests as one batch over the base (decodeBatch: requests for different adapters share
 // the base's GEMMs, each adapter adds its own B A to its rows); a request leaves at eos, max_tokens, a stop
 // sequence, or when its client goes away. Beyond the running ones, maxQueue requests wait; more get 429.
-// Node's event loop runs between steps, so HTTP traffic is served while generating.
+// Node's event loop runs between steps, so HTTP traffic is served while generating. Finished requests leave
+// their KV caches in a small prefix cache: a request whose prompt starts with one of them (the next turn of a
+// chat resends the conversation) prefills only what is new.
 import { TunaError, errorMessage } from "../util/errors.ts";
 import { createRng, type Rng } from "../util/random.ts";
-import { createDecoder, decodeForward, freeDecoder, type Decoder } from "../model/causal-lm/decode.ts";
+import { createDecoder, decodeForward, freeDecoder, reserveCache, truncateCache, type Decoder } from "../model/causal-lm/decode.ts";
 import { batchable, decodeBatch } from "../model/causal-lm/decode-batch.ts";
 import type { CausalLm } from "../model/causal-lm/model.ts";
 import { createTextStream } from "../model/generate.ts";
@@ -20,8 +22,8 @@ export interface Batcher {
   submit(model: ServedModel, req: GenerationRequest, onText: (text: string) => void, aborted: () => boolean): Promise<RunResult>;
   readonly running: number;
   readonly waiting: number;
-  /** Steps run and the rows they decoded, for logs and tests. */
-  readonly stats: { steps: number; rows: number; largestBatch: number };
+  /** Steps run and the rows they decoded, and prompt tokens the prefix cache spared, for logs and tests. */
+  readonly stats: { steps: number; rows: number; largestBatch: number; reusedTokens: number };
 }
 
 interface Job {
@@ -48,12 +50,53 @@ interface Running {
   next: number;
 }
 
-export function createBatcher(options: { base: CausalLm; maxBatch: number; maxQueue: number; onError?: (message: string) => void }): Batcher {
+/** A finished request's KV cache, kept for a later prompt that starts the same way. */
+interface CachedPrefix {
+  model: string;
+  decoder: Decoder;
+}
+
+export function createBatcher(options: {
+  base: CausalLm;
+  maxBatch: number;
+  maxQueue: number;
+  /** Finished requests' KV caches kept for prompts that continue them (0 = none). */
+  prefixCache?: number;
+  onError?: (message: string) => void;
+}): Batcher {
   if (!Number.isSafeInteger(options.maxBatch) || options.maxBatch < 1) throw new TunaError("CONFIG_INVALID", `max_batch must be an integer >= 1, got ${options.maxBatch}`);
   const pending: Job[] = [];
   const running: Running[] = [];
-  const stats = { steps: 0, rows: 0, largestBatch: 0 };
+  const stats = { steps: 0, rows: 0, largestBatch: 0, reusedTokens: 0 };
   let looping = false;
+  const prefixCapacity = options.prefixCache ?? 0;
+  const cached: CachedPrefix[] = []; // least recently used first
+
+  /** Keeps r's KV cache for a later prompt (the oldest kept one is freed beyond the capacity). */
+  const release = (r: Running): void => {
+    if (prefixCapacity === 0) {
+      freeDecoder(r.decoder);
+      return;
+    }
+    cached.push({ model: r.job.model.name, decoder: r.decoder });
+    while (cached.length > prefixCapacity) freeDecoder(cached.shift()!.decoder);
+  };
+  /** The kept KV cache that shares the longest start with `prompt` on `model` (leaving one token to run), taken out of the cache. */
+  const takePrefix = (model: string, prompt: readonly number[]): { decoder: Decoder; common: number } | null => {
+    let best: { index: number; common: number } | null = null;
+    cached.forEach((c, index) => {
+      if (c.model !== model) return;
+      const tokens = c.decoder.tokens;
+      let common = 0;
+      while (common < tokens.length && common < prompt.length - 1 && tokens[common] === prompt[common]) common++;
+      if (common > 0 && (best === null || common > best.common)) best = { index, common };
+    });
+    if (best === null) return null;
+    const { index, common } = best;
+    const decoder = cached.splice(index, 1)[0]!.decoder;
+    truncateCache(decoder, common);
+    return { decoder, common };
+  };
 
   const emit = (r: Running, piece: string): void => {
     if (piece.length === 0) return;
@@ -63,7 +106,7 @@ export function createBatcher(options: { base: CausalLm; maxBatch: number; maxQu
   /** Ends r: at eos or max_tokens the text held back (a partial character, a possible stop prefix) is flushed. */
   const finish = (r: Running, how: "eos" | "length" | "stop sequence" | "client gone"): void => {
     running.splice(running.indexOf(r), 1);
-    freeDecoder(r.decoder);
+    release(r);
     let finishReason: RunResult["finishReason"] = how === "eos" || how === "stop sequence" ? "stop" : "length";
     if (how === "eos" || how === "length") {
       const rest = r.stops.push(r.stream.flush());
@@ -105,7 +148,13 @@ export function createBatcher(options: { base: CausalLm; maxBatch: number; maxQu
       return;
     }
     const tokenizer = job.model.session.tokenizer;
-    const decoder = createDecoder(job.model.session.decoder.model, plan.prompt.length + Math.min(plan.maxTokens, 512));
+    const reused = takePrefix(job.model.name, plan.prompt);
+    const room = plan.prompt.length + Math.min(plan.maxTokens, 512);
+    const decoder = reused?.decoder ?? createDecoder(job.model.session.decoder.model, room);
+    if (reused !== null) {
+      reserveCache(decoder, room);
+      stats.reusedTokens += reused.common;
+    }
     const r: Running = {
       job,
       plan,
@@ -120,7 +169,7 @@ export function createBatcher(options: { base: CausalLm; maxBatch: number; maxQu
       next: -1,
     };
     running.push(r);
-    advance(r, await decodeForward(decoder, plan.prompt));
+    advance(r, await decodeForward(decoder, plan.prompt.slice(reused?.common ?? 0)));
   };
   /** One token for every running request: batchable ones together (grouped by model), the others alone. */
   const step = async (): Promise<void> => {

@@ -20,6 +20,8 @@ export interface ServeOptions {
   maxBatch: number;
   /** Requests that may wait for a place in the batch (more get 429). */
   maxQueue: number;
+  /** Finished requests' KV caches kept for prompts that continue them (chat turns); 0 = none. */
+  prefixCache?: number;
   /** Largest request body accepted, in bytes. */
   maxBodyBytes?: number;
   /** Told about each request's failure that is the server's fault. */
@@ -94,6 +96,7 @@ export function createServeServer(options: ServeOptions): Server & { batcher: Ba
     base: base.session.decoder.model,
     maxBatch: options.maxBatch,
     maxQueue: options.maxQueue,
+    prefixCache: options.prefixCache ?? 0,
     ...(options.onError === undefined ? {} : { onError: options.onError }),
   });
   const limit = options.maxBodyBytes ?? MAX_BODY;

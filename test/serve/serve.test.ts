@@ -16,6 +16,7 @@ import { createRng } from "../../src/util/random.ts";
 import { openGenerationSession, runGeneration } from "../../src/cli/commands/generate.ts";
 import { encodeChat, replyText } from "../../src/train/generation-session.ts";
 import { GREEDY } from "../../src/model/sampling.ts";
+import type { ChatMessage } from "../../src/tokenizer/chat-template.ts";
 import { startServe, type RunningServer } from "../../src/cli/commands/serve.ts";
 
 const root = new URL("../..", import.meta.url).pathname;
@@ -48,6 +49,7 @@ before(async () => {
     host: "127.0.0.1",
     port: 0,
     maxQueue: 64,
+    prefixCache: 4,
     onNotice: (m) => notices.push(m),
   });
   client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused", maxRetries: 0 });
@@ -61,10 +63,10 @@ after(async () => {
 const messages = [{ role: "user" as const, content: "Say something about tuna." }];
 
 /** What `tuna generate --chat` gives for the same conversation: greedy, max_new_tokens 12. */
-async function expectedReply(adapter: string | undefined): Promise<string> {
+async function expectedReply(adapter: string | undefined, conversation: ChatMessage[] = messages): Promise<string> {
   const session = await openGenerationSession(MODEL, { device: "cpu", seed: "0", ...(adapter === undefined ? {} : { adapter }) }, "cpu");
   const template = session.tokenizer.chatTemplate!;
-  const prompt = encodeChat(session, template, messages);
+  const prompt = encodeChat(session, template, conversation);
   const r = await runGeneration(session, prompt, { maxNewTokens: 12, eosTokenIds: session.opened.cfg.eosTokenIds, sampling: GREEDY }, 0);
   return replyText(session, r);
 }
@@ -198,4 +200,19 @@ void test("completions take the prompt as token ids (as OpenAI's API allows); ig
   assert.equal(long.usage?.completion_tokens, 40);
   assert.equal(long.choices[0]!.finish_reason, "length");
   await assert.rejects(client.completions.create({ model: "tiny", prompt: [1, 10 ** 7] }), (e: unknown) => e instanceof OpenAI.BadRequestError && /outside the model's vocabulary/.test(e.message));
+});
+
+void test("the next turn of a chat reuses the previous turn's KV cache (prefix cache) and answers as a fresh generation does", async () => {
+  const first = await client.chat.completions.create({ model: "alpha", messages, temperature: 0, max_completion_tokens: 12 });
+  const reply = first.choices[0]!.message.content!;
+  const next: (ChatMessage & OpenAI.Chat.Completions.ChatCompletionMessageParam)[] = [...messages, { role: "assistant" as const, content: reply }, { role: "user" as const, content: "And about salmon?" }];
+  const before = server.server.batcher.stats.reusedTokens;
+  const second = await client.chat.completions.create({ model: "alpha", messages: next, temperature: 0, max_completion_tokens: 12 });
+  const reused = server.server.batcher.stats.reusedTokens - before;
+  assert.ok(reused >= 5, `the second turn reused the first turn's prompt (${reused} tokens)`);
+  assert.ok(reused < (second.usage?.prompt_tokens ?? 0), "and prefilled the new turn");
+  assert.equal(second.choices[0]!.message.content, await expectedReply(adapters[0]!.dir, next));
+  // Another model's cache is never taken: the base answers the same conversation as a fresh generation.
+  const base = await client.chat.completions.create({ model: "tiny", messages: next, temperature: 0, max_completion_tokens: 12 });
+  assert.equal(base.choices[0]!.message.content, await expectedReply(undefined, next));
 });

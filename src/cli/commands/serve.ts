@@ -31,6 +31,8 @@ one that trained embedding rows decodes beside the batch, the latter with its ow
   --api_key KEY                  require "Authorization: Bearer KEY" (default: the TUNA_API_KEY variable, else none)
   --max_batch N                  requests that generate together (default 16)
   --max_queue N                  requests that may wait for a place (default 64)
+  --prefix_cache N               finished requests' KV caches kept so a prompt that continues one (the next
+                                 turn of a chat) prefills only what is new (default 4; 0 = off)
   --chat_template FILE           a Jinja chat template, for models whose tokenizer has none
 ${SHARED_HELP.split("\n").filter((l) => MODEL_FLAGS.some((f) => l.trimStart().startsWith(`--${f} `))).join("\n")}
 Sampling (temperature, top_p, max_tokens, stop, seed) comes with each request, as the OpenAI API has it.`;
@@ -52,6 +54,7 @@ const OPTIONS = {
   api_key: { type: "string" },
   max_batch: { type: "string", default: "16" },
   max_queue: { type: "string", default: "64" },
+  prefix_cache: { type: "string", default: "4" },
 } as const;
 
 export interface ServeStart {
@@ -64,6 +67,8 @@ export interface ServeStart {
   apiKey?: string;
   /** Requests generating together (default 16). */
   maxBatch?: number;
+  /** KV caches of finished requests kept for prompts that continue them (default 4). */
+  prefixCache?: number;
   maxQueue: number;
   onNotice: (message: string) => void;
 }
@@ -104,6 +109,7 @@ export async function startServe(s: ServeStart): Promise<RunningServer> {
     failed,
     maxBatch: s.maxBatch ?? 16,
     maxQueue: s.maxQueue,
+    prefixCache: s.prefixCache ?? 4,
     ...(s.apiKey === undefined ? {} : { apiKey: s.apiKey }),
     onError: (m) => {
       s.onNotice(`error: ${m}`);
@@ -169,6 +175,7 @@ export async function serveCommand(args: string[], output: CliOutput): Promise<n
   const port = count(values.port, "port", 0, problems);
   const maxQueue = count(values.max_queue, "max_queue", 0, problems);
   const maxBatch = count(values.max_batch, "max_batch", 1, problems);
+  const prefixCache = count(values.prefix_cache, "prefix_cache", 0, problems);
   if (problems.length > 0) throw new TunaError("CONFIG_INVALID", `${problems.join("; ")}.\n\n${HELP}`);
   const apiKey = values.api_key ?? process.env["TUNA_API_KEY"];
   const shared: SharedValues = { ...values, adapter: undefined };
@@ -182,6 +189,7 @@ export async function serveCommand(args: string[], output: CliOutput): Promise<n
     ...(apiKey === undefined || apiKey === "" ? {} : { apiKey }),
     maxBatch,
     maxQueue,
+    prefixCache,
     onNotice: (m) => {
       output.err(m);
     },
