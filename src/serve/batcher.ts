@@ -83,16 +83,19 @@ export function createBatcher(options: {
   };
   /** The kept KV cache that shares the longest start with `prompt` on `model` (leaving one token to run), taken out of the cache. */
   const takePrefix = (model: string, prompt: readonly number[]): { decoder: Decoder; common: number } | null => {
-    let best: { index: number; common: number } | null = null;
-    cached.forEach((c, index) => {
-      if (c.model !== model) return;
+    let index = -1;
+    let common = 0;
+    for (const [i, c] of cached.entries()) {
+      if (c.model !== model) continue;
       const tokens = c.decoder.tokens;
-      let common = 0;
-      while (common < tokens.length && common < prompt.length - 1 && tokens[common] === prompt[common]) common++;
-      if (common > 0 && (best === null || common > best.common)) best = { index, common };
-    });
-    if (best === null) return null;
-    const { index, common } = best;
+      let n = 0;
+      while (n < tokens.length && n < prompt.length - 1 && tokens[n] === prompt[n]) n++;
+      if (n > common) {
+        index = i;
+        common = n;
+      }
+    }
+    if (index < 0) return null;
     const decoder = cached.splice(index, 1)[0]!.decoder;
     truncateCache(decoder, common);
     return { decoder, common };
