@@ -145,9 +145,25 @@ function allocBlock(
     gate: a([N, F], "gate"),
     up: a([N, F], "up"),
     h: a([N, F], "h"),
-    qkNorm: cfg.qkNorm ? { q: a([N, qDim], "q_raw"), k: a([N, kvDim], "k_raw"), rstdQ: f32([N, cfg.numHeads], "rstd_q"), rstdK: f32([N, cfg.numKvHeads], "rstd_k") } : null,
-    sandwich: cfg.sandwichNorms ? { o: a([N, C], "o_raw"), rstdO: f32([N], "rstd_o"), down: a([N, C], "down_raw"), rstdDown: f32([N], "rstd_down") } : null,
+    ...familySlots(cfg, N, a, f32),
     lora: slots,
+  };
+}
+
+type Alloc = (shape: number[], name: string) => Tensor;
+
+/**
+ * The slots only some families' blocks fill, for N tokens: Qwen3's and Gemma 3's q and k before their per-head
+ * norms (and the norms' f32 rstd), Gemma's attention and MLP outputs before their sandwich norms. `act` makes
+ * activations, `f32` statistics. Training, decoding and batched decoding allocate them alike.
+ */
+export function familySlots(cfg: ModelConfig, N: number, act: Alloc, f32: Alloc): Pick<BlockSlots, "qkNorm" | "sandwich"> {
+  const C = cfg.hiddenSize;
+  const qDim = cfg.numHeads * cfg.headDim;
+  const kvDim = cfg.numKvHeads * cfg.headDim;
+  return {
+    qkNorm: cfg.qkNorm ? { q: act([N, qDim], "q_raw"), k: act([N, kvDim], "k_raw"), rstdQ: f32([N, cfg.numHeads], "rstd_q"), rstdK: f32([N, cfg.numKvHeads], "rstd_k") } : null,
+    sandwich: cfg.sandwichNorms ? { o: act([N, C], "o_raw"), rstdO: f32([N], "rstd_o"), down: act([N, C], "down_raw"), rstdDown: f32([N], "rstd_down") } : null,
   };
 }
 

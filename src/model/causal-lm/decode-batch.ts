@@ -6,7 +6,7 @@
 import type { Backend, Tensor } from "../../backend/types.ts";
 import { TunaError } from "../../util/errors.ts";
 import { PROJECTIONS, type Projection } from "../../hf/weights.ts";
-import type { LoraSlots } from "./activations.ts";
+import { familySlots, type LoraSlots } from "./activations.ts";
 import { attentionOptions, blockForwardWith, normOptions } from "./block.ts";
 import { reserveCache, type Decoder } from "./decode.ts";
 import { embeddingScale, type CausalLm } from "./model.ts";
@@ -107,8 +107,7 @@ export async function decodeBatch(base: CausalLm, entries: readonly BatchEntry[]
       gate: a([B, F], "gate"),
       up: a([B, F], "up"),
       h: a([B, F], "h"),
-      qkNorm: cfg.qkNorm ? { q: a([B, qDim], "q_raw"), k: a([B, kvDim], "k_raw"), rstdQ: a([B, cfg.numHeads], "rstd_q"), rstdK: a([B, cfg.numKvHeads], "rstd_k") } : null,
-      sandwich: cfg.sandwichNorms ? { o: a([B, C], "o_raw"), rstdO: a([B], "rstd_o"), down: a([B, C], "down_raw"), rstdDown: a([B], "rstd_down") } : null,
+      ...familySlots(cfg, B, a, a),
       lora: loraSlot === undefined ? {} : Object.fromEntries(PROJECTIONS.map((p) => [p, loraSlot])),
     };
     const slots = { ...step, ln2: step.ln1, rstd2: step.rstd1 };

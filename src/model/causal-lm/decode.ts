@@ -4,7 +4,7 @@ import type { Backend, Tensor } from "../../backend/types.ts";
 import { TunaError } from "../../util/errors.ts";
 import type { ModelConfig } from "../../hf/config.ts";
 import { PROJECTIONS, type Projection } from "../../hf/weights.ts";
-import type { LoraSlots } from "./activations.ts";
+import { familySlots, type LoraSlots } from "./activations.ts";
 import { attentionOptions, blockForwardWith, normOptions } from "./block.ts";
 import type { LinearScratch } from "./linear.ts";
 import { embeddingScale, type CausalLm } from "./model.ts";
@@ -305,8 +305,7 @@ function buffersFor(decoder: Decoder, Q: number): StepBuffers {
     lnf: a([1, C], "lnf"),
     rstdf: a([1], "rstdf"),
     logits: a([1, cfg.vocabSize], "logits"),
-    qkNorm: cfg.qkNorm ? { q: a([rows, qDim], "q_raw"), k: a([rows, kvDim], "k_raw"), rstdQ: a([rows, cfg.numHeads], "rstd_q"), rstdK: a([rows, cfg.numKvHeads], "rstd_k") } : null,
-    sandwich: cfg.sandwichNorms ? { o: a([rows, C], "o_raw"), rstdO: a([rows], "rstd_o"), down: a([rows, C], "down_raw"), rstdDown: a([rows], "rstd_down") } : null,
+    ...familySlots(cfg, rows, a, a),
   };
   decoder.buffers = buffers;
   return buffers;
