@@ -12,7 +12,7 @@ import { encodeGgml } from "../io/gguf/quants.ts";
 import { writeGguf, type GgufTensorToWrite } from "../io/gguf/writer.ts";
 import { ggufArchOf, ggufTensorName, permuteRotaryRows, rotaryHeadsOf } from "../hf/gguf-arch.ts";
 import { checkOutput } from "./export.ts";
-import type { GgufOutType } from "./tensor-types.ts";
+import { converterType, type GgufOutType } from "./tensor-types.ts";
 
 export interface GgufLoraResult {
   output: string;
@@ -40,9 +40,8 @@ export async function exportGgufLora(baseDir: string, options: { adapterDir: str
   if (adapter.settings.useDora) refuse("is a DoRA adapter (its magnitudes rescale whole rows)");
   if (adapter.embeddings !== null || adapter.params.layout.tokens.length > 0) refuse("trains embedding rows or saves whole embedding matrices");
   const alpha = adapter.settings.alpha;
-  const type: GgmlTypeName = options.outType === "f32" ? "F32" : options.outType === "f16" ? "F16" : options.outType === "bf16" ? "BF16" : "Q8_0";
-  // The converter's rule: Q8_0 only where rows are whole 32-value blocks, else F16.
-  const typeFor = (rowLength: number): GgmlTypeName => (type === "Q8_0" && rowLength % 32 !== 0 ? "F16" : type);
+  const outType = options.outType;
+  const typeFor = (rowLength: number): GgmlTypeName => converterType(outType, rowLength);
   const tensors: GgufTensorToWrite[] = [];
   for (const m of adapter.params.layout.modules) {
     const t = adapter.params.byModule.get(m.name);

@@ -15,6 +15,15 @@ export interface TypedTensor {
   ne: number[];
 }
 
+/**
+ * The type llama.cpp's converter gives a matrix with rows of `rowLength` for a one-type output (f32, f16, bf16,
+ * q8_0): Q8_0 falls back to F16 where its 32-value blocks do not fit the rows (gguf-py's QuantError).
+ */
+export function converterType(outType: Exclude<GgufOutType, "q4_k_m">, rowLength: number): GgmlTypeName {
+  const base: GgmlTypeName = outType === "f32" ? "F32" : outType === "f16" ? "F16" : outType === "bf16" ? "BF16" : "Q8_0";
+  return base === "Q8_0" && rowLength % 32 !== 0 ? "F16" : base;
+}
+
 /** tensor_type_fallback: a type whose blocks do not fit the row length becomes one whose blocks do, else F16. */
 function fallback(type: GgmlTypeName, ncols: number): GgmlTypeName {
   if (ncols % blockOf(type).elements === 0) return type;
@@ -39,12 +48,7 @@ function useMoreBits(i: number, n: number): boolean {
  */
 export function tensorTypes(outType: GgufOutType, tensors: readonly TypedTensor[], options: { numLayers: number; is70b: boolean }): GgmlTypeName[] {
   if (outType !== "q4_k_m") {
-    const base: GgmlTypeName = outType === "f32" ? "F32" : outType === "f16" ? "F16" : outType === "bf16" ? "BF16" : "Q8_0";
-    return tensors.map((t) => {
-      if (t.ne.length <= 1 || t.name.endsWith("_norm.weight")) return "F32";
-      // The converter falls back to F16 when Q8_0 cannot take the rows (gguf-py's QuantError).
-      return base === "Q8_0" && t.ne[0]! % 32 !== 0 ? "F16" : base;
-    });
+    return tensors.map((t) => (t.ne.length <= 1 || t.name.endsWith("_norm.weight") ? "F32" : converterType(outType, t.ne[0]!)));
   }
   const tied = !tensors.some((t) => t.name === "output.weight");
   const nAttnV = tensors.filter((t) => t.name.includes("attn_v.weight")).length;
