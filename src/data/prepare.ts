@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { TunaError } from "../util/errors.ts";
 import { readPreparedCache, writePreparedCache } from "./cache.ts";
 import { datasetFingerprint } from "./fingerprint.ts";
+import { TOKENIZATION_REVISION } from "../tokenizer/load.ts";
 import { detectFormat, formatOrigin, toExample } from "./formats.ts";
 import { noPacking, packBfd, packWrapped } from "./pack.ts";
 import { loadDataset } from "./sources/load.ts";
@@ -92,6 +93,7 @@ async function prepareSplit(rows: SplitRows, o: PrepareOptions): Promise<Prepare
       rows: rows.rows.length,
       data: { ...d, splits: undefined },
       recipe: { ...o.recipe, tokenizerDir: undefined },
+      tokenization: TOKENIZATION_REVISION,
     },
     { hashCacheFile: join(o.cacheDir, "file-hashes.json") },
   );

@@ -111,6 +111,12 @@ export async function loadTokenizer(dir: string): Promise<LoadedTokenizer> {
 }
 
 /**
+ * Bumped whenever tuna tokenizes the same tokenizer files differently, so caches keyed by those files (prepared
+ * datasets) are not reused across the change. 2: transformers 5's Llama class pipeline (classPipeline).
+ */
+export const TOKENIZATION_REVISION = 2;
+
+/**
  * What transformers 5 puts in front of the BPE for tokenizer classes that build their own pipeline instead of
  * reading tokenizer.json's: LlamaTokenizer(Fast) uses no normalizer and a Metaspace pre-tokenizer ("▁" prepended
  * unless the text already starts with a space — "always" with legacy, only at the text's start without) and its
