@@ -224,8 +224,9 @@ function normalize(raw: RawConfig, spec: FamilySpec, where: string): ModelConfig
     embedScale: gemma !== null,
     sandwichNorms: gemma !== null,
     attentionScale: gemma !== null ? (raw.query_pre_attn_scalar ?? 256) ** -0.5 : 1 / Math.sqrt(headDim),
-    attnSoftcap: gemma?.softcaps === true ? (raw.attn_logit_softcapping ?? null) : null,
-    finalSoftcap: gemma?.softcaps === true ? (raw.final_logit_softcapping ?? null) : null,
+    // Absent keys take the class defaults (Gemma 2: 50 and 30); an explicit null means no cap.
+    attnSoftcap: gemma?.softcaps === true ? (raw.attn_logit_softcapping === undefined ? (spec.defaults.softcaps?.attn ?? null) : raw.attn_logit_softcapping) : null,
+    finalSoftcap: gemma?.softcaps === true ? (raw.final_logit_softcapping === undefined ? (spec.defaults.softcaps?.final ?? null) : raw.final_logit_softcapping) : null,
     localRopeTheta,
     slidingWindow: layerWindows.find((w) => w !== null) ?? null,
     layerWindows,

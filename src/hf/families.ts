@@ -35,6 +35,8 @@ export interface FamilySpec {
     slidingWindow: number | null;
     /** head_dim when config.json omits it: the class default (Qwen3: 128), else hidden_size / heads. */
     headDim?: number;
+    /** Gemma 2's attn_logit_softcapping / final_logit_softcapping when config.json omits them (null there: none). */
+    softcaps?: { attn: number; final: number };
   };
 }
 
@@ -89,7 +91,7 @@ export const MODEL_FAMILIES: Readonly<Record<string, FamilySpec | undefined>> = 
     qkNorm: false,
     windows: "gemma2-alternating",
     gemma: { softcaps: true, localRope: false },
-    defaults: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 8192, tieWordEmbeddings: true, slidingWindow: 4096, headDim: 256 },
+    defaults: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 8192, tieWordEmbeddings: true, slidingWindow: 4096, headDim: 256, softcaps: { attn: 50, final: 30 } },
   },
   // Gemma 3 (text; model_type gemma3_text): q/k norms, every sixth layer global, a local RoPE base for the others.
   gemma3_text: {

