@@ -117,3 +117,15 @@ test("tuna generate takes the .gguf file: the same greedy text as from the model
   const text = (r: CliRun): unknown => (JSON.parse(r.out) as { text: unknown; tokens?: unknown }).text;
   assert.equal(text(fromGguf), text(fromFolder));
 });
+
+test("progress of a long write: a stderr line at most every interval, and always the last", async () => {
+  const { memoryOutput, throttledProgress } = await import("../../src/cli/output.ts");
+  const out = memoryOutput();
+  let clock = 0;
+  const report = throttledProgress(out, "export", 2000, () => clock);
+  for (let i = 0; i < 10; i++) {
+    clock = i * 700; // 0, 700, ..., 6300 ms
+    report({ name: `t${i}`, index: i, total: 10 });
+  }
+  assert.deepEqual(out.stderr, ["export: 1/10 tensors (t0)", "export: 4/10 tensors (t3)", "export: 7/10 tensors (t6)", "export: 10/10 tensors (t9)"]);
+});

@@ -5,7 +5,7 @@ import { resolveModelPath } from "../../hub/resolve.ts";
 import { exportGguf } from "../../gguf/export.ts";
 import { exportGgufLora } from "../../gguf/export-lora.ts";
 import { GGUF_OUT_TYPES, type GgufOutType } from "../../gguf/tensor-types.ts";
-import type { CliOutput } from "../output.ts";
+import { throttledProgress, type CliOutput } from "../output.ts";
 import { parseFlags } from "./generate.ts";
 
 const HELP = `usage: tuna export <base model folder | hub id> --format gguf --output FILE [options]
@@ -77,6 +77,7 @@ export async function exportCommand(args: string[], output: CliOutput): Promise<
     output: values.output!,
     outType,
     overwrite: values.overwrite === true,
+    onTensor: throttledProgress(output, "export"),
     ...(values.adapter === undefined ? {} : { adapterDir: values.adapter }),
     ...(values.name === undefined ? {} : { name: values.name }),
   });

@@ -4,7 +4,7 @@ import { TunaError } from "../../util/errors.ts";
 import { resolveModelPath } from "../../hub/resolve.ts";
 import { DEFAULT_MAX_SHARD_BYTES } from "../../io/safetensors/checkpoint.ts";
 import { MERGE_DTYPES, mergeAdapter, type MergeDtype } from "../../lora/merge.ts";
-import type { CliOutput } from "../output.ts";
+import { throttledProgress, type CliOutput } from "../output.ts";
 import { parseFlags } from "./generate.ts";
 
 const HELP = `usage: tuna merge <base model folder | hub id> --adapter DIR --output_dir OUT [options]
@@ -71,6 +71,7 @@ export async function mergeCommand(args: string[], output: CliOutput): Promise<n
     ...(dtype !== undefined && isMergeDtype(dtype) ? { dtype } : {}),
     ...(maxShardBytes === undefined ? {} : { maxShardBytes }),
     overwrite: values.overwrite === true,
+    onTensor: throttledProgress(output, "merge"),
   });
   if (values.json === true) {
     output.out(JSON.stringify({ base, adapter: values.adapter, ...result }, null, 2));
