@@ -250,6 +250,9 @@ test("q4_k_m: every tensor's type and bytes equal llama.cpp's quantizer run on t
   }
 });
 
+/** The 120 random texts of test/golden/hf-text (spaces everywhere, CJK, emoji, accents, special-token markup). */
+const randomTexts = [...new Set((JSON.parse(await readFile(new URL("../golden/hf-text/golden.json", import.meta.url), "utf8")) as { encodings: { text: string }[] }).encodings.map((e) => e.text))];
+
 const TEXTS = [
   "Hello world",
   " leading space and  double  spaces",
@@ -276,7 +279,10 @@ test("tokenizers: llama.cpp tokenizes as tuna does for SentencePiece-style (Llam
     const tok = tokenizer === "llama2" ? await asWritten(base) : await loadTokenizer(base);
     const m = loadLlamaCpp(file);
     try {
-      for (const text of TEXTS) {
+      // Left out where llama.cpp departs from transformers on purpose: it does not apply Qwen's NFC normalizer
+      // (texts NFC changes), and it makes "</s>" a control token by its name in any vocabulary that has it.
+      const texts = [...TEXTS, ...randomTexts].filter((t) => tokenizer !== "qwen3" || (t.normalize("NFC") === t && !t.includes("</s>")));
+      for (const text of texts) {
         // parse_special: added tokens are split out as tuna's (and HF's) tokenizer splits them.
         assert.deepEqual(m.tokenize(text, { addSpecial: true }), tok.encode(text, { addSpecialTokens: true }), `${what}: ${JSON.stringify(text)}`);
       }
