@@ -189,6 +189,9 @@ def make_config(fam):
         rp = {"rope_type": "default", "rope_theta": theta}
         if scaling is not None:
             rp.update(scaling)
+        if "rope_local_base_freq" in kwargs:  # Gemma 3: one dict per layer type, the local base for sliding layers
+            local = kwargs.pop("rope_local_base_freq")
+            rp = {"full_attention": rp, "sliding_attention": {"rope_type": "default", "rope_theta": local}}
         kwargs["rope_parameters"] = rp
     else:
         kwargs["rope_theta"] = theta
