@@ -40,9 +40,9 @@ const OPTIMIZERS = Object.keys(OPTIMIZER_MAPPING) as [keyof typeof OPTIMIZER_MAP
 export const UNSUPPORTED_REPORTERS = ["wandb", "comet_ml", "clearml", "neptune", "dvclive", "azure_ml", "codecarbon", "flyte", "dagshub", "swanlab", "trackio"] as const;
 
 /** The DPO loss types tuna implements, and TRL's others (named in messages). */
-export const DPO_LOSS_TYPES = ["sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "sppo_hard", "apo_zero", "apo_down", "discopop", "aot", "aot_pair"] as const;
-/** TRL's loss types tuna lacks: BCO keeps a running mean of rewards across steps and ranks; sft is not a preference loss. */
-export const UNSUPPORTED_DPO_LOSS_TYPES = ["bco_pair", "sft"] as const;
+export const DPO_LOSS_TYPES = ["sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "discopop", "aot", "aot_pair", "aot_unpaired", "sigmoid_norm"] as const;
+/** TRL's loss types tuna lacks: sft (TRL's SFT term on the chosen completions; tuna's RPO is that with rpo_alpha). */
+export const UNSUPPORTED_DPO_LOSS_TYPES = ["sft"] as const;
 
 const DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj", "up_proj", "gate_proj"];
 
@@ -267,7 +267,7 @@ export const TRAIN_FIELDS = {
     group: "dpo",
     choices: DPO_LOSS_TYPES,
     default: "sigmoid",
-    doc: `DPO loss: sigmoid (DPO), ipo, hinge, robust, exo_pair, nca_pair, sppo_hard, apo_zero, apo_down, discopop, aot or aot_pair (sorted over each micro-batch), as TRL computes them (${UNSUPPORTED_DPO_LOSS_TYPES.join(", ")} are TRL's but not implemented).`,
+    doc: `DPO loss: sigmoid (DPO), ipo, hinge, robust, exo_pair, nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, discopop, sigmoid_norm, aot or aot_pair / aot_unpaired (sorted over each micro-batch), as TRL computes them (${UNSUPPORTED_DPO_LOSS_TYPES.join(", ")} are TRL's but not implemented).`,
   }),
   label_smoothing: floatField({ group: "dpo", default: 0, min: 0, max: 0.5, maxOpen: true, doc: "Assumed probability that a preference label is flipped (cDPO with sigmoid, robust DPO, AOT; EXO's epsilon); below 0.5." }),
   discopop_tau: floatField({ group: "dpo", default: 0.05, min: 0, minOpen: true, doc: "DiscoPOP's temperature: how sharply its loss moves from logistic to exponential (loss_type discopop)." }),

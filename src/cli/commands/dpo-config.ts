@@ -15,7 +15,7 @@ export function withDpoDefaults(resolved: ResolvedTrainConfig): ResolvedTrainCon
     if (resolved.sources[name].kind === "default") (config as Record<FieldName, unknown>)[name] = value;
   }
   const c = config;
-  if (c.label_smoothing > 0 && !["sigmoid", "robust", "exo_pair", "aot", "aot_pair"].includes(c.loss_type)) {
+  if (c.label_smoothing > 0 && !["sigmoid", "robust", "exo_pair", "aot", "aot_pair", "aot_unpaired"].includes(c.loss_type)) {
     throw new TunaError("CONFIG_INVALID", `label_smoothing ${c.label_smoothing} applies to the sigmoid, robust, exo_pair, aot and aot_pair losses, not to loss_type ${c.loss_type}; remove it or change the loss.`);
   }
   if (c.packing) throw new TunaError("CONFIG_INVALID", "tuna dpo does not pack pairs together: each pair's chosen and rejected run side by side, padding-free. Remove --packing.");

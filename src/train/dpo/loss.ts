@@ -8,15 +8,33 @@
 //   exo_pair s(u) (log s(u) - log(1 - e)) + s(-u) (log s(-u) - log e), u = beta z (e = 1e-3 when 0)  (EXO)
 //   nca_pair -log s(rc) - log s(-rc) / 2 - log s(-rr) / 2, rc / rr the chosen / rejected rewards   (NCA)
 //   sppo_hard (a - 1/(2 beta))^2 + (b + 1/(2 beta))^2, a / b the chosen / rejected log-ratios     (SPPO)
+//   bco_pair -log s(beta a) - log s(-beta b)                                           (TRL 1.13's BCO pair loss)
+//   sigmoid_norm  -log s(beta z) on log-probabilities averaged over each completion's tokens
 //   apo_zero 1 - s(beta a) + s(beta b)                                                          (APO)
 //   apo_down s(beta a) + 1 - s(beta z)
 //   discopop -log s(u) (1 - m) + exp(-u) m, m = s(u / tau), tau = discopop_tau                   (DiscoPOP)
 // and two losses over a whole micro-batch (dpoLosses), whose terms pair the i-th smallest of two sorted lists:
-//   aot_pair -(1 - e) log s(beta d_i) - e log s(-beta d_i), d_i = sorted(a)_i - sorted(b)_i            (AOT)
+//   aot_pair -(1 - e) log s(beta d_i) - e log s(-beta d_i), d_i = sorted(a)_i - sorted(b)_i            (AOT;
+//            TRL 1.13 names it aot_unpaired, tuna takes both)
 //   aot      the same with d_i = sorted(chosen - rejected)_i - sorted(ref chosen - ref rejected)_i
 // Rewards are beta x (policy - reference) log-probabilities, as TRL logs them.
 
-export type DpoLossType = "sigmoid" | "ipo" | "hinge" | "robust" | "exo_pair" | "nca_pair" | "sppo_hard" | "apo_zero" | "apo_down" | "discopop" | "aot" | "aot_pair";
+export type DpoLossType =
+  | "sigmoid"
+  | "ipo"
+  | "hinge"
+  | "robust"
+  | "exo_pair"
+  | "nca_pair"
+  | "bco_pair"
+  | "sppo_hard"
+  | "apo_zero"
+  | "apo_down"
+  | "discopop"
+  | "aot"
+  | "aot_pair"
+  | "aot_unpaired"
+  | "sigmoid_norm";
 
 export interface DpoLossSettings {
   lossType: DpoLossType;
@@ -68,9 +86,9 @@ function order(values: readonly number[]): number[] {
  * landed in (losses[j] is then the j-th term: their sum is the micro-batch's loss either way).
  */
 export function dpoLosses(pairs: readonly PairLogps[], s: DpoLossSettings): PairLoss[] {
-  if (s.lossType !== "aot" && s.lossType !== "aot_pair") return pairs.map((p) => dpoPairLoss(p, s));
+  if (s.lossType !== "aot" && s.lossType !== "aot_pair" && s.lossType !== "aot_unpaired") return pairs.map((p) => dpoPairLoss(p, s));
   const { beta, labelSmoothing: e } = s;
-  const pairwise = s.lossType === "aot_pair";
+  const pairwise = s.lossType !== "aot";
   // aot_pair: chosen log-ratios vs rejected log-ratios; aot: policy margins vs reference margins.
   const first = pairs.map((p) => (pairwise ? p.chosen - p.refChosen : p.chosen - p.rejected));
   const second = pairs.map((p) => (pairwise ? p.rejected - p.refRejected : p.refChosen - p.refRejected));
@@ -112,6 +130,8 @@ export function dpoPairLoss(p: PairLogps, s: DpoLossSettings): PairLoss {
         dRejected: beta * 0.5 * sigmoid(beta * b),
         ...rewards,
       };
+    case "bco_pair":
+      return { loss: -logSigmoid(beta * a) - logSigmoid(-beta * b), dChosen: -beta * sigmoid(-beta * a), dRejected: beta * sigmoid(beta * b), ...rewards };
     case "sppo_hard":
       return { loss: (a - 0.5 / beta) ** 2 + (b + 0.5 / beta) ** 2, dChosen: 2 * (a - 0.5 / beta), dRejected: 2 * (b + 0.5 / beta), ...rewards };
     case "apo_zero":
@@ -124,6 +144,7 @@ export function dpoPairLoss(p: PairLogps, s: DpoLossSettings): PairLoss {
   let loss: number;
   let dz: number;
   switch (s.lossType) {
+    case "sigmoid_norm": // on per-token means (the objective divides by the token counts, as for ipo)
     case "sigmoid":
       loss = -(1 - e) * logSigmoid(bz) - e * logSigmoid(-bz);
       dz = beta * (-(1 - e) * sigmoid(-bz) + e * sigmoid(bz));
@@ -151,6 +172,7 @@ export function dpoPairLoss(p: PairLogps, s: DpoLossSettings): PairLoss {
     }
     case "aot":
     case "aot_pair":
+    case "aot_unpaired":
       throw new Error(`${s.lossType} is a loss over a micro-batch: use dpoLosses`);
     case "discopop": {
       const tau = s.discopopTau ?? 0.05;

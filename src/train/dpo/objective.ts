@@ -127,7 +127,8 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
       }
       const ref = await referenceLogps(batch, pairs);
       const policy = await inner.forward(batch, options);
-      const ipo = s.lossType === "ipo";
+      // IPO and sigmoid_norm compare log-probabilities averaged over each completion's tokens.
+      const ipo = s.lossType === "ipo" || s.lossType === "sigmoid_norm";
       let lossSum = 0;
       const spans: SpanScale[] = [];
       const policyLogps = pairs.map((p) => [sequenceLogp(policy.tokenLosses, p.chosen), sequenceLogp(policy.tokenLosses, p.rejected)] as const);

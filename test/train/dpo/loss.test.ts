@@ -9,7 +9,7 @@ const softplus = (x: number): number => Math.log(1 + Math.exp(x));
 const sig = (x: number): number => 1 / (1 + Math.exp(-x));
 const logsig = (x: number): number => -softplus(-x);
 /** TRL's formulas, literally (softplus(-x) = -log sigmoid(x)). */
-function reference(type: Exclude<DpoLossType, "aot" | "aot_pair">, beta: number, ls: number, p: PairLogps): number {
+function reference(type: Exclude<DpoLossType, "aot" | "aot_pair" | "aot_unpaired">, beta: number, ls: number, p: PairLogps): number {
   const logits = p.chosen - p.rejected - (p.refChosen - p.refRejected);
   const chosenLogratios = p.chosen - p.refChosen;
   const rejectedLogratios = p.rejected - p.refRejected;
@@ -25,6 +25,10 @@ function reference(type: Exclude<DpoLossType, "aot" | "aot_pair">, beta: number,
     }
     case "sppo_hard":
       return (chosenLogratios - 0.5 / beta) ** 2 + (rejectedLogratios + 0.5 / beta) ** 2;
+    case "bco_pair": // TRL 1.13: -logsigmoid(chosen_rewards) - logsigmoid(-rejected_rewards)
+      return -logsig(beta * chosenLogratios) - logsig(-beta * rejectedLogratios);
+    case "sigmoid_norm": // the sigmoid loss; the per-token averaging happens in the objective
+      return softplus(-beta * logits) * (1 - ls) + softplus(beta * logits) * ls;
     case "apo_zero":
       return 1 - sig(beta * chosenLogratios) + sig(beta * rejectedLogratios);
     case "apo_down":
@@ -51,7 +55,7 @@ const PAIRS: PairLogps[] = [
   { chosen: -3.2, rejected: -3.2, refChosen: 0, refRejected: 0 },
 ];
 
-for (const type of ["sigmoid", "robust", "hinge", "ipo", "exo_pair", "nca_pair", "sppo_hard", "apo_zero", "apo_down", "discopop"] as const) {
+for (const type of ["sigmoid", "robust", "hinge", "ipo", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "discopop", "sigmoid_norm"] as const) {
   for (const ls of type === "sigmoid" || type === "robust" || type === "exo_pair" ? [0, 0.1] : [0]) {
     void test(`${type} (label_smoothing ${ls}): loss as TRL computes it, derivatives by central differences, rewards`, () => {
       for (const beta of [0.1, 0.5]) {
@@ -81,9 +85,10 @@ void test("log sigmoid stays finite far out in both directions", () => {
 });
 
 /** TRL's AOT losses, literally: sort two lists over the batch, pair the i-th of each. */
-function aotReference(type: "aot" | "aot_pair", beta: number, ls: number, pairs: PairLogps[]): number {
-  const first = pairs.map((p) => (type === "aot_pair" ? p.chosen - p.refChosen : p.chosen - p.rejected)).sort((x, y) => x - y);
-  const second = pairs.map((p) => (type === "aot_pair" ? p.rejected - p.refRejected : p.refChosen - p.refRejected)).sort((x, y) => x - y);
+function aotReference(type: "aot" | "aot_pair" | "aot_unpaired", beta: number, ls: number, pairs: PairLogps[]): number {
+  const unpaired = type !== "aot";
+  const first = pairs.map((p) => (unpaired ? p.chosen - p.refChosen : p.chosen - p.rejected)).sort((x, y) => x - y);
+  const second = pairs.map((p) => (unpaired ? p.rejected - p.refRejected : p.refChosen - p.refRejected)).sort((x, y) => x - y);
   let sum = 0;
   first.forEach((x, i) => {
     const delta = x - second[i]!;
@@ -92,7 +97,7 @@ function aotReference(type: "aot" | "aot_pair", beta: number, ls: number, pairs:
   return sum;
 }
 
-for (const type of ["aot", "aot_pair"] as const) {
+for (const type of ["aot", "aot_pair", "aot_unpaired"] as const) {
   void test(`${type}: the micro-batch's loss as TRL computes it (sorted lists paired), each pair's derivatives by central differences`, () => {
     const batch: PairLogps[] = [...PAIRS, { chosen: -7, rejected: -9.5, refChosen: -8, refRejected: -8.25 }, { chosen: -20, rejected: -18, refChosen: -19, refRejected: -19.5 }];
     for (const ls of [0, 0.1]) {

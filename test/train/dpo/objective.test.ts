@@ -40,6 +40,8 @@ const CASES: [string, DpoSettings][] = [
   ["discopop", { lossType: "discopop", beta: 0.5, labelSmoothing: 0, discopopTau: 0.05, referenceFree: false, rpoAlpha: undefined }],
   ["aot", { lossType: "aot", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
   ["aot_pair with label smoothing 0.1", { lossType: "aot_pair", beta: 0.5, labelSmoothing: 0.1, referenceFree: false, rpoAlpha: undefined }],
+  ["bco_pair", { lossType: "bco_pair", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
+  ["sigmoid_norm", { lossType: "sigmoid_norm", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
 ];
 
 for (const [label, settings] of CASES) {
