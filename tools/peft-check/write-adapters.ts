@@ -1,8 +1,9 @@
-// Writes tiny random models and tuna-written adapters (DoRA on llama, LoRA on phi3's fused modules, LoRA on gemma2,
-// rsLoRA with a rank pattern on qwen3), and tuna's logits for fixed ids into OUT (default /tmp/peftcheck);
-// tools/golden/peft_loads_tuna_adapters.py then loads each adapter with PEFT and compares the logits:
-//   npx tsx tools/golden/peft-loads-tuna-adapters.ts && python tools/golden/peft_loads_tuna_adapters.py
-import { writeFile } from "node:fs/promises";
+// Writes tiny random models, each with an adapter written by tuna's own writer (DoRA on llama, LoRA on Phi-3's
+// fused modules, LoRA on Gemma 2, rsLoRA with a rank pattern on Qwen3), into OUT (default /tmp/peftcheck), for
+// tuna-logits.ts and check_peft_load.py to compare tuna's and PEFT's logits case by case:
+//   npx tsx tools/peft-check/write-adapters.ts && for c in llama_dora phi3_fused gemma2 qwen3_rslora; do
+//     npx tsx tools/peft-check/tuna-logits.ts /tmp/peftcheck/$c/model /tmp/peftcheck/$c/adapter /tmp/peftcheck/$c.json &&
+//     python3 tools/peft-check/check_peft_load.py /tmp/peftcheck/$c/model /tmp/peftcheck/$c/adapter /tmp/peftcheck/$c.json; done
 import { join } from "node:path";
 import { writeRandomModel } from "../../src/hf/random-init.ts";
 import { parseModelConfig } from "../../src/hf/config.ts";
@@ -11,10 +12,6 @@ import { allocateLoraParams } from "../../src/lora/init.ts";
 import { loraLayout } from "../../src/lora/layout.ts";
 import { writeAdapter } from "../../src/lora/adapter-files.ts";
 import { createRng } from "../../src/util/random.ts";
-import { createCpuBackend } from "../../src/backend/cpu/index.ts";
-import { openModelForUse } from "../../src/train/open-model.ts";
-import { createCausalLm, forward, lastLogits, uploadBatch } from "../../src/model/causal-lm/model.ts";
-import { batchFromDocuments } from "../../src/data/batch.ts";
 const BASE = { pad_token_id: 0, bos_token_id: 1, eos_token_id: 2, vocab_size: 96, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, rms_norm_eps: 1e-5, initializer_range: 0.2 };
 const cases: [string, Record<string, unknown>, Omit<LoraOptions, "r" | "alpha">][] = [
   ["llama_dora", { ...BASE, model_type: "llama", tie_word_embeddings: false }, { targetModules: "all-linear", useDora: true }],
@@ -23,8 +20,6 @@ const cases: [string, Record<string, unknown>, Omit<LoraOptions, "r" | "alpha">]
   ["qwen3_rslora", { ...BASE, model_type: "qwen3", head_dim: 8 }, { targetModules: ["q_proj", "v_proj", "down_proj"], useRslora: true, rankPattern: { v_proj: 6 } }],
 ];
 const OUT = process.env["OUT"] ?? "/tmp/peftcheck";
-const ids = [1, 5, 9, 23, 44, 7, 81, 3, 60, 12];
-const out: Record<string, number[]> = {};
 for (const [name, config, lora] of cases) {
   const dir = join(OUT, name);
   await writeRandomModel(join(dir, "model"), config, { seed: 3, dtype: "F32" });
@@ -35,11 +30,5 @@ for (const [name, config, lora] of cases) {
   for (let i = 0; i < params.flat.length; i++) params.flat[i] = 0.3 * rng.normal();
   for (const t of params.byModule.values()) if (t.magnitude !== null) for (let i = 0; i < t.magnitude.length; i++) t.magnitude[i] = 1 + 0.5 * rng.uniform();
   await writeAdapter(join(dir, "adapter"), { settings, params, embeddings: null });
-  const be = createCpuBackend();
-  const opened = await openModelForUse(be, join(dir, "model"), { baseDtype: "f32", adapterDir: join(dir, "adapter") });
-  const model = createCausalLm(be, opened.params, { checkpointing: false, seed: 0 });
-  await forward(model, uploadBatch(model, batchFromDocuments([{ inputIds: ids }])));
-  out[name] = [...(await lastLogits(model))];
 }
-await writeFile(join(OUT, "tuna.json"), JSON.stringify({ ids, logits: out }));
-console.log("wrote", Object.keys(out).join(", "));
+console.log(`wrote ${cases.map(([name]) => name).join(", ")} under ${OUT}`);
