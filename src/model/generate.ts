@@ -3,7 +3,7 @@
 import { TunaError } from "../util/errors.ts";
 import type { Rng } from "../util/random.ts";
 import type { GenerationConfig } from "../hf/generation-config.ts";
-import { decodeForward, reserveCache, truncateCache, type Decoder } from "./causal-lm/decode.ts";
+import { cachedPrefix, decodeForward, reserveCache, truncateCache, type Decoder } from "./causal-lm/decode.ts";
 import { checkSamplingSettings, pickNextToken, type SamplingSettings } from "./sampling.ts";
 
 export interface GenerateOptions {
@@ -72,9 +72,7 @@ export async function generate(decoder: Decoder, prompt: readonly number[], opti
   if (maxNewTokens === 0) return result;
 
   // At least one prompt token must run to produce logits, even when the whole prompt is cached.
-  let common = 0;
-  const cached = decoder.tokens;
-  while (common < cached.length && common < prompt.length - 1 && cached[common] === prompt[common]) common++;
+  const common = cachedPrefix(decoder, prompt);
   truncateCache(decoder, common);
   result.reusedTokens = common;
   // Room for a typical reply up front; a long one grows the cache (doubling) as it goes.

@@ -8,7 +8,7 @@
 // chat resends the conversation) prefills only what is new.
 import { TunaError, errorMessage } from "../util/errors.ts";
 import { createRng, type Rng } from "../util/random.ts";
-import { createDecoder, decodeForward, freeDecoder, reserveCache, truncateCache, type Decoder } from "../model/causal-lm/decode.ts";
+import { cachedPrefix, createDecoder, decodeForward, freeDecoder, reserveCache, truncateCache, type Decoder } from "../model/causal-lm/decode.ts";
 import { batchable, decodeBatch } from "../model/causal-lm/decode-batch.ts";
 import type { CausalLm } from "../model/causal-lm/model.ts";
 import { createTextStream } from "../model/generate.ts";
@@ -87,9 +87,7 @@ export function createBatcher(options: {
     let common = 0;
     for (const [i, c] of cached.entries()) {
       if (c.model !== model) continue;
-      const tokens = c.decoder.tokens;
-      let n = 0;
-      while (n < tokens.length && n < prompt.length - 1 && tokens[n] === prompt[n]) n++;
+      const n = cachedPrefix(c.decoder, prompt);
       if (n > common) {
         index = i;
         common = n;

@@ -89,6 +89,17 @@ export function reserveCache(decoder: Decoder, tokens: number): void {
   allocCache(model.backend, model.params.cfg, cache, Math.max(tokens, 2 * cache.capacity));
 }
 
+/**
+ * How many leading tokens of `prompt` the decoder's cache already holds, leaving at least one prompt token to
+ * run (its logits are what the next token is picked from).
+ */
+export function cachedPrefix(decoder: Decoder, prompt: readonly number[]): number {
+  const cached = decoder.tokens;
+  let common = 0;
+  while (common < cached.length && common < prompt.length - 1 && cached[common] === prompt[common]) common++;
+  return common;
+}
+
 /** Forgets every cached token from `length` on (the next call continues at position `length`). */
 export function truncateCache(decoder: Decoder, length: number): void {
   if (!Number.isSafeInteger(length) || length < 0 || length > decoder.cache.length) {
