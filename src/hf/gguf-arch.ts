@@ -21,10 +21,10 @@ export function ggufArchOf(cfg: ModelConfig): GgufArchName {
         `merge the adapter with \`tuna merge\` and convert the folder with llama.cpp's convert_hf_to_gguf.py meanwhile.`,
     );
   }
-  if ((arch === "gemma2" || arch === "gemma3") && !cfg.tieWordEmbeddings) {
-    throw new TunaError("UNSUPPORTED", `this ${cfg.modelType} model has its own lm_head (tie_word_embeddings false); llama.cpp's ${arch} always reuses the input embedding, so GGUF export stops here.`);
-  }
-  if (arch === "gemma2" || arch === "gemma3") {
+  if (isGemma(arch)) {
+    if (!cfg.tieWordEmbeddings) {
+      throw new TunaError("UNSUPPORTED", `this ${cfg.modelType} model has its own lm_head (tie_word_embeddings false); llama.cpp's ${arch} always reuses the input embedding, so GGUF export stops here.`);
+    }
     // llama.cpp does not read query_pre_attn_scalar: it scales queries by 1/sqrt(hidden/heads) for the 27B
     // shapes (46 / 62 layers) and by 1/sqrt(head_dim) otherwise, which the published checkpoints agree with.
     const big = cfg.numLayers === (arch === "gemma2" ? 46 : 62);
@@ -76,34 +76,19 @@ export function ggufTensorName(hfName: string, arch: GgufArchName): string {
 
 /**
  * Rows of an HF q/k projection (or its bias) reordered for llama.cpp's LLAMA architecture, which rotates
- * interleaved pairs: within each head, row i*2 + j of the output is row j*(D/2) + i of the input
- * (convert_hf_to_gguf's LlamaModel.permute).
+ * interleaved pairs: within each head, row i*2 + j of the GGUF layout is row j*(D/2) + i of HF's
+ * (convert_hf_to_gguf's LlamaModel.permute); "to-hf" undoes it when a GGUF is read back.
  */
-export function permuteRotaryRows(values: Float32Array, heads: number, rowLength: number): Float32Array {
-  const rows = values.length / rowLength;
-  const D = rows / heads;
+export function permuteRotaryRows(values: Float32Array, heads: number, rowLength: number, direction: "to-gguf" | "to-hf" = "to-gguf"): Float32Array {
+  const D = values.length / rowLength / heads;
   const out = new Float32Array(values.length);
   for (let h = 0; h < heads; h++) {
     for (let i = 0; i < D / 2; i++) {
       for (let j = 0; j < 2; j++) {
-        const src = (h * D + j * (D / 2) + i) * rowLength;
-        out.set(values.subarray(src, src + rowLength), (h * D + i * 2 + j) * rowLength);
-      }
-    }
-  }
-  return out;
-}
-
-/** The inverse of permuteRotaryRows (reading a GGUF back into HF's layout). */
-export function unpermuteRotaryRows(values: Float32Array, heads: number, rowLength: number): Float32Array {
-  const rows = values.length / rowLength;
-  const D = rows / heads;
-  const out = new Float32Array(values.length);
-  for (let h = 0; h < heads; h++) {
-    for (let i = 0; i < D / 2; i++) {
-      for (let j = 0; j < 2; j++) {
-        const src = (h * D + i * 2 + j) * rowLength;
-        out.set(values.subarray(src, src + rowLength), (h * D + j * (D / 2) + i) * rowLength);
+        const hf = (h * D + j * (D / 2) + i) * rowLength;
+        const gguf = (h * D + i * 2 + j) * rowLength;
+        const [from, to] = direction === "to-gguf" ? [hf, gguf] : [gguf, hf];
+        out.set(values.subarray(from, from + rowLength), to);
       }
     }
   }

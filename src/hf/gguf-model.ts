@@ -9,7 +9,7 @@ export { isGgufPath } from "../io/gguf/reader.ts";
 import { decodeGgml } from "../io/gguf/quants.ts";
 import { parseModelConfig, type ModelConfig } from "./config.ts";
 import { expectedWeights } from "./weights.ts";
-import { ggufTensorName, readValues, rotaryHeadsOf, unpermuteRotaryRows, type GgufArchName } from "./gguf-arch.ts";
+import { ggufTensorName, permuteRotaryRows, readValues, rotaryHeadsOf, type GgufArchName } from "./gguf-arch.ts";
 
 const READABLE: Record<string, GgufArchName | undefined> = { llama: "llama", qwen2: "qwen2", qwen3: "qwen3", gemma2: "gemma2", gemma3: "gemma3", phi3: "phi3" };
 /** The transformers model_type and class of each architecture read. */
@@ -130,7 +130,7 @@ export async function openGgufModel(path: string): Promise<GgufModel> {
       const t = byGguf.get(hfNames.get(name)!)!;
       let values = readValues(arch, name, decodeGgml(await file.readTensor(t.name), info.byteLength / 4, t.type));
       const heads = rotaryHeadsOf(arch, config, name);
-      if (heads !== null) values = unpermuteRotaryRows(values, heads, info.shape.length === 2 ? info.shape[1]! : 1);
+      if (heads !== null) values = permuteRotaryRows(values, heads, info.shape.length === 2 ? info.shape[1]! : 1, "to-hf");
       if (values.some((v) => !Number.isFinite(v))) throw new TunaError("MODEL_INVALID", `${path}: tensor ${t.name} holds NaN or infinite values.`);
       return encodeFromFloat32(values, "F32");
     };

@@ -148,13 +148,13 @@ async function exportUnpermuted(base: string): Promise<string> {
   const cfg = parseModelConfig(JSON.parse(await readFile(join(base, "config.json"), "utf8")), "test");
   const gg = await openGguf(file);
   const bytes = new Uint8Array(await readFile(file));
-  const { unpermuteRotaryRows } = await import("../../src/hf/gguf-arch.ts");
+  const { permuteRotaryRows } = await import("../../src/hf/gguf-arch.ts");
   for (const t of gg.tensors) {
     const heads = t.name.endsWith("attn_q.weight") ? cfg.numHeads : t.name.endsWith("attn_k.weight") ? cfg.numKvHeads : 0;
     if (heads === 0) continue;
     const at = gg.dataStart + t.offset;
     const values = new Float32Array(bytes.slice(at, at + t.ne[0]! * t.ne[1]! * 4).buffer);
-    bytes.set(new Uint8Array(unpermuteRotaryRows(values, heads, t.ne[0]!).buffer), at);
+    bytes.set(new Uint8Array(permuteRotaryRows(values, heads, t.ne[0]!, "to-hf").buffer), at);
   }
   await gg.close();
   await writeFile(file, bytes);
