@@ -11,6 +11,8 @@ export const TOKENIZE_JOB_URL = import.meta.url;
 /** Everything a worker needs to rebuild the exact tokenizer and context of the main thread. */
 export interface TokenizerRecipe {
   tokenizerDir: string;
+  /** The model's config.json model_type (transformers 5's tokenizer class depends on it). */
+  modelType: string;
   chatFormat: ChatFormat;
   templatePath?: string;
   modelVocabSize: number;
@@ -33,10 +35,10 @@ export interface TokenizeChunkResult {
 const contexts = new Map<string, Promise<Pick<TokenizeContext, "tokenizer" | "template">>>();
 
 async function contextFor(recipe: TokenizerRecipe): Promise<Pick<TokenizeContext, "tokenizer" | "template">> {
-  const key = JSON.stringify([recipe.tokenizerDir, recipe.chatFormat, recipe.templatePath, recipe.modelVocabSize]);
+  const key = JSON.stringify([recipe.tokenizerDir, recipe.modelType, recipe.chatFormat, recipe.templatePath, recipe.modelVocabSize]);
   let ctx = contexts.get(key);
   if (ctx === undefined) {
-    ctx = loadTokenizer(recipe.tokenizerDir).then((base) => {
+    ctx = loadTokenizer(recipe.tokenizerDir, recipe.modelType).then((base) => {
       const setup = setupChatFormat(base, recipe.chatFormat, recipe.modelVocabSize, recipe.templatePath);
       return setup.template === undefined ? { tokenizer: setup.tokenizer } : { tokenizer: setup.tokenizer, template: setup.template };
     });

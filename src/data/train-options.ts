@@ -4,10 +4,14 @@ import { join, resolve } from "node:path";
 import type { TrainConfig } from "../config/index.ts";
 import type { PrepareOptions } from "./prepare.ts";
 
-/** The model side of the data stage: the resolved model folder (tokenizer files) and its config's vocab_size. */
+/**
+ * The model side of the data stage: the folder of the tokenizer files (the model's, or an adapter's), and the
+ * model config's vocab_size and model_type (which decides transformers 5's tokenizer class).
+ */
 export interface DataModel {
   dir: string;
   vocabSize: number;
+  modelType: string;
 }
 
 /** The cache folder of a run: `<output_dir>/.tuna-cache`, output_dir resolved against the working directory. */
@@ -32,6 +36,7 @@ export function trainPrepareOptions(c: TrainConfig, model: DataModel): Omit<Prep
     },
     recipe: {
       tokenizerDir: model.dir,
+      modelType: model.modelType,
       chatFormat: c.chat_template_format,
       modelVocabSize: model.vocabSize,
       ...(c.chat_template_file === undefined ? {} : { templatePath: resolve(c.chat_template_file) }),

@@ -83,7 +83,7 @@ export async function exportGguf(baseDir: string, options: GgufExportOptions): P
     if (tokenizerJson === undefined) {
       throw new TunaError("FILE_NOT_FOUND", `no tokenizer.json in ${tokenizerDir}: a GGUF file carries its tokenizer, and tuna builds it from tokenizer.json.`);
     }
-    const vocab = ggufVocab(tokenizerJson, await loadTokenizer(tokenizerDir), cfg.vocabSize, join(tokenizerDir, "tokenizer.json"));
+    const vocab = ggufVocab(tokenizerJson, await loadTokenizer(tokenizerDir, cfg.modelType), cfg.vocabSize, join(tokenizerDir, "tokenizer.json"));
 
     const weights = exportedWeights(plan.weights, cfg);
     const ropeFactors = llama3RopeFactors(cfg);

@@ -10,6 +10,7 @@ import { isGgufPath } from "../io/gguf/reader.ts";
 import { tokenizerFilesFromGguf } from "./gguf-tokenizer.ts";
 import type { JsonObject, TokenizerSettings } from "./config.ts";
 import { createWordEncoder } from "./fast-encode.ts";
+import { classPipeline } from "./tokenizer-class.ts";
 import type { WordEncoder } from "./fast-encode.ts";
 
 // @huggingface/tokenizers 0.2.0 ships ESM declarations whose relative imports have no extension, which
@@ -95,50 +96,38 @@ function addedTokenList(json: JsonObject, path: string): { id: number; content: 
 
 /**
  * Load the tokenizer of a model folder (or of a .gguf file, rebuilt from its metadata by gguf-tokenizer.ts);
- * FILE_NOT_FOUND without tokenizer.json, FILE_FORMAT when it is broken.
+ * FILE_NOT_FOUND without tokenizer.json, FILE_FORMAT when it is broken. `modelType` is the model's config.json
+ * model_type (it decides transformers 5's tokenizer class, tokenizer-class.ts); pass it when `dir` is not the
+ * model folder (an adapter's tokenizer), else the folder's config.json is read.
  */
-export async function loadTokenizer(dir: string): Promise<LoadedTokenizer> {
+export async function loadTokenizer(dir: string, modelType?: string): Promise<LoadedTokenizer> {
   const folder = resolve(dir);
   if (isGgufPath(folder) && existsSync(folder) && statSync(folder).isFile()) {
     const { tokenizerJson, tokenizerConfig } = await tokenizerFilesFromGguf(folder);
     const templates: Record<string, string> = typeof tokenizerConfig.chat_template === "string" ? { default: tokenizerConfig.chat_template } : {};
-    return tokenizerFromJson(tokenizerJson, tokenizerSettingsOf(tokenizerConfig, {}, templates), folder);
+    return tokenizerFromJson(tokenizerJson, tokenizerSettingsOf(tokenizerConfig, {}, templates), folder, modelType);
   }
   const jsonPath = join(folder, "tokenizer.json");
   if (!existsSync(jsonPath)) throw missingTokenizerError(folder);
   const json = (await readJsonObject(jsonPath, "tokenizer"))!;
-  return tokenizerFromJson(json, await readTokenizerSettings(folder), jsonPath);
+  return tokenizerFromJson(json, await readTokenizerSettings(folder), jsonPath, modelType ?? (await folderModelType(folder)));
+}
+
+/** config.json's model_type when the tokenizer folder is a model folder (it decides transformers 5's tokenizer class). */
+async function folderModelType(folder: string): Promise<string | undefined> {
+  const config = await readJsonObject(join(folder, "config.json"), "model config");
+  return typeof config?.model_type === "string" ? config.model_type : undefined;
 }
 
 /**
  * Bumped whenever tuna tokenizes the same tokenizer files differently, so caches keyed by those files (prepared
- * datasets) are not reused across the change. 2: transformers 5's Llama class pipeline (classPipeline).
+ * datasets) are not reused across the change. 2: transformers 5's Llama class pipeline (classPipeline). 3: that
+ * pipeline only where transformers 5 really builds LlamaTokenizer (not for Mistral or Phi-3 model folders).
  */
-export const TOKENIZATION_REVISION = 2;
-
-/**
- * What transformers 5 puts in front of the BPE for tokenizer classes that build their own pipeline instead of
- * reading tokenizer.json's: LlamaTokenizer(Fast) uses no normalizer and a Metaspace pre-tokenizer ("▁" prepended
- * unless the text already starts with a space — "always" with legacy, only at the text's start without) and its
- * own decoder (models/llama/tokenization_llama.py). Empty for every other class: tokenizer.json as written.
- */
-export function classPipeline(json: JsonObject, config: JsonObject): JsonObject {
-  const model = json.model as JsonObject;
-  if ((config.tokenizer_class !== "LlamaTokenizer" && config.tokenizer_class !== "LlamaTokenizerFast") || model.type !== "BPE" || model.byte_fallback !== true) return {};
-  const addPrefixSpace = config.add_prefix_space !== false;
-  const scheme = !addPrefixSpace ? "never" : config.legacy === true ? "always" : "first";
-  return {
-    normalizer: null,
-    pre_tokenizer: { type: "Metaspace", replacement: "▁", prepend_scheme: scheme, split: false },
-    decoder: {
-      type: "Sequence",
-      decoders: [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, ...(addPrefixSpace ? [{ type: "Strip", content: " ", start: 1, stop: 0 }] : [])],
-    },
-  };
-}
+export const TOKENIZATION_REVISION = 3;
 
 /** A tokenizer from the contents of tokenizer.json (`json`, read from `jsonPath`) and the folder's settings. */
-function tokenizerFromJson(json: JsonObject, settings: TokenizerSettings, jsonPath: string): LoadedTokenizer {
+function tokenizerFromJson(json: JsonObject, settings: TokenizerSettings, jsonPath: string, modelType: string | undefined): LoadedTokenizer {
   const model = json.model;
   if (typeof model !== "object" || model === null || Array.isArray(model)) {
     throw new TunaError("FILE_FORMAT", `${jsonPath} has no "model" object; it is not a tokenizers file.`);
@@ -156,7 +145,7 @@ function tokenizerFromJson(json: JsonObject, settings: TokenizerSettings, jsonPa
     // The library requires these keys to be present, null meaning "none". Added tokens go in as written
     // (lstrip, rstrip, normalized matter to splitting).
     const absent = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null };
-    const pipeline = { ...absent, ...json, ...classPipeline(json, settings.config), added_tokens: json.added_tokens ?? [] };
+    const pipeline = { ...absent, ...json, ...classPipeline(json, settings.config, modelType), added_tokens: json.added_tokens ?? [] };
     const tok = new HfTokenizerClass(pipeline, settings.config);
     const words = createWordEncoder(tok, pipeline);
     // Inside the guard: building probes the tokenizer, and some components only fail when first used.

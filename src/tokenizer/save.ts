@@ -5,13 +5,14 @@ import { join } from "node:path";
 import { readJsonFile } from "../util/json-file.ts";
 import type { LoadedTokenizer } from "./load.ts";
 import { pathExists } from "../util/fs-checks.ts";
+import { effectiveTokenizerClass } from "./tokenizer-class.ts";
 
 /**
  * Copies the tokenizer files of `srcDir` into `dstDir`, adding the tokens `tokenizer` has beyond the
  * source file (as tokenizer.json `added_tokens` and tokenizer_config `added_tokens_decoder`) and its
  * bos/eos/pad and chat template — what `tokenizer.save_pretrained` writes after the peft example's setup.
  */
-export async function saveTokenizer(srcDir: string, dstDir: string, tokenizer: LoadedTokenizer): Promise<void> {
+export async function saveTokenizer(srcDir: string, dstDir: string, tokenizer: LoadedTokenizer, modelType: string): Promise<void> {
   const json = (await readJsonFile(join(srcDir, "tokenizer.json"), "tokenizer")) as { added_tokens?: { id: number }[] };
   const known = new Set((json.added_tokens ?? []).map((t) => t.id));
   const extra = tokenizer.addedTokens.filter((t) => !known.has(t.id));
@@ -27,6 +28,14 @@ export async function saveTokenizer(srcDir: string, dstDir: string, tokenizer: L
     decoder[String(t.id)] = { content: t.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: t.special };
   }
   config["added_tokens_decoder"] = decoder;
+  // A folder that reads tokenizer.json as written only because of the model's type (a Mistral or Phi-3 declaring
+  // LlamaTokenizer) says so itself, as transformers 5's save_pretrained does: without config.json beside it (an
+  // adapter folder), the declared class would rebuild another pipeline. PreTrainedTokenizerFast means "as
+  // written" to transformers 4 and 5 alike.
+  const declared = typeof config["tokenizer_class"] === "string" ? config["tokenizer_class"] : undefined;
+  if (effectiveTokenizerClass(declared, modelType) !== effectiveTokenizerClass(declared, undefined)) {
+    config["tokenizer_class"] = "PreTrainedTokenizerFast";
+  }
   if (tokenizer.bosToken !== undefined) config["bos_token"] = tokenizer.bosToken;
   if (tokenizer.eosToken !== undefined) config["eos_token"] = tokenizer.eosToken;
   if (tokenizer.padToken !== undefined) config["pad_token"] = tokenizer.padToken;

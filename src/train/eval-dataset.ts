@@ -63,8 +63,8 @@ export async function evaluateDataset(
     onNotice: o.onNotice,
   });
   const tokenizerDir = tokenizerDirFor(opened.dir, o.adapter);
-  const chat = setupChatFormat(await loadTokenizer(tokenizerDir), c.chat_template_format, opened.cfg.vocabSize, c.chat_template_file);
-  const prepareOptions = trainPrepareOptions(c, { dir: tokenizerDir, vocabSize: opened.cfg.vocabSize });
+  const chat = setupChatFormat(await loadTokenizer(tokenizerDir, opened.cfg.modelType), c.chat_template_format, opened.cfg.vocabSize, c.chat_template_file);
+  const prepareOptions = trainPrepareOptions(c, { dir: tokenizerDir, vocabSize: opened.cfg.vocabSize, modelType: opened.cfg.modelType });
   const splits = await prepareDatasets({ ...prepareOptions, useCache: false, onNotice: o.onNotice });
   const model = createCausalLm(backend, opened.params, { checkpointing: false, seed: 0 });
   const settings = trainerSettings(c, chat.tokenizer.padTokenId ?? chat.tokenizer.eosTokenId ?? 0);

@@ -27,7 +27,7 @@ export interface GenerationSession {
  * adapter's when it ships one), the model's generation defaults, a model and its decoder.
  */
 export async function sessionOver(backend: Backend, opened: OpenedModel, adapterDir: string | undefined): Promise<GenerationSession> {
-  const tokenizer = await loadTokenizer(tokenizerDirFor(opened.dir, adapterDir));
+  const tokenizer = await loadTokenizer(tokenizerDirFor(opened.dir, adapterDir), opened.cfg.modelType);
   const genPath = join(opened.dir, "generation_config.json");
   const generationConfig = existsSync(genPath) ? parseGenerationConfig(await readJsonFile(genPath, "generation config"), genPath) : undefined;
   const model = createCausalLm(backend, opened.params, { checkpointing: false, seed: 0 });

@@ -119,7 +119,7 @@ async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, 
             },
           )
         : await prepareDatasets({
-            ...trainPrepareOptions(c, { dir: modelDir, vocabSize: folder.config.vocabSize }),
+            ...trainPrepareOptions(c, { dir: modelDir, vocabSize: folder.config.vocabSize, modelType: folder.config.modelType }),
             onNotice: (m) => {
               io.err(m);
             },

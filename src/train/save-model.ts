@@ -50,5 +50,5 @@ export async function saveModelFiles(dir: string, s: SaveInputs): Promise<void> 
       () => undefined,
     );
   }
-  await saveTokenizer(s.modelDir, dir, s.tokenizer);
+  await saveTokenizer(s.modelDir, dir, s.tokenizer, s.setup.cfg.modelType);
 }

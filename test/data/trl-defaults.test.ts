@@ -23,7 +23,7 @@ before(async () => {
 
 async function tokenized(example: Example, flags: string[] = []): Promise<{ ids: number[]; trained: number[] }> {
   const c = (await parseTrainArgs(["--model_name_or_path", TINY, "--dataset_name", "x", ...flags])).config;
-  const options = trainPrepareOptions(c, { dir: TINY, vocabSize: 32000 }).recipe.options;
+  const options = trainPrepareOptions(c, { dir: TINY, vocabSize: 32000, modelType: "llama" }).recipe.options;
   const t = tokenizeExample(example, { ...options, tokenizer: tok, template, row: 0 });
   return { ids: [...t.inputIds], trained: [...t.trained] };
 }

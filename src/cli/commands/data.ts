@@ -178,7 +178,8 @@ export async function dataCommand(args: string[], output: CliOutput): Promise<nu
   };
   // The same model folder and vocab size as training: both go into the cache fingerprint.
   const modelDir = await resolveModelPath(c.model_name_or_path, { onNotice: notice });
-  const model = { dir: modelDir, vocabSize: (await readModelConfig(modelDir)).vocabSize };
+  const modelConfig = await readModelConfig(modelDir);
+  const model = { dir: modelDir, vocabSize: modelConfig.vocabSize, modelType: modelConfig.modelType };
   const options = trainPrepareOptions(c, model);
   const started = performance.now();
   const splits = [...(await prepareDatasets({ ...options, useCache: !flags.noCache, onNotice: notice })).values()];
