@@ -199,7 +199,17 @@ export const TRAIN_FIELDS = {
   }),
   bf16: boolField({ group: "training", default: false, doc: "bfloat16 mixed precision." }),
   fp16: boolField({ group: "training", default: false, doc: "float16 mixed precision." }),
-  group_by_length: boolField({ group: "training", default: false, doc: "Batch sequences of similar length together (less padding)." }),
+  group_by_length: boolField({ group: "training", default: false, doc: "transformers 4's name for --train_sampling_strategy group_by_length." }),
+  train_sampling_strategy: choiceField({
+    group: "training",
+    choices: ["random", "sequential", "group_by_length"],
+    default: "random",
+    doc:
+      "Training order, as the HF Trainer's samplers: random (torch.randperm seeded with data_seed or seed, plus the epoch: the Trainer's own order), " +
+      "sequential, group_by_length (megabatches of batch x accumulation steps sorted by length; the Trainer's order when nothing else draws random numbers, e.g. no dropout). batch_rebalance is not implemented.",
+  }),
+  data_seed: optionalIntField({ group: "training", min: 0, doc: "Seed of the random training order; default: seed. Initialization and dropout keep --seed." }),
+  dataloader_drop_last: boolField({ group: "training", default: false, doc: "Do not train an epoch's last, smaller micro-batch." }),
   nan_inf_policy: choiceField({
     group: "training",
     choices: ["stop", "skip"],

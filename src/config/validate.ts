@@ -63,6 +63,13 @@ const RULES: readonly Rule[] = [
         : undefined,
   },
   {
+    fields: ["group_by_length", "train_sampling_strategy"],
+    check: (c, _l, show) =>
+      c.group_by_length && c.train_sampling_strategy === "sequential"
+        ? `${show("group_by_length")} with ${show("train_sampling_strategy")}: group_by_length is transformers 4's name for train_sampling_strategy group_by_length; give one order`
+        : undefined,
+  },
+  {
     fields: ["use_unsloth", "config_file"],
     check: (c, launch, show) =>
       c.use_unsloth && launch !== undefined && launch.numProcesses > 1

@@ -1,21 +1,30 @@
-// Orders packed sequences into batches (seeded shuffle, HF-style length grouping) and lays a batch out
+// Orders packed sequences into batches (the Hugging Face Trainer's sampler orders) and lays a batch out
 // as the model's flat Batch: documents as cuSeqlens segments, positions per document, shifted targets.
 import { IGNORE_INDEX, type Batch } from "./batch.ts";
 import { TunaError } from "../util/errors.ts";
-import { createRng } from "../util/random.ts";
+import { TorchCpuGenerator, torchRandperm } from "../util/torch-random.ts";
 import type { PackedSequence } from "./types.ts";
 
 export { countTrainedTokens as countTrainedTargets } from "./batch.ts";
+
+/**
+ * The order of a split's sequences, by transformers' `train_sampling_strategy` names: "random" (RandomSampler as
+ * accelerate seeds it), "sequential", "group_by_length" (LengthGroupedSampler).
+ */
+export type SamplingStrategy = "random" | "sequential" | "group_by_length";
 
 export interface BatchOptions {
   batchSize: number;
   /** true: one row per sequence, right-padded to the longest; false: padding-free, the batch's sequences in one flat row. */
   padded: boolean;
-  /** HF `group_by_length`: shuffled megabatches sorted by length, the longest sequence in the first batch. */
-  groupByLength: boolean;
-  shuffle: boolean;
+  sampling: SamplingStrategy;
+  /** The run's seed (args.seed): what the Trainer seeds torch's global generator with. */
   seed: number;
+  /** args.data_seed: the random sampler's seed when given (accelerate's SeedableRandomSampler), else `seed`. */
+  dataSeed?: number;
   epoch: number;
+  /** group_by_length sorts megabatches of batchSize x gradient_accumulation_steps sequences, as the Trainer's sampler. Default 1. */
+  gradientAccumulationSteps?: number;
   /** Drop the last batch when it has fewer than batchSize sequences. Default false. */
   dropLast?: boolean;
 }
@@ -26,17 +35,28 @@ export interface BatchPlan {
   padded: boolean;
 }
 
-/** Fisher-Yates with tuna's seeded generator: the same seed gives the same permutation on every machine. */
-function permutation(n: number, seed: number): number[] {
-  const rng = createRng(seed);
-  const order = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rng.uniform() * (i + 1));
-    const t = order[i]!;
-    order[i] = order[j]!;
-    order[j] = t;
+/**
+ * The sequence order of an epoch, as the Hugging Face Trainer's sampler gives it (test/data/batches.test.ts
+ * compares with a real Trainer's runs, test/golden/trainer-order):
+ * - random: torch.randperm of a generator seeded with (data_seed or seed) + epoch — accelerate's
+ *   SeedableRandomSampler, which the Trainer uses by default;
+ * - group_by_length: LengthGroupedSampler draws torch.randperm from torch's global generator, which the Trainer
+ *   seeds with `seed` when it is built, after one 64-bit draw per epoch (each DataLoader iterator takes its base
+ *   seed from it). That is the Trainer's order exactly when nothing else draws from that generator (no dropout,
+ *   no evaluation between epochs); otherwise the Trainer's own order depends on those draws, and this is the
+ *   order it would have without them;
+ * - sequential: 0, 1, 2, ...
+ */
+function epochOrder(n: number, lengths: readonly number[], o: BatchOptions): number[] {
+  if (o.sampling === "sequential") return Array.from({ length: n }, (_, i) => i);
+  if (o.sampling === "random") return torchRandperm(n, (o.dataSeed ?? o.seed) + o.epoch);
+  const global = new TorchCpuGenerator(o.seed);
+  let order: number[] = [];
+  for (let e = 0; e <= o.epoch; e++) {
+    global.random64();
+    order = torchRandperm(n, global);
   }
-  return order;
+  return groupByLength(order, lengths, o.batchSize * (o.gradientAccumulationSteps ?? 1));
 }
 
 /**
@@ -44,7 +64,7 @@ function permutation(n: number, seed: number): number[] {
  * min(n / (4 * batchSize), 50) batches (at least 1), sort each by length descending (stable), then swap
  * the longest sequence to the very front so an out-of-memory shows up on the first step.
  */
-function groupByLength(order: readonly number[], lengths: readonly number[], batchSize: number): number[] {
+export function groupByLength(order: readonly number[], lengths: readonly number[], batchSize: number): number[] {
   const n = order.length;
   const megabatchSize = Math.max(1, Math.min(Math.floor(n / (batchSize * 4)), 50)) * batchSize;
   const megabatches: number[][] = [];
@@ -65,15 +85,14 @@ function groupByLength(order: readonly number[], lengths: readonly number[], bat
   return megabatches.flat();
 }
 
-/** The batches of one epoch, deterministic given (seed, epoch); the generator is seeded with seed + epoch. */
+/** The batches of one epoch, deterministic given the seeds and the epoch (epochOrder). */
 export function makeBatches(sequences: readonly PackedSequence[], options: BatchOptions): BatchPlan[] {
   const { batchSize } = options;
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new TunaError("CONFIG_INVALID", `batch size must be a positive integer, got ${batchSize}`);
   }
   const n = sequences.length;
-  let order = options.shuffle ? permutation(n, (options.seed + options.epoch) >>> 0) : Array.from({ length: n }, (_, i) => i);
-  if (options.groupByLength) order = groupByLength(order, sequences.map((s) => s.inputIds.length), batchSize);
+  const order = epochOrder(n, sequences.map((s) => s.inputIds.length), options);
   const plans: BatchPlan[] = [];
   for (let i = 0; i < n; i += batchSize) {
     const sequenceIndices = order.slice(i, i + batchSize);

@@ -75,7 +75,9 @@ export function trainerSettings(c: TrainConfig, padTokenId: number): TrainerSett
     maxGradNorm: c.max_grad_norm,
     // Packing is padding-free (TRL's default with bfd); unpacked sequences are padded per batch.
     padded: !c.packing,
-    groupByLength: c.group_by_length,
+    sampling: c.group_by_length ? "group_by_length" : c.train_sampling_strategy,
+    dataSeed: c.data_seed,
+    dropLast: c.dataloader_drop_last,
     logging: { strategy: c.logging_strategy, steps: c.logging_steps, firstStep: c.logging_first_step },
     eval: { strategy: c.eval_strategy, steps: c.eval_steps ?? c.logging_steps },
     save: { strategy: c.save_strategy, steps: c.save_steps },

@@ -3,7 +3,7 @@
 // checkpoints, and exact resume (params, moments, RNG states and the position in the data order).
 import type { Backend } from "../backend/types.ts";
 import { sumOverRanks, type Collective } from "../dist/collective.ts";
-import { makeBatches, toModelBatch, type BatchPlan } from "../data/batches.ts";
+import { makeBatches, toModelBatch, type BatchPlan, type SamplingStrategy } from "../data/batches.ts";
 import { batchFromDocuments, type Batch } from "../data/batch.ts";
 import type { PackedSequence } from "../data/types.ts";
 import type { TrainingModel } from "../model/types.ts";
@@ -28,7 +28,12 @@ export interface TrainerSettings {
   adamw: AdamWSettings;
   maxGradNorm: number;
   padded: boolean;
-  groupByLength: boolean;
+  /** The training order (transformers' train_sampling_strategy; data/batches.ts says how each is drawn). */
+  sampling: SamplingStrategy;
+  /** args.data_seed: the random sampler's seed when set, else `seed`. */
+  dataSeed: number | undefined;
+  /** dataloader_drop_last: an epoch's last, smaller micro-batch is not trained. */
+  dropLast: boolean;
   logging: { strategy: Strategy; steps: number; firstStep: boolean };
   eval: { strategy: Strategy; steps: number };
   save: { strategy: Strategy; steps: number };
@@ -125,12 +130,21 @@ export function totalSteps(s: TrainerSettings, microBatchesPerEpoch: number, wor
 }
 
 function epochPlans(s: TrainerSettings, sequences: readonly PackedSequence[], epoch: number): BatchPlan[] {
-  return makeBatches(sequences, { batchSize: s.trainBatchSize, padded: s.padded, groupByLength: s.groupByLength, shuffle: true, seed: s.seed, epoch });
+  return makeBatches(sequences, {
+    batchSize: s.trainBatchSize,
+    padded: s.padded,
+    sampling: s.sampling,
+    seed: s.seed,
+    ...(s.dataSeed === undefined ? {} : { dataSeed: s.dataSeed }),
+    epoch,
+    gradientAccumulationSteps: s.gradientAccumulationSteps,
+    dropLast: s.dropLast,
+  });
 }
 
 /** Mean loss over all trained tokens of a split, without keeping logits beyond one batch. */
 export async function evaluate(model: TrainingModel, sequences: readonly PackedSequence[], s: TrainerSettings, collective?: Collective, lockstep = false): Promise<{ loss: number; tokens: number }> {
-  const plans = makeBatches(sequences, { batchSize: s.evalBatchSize, padded: s.padded, groupByLength: false, shuffle: false, seed: s.seed, epoch: 0 });
+  const plans = makeBatches(sequences, { batchSize: s.evalBatchSize, padded: s.padded, sampling: "sequential", seed: s.seed, epoch: 0 });
   // In a job every rank evaluates its share of the batches (k % W == rank, as the training sampler) and the
   // sums are combined exactly, so the loss is the one process's.
   const world = collective?.worldSize ?? 1;

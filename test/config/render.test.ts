@@ -23,7 +23,7 @@ const EXPECTED_HELP_DEFAULTS: Record<string, string> = {
   num_train_epochs: "3", max_steps: "-1", per_device_train_batch_size: "8", per_device_eval_batch_size: "8",
   gradient_accumulation_steps: "1", learning_rate: "0.00005", lr_scheduler_type: "linear", warmup_ratio: "0",
   warmup_steps: "0", weight_decay: "0", adam_beta1: "0.9", adam_beta2: "0.999", adam_epsilon: "1e-8",
-  max_grad_norm: "1", optim: "adamw_torch", bf16: "false", fp16: "false", group_by_length: "false", nan_inf_policy: "stop",
+  max_grad_norm: "1", optim: "adamw_torch", bf16: "false", fp16: "false", group_by_length: "false", train_sampling_strategy: "random", data_seed: "unset", dataloader_drop_last: "false", nan_inf_policy: "stop",
   gradient_checkpointing: "false", logging_strategy: "steps", logging_first_step: "false", logging_steps: "500", log_level: "passive", eval_strategy: "no", eval_steps: "unset",
   save_strategy: "steps", save_steps: "500", save_total_limit: "unset", ddp_timeout: "60", ddp_bucket_cap_mb: "unset", neftune_noise_alpha: "unset", report_to: "none",
   run_name: "unset", push_to_hub: "false", hub_model_id: "unset", hub_private_repo: "false", hub_strategy: "every_save", config_file: "unset", device: "auto", config: "unset", print_config: "false",

@@ -119,7 +119,7 @@ void test("defaults are those of the peft example dataclasses and HF TrainingArg
       num_train_epochs: 3, max_steps: -1, per_device_train_batch_size: 8, per_device_eval_batch_size: 8,
       gradient_accumulation_steps: 1, learning_rate: 5e-5, lr_scheduler_type: "linear", warmup_ratio: 0, warmup_steps: 0,
       weight_decay: 0, adam_beta1: 0.9, adam_beta2: 0.999, adam_epsilon: 1e-8, max_grad_norm: 1, optim: "adamw_torch",
-      bf16: false, fp16: false, group_by_length: false, nan_inf_policy: "stop", gradient_checkpointing: false,
+      bf16: false, fp16: false, group_by_length: false, train_sampling_strategy: "random", data_seed: undefined, dataloader_drop_last: false, nan_inf_policy: "stop", gradient_checkpointing: false,
       logging_strategy: "steps", logging_first_step: false, logging_steps: 500,
       log_level: "passive", eval_strategy: "no", eval_steps: undefined, save_strategy: "steps", save_steps: 500,
       save_total_limit: undefined, ddp_timeout: 60, ddp_bucket_cap_mb: undefined, neftune_noise_alpha: undefined, report_to: ["none"], run_name: undefined, push_to_hub: false, hub_model_id: undefined, hub_private_repo: false, hub_strategy: "every_save",
@@ -269,6 +269,8 @@ void test("conflicts are reported naming both fields and their sources", async (
     [["--use_4bit_quantization"], /use_peft_lora = false \(default\): a quantized base model cannot be trained directly/],
     [["--eval_strategy", "epoch", "--splits", "train"], /evaluation needs a split whose name contains test/],
     [["--splits", "test"], /no training split/],
+    [["--group_by_length", "--train_sampling_strategy", "sequential"], /group_by_length = true \(flag --group_by_length\) with train_sampling_strategy = "sequential" .*give one order/],
+    [["--train_sampling_strategy", "batch_rebalance"], /train_sampling_strategy = batch_rebalance/],
   ];
   for (const [flags, pattern] of cases) {
     const message = await rejection(() => parseTrainArgs([...MODEL, ...flags]), "CONFIG_INVALID");

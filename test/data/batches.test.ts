@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { countTrainedTargets, makeBatches, toModelBatch, type BatchOptions } from "../../src/data/batches.ts";
+import { readFileSync } from "node:fs";
+import { countTrainedTargets, groupByLength, makeBatches, toModelBatch, type BatchOptions } from "../../src/data/batches.ts";
 import type { PackedSequence } from "../../src/data/types.ts";
 import { IGNORE_INDEX, batchFromDocuments, batchFromRows, type Batch } from "../../src/data/batch.ts";
 import { createRng } from "../../src/util/random.ts";
@@ -77,7 +78,7 @@ test("random batches: no target crosses a boundary; positions are 0 exactly at s
     );
   });
   for (const padded of [true, false]) {
-    for (const plan of makeBatches(seqs, { batchSize: 4, padded, groupByLength: false, shuffle: true, seed: 3, epoch: 0 })) {
+    for (const plan of makeBatches(seqs, { batchSize: 4, padded, sampling: "random", seed: 3, epoch: 0 })) {
       const b = toModelBatch(plan, seqs);
       const starts = new Set(Array.from(b.cuSeqlens));
       for (let t = 0; t < b.ids.length; t++) {
@@ -94,39 +95,66 @@ function lengthsToSequences(lengths: number[]): PackedSequence[] {
   return lengths.map((n) => sequence(new Array<number>(n).fill(1), new Array<number>(n).fill(1), [n]));
 }
 
-const base: BatchOptions = { batchSize: 2, padded: false, groupByLength: false, shuffle: false, seed: 0, epoch: 0 };
+const base: BatchOptions = { batchSize: 2, padded: false, sampling: "sequential", seed: 0, epoch: 0 };
 
 test("length grouping follows transformers' get_length_grouped_indices", () => {
   // 20 sequences, batch 2: megabatches of min(20 / (2*4), 50) = 2 batches = 4 sequences, each sorted longest first.
   const lengths = Array.from({ length: 20 }, (_, i) => ((i * 7) % 11) + 1);
-  const order = (ls: number[]): number[] => makeBatches(lengthsToSequences(ls), { ...base, groupByLength: true }).flatMap((p) => p.sequenceIndices);
+  const identity = Array.from({ length: 20 }, (_, i) => i);
   // Lengths 1 8 4 11 | 7 3 10 6 | 2 9 5 1 | 8 4 11 7 | 3 10 6 2, so MB0 -> 3 1 2 0; MB1 -> 6 4 7 5; MB2 -> 9 10 8 11;
   // MB3 -> 14 12 15 13; MB4 -> 17 18 16 19. The longest (11) heads MB0 and MB3; argmax takes the first: no swap.
-  assert.deepEqual(order(lengths), [3, 1, 2, 0, 6, 4, 7, 5, 9, 10, 8, 11, 14, 12, 15, 13, 17, 18, 16, 19]);
+  assert.deepEqual(groupByLength(identity, lengths, 2), [3, 1, 2, 0, 6, 4, 7, 5, 9, 10, 8, 11, 14, 12, 15, 13, 17, 18, 16, 19]);
   // Make sequence 9 the longest: it swaps places with the head of MB0.
   lengths[9] = 20;
-  assert.deepEqual(order(lengths), [9, 1, 2, 0, 6, 4, 7, 5, 3, 10, 8, 11, 14, 12, 15, 13, 17, 18, 16, 19]);
-  const plans = makeBatches(lengthsToSequences(lengths), { ...base, groupByLength: true });
-  assert.deepEqual(plans[0]!.sequenceIndices, [9, 1]);
+  assert.deepEqual(groupByLength(identity, lengths, 2), [9, 1, 2, 0, 6, 4, 7, 5, 3, 10, 8, 11, 14, 12, 15, 13, 17, 18, 16, 19]);
 });
 
-test("shuffling is a seeded permutation: same seed and epoch -> same order, another epoch -> another order", () => {
+interface TrainerRun {
+  n: number;
+  batch: number;
+  ga: number;
+  epochs: number;
+  seed: number;
+  data_seed?: number;
+  strategy?: "sequential" | "group_by_length";
+  batches: number[][];
+  lengths: number[];
+}
+const trainerRuns = (JSON.parse(readFileSync(new URL("../golden/trainer-order/golden.json", import.meta.url), "utf8")) as { trainer: TrainerRun[] }).trainer;
+
+test("every epoch visits the sequences in the order a real Hugging Face Trainer does (transformers 5.17 + accelerate 1.15: random with seed and data_seed, group_by_length, sequential)", () => {
+  assert.equal(trainerRuns.length, 5);
+  for (const run of trainerRuns) {
+    const seqs = lengthsToSequences(run.lengths);
+    const ours: number[][] = [];
+    for (let epoch = 0; epoch < run.epochs; epoch++) {
+      const options: BatchOptions = { batchSize: run.batch, padded: true, sampling: run.strategy ?? "random", seed: run.seed, epoch, gradientAccumulationSteps: run.ga };
+      if (run.data_seed !== undefined) options.dataSeed = run.data_seed;
+      ours.push(...makeBatches(seqs, options).map((p) => p.sequenceIndices));
+    }
+    assert.deepEqual(ours, run.batches, JSON.stringify({ ...run, batches: undefined, lengths: undefined }));
+  }
+});
+
+test("orders are deterministic per seed and epoch; drop_last drops only the smaller last batch", () => {
   const seqs = lengthsToSequences(Array.from({ length: 50 }, (_, i) => 1 + (i % 9)));
-  const run = (o: Partial<BatchOptions>): number[][] => makeBatches(seqs, { ...base, batchSize: 4, shuffle: true, seed: 42, ...o }).map((p) => p.sequenceIndices);
+  const run = (o: Partial<BatchOptions>): number[][] => makeBatches(seqs, { ...base, batchSize: 4, sampling: "random", seed: 42, ...o }).map((p) => p.sequenceIndices);
   const e0 = run({ epoch: 0 });
   assert.deepEqual(run({ epoch: 0 }), e0);
   assert.notDeepEqual(run({ epoch: 1 }), e0);
   assert.notDeepEqual(run({ seed: 43 }), e0);
+  // data_seed replaces the seed for the order: seed 7 with data_seed 42 is seed 42's order.
+  assert.deepEqual(run({ seed: 7, dataSeed: 42 }), e0);
   assert.deepEqual(e0.flat().sort((a, b) => a - b), Array.from({ length: 50 }, (_, i) => i));
-  assert.notDeepEqual(e0.flat(), Array.from({ length: 50 }, (_, i) => i));
   assert.equal(e0.length, 13);
   assert.equal(e0[12]!.length, 2);
-  assert.equal(run({ epoch: 0, dropLast: true }).length, 12);
-  // Grouped and shuffled: deterministic too, and the longest sequence is in the first batch.
-  const grouped = run({ epoch: 2, groupByLength: true });
-  assert.deepEqual(run({ epoch: 2, groupByLength: true }), grouped);
+  assert.deepEqual(run({ epoch: 0, dropLast: true }), e0.slice(0, 12));
+  // Grouped: deterministic too, the longest sequence is in the first batch, and data_seed does not change it
+  // (the Trainer's LengthGroupedSampler draws from the generator args.seed seeds).
+  const grouped = run({ epoch: 2, sampling: "group_by_length" });
+  assert.deepEqual(run({ epoch: 2, sampling: "group_by_length", dataSeed: 5 }), grouped);
   assert.equal(seqs[grouped[0]![0]!]!.inputIds.length, 9);
-  assert.notDeepEqual(run({ epoch: 3, groupByLength: true }), grouped);
+  assert.notDeepEqual(run({ epoch: 3, sampling: "group_by_length" }), grouped);
 });
 
 test("unshuffled, ungrouped batches keep the sequence order", () => {

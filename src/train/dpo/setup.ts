@@ -41,7 +41,7 @@ export async function dpoObjective(
   }
   if (o.fullFineTuning && !c.precompute_ref_log_probs) o.onNote("full fine-tuning DPO: the reference log-probabilities are those of the starting weights, computed once before training (there is no second copy of the model).");
   const sequences = [...data.train, ...(data.eval ?? [])];
-  const plans = makeBatches(sequences, { batchSize: c.per_device_eval_batch_size, padded: false, groupByLength: false, shuffle: false, seed: c.seed, epoch: 0 });
+  const plans = makeBatches(sequences, { batchSize: c.per_device_eval_batch_size, padded: false, sampling: "sequential", seed: c.seed, epoch: 0 });
   const started = performance.now();
   const precomputed = await precomputeReferenceLogps(
     base,
