@@ -158,8 +158,10 @@ export function optionalFloatField(o: Common & NumberRange): FieldSpec<number | 
 const stepsSchema = z.number().gt(0).refine((v) => v < 1 || Number.isInteger(v));
 const STEPS_TYPE = "int >= 1 (or ratio in (0, 1))";
 
-export function stepsField(o: Common & { default: number }): FieldSpec<number> {
-  return customField(o, STEPS_TYPE, o.default, stepsSchema, (raw) => stringToNumber(raw, false));
+/** `zero`: 0 is accepted too (warmup_steps: none). */
+export function stepsField(o: Common & { default: number; zero?: boolean }): FieldSpec<number> {
+  const schema = o.zero === true ? z.number().gte(0).refine((v) => v < 1 || Number.isInteger(v)) : stepsSchema;
+  return customField(o, o.zero === true ? "0, int >= 1 (or ratio in (0, 1))" : STEPS_TYPE, o.default, schema, (raw) => stringToNumber(raw, false));
 }
 
 export function optionalStepsField(o: Common): FieldSpec<number | undefined> {

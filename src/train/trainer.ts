@@ -12,7 +12,7 @@ import { createRng, rngAt, type Rng } from "../util/random.ts";
 import type { AdamWSettings, OptimizerState } from "./optimizer.ts";
 import { optimizerOnDevice, type OptimizerPlacement } from "./offload.ts";
 import { createDataParallel, type LocalMoments, type ShardingStage } from "./data-parallel.ts";
-import { learningRate, type ScheduleOptions } from "./schedule.ts";
+import { learningRate, resolveWarmupSteps, type ScheduleOptions } from "./schedule.ts";
 
 export type Strategy = "no" | "steps" | "epoch";
 
@@ -196,7 +196,7 @@ export async function train(
     ...s.schedule,
     baseLr: s.learningRate,
     totalSteps: maxSteps,
-    warmupSteps: s.schedule.warmupSteps > 0 ? s.schedule.warmupSteps : Math.ceil(maxSteps * s.schedule.warmupRatio),
+    warmupSteps: resolveWarmupSteps(s.schedule.warmupSteps, s.schedule.warmupRatio, maxSteps),
   };
   // HF: *_steps below 1 are a ratio of the total steps.
   const every = (n: number): number => Math.max(1, n < 1 ? Math.ceil(n * maxSteps) : Math.round(n));

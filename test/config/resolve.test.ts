@@ -249,14 +249,15 @@ void test("range checks: warmup_ratio in [0, 1], lora_dropout in [0, 1), save_to
   const bad: [string, string][] = [
     ["--warmup_ratio", "1.5"], ["--warmup_ratio", "-0.1"], ["--lora_dropout", "1"], ["--save_total_limit", "0"],
     ["--per_device_train_batch_size", "0"], ["--logging_steps", "0"], ["--save_steps", "2.5"], ["--lora_r", "8.5"],
-    ["--neftune_noise_alpha", "0"], ["--chat_template_format", "llama"], ["--lora_target_modules", ""],
+    ["--neftune_noise_alpha", "0"], ["--chat_template_format", "llama"], ["--lora_target_modules", ""], ["--warmup_steps", "2.5"], ["--warmup_steps", "-1"],
   ];
   for (const [flag, value] of bad) {
     const message = await rejection(() => parseTrainArgs([...MODEL, flag, value]), "CONFIG_INVALID");
     assert.ok(message.includes(`(flag ${flag})`), message);
   }
-  const ok = await parseTrainArgs([...MODEL, "--warmup_ratio", "1", "--lora_dropout", "0", "--save_total_limit", "1", "--logging_steps", "0.1"]);
+  const ok = await parseTrainArgs([...MODEL, "--warmup_ratio", "1", "--lora_dropout", "0", "--save_total_limit", "1", "--logging_steps", "0.1", "--warmup_steps", "0.25"]);
   assert.equal(ok.config.warmup_ratio, 1);
+  assert.equal(ok.config.warmup_steps, 0.25);
   assert.equal(ok.config.logging_steps, 0.1);
 });
 

@@ -44,4 +44,7 @@ test("warmup steps: explicit count wins, else ceil(ratio * T)", () => {
   assert.equal(resolveWarmupSteps(0, 0.03, 100), 3);
   assert.equal(resolveWarmupSteps(0, 0.031, 100), 4);
   assert.equal(resolveWarmupSteps(0, 0, 100), 0);
+  // transformers 5: warmup_steps below 1 is the ratio (warmup_ratio is gone there).
+  assert.equal(resolveWarmupSteps(0.25, 0, 8), 2);
+  assert.equal(resolveWarmupSteps(0.031, 0.5, 100), 4);
 });

@@ -1,0 +1,130 @@
+"""tuna train against TRL's SFTTrainer itself, step by step, on the CPU (float32): the machine's local wheels of
+torch 2.13, transformers 5.17, peft 0.21 and trl 1.13 (tools/golden/README.md says how to install them).
+
+For each case (prompt/completion, conversational through the model's chat template, plain text, packed):
+  1. tuna itself writes its initial LoRA adapter (`tuna train ... --learning_rate 0 --max_steps 1`: AdamW with a
+     zero learning rate leaves the weights as initialised), so both sides start from the same weights;
+  2. PEFT loads that adapter as trainable and TRL's SFTTrainer trains it with the same settings (batch 2, gradient
+     accumulation 2, cosine schedule with warmup, weight decay, clipping, 8 steps, no dropout);
+  3. the log history (loss, grad_norm, learning_rate per step), the batches' token ids and the final adapter are
+     written to test/golden/trainer/, which test/train/trainer-golden.test.ts compares tuna train against.
+The data order is the Trainer's own (tuna orders batches as accelerate's seeded sampler does).
+Usage: python tools/golden/make_trainer_golden.py (from the repository root, after npm run build)."""
+import json
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+
+import peft
+import torch
+import transformers
+import trl
+from datasets import Dataset
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+ROOT = os.getcwd()
+MODEL = os.path.join(ROOT, "examples", "tiny-llama")
+OUT = os.path.join(ROOT, "test", "golden", "trainer")
+
+# The settings of both sides: tuna flags and the SFTConfig fields they mean.
+STEPS = 8
+SETTINGS = {
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 2,
+    "learning_rate": 3e-3,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.25,
+    "weight_decay": 0.01,
+    "max_grad_norm": 0.5,
+    "seed": 42,
+}
+LORA = {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0, "lora_target_modules": "all-linear"}
+# The cases: the dataset, tuna's flags beyond the shared ones, and the SFTConfig fields they mean. TRL's tokenizer
+# call adds the tokenizer's BOS to text and prompts: tuna's --add_special_tokens true (the peft example's default,
+# which tuna keeps, is false). A chat template adds no special tokens in either.
+CASES = {
+    "prompt-completion": {"data": "prompt-completion", "tuna": ["--add_special_tokens", "true"], "trl": {}},
+    "conversational": {"data": "conversational", "tuna": [], "trl": {}},
+    "text": {"data": "text", "tuna": ["--add_special_tokens", "true"], "trl": {}},
+    "packed": {"data": "prompt-completion", "tuna": ["--add_special_tokens", "true", "--packing", "true"], "trl": {"packing": True}},
+}
+
+
+def rows(kind: str, n: int) -> list[dict]:
+    rng = random.Random(20261208 + len(kind))
+    words = ["tuna", "fish", "swims", "fast", "in", "the", "sea", "blue", "water", "deep", "ocean", "salt", "wave", "school", "of", "a"]
+    phrase = lambda lo, hi: " ".join(rng.choice(words) for _ in range(rng.randint(lo, hi)))
+    if kind == "prompt-completion":
+        return [{"prompt": f"Q: {phrase(2, 9)}?", "completion": f" A: {phrase(1, 12)}."} for _ in range(n)]
+    if kind == "conversational":
+        return [{"messages": [{"role": "user", "content": phrase(2, 8)}, {"role": "assistant", "content": phrase(1, 10)}]} for _ in range(n)]
+    return [{"text": phrase(3, 20)} for _ in range(n)]
+
+
+def shared_flags() -> list[str]:
+    """tuna's flags of every case, without the model, dataset and output folder."""
+    flags = ["--splits", "train", "--use_peft_lora", "--max_seq_length", "64", "--max_steps", str(STEPS), "--logging_steps", "1",
+             "--save_strategy", "no", "--report_to", "jsonl", "--device", "cpu"]
+    for k, v in {**LORA, **SETTINGS}.items():
+        flags += [f"--{k}", str(v)]
+    return flags
+
+
+golden = {"versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__, "trl": trl.__version__},
+          "steps": STEPS, "flags": shared_flags(), "cases": {}}
+os.makedirs(OUT, exist_ok=True)
+for name, case in CASES.items():
+    kind = case["data"]
+    data = rows(kind, 26)
+    data_path = os.path.join(OUT, f"{kind}.jsonl")
+    with open(data_path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in data)
+    work = tempfile.mkdtemp()
+    # 1. tuna's initial adapter.
+    init_dir = os.path.join(work, "init")
+    flags = ["--model_name_or_path", MODEL, "--dataset_name", data_path, "--output_dir", init_dir, *shared_flags(), *case["tuna"]]
+    flags[flags.index("--learning_rate") + 1] = "0"
+    flags[flags.index("--max_steps") + 1] = "1"
+    subprocess.run(["node", os.path.join(ROOT, "bin", "tuna.js"), "train", *flags], check=True, stdout=subprocess.DEVNULL)
+    # 2. TRL trains it.
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    base = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32, attn_implementation="eager")
+    model = PeftModel.from_pretrained(base, init_dir, is_trainable=True)
+    seen = []
+
+    args = SFTConfig(output_dir=os.path.join(work, "trl"), max_steps=STEPS, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+                     max_length=64, bf16=False, dataloader_num_workers=0, **{"packing": False, **case["trl"]}, **SETTINGS)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(data), processing_class=tokenizer)
+    collate = trainer.data_collator
+
+    def recording(examples):
+        batch = collate(examples)
+        seen.append({k: batch[k].tolist() for k in ("input_ids", "labels", "position_ids") if k in batch})
+        return batch
+
+    trainer.data_collator = recording
+    trainer.train()
+    logs = [{k: e[k] for k in ("step", "loss", "grad_norm", "learning_rate") if k in e} for e in trainer.state.log_history if "loss" in e]
+    adapter = {k.replace(".default", ""): v.detach().clone().contiguous() for k, v in model.state_dict().items() if "lora_" in k}
+    save_file(adapter, os.path.join(OUT, f"{name}.final.safetensors"))
+    # The initial adapter depends on the seed and the model only: one file for every case.
+    init = os.path.join(OUT, "init.safetensors")
+    with open(os.path.join(init_dir, "adapter_model.safetensors"), "rb") as f:
+        init_bytes = f.read()
+    if os.path.exists(init) and name != next(iter(CASES)):
+        with open(init, "rb") as f:
+            assert f.read() == init_bytes, f"{name}: tuna's initial adapter differs from the first case's"
+    with open(init, "wb") as f:
+        f.write(init_bytes)
+    golden["cases"][name] = {"data": f"{kind}.jsonl", "flags": case["tuna"], "trl": case["trl"], "logs": logs, "batches": seen}
+    shutil.rmtree(work)
+    print(name, [round(l["loss"], 6) for l in logs])
+
+with open(os.path.join(OUT, "golden.json"), "w", encoding="utf-8") as f:
+    json.dump(golden, f)
+print(f"wrote {OUT}/golden.json")
