@@ -1,12 +1,13 @@
-// Preference pairs as TRL's DPOTrainer prepares them: rows with prompt / chosen / rejected (plain text, or
-// conversations: lists of messages), the prompt implicit in chosen and rejected's shared start when there is
-// no prompt column (TRL's extract_prompt); conversations rendered through the chat template (the prompt with
-// the generation prompt, each completion as the rest of prompt + completion: maybe_apply_chat_template);
-// prompt and completions tokenized separately without special tokens, EOS appended to each completion, the
-// prompt cut to its last max_prompt_length tokens and each completion to its first max_completion_length,
-// then each prompt + completion to max_length (keep_end: the last tokens, keep_start: the first)
-// (tokenize_row, concatenated_forward). A pair becomes one sequence of two documents, chosen then rejected,
-// whose completion tokens are trained.
+// Preference pairs as TRL 1.13's DPOTrainer prepares them (_prepare_dataset, checked against it in
+// test/golden/dpo-trainer): rows with prompt / chosen / rejected (plain text, or conversations: lists of
+// messages), the prompt implicit in chosen and rejected's shared start when there is no prompt column
+// (extract_prompt). Plain text: EOS appended to each completion's text, then the prompt and prompt + completion
+// tokenized with the tokenizer's own special tokens (BOS); conversations: the prompt rendered with the generation
+// prompt and prompt + completion rendered whole, tokenized without special tokens (the template has them). Each
+// completion is what prompt + completion has beyond the prompt's tokens. Older TRL's max_prompt_length (the
+// prompt's last tokens) and max_completion_length (a completion's first) apply when set; then prompt + completion
+// is cut to max_length (keep_start: the first tokens, TRL's only mode; keep_end: the last). A pair becomes one
+// sequence of two documents, chosen then rejected, whose completion tokens are trained.
 import { renderChatTemplate, type ChatMessage } from "../tokenizer/chat-template.ts";
 import type { LoadedTokenizer } from "../tokenizer/load.ts";
 import { TunaError, isTunaError } from "../util/errors.ts";
@@ -17,9 +18,13 @@ import type { PackedSequence, Row, RowOrigin, SplitStats } from "./types.ts";
 
 /** A row as text: the prompt and the two completions, after the chat template for conversations. */
 export interface PreferenceText {
+  /** The prompt (a conversation's rendered with the generation prompt). */
   prompt: string;
+  /** The completions: a conversation's are what its whole rendering adds to the prompt's. */
   chosen: string;
   rejected: string;
+  /** A conversation's whole renderings (prompt + completion), which TRL tokenizes; absent for text rows. */
+  rendered?: { chosen: string; rejected: string };
 }
 
 export interface PreferenceOptions {
@@ -97,7 +102,7 @@ export function preferenceText(row: Row, where: string, tokenizer: LoadedTokeniz
   while (shared < promptText.length && promptText[shared] === chosenText[shared]) shared++;
   const head = promptText.slice(0, shared);
   if (!rejectedText.startsWith(head)) throw bad(where, `the chat template renders prompt + rejected with another start than prompt + chosen, so they do not share the prompt`);
-  return { prompt: head, chosen: chosenText.slice(shared), rejected: rejectedText.slice(shared) };
+  return { prompt: promptText, chosen: chosenText.slice(shared), rejected: rejectedText.slice(shared), rendered: { chosen: chosenText, rejected: rejectedText } };
 }
 
 export interface TokenizedPair {
@@ -108,23 +113,33 @@ export interface TokenizedPair {
 
 /** A pair's text to one sequence of two documents (prompt + chosen, prompt + rejected), completions trained. */
 export function tokenizePair(text: PreferenceText, tokenizer: LoadedTokenizer, o: PreferenceOptions, row: number, where: string): TokenizedPair {
-  const eos = tokenizer.eosTokenId;
+  const eos = tokenizer.eosToken;
   if (eos === undefined) throw new TunaError("CONFIG_INVALID", `the tokenizer has no eos_token to end the completions of ${where} with.`);
+  // Plain text goes through the tokenizer's defaults (BOS...); a rendered conversation has its special tokens.
+  const addSpecialTokens = text.rendered === undefined;
+  const whole = (completion: "chosen" | "rejected"): string => {
+    if (text.rendered !== undefined) return text.rendered[completion];
+    const t = text[completion];
+    return text.prompt + (t.endsWith(eos) ? t : t + eos);
+  };
   let truncated = false;
-  let prompt = tokenizer.encode(text.prompt, { addSpecialTokens: false });
+  const promptIds = tokenizer.encode(text.prompt, { addSpecialTokens });
+  let prompt = promptIds;
   if (o.maxPromptLength !== null && prompt.length > o.maxPromptLength) {
     prompt = prompt.slice(prompt.length - o.maxPromptLength);
     truncated = true;
   }
-  const completion = (t: string): number[] => {
-    const ids = [...tokenizer.encode(t, { addSpecialTokens: false }), eos];
+  const completion = (which: "chosen" | "rejected"): number[] => {
+    // What prompt + completion has beyond the prompt's tokens (TRL slices so even where the two tokenize the
+    // shared text differently).
+    const ids = tokenizer.encode(whole(which), { addSpecialTokens }).slice(promptIds.length);
     if (o.maxCompletionLength !== null && ids.length > o.maxCompletionLength) {
       truncated = true;
       return ids.slice(0, o.maxCompletionLength);
     }
     return ids;
   };
-  const docs = [completion(text.chosen), completion(text.rejected)].map((c) => {
+  const docs = [completion("chosen"), completion("rejected")].map((c) => {
     let ids = [...prompt, ...c];
     let trained = [...new Array<number>(prompt.length).fill(0), ...new Array<number>(c.length).fill(1)];
     if (o.maxLength !== null && ids.length > o.maxLength) {

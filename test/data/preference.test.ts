@@ -1,6 +1,6 @@
-// Preference pairs as TRL prepares them: text and conversational rows, prompts implicit in the shared start,
-// the chat template applied as maybe_apply_chat_template does, tokenize_row's separate tokenization with EOS
-// after each completion and its truncation rules, and bad rows named (or skipped and counted).
+// Preference pairs as TRL 1.13 prepares them: text and conversational rows, prompts implicit in the shared start,
+// the chat template applied, TRL 1.13's tokenization (test/train/dpo/trainer-golden.test.ts compares whole runs
+// with TRL itself), the truncation rules, and bad rows named (or skipped and counted).
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, writeFile } from "node:fs/promises";
@@ -39,23 +39,39 @@ void test("conversations: the prompt with the generation prompt, each completion
   assert.deepEqual(implicit, t);
 });
 
-void test("tokenize_row: separate tokenization without special tokens, EOS after each completion, only completions trained", () => {
+void test("text pairs as TRL 1.13 tokenizes them: the tokenizer's special tokens (BOS), EOS text appended, each completion what prompt + completion has beyond the prompt", () => {
   const text = { prompt: "reverse the words: cat dog", chosen: " dog cat", rejected: " cat dog" };
   const { sequence, truncated } = tokenizePair(text, tok, NO_LIMITS, 3, "r");
-  const p = tok.encode(text.prompt, { addSpecialTokens: false });
-  const c = [...tok.encode(text.chosen, { addSpecialTokens: false }), tok.eosTokenId!];
-  const r = [...tok.encode(text.rejected, { addSpecialTokens: false }), tok.eosTokenId!];
+  const p = tok.encode(text.prompt);
+  assert.equal(p[0], tok.bosTokenId, "the prompt starts with BOS");
+  const c = tok.encode(text.prompt + text.chosen + tok.eosToken!).slice(p.length);
+  const r = tok.encode(text.prompt + text.rejected + tok.eosToken!).slice(p.length);
+  assert.equal(c.at(-1), tok.eosTokenId);
   assert.equal(truncated, false);
   assert.deepEqual(sequence.docLengths, [p.length + c.length, p.length + r.length]);
   assert.deepEqual([...sequence.inputIds], [...p, ...c, ...p, ...r]);
   assert.deepEqual([...sequence.trained], [...p.map(() => 0), ...c.map(() => 1), ...p.map(() => 0), ...r.map(() => 1)]);
   assert.deepEqual(sequence.rows, [3, 3]);
+  // A completion that already ends with EOS gets no second one.
+  const ended = tokenizePair({ ...text, chosen: ` dog cat${tok.eosToken!}` }, tok, NO_LIMITS, 3, "r");
+  assert.deepEqual([...ended.sequence.inputIds], [...sequence.inputIds]);
 });
 
-void test("truncation: the prompt keeps its last max_prompt_length tokens, completions their first max_completion_length, then max_length by truncation_mode", () => {
-  const text = { prompt: "one two three four five six seven eight", chosen: " alpha beta gamma delta", rejected: " epsilon" };
+void test("conversational pairs: the rendered prompt and whole renderings, no special tokens added and no EOS beyond the template's", () => {
+  const prompt = [{ role: "user", content: "reverse: a b" }];
+  const text = preferenceText({ prompt, chosen: [{ role: "assistant", content: "b a" }], rejected: [{ role: "assistant", content: "a b" }] }, "r", tok, template);
+  const { sequence } = tokenizePair(text, tok, NO_LIMITS, 0, "r");
   const p = tok.encode(text.prompt, { addSpecialTokens: false });
-  const c = [...tok.encode(text.chosen, { addSpecialTokens: false }), tok.eosTokenId!];
+  const c = tok.encode(text.rendered!.chosen, { addSpecialTokens: false }).slice(p.length);
+  assert.notEqual(p[0], tok.bosTokenId);
+  assert.notEqual(c.at(-1), tok.eosTokenId, "ChatML ends a turn with its own marker; TRL appends no EOS to conversations");
+  assert.deepEqual([...sequence.inputIds.slice(0, p.length + c.length)], [...p, ...c]);
+});
+
+void test("truncation: max_prompt_length keeps the prompt's last tokens, max_completion_length a completion's first, then max_length by truncation_mode", () => {
+  const text = { prompt: "one two three four five six seven eight", chosen: " alpha beta gamma delta", rejected: " epsilon" };
+  const p = tok.encode(text.prompt);
+  const c = tok.encode(text.prompt + text.chosen + tok.eosToken!).slice(p.length);
   const cut = tokenizePair(text, tok, { ...NO_LIMITS, maxPromptLength: 3, maxCompletionLength: 2 }, 0, "r");
   assert.equal(cut.truncated, true);
   assert.deepEqual([...cut.sequence.inputIds.slice(0, 5)], [...p.slice(-3), ...c.slice(0, 2)]);

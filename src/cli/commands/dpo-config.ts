@@ -1,11 +1,11 @@
 // What `tuna dpo` does to the shared training configuration: TRL's DPOConfig defaults where the user left a
-// field at tuna train's default (learning_rate 1e-6, max_length 1024, truncation_mode keep_end,
-// max_prompt_length 512), its own checks, and its help. `tuna train` refuses the DPO fields.
+// field at tuna train's default (TRL 1.13: learning_rate 1e-6, max_length 1024, truncation_mode keep_start),
+// its own checks, and its help. `tuna train` refuses the DPO fields.
 import { DPO_LOSS_TYPES, FIELD_NAMES, TRAIN_FIELDS, UNSUPPORTED_DPO_LOSS_TYPES, renderTrainHelp, type FieldName, type ResolvedTrainConfig, type TrainConfig } from "../../config/index.ts";
 import { TunaError } from "../../util/errors.ts";
 
 /** TRL's DPOConfig defaults that differ from tuna train's (SFT) ones. */
-const DPO_DEFAULTS: Partial<TrainConfig> = { learning_rate: 1e-6, max_seq_length: 1024, truncation_mode: "keep_end", max_prompt_length: 512 };
+const DPO_DEFAULTS: Partial<TrainConfig> = { learning_rate: 1e-6, max_seq_length: 1024, truncation_mode: "keep_start" };
 
 const DPO_FIELDS = FIELD_NAMES.filter((name) => TRAIN_FIELDS[name].group === "dpo");
 
@@ -49,7 +49,7 @@ export function renderDpoHelp(): string {
     "prompt may be implicit in chosen and rejected's shared start), LoRA / QLoRA with the base as the reference",
     "(adapters off), or full fine-tuning with reference log-probabilities computed before training. Every",
     "`tuna train` flag applies; where left unset, TRL's DPOConfig defaults replace tuna train's: learning_rate",
-    "1e-6, max_length 1024, truncation_mode keep_end, max_prompt_length 512. --packing does not apply.",
+    "1e-6, max_length 1024, truncation_mode keep_start (TRL 1.13). --packing does not apply.",
     ...train.slice(train.findIndex((l) => l === "") ),
   ].join("\n");
 }

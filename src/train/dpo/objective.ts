@@ -150,7 +150,6 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
       const losses = dpoLosses(logpsOf, s);
       pairs.forEach((p, i) => {
         const [nc, nr] = counts[i]!;
-        const logps = logpsOf[i]!;
         const r = losses[i]!;
         lossSum += r.loss;
         spans.push({ start: p.chosen[0], count: p.chosen[1] - p.chosen[0], scale: -r.dChosen / nc + rpoWeight }, { start: p.rejected[0], count: p.rejected[1] - p.rejected[0], scale: -r.dRejected / nr });
@@ -158,12 +157,17 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
           m[k]!.sum += v;
           m[k]!.count += 1;
         };
-        add("rewards/chosen", r.chosenReward);
-        add("rewards/rejected", r.rejectedReward);
-        add("rewards/accuracies", r.chosenReward > r.rejectedReward ? 1 : 0);
-        add("rewards/margins", r.chosenReward - r.rejectedReward);
-        add("logps/chosen", logps.chosen);
-        add("logps/rejected", logps.rejected);
+        // TRL 1.13 reports every loss type's rewards and log-probabilities from the summed log-probabilities
+        // (IPO and sigmoid_norm average only inside their loss).
+        const [chosen, rejected] = policyLogps[i]!;
+        const chosenReward = s.beta * (chosen - ref[i]![0]);
+        const rejectedReward = s.beta * (rejected - ref[i]![1]);
+        add("rewards/chosen", chosenReward);
+        add("rewards/rejected", rejectedReward);
+        add("rewards/accuracies", chosenReward > rejectedReward ? 1 : 0);
+        add("rewards/margins", chosenReward - rejectedReward);
+        add("logps/chosen", chosen);
+        add("logps/rejected", rejected);
       });
       if (s.rpoAlpha !== undefined && chosenTokens > 0) {
         lossSum += rpoWeight * chosenNll;
