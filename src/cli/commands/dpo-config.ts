@@ -34,8 +34,16 @@ export function refuseDpoFields(resolved: ResolvedTrainConfig): ResolvedTrainCon
 export function refuseUnsupportedLossType(args: readonly string[]): void {
   args.forEach((arg, i) => {
     const value = arg.startsWith("--loss_type=") || arg.startsWith("--loss-type=") ? arg.slice(arg.indexOf("=") + 1) : arg === "--loss_type" || arg === "--loss-type" ? args[i + 1] : undefined;
-    if (value !== undefined && (UNSUPPORTED_DPO_LOSS_TYPES as readonly string[]).includes(value)) {
-      throw new TunaError("UNSUPPORTED", `loss_type ${value} is one of TRL's DPO losses that tuna does not implement (${UNSUPPORTED_DPO_LOSS_TYPES.join(", ")}); tuna has ${DPO_LOSS_TYPES.join(", ")}.`);
+    if (value === undefined) return;
+    const types = value.split(",").map((t) => t.trim()).filter((t) => t !== "");
+    // TRL 1.13 writes RPO as the loss list [<loss>, "sft"] with loss_weights [1, alpha]: the same loss as rpo_alpha.
+    const others = types.filter((t) => t !== "sft");
+    const rpo = types.includes("sft") && others.length <= 1 ? ` TRL's ["${others[0] ?? "sigmoid"}", "sft"] with loss_weights [1, w] is --loss_type ${others[0] ?? "sigmoid"} --rpo_alpha w here (w x the chosen completions' mean token NLL, the same loss).` : "";
+    if (types.length > 1) {
+      throw new TunaError("UNSUPPORTED", `loss_type ${value}: lists of weighted loss types (TRL 1.13's loss_type list with loss_weights) are not implemented; give one loss type.${rpo}`);
+    }
+    if ((UNSUPPORTED_DPO_LOSS_TYPES as readonly string[]).includes(value)) {
+      throw new TunaError("UNSUPPORTED", `loss_type ${value} is one of TRL's DPO losses that tuna does not implement (${UNSUPPORTED_DPO_LOSS_TYPES.join(", ")}); tuna has ${DPO_LOSS_TYPES.join(", ")}.${rpo}`);
     }
   });
 }

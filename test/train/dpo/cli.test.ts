@@ -169,6 +169,13 @@ void test("tuna train refuses DPO settings; tuna dpo refuses packing and TRL los
   const sft = tuna(["dpo", ...flags(join(tmp, "x3"), ["--loss_type", "sft"])]);
   assert.notEqual(sft.status, 0);
   assert.match(sft.stderr, /loss_type sft is one of TRL's DPO losses that tuna does not implement .* tuna has sigmoid, ipo, hinge, robust, exo_pair, nca_pair, bco_pair/);
+  // TRL 1.13's RPO is a loss list with weights: pointed at rpo_alpha, which computes the same loss.
+  const rpo = tuna(["dpo", ...flags(join(tmp, "x5"), ["--loss_type", "ipo,sft"])]);
+  assert.notEqual(rpo.status, 0);
+  assert.match(rpo.stderr, /lists of weighted loss types .* are not implemented; give one loss type\. TRL's \["ipo", "sft"\] with loss_weights \[1, w\] is --loss_type ipo --rpo_alpha w here/);
+  const mpo = tuna(["dpo", ...flags(join(tmp, "x6"), ["--loss_type", "sigmoid,bco_pair,sft"])]);
+  assert.match(mpo.stderr, /lists of weighted loss types/);
+  assert.doesNotMatch(mpo.stderr, /rpo_alpha/);
   const smoothing = tuna(["dpo", ...flags(join(tmp, "x4"), ["--loss_type", "hinge", "--label_smoothing", "0.1"])]);
   assert.notEqual(smoothing.status, 0);
   assert.match(smoothing.stderr, /label_smoothing 0\.1 applies to the sigmoid, robust, exo_pair, aot and aot_pair losses/);
