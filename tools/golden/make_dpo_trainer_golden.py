@@ -7,7 +7,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 
 import peft
@@ -19,6 +18,8 @@ from peft import PeftModel
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
+
+from tuna_runs import lora_tensors, phrase, tuna_initial_adapter
 
 ROOT = os.getcwd()
 MODEL = os.path.join(ROOT, "examples", "tiny-llama")
@@ -47,11 +48,9 @@ METRICS = ["loss", "grad_norm", "learning_rate", "rewards/chosen", "rewards/reje
 
 def rows(kind: str, n: int) -> list[dict]:
     rng = random.Random(7 + len(kind))
-    words = ["tuna", "fish", "swims", "fast", "in", "the", "sea", "blue", "water", "deep", "ocean", "salt", "wave", "school", "of", "a"]
-    phrase = lambda lo, hi: " ".join(rng.choice(words) for _ in range(rng.randint(lo, hi)))
     out = []
     for _ in range(n):
-        p, c, r = phrase(2, 8), phrase(1, 8), phrase(1, 8)
+        p, c, r = phrase(rng, 2, 8), phrase(rng, 1, 8), phrase(rng, 1, 8)
         if kind == "text":
             out.append({"prompt": f"Q: {p}?", "chosen": f" A: {c}.", "rejected": f" A: {r}!"})
         else:
@@ -78,10 +77,7 @@ for name, case in CASES.items():
         f.writelines(json.dumps(r) + "\n" for r in data)
     work = tempfile.mkdtemp()
     init_dir = os.path.join(work, "init")
-    flags = ["--model_name_or_path", MODEL, "--dataset_name", data_path, "--output_dir", init_dir, *shared_flags(), *case["tuna"]]
-    flags[flags.index("--learning_rate") + 1] = "0"
-    flags[flags.index("--max_steps") + 1] = "1"
-    subprocess.run(["node", os.path.join(ROOT, "bin", "tuna.js"), "dpo", *flags], check=True, stdout=subprocess.DEVNULL)
+    init_file = tuna_initial_adapter(ROOT, "dpo", ["--model_name_or_path", MODEL, "--dataset_name", data_path, *shared_flags(), *case["tuna"]], init_dir)
     tokenizer = AutoTokenizer.from_pretrained(MODEL)
     base = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32, attn_implementation="eager")
     model = PeftModel.from_pretrained(base, init_dir, is_trainable=True)
@@ -100,9 +96,8 @@ for name, case in CASES.items():
     trainer.data_collator = recording
     trainer.train()
     logs = [{k: e[k] for k in ["step", *METRICS] if k in e} for e in trainer.state.log_history if "loss" in e]
-    adapter = {k.replace(".default", ""): v.detach().clone().contiguous() for k, v in model.state_dict().items() if "lora_" in k and ".ref." not in k}
-    save_file(adapter, os.path.join(OUT, f"{name}.final.safetensors"))
-    shutil.copy(os.path.join(init_dir, "adapter_model.safetensors"), os.path.join(OUT, "init.safetensors"))
+    save_file(lora_tensors(model), os.path.join(OUT, f"{name}.final.safetensors"))
+    shutil.copy(init_file, os.path.join(OUT, "init.safetensors"))
     golden["cases"][name] = {"data": f"{kind}.jsonl", "flags": case["tuna"], "trl": case["trl"], "logs": logs, "batches": seen}
     shutil.rmtree(work)
     print(name, [round(l["loss"], 6) for l in logs])

@@ -14,7 +14,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 
 import peft
@@ -26,6 +25,8 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
+
+from tuna_runs import lora_tensors, phrase, tuna_initial_adapter
 
 ROOT = os.getcwd()
 MODEL = os.path.join(ROOT, "examples", "tiny-llama")
@@ -57,13 +58,11 @@ CASES = {
 
 def rows(kind: str, n: int) -> list[dict]:
     rng = random.Random(20261208 + len(kind))
-    words = ["tuna", "fish", "swims", "fast", "in", "the", "sea", "blue", "water", "deep", "ocean", "salt", "wave", "school", "of", "a"]
-    phrase = lambda lo, hi: " ".join(rng.choice(words) for _ in range(rng.randint(lo, hi)))
     if kind == "prompt-completion":
-        return [{"prompt": f"Q: {phrase(2, 9)}?", "completion": f" A: {phrase(1, 12)}."} for _ in range(n)]
+        return [{"prompt": f"Q: {phrase(rng, 2, 9)}?", "completion": f" A: {phrase(rng, 1, 12)}."} for _ in range(n)]
     if kind == "conversational":
-        return [{"messages": [{"role": "user", "content": phrase(2, 8)}, {"role": "assistant", "content": phrase(1, 10)}]} for _ in range(n)]
-    return [{"text": phrase(3, 20)} for _ in range(n)]
+        return [{"messages": [{"role": "user", "content": phrase(rng, 2, 8)}, {"role": "assistant", "content": phrase(rng, 1, 10)}]} for _ in range(n)]
+    return [{"text": phrase(rng, 3, 20)} for _ in range(n)]
 
 
 def shared_flags() -> list[str]:
@@ -87,10 +86,7 @@ for name, case in CASES.items():
     work = tempfile.mkdtemp()
     # 1. tuna's initial adapter.
     init_dir = os.path.join(work, "init")
-    flags = ["--model_name_or_path", MODEL, "--dataset_name", data_path, "--output_dir", init_dir, *shared_flags(), *case["tuna"]]
-    flags[flags.index("--learning_rate") + 1] = "0"
-    flags[flags.index("--max_steps") + 1] = "1"
-    subprocess.run(["node", os.path.join(ROOT, "bin", "tuna.js"), "train", *flags], check=True, stdout=subprocess.DEVNULL)
+    init_file = tuna_initial_adapter(ROOT, "train", ["--model_name_or_path", MODEL, "--dataset_name", data_path, *shared_flags(), *case["tuna"]], init_dir)
     # 2. TRL trains it.
     tokenizer = AutoTokenizer.from_pretrained(MODEL)
     base = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32, attn_implementation="eager")
@@ -110,11 +106,10 @@ for name, case in CASES.items():
     trainer.data_collator = recording
     trainer.train()
     logs = [{k: e[k] for k in ("step", "loss", "grad_norm", "learning_rate") if k in e} for e in trainer.state.log_history if "loss" in e]
-    adapter = {k.replace(".default", ""): v.detach().clone().contiguous() for k, v in model.state_dict().items() if "lora_" in k}
-    save_file(adapter, os.path.join(OUT, f"{name}.final.safetensors"))
+    save_file(lora_tensors(model), os.path.join(OUT, f"{name}.final.safetensors"))
     # The initial adapter depends on the seed and the model only: one file for every case.
     init = os.path.join(OUT, "init.safetensors")
-    with open(os.path.join(init_dir, "adapter_model.safetensors"), "rb") as f:
+    with open(init_file, "rb") as f:
         init_bytes = f.read()
     if os.path.exists(init) and name != next(iter(CASES)):
         with open(init, "rb") as f:
