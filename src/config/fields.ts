@@ -184,6 +184,12 @@ export function choiceField<const C extends readonly [string, ...string[]]>(
   return customField(o, o.choices.join("|"), o.default, z.enum(o.choices), (raw) => raw.trim());
 }
 
+/** A comma list of numbers on the command line, a YAML/JSON list (or comma string) of numbers in a file; unset by default. */
+export function optionalNumberListField(o: Common): FieldSpec<number[] | undefined> {
+  const fromString = (raw: string): unknown => splitCommaList(raw).map((item) => stringToNumber(item, false));
+  return customField(o, "comma list of float", undefined, z.array(z.number()).min(1).optional(), fromString);
+}
+
 /** A comma list on the command line, a YAML/JSON list or comma string in a file. */
 export function listField<T extends string>(
   o: Common & { default: T[]; item: z.ZodType<T>; itemType: string; check?: (items: T[]) => boolean },

@@ -12,6 +12,7 @@ import {
   optionalBoolField,
   optionalFloatField,
   optionalIntField,
+  optionalNumberListField,
   optionalStepsField,
   optionalTextField,
   splitCommaList,
@@ -40,9 +41,7 @@ const OPTIMIZERS = Object.keys(OPTIMIZER_MAPPING) as [keyof typeof OPTIMIZER_MAP
 export const UNSUPPORTED_REPORTERS = ["wandb", "comet_ml", "clearml", "neptune", "dvclive", "azure_ml", "codecarbon", "flyte", "dagshub", "swanlab", "trackio"] as const;
 
 /** The DPO loss types tuna implements, and TRL's others (named in messages). */
-export const DPO_LOSS_TYPES = ["sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "discopop", "aot", "aot_pair", "aot_unpaired", "sigmoid_norm"] as const;
-/** TRL's loss types tuna lacks: sft (TRL's SFT term on the chosen completions; tuna's RPO is that with rpo_alpha). */
-export const UNSUPPORTED_DPO_LOSS_TYPES = ["sft"] as const;
+export const DPO_LOSS_TYPES = ["sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "discopop", "aot", "aot_pair", "aot_unpaired", "sigmoid_norm", "sft"] as const;
 
 const DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj", "up_proj", "gate_proj"];
 
@@ -278,12 +277,16 @@ export const TRAIN_FIELDS = {
 
   // ---- dpo: preference training (tuna dpo), TRL's DPOConfig names and defaults
   beta: floatField({ group: "dpo", default: 0.1, min: 0, minOpen: true, doc: "How far the policy may move from the reference: the scale of the implicit reward." }),
-  loss_type: choiceField({
+  loss_type: listField({
     group: "dpo",
-    choices: DPO_LOSS_TYPES,
-    default: "sigmoid",
-    doc: `DPO loss: sigmoid (DPO), ipo, hinge, robust, exo_pair, nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, discopop, sigmoid_norm, aot or aot_pair / aot_unpaired (sorted over each micro-batch), as TRL computes them (${UNSUPPORTED_DPO_LOSS_TYPES.join(", ")} are TRL's but not implemented).`,
+    default: ["sigmoid"],
+    item: z.enum(DPO_LOSS_TYPES),
+    itemType: DPO_LOSS_TYPES.join("|"),
+    doc:
+      "DPO loss, or a list of them summed with loss_weights (TRL 1.13; e.g. MPO's sigmoid,bco_pair,sft): sigmoid (DPO), ipo, hinge, robust, exo_pair, nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, discopop, sigmoid_norm, " +
+      "aot or aot_pair / aot_unpaired (sorted over each micro-batch), sft (the chosen completions' mean token NLL: RPO), as TRL computes them.",
   }),
+  loss_weights: optionalNumberListField({ group: "dpo", doc: "The weight of each loss_type, in order; unset = 1 each." }),
   label_smoothing: floatField({ group: "dpo", default: 0, min: 0, max: 0.5, maxOpen: true, doc: "Assumed probability that a preference label is flipped (cDPO with sigmoid, robust DPO, AOT; EXO's epsilon); below 0.5." }),
   discopop_tau: floatField({ group: "dpo", default: 0.05, min: 0, minOpen: true, doc: "DiscoPOP's temperature: how sharply its loss moves from logistic to exponential (loss_type discopop)." }),
   max_prompt_length: optionalIntField({ group: "dpo", min: 1, doc: "Keep at most this many prompt tokens (the last ones); unset = no limit, as TRL 1.13 (which has only max_length; older TRL cut prompts to 512)." }),

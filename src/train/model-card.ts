@@ -65,7 +65,7 @@ export function renderModelCard(m: ModelCardInput): string {
     c.max_steps > 0 ? `- training_steps: ${c.max_steps}` : `- num_epochs: ${num(c.num_train_epochs)}`,
     ...(c.bf16 ? ["- mixed_precision_training: bf16"] : c.fp16 ? ["- mixed_precision_training: fp16"] : []),
     ...(adapter ? [`- lora: r=${c.lora_r}, alpha=${c.lora_alpha}, dropout=${num(c.lora_dropout)}, target_modules=${Array.isArray(c.lora_target_modules) ? c.lora_target_modules.join(",") : c.lora_target_modules}${c.use_rslora ? ", rslora" : ""}${c.use_dora ? ", dora" : ""}`] : []),
-    ...(m.objective === "dpo" ? [`- dpo: beta=${num(c.beta)}, loss_type=${c.loss_type}${c.label_smoothing > 0 ? `, label_smoothing=${num(c.label_smoothing)}` : ""}${c.rpo_alpha === undefined ? "" : `, rpo_alpha=${num(c.rpo_alpha)}`}`] : []),
+    ...(m.objective === "dpo" ? [`- dpo: beta=${num(c.beta)}, loss_type=${c.loss_type.join(",")}${c.loss_weights === undefined ? "" : `, loss_weights=${c.loss_weights.map(num).join(",")}`}${c.label_smoothing > 0 ? `, label_smoothing=${num(c.label_smoothing)}` : ""}${c.rpo_alpha === undefined ? "" : `, rpo_alpha=${num(c.rpo_alpha)}`}`] : []),
     "",
     "### Training results",
     "",

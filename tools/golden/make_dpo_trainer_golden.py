@@ -42,6 +42,9 @@ CASES = {
     "text": {"data": "text", "tuna": [], "trl": {}},
     "conversational": {"data": "conversational", "tuna": [], "trl": {}},
     "ipo": {"data": "text", "tuna": ["--loss_type", "ipo"], "trl": {"loss_type": ["ipo"]}},
+    # MPO's loss list with weights (sft: the chosen completions' NLL, older TRL's RPO).
+    "mpo": {"data": "conversational", "tuna": ["--loss_type", "sigmoid,bco_pair,sft", "--loss_weights", "0.8,0.2,1.0"],
+            "trl": {"loss_type": ["sigmoid", "bco_pair", "sft"], "loss_weights": [0.8, 0.2, 1.0]}},
 }
 METRICS = ["loss", "grad_norm", "learning_rate", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"]
 

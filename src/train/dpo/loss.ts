@@ -164,7 +164,7 @@ export function dpoPairLoss(p: PairLogps, s: DpoLossSettings): PairLoss {
       break;
     }
     case "exo_pair": {
-      // TRL replaces a label_smoothing of 0 by 1e-3 for EXO.
+      // Older TRL replaced a label_smoothing of 0 by 1e-3 for EXO; TRL 1.13 and tuna dpo refuse 0 (dpo-config.ts).
       const eps = e === 0 ? 1e-3 : e;
       loss = sigmoid(bz) * (logSigmoid(bz) - Math.log(1 - eps)) + sigmoid(-bz) * (logSigmoid(-bz) - Math.log(eps));
       dz = beta * dsigmoid(bz) * (bz + Math.log(eps / (1 - eps)));

@@ -7,9 +7,11 @@
 import type { Batch } from "../../data/batch.ts";
 import type { ForwardOptions, ForwardResult, SpanScale, TrainingModel, UploadedBatch } from "../../model/types.ts";
 import { TunaError } from "../../util/errors.ts";
-import { dpoLosses, type DpoLossSettings, type PairLogps } from "./loss.ts";
+import { dpoLosses, type DpoLossSettings, type DpoLossType } from "./loss.ts";
 
 export interface DpoSettings extends DpoLossSettings {
+  /** The weighted loss terms (TRL 1.13's loss_type list with loss_weights); unset = lossType alone, weight 1. */
+  losses?: readonly { type: DpoLossType; weight: number }[];
   /** No reference: its log-probabilities are 0. */
   referenceFree: boolean;
   /** RPO: rpo_alpha x the chosen completions' NLL (mean over their tokens in the micro-batch) joins the loss. */
@@ -127,8 +129,6 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
       }
       const ref = await referenceLogps(batch, pairs);
       const policy = await inner.forward(batch, options);
-      // IPO and sigmoid_norm compare log-probabilities averaged over each completion's tokens.
-      const ipo = s.lossType === "ipo" || s.lossType === "sigmoid_norm";
       let lossSum = 0;
       const spans: SpanScale[] = [];
       const policyLogps = pairs.map((p) => [sequenceLogp(policy.tokenLosses, p.chosen), sequenceLogp(policy.tokenLosses, p.rejected)] as const);
@@ -141,18 +141,29 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
       });
       const rpoWeight = s.rpoAlpha === undefined || chosenTokens === 0 ? 0 : (s.rpoAlpha * pairs.length) / chosenTokens;
       const m = metrics[options.training === true ? "train" : "eval"];
-      // IPO compares log-probabilities averaged over each completion's tokens (TRL divides by the token count).
-      const counts = pairs.map((p): [number, number] => (ipo ? [Math.max(1, p.chosenTokens), Math.max(1, p.rejectedTokens)] : [1, 1]));
-      const logpsOf: PairLogps[] = pairs.map((_, i) => {
-        const [nc, nr] = counts[i]!;
-        return { chosen: policyLogps[i]![0] / nc, rejected: policyLogps[i]![1] / nr, refChosen: ref[i]![0] / nc, refRejected: ref[i]![1] / nr };
-      });
-      const losses = dpoLosses(logpsOf, s);
+      // Each weighted loss term; d loss / d summed log-probability of each completion, over the terms.
+      const dChosen = new Array<number>(pairs.length).fill(0);
+      const dRejected = new Array<number>(pairs.length).fill(0);
+      for (const term of s.losses ?? [{ type: s.lossType, weight: 1 }]) {
+        // IPO and sigmoid_norm compare log-probabilities averaged over each completion's tokens (TRL divides by
+        // the token count).
+        const mean = term.type === "ipo" || term.type === "sigmoid_norm";
+        const counts = pairs.map((p): [number, number] => (mean ? [Math.max(1, p.chosenTokens), Math.max(1, p.rejectedTokens)] : [1, 1]));
+        const losses = dpoLosses(
+          pairs.map((_, i) => {
+            const [nc, nr] = counts[i]!;
+            return { chosen: policyLogps[i]![0] / nc, rejected: policyLogps[i]![1] / nr, refChosen: ref[i]![0] / nc, refRejected: ref[i]![1] / nr };
+          }),
+          { ...s, lossType: term.type },
+        );
+        losses.forEach((r, i) => {
+          lossSum += term.weight * r.loss;
+          dChosen[i]! += (term.weight * r.dChosen) / counts[i]![0];
+          dRejected[i]! += (term.weight * r.dRejected) / counts[i]![1];
+        });
+      }
       pairs.forEach((p, i) => {
-        const [nc, nr] = counts[i]!;
-        const r = losses[i]!;
-        lossSum += r.loss;
-        spans.push({ start: p.chosen[0], count: p.chosen[1] - p.chosen[0], scale: -r.dChosen / nc + rpoWeight }, { start: p.rejected[0], count: p.rejected[1] - p.rejected[0], scale: -r.dRejected / nr });
+        spans.push({ start: p.chosen[0], count: p.chosen[1] - p.chosen[0], scale: -dChosen[i]! + rpoWeight }, { start: p.rejected[0], count: p.rejected[1] - p.rejected[0], scale: -dRejected[i]! });
         const add = (k: string, v: number): void => {
           m[k]!.sum += v;
           m[k]!.count += 1;

@@ -10,12 +10,28 @@ import type { PackedSequence } from "../../data/types.ts";
 import type { TrainingModel } from "../../model/types.ts";
 import { TunaError } from "../../util/errors.ts";
 import { writeJson } from "../checkpoint.ts";
+import type { DpoLossType } from "./loss.ts";
 import { dpoTrainingModel, precomputeReferenceLogps, type DpoSettings } from "./objective.ts";
 
 export const REFERENCE_LOGPS_FILE = "dpo_reference_logps.json";
 
+/**
+ * TRL 1.13's loss list with its weights: the preference losses as weighted terms, and sft (the chosen completions'
+ * mean token NLL) as the RPO weight, which is what older TRL's rpo_alpha set.
+ */
 export function dpoSettingsOf(c: TrainConfig): DpoSettings {
-  return { lossType: c.loss_type, beta: c.beta, labelSmoothing: c.label_smoothing, discopopTau: c.discopop_tau, referenceFree: c.reference_free, rpoAlpha: c.rpo_alpha };
+  const weighted = c.loss_type.map((type, i) => ({ type, weight: c.loss_weights?.[i] ?? 1 }));
+  const losses = weighted.filter((l): l is { type: DpoLossType; weight: number } => l.type !== "sft");
+  const sft = weighted.find((l) => l.type === "sft");
+  return {
+    lossType: losses[0]?.type ?? "sigmoid",
+    losses,
+    beta: c.beta,
+    labelSmoothing: c.label_smoothing,
+    discopopTau: c.discopop_tau,
+    referenceFree: c.reference_free,
+    rpoAlpha: sft?.weight ?? c.rpo_alpha,
+  };
 }
 
 export async function dpoObjective(

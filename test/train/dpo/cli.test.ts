@@ -159,23 +159,24 @@ void test("full fine-tuning DPO: the starting weights' reference log-probabiliti
   assert.ok(Math.abs((await logs(out))[0]!.loss! - Math.log(2)) < 1e-9, "policy = reference at the first step");
 });
 
-void test("tuna train refuses DPO settings; tuna dpo refuses packing and TRL loss types it does not implement, naming them", () => {
+void test("tuna train refuses DPO settings; tuna dpo refuses packing, loss lists that do not fit their weights, and unknown loss types, naming them", () => {
   const train = tuna(["train", ...flags(join(tmp, "x1"), ["--beta", "0.2"])]);
   assert.notEqual(train.status, 0);
   assert.match(train.stderr, /--beta is a setting of preference training: run tuna dpo/);
   const packing = tuna(["dpo", ...flags(join(tmp, "x2"), ["--packing"])]);
   assert.notEqual(packing.status, 0);
   assert.match(packing.stderr, /tuna dpo does not pack pairs together/);
-  const sft = tuna(["dpo", ...flags(join(tmp, "x3"), ["--loss_type", "sft"])]);
-  assert.notEqual(sft.status, 0);
-  assert.match(sft.stderr, /loss_type sft is one of TRL's DPO losses that tuna does not implement .* tuna has sigmoid, ipo, hinge, robust, exo_pair, nca_pair, bco_pair/);
-  // TRL 1.13's RPO is a loss list with weights: pointed at rpo_alpha, which computes the same loss.
-  const rpo = tuna(["dpo", ...flags(join(tmp, "x5"), ["--loss_type", "ipo,sft"])]);
-  assert.notEqual(rpo.status, 0);
-  assert.match(rpo.stderr, /lists of weighted loss types .* are not implemented; give one loss type\. TRL's \["ipo", "sft"\] with loss_weights \[1, w\] is --loss_type ipo --rpo_alpha w here/);
-  const mpo = tuna(["dpo", ...flags(join(tmp, "x6"), ["--loss_type", "sigmoid,bco_pair,sft"])]);
-  assert.match(mpo.stderr, /lists of weighted loss types/);
-  assert.doesNotMatch(mpo.stderr, /rpo_alpha/);
+  // TRL 1.13's loss lists: weights one per loss, sft once (it is rpo_alpha's term), exo_pair with its epsilon.
+  const weights = tuna(["dpo", ...flags(join(tmp, "x3"), ["--loss_type", "sigmoid,sft", "--loss_weights", "1"])]);
+  assert.notEqual(weights.status, 0);
+  assert.match(weights.stderr, /loss_weights has 1 value\(s\) for 2 loss type\(s\) \(sigmoid,sft\)/);
+  const twice = tuna(["dpo", ...flags(join(tmp, "x5"), ["--loss_type", "sft", "--rpo_alpha", "0.5"])]);
+  assert.match(twice.stderr, /loss_type sft and rpo_alpha are the same term/);
+  const exo = tuna(["dpo", ...flags(join(tmp, "x6"), ["--loss_type", "exo_pair"])]);
+  assert.match(exo.stderr, /loss_type exo_pair needs label_smoothing > 0/);
+  const unknown = tuna(["dpo", ...flags(join(tmp, "x7"), ["--loss_type", "sigmoid,kto"])]);
+  assert.notEqual(unknown.status, 0);
+  assert.match(unknown.stderr, /loss_type = sigmoid,kto/);
   const smoothing = tuna(["dpo", ...flags(join(tmp, "x4"), ["--loss_type", "hinge", "--label_smoothing", "0.1"])]);
   assert.notEqual(smoothing.status, 0);
   assert.match(smoothing.stderr, /label_smoothing 0\.1 applies to the sigmoid, robust, exo_pair, aot and aot_pair losses/);

@@ -42,6 +42,10 @@ const CASES: [string, DpoSettings][] = [
   ["aot_pair with label smoothing 0.1", { lossType: "aot_pair", beta: 0.5, labelSmoothing: 0.1, referenceFree: false, rpoAlpha: undefined }],
   ["bco_pair", { lossType: "bco_pair", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
   ["sigmoid_norm", { lossType: "sigmoid_norm", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
+  [
+    "loss list sigmoid 0.8 + ipo 0.3 + sft 0.5 (TRL 1.13's loss_type with loss_weights)",
+    { lossType: "sigmoid", losses: [{ type: "sigmoid", weight: 0.8 }, { type: "ipo", weight: 0.3 }], beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: 0.5 },
+  ],
 ];
 
 for (const [label, settings] of CASES) {
@@ -81,6 +85,30 @@ for (const [label, settings] of CASES) {
     assert.ok(Math.abs(numeric - analytic) < 2e-3 * Math.abs(analytic) + 1e-4, `numeric ${numeric} vs analytic ${analytic}`);
   });
 }
+
+void test("a loss list is the weighted sum of its losses: loss and every gradient equal the single losses' combined", async () => {
+  const { dir, cfg } = await writeTiny();
+  const model = await tinyModel(dir, cfg, { mode: "lora" });
+  const be = model.backend;
+  const batch = pairBatch(cfg.vocabSize);
+  const run = async (settings: DpoSettings): Promise<{ loss: number; grad: Float32Array }> => {
+    const dpo = dpoTrainingModel(asTrainingModel(model), settings);
+    be.fill(model.params.trainable.grads, 0);
+    const device = dpo.upload(batch);
+    const r = await dpo.forward(device, { training: true });
+    await dpo.backward(device, 1 / r.tokens);
+    dpo.free(device);
+    return { loss: r.lossSum / r.tokens, grad: await be.downloadF32(model.params.trainable.grads) };
+  };
+  const base = { beta: 0.5, labelSmoothing: 0.1, referenceFree: false, rpoAlpha: undefined } as const;
+  const sigmoid = await run({ ...base, lossType: "sigmoid" });
+  const hinge = await run({ ...base, lossType: "hinge" });
+  const both = await run({ ...base, lossType: "sigmoid", losses: [{ type: "sigmoid", weight: 0.7 }, { type: "hinge", weight: 0.2 }] });
+  assert.ok(Math.abs(both.loss - (0.7 * sigmoid.loss + 0.2 * hinge.loss)) < 1e-9, `${both.loss} vs ${0.7 * sigmoid.loss + 0.2 * hinge.loss}`);
+  let worst = 0;
+  for (let i = 0; i < both.grad.length; i++) worst = Math.max(worst, Math.abs(both.grad[i]! - (0.7 * sigmoid.grad[i]! + 0.2 * hinge.grad[i]!)));
+  assert.ok(worst < 1e-6, `gradient off by ${worst}`);
+});
 
 void test("DPO at the start of LoRA training (B = 0): policy = reference, the sigmoid loss is log 2 and every reward 0", async () => {
   const { dir, cfg } = await writeTiny();
