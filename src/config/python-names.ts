@@ -87,6 +87,16 @@ export const PYTHON_NAMES: Readonly<Record<string, PythonName>> = {
   use_liger_kernel: ignored("bool", "tuna's logits are computed in chunks already (no full logits tensor)"),
   eval_use_gather_object: ignored("bool", "the ranks' evaluation sums are combined exactly"),
   average_tokens_across_devices: ignored("bool", "the loss is always normalised by the trained tokens of every rank"),
+  // ---- TRL's DPOConfig (its other fields are tuna dpo's own, group dpo)
+  f_divergence_type: refused("value", "f-DPO is not implemented: tuna's losses use the reverse KL, TRL's default"),
+  f_alpha_divergence_coef: refused("value", "f-DPO is not implemented: tuna's losses use the reverse KL, TRL's default"),
+  use_weighting: refused("bool", "WPO weighting is not implemented"),
+  sync_ref_model: refused("bool", "TR-DPO is not implemented: the reference is the starting model (the base with the adapters off)"),
+  ref_model_mixup_alpha: refused("value", "TR-DPO is not implemented: the reference is the starting model"),
+  ref_model_sync_steps: refused("value", "TR-DPO is not implemented: the reference is the starting model"),
+  precompute_ref_batch_size: ignored("value", "the reference pass before training uses per_device_eval_batch_size"),
+  model_adapter_name: refused("value", "tuna trains one adapter; the reference is the model with it switched off"),
+  ref_adapter_name: refused("value", "tuna trains one adapter; the reference is the model with it switched off"),
   // ---- TRL's SFTConfig
   model_init_kwargs: refused("value", "tuna loads models itself; use the model and quantization flags"),
   chat_template_path: refused("value", "use --chat_template_file (a .jinja file)"),

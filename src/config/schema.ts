@@ -294,6 +294,13 @@ export const TRAIN_FIELDS = {
   precompute_ref_log_probs: boolField({ group: "dpo", default: false, doc: "Compute the reference log-probabilities once before training instead of at every step." }),
   reference_free: boolField({ group: "dpo", default: false, doc: "No reference model: the reference log-probabilities are 0." }),
   rpo_alpha: optionalFloatField({ group: "dpo", min: 0, doc: "RPO: add rpo_alpha x the NLL loss of the chosen completions." }),
+  ld_alpha: optionalFloatField({
+    group: "dpo",
+    min: 0,
+    max: 1,
+    doc: "LD-DPO: a completion's tokens beyond the shorter completion's length count ld_alpha times in its log-probability (TRL's ld_alpha); unset = plain DPO.",
+  }),
+  disable_dropout: boolField({ group: "dpo", default: true, doc: "No dropout while preference training (TRL's default): lora_dropout counts as 0; false keeps it." }),
 
   // ---- tuna: flags of tuna itself
   config: optionalTextField({ group: "tuna", cliOnly: true, doc: "A tuna config file (YAML or JSON) holding any of these fields." }),

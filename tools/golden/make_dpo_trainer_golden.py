@@ -42,6 +42,8 @@ CASES = {
     "text": {"data": "text", "tuna": [], "trl": {}},
     "conversational": {"data": "conversational", "tuna": [], "trl": {}},
     "ipo": {"data": "text", "tuna": ["--loss_type", "ipo"], "trl": {"loss_type": ["ipo"]}},
+    # LD-DPO: the completions' tokens beyond the shorter one's length weighted 0.5.
+    "ld": {"data": "text", "tuna": ["--ld_alpha", "0.5"], "trl": {"ld_alpha": 0.5}},
     # MPO's loss list with weights (sft: the chosen completions' NLL, older TRL's RPO).
     "mpo": {"data": "conversational", "tuna": ["--loss_type", "sigmoid,bco_pair,sft", "--loss_weights", "0.8,0.2,1.0"],
             "trl": {"loss_type": ["sigmoid", "bco_pair", "sft"], "loss_weights": [0.8, 0.2, 1.0]}},

@@ -15,6 +15,8 @@ export function withDpoDefaults(resolved: ResolvedTrainConfig): ResolvedTrainCon
     if (resolved.sources[name].kind === "default") (config as Record<FieldName, unknown>)[name] = value;
   }
   const c = config;
+  // TRL's disable_dropout (default true) switches off every dropout module, the adapters' included.
+  if (c.disable_dropout) c.lora_dropout = 0;
   const types: readonly string[] = c.loss_type;
   if (c.label_smoothing > 0 && !types.some((t) => ["sigmoid", "robust", "exo_pair", "aot", "aot_pair", "aot_unpaired"].includes(t))) {
     throw new TunaError("CONFIG_INVALID", `label_smoothing ${c.label_smoothing} applies to the sigmoid, robust, exo_pair, aot and aot_pair losses, not to loss_type ${types.join(",")}; remove it or change the loss.`);

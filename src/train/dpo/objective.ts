@@ -16,6 +16,11 @@ export interface DpoSettings extends DpoLossSettings {
   referenceFree: boolean;
   /** RPO: rpo_alpha x the chosen completions' NLL (mean over their tokens in the micro-batch) joins the loss. */
   rpoAlpha: number | undefined;
+  /**
+   * LD-DPO (TRL's ld_alpha): a completion's tokens beyond the shorter completion's length count ld_alpha times in
+   * its log-probability (policy and reference); unset = 1.
+   */
+  ldAlpha?: number;
   /** Reference log-probabilities computed before training, by pair (pairKey); used instead of a reference pass. */
   precomputed?: ReadonlyMap<string, readonly [number, number]>;
 }
@@ -26,6 +31,9 @@ interface PairSpans {
   rejected: [number, number];
   chosenTokens: number;
   rejectedTokens: number;
+  /** The row where each completion's tokens beyond the shorter completion's length begin (LD-DPO's tail). */
+  chosenTail: number;
+  rejectedTail: number;
   key: string;
 }
 
@@ -60,10 +68,19 @@ export function pairsOf(batch: Batch): PairSpans[] {
     for (let i = lo; i < hi; i++) if (batch.targets[i] !== -100) n++;
     return n;
   };
+  // The row after the `shared`-th trained row of [lo, hi) (hi when there are no more).
+  const tailStart = (lo: number, hi: number, shared: number): number => {
+    let n = 0;
+    for (let i = lo; i < hi; i++) if (batch.targets[i] !== -100 && ++n === shared) return i + 1;
+    return shared === 0 ? lo : hi;
+  };
   for (let d = 0; d < docs; d += 2) {
     const chosen: [number, number] = [cu[d]!, cu[d + 1]!];
     const rejected: [number, number] = [cu[d + 1]!, cu[d + 2]!];
-    out.push({ chosen, rejected, chosenTokens: trained(...chosen), rejectedTokens: trained(...rejected), key: pairKey(batch.ids, chosen, rejected) });
+    const chosenTokens = trained(...chosen);
+    const rejectedTokens = trained(...rejected);
+    const shared = Math.min(chosenTokens, rejectedTokens);
+    out.push({ chosen, rejected, chosenTokens, rejectedTokens, chosenTail: tailStart(...chosen, shared), rejectedTail: tailStart(...rejected, shared), key: pairKey(batch.ids, chosen, rejected) });
   }
   return out;
 }
@@ -73,6 +90,12 @@ export function sequenceLogp(losses: Float32Array, [lo, hi]: readonly [number, n
   let s = 0;
   for (let i = lo; i < hi; i++) s -= losses[i]!;
   return s;
+}
+
+/** A pair's two log-probabilities, each completion's tail (LD-DPO) weighted by `ldAlpha` (1: the plain sums). */
+function pairLogps(losses: Float32Array, p: PairSpans, ldAlpha = 1): [number, number] {
+  const one = ([lo, hi]: readonly [number, number], tail: number): number => sequenceLogp(losses, [lo, tail]) + ldAlpha * sequenceLogp(losses, [tail, hi]);
+  return [one(p.chosen, p.chosenTail), one(p.rejected, p.rejectedTail)];
 }
 
 export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): TrainingModel {
@@ -99,7 +122,7 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
       });
     }
     const ref = await inner.forward(batch, { adapters: false });
-    return pairs.map((p) => [sequenceLogp(ref.tokenLosses, p.chosen), sequenceLogp(ref.tokenLosses, p.rejected)]);
+    return pairs.map((p) => pairLogps(ref.tokenLosses, p, s.ldAlpha));
   };
 
   return {
@@ -131,14 +154,14 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
       const policy = await inner.forward(batch, options);
       let lossSum = 0;
       const spans: SpanScale[] = [];
-      const policyLogps = pairs.map((p) => [sequenceLogp(policy.tokenLosses, p.chosen), sequenceLogp(policy.tokenLosses, p.rejected)] as const);
+      const policyLogps = pairs.map((p) => pairLogps(policy.tokenLosses, p, s.ldAlpha));
       // RPO: the chosen completions' mean token NLL over the micro-batch, weighted as P pair losses.
       let chosenTokens = 0;
       let chosenNll = 0;
-      pairs.forEach((p, i) => {
+      for (const p of pairs) {
         chosenTokens += p.chosenTokens;
-        chosenNll -= policyLogps[i]![0];
-      });
+        chosenNll -= sequenceLogp(policy.tokenLosses, p.chosen);
+      }
       const rpoWeight = s.rpoAlpha === undefined || chosenTokens === 0 ? 0 : (s.rpoAlpha * pairs.length) / chosenTokens;
       const m = metrics[options.training === true ? "train" : "eval"];
       // Each weighted loss term; d loss / d summed log-probability of each completion, over the terms.
@@ -163,7 +186,15 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
         });
       }
       pairs.forEach((p, i) => {
-        spans.push({ start: p.chosen[0], count: p.chosen[1] - p.chosen[0], scale: -dChosen[i]! + rpoWeight }, { start: p.rejected[0], count: p.rejected[1] - p.rejected[0], scale: -dRejected[i]! });
+        // Each completion's shared part and its tail (weighted ldAlpha in the log-probability), RPO's NLL on all of
+        // the chosen tokens.
+        const ld = s.ldAlpha ?? 1;
+        spans.push(
+          { start: p.chosen[0], count: p.chosenTail - p.chosen[0], scale: -dChosen[i]! + rpoWeight },
+          { start: p.chosenTail, count: p.chosen[1] - p.chosenTail, scale: -ld * dChosen[i]! + rpoWeight },
+          { start: p.rejected[0], count: p.rejectedTail - p.rejected[0], scale: -dRejected[i]! },
+          { start: p.rejectedTail, count: p.rejected[1] - p.rejectedTail, scale: -ld * dRejected[i]! },
+        );
         const add = (k: string, v: number): void => {
           m[k]!.sum += v;
           m[k]!.count += 1;
@@ -207,7 +238,7 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
 }
 
 /** Reference log-probabilities of every pair, computed once before training (precompute_ref_log_probs). */
-export async function precomputeReferenceLogps(inner: TrainingModel, batches: Iterable<Batch>, referenceAdaptersOff: boolean): Promise<Map<string, [number, number]>> {
+export async function precomputeReferenceLogps(inner: TrainingModel, batches: Iterable<Batch>, referenceAdaptersOff: boolean, ldAlpha?: number): Promise<Map<string, [number, number]>> {
   const out = new Map<string, [number, number]>();
   for (const batch of batches) {
     const pairs = pairsOf(batch);
@@ -215,7 +246,7 @@ export async function precomputeReferenceLogps(inner: TrainingModel, batches: It
     const device = inner.upload(batch);
     try {
       const r = await inner.forward(device, referenceAdaptersOff ? { adapters: false } : {});
-      for (const p of pairs) out.set(p.key, [sequenceLogp(r.tokenLosses, p.chosen), sequenceLogp(r.tokenLosses, p.rejected)]);
+      for (const p of pairs) out.set(p.key, pairLogps(r.tokenLosses, p, ldAlpha));
     } finally {
       inner.free(device);
     }

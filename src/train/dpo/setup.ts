@@ -31,6 +31,7 @@ export function dpoSettingsOf(c: TrainConfig): DpoSettings {
     discopopTau: c.discopop_tau,
     referenceFree: c.reference_free,
     rpoAlpha: sft?.weight ?? c.rpo_alpha,
+    ...(c.ld_alpha === undefined ? {} : { ldAlpha: c.ld_alpha }),
   };
 }
 
@@ -63,6 +64,7 @@ export async function dpoObjective(
     base,
     plans.map((plan) => toModelBatch(plan, sequences, o.padTokenId)),
     !o.fullFineTuning,
+    settings.ldAlpha,
   );
   o.onNote(`reference log-probabilities of ${precomputed.size} pairs computed in ${((performance.now() - started) / 1000).toFixed(1)} s.`);
   if (o.lead) await writeJson(file, { version: 1, pairs: Object.fromEntries(precomputed) });

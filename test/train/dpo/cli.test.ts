@@ -80,7 +80,8 @@ const relative = (a: number, b: number): number => Math.abs(a - b) / Math.max(Ma
 
 void test("tuna dpo: TRL's metrics in the logs (training and evaluation), loss log 2 at the first step, an adapter saved", { timeout: 180_000 }, async () => {
   const out = join(tmp, "basic");
-  const r = tuna(["dpo", ...flags(out, ["--splits", "train,test", "--eval_strategy", "steps", "--eval_steps", "2", "--per_device_eval_batch_size", "3"])]);
+  // lora_dropout 0.1 is switched off by disable_dropout (TRL's DPOConfig default).
+  const r = tuna(["dpo", ...flags(out, ["--splits", "train,test", "--eval_strategy", "steps", "--eval_steps", "2", "--per_device_eval_batch_size", "3", "--lora_dropout", "0.1"])]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /train: 18 rows -> 18 preference pairs/);
   const entries = await logs(out);
@@ -96,8 +97,9 @@ void test("tuna dpo: TRL's metrics in the logs (training and evaluation), loss l
   assert.equal(evals.length, 2);
   assert.ok(typeof evals[0]!["eval_rewards/margins"] === "number" && !("eval_perplexity" in evals[0]!), JSON.stringify(evals[0]));
   assert.ok((await stat(join(out, "adapter_model.safetensors"))).size > 0);
-  const config = JSON.parse(await readFile(join(out, "adapter_config.json"), "utf8")) as { peft_type: string };
+  const config = JSON.parse(await readFile(join(out, "adapter_config.json"), "utf8")) as { peft_type: string; lora_dropout: number };
   assert.equal(config.peft_type, "LORA");
+  assert.equal(config.lora_dropout, 0);
   const card = await readFile(join(out, "README.md"), "utf8");
   assert.match(card, /^tags:\n- tuna\n- dpo\n- lora$/m);
   assert.match(card, /^- dpo: beta=0\.5, loss_type=sigmoid$/m);

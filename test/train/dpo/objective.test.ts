@@ -42,6 +42,7 @@ const CASES: [string, DpoSettings][] = [
   ["aot_pair with label smoothing 0.1", { lossType: "aot_pair", beta: 0.5, labelSmoothing: 0.1, referenceFree: false, rpoAlpha: undefined }],
   ["bco_pair", { lossType: "bco_pair", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
   ["sigmoid_norm", { lossType: "sigmoid_norm", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
+  ["sigmoid with LD-DPO's ld_alpha 0.4 and RPO", { lossType: "sigmoid", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: 0.3, ldAlpha: 0.4 }],
   [
     "loss list sigmoid 0.8 + ipo 0.3 + sft 0.5 (TRL 1.13's loss_type with loss_weights)",
     { lossType: "sigmoid", losses: [{ type: "sigmoid", weight: 0.8 }, { type: "ipo", weight: 0.3 }], beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: 0.5 },
