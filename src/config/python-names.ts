@@ -88,8 +88,6 @@ export const PYTHON_NAMES: Readonly<Record<string, PythonName>> = {
   eval_use_gather_object: ignored("bool", "the ranks' evaluation sums are combined exactly"),
   average_tokens_across_devices: ignored("bool", "the loss is always normalised by the trained tokens of every rank"),
   // ---- TRL's DPOConfig (its other fields are tuna dpo's own, group dpo)
-  f_divergence_type: refused("value", "f-DPO is not implemented: tuna's losses use the reverse KL, TRL's default"),
-  f_alpha_divergence_coef: refused("value", "f-DPO is not implemented: tuna's losses use the reverse KL, TRL's default"),
   use_weighting: refused("bool", "WPO weighting is not implemented"),
   sync_ref_model: refused("bool", "TR-DPO is not implemented: the reference is the starting model (the base with the adapters off)"),
   ref_model_mixup_alpha: refused("value", "TR-DPO is not implemented: the reference is the starting model"),

@@ -300,6 +300,13 @@ export const TRAIN_FIELDS = {
     max: 1,
     doc: "LD-DPO: a completion's tokens beyond the shorter completion's length count ld_alpha times in its log-probability (TRL's ld_alpha); unset = plain DPO.",
   }),
+  f_divergence_type: choiceField({
+    group: "dpo",
+    choices: ["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"],
+    default: "reverse_kl",
+    doc: "f-DPO: the divergence whose f-score of the log-ratios the loss compares; reverse_kl is plain DPO. Others take sigmoid, sigmoid_norm, hinge, ipo, exo_pair, robust, discopop and sft only.",
+  }),
+  f_alpha_divergence_coef: floatField({ group: "dpo", default: 0.5, doc: "alpha of f_divergence_type alpha_divergence." }),
   disable_dropout: boolField({ group: "dpo", default: true, doc: "No dropout while preference training (TRL's default): lora_dropout counts as 0; false keeps it." }),
 
   // ---- tuna: flags of tuna itself

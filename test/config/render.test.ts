@@ -28,7 +28,7 @@ const EXPECTED_HELP_DEFAULTS: Record<string, string> = {
   save_strategy: "steps", save_steps: "500", save_total_limit: "unset", ddp_timeout: "60", ddp_bucket_cap_mb: "unset", neftune_noise_alpha: "unset", report_to: "none",
   run_name: "unset", push_to_hub: "false", hub_model_id: "unset", hub_private_repo: "false", hub_strategy: "every_save", config_file: "unset", device: "auto", config: "unset", print_config: "false",
   beta: "0.1", loss_type: "sigmoid", loss_weights: "unset", label_smoothing: "0", max_prompt_length: "unset", max_completion_length: "unset",
-  precompute_ref_log_probs: "false", reference_free: "false", rpo_alpha: "unset", ld_alpha: "unset", disable_dropout: "true", discopop_tau: "0.05",
+  precompute_ref_log_probs: "false", reference_free: "false", rpo_alpha: "unset", ld_alpha: "unset", f_divergence_type: "reverse_kl", f_alpha_divergence_coef: "0.5", disable_dropout: "true", discopop_tau: "0.05",
 };
 
 function helpLine(help: string, name: string): string {

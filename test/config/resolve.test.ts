@@ -125,7 +125,7 @@ void test("defaults are those of the peft example dataclasses and HF TrainingArg
       save_total_limit: undefined, ddp_timeout: 60, ddp_bucket_cap_mb: undefined, neftune_noise_alpha: undefined, report_to: ["none"], run_name: undefined, push_to_hub: false, hub_model_id: undefined, hub_private_repo: false, hub_strategy: "every_save",
       config_file: undefined, device: "auto", config: undefined, print_config: false,
       beta: 0.1, loss_type: ["sigmoid"], loss_weights: undefined, label_smoothing: 0, max_prompt_length: undefined, max_completion_length: undefined,
-      precompute_ref_log_probs: false, reference_free: false, rpo_alpha: undefined, ld_alpha: undefined, disable_dropout: true, discopop_tau: 0.05,
+      precompute_ref_log_probs: false, reference_free: false, rpo_alpha: undefined, ld_alpha: undefined, f_divergence_type: "reverse_kl", f_alpha_divergence_coef: 0.5, disable_dropout: true, discopop_tau: 0.05,
     },
   );
   assert.deepEqual(sources.lora_r, { kind: "default" });

@@ -44,6 +44,12 @@ CASES = {
     "ipo": {"data": "text", "tuna": ["--loss_type", "ipo"], "trl": {"loss_type": ["ipo"]}},
     # LD-DPO: the completions' tokens beyond the shorter one's length weighted 0.5.
     "ld": {"data": "text", "tuna": ["--ld_alpha", "0.5"], "trl": {"ld_alpha": 0.5}},
+    # f-DPO: the losses compare f-scores of the log-ratios (IPO divides the score of the sum by the length).
+    "js": {"data": "text", "tuna": ["--f_divergence_type", "js_divergence"], "trl": {"f_divergence_type": "js_divergence"}},
+    "alpha-ipo": {"data": "text", "tuna": ["--loss_type", "ipo", "--f_divergence_type", "alpha_divergence", "--f_alpha_divergence_coef", "0.3"],
+                  "trl": {"loss_type": ["ipo"], "f_divergence_type": "alpha_divergence", "f_alpha_divergence_coef": 0.3}},
+    "forward-kl-hinge": {"data": "conversational", "tuna": ["--loss_type", "hinge", "--f_divergence_type", "forward_kl"],
+                         "trl": {"loss_type": ["hinge"], "f_divergence_type": "forward_kl"}},
     # MPO's loss list with weights (sft: the chosen completions' NLL, older TRL's RPO).
     "mpo": {"data": "conversational", "tuna": ["--loss_type", "sigmoid,bco_pair,sft", "--loss_weights", "0.8,0.2,1.0"],
             "trl": {"loss_type": ["sigmoid", "bco_pair", "sft"], "loss_weights": [0.8, 0.2, 1.0]}},

@@ -3,6 +3,7 @@
 // its own checks, and its help. `tuna train` refuses the DPO fields.
 import { FIELD_NAMES, TRAIN_FIELDS, renderTrainHelp, type FieldName, type ResolvedTrainConfig, type TrainConfig } from "../../config/index.ts";
 import { TunaError } from "../../util/errors.ts";
+import { F_DIVERGENCE_LOSS_TYPES } from "../../train/dpo/loss.ts";
 
 /** TRL's DPOConfig defaults that differ from tuna train's (SFT) ones. */
 const DPO_DEFAULTS: Partial<TrainConfig> = { learning_rate: 1e-6, max_seq_length: 1024, truncation_mode: "keep_start" };
@@ -26,6 +27,9 @@ export function withDpoDefaults(resolved: ResolvedTrainConfig): ResolvedTrainCon
   }
   if (c.loss_weights !== undefined && c.loss_weights.length !== types.length) {
     throw new TunaError("CONFIG_INVALID", `loss_weights has ${c.loss_weights.length} value(s) for ${types.length} loss type(s) (${types.join(",")}); give one weight per loss type, in order.`);
+  }
+  if (c.f_divergence_type !== "reverse_kl" && !types.every((t) => F_DIVERGENCE_LOSS_TYPES.includes(t))) {
+    throw new TunaError("CONFIG_INVALID", `f_divergence_type ${c.f_divergence_type} takes the loss types ${F_DIVERGENCE_LOSS_TYPES.join(", ")} only (the others have no f-divergence form), not ${types.join(",")}; use reverse_kl or change the loss.`);
   }
   if (new Set(types).size !== types.length) throw new TunaError("CONFIG_INVALID", `loss_type ${types.join(",")} names a loss twice; give each once, weighted by loss_weights.`);
   if (types.includes("sft") && c.rpo_alpha !== undefined) {

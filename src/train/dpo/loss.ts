@@ -36,6 +36,33 @@ export type DpoLossType =
   | "aot_unpaired"
   | "sigmoid_norm";
 
+/** TRL 1.13's f_divergence_type: the f-DPO score of a log-ratio t, f'(t) (reverse_kl: t itself, plain DPO). */
+export type FDivergence = "reverse_kl" | "forward_kl" | "js_divergence" | "alpha_divergence";
+
+/** The losses TRL 1.13 allows with another f-divergence: those of the chosen - rejected score difference alone. */
+export const F_DIVERGENCE_LOSS_TYPES: readonly string[] = ["sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft"];
+
+/**
+ * The score f'(t) of an f-divergence and its derivative, as TRL 1.13 computes them: forward_kl 1 - e^-t;
+ * js_divergence log 2 + log sigmoid(t); alpha_divergence (e^((a-1) t) - 1) / (a - 1), its exponent clamped at 80
+ * (float32), t itself when a is 1.
+ */
+export function divergenceScore(type: FDivergence, alpha: number): { value: (t: number) => number; slope: (t: number) => number } {
+  switch (type) {
+    case "reverse_kl":
+      return { value: (t) => t, slope: () => 1 };
+    case "forward_kl":
+      return { value: (t) => 1 - Math.exp(-t), slope: (t) => Math.exp(-t) };
+    case "js_divergence":
+      return { value: (t) => Math.LN2 + logSigmoid(t), slope: (t) => sigmoid(-t) };
+    case "alpha_divergence": {
+      if (Math.abs(alpha - 1) < 1e-6) return { value: (t) => t, slope: () => 1 };
+      const k = alpha - 1;
+      return { value: (t) => (Math.exp(Math.min(k * t, 80)) - 1) / k, slope: (t) => (k * t < 80 ? Math.exp(k * t) : 0) };
+    }
+  }
+}
+
 export interface DpoLossSettings {
   lossType: DpoLossType;
   beta: number;

@@ -7,7 +7,7 @@
 import type { Batch } from "../../data/batch.ts";
 import type { ForwardOptions, ForwardResult, SpanScale, TrainingModel, UploadedBatch } from "../../model/types.ts";
 import { TunaError } from "../../util/errors.ts";
-import { dpoLosses, type DpoLossSettings, type DpoLossType } from "./loss.ts";
+import { divergenceScore, dpoLosses, type DpoLossSettings, type DpoLossType, type FDivergence } from "./loss.ts";
 
 export interface DpoSettings extends DpoLossSettings {
   /** The weighted loss terms (TRL 1.13's loss_type list with loss_weights); unset = lossType alone, weight 1. */
@@ -21,6 +21,8 @@ export interface DpoSettings extends DpoLossSettings {
    * its log-probability (policy and reference); unset = 1.
    */
   ldAlpha?: number;
+  /** f-DPO (TRL's f_divergence_type, f_alpha_divergence_coef): the losses compare f-scores of the log-ratios. */
+  fDivergence?: { type: FDivergence; alpha: number };
   /** Reference log-probabilities computed before training, by pair (pairKey); used instead of a reference pass. */
   precomputed?: ReadonlyMap<string, readonly [number, number]>;
 }
@@ -167,6 +169,11 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
       // Each weighted loss term; d loss / d summed log-probability of each completion, over the terms.
       const dChosen = new Array<number>(pairs.length).fill(0);
       const dRejected = new Array<number>(pairs.length).fill(0);
+      // f-DPO: the losses see f(log-ratio) in place of each log-ratio (the losses allowed with it depend on their
+      // difference alone), and each derivative carries f'(log-ratio).
+      const f = divergenceScore(s.fDivergence?.type ?? "reverse_kl", s.fDivergence?.alpha ?? 0.5);
+      const ratios = pairs.map((_, i) => [policyLogps[i]![0] - ref[i]![0], policyLogps[i]![1] - ref[i]![1]] as const);
+      const scored = s.fDivergence !== undefined && s.fDivergence.type !== "reverse_kl";
       for (const term of s.losses ?? [{ type: s.lossType, weight: 1 }]) {
         // IPO and sigmoid_norm compare log-probabilities averaged over each completion's tokens (TRL divides by
         // the token count).
@@ -175,14 +182,16 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
         const losses = dpoLosses(
           pairs.map((_, i) => {
             const [nc, nr] = counts[i]!;
+            if (scored) return { chosen: f.value(ratios[i]![0]) / nc, rejected: f.value(ratios[i]![1]) / nr, refChosen: 0, refRejected: 0 };
             return { chosen: policyLogps[i]![0] / nc, rejected: policyLogps[i]![1] / nr, refChosen: ref[i]![0] / nc, refRejected: ref[i]![1] / nr };
           }),
           { ...s, lossType: term.type },
         );
         losses.forEach((r, i) => {
+          const [sc, sr] = scored ? [f.slope(ratios[i]![0]), f.slope(ratios[i]![1])] : [1, 1];
           lossSum += term.weight * r.loss;
-          dChosen[i]! += (term.weight * r.dChosen) / counts[i]![0];
-          dRejected[i]! += (term.weight * r.dRejected) / counts[i]![1];
+          dChosen[i]! += (term.weight * r.dChosen * sc) / counts[i]![0];
+          dRejected[i]! += (term.weight * r.dRejected * sr) / counts[i]![1];
         });
       }
       pairs.forEach((p, i) => {

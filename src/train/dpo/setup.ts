@@ -32,6 +32,7 @@ export function dpoSettingsOf(c: TrainConfig): DpoSettings {
     referenceFree: c.reference_free,
     rpoAlpha: sft?.weight ?? c.rpo_alpha,
     ...(c.ld_alpha === undefined ? {} : { ldAlpha: c.ld_alpha }),
+    ...(c.f_divergence_type === "reverse_kl" ? {} : { fDivergence: { type: c.f_divergence_type, alpha: c.f_alpha_divergence_coef } }),
   };
 }
 

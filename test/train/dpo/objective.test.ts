@@ -42,6 +42,10 @@ const CASES: [string, DpoSettings][] = [
   ["aot_pair with label smoothing 0.1", { lossType: "aot_pair", beta: 0.5, labelSmoothing: 0.1, referenceFree: false, rpoAlpha: undefined }],
   ["bco_pair", { lossType: "bco_pair", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
   ["sigmoid_norm", { lossType: "sigmoid_norm", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined }],
+  ["sigmoid under f-DPO's js_divergence", { lossType: "sigmoid", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined, fDivergence: { type: "js_divergence", alpha: 0.5 } }],
+  // (forward_kl and strong alpha_divergence scores grow as e^-t: this model's log-ratios make them too steep for
+  // central differences; the TRL golden covers them, test/train/dpo/trainer-golden.test.ts.)
+  ["ipo under f-DPO's alpha_divergence 0.9", { lossType: "ipo", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: undefined, fDivergence: { type: "alpha_divergence", alpha: 0.9 } }],
   ["sigmoid with LD-DPO's ld_alpha 0.4 and RPO", { lossType: "sigmoid", beta: 0.5, labelSmoothing: 0, referenceFree: false, rpoAlpha: 0.3, ldAlpha: 0.4 }],
   [
     "loss list sigmoid 0.8 + ipo 0.3 + sft 0.5 (TRL 1.13's loss_type with loss_weights)",
