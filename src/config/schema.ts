@@ -69,6 +69,7 @@ const STRATEGIES = ["no", "steps", "epoch"] as const;
 export const TRAIN_FIELDS = {
   // ---- model: peft examples/sft ModelArguments
   model_name_or_path: textField({ group: "model", default: REQUIRED, doc: "Model folder or Hugging Face hub id to fine-tune." }),
+  model_revision: optionalTextField({ group: "model", doc: "Hub revision (branch, tag or commit) of model_name_or_path; unset = main." }),
   chat_template_format: choiceField({
     group: "model",
     choices: ["chatml", "zephyr", "none"],
@@ -85,7 +86,7 @@ export const TRAIN_FIELDS = {
     default: false,
     doc: "DoRA (PEFT's use_dora): each adapted layer's output is rescaled per output feature by a trained magnitude over the row norm of W + BA; saves lora_magnitude_vector beside lora_A/lora_B.",
   }),
-  use_nested_quant: boolField({ group: "model", default: false, doc: "Double quantization: also quantize the 4-bit quantization constants." }),
+  use_nested_quant: boolField({ group: "model", default: false, aliases: ["use_bnb_nested_quant"], doc: "Double quantization: also quantize the 4-bit quantization constants." }),
   bnb_4bit_compute_dtype: choiceField({
     group: "model",
     choices: ["float16", "bfloat16", "float32"],
@@ -96,13 +97,14 @@ export const TRAIN_FIELDS = {
     group: "model",
     choices: ["float16", "bfloat16", "float32", "uint8"],
     default: "uint8",
+    aliases: ["bnb_4bit_quant_storage"],
     doc: "Dtype the packed 4-bit codes are stored as (bfloat16 lets ZeRO-3/FSDP shard them with the rest).",
   }),
   bnb_4bit_quant_type: choiceField({ group: "model", choices: ["nf4", "fp4"], default: "nf4", doc: "4-bit code book: NormalFloat4 or FP4." }),
   use_flash_attn: boolField({ group: "model", default: false, doc: "Use the flash attention kernel." }),
-  use_peft_lora: boolField({ group: "model", default: false, doc: "Train LoRA adapters instead of the full model." }),
-  use_8bit_quantization: boolField({ group: "model", default: false, doc: "Load the base model in 8 bits." }),
-  use_4bit_quantization: boolField({ group: "model", default: false, doc: "Load the base model in 4 bits (QLoRA)." }),
+  use_peft_lora: boolField({ group: "model", default: false, aliases: ["use_peft"], doc: "Train LoRA adapters instead of the full model (TRL's scripts: --use_peft)." }),
+  use_8bit_quantization: boolField({ group: "model", default: false, aliases: ["load_in_8bit"], doc: "Load the base model in 8 bits (TRL's scripts: --load_in_8bit)." }),
+  use_4bit_quantization: boolField({ group: "model", default: false, aliases: ["load_in_4bit"], doc: "Load the base model in 4 bits (QLoRA; TRL's scripts: --load_in_4bit)." }),
   use_reentrant: boolField({ group: "model", default: false, doc: "Reentrant gradient checkpointing (torch's use_reentrant)." }),
   use_unsloth: boolField({ group: "model", default: false, doc: "Unsloth kernels; accepted but not supported (tuna has its own kernels)." }),
 

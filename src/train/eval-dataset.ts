@@ -60,6 +60,7 @@ export async function evaluateDataset(
     baseDtype: c.bf16 ? "bf16" : "f32",
     quantize: quantizeOption(c) ?? null,
     ...(o.adapter === undefined ? {} : { adapterDir: o.adapter }),
+    ...(c.model_revision === undefined ? {} : { revision: c.model_revision }),
     onNotice: o.onNotice,
   });
   const tokenizerDir = tokenizerDirFor(opened.dir, o.adapter);

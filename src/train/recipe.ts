@@ -180,7 +180,7 @@ export async function runTraining(resolved: ResolvedTrainConfig, io: RecipeIO, o
     const rankIo = lead ? io : quietIo();
     const outputDir = lead ? await checkOutputDir(c) : resolve(c.output_dir);
     // Model folder and tokenizer, with the chat format's special tokens.
-    const modelDir = await resolveModelPath(c.model_name_or_path, { onNotice: (m) => { rankIo.err(m); } });
+    const modelDir = await resolveModelPath(c.model_name_or_path, { ...(c.model_revision === undefined ? {} : { revision: c.model_revision }), onNotice: (m) => { rankIo.err(m); } });
     refuseModelFolder(outputDir, modelDir);
     // Rank 0 owns the output folder: the lock, the clean-up, logs and saved files.
     const lock = lead ? await lockOutputDir(outputDir) : undefined;

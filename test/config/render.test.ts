@@ -11,7 +11,7 @@ const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 
 // Defaults as the peft example and HF TrainingArguments document them, written out independently.
 const EXPECTED_HELP_DEFAULTS: Record<string, string> = {
-  chat_template_format: "none", lora_alpha: "16", lora_dropout: "0.1", lora_r: "64",
+  model_revision: "unset", chat_template_format: "none", lora_alpha: "16", lora_dropout: "0.1", lora_r: "64",
   lora_target_modules: "q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj", use_nested_quant: "false", use_rslora: "false", use_dora: "false",
   bnb_4bit_compute_dtype: "float16", bnb_4bit_quant_storage_dtype: "uint8", bnb_4bit_quant_type: "nf4",
   use_flash_attn: "false", use_peft_lora: "false", use_8bit_quantization: "false", use_4bit_quantization: "false",

@@ -106,7 +106,7 @@ void test("defaults are those of the peft example dataclasses and HF TrainingArg
   assert.deepEqual(
     { ...config },
     {
-      model_name_or_path: "m", chat_template_format: "none", lora_alpha: 16, lora_dropout: 0.1, lora_r: 64,
+      model_name_or_path: "m", model_revision: undefined, chat_template_format: "none", lora_alpha: 16, lora_dropout: 0.1, lora_r: 64,
       lora_target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj", "up_proj", "gate_proj"],
       use_rslora: false, use_dora: false, use_nested_quant: false, bnb_4bit_compute_dtype: "float16", bnb_4bit_quant_storage_dtype: "uint8",
       bnb_4bit_quant_type: "nf4", use_flash_attn: false, use_peft_lora: false, use_8bit_quantization: false,

@@ -177,7 +177,7 @@ export async function dataCommand(args: string[], output: CliOutput): Promise<nu
     output.err(m);
   };
   // The same model folder and vocab size as training: both go into the cache fingerprint.
-  const modelDir = await resolveModelPath(c.model_name_or_path, { onNotice: notice });
+  const modelDir = await resolveModelPath(c.model_name_or_path, { ...(c.model_revision === undefined ? {} : { revision: c.model_revision }), onNotice: notice });
   const modelConfig = await readModelConfig(modelDir);
   const model = { dir: modelDir, vocabSize: modelConfig.vocabSize, modelType: modelConfig.modelType };
   const options = trainPrepareOptions(c, model);
