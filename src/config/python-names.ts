@@ -113,8 +113,6 @@ export const PYTHON_NAMES: Readonly<Record<string, PythonName>> = {
   chat_template_path: refused("value", "use --chat_template_file (a .jinja file)"),
   dataset_kwargs: ignored("value", "the dataset options tuna implements are flags of their own"),
   dataset_num_proc: ignored("value", "tokenization uses every core through worker threads"),
-  eos_token: refused("value", "the tokenizer's eos_token is used"),
-  pad_token: refused("value", "the tokenizer's pad token (else its eos) is used"),
   padding_free: ignored("bool", "tuna's batches are padding-free whenever packing is on, and never mix documents' attention"),
   pad_to_multiple_of: ignored("value", "packed batches are not padded"),
   eval_packing: refused("bool", "evaluation packs as training does"),

@@ -129,6 +129,8 @@ export const TRAIN_FIELDS = {
     min: 1,
     doc: "Longest sequence in tokens (TRL's newer name: max_length).",
   }),
+  eos_token: optionalTextField({ group: "data", doc: "TRL's eos_token: a token of the vocabulary that ends each text and completion in place of the tokenizer's EOS (and is saved as its eos_token)." }),
+  pad_token: optionalTextField({ group: "data", doc: "TRL's pad_token: a token of the vocabulary to pad with; unset = the tokenizer's pad, else its EOS." }),
   append_concat_token: boolField({
     group: "data",
     default: true,

@@ -93,7 +93,39 @@ export function setupChatFormat(
   format: ChatFormat,
   modelVocabSize: number,
   templatePath?: string,
+  tokens: SpecialTokenOverrides = {},
 ): ChatSetup {
+  // TRL sets eos_token first, so a tokenizer without a pad pads with the new EOS; a chat format's own tokens
+  // come next, and the overrides win over them.
+  const base = format === "none" ? withTokenOverrides(tokenizer, { eosToken: tokens.eosToken }) : tokenizer;
+  const setup = formatSetup(base, format, modelVocabSize, templatePath);
+  return { ...setup, tokenizer: withTokenOverrides(setup.tokenizer, tokens) };
+}
+
+/** TRL's SFTConfig eos_token / pad_token: tokens of the vocabulary that replace the tokenizer's own. */
+export interface SpecialTokenOverrides {
+  eosToken?: string | undefined;
+  padToken?: string | undefined;
+}
+
+/**
+ * The tokenizer with TRL's eos_token (what ends each text and completion, and the saved tokenizer's EOS) and
+ * pad_token in place of its own; each must be a token of the vocabulary, as TRL requires.
+ */
+function withTokenOverrides(tokenizer: LoadedTokenizer, o: SpecialTokenOverrides): LoadedTokenizer {
+  let out = tokenizer;
+  for (const [key, token] of [["eos", o.eosToken], ["pad", o.padToken]] as const) {
+    if (token === undefined) continue;
+    const id = tokenizer.tokenToId(token);
+    if (id === undefined) {
+      throw new TunaError("CONFIG_INVALID", `${key}_token "${token}" is not a token of the tokenizer's vocabulary; give one it has (TRL requires that too), or leave ${key}_token unset.`);
+    }
+    out = key === "eos" ? { ...out, eosToken: token, eosTokenId: id } : { ...out, padToken: token, padTokenId: id };
+  }
+  return out;
+}
+
+function formatSetup(tokenizer: LoadedTokenizer, format: ChatFormat, modelVocabSize: number, templatePath: string | undefined): ChatSetup {
   const fileTemplate = templatePath === undefined ? undefined : readChatTemplateFile(templatePath);
   if (format === "none") {
     // peft sets pad_token = eos_token unconditionally; a tokenizer that has a pad keeps it here.

@@ -13,6 +13,9 @@ export interface TokenizerRecipe {
   tokenizerDir: string;
   /** The model's config.json model_type (transformers 5's tokenizer class depends on it). */
   modelType: string;
+  /** TRL's eos_token / pad_token in place of the tokenizer's. */
+  eosToken?: string;
+  padToken?: string;
   chatFormat: ChatFormat;
   templatePath?: string;
   modelVocabSize: number;
@@ -35,11 +38,11 @@ export interface TokenizeChunkResult {
 const contexts = new Map<string, Promise<Pick<TokenizeContext, "tokenizer" | "template">>>();
 
 async function contextFor(recipe: TokenizerRecipe): Promise<Pick<TokenizeContext, "tokenizer" | "template">> {
-  const key = JSON.stringify([recipe.tokenizerDir, recipe.modelType, recipe.chatFormat, recipe.templatePath, recipe.modelVocabSize]);
+  const key = JSON.stringify([recipe.tokenizerDir, recipe.modelType, recipe.chatFormat, recipe.templatePath, recipe.modelVocabSize, recipe.eosToken, recipe.padToken]);
   let ctx = contexts.get(key);
   if (ctx === undefined) {
     ctx = loadTokenizer(recipe.tokenizerDir, recipe.modelType).then((base) => {
-      const setup = setupChatFormat(base, recipe.chatFormat, recipe.modelVocabSize, recipe.templatePath);
+      const setup = setupChatFormat(base, recipe.chatFormat, recipe.modelVocabSize, recipe.templatePath, { eosToken: recipe.eosToken, padToken: recipe.padToken });
       return setup.template === undefined ? { tokenizer: setup.tokenizer } : { tokenizer: setup.tokenizer, template: setup.template };
     });
     contexts.set(key, ctx);

@@ -37,6 +37,8 @@ export function trainPrepareOptions(c: TrainConfig, model: DataModel): Omit<Prep
     recipe: {
       tokenizerDir: model.dir,
       modelType: model.modelType,
+      ...(c.eos_token === undefined ? {} : { eosToken: c.eos_token }),
+      ...(c.pad_token === undefined ? {} : { padToken: c.pad_token }),
       chatFormat: c.chat_template_format,
       modelVocabSize: model.vocabSize,
       ...(c.chat_template_file === undefined ? {} : { templatePath: resolve(c.chat_template_file) }),

@@ -64,7 +64,7 @@ export async function evaluateDataset(
     onNotice: o.onNotice,
   });
   const tokenizerDir = tokenizerDirFor(opened.dir, o.adapter);
-  const chat = setupChatFormat(await loadTokenizer(tokenizerDir, opened.cfg.modelType), c.chat_template_format, opened.cfg.vocabSize, c.chat_template_file);
+  const chat = setupChatFormat(await loadTokenizer(tokenizerDir, opened.cfg.modelType), c.chat_template_format, opened.cfg.vocabSize, c.chat_template_file, { eosToken: c.eos_token, padToken: c.pad_token });
   const prepareOptions = trainPrepareOptions(c, { dir: tokenizerDir, vocabSize: opened.cfg.vocabSize, modelType: opened.cfg.modelType });
   const splits = await prepareDatasets({ ...prepareOptions, useCache: false, onNotice: o.onNotice });
   const model = createCausalLm(backend, opened.params, { checkpointing: false, seed: 0 });

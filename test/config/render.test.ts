@@ -16,7 +16,7 @@ const EXPECTED_HELP_DEFAULTS: Record<string, string> = {
   bnb_4bit_compute_dtype: "float16", bnb_4bit_quant_storage_dtype: "uint8", bnb_4bit_quant_type: "nf4",
   use_flash_attn: "false", use_peft_lora: "false", use_8bit_quantization: "false", use_4bit_quantization: "false",
   use_reentrant: "false", use_unsloth: "false", dataset_name: "timdettmers/openassistant-guanaco", packing: "false",
-  packing_strategy: "bfd", dataset_text_field: "text", max_seq_length: "512", append_concat_token: "true",
+  packing_strategy: "bfd", dataset_text_field: "text", max_seq_length: "512", eos_token: "unset", pad_token: "unset", append_concat_token: "true",
   add_special_tokens: "false", splits: "train,test", assistant_only_loss: "false", chat_template_file: "unset", truncation_mode: "keep_start",
   drop_long_examples: "false", skip_bad_rows: "false", test_split_ratio: "0", completion_only_loss: "unset",
   output_dir: "trainer_output", overwrite_output_dir: "false", resume_from_checkpoint: "unset", seed: "42",

@@ -200,3 +200,17 @@ test("a .jinja file replaces the template; missing or broken files are errors na
     (e: unknown) => e instanceof TunaError && e.code === "CONFIG_INVALID" && e.message.includes(broken),
   );
 });
+
+test("TRL's eos_token and pad_token replace the tokenizer's (pad defaults to the new EOS); a token outside the vocabulary is refused", async () => {
+  const tok = await loadTokenizer(TINY);
+  assert.equal(tok.padToken, undefined, "the fixture has no pad token of its own");
+  const set = setupChatFormat(tok, "none", 32000, undefined, { eosToken: "<unk>" });
+  assert.equal(set.tokenizer.eosToken, "<unk>");
+  assert.equal(set.tokenizer.eosTokenId, 0);
+  assert.equal(set.tokenizer.padTokenId, 0, "TRL: pad_token = args.pad_token or tokenizer.pad_token or tokenizer.eos_token (the new one)");
+  const both = setupChatFormat(tok, "none", 32000, undefined, { eosToken: "<unk>", padToken: "<s>" });
+  assert.deepEqual([both.tokenizer.eosTokenId, both.tokenizer.padTokenId], [0, 1]);
+  // A chat format's own EOS gives way to the override too.
+  assert.equal(setupChatFormat(tok, "chatml", 32000, undefined, { eosToken: "</s>" }).tokenizer.eosToken, "</s>");
+  assert.throws(() => setupChatFormat(tok, "none", 32000, undefined, { eosToken: "<|im_end|>" }), (e: unknown) => e instanceof TunaError && e.code === "CONFIG_INVALID" && /eos_token "<\|im_end\|>" is not a token of the tokenizer's vocabulary/.test(e.message));
+});

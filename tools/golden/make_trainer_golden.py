@@ -53,6 +53,8 @@ CASES = {
     "conversational": {"data": "conversational", "tuna": [], "trl": {}},
     "text": {"data": "text", "tuna": ["--add_special_tokens", "true"], "trl": {}},
     "packed": {"data": "prompt-completion", "tuna": ["--add_special_tokens", "true", "--packing", "true"], "trl": {"packing": True}},
+    # SFTConfig's eos_token: another token of the vocabulary ends each text.
+    "eos-token": {"data": "text", "tuna": ["--add_special_tokens", "true", "--eos_token", "<unk>"], "trl": {"eos_token": "<unk>"}},
 }
 
 
