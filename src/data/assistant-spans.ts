@@ -1,12 +1,14 @@
 // Where each assistant turn lies in a rendered conversation, for any chat template: the conversation is
 // rendered prefix by prefix, and an assistant turn is what its message adds after the generation prompt.
 //
-// No {% generation %} markers are needed (TRL's assistant_only_loss requires them) and no response
-// template is searched for in tokens (TRL issues 598/980/1191: the same string tokenizes differently in
-// context). The span runs from the end of the generation prompt (or, for a template that ignores
-// add_generation_prompt, from the message's content) to the end of the turn's text minus trailing
-// whitespace: the content and the end-of-turn token (<|im_end|>, </s>, ...), not the role header and not
-// the newline between turns.
+// A template with {% generation %} blocks (what TRL's assistant_only_loss requires, e.g. TRL's own
+// *_training.jinja templates) marks the spans itself: the text its blocks render, as transformers'
+// return_assistant_tokens_mask takes it (checked against TRL's SFTTrainer in test/golden/trainer). Without
+// markers no response template is searched for in tokens (TRL issues 598/980/1191: the same string tokenizes
+// differently in context): the span runs from the end of the generation prompt (or, for a template that
+// ignores add_generation_prompt, from the message's content) to the end of the turn's text minus trailing
+// whitespace: the content and the end-of-turn token (<|im_end|>, </s>, ...), not the role header and not the
+// newline between turns.
 
 import { renderChatTemplate } from "../tokenizer/chat-template.ts";
 import type { ChatMessage, ChatTemplateOptions } from "../tokenizer/chat-template.ts";
@@ -95,6 +97,39 @@ export function turnStart(
   return found < 0 ? plain.length : backOverSpaces(rendered, found, plain.length);
 }
 
+// {% generation %} / {% endgeneration %} as @huggingface/jinja's preprocess removes them (with the same
+// whitespace control), but leaving a private-use character where each was, so the rendered text shows the blocks.
+const GENERATION_TAG = /(\s*){%(-?)\s*(end)?generation\s*(-?)%}(\s*)/gs;
+const OPEN = "\uE000";
+const CLOSE = "\uE001";
+
+function markGenerationBlocks(template: string): string | undefined {
+  if (!/{%-?\s*generation\s*-?%}/.test(template)) return undefined;
+  return template.replace(GENERATION_TAG, (_m, before: string, lstrip: string, end: string | undefined, rstrip: string, after: string) => {
+    return (lstrip === "-" ? "" : before) + `{{ "${end === undefined ? OPEN : CLOSE}" }}` + (rstrip === "-" ? "" : after);
+  });
+}
+
+/** The text without the markers, and the spans the markers enclosed; undefined when the markers do not pair up. */
+function generationSpans(marked: string): RenderedChat | undefined {
+  let text = "";
+  let open: number | undefined;
+  const assistantSpans: CharSpan[] = [];
+  for (const ch of marked) {
+    if (ch === OPEN) {
+      if (open !== undefined) return undefined;
+      open = text.length;
+    } else if (ch === CLOSE) {
+      if (open === undefined) return undefined;
+      if (text.length > open) assistantSpans.push({ start: open, end: text.length });
+      open = undefined;
+    } else {
+      text += ch;
+    }
+  }
+  return open === undefined ? { text, assistantSpans } : undefined;
+}
+
 /** Render `messages` and find the character span of every assistant turn. */
 export function renderAssistantSpans(
   template: string,
@@ -103,6 +138,12 @@ export function renderAssistantSpans(
   where: string,
 ): RenderedChat {
   const text = renderForRow(template, messages, options, where);
+  const marked = markGenerationBlocks(template);
+  // The markers are private-use characters: content that holds them goes the template-independent way.
+  if (marked !== undefined && !text.includes(OPEN) && !text.includes(CLOSE)) {
+    const spans = generationSpans(renderForRow(marked, messages, options, where));
+    if (spans !== undefined && spans.text === text) return spans;
+  }
   const assistantSpans: CharSpan[] = [];
   for (let i = 0; i < messages.length; i++) {
     const message = messages[i]!;

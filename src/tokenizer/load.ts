@@ -122,9 +122,10 @@ async function folderModelType(folder: string): Promise<string | undefined> {
 /**
  * Bumped whenever tuna tokenizes the same tokenizer files differently, so caches keyed by those files (prepared
  * datasets) are not reused across the change. 2: transformers 5's Llama class pipeline (classPipeline). 3: that
- * pipeline only where transformers 5 really builds LlamaTokenizer (not for Mistral or Phi-3 model folders).
+ * pipeline only where transformers 5 really builds LlamaTokenizer (not for Mistral or Phi-3 model folders). 4: a
+ * template's {% generation %} blocks mark the assistant spans.
  */
-export const TOKENIZATION_REVISION = 3;
+export const TOKENIZATION_REVISION = 4;
 
 /** A tokenizer from the contents of tokenizer.json (`json`, read from `jsonPath`) and the folder's settings. */
 function tokenizerFromJson(json: JsonObject, settings: TokenizerSettings, jsonPath: string, modelType: string | undefined): LoadedTokenizer {

@@ -204,3 +204,26 @@ test("a conversation without any template is a configuration error", () => {
     (e: unknown) => e instanceof TunaError && e.code === "CONFIG_INVALID" && /chat_template_format/.test(e.message),
   );
 });
+
+test("a template's {% generation %} blocks mark the spans (TRL's assistant_only_loss), with jinja's whitespace control; unpaired markers fall back to rendering prefixes", async () => {
+  const { renderAssistantSpans } = await import("../../src/data/assistant-spans.ts");
+  const messages = [
+    { role: "user", content: "hi" },
+    { role: "assistant", content: "hello" },
+    { role: "user", content: "bye" },
+    { role: "assistant", content: "ciao" },
+  ];
+  // The block takes the header's newline and the turn's closing newline, unlike tuna's own rule.
+  const template =
+    "{% for m in messages %}{{ '<|im_start|>' + m.role }}{% if m.role == 'assistant' %}{%- generation -%}{{ '\\n' + m.content + '<|im_end|>\\n' }}{%- endgeneration -%}" +
+    "{% else %}{{ '\\n' + m.content + '<|im_end|>\\n' }}{% endif %}{% endfor %}";
+  const r = renderAssistantSpans(template, messages, {}, "row 1");
+  assert.equal(r.text, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\nciao<|im_end|>\n");
+  assert.deepEqual(r.assistantSpans.map((s) => r.text.slice(s.start, s.end)), ["\nhello<|im_end|>\n", "\nciao<|im_end|>\n"]);
+  // Without the blocks, tuna's rule: after the header's newline, up to the end-of-turn token.
+  const plain = renderAssistantSpans(template.replaceAll("{%- generation -%}", "").replaceAll("{%- endgeneration -%}", ""), messages, {}, "row 1");
+  assert.deepEqual(plain.assistantSpans.map((s) => plain.text.slice(s.start, s.end)), ["hello<|im_end|>", "ciao<|im_end|>"]);
+  // A block opened twice: the markers do not pair up, so the template-independent rule applies.
+  const broken = renderAssistantSpans(template.replace("{%- endgeneration -%}", ""), messages, {}, "row 1");
+  assert.deepEqual(broken.assistantSpans.map((s) => broken.text.slice(s.start, s.end)), ["hello<|im_end|>", "ciao<|im_end|>"]);
+});

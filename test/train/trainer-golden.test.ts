@@ -28,7 +28,9 @@ after(() => rm(root, { recursive: true, force: true }));
 
 function train(name: string, out: string, extra: string[] = []): Promise<Record<string, number>[]> {
   const c = golden.cases[name]!;
-  return runAndReadSteps("train", ["--model_name_or_path", MODEL, "--dataset_name", join(GOLDEN, c.data), ...golden.flags, ...c.flags, ...extra], out);
+  // "{golden}" in a case's flags is the golden folder (its template file).
+  const flags = c.flags.map((f) => f.replaceAll("{golden}", GOLDEN.replace(/\/$/, "")));
+  return runAndReadSteps("train", ["--model_name_or_path", MODEL, "--dataset_name", join(GOLDEN, c.data), ...golden.flags, ...flags, ...extra], out);
 }
 
 void test("tuna's initial adapter is the one the golden started PEFT from (else regenerate: tools/golden/make_trainer_golden.py)", async () => {

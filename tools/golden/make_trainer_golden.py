@@ -53,6 +53,11 @@ CASES = {
     "conversational": {"data": "conversational", "tuna": [], "trl": {}},
     "text": {"data": "text", "tuna": ["--add_special_tokens", "true"], "trl": {}},
     "packed": {"data": "prompt-completion", "tuna": ["--add_special_tokens", "true", "--packing", "true"], "trl": {"packing": True}},
+    # Assistant-only loss over multi-turn conversations, through TRL's own training template for Qwen2.5 (its
+    # {% generation %} blocks mark the assistant turns; trl/chat_templates, Apache-2.0, copied unchanged).
+    # (max_length 192: the template's default system prompt is long in this vocabulary.)
+    "assistant-only": {"data": "multi-turn", "max_length": 192, "tuna": ["--assistant_only_loss", "true", "--chat_template_file", "{golden}/qwen2_5_training.jinja"],
+                       "trl": {"assistant_only_loss": True, "chat_template_path": os.path.join(OUT, "qwen2_5_training.jinja")}},
     # SFTConfig's eos_token: another token of the vocabulary ends each text.
     "eos-token": {"data": "text", "tuna": ["--add_special_tokens", "true", "--eos_token", "<unk>"], "trl": {"eos_token": "<unk>"}},
 }
@@ -64,12 +69,15 @@ def rows(kind: str, n: int) -> list[dict]:
         return [{"prompt": f"Q: {phrase(rng, 2, 9)}?", "completion": f" A: {phrase(rng, 1, 12)}."} for _ in range(n)]
     if kind == "conversational":
         return [{"messages": [{"role": "user", "content": phrase(rng, 2, 8)}, {"role": "assistant", "content": phrase(rng, 1, 10)}]} for _ in range(n)]
+    if kind == "multi-turn":
+        turns = lambda: [{"role": "user", "content": phrase(rng, 2, 6)}, {"role": "assistant", "content": phrase(rng, 1, 6)}]
+        return [{"messages": [*turns(), *turns()]} for _ in range(n)]
     return [{"text": phrase(rng, 3, 20)} for _ in range(n)]
 
 
 def shared_flags() -> list[str]:
     """tuna's flags of every case, without the model, dataset and output folder."""
-    flags = ["--splits", "train", "--use_peft_lora", "--max_seq_length", "64", "--max_steps", str(STEPS), "--logging_steps", "1",
+    flags = ["--splits", "train", "--use_peft_lora", "--max_steps", str(STEPS), "--logging_steps", "1",
              "--save_strategy", "no", "--report_to", "jsonl", "--device", "cpu"]
     for k, v in {**LORA, **SETTINGS}.items():
         flags += [f"--{k}", str(v)]
@@ -81,6 +89,8 @@ golden = {"versions": {"torch": torch.__version__, "transformers": transformers.
 os.makedirs(OUT, exist_ok=True)
 for name, case in CASES.items():
     kind = case["data"]
+    max_length = case.get("max_length", 64)
+    case = {**case, "tuna": ["--max_seq_length", str(max_length), *case["tuna"]]}
     data = rows(kind, 26)
     data_path = os.path.join(OUT, f"{kind}.jsonl")
     with open(data_path, "w", encoding="utf-8") as f:
@@ -88,7 +98,9 @@ for name, case in CASES.items():
     work = tempfile.mkdtemp()
     # 1. tuna's initial adapter.
     init_dir = os.path.join(work, "init")
-    init_file = tuna_initial_adapter(ROOT, "train", ["--model_name_or_path", MODEL, "--dataset_name", data_path, *shared_flags(), *case["tuna"]], init_dir)
+    # "{golden}" in a flag is this folder (the test puts its own path there).
+    tuna_case_flags = [f.replace("{golden}", OUT) for f in case["tuna"]]
+    init_file = tuna_initial_adapter(ROOT, "train", ["--model_name_or_path", MODEL, "--dataset_name", data_path, *shared_flags(), *tuna_case_flags], init_dir)
     # 2. TRL trains it.
     tokenizer = AutoTokenizer.from_pretrained(MODEL)
     base = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32, attn_implementation="eager")
@@ -96,7 +108,7 @@ for name, case in CASES.items():
     seen = []
 
     args = SFTConfig(output_dir=os.path.join(work, "trl"), max_steps=STEPS, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-                     max_length=64, bf16=False, dataloader_num_workers=0, **{"packing": False, **case["trl"]}, **SETTINGS)
+                     max_length=max_length, bf16=False, dataloader_num_workers=0, **{"packing": False, **case["trl"]}, **SETTINGS)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(data), processing_class=tokenizer)
     collate = trainer.data_collator
 
