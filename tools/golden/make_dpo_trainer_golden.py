@@ -42,6 +42,8 @@ CASES = {
     "text": {"data": "text", "tuna": [], "trl": {}},
     "conversational": {"data": "conversational", "tuna": [], "trl": {}},
     "ipo": {"data": "text", "tuna": ["--loss_type", "ipo"], "trl": {"loss_type": ["ipo"]}},
+    # The reference log-probabilities computed once before training.
+    "precompute": {"data": "text", "tuna": ["--precompute_ref_log_probs", "true"], "trl": {"precompute_ref_log_probs": True}},
     # LD-DPO: the completions' tokens beyond the shorter one's length weighted 0.5.
     "ld": {"data": "text", "tuna": ["--ld_alpha", "0.5"], "trl": {"ld_alpha": 0.5}},
     # f-DPO: the losses compare f-scores of the log-ratios (IPO divides the score of the sum by the length).
