@@ -42,6 +42,8 @@ CASES = {
     "text": {"data": "text", "tuna": [], "trl": {}},
     "conversational": {"data": "conversational", "tuna": [], "trl": {}},
     "ipo": {"data": "text", "tuna": ["--loss_type", "ipo"], "trl": {"loss_type": ["ipo"]}},
+    # Robust DPO with label smoothing (TRL 1.13 uses label_smoothing in robust, exo_pair and the AOT losses).
+    "robust": {"data": "conversational", "tuna": ["--loss_type", "robust", "--label_smoothing", "0.1"], "trl": {"loss_type": ["robust"], "label_smoothing": 0.1}},
     # The reference log-probabilities computed once before training.
     "precompute": {"data": "text", "tuna": ["--precompute_ref_log_probs", "true"], "trl": {"precompute_ref_log_probs": True}},
     # LD-DPO: the completions' tokens beyond the shorter one's length weighted 0.5.

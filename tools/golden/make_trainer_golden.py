@@ -58,6 +58,9 @@ CASES = {
     # (max_length 192: the template's default system prompt is long in this vocabulary.)
     "assistant-only": {"data": "multi-turn", "max_length": 192, "tuna": ["--assistant_only_loss", "true", "--chat_template_file", "{golden}/qwen2_5_training.jinja"],
                        "trl": {"assistant_only_loss": True, "chat_template_path": os.path.join(OUT, "qwen2_5_training.jinja")}},
+    # Prompt and completion both trained.
+    "whole-sequence": {"data": "prompt-completion", "tuna": ["--add_special_tokens", "true", "--completion_only_loss", "false"],
+                       "trl": {"completion_only_loss": False}},
     # The Trainer's LengthGroupedSampler (torch's global generator; nothing else draws from it without dropout).
     "group-by-length": {"data": "text", "tuna": ["--add_special_tokens", "true", "--train_sampling_strategy", "group_by_length"],
                         "trl": {"train_sampling_strategy": "group_by_length"}},
