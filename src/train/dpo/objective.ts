@@ -194,10 +194,10 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
           dRejected[i]! += (term.weight * r.dRejected * sr) / counts[i]![1];
         });
       }
+      // Each completion's shared part and its tail (weighted ldAlpha in the log-probability), RPO's NLL on all of
+      // the chosen tokens.
+      const ld = s.ldAlpha ?? 1;
       pairs.forEach((p, i) => {
-        // Each completion's shared part and its tail (weighted ldAlpha in the log-probability), RPO's NLL on all of
-        // the chosen tokens.
-        const ld = s.ldAlpha ?? 1;
         spans.push(
           { start: p.chosen[0], count: p.chosenTail - p.chosen[0], scale: -dChosen[i]! + rpoWeight },
           { start: p.chosenTail, count: p.chosen[1] - p.chosenTail, scale: -ld * dChosen[i]! + rpoWeight },
@@ -211,8 +211,8 @@ export function dpoTrainingModel(inner: TrainingModel, s: DpoSettings): Training
         // TRL 1.13 reports every loss type's rewards and log-probabilities from the summed log-probabilities
         // (IPO and sigmoid_norm average only inside their loss).
         const [chosen, rejected] = policyLogps[i]!;
-        const chosenReward = s.beta * (chosen - ref[i]![0]);
-        const rejectedReward = s.beta * (rejected - ref[i]![1]);
+        const chosenReward = s.beta * ratios[i]![0];
+        const rejectedReward = s.beta * ratios[i]![1];
         add("rewards/chosen", chosenReward);
         add("rewards/rejected", rejectedReward);
         add("rewards/accuracies", chosenReward > rejectedReward ? 1 : 0);
