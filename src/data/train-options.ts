@@ -3,6 +3,7 @@
 import { join, resolve } from "node:path";
 import type { TrainConfig } from "../config/index.ts";
 import type { PrepareOptions } from "./prepare.ts";
+import type { SpecialTokenOverrides } from "./chat-format.ts";
 
 /**
  * The model side of the data stage: the folder of the tokenizer files (the model's, or an adapter's), and the
@@ -12,6 +13,11 @@ export interface DataModel {
   dir: string;
   vocabSize: number;
   modelType: string;
+}
+
+/** TRL's eos_token / pad_token of the configuration, as setupChatFormat takes them. */
+export function specialTokenOverrides(c: TrainConfig): SpecialTokenOverrides {
+  return { eosToken: c.eos_token, padToken: c.pad_token };
 }
 
 /** The cache folder of a run: `<output_dir>/.tuna-cache`, output_dir resolved against the working directory. */

@@ -8,7 +8,7 @@ import { setupChatFormat } from "../data/chat-format.ts";
 import { detectFormat, formatOrigin, toExample } from "../data/formats.ts";
 import { prepareDatasets } from "../data/prepare.ts";
 import { loadDataset } from "../data/sources/load.ts";
-import { trainPrepareOptions } from "../data/train-options.ts";
+import { specialTokenOverrides, trainPrepareOptions } from "../data/train-options.ts";
 import { templateVariables } from "../data/tokenize.ts";
 import type { Example } from "../data/types.ts";
 import { generate } from "../model/generate.ts";
@@ -64,7 +64,7 @@ export async function evaluateDataset(
     onNotice: o.onNotice,
   });
   const tokenizerDir = tokenizerDirFor(opened.dir, o.adapter);
-  const chat = setupChatFormat(await loadTokenizer(tokenizerDir, opened.cfg.modelType), c.chat_template_format, opened.cfg.vocabSize, c.chat_template_file, { eosToken: c.eos_token, padToken: c.pad_token });
+  const chat = setupChatFormat(await loadTokenizer(tokenizerDir, opened.cfg.modelType), c.chat_template_format, opened.cfg.vocabSize, c.chat_template_file, specialTokenOverrides(c));
   const prepareOptions = trainPrepareOptions(c, { dir: tokenizerDir, vocabSize: opened.cfg.vocabSize, modelType: opened.cfg.modelType });
   const splits = await prepareDatasets({ ...prepareOptions, useCache: false, onNotice: o.onNotice });
   const model = createCausalLm(backend, opened.params, { checkpointing: false, seed: 0 });

@@ -8,7 +8,7 @@ import { describeLaunch, type LaunchConfig, type ResolvedTrainConfig, type Train
 import type { ShardingStage } from "./data-parallel.ts";
 import { shardingOf } from "./sharding.ts";
 import { prepareDatasets, type PreparedSplit } from "../data/prepare.ts";
-import { trainPrepareOptions } from "../data/train-options.ts";
+import { specialTokenOverrides, trainPrepareOptions } from "../data/train-options.ts";
 import { setupChatFormat } from "../data/chat-format.ts";
 import { resolveModelPath } from "../hub/resolve.ts";
 import { openModelFolder } from "../hf/folder.ts";
@@ -98,7 +98,7 @@ function describeSplit(p: Pick<PreparedSplit, "split" | "stats"> & { fromCache?:
 async function modelAndData(backend: Backend, c: TrainConfig, modelDir: string, io: RecipeIO, collective: Collective | undefined, objective: Objective, shard?: ShardedLoad) {
   const folder = await openModelFolder(modelDir);
   try {
-    const chat = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, folder.config.vocabSize, c.chat_template_file, { eosToken: c.eos_token, padToken: c.pad_token });
+    const chat = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, folder.config.vocabSize, c.chat_template_file, specialTokenOverrides(c));
 
     // Data: tokenized, masked and packed; cached under the output folder. Rank 0 prepares it first, the
     // other ranks then read its cache instead of writing the same files at once.

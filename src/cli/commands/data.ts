@@ -7,7 +7,7 @@ import { TRAIN_FIELDS, formatResolvedConfig, parseTrainArgs, type FieldName } fr
 import { setupChatFormat } from "../../data/chat-format.ts";
 import { prepareDatasets, type PreparedSplit } from "../../data/prepare.ts";
 import { decodePieces, examplesToShow, renderMarked, type MarkStyle, type ShownExample } from "../../data/show.ts";
-import { trainPrepareOptions } from "../../data/train-options.ts";
+import { specialTokenOverrides, trainPrepareOptions } from "../../data/train-options.ts";
 import { resolveModelPath } from "../../hub/resolve.ts";
 import { readModelConfig } from "../../hf/folder.ts";
 import { loadTokenizer, type LoadedTokenizer } from "../../tokenizer/load.ts";
@@ -195,7 +195,7 @@ export async function dataCommand(args: string[], output: CliOutput): Promise<nu
     const train = splits.find((s) => s.split.includes("train"));
     if (train === undefined) throw new TunaError("CONFIG_INVALID", `--show prints the train split, but the splits are ${splits.map((s) => s.split).join(", ")}; add a train split to --splits.`);
     // The tokenizer with the chat format's added tokens, so that they decode as themselves.
-    const { tokenizer } = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, model.vocabSize, c.chat_template_file, { eosToken: c.eos_token, padToken: c.pad_token });
+    const { tokenizer } = setupChatFormat(await loadTokenizer(modelDir), c.chat_template_format, model.vocabSize, c.chat_template_file, specialTokenOverrides(c));
     shown = { examples: examplesToShow(train, flags.show, { wrapped }), tokenizer, split: train.split };
   }
 
